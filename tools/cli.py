@@ -1,0 +1,80 @@
+"""``prune-and-export``: the command line. Each subcommand is one module ``tools/cmd_<name>.py``.
+
+A subcommand module has ``HELP`` (one line), ``configure(parser)`` adding its flags, and
+``run(args, console) -> dict`` doing the work: human output goes to ``console``, the returned dict
+is what ``--json`` prints (exactly one JSON object on stdout). Errors of the project's error
+families become one line on stderr and exit code 2; nothing prints a traceback at a user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+
+SUBCOMMANDS = ("run", "eval", "prune", "export", "targets", "bench", "hil")
+DEFAULT = "run"
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, not a usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"prune-and-export: error: {message} (see '{self.prog} --help')\n")
+
+
+def _error_types() -> tuple[type[BaseException], ...]:
+    """The project's error families: user-facing failures, reported in one line."""
+    from tools.errors import ToolsError
+
+    types: list[type[BaseException]] = [ToolsError, FileNotFoundError, ValueError]
+    for module, name in (("prune.errors", "PruneError"), ("export.errors", "ExportError"), ("targets.errors", "TargetError")):
+        try:
+            types.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(types)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(
+        prog="prune-and-export",
+        description="Prune a neural-network controller structurally and ship it to edge boards. "
+        f"Without a subcommand, runs '{DEFAULT}' on the bundled pendulum controller.",
+    )
+    sub = parser.add_subparsers(dest="command", parser_class=_ArgumentParser)
+    for name in SUBCOMMANDS:
+        module = importlib.import_module(f"tools.cmd_{name}")
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout (tables go to stderr)")
+        module.configure(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in SUBCOMMANDS + ("-h", "--help"):
+        argv = [DEFAULT, *argv]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console(stderr=args.json, highlight=False)
+    module = importlib.import_module(f"tools.cmd_{args.command}")
+    try:
+        result = module.run(args, console)
+    except _error_types() as e:
+        print(f"prune-and-export {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"prune-and-export {args.command}: interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result, allow_nan=False))
+    return 0 if result.get("ok", True) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""``prune-and-export eval``: a controller's closed-loop return on Pendulum-v1."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from tools.controller import load_controller
+from tools.evaluate import JUDGES, as_policy, closed_loop_return
+from tools.options import add_controller, add_episodes, add_seed
+
+HELP = "closed-loop return of a controller on seeded Pendulum-v1 episodes"
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    add_controller(p)
+    add_episodes(p)
+    add_seed(p)
+    p.add_argument("--judge", choices=JUDGES, default="gym",
+                   help="gym: gymnasium's own env (the judge); fast: the batched plant (default gym)")
+
+
+def run(args: argparse.Namespace, console: Console) -> dict:
+    controller = load_controller(args.controller)
+    console.print(f"controller {controller.path} (sha256 {controller.sha256[:12]}), seed {args.seed}, judge {args.judge}")
+    start = time.perf_counter()
+    stats = closed_loop_return(as_policy(controller.module), args.episodes, args.seed, args.judge)
+    seconds = time.perf_counter() - start
+    table = Table(title=f"closed-loop return, {args.episodes} episodes, seeds {args.seed}..{args.seed + args.episodes - 1}")
+    for col in ("judge", "mean", "std", "min", "seconds"):
+        table.add_column(col, justify="right")
+    table.add_row(stats.judge, f"{stats.mean:.1f}", f"{stats.std:.1f}", f"{stats.min:.1f}", f"{seconds:.2f}")
+    console.print(table)
+    return {"controller": str(controller.path), "sha256": controller.sha256, "seed": args.seed,
+            "episodes": args.episodes, "seconds": seconds, **stats.to_dict()}
