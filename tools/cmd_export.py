@@ -1,19 +1,78 @@
-"""``prune-and-export export``: not built yet (see the open issues)."""
+"""``prune-and-export export``: a controller -> a verified bundle (ONNX + one TVM library per target)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from rich.console import Console
+from rich.table import Table
 
-from tools.errors import ToolsError
+from tools.options import add_controller, add_seed, positive_int
 
-HELP = "export (not built yet)"
+HELP = "export a controller to ONNX and TVM libraries for named targets, verified, in one bundle folder"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    pass
+    add_controller(p)
+    p.add_argument("--targets", default="x86_64", metavar="T1,T2",
+                   help="comma-separated target names (see 'prune-and-export targets'; default x86_64)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="bundle folder to create")
+    p.add_argument("--dynamic-batch", action="store_true",
+                   help="ONNX input with a symbolic batch dimension (TVM libraries always take batch 1)")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    p.add_argument("--runner", default=None, metavar="RUNNER",
+                   help="run non-host libraries with this runner for verification: qemu or ssh://user@host[:port] "
+                        "(default: each target's own; qemu-user for ARM on x86)")
+    p.add_argument("--parity-samples", type=positive_int, default=1000, metavar="N",
+                   help="observations drawn from the controller's observation box for every parity check (default 1000)")
+    p.add_argument("--no-fast-math", action="store_true",
+                   help="keep exact exp/tanh in the TVM libraries (default: TVM's fast versions, still verified at 1e-5)")
+    p.add_argument("--allow-unverified", action="store_true",
+                   help="exit 0 even if some library could not be executed here (it stays marked 'not verified')")
+    add_seed(p)
+
+
+def _fmt_err(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2e}"
 
 
 def run(args: argparse.Namespace, console: Console) -> dict:
-    raise ToolsError("'export' is not built yet")
+    from export.bundle import export_bundle
+    from targets import parse_target_list
+    from tools.controller import load_controller
+
+    targets = parse_target_list(args.targets)
+    ctrl = load_controller(args.controller)
+    console.print(f"controller {ctrl.path} (sha256 {ctrl.sha256[:12]}, {ctrl.architecture}); seed {args.seed}; "
+                  f"targets {', '.join(t.name for t in targets)}")
+    with console.status("exporting") as status:
+        manifest = export_bundle(
+            ctrl.module, ctrl.spec, targets, args.out, source_path=ctrl.path, source_sha256=ctrl.sha256,
+            architecture=ctrl.architecture, dynamic_batch=args.dynamic_batch, n_parity=args.parity_samples,
+            seed=args.seed, runner=args.runner, force=args.force, fast_math=not args.no_fast_math, progress=lambda m: status.update(m),
+        )
+
+    table = Table(title=f"bundle {args.out}")
+    for col in ("artifact", "bytes", "kernels", "compile s", "executed by, on n obs", "max |err|", "status"):
+        table.add_column(col, no_wrap=not col.startswith("executed"), min_width=18 if col.startswith("executed") else None)
+    o = manifest.onnx
+    table.add_row(o["file"], str(o["bytes"]), "-", "-", f"onnxruntime vs torch, {o['n_parity']}",
+                  _fmt_err(o["parity_max_abs_err"]), "verified")
+    reasons = []
+    for name, a in manifest.artifacts.items():
+        v = a["verification"]
+        if v["reason"]:
+            reasons.append(f"{name}: {v['status']}: {v['reason']}")
+        table.add_row(a["file"], str(a["bytes"]), str(a["kernels"]), f"{a['compile_seconds']:.2f}",
+                      f"{v['method'].replace(' (in-process)', '')}, {v['n']}", _fmt_err(v["max_abs_err"]), v["status"])
+    console.print(table)
+    for line in reasons:
+        console.print(f"[yellow]{line}[/]")
+    unverified = [n for n, v in manifest.verifications().items() if v["status"] != "verified"]
+    if unverified:
+        console.print(f"[yellow]not verified: {', '.join(unverified)}[/] (the bundle is written; these libraries "
+                      "were not executed here, see the reasons above)")
+    parity = {"onnx": o["parity_max_abs_err"], **{n: v["max_abs_err"] for n, v in manifest.verifications().items()}}
+    return {"ok": not unverified or args.allow_unverified, "bundle": str(args.out), "seed": args.seed,
+            "unverified": unverified, "parity": parity, "manifest": manifest.to_dict()}

@@ -1,0 +1,261 @@
+"""The bundle: one folder per export, written atomically, checked by hash whenever it is read.
+
+Layout (the firmware stub relies on these names)::
+
+    manifest.json   format_version, source sha256, spec, inputs/outputs, versions, onnx{...},
+                    artifacts{<target>: {file, sha256, bytes, tvm_target, compile, verification, ...}}
+    model.onnx      the simplified ONNX graph
+    <target>.so     one Relax VM library per target; function "main" takes float32[1, obs_dim]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import onnx
+from torch import nn
+
+from export.errors import ExportError
+from export.onnx_export import OPSET, export_onnx, ort_actions, ort_session
+from export.spec import ControllerSpec
+from export.tvm_compile import compile_library
+from export.verify import FAILED, TOLERANCE, VERIFIED, Verification, verify_library
+from targets.registry import Target
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+ONNX_FILE = "model.onnx"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _versions() -> dict:
+    out = {}
+    for dist in ("apache-tvm", "apache-tvm-ffi", "onnx", "onnxruntime", "onnxsim", "torch", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+@dataclass
+class Manifest:
+    """Everything a bundle promises; ``manifest.json`` is ``to_dict()`` of this."""
+
+    format_version: int
+    created_utc: str
+    source: dict  # {"path", "sha256", "architecture"} of the controller the bundle was made from
+    spec: dict  # ControllerSpec.to_dict()
+    inputs: list[dict]  # [{"name", "shape", "dtype", "low", "high"}]
+    outputs: list[dict]
+    param_count: int
+    versions: dict
+    onnx: dict  # {"file", "sha256", "bytes", opset, parity...}
+    artifacts: dict[str, dict] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Manifest":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+    @property
+    def controller_spec(self) -> ControllerSpec:
+        return ControllerSpec.from_dict(self.spec)
+
+    def verifications(self) -> dict[str, dict]:
+        """Per-target verification records (status, max_abs_err, reason)."""
+        return {name: a.get("verification", {}) for name, a in self.artifacts.items()}
+
+    @property
+    def all_verified(self) -> bool:
+        return all(v.get("status") == VERIFIED for v in self.verifications().values())
+
+
+def _io_records(spec: ControllerSpec, dynamic_batch: bool) -> tuple[list[dict], list[dict]]:
+    batch = "batch" if dynamic_batch else 1
+    inputs = [{"name": spec.input_name, "shape": [batch, spec.obs_dim], "dtype": "float32",
+               "low": list(spec.obs_low), "high": list(spec.obs_high)}]
+    outputs = [{"name": spec.output_name, "shape": [batch, spec.act_dim], "dtype": "float32",
+                "low": list(spec.act_low), "high": list(spec.act_high)}]
+    return inputs, outputs
+
+
+def _write_manifest(folder: Path, manifest: Manifest) -> None:
+    (folder / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2, allow_nan=False) + "\n")
+
+
+def _check_targets(targets: list[Target]) -> None:
+    """Fail before any work: non-library targets and missing cross compilers, named."""
+    if not targets:
+        raise ExportError("no targets given")
+    for t in targets:
+        if t.kind != "linux":
+            raise ExportError(f"target {t.name!r} is a {t.kind} target: shared libraries are built only for Linux "
+                              "targets (bare-metal firmware is not built yet)")
+        t.require_compiler()
+
+
+def _prepare_destination(out_dir: Path, force: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir}: exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise ExportError(f"{out_dir}: folder exists and is not empty (pass --force to replace it)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _move_into_place(tmp: Path, out_dir: Path) -> None:
+    """Rename the finished temp folder onto the destination; an old bundle is removed only after."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{datetime.now(timezone.utc).strftime('%Y%m%d%H%M%S%f')}")
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _compile_artifact(model: onnx.ModelProto, spec: ControllerSpec, t: Target, folder: Path, fast_math: bool) -> dict:
+    """Compile ``<target>.so`` into ``folder``; its manifest record (verification added later)."""
+    report = compile_library(model, spec, t, folder / f"{t.name}.so", fast_math=fast_math)
+    lib = folder / f"{t.name}.so"
+    return {
+        "file": lib.name, "sha256": sha256_file(lib), "bytes": lib.stat().st_size, "arch": t.arch,
+        "tvm_target": dict(t.tvm), "target": t.to_dict(), "entry": "main", "input_shape": [1, spec.obs_dim],
+        "kernels": report.kernels, "kernel_calls": report.kernel_calls, "compile_seconds": report.compile_seconds,
+        "compile_flags": report.compile_flags, "compile": report.to_dict(),
+    }
+
+
+def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target], out_dir: Path, *,
+                  source_path: Path | None = None, source_sha256: str = "", architecture: dict | None = None,
+                  dynamic_batch: bool = False, opset: int = OPSET, n_parity: int = 1000, seed: int = 0,
+                  tolerance: float = TOLERANCE, runner: str | None = None, force: bool = False,
+                  fast_math: bool = True, progress: Callable[[str], None] | None = None) -> Manifest:
+    """Export ``module`` to ONNX and one verified TVM library per target, into the bundle folder ``out_dir``.
+
+    Any failure raises ExportError (or TargetError) and leaves nothing at ``out_dir``. A library that
+    could not be executed here is kept but marked "not verified" with the reason; one that ran and
+    disagrees with onnxruntime beyond ``tolerance`` fails the export.
+    """
+    say = progress or (lambda _msg: None)
+    out_dir = Path(out_dir)
+    _check_targets(targets)
+    _prepare_destination(out_dir, force)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be copied and read by others
+        say("ONNX: export, simplify, check, parity with onnxruntime")
+        model, onnx_report = export_onnx(module, spec, opset=opset, dynamic_batch=dynamic_batch,
+                                         n_parity=n_parity, seed=seed, tolerance=tolerance)
+        onnx_path = tmp / ONNX_FILE
+        onnx.save(model, str(onnx_path))
+        inputs, outputs = _io_records(spec, dynamic_batch)
+        manifest = Manifest(
+            format_version=FORMAT_VERSION,
+            created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            source={"path": str(source_path) if source_path else None, "sha256": source_sha256 or None,
+                    "architecture": architecture},
+            spec=spec.to_dict(), inputs=inputs, outputs=outputs, param_count=onnx_report.param_count,
+            versions=_versions(),
+            onnx={"file": ONNX_FILE, "sha256": sha256_file(onnx_path), "bytes": onnx_path.stat().st_size,
+                  **onnx_report.to_dict()},
+        )
+        for t in targets:
+            say(f"{t.name}: compile with TVM ({t.tvm}) and link with {t.cc}")
+            manifest.artifacts[t.name] = _compile_artifact(model, spec, t, tmp, fast_math)
+        _write_manifest(tmp, manifest)  # the stub checks hashes against it during verification
+
+        obs = spec.sample_observations(n_parity, seed)
+        reference = ort_actions(ort_session(onnx_path.read_bytes()), spec, obs, batch_one=not dynamic_batch)
+        for t in targets:
+            say(f"{t.name}: verify against onnxruntime on {n_parity} observations")
+            v: Verification = verify_library(tmp, t, obs, reference, tolerance, runner=runner)
+            if v.status == FAILED and fast_math:
+                # fast exp/tanh cost a few ulps; on a model where that crosses the tolerance, ship exact math
+                say(f"{t.name}: {v.reason} with fast math; recompiling with exact exp/tanh")
+                manifest.artifacts[t.name] = _compile_artifact(model, spec, t, tmp, False)
+                manifest.artifacts[t.name]["compile_flags"]["fast_math_fallback"] = v.reason
+                _write_manifest(tmp, manifest)
+                v = verify_library(tmp, t, obs, reference, tolerance, runner=runner)
+            if v.status == FAILED:
+                raise ExportError(f"target {t.name!r}: {t.name}.so {v.reason} on {v.n} observations (seed {seed})")
+            manifest.artifacts[t.name]["verification"] = v.to_dict()
+        _write_manifest(tmp, manifest)
+        _move_into_place(tmp, out_dir)
+        say(f"bundle written to {out_dir}")
+        return manifest
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_manifest(bundle_dir: Path) -> Manifest:
+    """Parse ``manifest.json`` without checking hashes (use :func:`verify_bundle` for that)."""
+    path = Path(bundle_dir) / MANIFEST
+    if not path.is_file():
+        raise ExportError(f"{bundle_dir}: not a bundle (no {MANIFEST})")
+    try:
+        data = json.loads(path.read_text())
+        manifest = Manifest.from_dict(data)
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise ExportError(f"{path}: malformed manifest ({type(e).__name__}: {e})") from e
+    if manifest.format_version != FORMAT_VERSION:
+        raise ExportError(f"{path}: bundle format_version {manifest.format_version!r}, this tool reads {FORMAT_VERSION}")
+    return manifest
+
+
+def _check_file(bundle_dir: Path, record: dict, what: str) -> None:
+    name = str(record.get("file", ""))
+    if not name or Path(name).name != name:
+        raise ExportError(f"{bundle_dir}/{MANIFEST}: {what} has a bad file name {name!r}")
+    path = Path(bundle_dir) / name
+    if not path.is_file():
+        raise ExportError(f"{path}: missing ({what} is listed in the manifest)")
+    size = path.stat().st_size
+    if size != record.get("bytes"):
+        raise ExportError(f"{path}: {size} bytes, manifest says {record.get('bytes')} ({what} was changed)")
+    digest = sha256_file(path)
+    if digest != record.get("sha256"):
+        raise ExportError(f"{path}: sha256 {digest[:12]}... does not match the manifest's "
+                          f"{str(record.get('sha256'))[:12]}... ({what} was changed)")
+
+
+def verify_bundle(bundle_dir: Path) -> Manifest:
+    """Re-hash every file the manifest lists; any mismatch raises ExportError naming the file."""
+    bundle_dir = Path(bundle_dir)
+    manifest = read_manifest(bundle_dir)
+    _check_file(bundle_dir, manifest.onnx, "the ONNX model")
+    for name, record in manifest.artifacts.items():
+        _check_file(bundle_dir, record, f"the library for {name}")
+    return manifest
+
+
+def load_bundle(bundle_dir: Path, target: str):
+    """A ``relax.VirtualMachine`` on the bundle's library for ``target`` (host architecture), after the hash check."""
+    import tvm
+    from tvm import relax
+
+    manifest = verify_bundle(bundle_dir)
+    if target not in manifest.artifacts:
+        raise ExportError(f"{bundle_dir}: no library for target {target!r} (has: {', '.join(manifest.artifacts)})")
+    lib = Path(bundle_dir) / manifest.artifacts[target]["file"]
+    return relax.VirtualMachine(tvm.runtime.load_module(str(lib)), tvm.cpu())

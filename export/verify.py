@@ -1,0 +1,98 @@
+"""Prove each compiled library computes what onnxruntime computes, on the same observations.
+
+Libraries the host can execute (x86-64) run in-process through ``relax.VirtualMachine``. Libraries for
+other architectures are executed for real by the firmware stub (``export/device.py``: built per target,
+run under qemu-user, on a board over ssh, or natively). Nothing is reported as verified that did not run.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from targets.host import host_arch, host_cpu_flags
+from targets.registry import Target
+
+TOLERANCE = 1e-5
+VERIFIED, FAILED, NOT_VERIFIED = "verified", "failed", "not verified"
+
+
+@dataclass
+class Verification:
+    """The outcome of running one artifact against the reference outputs."""
+
+    target: str
+    status: str  # verified | failed (ran, wrong numbers) | not verified (could not run; reason says why)
+    method: str  # how the library was executed
+    n: int  # observations compared
+    max_abs_err: float | None  # None when it did not run
+    tolerance: float
+    reason: str = ""  # why it failed or was not verified
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_library_in_process(library: Path, obs: np.ndarray) -> np.ndarray:
+    """Load a host-architecture library with TVM's runtime and call ``main`` once per observation (batch 1)."""
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
+    main = vm["main"]
+    return np.concatenate([main(tvm.runtime.tensor(obs[i : i + 1])).numpy() for i in range(len(obs))])
+
+
+def _compare(target: Target, method: str, got: np.ndarray, reference: np.ndarray, tolerance: float) -> Verification:
+    if got.shape != reference.shape:
+        return Verification(target.name, FAILED, method, len(reference), None, tolerance,
+                            f"output shape {list(got.shape)} differs from onnxruntime's {list(reference.shape)}")
+    err = float(np.max(np.abs(got.astype(np.float64) - reference.astype(np.float64))))
+    if not np.isfinite(err) or err > tolerance:
+        return Verification(target.name, FAILED, method, len(reference), err, tolerance,
+                            f"differs from onnxruntime by {err:.3g} (> {tolerance:g})")
+    return Verification(target.name, VERIFIED, method, len(reference), err, tolerance)
+
+
+def _device_runner():
+    """``export.device.run_stub_batch`` once the firmware stub module exists, else None."""
+    try:
+        from export import device
+    except ImportError:
+        return None
+    return getattr(device, "run_stub_batch", None)
+
+
+def verify_library(bundle_dir: Path, target: Target, obs: np.ndarray, reference: np.ndarray,
+                   tolerance: float = TOLERANCE, runner: str | None = None) -> Verification:
+    """Execute ``<target>.so`` of the bundle on ``obs`` and compare with ``reference`` (onnxruntime's outputs)."""
+    library = Path(bundle_dir) / f"{target.name}.so"
+    chosen = runner or target.runner or "auto"
+    on_board = chosen.startswith("ssh://")  # a real board was named: run it there, even for the host's arch
+    if target.arch == host_arch() and not on_board:
+        if not target.runs_on_host:
+            missing = sorted(set(target.host_flags) - host_cpu_flags())
+            return Verification(target.name, NOT_VERIFIED, "relax.VirtualMachine (in-process)", 0, None, tolerance,
+                                f"this CPU lacks {', '.join(missing)}")
+        got = run_library_in_process(library, obs)
+        return _compare(target, "relax.VirtualMachine (in-process)", got, reference, tolerance)
+    run_stub_batch = _device_runner()
+    if run_stub_batch is None:
+        return Verification(target.name, NOT_VERIFIED, "firmware stub", 0, None, tolerance,
+                            "export/device.py (firmware stub runner, run_stub_batch) is not available")
+    how = {"auto": "native" if target.arch == host_arch() else "qemu-user"}.get(chosen, chosen).split("?")[0]
+    method = f"firmware stub ({how})"
+    kwargs = {"runner": runner} if runner and "runner" in inspect.signature(run_stub_batch).parameters else {}
+    if runner and not kwargs:
+        return Verification(target.name, NOT_VERIFIED, method, 0, None, tolerance,
+                            "export/device.py's run_stub_batch does not take a runner argument yet")
+    try:
+        got = np.asarray(run_stub_batch(Path(bundle_dir), target.name, obs, **kwargs), dtype=np.float32)
+    except Exception as e:  # the stub build/run names its own cause; record it instead of hiding it
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return Verification(target.name, NOT_VERIFIED, method, 0, None, tolerance, f"stub run failed: {first}")
+    return _compare(target, method, got.reshape(reference.shape) if got.size == reference.size else got,
+                    reference, tolerance)

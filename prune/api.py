@@ -1,0 +1,111 @@
+"""The two-line API: ``groups = find_groups(model, x); result = prune(model, groups, keep=0.25, objective=f)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from prune.budget import Footprint, check_keep, footprint
+from prune.errors import PruneError
+from prune.finetune import FinetuneReport, Visit, distill
+from prune.groups import Groups
+from prune.importance import score
+from prune.search import SEARCH_METHODS, Objective, Problem, RadiusCheck, SearchResult, run_search
+from prune.surgery import keep_indices, shrink, widths
+from prune.surgery import reconstruct as reconstruct_layers
+
+
+RECONSTRUCT_STATES = 4096  # enough rows for a 257-column least-squares fit, cheap per candidate
+
+
+def _subsample(states, n: int, seed: int):
+    """At most n rows of the states (seeded), so re-fitting stays cheap inside a search."""
+    first = states[0] if isinstance(states, tuple) else states
+    if len(first) <= n:
+        return states
+    idx = torch.randperm(len(first), generator=torch.Generator().manual_seed(int(seed)))[:n]
+    return tuple(s[idx] for s in states) if isinstance(states, tuple) else states[idx]
+
+
+@dataclass
+class PruneResult:
+    """The pruned model and everything measured about it (``to_dict`` leaves the model out)."""
+
+    model: nn.Module = field(repr=False)
+    search: SearchResult
+    metric: str
+    seed: int
+    coefficients: dict[str, float]
+    widths: dict[str, dict[str, int]]
+    before: Footprint
+    after: Footprint
+    objective_before: float
+    objective_after: float
+    finetune: FinetuneReport | None = None
+    reconstructed: bool = False
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.search.method, "metric": self.metric, "seed": self.seed, "reconstructed": self.reconstructed, "keep": self.search.keep,
+            "tolerance": self.search.tolerance, "keep_fraction": self.search.keep_fraction,
+            "feasible": self.search.feasible, "params_before": self.before.params, "params_after": self.after.params,
+            "prunable_params_before": self.before.prunable_params, "prunable_params_after": self.after.prunable_params,
+            "bytes_before": self.before.bytes, "bytes_after": self.after.bytes,
+            "macs_before": self.before.macs, "macs_after": self.after.macs,
+            "objective_before": self.objective_before, "objective_after": self.objective_after,
+            "objective_searched": self.search.objective, "evaluations": self.search.evaluations,
+            "seconds": self.search.seconds, "coefficients": self.coefficients,
+            "component_coefficients": self.search.component_coefficients, "kept": self.search.kept,
+            "widths": self.widths, "finetune": self.finetune.to_dict() if self.finetune else None,
+        }
+
+
+def prune(model: nn.Module, groups: Groups, keep: float, objective: Objective, method: str = "gd",
+          metric: str = "l1", states: torch.Tensor | None = None, seed: int = 0, tolerance: float = 0.01,
+          floor: float | None = None, radius_check: RadiusCheck | None = None, resolution: float = 0.1,
+          max_evaluations: int = 60, gradient: str = "fd", reconstruct: bool = False,
+          finetune: Visit | None = None, progress: bool = False) -> PruneResult:
+    """Search coefficients for ``keep`` (fraction of prunable parameters kept) and shrink ``model``.
+
+    ``method`` is gd, grid, uniform or global; ``metric`` ranks units inside a group (l1, l2, random,
+    activation, contribution; data-aware ones need ``states``). ``reconstruct`` re-fits every
+    layer that lost inputs by least squares on ``states`` (for every candidate, closed form).
+    ``finetune``, if given, is a ``visit(model) -> states`` callable and turns on distillation
+    toward the unpruned model.
+    """
+    keep = check_keep(keep)
+    if method not in SEARCH_METHODS:
+        raise PruneError(f"unknown method {method!r}; known: {', '.join(SEARCH_METHODS)}")
+    model.eval()
+    scores = score(model, groups, metric, states=states, seed=seed)
+    fit_states = None
+    if reconstruct:
+        if states is None:
+            raise PruneError("reconstruct=True needs states (observations the controller visits)")
+        fit_states = _subsample(states, RECONSTRUCT_STATES, seed)
+    with torch.no_grad():
+        objective_before = float(objective(model))
+    bar = tqdm(total=max_evaluations if method == "gd" else None, desc=f"{method} keep={keep}", disable=not progress, leave=False)
+    try:
+        problem = Problem(model, groups, scores, objective, keep, tolerance, floor, radius_check, bar, fit_states)
+        result = run_search(problem, method, resolution, max_evaluations, gradient, seed)
+    finally:
+        bar.close()
+    keep_idx = keep_indices(scores, result.kept)
+    small = shrink(model, groups, keep_idx)
+    if fit_states is not None:
+        reconstruct_layers(model, small, groups, keep_idx, fit_states)
+    small.eval()
+    report = None
+    objective_after = result.objective
+    if finetune is not None:
+        report = distill(small, model, finetune, seed=seed)
+        small.eval()
+        with torch.no_grad():
+            objective_after = float(objective(small))
+    return PruneResult(small, result, metric, seed, result.coefficients(groups), widths(small, groups),
+                       footprint(groups), footprint(groups, result.kept), objective_before, objective_after, report,
+                       fit_states is not None)

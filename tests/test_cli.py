@@ -1,0 +1,74 @@
+"""The command line: one JSON object under --json, one clear line and exit 2 on bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tools.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line, got: {proc.stderr}"
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_eval_json_is_exactly_one_object_with_the_return():
+    proc = cli("eval", "--episodes", "3", "--seed", "5", "--judge", "fast", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["seeds"] == [5, 6, 7]
+    assert len(result["returns"]) == 3
+    assert result["mean"] == pytest.approx(sum(result["returns"]) / 3)
+    assert result["min"] <= result["mean"]
+    assert "seed 5" in proc.stderr, "the run prints its seed"
+
+
+def test_default_run_evaluates_the_bundled_controller():
+    proc = cli("--episodes", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["params"] == 3 * 256 + 256 + 256 * 256 + 256 + 256 + 1
+    assert set(result["evaluation"]) == {"fast", "gym"}
+    assert result["evaluation"]["fast"]["returns"] == pytest.approx(result["evaluation"]["gym"]["returns"], abs=1e-3)
+
+
+def test_default_run_prints_a_readable_summary():
+    proc = cli("--episodes", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "closed-loop return" in proc.stdout and "gym" in proc.stdout
+
+
+def test_unknown_option_is_one_line():
+    assert_one_line_error(cli("eval", "--frobnicate"), "--frobnicate")
+
+
+def test_missing_controller_file_is_one_line(tmp_path):
+    missing = tmp_path / "nope.pt"
+    assert_one_line_error(cli("eval", "--controller", str(missing)), str(missing), "no such file")
+
+
+@pytest.mark.parametrize("content", ["text", "foreign-dict", "pickle"])
+def test_a_file_that_is_not_a_controller_is_one_line(tmp_path, content):
+    path = tmp_path / "bad.pt"
+    if content == "text":
+        path.write_text("this is not a checkpoint\n")
+    elif content == "foreign-dict":
+        torch.save({"weights": torch.zeros(3)}, path)
+    else:
+        # A pickle that weights_only=True refuses: loading it must not run arbitrary code.
+        torch.save({"obj": object.__new__(torch.nn.Linear)}, path)
+    assert_one_line_error(cli("eval", "--controller", str(path)), str(path))
+
+
+def test_bad_episode_count_is_one_line():
+    assert_one_line_error(cli("eval", "--episodes", "0"), "positive integer")
