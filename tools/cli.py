@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = [DEFAULT, *argv]
     parser = build_parser()
     args = parser.parse_args(argv)
-    console = Console(stderr=args.json, highlight=False)
+    console = Console(stderr=args.json, highlight=False, soft_wrap=True)
     module = importlib.import_module(f"tools.cmd_{args.command}")
     try:
         result = module.run(args, console)
