@@ -176,6 +176,20 @@ int pae_model_load(const char* path, const char* plan, const char* lib_sha256, i
     g_act_dim = act_dim;
     void* lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!lib) return fail(err, errlen, "dlopen: %s", dlerror());
+    /* Kernels whose buffers outgrow the stack call the workspace allocator through function-pointer
+     * variables that TVM's runtime fills when it loads a library; with no runtime, this file does. */
+    void** alloc_slot = (void**)dlsym(lib, "__TVMBackendAllocWorkspace");
+    void** free_slot = (void**)dlsym(lib, "__TVMBackendFreeWorkspace");
+    if (alloc_slot) *alloc_slot = (void*)&TVMBackendAllocWorkspace;
+    if (free_slot) *free_slot = (void*)&TVMBackendFreeWorkspace;
+    static const char* const unsupported[] = {"__TVMBackendParallelLaunch", "__TVMBackendGetFuncFromEnv",
+                                              "__TVMFFIEnvModLookupFromImports"};
+    for (size_t i = 0; i < sizeof unsupported / sizeof *unsupported; i++) {
+        void** slot = (void**)dlsym(lib, unsupported[i]);
+        if (slot && !*slot)
+            return fail(err, errlen, "%s: the library needs %s, which the runtime-free stub does not provide "
+                        "(compile without parallel loops or packed calls)", path, unsupported[i] + 2);
+    }
     FILE* f = fopen(plan, "rb");
     if (!f) return fail(err, errlen, "%s: cannot open", plan);
     fseek(f, 0, SEEK_END);

@@ -70,3 +70,18 @@ def test_plan_made_for_another_library_is_refused_by_the_stub(tmp_path):
     r = runner_for(_target(TARGET)).run(tmp_path, ["./pae_stub", "info", "--bundle", "bundle", "--target", TARGET, *extra])
     assert r.returncode == 4
     assert b"made for library sha256 ffff" in r.stderr
+
+
+def test_armv7_runs_a_reference_sized_mlp_whose_kernels_need_the_workspace_allocator(tmp_path):
+    # 256-wide layers outgrow TVM's stack buffers: the kernels then allocate through function
+    # pointers that only a runtime fills, so a runtime-free stub must fill them (it crashed before).
+    from export.bundle import export_bundle
+    from targets import parse_target_list
+    from tools.controller import build_mlp
+
+    torch.manual_seed(1)
+    model = build_mlp(pendulum_spec(), [256, 256], "elu").eval()
+    manifest = export_bundle(model, pendulum_spec(), parse_target_list(TARGET), tmp_path / "b", n_parity=50)
+    record = manifest.verifications()[TARGET]
+    assert record["status"] == "verified", record["reason"]
+    assert record["max_abs_err"] <= 1e-5

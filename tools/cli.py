@@ -61,7 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = [DEFAULT, *argv]
     parser = build_parser()
     args = parser.parse_args(argv)
-    console = Console(stderr=args.json, highlight=False, soft_wrap=True)
+    stream = sys.stderr if args.json else sys.stdout
+    # Piped into a file or CI log, rich would wrap tables at 80 columns; give them room instead.
+    width = None if stream.isatty() else 160
+    console = Console(stderr=args.json, highlight=False, soft_wrap=True, width=width)
     module = importlib.import_module(f"tools.cmd_{args.command}")
     try:
         result = module.run(args, console)

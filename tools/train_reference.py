@@ -46,8 +46,9 @@ class TrainConfig:
     """passes over the aggregated data per round"""
     bc_lr: float = 1e-3
     """Adam learning rate of behaviour cloning"""
-    iterations: int = 100
-    """gradient steps through the plant after cloning"""
+    iterations: int = 0
+    """gradient steps through the plant after cloning (100 steps did not beat the clone on the
+    validation seeds, so the shipped controller is the clone: 0 by default)"""
     batch: int = 256
     """episodes rolled out per step"""
     horizon: int = 200
@@ -107,7 +108,7 @@ def train(cfg: TrainConfig) -> tuple[torch.nn.Module, dict]:
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * i / cfg.iterations))
+        opt, lambda i: 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * i / max(cfg.iterations, 1)))
     )
     gen = torch.Generator().manual_seed(cfg.seed)
     high = torch.tensor([math.pi, 1.0])
