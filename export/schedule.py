@@ -6,6 +6,8 @@ activation). TVM's default CPU lowering runs that product with the output loop o
 reduction innermost, one scalar at a time. The rule below makes the reduction loop outermost so the
 inner loop walks a contiguous weight row, splits the output loop into SIMD-register-wide pieces,
 vectorises them (and unrolls a few), then inlines the elementwise chain into one vectorised loop.
+A width that the tile does not divide (pruning leaves 75 or 212) is partitioned: the largest
+multiple of the tile runs vectorised and the remainder in a short scalar loop.
 Kernels that do not match the pattern keep TVM's default lowering (still correct, just slower),
 and the report says which ones were scheduled.
 """
@@ -46,6 +48,24 @@ def _split_factor(extent: int, lanes: int, unroll: int) -> tuple[int, int]:
     return 1, 1
 
 
+def _vectorise(sch: s_tir.Schedule, loop, u: int, v: int) -> None:
+    """Split ``loop`` into (rest, u unrolled, v vector lanes)."""
+    _, inner = sch.split(loop, [None, u * v])
+    if u > 1:
+        unrolled, vec = sch.split(inner, [u, v])
+        sch.unroll(unrolled)
+        sch.vectorize(vec)
+    else:
+        sch.vectorize(inner)
+
+
+def _reduction_blocks(sch: s_tir.Schedule, block) -> list:
+    """The reduction blocks at or under ``block``."""
+    if _is_reduction(sch, block):
+        return [block]
+    return [b for child in sch.get_child_blocks(block) for b in _reduction_blocks(sch, child)]
+
+
 def schedule_dense(func: tvm.tirx.PrimFunc, lanes: int, unroll: int) -> tvm.tirx.PrimFunc:
     """Schedule one fused kernel (matvec + elementwise epilogue); raises ScheduleError if it does not fit."""
     sch = s_tir.Schedule(func)
@@ -65,17 +85,24 @@ def schedule_dense(func: tvm.tirx.PrimFunc, lanes: int, unroll: int) -> tvm.tirx
         if name != red_name:
             sch.compute_inline(sch.get_sblock(name))
     _, n_loop, k_loop = loops
-    sch.reorder(k_loop, n_loop)  # reduction outermost: the inner loop walks one contiguous weight row
-    u, v = _split_factor(extents[1], lanes, unroll)
-    if u * v > 1:
-        _, inner = sch.split(n_loop, [None, u * v])
-        if u > 1:
-            unrolled, vec = sch.split(inner, [u, v])
-            sch.unroll(unrolled)
-            sch.vectorize(vec)
-        else:
-            sch.vectorize(inner)
-    sch.decompose_reduction(red, k_loop)
+    n = extents[1]
+    u, v = _split_factor(n, lanes, unroll)
+    tile = unroll * lanes
+    if u * v < tile and n > tile:
+        # A pruned width rarely divides the SIMD tile: compute the largest multiple of it vectorised
+        # and the few leftover outputs in a scalar loop, rather than the whole row scalar.
+        sch.loop_partition(n_loop, [n // tile * tile, None])
+        for rb in _reduction_blocks(sch, sch.get_sblock("root")):
+            n_part, k_part = sch.get_loops(rb)[-2:]
+            sch.reorder(k_part, n_part)
+            if int(sch.get(n_part).extent) % tile == 0:
+                _vectorise(sch, n_part, unroll, lanes)
+            sch.decompose_reduction(rb, k_part)
+    else:
+        sch.reorder(k_loop, n_loop)  # reduction outermost: the inner loop walks one contiguous weight row
+        if u * v > 1:
+            _vectorise(sch, n_loop, u, v)
+        sch.decompose_reduction(red, k_loop)
     tail = list(sch.get_child_blocks(sch.get_sblock("root")))[-1]
     if not _is_reduction(sch, tail):
         last = sch.get_loops(tail)[-1]

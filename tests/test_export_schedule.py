@@ -65,3 +65,23 @@ def test_scheduled_library_matches_onnxruntime_for_odd_widths(tmp_path, hidden):
     ref = ort_actions(ort_session(model), spec, obs, batch_one=True)
     got = run_library_in_process(tmp_path / "m.so", obs)
     assert np.max(np.abs(got - ref)) <= 1e-5
+
+
+def test_a_pruned_width_that_misses_the_simd_tile_is_vectorised_with_a_scalar_tail(tmp_path):
+    # Pruning leaves widths like 75 and 212; a whole-row scalar fallback made such a model slower
+    # than the unpruned one. The row is split into a vectorised multiple of the tile plus a tail.
+    from tvm import relax
+
+    spec = pendulum_spec()
+    torch.manual_seed(2)
+    model, _ = export_onnx(build_mlp(spec, [75, 212], "elu").eval(), spec, n_parity=200)
+    fused = relax.get_pipeline("zero")(import_onnx(model, spec))
+    mod, report = schedule_module(fused, lanes=4, unroll=2)
+    assert len(report.scheduled) == 3 and report.default == []
+    body = mod[next(n for n in report.scheduled if n.startswith("fused_matmul1_"))].script()
+    assert "T.vectorized(T.int64(4))" in body and "range(T.int64(208), T.int64(212))" in body, body
+    ex, _, _, _ = build(model, spec, get_target("x86_64"), "scheduled")
+    ex.export_library(str(tmp_path / "m.so"))
+    obs = spec.sample_observations(200, seed=5)
+    ref = ort_actions(ort_session(model), spec, obs, batch_one=True)
+    assert np.max(np.abs(run_library_in_process(tmp_path / "m.so", obs) - ref)) <= 1e-5

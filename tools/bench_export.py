@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("bench_export.json"))
     args = p.parse_args(argv)
-    console = Console(highlight=False)
+    console = Console(highlight=False, width=160)
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
 
