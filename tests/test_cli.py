@@ -33,17 +33,18 @@ def test_eval_json_is_exactly_one_object_with_the_return():
     assert "seed 5" in proc.stderr, "the run prints its seed"
 
 
-def test_default_run_evaluates_the_bundled_controller():
-    proc = cli("--episodes", "2", "--json")
+def test_default_run_evaluates_the_bundled_controller(tmp_path):
+    proc = cli("--episodes", "2", "--quick", "--out", str(tmp_path / "run"), "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
+    assert (tmp_path / "run" / "report.json").is_file() and "bench" in result
     assert result["params"] == 3 * 256 + 256 + 256 * 256 + 256 + 256 + 1
     assert set(result["evaluation"]) == {"fast", "gym"}
     assert result["evaluation"]["fast"]["returns"] == pytest.approx(result["evaluation"]["gym"]["returns"], abs=1e-3)
 
 
-def test_default_run_prints_a_readable_summary():
-    proc = cli("--episodes", "2")
+def test_default_run_prints_a_readable_summary(tmp_path):
+    proc = cli("--episodes", "2", "--quick", "--out", str(tmp_path / "run"))
     assert proc.returncode == 0, proc.stderr
     assert "closed-loop return" in proc.stdout and "gym" in proc.stdout
 

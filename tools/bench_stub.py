@@ -15,7 +15,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from rich.table import Table
 from export.bundle import export_bundle
 from export.device import run_stub_bench
 from targets import parse_target_list
+from tools.bench_harness_latency import python_runtimes, time_per_call
 from tools.controller import load_controller, mlp_architecture
 
 
@@ -47,41 +47,6 @@ class Row:
 def _row(model: str, engine: str, params: int, t_us: np.ndarray) -> Row:
     q = np.percentile(t_us, [50, 99])
     return Row(model, engine, params, float(q[0]), float(t_us.mean()), float(q[1]), float(t_us.min()), float(t_us.max()))
-
-
-def _time_each(fn, obs: np.ndarray, warmup: int = 100) -> np.ndarray:
-    for i in range(warmup):
-        fn(obs[i % len(obs)])
-    t = np.empty(len(obs))
-    for i, o in enumerate(obs):
-        t0 = time.perf_counter()
-        fn(o)
-        t[i] = time.perf_counter() - t0
-    return t * 1e6
-
-
-def _engines(bundle: Path, module: torch.nn.Module) -> dict:
-    """Batch-1 callables over the same model: onnxruntime, TVM's Python VM, torch eager."""
-    import onnxruntime as ort
-    import tvm
-    from tvm import relax
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(bundle / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    vm = relax.VirtualMachine(tvm.runtime.load_module(str(bundle / "x86_64.so")), tvm.cpu())
-    main = vm["main"]
-
-    def torch_eager(o):
-        with torch.no_grad():
-            return module(torch.from_numpy(o[None, :]))
-
-    return {
-        "onnxruntime": lambda o: sess.run(None, {name: o[None, :]}),
-        "tvm-python": lambda o: main(tvm.runtime.tensor(o[None, :])).numpy(),
-        "torch-eager": torch_eager,
-    }
 
 
 def _pruned(controller, keep: float, seed: int):
@@ -132,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             stub = run_stub_bench(bundle, "x86_64", n=args.n, warmup=200, observations=obs)
             lat = stub["latency_us"]
             rows.append(Row(label, "stub", params, lat["p50"], lat["mean"], lat["p99"], lat["min"], lat["max"]))
-            for engine, fn in _engines(bundle, module).items():
-                rows.append(_row(label, engine, params, _time_each(fn, obs)))
+            for engine, fn in python_runtimes(bundle, module).items():
+                rows.append(_row(label, engine, params, time_per_call(fn, obs)))
             for t in arm_targets:
                 arm[t][label] = run_stub_bench(bundle, t, n=args.arm_n, warmup=100, observations=obs[: args.arm_n])
     by = {(r.model, r.engine): r for r in rows}
@@ -148,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     ratios = {
         engine: by[("unpruned", engine)].p50_us / by[("pruned", engine)].p50_us
-        for engine in ("stub", "onnxruntime", "tvm-python", "torch-eager")
+        for engine in ("stub", "onnxruntime", "tvm-python", "torch")
     }
     for t in arm_targets:
         ratios[f"stub {t} (qemu, {arm[t]['unpruned']['runtime']})"] = (
@@ -164,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed, "n": args.n, "controller": str(unpruned.path), "architectures": arch,
         "rows": [asdict(r) for r in rows], "unpruned_over_pruned_p50": ratios,
         "stub_speedup_p50": {f"{m}/{e}": by[(m, e)].p50_us / by[(m, "stub")].p50_us
-                             for m in models for e in ("onnxruntime", "tvm-python", "torch-eager")},
+                             for m in models for e in ("onnxruntime", "tvm-python", "torch")},
         "arm": {t: {"n": args.arm_n, "runner": arm[t]["unpruned"]["runner"], "runtime": arm[t]["unpruned"]["runtime"],
                     "pruned_over_unpruned_p50": arm[t]["pruned"]["latency_us"]["p50"] / arm[t]["unpruned"]["latency_us"]["p50"]}
                 for t in arm_targets},

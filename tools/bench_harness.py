@@ -1,0 +1,314 @@
+"""The bench, start to end: prune, export, then measure latency, memory and reward for every model side by side.
+
+    report = run_bench(BenchConfig(keeps=[0.25], targets=["x86_64", "cortex-a72"]), workdir, console)
+
+Pruning goes through ``prune-and-export prune`` (its objective, stability check and re-fit), export
+through :func:`export.bundle.export_bundle`, latency through :mod:`tools.bench_harness_latency`,
+reward through lockstep HIL (:mod:`tools.bench_harness_reward`). The caller owns ``workdir``
+(``cmd_bench`` writes it to a temp folder and renames it into place).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tools.bench_harness_latency import PYTHON_RUNTIMES, LatencyStats, measure_python, measure_stub, python_runtimes
+from tools.bench_harness_reward import DeviceReward, Paired, device_reward
+from tools.controller import Controller, load_controller
+from tools.errors import ToolsError
+from tools.evaluate import as_policy, episode_seeds
+from tools.hil import FIDELITY
+from tools.objectives import SEARCH_EPISODES, SEARCH_SEED
+from tools.report import UNPRUNED, BenchReport, LatencyRow, ModelRecord, RewardRow
+
+
+NOISY_SPREAD = 0.2  # a latency whose rounds disagree more than this is flagged in the report's notes
+
+
+@dataclass
+class Sizes:
+    """How much each measurement samples: the full run, or --quick for tests."""
+
+    rounds: int  # interleaved rounds of the in-process runtimes
+    stub_rounds: int  # interleaved runs of the stub's bench per target (each a fresh process, so short and many)
+    calls: int  # timed calls per round (torch, onnxruntime, TVM from Python, native stub)
+    emulated_calls: int  # timed calls per round of a stub under qemu-user
+    warmup: int
+    search_episodes: int  # fast-plant episodes per objective evaluation while pruning
+    max_evaluations: int  # gd's objective evaluations while pruning
+
+    @classmethod
+    def of(cls, quick: bool) -> "Sizes":
+        if quick:
+            return cls(rounds=2, stub_rounds=2, calls=60, emulated_calls=20, warmup=20, search_episodes=8, max_evaluations=4)
+        return cls(rounds=5, stub_rounds=9, calls=2000, emulated_calls=300, warmup=200, search_episodes=SEARCH_EPISODES,
+                   max_evaluations=60)
+
+
+@dataclass
+class BenchConfig:
+    """What to compare and how hard to measure."""
+
+    controller: Path | None = None  # None: the bundled reference controller
+    keeps: list[float] = field(default_factory=lambda: [0.25])
+    methods: list[str] = field(default_factory=lambda: ["gd"])
+    targets: list[str] = field(default_factory=lambda: ["x86_64"])
+    episodes: int = 100
+    seed: int = 0
+    quick: bool = False
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["controller"] = str(self.controller) if self.controller else None
+        return d
+
+
+def _footprint(module: torch.nn.Module, example: torch.Tensor):
+    """prune's exact parameter / multiply-add count, for any MLP (pruned or not)."""
+    from prune import find_groups, footprint
+
+    with torch.no_grad():
+        return footprint(find_groups(module, example))
+
+
+def _prune(config: BenchConfig, method: str, keep: float, out: Path, sizes: Sizes, console: Console) -> tuple[Controller, bool]:
+    """One pruned controller, made by ``prune-and-export prune`` itself (same objective, checks and re-fit)."""
+    from tools import cmd_prune
+
+    parser = argparse.ArgumentParser()
+    cmd_prune.configure(parser)
+    argv = ["--keep", str(keep), "--method", method, "--seed", str(config.seed), "--out", str(out),
+            "--judge-episodes", "0", "--search-episodes", str(sizes.search_episodes),
+            "--max-evaluations", str(sizes.max_evaluations)]
+    if config.controller:
+        argv += ["--controller", str(config.controller)]
+    summary = cmd_prune.run(parser.parse_args(argv), console)
+    return load_controller(out), bool(summary["ok"])
+
+
+def _machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                   if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "arch": platform.machine(), "cores": os.cpu_count() or 1, "os": platform.platform(),
+            "python": platform.python_version(), "load_average_1min_at_start": _load_average(),
+            "torch_threads": torch.get_num_threads()}
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average: how much other work shared the CPU (None where the OS has none)."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def _versions(manifest_versions: dict, targets) -> dict:
+    """The bundle's toolchain versions (as export recorded them), gymnasium's, and qemu-user's for emulated targets."""
+    from targets import QemuRunner, runner_for
+
+    out = dict(manifest_versions)
+    try:
+        out["gymnasium"] = metadata.version("gymnasium")
+    except metadata.PackageNotFoundError:
+        out["gymnasium"] = None
+    for t in targets:
+        r = runner_for(t)
+        if isinstance(r, QemuRunner) and r.qemu not in out:
+            first = subprocess.run([r.qemu, "--version"], capture_output=True, text=True).stdout.splitlines()
+            out[r.qemu] = first[0].split("version")[-1].strip() if first else None
+    return out
+
+
+def check_target(target) -> None:
+    """Fail before any work on a target the bench cannot run: not Linux, no compiler, no qemu."""
+    from targets import runner_for
+
+    if target.kind != "linux":
+        raise ToolsError(f"target {target.name!r} is a {target.kind} target: the bench runs the Linux stub; "
+                         "use x86_64 or an ARM Linux target")
+    target.require_compiler()
+    runner_for(target).check()
+
+
+class _Stages:
+    """A rich progress bar over the bench's stages (transient: the tables replace it)."""
+
+    def __init__(self, console: Console, total: int) -> None:
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                            TimeElapsedColumn(), console=console, transient=True)
+        self.task = self.bar.add_task("bench", total=total)
+
+    def say(self, what: str) -> None:
+        self.bar.update(self.task, description=what)
+
+    def tick(self) -> None:
+        self.bar.advance(self.task)
+
+
+def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str = "") -> BenchReport:
+    """Prune, export and measure every model into ``workdir``; returns the report (files not yet written)."""
+    from targets import QemuRunner, parse_target_list, runner_for
+
+    start = time.perf_counter()
+    machine = _machine()  # the load average before this run adds its own
+    torch.set_num_threads(1)  # batch-1 latency is single-threaded; so is everything else on a shared machine
+    torch.manual_seed(config.seed)
+    sizes = Sizes.of(config.quick)
+    targets = parse_target_list(",".join(config.targets))
+    for t in targets:
+        check_target(t)
+    runners = {t.name: runner_for(t).describe() for t in targets}
+    emulated = {t.name for t in targets if isinstance(runner_for(t), QemuRunner)}
+    host = next((t.name for t in targets if t.runs_on_host), None)  # whose library TVM-from-Python loads
+    base = load_controller(config.controller)
+    console.print(f"bench: controller {base.path} (sha256 {base.sha256[:12]}), seed {config.seed}, "
+                  f"keep {', '.join(f'{k:g}' for k in config.keeps)}, methods {', '.join(config.methods)}, "
+                  f"targets {', '.join(runners)}, {config.episodes} episodes" + (" (quick)" if config.quick else ""))
+
+    n_models = 1 + len(config.keeps) * len(config.methods)
+    stages = _Stages(console, total=2 * n_models - 1 + sizes.rounds + (sizes.stub_rounds + n_models) * len(targets))
+    with stages.bar:
+        models, meta = _make_models(config, base, workdir / "models", sizes, stages, console)
+        bundles = _export(models, targets, workdir / "bundles", config, stages)
+        obs = base.spec.sample_observations(sizes.calls, config.seed)
+        latency: dict[tuple[str, str, str], LatencyStats] = {}
+        if host is not None:
+            stages.say("latency: torch, onnxruntime, TVM from Python")
+            calls = {m: python_runtimes(bundles[m], models[m].module, f"{host}.so") for m in models}
+            for (m, r), s in measure_python(calls, obs, sizes.rounds, sizes.warmup, stages.tick).items():
+                latency[(m, r, host)] = s
+        stubs = {}
+        for t in runners:
+            stages.say(f"latency: stub on {t}")
+            n, warmup = (sizes.emulated_calls, sizes.warmup // 10) if t in emulated else (sizes.calls, sizes.warmup)
+            stubs[t] = measure_stub(bundles, t, obs[:n], sizes.stub_rounds, warmup, stages.tick)
+            latency.update({(m, "stub", t): sb.latency for m, sb in stubs[t].items()})
+        rewards: dict[tuple[str, str], DeviceReward] = {}
+        for t in runners:
+            for m, c in models.items():
+                stages.say(f"reward: {m} through the stub on {t} ({config.episodes} episodes)")
+                rewards[(m, t)] = device_reward(bundles[m], t, as_policy(c.module), config.episodes, config.seed)
+                stages.tick()
+
+    example = torch.as_tensor(base.spec.sample_observations(8, config.seed))
+    records = [_record(m, c, meta[m], _read_manifest(bundles[m]), {t: stubs[t][m].peak_rss_kb for t in runners}, example)
+               for m, c in models.items()]
+    for r in records:
+        r.params_kept = r.params / records[0].params
+    rows = _latency_rows(latency, runners, emulated, list(models))
+    notes = [f"{t} runs under {runners[t]}: its times are emulated, so only ratios to the unpruned model are shown; "
+             "its peak RSS is the emulator's process" for t in sorted(emulated)]
+    notes += [f"{m}: the search did not meet its budget; the best candidate found is benchmarked"
+              for m, (_, _, ok) in meta.items() if not ok]
+    noisy = [f"{r.model} {r.runtime} on {r.target} ({r.spread:.0%})" for r in rows if r.spread > NOISY_SPREAD]
+    if noisy:
+        notes.append(f"latency rounds disagree by more than {NOISY_SPREAD:.0%} for: {'; '.join(noisy)}: other work was "
+                     "sharing the CPU (load average at start and end in 'machine'); rerun on an idle machine for tighter figures")
+    reward_rows = _reward_rows(rewards, list(models), list(runners))
+    # export already held every action to 1e-5 of onnxruntime; over 200 closed-loop steps such float differences
+    # can grow, which HIL's lockstep contract bounds per episode: say so where a model crosses it
+    notes += [f"{r.model} on {r.runtime}: the device's return differs from torch's by up to {r.vs_torch_max_abs:.1e} "
+              f"in an episode (HIL's lockstep tolerance is {FIDELITY:g})"
+              for r in reward_rows if r.vs_torch_max_abs is not None and r.vs_torch_max_abs > FIDELITY]
+    if host is None:
+        notes.append("no requested target runs on this machine: torch, onnxruntime and TVM from Python were not timed")
+    machine["load_average_1min_at_end"] = _load_average()
+    return BenchReport(
+        created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"), seconds=time.perf_counter() - start,
+        command=command or " ".join(shlex.quote(a) for a in ["prune-and-export", *sys.argv[1:]]),
+        config={**config.to_dict(), **asdict(sizes), "env_id": base.spec.env_id, "library_for_python": host},
+        machine=machine, versions=_versions(_read_manifest(bundles[UNPRUNED])["versions"], targets),
+        seeds={"seed": config.seed, "episodes": episode_seeds(config.episodes, config.seed),
+               "prune_search_episodes": [SEARCH_SEED, SEARCH_SEED + sizes.search_episodes - 1], "observations": config.seed},
+        models=records, latency=rows, reward=reward_rows, notes=notes)
+
+
+def _make_models(config: BenchConfig, base: Controller, folder: Path, sizes: Sizes, stages: _Stages,
+                 console: Console) -> tuple[dict[str, Controller], dict[str, tuple]]:
+    """label -> controller (the unpruned one first, then one per method and budget), and (method, keep, feasible)."""
+    models, meta = {UNPRUNED: base}, {UNPRUNED: (None, None, True)}
+    folder.mkdir(parents=True)
+    for method in config.methods:
+        for keep in config.keeps:
+            label = f"{method}@{keep:g}"
+            stages.say(f"pruning {label}")
+            models[label], feasible = _prune(config, method, keep, folder / f"{label}.pt", sizes, console)
+            meta[label] = (method, keep, feasible)
+            stages.tick()
+    return models, meta
+
+
+def _export(models: dict[str, Controller], targets, folder: Path, config: BenchConfig, stages: _Stages) -> dict[str, Path]:
+    """One verified bundle per model (ONNX + a TVM library per target)."""
+    from export.bundle import export_bundle
+
+    bundles = {}
+    for label, c in models.items():
+        stages.say(f"exporting {label}")
+        bundles[label] = folder / label
+        export_bundle(c.module, c.spec, targets, bundles[label], source_path=c.path, source_sha256=c.sha256,
+                      architecture=c.architecture, n_parity=200 if config.quick else 1000, seed=config.seed)
+        stages.tick()
+    return bundles
+
+
+def _record(label: str, c: Controller, meta: tuple, manifest: dict, rss: dict[str, int], example: torch.Tensor) -> ModelRecord:
+    """Memory footprint of one model: counted from the module, sizes from its bundle, RSS from its stub runs."""
+    fp = _footprint(c.module, example)
+    method, keep, feasible = meta
+    return ModelRecord(
+        label=label, method=method, keep=keep, feasible=feasible,
+        file=str(c.path) if label == UNPRUNED else f"models/{label}.pt", sha256=c.sha256,
+        hidden=list(c.architecture.get("hidden", [])), params=fp.params, params_kept=1.0,
+        weight_bytes=sum(p.numel() * p.element_size() for p in c.module.parameters()), macs=fp.macs,
+        onnx_bytes=int(manifest["onnx"]["bytes"]),
+        library_bytes={t: int(a["bytes"]) for t, a in manifest["artifacts"].items()}, stub_peak_rss_kb=rss)
+
+
+def _latency_rows(latency: dict[tuple[str, str, str], LatencyStats], runners: dict[str, str], emulated: set[str],
+                  models: list[str]) -> list[LatencyRow]:
+    """Rows by runtime, target, model; emulated ones keep only their ratio to the unpruned model."""
+    rows = []
+    for (m, r, t), s in latency.items():
+        hidden = r == "stub" and t in emulated
+        row = LatencyRow(m, r, t, runners[t] if r == "stub" else "in-process", hidden, s.n, s.rounds, s.spread,
+                         s.median_us / latency[(UNPRUNED, r, t)].median_us)
+        if not hidden:
+            row.median_us, row.p99_us, row.max_us = s.median_us, s.p99_us, s.max_us
+        rows.append(row)
+    order = {r: i for i, r in enumerate((*PYTHON_RUNTIMES, "stub"))}
+    return sorted(rows, key=lambda r: (order[r.runtime], r.target, models.index(r.model)))
+
+
+def _reward_rows(rewards: dict[tuple[str, str], DeviceReward], models: list[str], targets: list[str]) -> list[RewardRow]:
+    """torch (HIL's host reference on the first target), then each target's stub; paired against unpruned."""
+    def paired(m: str, get) -> Paired | None:
+        return None if m == UNPRUNED else Paired.of(get(m), get(UNPRUNED))
+
+    rows = [RewardRow(m, "torch", rewards[(m, targets[0])].torch, paired(m, lambda x: rewards[(x, targets[0])].torch))
+            for m in models]
+    for t in targets:
+        rows += [RewardRow(m, f"stub:{t}", rewards[(m, t)].device, paired(m, lambda x, t=t: rewards[(x, t)].device),
+                           rewards[(m, t)].max_return_diff) for m in models]
+    return rows
+
+
+def _read_manifest(bundle: Path) -> dict:
+    from export.device import read_manifest
+
+    return read_manifest(bundle)

@@ -1,0 +1,101 @@
+"""The bench report's figures: return vs parameters kept per method, latency bars per runtime and target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tools.report import UNPRUNED, BenchReport
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_return_vs_params(report: BenchReport, path: Path) -> None:
+    """Mean return (torch, gymnasium) against the share of parameters kept, one line per method, the unpruned model at 100%.
+
+    Error bars: standard error of the paired difference to the unpruned model (what separates the
+    models on the same seeds), not the spread across start states.
+    """
+    plt = _pyplot()
+    torch_rows = {r.model: r for r in report.reward if r.runtime == "torch"}
+    base = report.model(UNPRUNED)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    methods = list(dict.fromkeys(m.method for m in report.models if m.method))
+    for i, method in enumerate(methods):
+        pts = sorted((m.params_kept, m.label) for m in report.models if m.method == method)
+        xs = [x * 100 for x, _ in pts] + [100.0]
+        ys = [torch_rows[label].stats.mean for _, label in pts] + [torch_rows[UNPRUNED].stats.mean]
+        errs = [torch_rows[label].vs_unpruned.stderr for _, label in pts] + [0.0]
+        ax.errorbar(xs, ys, yerr=errs, fmt="-o", color=f"C{i}", capsize=3, label=method)
+        for (_, label), x, y in zip(pts, xs, ys):
+            ax.annotate(f"keep {label.split('@')[1]}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.plot([100], [torch_rows[UNPRUNED].stats.mean], "k*", markersize=12, label=f"unpruned ({base.params:,} params)")
+    ax.set_xscale("log")
+    ticks = sorted({round(m.params_kept * 100, 1) for m in report.models})
+    ax.set_xticks(ticks, [f"{t:g}%" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("parameters kept (% of the unpruned controller, log)")
+    ax.set_ylabel("mean return, gymnasium Pendulum-v1 (torch)")
+    seeds = report.seeds["episodes"]
+    ax.set_title(f"return vs parameters kept ({len(seeds)} episodes, seeds {seeds[0]}..{seeds[-1]}; "
+                 "bars: paired s.e.)", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_latency(report: BenchReport, path: Path) -> None:
+    """Left: median µs per step of the runtimes that ran natively; right: emulated targets as a ratio to unpruned."""
+    plt = _pyplot()
+    labels = [m.label for m in report.models]
+    native = list(dict.fromkeys((r.runtime, r.target) for r in report.latency if not r.emulated))
+    emulated = list(dict.fromkeys(r.target for r in report.latency if r.emulated))
+    by = {(r.model, r.runtime, r.target): r for r in report.latency}
+    fig, axes = plt.subplots(1, 2 if emulated else 1, figsize=(11 if emulated else 7.5, 4.2),
+                             gridspec_kw={"width_ratios": [max(len(native), 1), max(len(emulated), 1)]} if emulated else None)
+    axes = np.atleast_1d(axes)
+    width = 0.8 / len(labels)
+    ax = axes[0]
+    x = np.arange(len(native))
+    for i, m in enumerate(labels):
+        vals = [by[(m, r, t)].median_us for r, t in native]
+        p99 = [by[(m, r, t)].p99_us for r, t in native]
+        ax.bar(x + (i - (len(labels) - 1) / 2) * width, vals, width, label=m, color=f"C{i}")
+        ax.scatter(x + (i - (len(labels) - 1) / 2) * width, p99, marker="_", color="k", zorder=3)
+    ax.set_xticks(x, [f"{r}\n{t}" for r, t in native], fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("µs per control step (median; dash: p99)")
+    ax.set_title("measured on this machine", fontsize=10)
+    ax.legend(fontsize=8)
+    if emulated:
+        ax = axes[1]
+        x = np.arange(len(emulated))
+        for i, m in enumerate(labels):
+            ax.bar(x + (i - (len(labels) - 1) / 2) * width, [by[(m, "stub", t)].ratio_to_unpruned for t in emulated],
+                   width, color=f"C{i}")
+        ax.axhline(1.0, color="k", linewidth=0.8)
+        ax.set_xticks(x, [f"stub\n{t}" for t in emulated], fontsize=8)
+        ax.set_ylabel("median time / unpruned (same runner)")
+        ax.set_title("under qemu-user: ratio only", fontsize=10)
+    fig.suptitle("controller latency, batch 1, one thread", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_plots(report: BenchReport, folder: Path) -> dict[str, str]:
+    """Both figures into ``folder``; returns name -> file name (relative to the folder)."""
+    files = {"return_vs_params": "return_vs_params.png", "latency": "latency.png"}
+    plot_return_vs_params(report, folder / files["return_vs_params"])
+    plot_latency(report, folder / files["latency"])
+    return files
