@@ -73,6 +73,18 @@ def python_runtimes(bundle: Path, module: torch.nn.Module, library: str = "x86_6
     sess = ort.InferenceSession(str(Path(bundle) / "model.onnx"), opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     main = relax.VirtualMachine(tvm.runtime.load_module(str(Path(bundle) / library)), tvm.cpu())["main"]
+    # A control loop from Python keeps one input buffer that TVM sees without a copy (DLPack needs it
+    # 64-byte aligned) and reads the action the same way: tvm.runtime.tensor(obs) + .numpy() would
+    # add about 45 us of conversions per step to a 11 us model.
+    n = int(sess.get_inputs()[0].shape[-1])
+    raw = np.zeros(n * 4 + 64, np.uint8)
+    offset = (-raw.ctypes.data) % 64
+    obs_buf = raw[offset : offset + n * 4].view(np.float32).reshape(1, n)
+    obs_tvm = tvm.runtime.from_dlpack(obs_buf)
+
+    def tvm_python(o: np.ndarray):
+        obs_buf[0] = o
+        return np.from_dlpack(main(obs_tvm))
 
     def torch_eager(o: np.ndarray):
         with torch.no_grad():
@@ -81,7 +93,7 @@ def python_runtimes(bundle: Path, module: torch.nn.Module, library: str = "x86_6
     return {
         "torch": torch_eager,
         "onnxruntime": lambda o: sess.run(None, {name: o[None, :]}),
-        "tvm-python": lambda o: main(tvm.runtime.tensor(o[None, :])).numpy(),
+        "tvm-python": tvm_python,
     }
 
 
