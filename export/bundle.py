@@ -6,6 +6,9 @@ Layout (the firmware stub relies on these names)::
                     artifacts{<target>: {file, sha256, bytes, tvm_target, compile, verification, ...}}
     model.onnx      the simplified ONNX graph
     <target>.so     one Relax VM library per target; function "main" takes float32[1, obs_dim]
+    <target>.elf    microcontroller targets (kind "mcu") instead: the firmware image, with
+                    <target>_model.c, <target>_kernels.o and pae_mcu_model.h (export/mcu.py);
+                    the manifest records flash_bytes and ram_bytes of the linked image
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import onnx
 from torch import nn
 
 from export.errors import ExportError
+from export.mcu import McuArtifact, build_mcu_artifact, verify_mcu
 from export.onnx_export import OPSET, export_onnx, ort_actions, ort_session
 from export.spec import ControllerSpec
 from export.tvm_compile import compile_library
@@ -108,9 +112,8 @@ def _check_targets(targets: list[Target]) -> None:
     if not targets:
         raise ExportError("no targets given")
     for t in targets:
-        if t.kind != "linux":
-            raise ExportError(f"target {t.name!r} is a {t.kind} target: shared libraries are built only for Linux "
-                              "targets (bare-metal firmware is not built yet)")
+        if t.kind not in ("linux", "mcu"):
+            raise ExportError(f"target {t.name!r}: unknown kind {t.kind!r}")
         t.require_compiler()
 
 
@@ -161,6 +164,7 @@ def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target]
     _check_targets(targets)
     _prepare_destination(out_dir, force)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    mcu_work = tmp.with_name(tmp.name.replace(".tmp-", ".mcu-work-"))  # microcontroller build products that do not ship
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be copied and read by others
         say("ONNX: export, simplify, check, parity with onnxruntime")
@@ -179,7 +183,13 @@ def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target]
             onnx={"file": ONNX_FILE, "sha256": sha256_file(onnx_path), "bytes": onnx_path.stat().st_size,
                   **onnx_report.to_dict()},
         )
+        mcu_built: dict[str, McuArtifact] = {}
         for t in targets:
+            if t.kind == "mcu":  # firmware image + generated C (export/mcu.py); fails here if it does not fit
+                say(f"{t.name}: compile the kernels with TVM ({t.tvm}), generate the C driver, link the firmware")
+                mcu_built[t.name] = build_mcu_artifact(model, spec, t, tmp, mcu_work, fast_math)
+                manifest.artifacts[t.name] = mcu_built[t.name].record
+                continue
             say(f"{t.name}: compile with TVM ({t.tvm}) and link with {t.cc}")
             manifest.artifacts[t.name] = _compile_artifact(model, spec, t, tmp, fast_math)
         _write_manifest(tmp, manifest)  # the stub checks hashes against it during verification
@@ -188,6 +198,19 @@ def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target]
         reference = ort_actions(ort_session(onnx_path.read_bytes()), spec, obs, batch_one=not dynamic_batch)
         for t in targets:
             say(f"{t.name}: verify against onnxruntime on {n_parity} observations")
+            if t.kind == "mcu":
+                v = verify_mcu(tmp, t, mcu_built[t.name], obs, reference, tolerance)
+                if v.status == FAILED and fast_math:  # as for libraries below: exact exp/tanh if fast math crossed it
+                    say(f"{t.name}: {v.reason} with fast math; rebuilding with exact exp/tanh")
+                    mcu_built[t.name] = build_mcu_artifact(model, spec, t, tmp, mcu_work, False)
+                    manifest.artifacts[t.name] = mcu_built[t.name].record
+                    manifest.artifacts[t.name]["compile_flags"]["fast_math_fallback"] = v.reason
+                    _write_manifest(tmp, manifest)
+                    v = verify_mcu(tmp, t, mcu_built[t.name], obs, reference, tolerance)
+                if v.status == FAILED:
+                    raise ExportError(f"target {t.name!r}: {v.reason} on {v.n} observations (seed {seed})")
+                manifest.artifacts[t.name]["verification"] = v.to_dict()
+                continue
             v: Verification = verify_library(tmp, t, obs, reference, tolerance, runner=runner)
             if v.status == FAILED and fast_math:
                 # fast exp/tanh cost a few ulps; on a model where that crosses the tolerance, ship exact math
@@ -206,6 +229,7 @@ def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target]
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(mcu_work, ignore_errors=True)
 
 
 def read_manifest(bundle_dir: Path) -> Manifest:
@@ -245,7 +269,9 @@ def verify_bundle(bundle_dir: Path) -> Manifest:
     manifest = read_manifest(bundle_dir)
     _check_file(bundle_dir, manifest.onnx, "the ONNX model")
     for name, record in manifest.artifacts.items():
-        _check_file(bundle_dir, record, f"the library for {name}")
+        _check_file(bundle_dir, record, f"the {'firmware' if record.get('kind') == 'mcu' else 'library'} for {name}")
+        for key, source in (record.get("sources") or {}).items():  # mcu: the generated C, kernels object, header
+            _check_file(bundle_dir, source, f"{key} of {name}")
     return manifest
 
 

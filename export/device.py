@@ -208,14 +208,6 @@ def build_stub(target_name: str) -> Path:
     return exe
 
 
-def _ty(var):
-    return var.ty if hasattr(var, "ty") else var.struct_info
-
-
-def _name(var) -> str:
-    return str(getattr(var, "name", None) or getattr(var, "name_hint", "?"))
-
-
 def kernel_plan(bundle_dir: Path, target_name: str) -> bytes:
     """The plan file of the runtime-free stub (format in ``firmware_stub/model_kernels.c``).
 
@@ -227,11 +219,12 @@ def kernel_plan(bundle_dir: Path, target_name: str) -> bytes:
     import struct
 
     import onnx
-    import tvm
-    from tvm import relax
 
+    from export.mcu_codegen import CONSTANT, INPUT, INTERMEDIATE, kernel_chain
     from export.spec import ControllerSpec
     from export.tvm_compile import import_onnx, lower
+
+    kind_code = {INPUT: 0, CONSTANT: 1, INTERMEDIATE: 2}  # the plan's tensor kinds (model_kernels.c)
 
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
@@ -246,61 +239,18 @@ def kernel_plan(bundle_dir: Path, target_name: str) -> bytes:
     spec = ControllerSpec.from_dict(manifest["spec"])
     mod, _ = lower(import_onnx(onnx.load_from_string(data), spec), _target(target_name), pipeline,
                    bool(flags.get("fast_math", pipeline == "scheduled")))
-    main = mod["main"]
-    where = f"{bundle_dir}: target {target_name!r}"
-    tensors: list[tuple[int, list[int], np.ndarray | None]] = []  # kind, shape, constant data
-    index: dict = {}
-
-    def add(kind: int, shape, data=None) -> int:
-        tensors.append((kind, [int(d) for d in shape], data))
-        return len(tensors) - 1
-
-    def float_shape(ty, what: str) -> list[int]:
-        # TVM 0.27 calls struct info "ty" (relax.TensorType); its shape is a ShapeExpr of int64 values
-        if type(ty).__name__ not in ("TensorType", "TensorStructInfo") or ty.dtype != "float32" or ty.shape is None:
-            raise ExportError(f"{where}: {what} is not a float32 tensor of known shape; the runtime-free path "
-                              "supports only float32 MLP-like graphs")
-        return [int(d) for d in ty.shape.values]
-
-    for p in main.params:
-        index[p] = add(0, float_shape(_ty(p), f"input {_name(p)}"))
-    calls = []
-    for block in main.body.blocks:
-        for b in block.bindings:
-            v = b.value
-            op_name = getattr(getattr(v, "op", None), "name", "")
-            if not isinstance(b, relax.VarBinding) or op_name != "relax.call_tir" or len(v.args) != 2:
-                raise ExportError(f"{where}: binding {_name(b.var)} is not a plain call_tir kernel call "
-                                  "(the runtime-free path runs only kernel chains)")
-            args = []
-            for a in v.args[1].fields:
-                if isinstance(a, tvm.ir.expr.Constant):  # TVM 0.27: GenericConst, tensor in .value
-                    arr = (a.value if hasattr(a, "value") else a.data).numpy()
-                    if arr.dtype != np.float32:
-                        raise ExportError(f"{where}: constant of dtype {arr.dtype} (only float32 is supported)")
-                    args.append(add(1, arr.shape if arr.ndim else (1,), np.ascontiguousarray(arr).reshape(-1)))
-                elif a in index:
-                    args.append(index[a])
-                else:
-                    raise ExportError(f"{where}: kernel argument {a} is neither a constant nor an earlier result")
-            out_ty = v.ty_args[0] if hasattr(v, "ty_args") else v.sinfo_args[0]
-            out = add(2, float_shape(out_ty, f"output of {v.args[0].name_hint}"))
-            index[b.var] = out
-            calls.append((v.args[0].name_hint, args + [out]))
-    result = main.body.body
-    if result not in index:
-        raise ExportError(f"{where}: main does not return a kernel result")
+    chain = kernel_chain(mod, f"{bundle_dir}: target {target_name!r}")
     blob = bytearray(b"PAEP" + struct.pack("<I", 1) + str(art.get("sha256", "")).encode().ljust(64, b"0")[:64])
-    blob += struct.pack("<I", len(tensors))
-    for kind, shape, arr in tensors:
-        blob += struct.pack(f"<II{len(shape)}I", kind, len(shape), *shape)
-        if arr is not None:
-            blob += arr.astype("<f4").tobytes()
-    blob += struct.pack("<I", len(calls))
-    for name, args in calls:
+    blob += struct.pack("<I", len(chain.tensors))
+    for t in chain.tensors:
+        blob += struct.pack(f"<II{len(t.shape)}I", kind_code[t.kind], len(t.shape), *t.shape)
+        if t.data is not None:
+            blob += t.data.astype("<f4").tobytes()
+    blob += struct.pack("<I", len(chain.calls))
+    for name, args in chain.calls:
         raw = name.encode()
         blob += struct.pack("<I", len(raw)) + raw + struct.pack(f"<I{len(args)}I", len(args), *args)
-    blob += struct.pack("<I", index[result])
+    blob += struct.pack("<I", chain.output)
     return bytes(blob)
 
 
@@ -493,6 +443,18 @@ class StubSession:
         return {k: int(v) for k, v in zip(frames.STATS_FIELDS, f.payload)}
 
 
+def open_session(bundle_dir: Path, target_name: str, extra_args: tuple[str, ...] = (),
+                 runner: str | None = None) -> StubSession:
+    """The device for ``target_name``: the Linux stub, or for a microcontroller target its firmware under qemu-system-arm."""
+    from targets import get_target
+
+    if get_target(target_name).kind == "mcu":
+        from export.mcu_session import FirmwareSession
+
+        return FirmwareSession(bundle_dir, target_name, extra_args=tuple(extra_args), runner=runner)
+    return StubSession(bundle_dir, target_name, extra_args=tuple(extra_args), runner=runner)
+
+
 def run_stub_batch(bundle_dir: Path, target_name: str, observations: np.ndarray, runner: str | None = None) -> np.ndarray:
     """The device's actions for each observation row: the stub run natively, under qemu-user or over ssh.
 
@@ -502,7 +464,7 @@ def run_stub_batch(bundle_dir: Path, target_name: str, observations: np.ndarray,
     obs = np.asarray(observations, dtype=np.float32)
     if obs.ndim != 2:
         raise ExportError(f"observations must be 2-D (N, obs_dim), got shape {obs.shape}")
-    with StubSession(bundle_dir, target_name, runner=runner) as s:
+    with open_session(bundle_dir, target_name, runner=runner) as s:
         if obs.shape[1] != s.obs_dim:
             raise ExportError(f"observations have {obs.shape[1]} columns, the bundle's controller takes {s.obs_dim}")
         out = np.empty((len(obs), s.act_dim), dtype=np.float32)

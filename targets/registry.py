@@ -154,14 +154,20 @@ BUILTIN: tuple[Target, ...] = (
                 tvm={"kind": "llvm", "mtriple": "armv7a-linux-gnueabihf", "mcpu": "cortex-a7",
                      "mattr": ["+neon", "+vfp4"], "mfloat-abi": "hard"},
                 description="32-bit ARMv7-A hard-float boards (Raspberry Pi 2, BeagleBone-class)", vector_bits=128),
-    # Microcontrollers: the code generator is ready, the bare-metal firmware build is not (kind "mcu").
+    # Microcontrollers (kind "mcu"): a firmware image with the generated C driver (export/mcu.py), run
+    # under qemu-system-arm; flash_kb/ram_kb are the part's budget the linked image is checked against.
     make_target(name="cortex-m4", arch="cortex-m", kind="mcu",
                 tvm={"kind": "llvm", "mtriple": "thumbv7em-none-eabihf", "mcpu": "cortex-m4", "mfloat-abi": "hard"},
-                description="Cortex-M4F microcontroller (qemu: mps2-an386)", vector_bits=32,
-                qemu_machine="mps2-an386", flash_kb=1024, ram_kb=192),
+                description="Cortex-M4F microcontroller, 1 MB flash / 192 KB RAM (STM32F407-class; qemu: mps2-an386)",
+                vector_bits=32, qemu_machine="mps2-an386", flash_kb=1024, ram_kb=192),
+    make_target(name="cortex-m4-256k", arch="cortex-m", kind="mcu",
+                tvm={"kind": "llvm", "mtriple": "thumbv7em-none-eabihf", "mcpu": "cortex-m4", "mfloat-abi": "hard"},
+                description="small Cortex-M4F part, 256 KB flash / 64 KB RAM (STM32F401CC-class; qemu: mps2-an386)",
+                vector_bits=32, qemu_machine="mps2-an386", flash_kb=256, ram_kb=64),
     make_target(name="cortex-m7", arch="cortex-m", kind="mcu",
                 tvm={"kind": "llvm", "mtriple": "thumbv7em-none-eabihf", "mcpu": "cortex-m7", "mfloat-abi": "hard"},
-                description="Cortex-M7 microcontroller (qemu: mps2-an500)", vector_bits=32,
+                description="Cortex-M7 microcontroller, 2 MB flash / 512 KB RAM (STM32F767-class; qemu: mps2-an500)",
+                vector_bits=32,
                 qemu_machine="mps2-an500", flash_kb=2048, ram_kb=512),
 )
 

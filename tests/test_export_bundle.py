@@ -159,9 +159,12 @@ def test_a_model_whose_export_fails_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_microcontroller_targets_are_refused_until_firmware_exists(tmp_path):
-    with pytest.raises(ExportError, match="'cortex-m4' is a mcu target"):
-        export_bundle(build_mlp(pendulum_spec(), [4], "tanh"), pendulum_spec(), [get_target("cortex-m4")], tmp_path / "b")
+def test_microcontroller_targets_get_a_verified_firmware_image_not_a_library(tmp_path):
+    m = export_bundle(build_mlp(pendulum_spec(), [4], "tanh"), pendulum_spec(), [get_target("cortex-m4")],
+                      tmp_path / "b", n_parity=20)
+    art = m.artifacts["cortex-m4"]  # details in tests/test_mcu.py
+    assert art["file"] == "cortex-m4.elf" and art["flash_bytes"] > 0 and art["verification"]["status"] == "verified"
+    assert not list((tmp_path / "b").glob("*.so"))
 
 
 def test_existing_bundle_needs_force_then_is_replaced_whole(controller, tmp_path, capsys, monkeypatch):

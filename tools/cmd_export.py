@@ -67,6 +67,12 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         table.add_row(a["file"], str(a["bytes"]), str(a["kernels"]), f"{a['compile_seconds']:.2f}",
                       f"{v['method'].replace(' (in-process)', '')}, {v['n']}", _fmt_err(v["max_abs_err"]), v["status"])
     console.print(table)
+    memory = {n: {"flash_bytes": a["flash_bytes"], "ram_bytes": a["ram_bytes"],
+                  "flash_budget_bytes": a["memory"]["flash_budget_bytes"], "ram_budget_bytes": a["memory"]["ram_budget_bytes"]}
+              for n, a in manifest.artifacts.items() if a.get("kind") == "mcu"}
+    for name, m in memory.items():  # the linked firmware's footprint, what a microcontroller user decides by
+        console.print(f"{name}: flash {m['flash_bytes']} of {m['flash_budget_bytes']} bytes, "
+                      f"RAM {m['ram_bytes']} of {m['ram_budget_bytes']} bytes")
     for line in reasons:
         console.print(f"[yellow]{line}[/]")
     unverified = [n for n, v in manifest.verifications().items() if v["status"] != "verified"]
@@ -75,4 +81,4 @@ def run(args: argparse.Namespace, console: Console) -> dict:
                       "were not executed here, see the reasons above)")
     parity = {"onnx": o["parity_max_abs_err"], **{n: v["max_abs_err"] for n, v in manifest.verifications().items()}}
     return {"ok": not unverified or args.allow_unverified, "bundle": str(args.out), "seed": args.seed,
-            "unverified": unverified, "parity": parity, "manifest": manifest.to_dict()}
+            "unverified": unverified, "parity": parity, "mcu_memory": memory, "manifest": manifest.to_dict()}

@@ -100,7 +100,10 @@ def run(args: argparse.Namespace, console: Console) -> dict:
                       f"{per['mean']:.1f}/{per['std']:.1f}/{per['max']:.1f}",
                       str(e.deadline_misses), str(e.crc_errors), str(e.resyncs), f"{e.max_abs_action_diff:.0e}")
     console.print(table)
-    if "qemu" in report.runner:
+    if "qemu-system" in report.runner:
+        console.print("note: qemu-system-arm models no timing: inference 'us' are thousands of executed "
+                      "instructions (-icount), not cycles or device time")
+    elif "qemu" in report.runner:
         console.print("note: under qemu-user the inference times are emulated, not device times")
     if args.mode == "lockstep":
         verdict = "[green]matches[/green]" if report.fidelity_ok else "[red]DOES NOT match[/red]"

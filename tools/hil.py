@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from export import frames
-from export.device import Reply, StubSession
+from export.device import Reply, StubSession, open_session
 from tools.errors import ToolsError
 from tools.evaluate import Policy, episode_seeds, rollout_gym
 from tools.pendulum import ENV_ID, BatchedPendulum
@@ -229,7 +229,7 @@ def run_hil(bundle_dir: Path, target: str, policy: Policy, episodes: int = 10, s
                        deadline * 1e3 if mode == "free" or deadline_ms else None)
     env = gym.make(ENV_ID)
     try:
-        with StubSession(Path(bundle_dir), target, extra_args=tuple(device_args), runner=runner) as session:
+        with open_session(Path(bundle_dir), target, extra_args=tuple(device_args), runner=runner) as session:
             report.runner = session.where
             safe = np.zeros(session.act_dim, dtype=np.float32)
             if "--safe-action" in device_args:

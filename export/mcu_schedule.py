@@ -1,0 +1,70 @@
+"""A schedule for the fused dense kernels on a microcontroller: accumulators in registers, no workspace.
+
+The Linux schedule (``export/schedule.py``) puts the reduction loop outermost so that SIMD lanes walk
+a weight row; with no SIMD (Cortex-M4/M7 FPU, one float per instruction) that keeps the N
+accumulators in memory, a load and a store around every multiply-add, and the N-float accumulator
+buffer goes to TVM's workspace allocator. Here each group of ``unroll`` outputs is finished before
+the next: its accumulators live in a ``local`` buffer (registers), the reduction loop runs inside,
+and the elementwise epilogue (bias, activation) is computed straight from the registers. The N-float
+buffer disappears, and with it the workspace.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import s_tir
+
+from export.schedule import ScheduleReport, _is_reduction
+
+UNROLL = 4  # accumulators per group: 4 stay in FPU registers with room for the loads
+
+
+def _group(extent: int, unroll: int) -> int:
+    """The largest group size <= unroll that divides the output width."""
+    return next(u for u in range(unroll, 0, -1) if extent % u == 0)
+
+
+def schedule_dense_scalar(func: tvm.tirx.PrimFunc, unroll: int = UNROLL) -> tvm.tirx.PrimFunc:
+    """Schedule one fused batch-1 dense kernel (matvec + elementwise tail); raises ValueError if it does not fit."""
+    sch = s_tir.Schedule(func)
+    blocks = list(sch.get_child_blocks(sch.get_sblock("root")))
+    reductions = [b for b in blocks if _is_reduction(sch, b)]
+    if len(reductions) != 1 or not _is_reduction(sch, blocks[0]):
+        raise ValueError(f"expected one leading reduction block, found {len(reductions)}")
+    red = reductions[0]
+    loops = sch.get_loops(red)
+    extents = [int(sch.get(lp).extent) for lp in loops]
+    if len(loops) != 3 or extents[0] != 1:
+        raise ValueError(f"expected a batch-1 matrix-vector loop nest (1, N, K), found {extents}")
+    names = [sch.get(b).name_hint for b in blocks]
+    for name in names[1:-1]:  # the elementwise chain, folded into the output block
+        sch.compute_inline(sch.get_sblock(name))
+    out = sch.get_sblock(names[-1])
+    acc = sch.cache_write(red, 0, "local")
+    sch.reverse_compute_inline(out)  # the epilogue reads the accumulators, not an N-float buffer
+    _, n_loop, k_loop = loops
+    u = _group(extents[1], unroll)
+    n_outer, n_inner = sch.split(n_loop, [None, u])
+    sch.reorder(n_outer, k_loop, n_inner)
+    sch.unroll(n_inner)
+    sch.reverse_compute_at(acc, n_outer)
+    sch.unroll(sch.get_loops(acc)[-1])
+    sch.decompose_reduction(red, k_loop)
+    return sch.mod["main"]
+
+
+def schedule_module_scalar(mod: tvm.IRModule, unroll: int = UNROLL) -> tuple[tvm.IRModule, ScheduleReport]:
+    """Apply :func:`schedule_dense_scalar` to every PrimFunc it fits; the others keep TVM's default lowering."""
+    report = ScheduleReport(lanes=1, unroll=unroll)
+    funcs = dict(mod.functions)
+    for gv, func in list(mod.functions.items()):
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        try:
+            scheduled = schedule_dense_scalar(func, unroll)
+        except (ValueError, s_tir.ScheduleError) as e:
+            report.default.append(f"{gv.name_hint}: {str(e).splitlines()[0]}")
+            continue
+        funcs[gv] = scheduled.with_attr("global_symbol", gv.name_hint)
+        report.scheduled.append(gv.name_hint)
+    return tvm.IRModule(funcs, attrs=mod.attrs, global_infos=mod.global_infos), report

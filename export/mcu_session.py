@@ -1,0 +1,181 @@
+"""The firmware of a microcontroller bundle, running under ``qemu-system-arm``, spoken to in frames.
+
+The image's UART0 is qemu's ``-serial stdio``: the frames go through qemu's stdin/stdout pipes,
+the same bytes a real board would see on its serial line. Semihosting is on only so that a fault
+stops qemu with exit status 1 (``firmware_stub/mcu/startup.c``) instead of hanging.
+:class:`FirmwareSession` is a :class:`export.device.StubSession` (same ``infer``, ``stats``,
+``request``), started differently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from export import frames
+from export.device import StubFailed, StubSession, read_manifest
+from export.errors import ExportError
+
+QEMU = "qemu-system-arm"
+HELLO_RETRY_S = 0.5  # the UART drops bytes until the firmware enables it: HELLO is repeated until answered
+START_TIMEOUT_S = 30.0
+EXTRA_STATS = ("arena_peak_bytes", "stack_peak_bytes")  # appended by the firmware after the 7 protocol counters
+
+
+def qemu_available(target) -> str:
+    """Empty if this machine can run the target's firmware, else why not."""
+    if not target.qemu_machine:
+        return f"target {target.name!r} names no qemu_machine"
+    if shutil.which(QEMU) is None:
+        return f"{QEMU} not found on PATH (Debian: apt-get install qemu-system-arm)"
+    return ""
+
+
+def qemu_command(machine: str, elf: Path) -> list[str]:
+    """argv running ``elf`` on ``machine`` with UART0 on stdin/stdout and nothing else on them.
+
+    ``-icount shift=0``: qemu's virtual clock advances exactly 1 ns per executed instruction, so the
+    firmware's SysTick-timed ``aux`` is the instruction count of each inference (deterministic; not
+    cycles: qemu models no pipeline, memory wait states or FPU latencies).
+    """
+    return [QEMU, "-machine", machine, "-display", "none", "-monitor", "none", "-serial", "stdio",
+            "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(elf)]
+
+
+class FirmwareSession(StubSession):
+    """The bundle's firmware for an ``mcu`` target under qemu-system-arm (context manager)."""
+
+    def __enter__(self) -> "FirmwareSession":
+        from targets import get_target
+
+        target = get_target(self.target_name)
+        if target.kind != "mcu":
+            raise ExportError(f"target {self.target_name!r} is not a microcontroller target")
+        if self.extra_args:
+            raise ExportError(f"target {self.target_name!r}: the firmware takes no options "
+                              f"({' '.join(self.extra_args)}): deadlines and safe actions need the Linux stub")
+        if self.runner not in (None, "auto", "qemu"):
+            raise ExportError(f"target {self.target_name!r}: firmware runs only under qemu here, not {self.runner!r}")
+        why_not = qemu_available(target)
+        if why_not:
+            raise ExportError(why_not)
+        self._describe = f"{QEMU} -M {target.qemu_machine} -icount shift=0 (1 ns = 1 instruction)"
+        self._stack = contextlib.ExitStack()
+        try:
+            tmp = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="pae_fw.")))
+            elf = tmp / "firmware.elf"
+            elf.write_bytes(self._verified_image())  # run the bytes that were hashed, not the path again
+            self._stderr = self._stack.enter_context(tempfile.TemporaryFile())
+            self.proc = subprocess.Popen(qemu_command(target.qemu_machine, elf), stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0)
+            self._stack.callback(self._stop)
+            hello = self._hello()
+            version, self.obs_dim, self.act_dim = (int(v) for v in hello.payload[:3])
+            if version != frames.PROTOCOL_VERSION:
+                raise StubFailed(f"{self.where}: protocol version {version}, this host speaks {frames.PROTOCOL_VERSION}")
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def _verified_image(self) -> bytes:
+        manifest = read_manifest(self.bundle_dir)
+        rec = manifest.get("artifacts", {}).get(self.target_name)
+        if not isinstance(rec, dict) or rec.get("kind") != "mcu":
+            raise ExportError(f"{self.bundle_dir}/manifest.json: no firmware for target {self.target_name!r} "
+                              "(export the bundle with this target)")
+        path = self.bundle_dir / str(rec["file"])
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ExportError(f"{path}: cannot read the firmware ({e})") from e
+        digest = hashlib.sha256(data).hexdigest()
+        if len(data) != rec.get("bytes") or digest != rec.get("sha256"):
+            raise ExportError(f"{path}: {len(data)} bytes, sha256 {digest[:12]}...; the manifest says "
+                              f"{rec.get('bytes')} bytes, {str(rec.get('sha256'))[:12]}...: refusing to run it")
+        return data
+
+    def _hello(self) -> frames.Frame:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            seq = self.next_seq()
+            self.send(frames.encode(frames.HELLO, seq, []))
+            item = self.receive(timeout=HELLO_RETRY_S)
+            while item is not None:
+                if isinstance(item, frames.Frame) and item.type == frames.HELLO:
+                    self._pending.clear()  # answers to earlier HELLOs that were slow, not lost
+                    return item
+                item = self.receive(timeout=0.05)
+        raise self._failed(f"no HELLO reply within {START_TIMEOUT_S:g} s")
+
+    @property
+    def where(self) -> str:
+        return f"firmware under {getattr(self, '_describe', QEMU)}"
+
+    def _stop(self) -> None:
+        # The firmware never exits on its own (a board does not): stop the emulator.
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+    def _failed(self, what: str) -> StubFailed:
+        try:
+            code = self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            code = None
+        if code == 1:
+            why = "the firmware faulted (semihosting exit 1)"
+        elif code is not None:
+            why = f"{QEMU} exited with status {code}"
+        else:
+            why = what
+        tail = self.stderr_tail()
+        return StubFailed(f"target {self.target_name!r}, {self.where}: {why}{': ' + tail if tail else ''}")
+
+    def stats_extended(self) -> dict[str, int]:
+        """The protocol counters plus the firmware's arena_peak_bytes and stack_peak_bytes."""
+        f = self.request(frames.STATS, [])
+        names = tuple(frames.STATS_FIELDS) + EXTRA_STATS
+        return {k: int(v) for k, v in zip(names, f.payload)}
+
+    def infer_batch(self, observations: np.ndarray, window: int = 8) -> tuple[np.ndarray, np.ndarray]:
+        """Actions for each observation row, and each inference's instruction count (``aux``, see qemu_command)."""
+        obs = np.asarray(observations, dtype=np.float32)
+        out = np.empty((len(obs), self.act_dim), dtype=np.float32)
+        instructions = np.empty(len(obs), dtype=np.int64)
+        first = self.seq + 1
+        sent = received = 0
+        while received < len(obs):
+            while sent < len(obs) and sent - received < window:
+                self.send(frames.encode(frames.OBS, self.next_seq(), obs[sent]))
+                sent += 1
+            item = self.receive()
+            if item is None:
+                raise self._failed(f"no reply to row {received} within {self.timeout:g} s")
+            if isinstance(item, frames.FrameError):
+                raise StubFailed(f"{self.where}: corrupt reply ({item.name})")
+            if item.type == frames.HELLO:
+                continue  # a late answer to a repeated start-up HELLO
+            row = (item.seq - first) & 0xFFFFFFFF
+            if item.type == frames.ERROR:
+                raise StubFailed(f"{self.where}: row {row} got error '{item.error_name}' from the firmware")
+            if item.type != frames.ACTION or row != received:
+                raise StubFailed(f"{self.where}: expected the action for row {received}, got type {item.type} seq {item.seq}")
+            out[row] = item.payload
+            instructions[row] = item.aux
+            received += 1
+        return out, instructions

@@ -1,0 +1,23 @@
+/* host_check.c - run the generated controller C on the host: float32 observation rows on stdin,
+ * float32 action rows on stdout, then "arena_peak_bytes N" on stderr. export/mcu.py builds it with
+ * the kernels compiled for the host, to check the generated C against onnxruntime before the board. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "pae_mcu_model.h"
+
+int main(void) {
+    float obs[64], act[64];
+    if (pae_mcu_obs_dim > 64 || pae_mcu_act_dim > 64) return 2;
+    pae_mcu_init();
+    while (fread(obs, sizeof(float), (size_t)pae_mcu_obs_dim, stdin) == (size_t)pae_mcu_obs_dim) {
+        int rc = pae_mcu_infer(obs, act);
+        if (rc) {
+            fprintf(stderr, "kernel %d failed: %s\n", rc, pae_mcu_last_error());
+            return 1;
+        }
+        fwrite(act, sizeof(float), (size_t)pae_mcu_act_dim, stdout);
+    }
+    fprintf(stderr, "arena_peak_bytes %zu\n", pae_mcu_arena_peak());
+    return 0;
+}

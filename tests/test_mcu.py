@@ -1,0 +1,245 @@
+"""Microcontroller export: generated C checked on the host, firmware under qemu-system-arm, memory budget, HIL."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from export.bundle import export_bundle
+from export.errors import ExportError
+from export.mcu import STACK_BYTES, kernel_chain, lower_for_mcu
+from export.mcu_codegen import arena_bytes
+from export.mcu_session import FirmwareSession
+from export.onnx_export import export_onnx
+from targets import get_target, parse_target_list
+from targets.registry import make_target
+from tools import frames
+from tools.controller import build_mlp, pendulum_spec
+from tools.evaluate import as_policy
+from tools.hil import run_hil
+
+OBS = [0.6, 0.8, -1.5]
+# A 260-wide layer (wider than the reference's 256): its accumulators go through TVM's workspace
+# allocator, which the generated C answers from the arena.
+HIDDEN = [16, 260]
+
+
+@pytest.fixture(scope="module")
+def controller() -> torch.nn.Module:
+    torch.manual_seed(3)
+    torch.set_num_threads(1)
+    return build_mlp(pendulum_spec(), HIDDEN, "elu").eval()
+
+
+@pytest.fixture(scope="module")
+def bundle(controller, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("mcu") / "bundle"
+    export_bundle(controller, pendulum_spec(), parse_target_list("cortex-m4,cortex-m7"), out, n_parity=100, seed=4)
+    return out
+
+
+def manifest(bundle: Path) -> dict:
+    import json
+
+    return json.loads((bundle / "manifest.json").read_text())
+
+
+def torch_action(controller, obs) -> np.ndarray:
+    with torch.no_grad():
+        return controller(torch.tensor(np.asarray(obs, dtype=np.float32)).reshape(1, -1)).numpy().reshape(-1)
+
+
+@pytest.mark.parametrize("target", ["cortex-m4", "cortex-m7"])
+def test_generated_c_on_host_and_firmware_under_qemu_match_onnxruntime(bundle, target):
+    art = manifest(bundle)["artifacts"][target]
+    assert art["verification"]["status"] == "verified", art["verification"]
+    assert "qemu-system-arm" in art["verification"]["method"]
+    assert art["host_check"]["max_abs_err"] <= 1e-5 and art["firmware_check"]["max_abs_err"] <= 1e-5
+    assert art["host_check"]["n"] == art["firmware_check"]["n"] == 100
+    # the wide layer's accumulator went through the arena, which the export sized large enough
+    assert 0 < art["host_check"]["arena_peak_bytes"] <= art["memory"]["arena_bytes"]
+    assert art["firmware_check"]["arena_peak_bytes"] == art["host_check"]["arena_peak_bytes"]
+    assert 0 < art["firmware_check"]["stack_peak_bytes"] < STACK_BYTES
+
+
+def test_memory_report_counts_weights_in_flash_and_buffers_in_ram(bundle, controller):
+    art = manifest(bundle)["artifacts"]["cortex-m4"]
+    mem = art["memory"]
+    n_params = sum(p.numel() for p in controller.parameters())
+    assert mem["weights_bytes"] >= 4 * n_params  # folded weights (plus folded output-bound constants)
+    assert art["flash_bytes"] == mem["flash_bytes"] > mem["weights_bytes"]
+    sec = mem["sections"]
+    assert art["ram_bytes"] == sec[".stack"] + sec[".data"] + sec[".bss"]
+    assert sec[".bss"] >= mem["arena_bytes"] + mem["tensor_bytes"]
+    assert mem["flash_budget_bytes"] == 1024 * 1024 and mem["fits"]
+
+
+def test_weights_live_in_flash_and_nothing_allocates(bundle):
+    art = manifest(bundle)["artifacts"]["cortex-m4"]
+    source = (bundle / art["sources"]["model_c"]["file"]).read_text()
+    assert "static const float c" in source and "malloc" not in source
+    nm = subprocess.run(["arm-none-eabi-nm", "-S", str(bundle / art["file"])], capture_output=True, text=True,
+                        check=True).stdout
+    symbols = {parts[-1]: (int(parts[0], 16), int(parts[1], 16)) for parts in map(str.split, nm.splitlines())
+               if len(parts) == 4}
+    weights = [name for name in symbols if re.fullmatch(r"c\d+", name)]
+    assert weights and all(symbols[w][0] < 0x20000000 for w in weights)  # flash, not RAM
+    assert symbols["arena"][0] >= 0x20000000 and symbols["arena"][1] == art["memory"]["arena_bytes"]
+    assert not {"malloc", "_malloc_r", "free", "_sbrk"} & set(symbols)
+
+
+def test_scalar_schedule_takes_widths_no_group_divides():
+    spec = pendulum_spec()
+    torch.manual_seed(0)
+    model, _ = export_onnx(build_mlp(spec, [7, 13], "elu"), spec, n_parity=10)  # primes: groups of one
+    _, schedule = lower_for_mcu(model, spec, get_target("cortex-m7"), True)
+    assert len(schedule.scheduled) == 3 and not schedule.default
+
+
+def test_kernel_chain_and_arena_are_planned_from_the_lowered_module(controller):
+    spec = pendulum_spec()
+    model, _ = export_onnx(controller, spec, n_parity=10)
+    mod, schedule = lower_for_mcu(model, spec, get_target("cortex-m4"), True)
+    assert len(schedule.scheduled) == 3 and not schedule.default
+    chain = kernel_chain(mod, "test")
+    assert len(chain.calls) == 3
+    assert chain.tensors[chain.input].shape == [1, 3] and chain.tensors[chain.output].shape == [1, 1]
+    scratch = arena_bytes(mod)
+    # four register accumulators per step of the 260-wide layer (not the whole row), one 64-byte block
+    assert sorted(scratch.values()) == [64, 64, 64]
+
+
+@pytest.fixture(scope="module")
+def firmware(bundle):
+    with FirmwareSession(bundle, "cortex-m4") as s:
+        yield s
+
+
+def test_firmware_answers_hello_and_actions_like_the_controller(firmware, controller):
+    assert (firmware.obs_dim, firmware.act_dim) == (3, 1)
+    reply = firmware.infer(OBS)
+    assert reply.error == ""
+    np.testing.assert_allclose(reply.action, torch_action(controller, OBS), atol=1e-5)
+    # under qemu -icount shift=0 the device time is the instruction count (1 ns each): the same
+    # observation costs the same, to the SysTick resolution of 40 instructions
+    again = firmware.infer(OBS)
+    assert reply.device_us > 0 and abs(again.device_us - reply.device_us) <= 0.08
+
+
+def test_instruction_count_is_recorded_and_at_least_one_per_multiply_add(bundle):
+    macs = 3 * HIDDEN[0] + HIDDEN[0] * HIDDEN[1] + HIDDEN[1]
+    for target in ("cortex-m4", "cortex-m7"):
+        art = manifest(bundle)["artifacts"][target]
+        ipi = art["instructions_per_inference"]
+        # a little data dependence (floorf in the fast exp, clamps), no more
+        assert macs <= ipi["min"] <= ipi["mean"] <= ipi["max"] <= 1.1 * ipi["min"]
+        assert art["cycles_per_inference"] is None  # qemu gives none; not invented
+
+
+BAD_FRAMES = {
+    "crc": (lambda q: frames.encode_raw(frames.OBS, q, np.array(OBS, "<f4").tobytes(), crc=1), frames.E_CRC),
+    "short payload": (lambda q: frames.encode(frames.OBS, q, [0.1, 0.2]), frames.E_WRONG_SIZE),
+    "nan": (lambda q: frames.encode(frames.OBS, q, [np.nan, 0.0, 0.0]), frames.E_NONFINITE),
+    "wrong type": (lambda q: frames.encode(frames.ACTION, q, [1.0]), frames.E_BAD_TYPE),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FRAMES))
+def test_firmware_answers_a_bad_frame_with_the_safe_action_and_goes_on(firmware, controller, case):
+    make, code = BAD_FRAMES[case]
+    seq = firmware.next_seq()
+    firmware.send(make(seq))
+    err = firmware.receive(10)
+    assert isinstance(err, frames.Frame) and err.type == frames.ERROR and err.code == code and err.seq == seq
+    np.testing.assert_array_equal(err.payload, [0.0])
+    np.testing.assert_allclose(firmware.infer(OBS).action, torch_action(controller, OBS), atol=1e-5)
+
+
+def test_firmware_refuses_replayed_seq_and_resyncs_after_garbage(firmware):
+    good = firmware.infer(OBS)
+    firmware.send(frames.encode(frames.OBS, good.seq, OBS))
+    err = firmware.receive(10)
+    assert err.type == frames.ERROR and err.code == frames.E_OUT_OF_ORDER
+    before = firmware.stats_extended()
+    garbage = bytes(np.random.default_rng(5).integers(0, 256, 300, dtype=np.uint8)).replace(b"\xa5", b"\x11")
+    seq = firmware.next_seq()
+    firmware.send(garbage + frames.encode(frames.OBS, seq, OBS))
+    item = firmware.receive(10)
+    assert item.type == frames.ACTION and item.seq == seq
+    after = firmware.stats_extended()
+    assert after["skipped_bytes"] - before["skipped_bytes"] == 300
+    assert after["actions"] == before["actions"] + 1
+
+
+def test_firmware_answers_a_stalled_frame_after_its_frame_timeout(firmware, controller):
+    seq = firmware.next_seq()
+    firmware.send(frames.encode(frames.OBS, seq, OBS)[:17])
+    err = firmware.receive(20)  # 200 ms of the board's (virtual) time
+    assert err.type == frames.ERROR and err.code == frames.E_TRUNCATED and err.seq == seq
+    np.testing.assert_allclose(firmware.infer(OBS).action, torch_action(controller, OBS), atol=1e-5)
+
+
+def test_firmware_options_the_board_cannot_honour_are_refused(bundle):
+    with pytest.raises(ExportError, match="takes no options"):
+        with FirmwareSession(bundle, "cortex-m4", extra_args=("--deadline-us", "100")):
+            pass
+
+
+def test_a_changed_firmware_image_is_refused(bundle, tmp_path):
+    copy = Path(shutil.copytree(bundle, tmp_path / "b"))
+    elf = copy / "cortex-m4.elf"
+    data = bytearray(elf.read_bytes())
+    data[-1] ^= 0xFF
+    elf.write_bytes(bytes(data))
+    with pytest.raises(ExportError, match="refusing to run it"):
+        with FirmwareSession(copy, "cortex-m4"):
+            pass
+
+
+def test_hil_lockstep_with_the_firmware_reproduces_the_host_return(bundle, controller):
+    report = run_hil(bundle, "cortex-m4", as_policy(controller), episodes=1, seed=7)
+    assert "qemu-system-arm" in report.runner
+    assert report.fidelity_ok and report.max_return_diff <= 1e-3
+    assert report.episodes[0].max_abs_action_diff <= 1e-4
+
+
+def test_export_fails_naming_the_sizes_when_the_firmware_does_not_fit(controller, tmp_path):
+    tiny = make_target(name="tiny-m4", arch="cortex-m", kind="mcu", qemu_machine="mps2-an386", flash_kb=16, ram_kb=4,
+                       tvm={"kind": "llvm", "mtriple": "thumbv7em-none-eabihf", "mcpu": "cortex-m4",
+                            "mfloat-abi": "hard"})
+    out = tmp_path / "bundle"
+    with pytest.raises(ExportError) as e:
+        export_bundle(controller, pendulum_spec(), [tiny], out, n_parity=10)
+    msg = str(e.value)
+    assert "'tiny-m4'" in msg and "> 16 KB" in msg and "> 4 KB" in msg
+    assert re.search(r"flash \d+ bytes", msg) and re.search(r"RAM \d+ bytes", msg)
+    assert not out.exists() and not list(tmp_path.glob(".*"))  # nothing half-written
+
+
+def test_the_small_part_target_has_the_256k_flash_64k_ram_budget():
+    t = get_target("cortex-m4-256k")
+    assert (t.kind, t.flash_kb, t.ram_kb, t.qemu_machine) == ("mcu", 256, 64, "mps2-an386")
+
+
+def test_export_json_names_flash_and_ram_per_microcontroller_target(tmp_path, capsys):
+    import json
+
+    from tools.cli import main
+    from tools.controller import mlp_architecture, save_controller
+
+    torch.manual_seed(1)
+    module = build_mlp(pendulum_spec(), [8, 8], "tanh")
+    path = tmp_path / "c.pt"
+    save_controller(path, module, pendulum_spec(), mlp_architecture(module, "tanh"))
+    code = main(["export", "--controller", str(path), "--targets", "cortex-m4-256k", "--out", str(tmp_path / "b"),
+                 "--parity-samples", "20", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["ok"]
+    mem = out["mcu_memory"]["cortex-m4-256k"]
+    art = out["manifest"]["artifacts"]["cortex-m4-256k"]
+    assert mem["flash_bytes"] == art["flash_bytes"] > 0 and mem["ram_bytes"] == art["ram_bytes"] > 0
+    assert (mem["flash_budget_bytes"], mem["ram_budget_bytes"]) == (256 * 1024, 64 * 1024)
