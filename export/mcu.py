@@ -180,8 +180,16 @@ def measure_memory(elf: Path, target: Target, weights_bytes: int, tensor_bytes: 
                         target.flash_kb * 1024, target.ram_kb * 1024)
 
 
+class DoesNotFit(ExportError):
+    """The linked firmware exceeds the target's flash or RAM; ``memory`` carries the sizes (the bench reports them)."""
+
+    def __init__(self, message: str, target: str, memory: MemoryReport) -> None:
+        super().__init__(message)
+        self.target, self.memory = target, memory
+
+
 def check_fits(target: Target, mem: MemoryReport, where: str) -> None:
-    """Raise ExportError naming the sizes when the firmware does not fit the target's flash or RAM."""
+    """Raise :class:`DoesNotFit` (an ExportError) naming the sizes when the firmware does not fit the target's flash or RAM."""
     problems = []
     if mem.flash_bytes > mem.flash_budget_bytes:
         problems.append(f"flash {mem.flash_bytes} bytes ({mem.flash_bytes / 1024:.1f} KB, of which weights "
@@ -190,8 +198,8 @@ def check_fits(target: Target, mem: MemoryReport, where: str) -> None:
         problems.append(f"RAM {mem.ram_bytes} bytes ({mem.ram_bytes / 1024:.1f} KB: stack {mem.stack_bytes}, "
                         f"arena {mem.arena_bytes}, tensors {mem.tensor_bytes}) > {target.ram_kb} KB")
     if problems:
-        raise ExportError(f"{where}: the firmware does not fit: {'; '.join(problems)} "
-                          "(prune the controller further, or pick a target with more memory)")
+        raise DoesNotFit(f"{where}: the firmware does not fit: {'; '.join(problems)} "
+                         "(prune the controller further, or pick a target with more memory)", target.name, mem)
 
 
 def build_host_check(model_c: Path, host_kernels_o: Path, out_dir: Path) -> Path:

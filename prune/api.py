@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -13,7 +17,7 @@ from prune.errors import PruneError
 from prune.finetune import FinetuneReport, Visit, distill
 from prune.groups import Groups
 from prune.importance import score
-from prune.search import SEARCH_METHODS, Objective, Problem, RadiusCheck, SearchResult, run_search
+from prune.search import SEARCH_METHODS, Objective, Problem, RadiusCheck, SearchResult, objective_value, run_search, search_uniform
 from prune.surgery import keep_indices, shrink, widths
 from prune.surgery import reconstruct as reconstruct_layers
 
@@ -56,22 +60,60 @@ class PruneResult:
             "bytes_before": self.before.bytes, "bytes_after": self.after.bytes,
             "macs_before": self.before.macs, "macs_after": self.after.macs,
             "objective_before": self.objective_before, "objective_after": self.objective_after,
-            "objective_searched": self.search.objective, "evaluations": self.search.evaluations,
+            "objective_searched": self.search.objective, "objective_best_seen": self.search.best_seen, "metric_trials": self.search.metric_trials,
+            "evaluations": self.search.evaluations,
             "seconds": self.search.seconds, "coefficients": self.coefficients,
             "component_coefficients": self.search.component_coefficients, "kept": self.search.kept,
             "widths": self.widths, "finetune": self.finetune.to_dict() if self.finetune else None,
         }
 
 
+AUTO = "auto"
+
+
+def auto_metrics(states) -> tuple[str, ...]:
+    """The built-in metrics ``metric='auto'`` tries (data-aware ones only when states are given)."""
+    return ("l1", "l2", "random") + (("activation", "contribution") if states is not None else ())
+
+
+def choose_metric(model: nn.Module, groups: Groups, metric: str, states, seed: int,
+                  make: Callable[[dict], Problem]) -> tuple[str, dict, Problem, dict[str, float], int]:
+    """The metric to search with, its scores, a fresh problem, each tried metric's objective, evaluations spent.
+
+    A named metric is used as is. ``auto`` judges the uniform point (the same coefficient for every
+    component) under each of :func:`auto_metrics` on the caller's objective and keeps the best, so
+    a search that starts there (gd, and the grid, whose snapped origin it is) can never end below
+    any uniform baseline; those evaluations are counted as the search's own.
+    """
+    if metric != AUTO:
+        scores = score(model, groups, metric, states=states, seed=seed)
+        return metric, scores, make(scores), {}, 0
+    best, best_value, trials, spent = None, -math.inf, {}, 0
+    for name in auto_metrics(states):
+        scores = score(model, groups, name, states=states, seed=seed)
+        problem = make(scores)
+        c = search_uniform(problem)
+        value = problem.value(c)  # cached: the objective, penalised if the point breaks a constraint
+        trials[name] = next(iter(problem.cache.values())).objective
+        if best is None or value > best_value:
+            if best is not None:
+                spent += best[2].evaluations
+            best, best_value = (name, scores, problem), value
+        else:
+            spent += problem.evaluations
+    return best[0], best[1], best[2], trials, spent
+
+
 def prune(model: nn.Module, groups: Groups, keep: float, objective: Objective, method: str = "gd",
           metric: str = "l1", states: torch.Tensor | None = None, seed: int = 0, tolerance: float = 0.01,
           floor: float | None = None, radius_check: RadiusCheck | None = None, resolution: float = 0.1,
-          max_evaluations: int = 60, gradient: str = "fd", reconstruct: bool = False,
+          max_evaluations: int = 60, gradient: str = "spsa", reconstruct: bool = False,
           finetune: Visit | None = None, progress: bool = False) -> PruneResult:
     """Search coefficients for ``keep`` (fraction of prunable parameters kept) and shrink ``model``.
 
     ``method`` is gd, grid, uniform or global; ``metric`` ranks units inside a group (l1, l2, random,
-    activation, contribution; data-aware ones need ``states``). ``reconstruct`` re-fits every
+    activation, contribution; data-aware ones need ``states``; ``auto`` picks the one whose uniform
+    point scores best, see :func:`choose_metric`). ``reconstruct`` re-fits every
     layer that lost inputs by least squares on ``states`` (for every candidate, closed form).
     ``finetune``, if given, is a ``visit(model) -> states`` callable and turns on distillation
     toward the unpruned model.
@@ -80,18 +122,22 @@ def prune(model: nn.Module, groups: Groups, keep: float, objective: Objective, m
     if method not in SEARCH_METHODS:
         raise PruneError(f"unknown method {method!r}; known: {', '.join(SEARCH_METHODS)}")
     model.eval()
-    scores = score(model, groups, metric, states=states, seed=seed)
     fit_states = None
     if reconstruct:
         if states is None:
             raise PruneError("reconstruct=True needs states (observations the controller visits)")
         fit_states = _subsample(states, RECONSTRUCT_STATES, seed)
     with torch.no_grad():
-        objective_before = float(objective(model))
+        objective_before = objective_value(objective(model))[0]
     bar = tqdm(total=max_evaluations if method == "gd" else None, desc=f"{method} keep={keep}", disable=not progress, leave=False)
     try:
-        problem = Problem(model, groups, scores, objective, keep, tolerance, floor, radius_check, bar, fit_states)
-        result = run_search(problem, method, resolution, max_evaluations, gradient, seed)
+        start = time.perf_counter()
+        make = lambda s: Problem(model, groups, s, objective, keep, tolerance, floor, radius_check, bar, fit_states)  # noqa: E731
+        metric, scores, problem, trials, spent = choose_metric(model, groups, metric, states, seed, make)
+        result = run_search(problem, method, resolution, max(1, max_evaluations - spent), gradient, seed)
+        result.evaluations += spent
+        result.seconds = time.perf_counter() - start
+        result.metric_trials = trials
     finally:
         bar.close()
     keep_idx = keep_indices(scores, result.kept)
@@ -102,10 +148,17 @@ def prune(model: nn.Module, groups: Groups, keep: float, objective: Objective, m
     report = None
     objective_after = result.objective
     if finetune is not None:
+        searched = copy.deepcopy(small.state_dict())
         report = distill(small, model, finetune, seed=seed)
         small.eval()
         with torch.no_grad():
-            objective_after = float(objective(small))
+            tuned = objective_value(objective(small))[0]
+        # distillation matches the teacher's actions, not the return: keep it only if the objective agrees
+        report.objective_before, report.objective_after, report.kept = result.objective, tuned, tuned >= result.objective
+        if report.kept:
+            objective_after = tuned
+        else:
+            small.load_state_dict(searched)
     return PruneResult(small, result, metric, seed, result.coefficients(groups), widths(small, groups),
                        footprint(groups), footprint(groups, result.kept), objective_before, objective_after, report,
                        fit_states is not None)

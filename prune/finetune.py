@@ -31,6 +31,9 @@ class FinetuneReport:
     states: int
     seconds: float
     seed: int
+    objective_before: float | None = None  # set by prune(): the search objective before and after distilling
+    objective_after: float | None = None
+    kept: bool = True  # False when distilling lowered the objective and prune() restored the searched weights
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -4,14 +4,19 @@ Every candidate is built for real (units kept -> :func:`prune.surgery.shrink`) a
 caller's objective; it is *feasible* when its prunable-parameter fraction is at most the budget
 ``keep`` and at least ``keep - tolerance`` (the budget is a cap), its objective is at least ``floor`` (if given) and the closed loop stays stable (if a
 stability check is given). Candidates are cached by units kept, since the objective is piecewise
-constant in c; ``evaluations`` counts objective calls.
+constant in c; ``evaluations`` counts objective calls. An objective may return one score per
+episode (fixed episodes): then a search keeps its start (the uniform point) unless a candidate beats
+it by more than two paired standard errors (:meth:`Problem.selected`), since among thousands of
+candidates the best mean is partly luck of the fixed episodes.
 
 Methods:
-- ``grid``: every point of {0, r, 2r, .., 1}^K within the budget (skipping the others);
-- ``gd``: gradient ascent with a numerical gradient (central finite differences per component, or
-  SPSA), probe steps of at least one unit, the budget held by projection (a common shift of all
-  coefficients, found by bisection, to the largest fraction <= keep); a step that does not improve
-  halves the step size;
+- ``grid``: every point of {0, r, 2r, .., 1}^K snapped onto the budget by the same projection as
+  ``gd`` (distinct units kept, judged once each; points outside the tolerance band are skipped);
+- ``gd``: gradient ascent with a numerical gradient (SPSA by default, or central finite differences
+  per component), probe steps of at least one unit, the budget held by projection (a common shift
+  of all coefficients, found by bisection, to the largest fraction <= keep); a step that does not
+  improve halves the step size; it starts at the uniform point and restarts from seeded random
+  points of the budget surface until ``max_evaluations`` is spent;
 - ``uniform``: the same c for every component (the projection of c = 0);
 - ``global``: units ranked across all groups by importance normalised per group, removed
   lowest first until the budget holds.
@@ -22,7 +27,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -35,7 +40,18 @@ from prune.errors import PruneError
 from prune.groups import Groups
 from prune.surgery import keep_indices, reconstruct, shrink
 
-Objective = Callable[[nn.Module], float]
+Objective = Callable[[nn.Module], "float | Sequence[float]"]  # a number, or one score per episode
+SIGNIFICANCE = 2.0  # standard errors a candidate must beat the search's start by (per-episode objectives only)
+
+
+def objective_value(raw) -> tuple[float, np.ndarray | None]:
+    """An objective's mean and, if it gave one score per episode, those scores."""
+    arr = np.asarray(raw, dtype=float)
+    if arr.ndim == 0:
+        return float(arr), None
+    if arr.ndim != 1 or arr.size == 0:
+        raise PruneError(f"objective must return a number or a 1-D sequence of per-episode scores, got shape {arr.shape}")
+    return float(arr.mean()), arr
 RadiusCheck = Callable[[nn.Module], float]  # spectral radius of the closed loop with this model
 SEARCH_METHODS = ("gd", "grid", "uniform", "global")
 
@@ -50,6 +66,7 @@ class Candidate:
     radius: float | None
     feasible: bool
     why_infeasible: str = ""
+    samples: np.ndarray | None = field(default=None, repr=False)  # per-episode scores, when the objective gives them
 
 
 @dataclass
@@ -68,6 +85,8 @@ class SearchResult:
     evaluations: int
     seconds: float
     history: list[float] = field(default_factory=list)  # best feasible objective after each evaluation
+    metric_trials: dict[str, float] = field(default_factory=dict)  # metric='auto': uniform-point objective per metric
+    best_seen: float = float("nan")  # highest feasible objective met; ``objective`` is the selected one (see Problem.selected)
 
     def coefficients(self, groups: Groups) -> dict[str, float]:
         """Fraction of units removed per group (what the budget really took from each)."""
@@ -120,7 +139,7 @@ class Problem:
                              f"({smallest:.4f} of the prunable parameters, one unit per group)")
         if self.fraction(np.clip(c + lo, 0, 1)) <= self.keep:
             return np.clip(c + lo, 0, 1)
-        for _ in range(60):
+        while hi - lo > 1e-9:  # units are discrete: 1e-9 in the shift is far below one unit of any group
             mid = 0.5 * (lo + hi)
             if self.fraction(np.clip(c + mid, 0, 1)) <= self.keep:
                 hi = mid
@@ -139,7 +158,7 @@ class Problem:
             reconstruct(self.model, small, self.groups, keep, self.reconstruct_states)
         small.eval()
         with torch.no_grad():
-            value = float(self.objective(small))
+            value, samples = objective_value(self.objective(small))
         self.evaluations += 1
         fraction = self.counter.fraction(kept)
         radius = float(self.radius_check(small)) if self.radius_check is not None else None
@@ -152,7 +171,7 @@ class Problem:
             why.append(f"objective {value:.3f} below the floor {self.floor}")
         if radius is not None and not radius < 1.0:
             why.append(f"closed loop unstable (spectral radius {radius:.4f})")
-        cand = Candidate(dict(kept), fraction, value, radius, not why, "; ".join(why))
+        cand = Candidate(dict(kept), fraction, value, radius, not why, "; ".join(why), samples)
         self.cache[key] = cand
         if cand.feasible and (self.best is None or cand.objective > self.best.objective):
             self.best = cand
@@ -174,19 +193,41 @@ class Problem:
             penalty += 1e3 * (cand.radius - 1.0 + 0.01) + abs(v)
         return v - penalty
 
+    def selected(self) -> Candidate | None:
+        """The candidate to return: the best feasible one, guarded against the winner's curse.
+
+        With per-episode scores, a candidate replaces the search's start (its first candidate: the
+        uniform point for gd and the grid) only if its paired improvement over the start is larger
+        than SIGNIFICANCE standard errors; among those the largest lower bound wins. A search over
+        many candidates otherwise picks up differences the fixed search episodes alone produce,
+        which do not carry over to other episodes. Without per-episode scores: the best mean.
+        """
+        start = next(iter(self.cache.values()), None)
+        if self.best is None or start is None or not start.feasible or start.samples is None:
+            return self.best
+        chosen, bound = start, 0.0
+        for cand in self.cache.values():
+            if not cand.feasible or cand.samples is None or len(cand.samples) != len(start.samples) or len(start.samples) < 2:
+                continue
+            d = cand.samples - start.samples
+            lower = float(d.mean() - SIGNIFICANCE * d.std(ddof=1) / math.sqrt(len(d)))
+            if lower > bound:
+                chosen, bound = cand, lower
+        return chosen
+
     def result(self, method: str, seconds: float, c: np.ndarray | None = None) -> SearchResult:
-        best = self.best
-        if best is None:  # nothing feasible: report the last candidate honestly as infeasible
-            last = next(reversed(self.cache.values()), None)
-            if last is None:
+        best = self.selected()
+        if best is None:  # nothing feasible: report the highest objective met, honestly marked infeasible
+            if not self.cache:
                 raise PruneError(f"{method}: no candidate within the budget [{self.keep - self.tolerance:.4f}, {self.keep}] was evaluated")
-            best = last
+            best = max(self.cache.values(), key=lambda cand: cand.objective if math.isfinite(cand.objective) else -math.inf)
         coeffs = {comp: 0.0 for comp in self.components}
         for comp, names in self.groups.components.items():
             sizes = [self.groups[n].size for n in names]
             coeffs[comp] = 1.0 - sum(best.kept[n] for n in names) / sum(sizes)
         return SearchResult(method, self.keep, self.tolerance, coeffs, best.kept, best.keep_fraction, best.objective,
-                            best.radius, best.feasible, self.evaluations, seconds, list(self.history))
+                            best.radius, best.feasible, self.evaluations, seconds, list(self.history),
+                            best_seen=self.best.objective if self.best is not None else float("nan"))
 
 
 def search_uniform(problem: Problem) -> np.ndarray:
@@ -196,32 +237,49 @@ def search_uniform(problem: Problem) -> np.ndarray:
     return c
 
 
-def search_grid(problem: Problem, resolution: float = 0.1) -> np.ndarray:
-    """Every grid point within the budget tolerance, judged; returns the best point."""
+def grid_points(problem: Problem, resolution: float = 0.1) -> list[dict[str, int]]:
+    """Units kept for every point of {0, r, .., 1}^K snapped onto the budget, distinct and within tolerance.
+
+    Each grid point is moved onto the budget by the projection gradient descent uses (a common shift
+    of all coefficients to the largest model <= keep), so a grid point stands for a direction on the
+    budget surface: with a budget that is a cap and a tolerance of 0.01, the raw points of a coarse
+    grid almost never land inside the band (1 to 4 of 121 on a two-layer MLP). Points that snap to
+    the same units kept are judged once; a snapped point still outside the band (clipping at c = 1)
+    is skipped without an evaluation.
+    """
     if not 0.0 < resolution <= 1.0:
         raise PruneError(f"grid resolution must be in (0, 1], got {resolution}")
     levels = np.round(np.arange(0.0, 1.0 + 1e-9, resolution), 10)
-    points = [np.array(p) for p in itertools.product(levels, repeat=len(problem.components))]
-    feasible = [p for p in points if problem.within_budget(problem.fraction(p))]
-    if not feasible:
+    seen: dict[tuple[int, ...], dict[str, int]] = {}
+    for p in itertools.product(levels, repeat=len(problem.components)):
+        kept = problem.kept_of(problem.project(np.array(p)))
+        key = tuple(kept[g.name] for g in problem.groups.groups)
+        if key not in seen and problem.within_budget(problem.counter.fraction(kept)):
+            seen[key] = kept
+    return list(seen.values())
+
+
+def search_grid(problem: Problem, resolution: float = 0.1) -> None:
+    """Every grid point snapped onto the budget (see :func:`grid_points`), judged once each."""
+    points = grid_points(problem, resolution)
+    if not points:
         raise PruneError(f"grid at resolution {resolution} has no point within the budget [{problem.keep - problem.tolerance:.4f}, {problem.keep}]; "
                          "raise the tolerance or refine the resolution")
     if problem.progress is not None:
-        problem.progress.reset(total=len(feasible))
-    best_c, best_v = feasible[0], -math.inf
-    for p in feasible:
-        v = problem.value(p)
-        if v > best_v:
-            best_c, best_v = p, v
-    return best_c
+        problem.progress.reset(total=len(points))
+    for kept in points:
+        problem.evaluate_kept(kept)
 
 
-def search_gd(problem: Problem, step: float = 0.15, probe: float = 0.05, max_evaluations: int = 60,
-              gradient: str = "fd", seed: int = 0, min_step: float | None = None, restarts: int = 0) -> np.ndarray:
+def search_gd(problem: Problem, step: float = 0.3, probe: float = 0.15, max_evaluations: int = 60,
+              gradient: str = "spsa", seed: int = 0, min_step: float | None = None, restarts: int | None = None) -> np.ndarray:
     """Projected gradient ascent on the coefficients with a numerical gradient (see module doc).
 
-    Starts at the uniform point; after convergence, each of ``restarts`` further runs starts from a
-    seeded random point of the budget surface while evaluations remain.
+    Starts at the uniform point; after convergence, each further run starts from a seeded random
+    point of the budget surface while evaluations remain (at most ``restarts`` of them; None: until
+    ``max_evaluations`` is spent). The objective of a pruned controller is rugged in c (a unit more or
+    less changes the closed loop), so one local ascent stalls early; restarts spend the rest of the
+    budget on other basins.
     """
     if gradient not in ("fd", "spsa"):
         raise PruneError(f"gradient must be 'fd' or 'spsa', got {gradient!r}")
@@ -230,14 +288,18 @@ def search_gd(problem: Problem, step: float = 0.15, probe: float = 0.05, max_eva
     min_step = float(unit.max()) if min_step is None else min_step
     rng = np.random.default_rng(seed)
     best_x, best_f = None, -math.inf
-    for run in range(restarts + 1):
+    run, stale = -1, 0
+    while (restarts is None or run < restarts) and stale < 20:  # stale: runs that met only cached points
+        run += 1
         if problem.evaluations >= max_evaluations:
             break
+        spent = problem.evaluations
         x = problem.project(np.zeros(k) if run == 0 else rng.uniform(0.0, 1.0, k))
         fx = problem.value(x)
         h = np.maximum(probe, unit)  # a probe must move at least one unit, or it sees a flat objective
         lr = step
-        while problem.evaluations < max_evaluations and lr >= min_step:
+        need = (2 * k if gradient == "fd" else 2) + 1  # one gradient and one step: never spend past the cap
+        while problem.evaluations + need <= max_evaluations and lr >= min_step:
             if gradient == "fd":
                 g = np.zeros(k)
                 for i in range(k):
@@ -259,6 +321,7 @@ def search_gd(problem: Problem, step: float = 0.15, probe: float = 0.05, max_eva
                 x, fx = x_new, f_new
             else:
                 lr *= 0.5
+        stale = stale + 1 if problem.evaluations == spent else 0
         if fx > best_f:
             best_x, best_f = x, fx
     return best_x if best_x is not None else problem.project(np.zeros(k))
@@ -282,7 +345,7 @@ def search_global(problem: Problem) -> None:
 
 
 def run_search(problem: Problem, method: str, resolution: float = 0.1, max_evaluations: int = 60,
-               gradient: str = "fd", seed: int = 0, **gd_options) -> SearchResult:
+               gradient: str = "spsa", seed: int = 0, **gd_options) -> SearchResult:
     """Run one method on ``problem`` and return its best feasible candidate with the cost."""
     start = time.perf_counter()
     if method == "grid":

@@ -12,7 +12,6 @@ from test_cli import cli
 from tools import cmd_bench
 from tools.cli import main as cli_main
 from tools.controller import load_controller
-from tools.errors import ToolsError
 from tools.hil import FIDELITY
 
 EPISODES = 2
@@ -167,6 +166,49 @@ def test_sweep_adds_its_budgets_to_keep_and_quick_shortens_the_episodes():
     assert _config("--quick", "--episodes", "7").episodes == 7
 
 
-def test_a_microcontroller_target_is_refused_before_any_work():
-    with pytest.raises(ToolsError, match="'cortex-m4' is a mcu target"):
-        _config("--targets", "x86_64,cortex-m4")
+def test_microcontroller_targets_are_accepted_beside_linux_ones():
+    assert _config("--targets", "x86_64,cortex-m4", "cortex-m4-256k").targets == ["x86_64", "cortex-m4", "cortex-m4-256k"]
+
+
+def test_quick_bench_on_a_256k_part_reports_that_only_the_pruned_firmware_fits(tmp_path):
+    """Issue 9: the unpruned reference overflows a 256 KB-flash / 64 KB-RAM part, the 10% one fits and runs in the loop."""
+    out = tmp_path / "report"
+    proc = cli("bench", "--quick", "--episodes", str(EPISODES), "--methods", "gd", "--keep", "0.1",
+               "--targets", "x86_64,cortex-m4-256k", "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert not [(p, v) for p, v in _numbers(report) if not math.isfinite(v)]
+    rows = {r["model"]: r for r in report["mcu_memory"]}
+    assert set(rows) == {"unpruned", "gd@0.1"} and {r["target"] for r in rows.values()} == {"cortex-m4-256k"}
+    for r in rows.values():
+        assert (r["flash_budget_bytes"], r["ram_budget_bytes"]) == (256 * 1024, 64 * 1024)
+        assert r["fits"] == (r["flash_bytes"] <= r["flash_budget_bytes"] and r["ram_bytes"] <= r["ram_budget_bytes"])
+        assert r["flash_bytes"] > r["weights_bytes"] and r["ram_bytes"] >= r["stack_bytes"] + r["arena_bytes"]
+        assert r["cycles_per_inference"] is None  # qemu counts instructions, not cycles
+    models = {m["label"]: m for m in report["models"]}
+    big, small = rows["unpruned"], rows["gd@0.1"]
+    assert not big["fits"] and big["flash_bytes"] > big["flash_budget_bytes"] and "does not fit" in big["reason"]
+    assert big["instructions_per_inference"] is None and big["firmware_bytes"] is None
+    assert big["weights_bytes"] >= models["unpruned"]["weight_bytes"]
+    assert not (out / "bundles" / "unpruned-cortex-m4-256k").exists()
+    assert small["fits"] and small["verification"] == "verified" and small["reason"] == ""
+    manifest = json.loads((out / "bundles" / "gd@0.1-cortex-m4-256k" / "manifest.json").read_text())
+    rec = manifest["artifacts"]["cortex-m4-256k"]
+    assert (small["flash_bytes"], small["ram_bytes"], small["firmware_bytes"]) == (rec["flash_bytes"], rec["ram_bytes"], rec["bytes"])
+    assert small["instructions_per_inference"] == rec["instructions_per_inference"]
+    assert small["instructions_per_inference"]["mean"] >= models["gd@0.1"]["macs"]  # at least one per multiply-add
+    # the Linux bundle's sizes stay per Linux target; the firmware is not a library
+    assert set(models["gd@0.1"]["library_bytes"]) == set(models["gd@0.1"]["stub_peak_rss_kb"]) == {"x86_64"}
+
+    reward = {(r["model"], r["runtime"]): r for r in report["reward"]}
+    assert ("unpruned", "firmware:cortex-m4-256k") not in reward  # no firmware, nothing in the loop
+    fw = reward[("gd@0.1", "firmware:cortex-m4-256k")]
+    torch_returns = reward[("gd@0.1", "torch")]["stats"]["returns"]
+    assert np.max(np.abs(np.subtract(fw["stats"]["returns"], torch_returns))) <= FIDELITY
+    assert fw["vs_unpruned"] is None  # nothing to pair with on that part
+    assert {r["target"] for r in report["latency"]} == {"x86_64"}  # the firmware has no latency, only instructions
+
+    md = (out / "report.md").read_text()
+    assert "## Microcontroller memory" in md and "NO (does not fit)" in md and "mcu_memory.png" in md
+    assert (out / "mcu_memory.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "microcontroller firmware" in proc.stderr and "unpruned does not fit cortex-m4-256k" in proc.stderr

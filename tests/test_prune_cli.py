@@ -24,7 +24,7 @@ def small_controller(path):
 def test_prune_writes_a_loadable_controller_and_reports_the_public_fields(tmp_path, capsys):
     src = small_controller(tmp_path / "c.pt")
     out = tmp_path / "out" / "small.pt"
-    code = main(["prune", "--controller", str(src), "--keep", "0.5", "--method", "gd", "--max-evaluations", "6",
+    code = main(["prune", "--controller", str(src), "--keep", "0.5", "--method", "gd", "--max-evaluations", "15",
                  "--search-episodes", "4", "--judge-episodes", "2", "--seed", "3", "--out", str(out), "--json"])
     captured = capsys.readouterr()
     assert code == 0, captured.err

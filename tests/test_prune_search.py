@@ -199,3 +199,79 @@ def test_reconstruct_without_states_is_an_error():
     r = prune(m, g, 0.3, fidelity(m), method="uniform", reconstruct=True, states=X)
     plain = prune(m, g, 0.3, fidelity(m), method="uniform", states=X)
     assert r.reconstructed and r.objective_after > plain.objective_after
+
+
+def test_grid_points_are_snapped_onto_the_budget_distinct_and_include_the_uniform_point():
+    from prune.search import grid_points
+
+    m = four_layer()
+    g = find_groups(m, X[:2])
+    p = Problem(m, g, score(m, g, "l2"), fidelity(m), keep=0.3, tolerance=0.03)
+    points = grid_points(p, resolution=0.5)
+    keys = [tuple(k.values()) for k in points]
+    assert len(keys) == len(set(keys)) > 1
+    assert all(0.27 <= p.counter.fraction(k) <= 0.3 for k in points)
+    uniform = p.kept_of(p.project(np.zeros(len(p.components))))
+    assert tuple(uniform.values()) in keys
+    r = run_search(p, "grid", resolution=0.5)
+    assert r.evaluations == len(points) and r.feasible
+
+
+def test_auto_metric_starts_gd_at_the_best_uniform_point_and_counts_those_evaluations():
+    m = four_layer()
+    g = find_groups(m, X[:2])
+    r = prune(m, g, 0.3, fidelity(m), method="gd", metric="auto", states=X, max_evaluations=15, tolerance=0.03)
+    assert set(r.search.metric_trials) == {"l1", "l2", "random", "activation", "contribution"}
+    assert r.metric == max(r.search.metric_trials, key=r.search.metric_trials.get)
+    assert r.search.objective >= max(r.search.metric_trials.values())
+    for metric in ("l1", "l2", "random"):
+        baseline = prune(m, g, 0.3, fidelity(m), method="uniform", metric=metric, states=X, tolerance=0.03)
+        assert baseline.search.feasible and r.search.objective >= baseline.search.objective
+    assert 5 <= r.search.evaluations <= 15
+    assert r.to_dict()["metric_trials"] == r.search.metric_trials
+
+
+def test_finetune_that_lowers_the_objective_is_undone():
+    teacher = four_layer()
+    g = find_groups(teacher, X[:2])
+    calls = []
+
+    def worse_every_call(model):  # each call scores lower: the fine-tuned model always loses
+        calls.append(1)
+        return -float(len(calls))
+
+    r = prune(teacher, g, 0.3, worse_every_call, method="uniform", metric="l2", finetune=lambda model: X, seed=1)
+    plain = prune(teacher, g, 0.3, fidelity(teacher), method="uniform", metric="l2")
+    assert r.finetune is not None and not r.finetune.kept and r.objective_after == r.search.objective
+    assert all(torch.equal(a, b) for a, b in zip(r.model.state_dict().values(), plain.model.state_dict().values()))
+
+
+def test_a_candidate_must_beat_the_start_by_two_standard_errors_to_be_selected():
+    m = four_layer()
+    g = find_groups(m, X[:2])
+    shift = {}
+
+    def per_episode(model):  # 64 episodes; scores depend on the widths only, with per-episode noise
+        widths = tuple(model[i].out_features for i in (0, 2, 4, 6))
+        rng = np.random.default_rng(abs(hash(widths)) % 2**32)
+        return shift.get(widths, 0.0) + rng.normal(0.0, 1.0, 64)
+
+    p = Problem(m, g, score(m, g, "l2"), per_episode, keep=0.3, tolerance=0.03)
+    r = run_search(p, "grid", resolution=0.5)
+    start = next(iter(p.cache.values()))
+    assert r.kept == start.kept and r.best_seen >= r.objective  # noise alone never displaces the uniform start
+    far = [c for c in p.cache.values() if c.kept != start.kept][0]
+    shift[tuple(far.kept.values())] = 5.0  # a real improvement of five noise standard deviations
+    r = run_search(Problem(m, g, score(m, g, "l2"), per_episode, keep=0.3, tolerance=0.03), "grid", resolution=0.5)
+    assert r.kept == far.kept and r.objective == r.best_seen
+    with pytest.raises(PruneError, match="per-episode scores"):
+        run_search(Problem(m, g, score(m, g, "l2"), lambda model: np.zeros((2, 2)), keep=0.3, tolerance=0.03), "uniform")
+
+
+def test_with_nothing_feasible_the_best_infeasible_candidate_is_reported_as_such():
+    m = four_layer()
+    g = find_groups(m, X[:2])
+    p = Problem(m, g, score(m, g, "l2"), fidelity(m), keep=0.3, tolerance=0.03, radius_check=lambda model: 1.5)
+    r = run_search(p, "gd", max_evaluations=12)
+    assert not r.feasible and r.evaluations > 1
+    assert r.objective == max(c.objective for c in p.cache.values())

@@ -4,8 +4,10 @@
 
 Pruning goes through ``prune-and-export prune`` (its objective, stability check and re-fit), export
 through :func:`export.bundle.export_bundle`, latency through :mod:`tools.bench_harness_latency`,
-reward through lockstep HIL (:mod:`tools.bench_harness_reward`). The caller owns ``workdir``
-(``cmd_bench`` writes it to a temp folder and renames it into place).
+reward through lockstep HIL (:mod:`tools.bench_harness_reward`). Linux targets share one bundle per
+model; each microcontroller target gets its own bundle per model (:mod:`tools.bench_harness_mcu`),
+so a firmware that does not fit its part is reported with its sizes instead of ending the run.
+The caller owns ``workdir`` (``cmd_bench`` writes it to a temp folder and renames it into place).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tools.bench_harness_latency import PYTHON_RUNTIMES, LatencyStats, measure_python, measure_stub, python_runtimes
-from tools.bench_harness_reward import DeviceReward, Paired, device_reward
+from tools.bench_harness_mcu import check_mcu_target, export_mcu, mcu_notes, mcu_versions
+from tools.bench_harness_reward import DeviceReward, Paired, RewardStats, device_reward, torch_reward
 from tools.controller import Controller, load_controller
 from tools.errors import ToolsError
 from tools.evaluate import as_policy, episode_seeds
@@ -118,7 +121,8 @@ def _load_average() -> float | None:
 
 
 def _versions(manifest_versions: dict, targets) -> dict:
-    """The bundle's toolchain versions (as export recorded them), gymnasium's, and qemu-user's for emulated targets."""
+    """The bundle's toolchain versions (as export recorded them), gymnasium's, qemu-user's for emulated targets,
+    and the firmware toolchain's and qemu-system-arm's for microcontroller targets."""
     from targets import QemuRunner, runner_for
 
     out = dict(manifest_versions)
@@ -126,7 +130,8 @@ def _versions(manifest_versions: dict, targets) -> dict:
         out["gymnasium"] = metadata.version("gymnasium")
     except metadata.PackageNotFoundError:
         out["gymnasium"] = None
-    for t in targets:
+    out.update(mcu_versions([t for t in targets if t.kind == "mcu"]))
+    for t in (t for t in targets if t.kind == "linux"):
         r = runner_for(t)
         if isinstance(r, QemuRunner) and r.qemu not in out:
             first = subprocess.run([r.qemu, "--version"], capture_output=True, text=True).stdout.splitlines()
@@ -135,12 +140,15 @@ def _versions(manifest_versions: dict, targets) -> dict:
 
 
 def check_target(target) -> None:
-    """Fail before any work on a target the bench cannot run: not Linux, no compiler, no qemu."""
+    """Fail before any work on a target the bench cannot run: unknown kind, no compiler, no qemu."""
     from targets import runner_for
 
+    if target.kind == "mcu":
+        check_mcu_target(target)
+        return
     if target.kind != "linux":
-        raise ToolsError(f"target {target.name!r} is a {target.kind} target: the bench runs the Linux stub; "
-                         "use x86_64 or an ARM Linux target")
+        raise ToolsError(f"target {target.name!r} is a {target.kind} target: the bench runs the Linux stub or "
+                         "microcontroller firmware")
     target.require_compiler()
     runner_for(target).check()
 
@@ -172,19 +180,24 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
     targets = parse_target_list(",".join(config.targets))
     for t in targets:
         check_target(t)
-    runners = {t.name: runner_for(t).describe() for t in targets}
-    emulated = {t.name for t in targets if isinstance(runner_for(t), QemuRunner)}
-    host = next((t.name for t in targets if t.runs_on_host), None)  # whose library TVM-from-Python loads
+    linux = [t for t in targets if t.kind == "linux"]
+    mcus = [t for t in targets if t.kind == "mcu"]
+    runners = {t.name: runner_for(t).describe() for t in linux}  # the Linux stubs' runners (latency is timed there)
+    emulated = {t.name for t in linux if isinstance(runner_for(t), QemuRunner)}
+    host = next((t.name for t in linux if t.runs_on_host), None)  # whose library TVM-from-Python loads
     base = load_controller(config.controller)
     console.print(f"bench: controller {base.path} (sha256 {base.sha256[:12]}), seed {config.seed}, "
                   f"keep {', '.join(f'{k:g}' for k in config.keeps)}, methods {', '.join(config.methods)}, "
-                  f"targets {', '.join(runners)}, {config.episodes} episodes" + (" (quick)" if config.quick else ""))
+                  f"targets {', '.join(t.name for t in targets)}, {config.episodes} episodes" + (" (quick)" if config.quick else ""))
 
     n_models = 1 + len(config.keeps) * len(config.methods)
-    stages = _Stages(console, total=2 * n_models - 1 + sizes.rounds + (sizes.stub_rounds + n_models) * len(targets))
+    total = (n_models - 1 + n_models * (bool(linux) + len(mcus)) + (sizes.rounds if host else 0)
+             + sizes.stub_rounds * len(linux) + n_models * len(targets))
+    stages = _Stages(console, total=total)
     with stages.bar:
         models, meta = _make_models(config, base, workdir / "models", sizes, stages, console)
-        bundles = _export(models, targets, workdir / "bundles", config, stages)
+        bundles = _export(models, linux, workdir / "bundles", config, stages) if linux else {}
+        mcu = export_mcu(models, mcus, workdir / "bundles", _n_parity(config), config.seed, stages.say, stages.tick)
         obs = base.spec.sample_observations(sizes.calls, config.seed)
         latency: dict[tuple[str, str, str], LatencyStats] = {}
         if host is not None:
@@ -204,9 +217,23 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
                 stages.say(f"reward: {m} through the stub on {t} ({config.episodes} episodes)")
                 rewards[(m, t)] = device_reward(bundles[m], t, as_policy(c.module), config.episodes, config.seed)
                 stages.tick()
+        for t in mcus:
+            for m, c in models.items():
+                if mcu.fits(m, t.name):
+                    stages.say(f"reward: {m} through the firmware on {t.name} under qemu-system-arm "
+                               f"({config.episodes} episodes)")
+                    rewards[(m, t.name)] = device_reward(mcu.bundles[(m, t.name)], t.name, as_policy(c.module),
+                                                         config.episodes, config.seed)
+                stages.tick()
+        # the torch reference of a model that runs on no requested device (it fits none of the parts)
+        torch_only = {m: torch_reward(as_policy(c.module), config.episodes, config.seed) for m, c in models.items()
+                      if not any(m == k[0] for k in rewards)}
 
     example = torch.as_tensor(base.spec.sample_observations(8, config.seed))
-    records = [_record(m, c, meta[m], _read_manifest(bundles[m]), {t: stubs[t][m].peak_rss_kb for t in runners}, example)
+    any_bundle = {m: bundles.get(m) or next((mcu.bundles[(m, t.name)] for t in mcus if mcu.fits(m, t.name)), None)
+                  for m in models}
+    records = [_record(m, c, meta[m], _manifest_or_onnx(any_bundle[m], c, config),
+                       {t: stubs[t][m].peak_rss_kb for t in runners}, example)
                for m, c in models.items()]
     for r in records:
         r.params_kept = r.params / records[0].params
@@ -219,23 +246,28 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
     if noisy:
         notes.append(f"latency rounds disagree by more than {NOISY_SPREAD:.0%} for: {'; '.join(noisy)}: other work was "
                      "sharing the CPU (load average at start and end in 'machine'); rerun on an idle machine for tighter figures")
-    reward_rows = _reward_rows(rewards, list(models), list(runners))
+    device_names = {**{t: f"stub:{t}" for t in runners}, **{t.name: f"firmware:{t.name}" for t in mcus}}
+    reward_rows = _reward_rows(rewards, torch_only, list(models), device_names)
+    notes += mcu_notes(mcu)
+    notes += [f"{r.model} on {r.runtime}: no paired difference: the unpruned controller does not fit {r.runtime.split(':', 1)[1]}"
+              for r in reward_rows if r.model != UNPRUNED and r.runtime != "torch" and r.vs_unpruned is None]
     # export already held every action to 1e-5 of onnxruntime; over 200 closed-loop steps such float differences
     # can grow, which HIL's lockstep contract bounds per episode: say so where a model crosses it
     notes += [f"{r.model} on {r.runtime}: the device's return differs from torch's by up to {r.vs_torch_max_abs:.1e} "
               f"in an episode (HIL's lockstep tolerance is {FIDELITY:g})"
               for r in reward_rows if r.vs_torch_max_abs is not None and r.vs_torch_max_abs > FIDELITY]
     if host is None:
-        notes.append("no requested target runs on this machine: torch, onnxruntime and TVM from Python were not timed")
+        notes.append(("no requested Linux target runs on this machine" if linux else "no Linux target requested")
+                     + ": torch, onnxruntime and TVM from Python were not timed")
     machine["load_average_1min_at_end"] = _load_average()
     return BenchReport(
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"), seconds=time.perf_counter() - start,
         command=command or " ".join(shlex.quote(a) for a in ["prune-and-export", *sys.argv[1:]]),
         config={**config.to_dict(), **asdict(sizes), "env_id": base.spec.env_id, "library_for_python": host},
-        machine=machine, versions=_versions(_read_manifest(bundles[UNPRUNED])["versions"], targets),
+        machine=machine, versions=_versions(_bundle_versions(any_bundle), targets),
         seeds={"seed": config.seed, "episodes": episode_seeds(config.episodes, config.seed),
                "prune_search_episodes": [SEARCH_SEED, SEARCH_SEED + sizes.search_episodes - 1], "observations": config.seed},
-        models=records, latency=rows, reward=reward_rows, notes=notes)
+        models=records, latency=rows, reward=reward_rows, notes=notes, mcu_memory=mcu.rows)
 
 
 def _make_models(config: BenchConfig, base: Controller, folder: Path, sizes: Sizes, stages: _Stages,
@@ -253,8 +285,13 @@ def _make_models(config: BenchConfig, base: Controller, folder: Path, sizes: Siz
     return models, meta
 
 
+def _n_parity(config: BenchConfig) -> int:
+    """Observations each export checks against onnxruntime."""
+    return 200 if config.quick else 1000
+
+
 def _export(models: dict[str, Controller], targets, folder: Path, config: BenchConfig, stages: _Stages) -> dict[str, Path]:
-    """One verified bundle per model (ONNX + a TVM library per target)."""
+    """One verified bundle per model (ONNX + a TVM library per Linux target)."""
     from export.bundle import export_bundle
 
     bundles = {}
@@ -262,9 +299,27 @@ def _export(models: dict[str, Controller], targets, folder: Path, config: BenchC
         stages.say(f"exporting {label}")
         bundles[label] = folder / label
         export_bundle(c.module, c.spec, targets, bundles[label], source_path=c.path, source_sha256=c.sha256,
-                      architecture=c.architecture, n_parity=200 if config.quick else 1000, seed=config.seed)
+                      architecture=c.architecture, n_parity=_n_parity(config), seed=config.seed)
         stages.tick()
     return bundles
+
+
+def _manifest_or_onnx(bundle: Path | None, c: Controller, config: BenchConfig) -> dict:
+    """The model's bundle manifest; for a model with no bundle (it fits no requested part), its ONNX size alone."""
+    if bundle is not None:
+        return _read_manifest(bundle)
+    from export.onnx_export import export_onnx
+
+    model, _ = export_onnx(c.module, c.spec, n_parity=_n_parity(config), seed=config.seed)
+    return {"onnx": {"bytes": len(model.SerializeToString())}, "artifacts": {}}
+
+
+def _bundle_versions(bundles: dict[str, Path | None]) -> dict:
+    """The toolchain versions the first bundle recorded (export's own list if no model produced a bundle)."""
+    from export.bundle import _versions as export_versions
+
+    first = next((b for b in bundles.values() if b is not None), None)
+    return _read_manifest(first)["versions"] if first is not None else export_versions()
 
 
 def _record(label: str, c: Controller, meta: tuple, manifest: dict, rss: dict[str, int], example: torch.Tensor) -> ModelRecord:
@@ -277,7 +332,8 @@ def _record(label: str, c: Controller, meta: tuple, manifest: dict, rss: dict[st
         hidden=list(c.architecture.get("hidden", [])), params=fp.params, params_kept=1.0,
         weight_bytes=sum(p.numel() * p.element_size() for p in c.module.parameters()), macs=fp.macs,
         onnx_bytes=int(manifest["onnx"]["bytes"]),
-        library_bytes={t: int(a["bytes"]) for t, a in manifest["artifacts"].items()}, stub_peak_rss_kb=rss)
+        library_bytes={t: int(a["bytes"]) for t, a in manifest["artifacts"].items() if a.get("kind") != "mcu"},
+        stub_peak_rss_kb=rss)
 
 
 def _latency_rows(latency: dict[tuple[str, str, str], LatencyStats], runners: dict[str, str], emulated: set[str],
@@ -295,16 +351,23 @@ def _latency_rows(latency: dict[tuple[str, str, str], LatencyStats], runners: di
     return sorted(rows, key=lambda r: (order[r.runtime], r.target, models.index(r.model)))
 
 
-def _reward_rows(rewards: dict[tuple[str, str], DeviceReward], models: list[str], targets: list[str]) -> list[RewardRow]:
-    """torch (HIL's host reference on the first target), then each target's stub; paired against unpruned."""
-    def paired(m: str, get) -> Paired | None:
-        return None if m == UNPRUNED else Paired.of(get(m), get(UNPRUNED))
+def _reward_rows(rewards: dict[tuple[str, str], DeviceReward], torch_only: dict[str, RewardStats], models: list[str],
+                 devices: dict[str, str]) -> list[RewardRow]:
+    """torch (HIL's host reference), then each target's device (``devices``: target -> runtime label); paired against unpruned.
 
-    rows = [RewardRow(m, "torch", rewards[(m, targets[0])].torch, paired(m, lambda x: rewards[(x, targets[0])].torch))
+    A model runs on a microcontroller target only where its firmware fits: no row where it does not,
+    and no paired difference where the unpruned one does not.
+    """
+    def torch_of(m: str) -> RewardStats:  # gymnasium is deterministic: every target's HIL has the same reference
+        return next((rewards[(m, t)].torch for t in devices if (m, t) in rewards), None) or torch_only[m]
+
+    rows = [RewardRow(m, "torch", torch_of(m), None if m == UNPRUNED else Paired.of(torch_of(m), torch_of(UNPRUNED)))
             for m in models]
-    for t in targets:
-        rows += [RewardRow(m, f"stub:{t}", rewards[(m, t)].device, paired(m, lambda x, t=t: rewards[(x, t)].device),
-                           rewards[(m, t)].max_return_diff) for m in models]
+    for t, runtime in devices.items():
+        base = rewards.get((UNPRUNED, t))
+        rows += [RewardRow(m, runtime, rewards[(m, t)].device,
+                           None if m == UNPRUNED or base is None else Paired.of(rewards[(m, t)].device, base.device),
+                           rewards[(m, t)].max_return_diff) for m in models if (m, t) in rewards]
     return rows
 
 

@@ -113,3 +113,13 @@ def device_reward(bundle: Path, target: str, policy: Policy, episodes: int, seed
     return DeviceReward(RewardStats.of(seeds, d["host_returns"], ends_upright(host)),
                         RewardStats.of(seeds, d["returns"], ends_upright(dev)), d["runner"],
                         float(d["max_return_diff"]), float(d["max_abs_action_diff"]))
+
+
+def torch_reward(policy: Policy, episodes: int, seed: int) -> RewardStats:
+    """The torch controller alone in gymnasium on the same seeds (HIL's host reference, for a model no device runs)."""
+    from tools.evaluate import episode_seeds, rollout_gym
+
+    rec = _Recorder(policy)
+    seeds = episode_seeds(episodes, seed)
+    returns = rollout_gym(rec, seeds)
+    return RewardStats.of(seeds, returns, ends_upright(rec.episodes(episodes)))

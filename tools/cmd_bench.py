@@ -1,12 +1,13 @@
 """``prune-and-export bench``: what pruning bought on the board (latency, memory) and what it cost the controller (reward).
 
-    prune-and-export bench --out DIR [--keep 0.25 ...] [--sweep] [--methods gd,uniform-l1] [--targets x86_64,cortex-a72]
+    prune-and-export bench --out DIR [--keep 0.25 ...] [--sweep] [--methods gd,uniform-l1] [--targets x86_64,cortex-a72,cortex-m4]
                            [--episodes 100] [--seed 0] [--quick] [--json]
 
 The unpruned controller and one pruned controller per method and budget, side by side in one run;
-DIR gets report.json, report.md, return_vs_params.png, latency.png, the pruned controllers
-(models/) and their bundles (bundles/). The folder is built under a temp name and renamed into
-place, so a failed run leaves nothing behind.
+DIR gets report.json, report.md, return_vs_params.png, latency.png (Linux targets), mcu_memory.png
+(microcontroller targets), the pruned controllers (models/) and their bundles (bundles/<model>/ for
+the Linux targets, bundles/<model>-<target>/ per microcontroller target whose firmware fits). The
+folder is built under a temp name and renamed into place, so a failed run leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "the soft-coefficient search against the uniform L1 baseline)")
     p.add_argument("--targets", nargs="+", default=["x86_64"], metavar="T",
                    help="targets whose stub is timed and run in the loop, comma- or space-separated (default x86_64; "
-                        "ARM targets run under qemu-user and their latency is shown only as a ratio to unpruned)")
+                        "ARM targets run under qemu-user and their latency is shown only as a ratio to unpruned; "
+                        "microcontroller targets (cortex-m4, cortex-m4-256k, cortex-m7) get their firmware's flash "
+                        "and RAM against the part's budget, and run in the loop under qemu-system-arm where they fit)")
     add_episodes(p)
     p.set_defaults(episodes=None)  # None: 100, or QUICK_EPISODES with --quick
     add_seed(p)

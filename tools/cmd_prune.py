@@ -20,13 +20,13 @@ from tools.options import add_controller, add_seed, non_negative_int, positive_i
 
 HELP = "prune a controller structurally to a parameter budget (gradient descent or grid over soft coefficients)"
 METHODS = ("gd", "grid", "uniform-l1", "uniform-l2", "random", "global")
-METRICS = ("l1", "l2", "random", "activation", "contribution")
+METRICS = ("auto", "l1", "l2", "random", "activation", "contribution")
 # CLI method -> (search method, importance metric it fixes, or None when --metric decides)
 METHOD_PLAN = {
     "gd": ("gd", None), "grid": ("grid", None), "global": ("global", None),
     "uniform-l1": ("uniform", "l1"), "uniform-l2": ("uniform", "l2"), "random": ("uniform", "random"),
 }
-DEFAULT_METRIC = "contribution"
+DEFAULT_METRIC = "auto"  # the metric whose uniform point scores best on the objective (prune.api.choose_metric)
 
 
 def fraction(text: str) -> float:
@@ -41,8 +41,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", type=fraction, default=0.25, help="fraction of the prunable parameters kept (default 0.25)")
     p.add_argument("--method", choices=METHODS, default="gd", help="coefficient search or baseline (default gd)")
     p.add_argument("--metric", choices=METRICS, default=None,
-                   help=f"importance of units inside a group for gd/grid/global (default {DEFAULT_METRIC}); "
-                        "uniform-l1/uniform-l2/random fix their own")
+                   help=f"importance of units inside a group for gd/grid/global (default {DEFAULT_METRIC}: try each at the "
+                        "uniform point, search with the best; those evaluations count); uniform-l1/uniform-l2/random fix their own")
     p.add_argument("--no-reconstruct", action="store_true",
                    help="do not re-fit the layers that lost inputs (by default each candidate's next layers are re-fitted "
                         "by least squares on states the unpruned controller visits: closed form, no training)")
@@ -57,7 +57,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--floor", type=float, default=None, help="lowest acceptable search objective (mean return); default none")
     p.add_argument("--no-stability", action="store_true", help="drop the closed-loop stability constraint")
     p.add_argument("--resolution", type=fraction, default=0.1, help="grid resolution of the coefficients (default 0.1)")
-    p.add_argument("--max-evaluations", type=positive_int, default=60, help="objective evaluations gd may spend (default 60)")
+    p.add_argument("--max-evaluations", type=positive_int, default=150, help="objective evaluations gd may spend, metric trials included (default 150)")
     p.add_argument("--search-episodes", type=positive_int, default=SEARCH_EPISODES,
                    help=f"fast-plant episodes per objective evaluation, seeds {SEARCH_SEED}.. (default {SEARCH_EPISODES})")
     p.add_argument("--judge-episodes", type=non_negative_int, default=100,
@@ -151,5 +151,11 @@ def _print(console: Console, s: dict, args: argparse.Namespace) -> None:
     widths = ", ".join(f"{k}:{v['out']}" for k, v in s["widths"].items() if "out" in v)
     table.add_row("widths (out)", "", widths)
     table.add_row("coefficients", "", ", ".join(f"{k}:{v:.3f}" for k, v in s["coefficients"].items()))
+    if s.get("metric_trials"):
+        table.add_row("metric (auto: uniform point)", "", ", ".join(f"{k}:{v:.1f}" for k, v in s["metric_trials"].items()) + f" -> {s['metric']}")
+    if s.get("finetune"):
+        ft = s["finetune"]
+        table.add_row("fine-tune objective", f"{ft['objective_before']:.1f}", f"{ft['objective_after']:.1f}"
+                      + ("" if ft["kept"] else " (worse: searched weights kept)"))
     table.add_row("evaluations / seconds", "", f"{s['evaluations']} / {s['seconds']:.1f}")
     console.print(table)

@@ -27,12 +27,16 @@ SEARCH_EPISODES = 64
 UPRIGHT = torch.zeros(2, dtype=torch.float64)
 
 
-def return_objective(episodes: int = SEARCH_EPISODES, seed: int = SEARCH_SEED) -> Callable[[nn.Module], float]:
-    """objective(model) = mean fast-plant return over episodes with gymnasium seeds seed..seed+episodes-1."""
+def return_objective(episodes: int = SEARCH_EPISODES, seed: int = SEARCH_SEED) -> Callable[[nn.Module], np.ndarray]:
+    """objective(model) = fast-plant return of each episode, gymnasium seeds seed..seed+episodes-1.
+
+    prune/ maximises the mean and uses the per-episode returns to tell a real improvement from one
+    the fixed search episodes alone produce (see ``prune.search.Problem.selected``).
+    """
     seeds = episode_seeds(episodes, seed)
 
-    def objective(model: nn.Module) -> float:
-        return float(rollout_fast(as_policy(model), seeds)[0].mean())
+    def objective(model: nn.Module) -> np.ndarray:
+        return np.asarray(rollout_fast(as_policy(model), seeds)[0], dtype=float)
 
     return objective
 

@@ -2,6 +2,8 @@
 
 Every number here was measured by the run that wrote the report (``tools/bench_harness.py``).
 Emulated latencies (qemu-user) carry only their ratio to the unpruned model on the same runner.
+Microcontroller targets have no latency: their firmware's flash and RAM against the part's budget,
+and the instructions it executes per inference under qemu-system-arm (not a time), in ``mcu_memory``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from tools.bench_harness_reward import Paired, RewardStats
 
 SCHEMA = "prune-and-export.bench/1"
 UNPRUNED = "unpruned"
-N_LEFT = {"memory": 2, "latency": 4, "reward": 2}  # text columns of each table; the rest are numbers
+N_LEFT = {"memory": 2, "latency": 4, "reward": 2, "mcu_memory": 3}  # text columns of each table; the rest are numbers
 
 
 @dataclass
@@ -70,6 +72,31 @@ class RewardRow:
 
 
 @dataclass
+class McuMemoryRow:
+    """One model's firmware on one microcontroller target: flash and RAM of the linked image against the part's budget."""
+
+    model: str
+    target: str
+    fits: bool  # flash_bytes <= flash_budget_bytes and ram_bytes <= ram_budget_bytes
+    flash_bytes: int  # code + constants (+ .data's initial image), from arm-none-eabi-size of the linked image
+    ram_bytes: int  # .data + .bss (tensors, workspace arena) + the reserved stack
+    flash_budget_bytes: int
+    ram_budget_bytes: int
+    weights_bytes: int  # the folded weights (part of flash)
+    tensor_bytes: int  # input and intermediate tensors (part of RAM)
+    arena_bytes: int  # the workspace arena (part of RAM)
+    stack_bytes: int  # the reserved stack (part of RAM)
+    qemu_machine: str
+    # instructions executed per inference under qemu-system-arm -icount (min/mean/max/resolution/how, as the
+    # bundle's manifest records them): not a time. None where the firmware does not fit (it was never run)
+    instructions_per_inference: dict | None = None
+    cycles_per_inference: int | None = None  # qemu models no timing: None here (the manifest says why)
+    verification: str | None = None  # the export's check of the firmware against onnxruntime; None if not built
+    firmware_bytes: int | None = None  # the ELF shipped in the bundle; None if not built
+    reason: str = ""  # why it does not fit (the export's message), empty when it fits
+
+
+@dataclass
 class BenchReport:
     """Everything one ``bench`` run measured, with what is needed to repeat it."""
 
@@ -86,6 +113,7 @@ class BenchReport:
     notes: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
     schema: str = SCHEMA
+    mcu_memory: list[McuMemoryRow] = field(default_factory=list)  # per model and microcontroller target
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -133,12 +161,29 @@ def latency_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
 
 
 def reward_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
-    head = ["model", "runtime", "mean", "std", "worst", "upright", "Δ vs unpruned (paired) ± s.e.", "max abs(stub - torch)"]
+    head = ["model", "runtime", "mean", "std", "worst", "upright", "Δ vs unpruned (paired) ± s.e.", "max abs(device - torch)"]
     rows = []
     for r in report.reward:
         s = r.stats
         rows.append([r.model, r.runtime, f"{s.mean:.2f}", f"{s.std:.2f}", f"{s.worst:.2f}", f"{s.upright_share:.0%}",
                      _paired(r.vs_unpruned), "-" if r.vs_torch_max_abs is None else f"{r.vs_torch_max_abs:.1e}"])
+    return head, rows
+
+
+def _kb(n: int) -> str:
+    return f"{n / 1024:.1f}"
+
+
+def mcu_memory_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the microcontroller table: flash/RAM against each part's budget, instructions per inference."""
+    head = ["model", "target", "fits", "flash KB", "flash budget KB", "RAM KB", "RAM budget KB", "weights KB",
+            "arena B", "instructions/inference"]
+    rows = []
+    for r in report.mcu_memory:
+        ins = r.instructions_per_inference
+        rows.append([r.model, r.target, "yes" if r.fits else "NO (does not fit)", _kb(r.flash_bytes),
+                     _kb(r.flash_budget_bytes), _kb(r.ram_bytes), _kb(r.ram_budget_bytes), _kb(r.weights_bytes),
+                     f"{r.arena_bytes:,}", "-" if ins is None else f"{ins['mean']:,.0f}"])
     return head, rows
 
 
@@ -151,14 +196,22 @@ def _titles(report: BenchReport) -> dict[str, str]:
                    "per-round medians over the median)",
         "reward": f"closed-loop return, gymnasium {report.config['env_id']}, {report.config['episodes']} episodes, "
                   f"seeds {seeds['episodes'][0]}..{seeds['episodes'][-1]}; upright = |angle| < 0.1 rad over the last 50 steps",
+        "mcu_memory": "microcontroller firmware: flash (code + constants + .data image) and RAM (.data + .bss + stack) "
+                      "of the linked image (arm-none-eabi-size) against each part's budget (KB = 1024 bytes); "
+                      "instructions executed per inference under qemu-system-arm -icount (mean; an instruction "
+                      "count, not a time: qemu gives no cycle count)",
     }
 
 
 def print_tables(report: BenchReport, console: Console) -> None:
     """The three tables in the terminal."""
     titles = _titles(report)
-    for key, (head, rows) in (("memory", memory_rows(report)), ("latency", latency_rows(report)),
-                              ("reward", reward_rows(report))):
+    tables = [("memory", memory_rows(report)), ("latency", latency_rows(report)), ("reward", reward_rows(report))]
+    if report.mcu_memory:
+        tables.insert(1, ("mcu_memory", mcu_memory_rows(report)))
+    for key, (head, rows) in tables:
+        if not rows:
+            continue
         table = Table(title=titles[key], title_justify="left")
         for i, col in enumerate(head):
             table.add_column(col, justify="left" if i < N_LEFT[key] else "right")
@@ -188,9 +241,14 @@ def write_markdown(report: BenchReport, path: Path) -> None:
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()), "",
         f"## Reward\n\n{titles['reward']}\n", _md_table(*reward_rows(report), N_LEFT["reward"]), "",
-        f"## Latency\n\n{titles['latency']}\n", _md_table(*latency_rows(report), N_LEFT["latency"]), "",
+        f"## Latency\n\n{titles['latency']}\n",
+        _md_table(*latency_rows(report), N_LEFT["latency"]) if report.latency else
+        "No Linux target in this run: nothing was timed (microcontroller targets: instructions per inference below).", "",
         "## Memory\n", _md_table(*memory_rows(report), N_LEFT["memory"]), "",
     ]
+    if report.mcu_memory:
+        parts += [f"## Microcontroller memory\n\n{titles['mcu_memory']}\n",
+                  _md_table(*mcu_memory_rows(report), N_LEFT["mcu_memory"]), ""]
     parts += [f"![{name}]({Path(f).name})" for name, f in report.files.items() if f.endswith(".png")]
     if report.notes:
         parts += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]

@@ -1,4 +1,5 @@
-"""The bench report's figures: return vs parameters kept per method, latency bars per runtime and target."""
+"""The bench report's figures: return vs parameters kept per method, latency bars per runtime and target,
+and for microcontroller targets the firmware's flash and RAM against each part's budget."""
 
 from __future__ import annotations
 
@@ -93,9 +94,64 @@ def plot_latency(report: BenchReport, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_mcu_memory(report: BenchReport, path: Path) -> None:
+    """Flash and RAM of each model's firmware as a share of each microcontroller's budget (one axis for parts of any
+    size), and the instructions per inference (an instruction count under qemu, not a time)."""
+    plt = _pyplot()
+    labels = [m.label for m in report.models]
+    targets = list(dict.fromkeys(r.target for r in report.mcu_memory))
+    by = {(r.model, r.target): r for r in report.mcu_memory}
+    fig, axes = plt.subplots(1, 3, figsize=(max(12.0, 3.0 * len(targets) + 6), 4.6))
+    width = 0.8 / len(labels)
+    x = np.arange(len(targets))
+    offsets = [(i - (len(labels) - 1) / 2) * width for i in range(len(labels))]
+    for ax, what, used, budget in ((axes[0], "flash", "flash_bytes", "flash_budget_bytes"),
+                                   (axes[1], "RAM", "ram_bytes", "ram_budget_bytes")):
+        top = 100.0
+        for i, m in enumerate(labels):
+            rows = [by[(m, t)] for t in targets]
+            share = [100.0 * getattr(r, used) / getattr(r, budget) for r in rows]
+            top = max(top, *share)
+            bars = ax.bar(x + offsets[i], share, width, color=f"C{i}", label=m)
+            for bar, r, v in zip(bars, rows, share):
+                over = v > 100.0
+                if over:
+                    bar.set_hatch("//")
+                    bar.set_edgecolor("red")
+                ax.annotate(f"{getattr(r, used) / 1024:.1f} KB" + ("\nover" if over else ""),
+                            (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom", fontsize=7,
+                            color="red" if over else "k")
+        ax.axhline(100.0, color="k", linestyle="--", linewidth=1.2)
+        ax.set_ylim(0, top * 1.2)
+        ax.set_xticks(x, [f"{t}\n{getattr(by[(labels[0], t)], budget) // 1024} KB {what}" for t in targets], fontsize=8)
+        ax.set_ylabel(f"{what} used (% of the part's {what})")
+        ax.set_title(f"{what} of the linked image (dashed: the budget)", fontsize=10)
+    axes[0].legend(fontsize=8, loc="upper right")
+    ax = axes[2]
+    for i, m in enumerate(labels):
+        vals = [(by[(m, t)].instructions_per_inference or {}).get("mean", 0.0) for t in targets]
+        bars = ax.bar(x + offsets[i], vals, width, color=f"C{i}")
+        for bar, t, v in zip(bars, targets, vals):
+            ax.annotate(f"{v:,.0f}" if by[(m, t)].fits else "does not fit", (bar.get_x() + bar.get_width() / 2, v),
+                        ha="center", va="bottom", fontsize=7, color="k" if by[(m, t)].fits else "red",
+                        rotation=0 if by[(m, t)].fits else 90)
+    ax.set_xticks(x, targets, fontsize=8)
+    ax.set_ylabel("instructions per inference (mean)")
+    ax.set_title("instructions under qemu -icount (not time)", fontsize=10)
+    fig.suptitle("microcontroller firmware: flash and RAM against each part's budget (arm-none-eabi-size)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_plots(report: BenchReport, folder: Path) -> dict[str, str]:
-    """Both figures into ``folder``; returns name -> file name (relative to the folder)."""
-    files = {"return_vs_params": "return_vs_params.png", "latency": "latency.png"}
+    """The figures the report has data for into ``folder``; returns name -> file name (relative to the folder)."""
+    files = {"return_vs_params": "return_vs_params.png"}
     plot_return_vs_params(report, folder / files["return_vs_params"])
-    plot_latency(report, folder / files["latency"])
+    if report.latency:  # none without a Linux target
+        files["latency"] = "latency.png"
+        plot_latency(report, folder / files["latency"])
+    if report.mcu_memory:
+        files["mcu_memory"] = "mcu_memory.png"
+        plot_mcu_memory(report, folder / files["mcu_memory"])
     return files
