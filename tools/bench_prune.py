@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -90,6 +91,7 @@ class BenchRow:
     finetune_seconds: float = 0.0
     finetune_kept: bool | None = None  # False: distilling lowered the search objective, the searched weights were kept
     metric_trials: dict[str, float] = field(default_factory=dict)  # metric 'auto': uniform-point objective per metric
+    judge_returns: list[float] = field(default_factory=list)  # per gym episode (seeds 0..N-1): paired comparisons
 
 
 @dataclass
@@ -109,13 +111,15 @@ def run_method(model, groups, label, method, metric, ft, keep, cfg, states, name
                    states=states, seed=cfg.seed, tolerance=cfg.tolerance, radius_check=check,
                    max_evaluations=cfg.max_evaluations, reconstruct=cfg.reconstruct,
                    finetune=visit(seed=3000) if ft else None, progress=True)
-    judge = closed_loop_return(result.model, cfg.judge_episodes, 0, "gym").mean if cfg.judge_episodes else float("nan")
+    judged = closed_loop_return(result.model, cfg.judge_episodes, 0, "gym") if cfg.judge_episodes else None
+    judge = judged.mean if judged else float("nan")
     widths = [w["out"] for k, w in result.widths.items() if "out" in w][:-1]
     return BenchRow(name, label, result.metric, keep, result.search.keep_fraction, result.search.feasible, result.after.params,
                     result.after.macs, widths, result.coefficients, result.objective_after, result.search.best_seen, judge, judge / base,
                     pendulum_stability(result.model).radius, result.search.evaluations, result.search.seconds,
                     result.finetune.seconds if result.finetune else 0.0,
-                    result.finetune.kept if result.finetune else None, result.search.metric_trials)
+                    result.finetune.kept if result.finetune else None, result.search.metric_trials,
+                    [float(x) for x in judged.returns] if judged else [])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -201,6 +205,18 @@ def four_group(cfg: BenchConfig, budgets, console: Console) -> dict:
     return out
 
 
+PAIRED_SE = 2.0
+
+
+def paired_gap(a: BenchRow, b: BenchRow) -> float:
+    """Mean per-episode return difference a - b on the same judge seeds, in standard errors (inf when identical)."""
+    d = np.asarray(a.judge_returns) - np.asarray(b.judge_returns)
+    if d.size < 2:
+        return float("nan")
+    se = d.std(ddof=1) / np.sqrt(d.size)
+    return float(d.mean() / se) if se > 0 else (0.0 if d.mean() == 0 else math.copysign(math.inf, d.mean()))
+
+
 def checks(report: BenchReport, budgets) -> dict:
     """The issue's acceptance criteria, evaluated on the measured rows."""
     by = {(r.method, r.keep): r for r in report.rows}
@@ -211,6 +227,9 @@ def checks(report: BenchReport, budgets) -> dict:
             continue
         uni = [by[(m, keep)] for m in UNIFORM if (m, keep) in by]
         out[f"gd_ge_uniform_judge_{keep}"] = all(gd.judge_return >= u.judge_return for u in uni)
+        # the same on the judge's episodes, paired: gd is not worse than any uniform baseline by more than
+        # PAIRED_SE standard errors of the per-episode difference (held-out episodes carry noise no search removes)
+        out[f"gd_not_worse_than_uniform_paired_{keep}"] = all(paired_gap(gd, u) >= -PAIRED_SE for u in uni)
         out[f"gd_ge_uniform_objective_{keep}"] = all(gd.objective >= u.objective for u in uni)
         out[f"gd_under_60s_{keep}"] = gd.seconds < 60
     if ("gd", 0.25) in by:
@@ -224,7 +243,8 @@ def checks(report: BenchReport, budgets) -> dict:
 
 
 def print_tables(console: Console, report: BenchReport) -> None:
-    table = Table(title=f"gymnasium Pendulum-v1 return (seeds 0..99) by method and parameters kept; unpruned {report.unpruned['judge_return']:.1f}")
+    n = report.config.get("judge_episodes", 100)
+    table = Table(title=f"gymnasium Pendulum-v1 return (seeds 0..{n - 1}) by method and parameters kept; unpruned {report.unpruned['judge_return']:.1f}")
     budgets = sorted({r.keep for r in report.rows}, reverse=True)
     table.add_column("method")
     for b in budgets:
@@ -274,7 +294,7 @@ def plot(report: BenchReport, path: Path) -> None:
     ax.set_xticks(ticks, [f"{t}%" for t in ticks])
     ax.minorticks_off()
     ax.set_xlabel("prunable parameters kept")
-    ax.set_ylabel("return, gymnasium Pendulum-v1 seeds 0..99")
+    ax.set_ylabel(f"return, gymnasium Pendulum-v1 seeds 0..{report.config.get('judge_episodes', 100) - 1}")
     ax.set_title("structured pruning of the reference controller"
                  + (" (least-squares re-fit)" if report.config.get("reconstruct") else " (no re-fit)"))
     ax.legend(fontsize=8)
