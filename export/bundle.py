@@ -160,7 +160,7 @@ def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target]
     disagrees with onnxruntime beyond ``tolerance`` fails the export.
     """
     say = progress or (lambda _msg: None)
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # absolute: the firmware build runs make in another folder
     _check_targets(targets)
     _prepare_destination(out_dir, force)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))

@@ -225,7 +225,7 @@ def test_the_small_part_target_has_the_256k_flash_64k_ram_budget():
     assert (t.kind, t.flash_kb, t.ram_kb, t.qemu_machine) == ("mcu", 256, 64, "mps2-an386")
 
 
-def test_export_json_names_flash_and_ram_per_microcontroller_target(tmp_path, capsys):
+def test_export_json_names_flash_and_ram_per_microcontroller_target(tmp_path, capsys, monkeypatch):
     import json
 
     from tools.cli import main
@@ -235,7 +235,8 @@ def test_export_json_names_flash_and_ram_per_microcontroller_target(tmp_path, ca
     module = build_mlp(pendulum_spec(), [8, 8], "tanh")
     path = tmp_path / "c.pt"
     save_controller(path, module, pendulum_spec(), mlp_architecture(module, "tanh"))
-    code = main(["export", "--controller", str(path), "--targets", "cortex-m4-256k", "--out", str(tmp_path / "b"),
+    monkeypatch.chdir(tmp_path)  # a relative --out, as users type it (the firmware is built by make elsewhere)
+    code = main(["export", "--controller", str(path), "--targets", "cortex-m4-256k", "--out", "b",
                  "--parity-samples", "20", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["ok"]
@@ -243,3 +244,4 @@ def test_export_json_names_flash_and_ram_per_microcontroller_target(tmp_path, ca
     art = out["manifest"]["artifacts"]["cortex-m4-256k"]
     assert mem["flash_bytes"] == art["flash_bytes"] > 0 and mem["ram_bytes"] == art["ram_bytes"] > 0
     assert (mem["flash_budget_bytes"], mem["ram_budget_bytes"]) == (256 * 1024, 64 * 1024)
+    assert (tmp_path / "b" / "cortex-m4-256k.elf").is_file() and not list(tmp_path.glob(".b.*"))
