@@ -119,11 +119,13 @@ def test_shipped_autoencoder_loads_weights_only_and_reconstructs_held_out_digits
     assert mean_psnr(model, data.test) == pytest.approx(meta["psnr"]["test"], abs=1e-3) and mean_psnr(model, data.test) > 20.0
 
 
-def test_bench_autoencoder_writes_the_report_and_gd_beats_the_uniform_baselines(tmp_path):
+def test_bench_autoencoder_writes_the_report_and_gd_beats_the_uniform_baselines(tmp_path, capsys):
     out = tmp_path / "ae"
     rc = cli_main(["bench", "--model", "autoencoder", "--quick", "--keep", "0.5", "--methods", "gd,uniform-l1,random",
-                   "--out", str(out)])
+                   "--out", str(out), "--json"])
     assert rc == 0
+    printed = json.loads(capsys.readouterr().out)  # --json: exactly one JSON object on stdout
+    assert printed["ok"] and printed["out"] == str(out)
     assert {p.name for p in out.iterdir()} == {"report.json", "report.md", "psnr_vs_params.png", "reconstructions.png"}
     report = json.loads((out / "report.json").read_text())
     assert report["schema"] == "prune-and-export.bench-autoencoder/1"

@@ -38,7 +38,7 @@ import torch
 from rich.console import Console
 
 from prune import PruneError, PruneResult, prune
-from tools.autoencoder import (Autoencoder, autoencoder_groups, linear_widths, load_autoencoder, mean_psnr, psnr_objective,
+from tools.autoencoder import (Autoencoder, autoencoder_groups, linear_widths, load_autoencoder, mean_psnr, psnr, psnr_objective,
                                reconstruct_images)
 from tools.digits import DigitSplits, load
 from tools.errors import ToolsError
@@ -64,8 +64,8 @@ SMALLEST_KEEP = 0.02  # the bisection's lower end (fraction of prunable paramete
 class AEBenchConfig:
     """Every setting of one autoencoder bench run."""
 
-    model: str = ""
-    """autoencoder file ('' : the shipped one, or one trained here when data is given)"""
+    autoencoder: str = ""
+    """autoencoder file ('': the shipped one, or one trained here when data is given)"""
     data: str | None = None
     """folder of MNIST IDX files (None: scikit-learn's 8x8 digits)"""
     keeps: tuple[float, ...] = BUDGETS
@@ -136,7 +136,7 @@ class BoundRow:
     val_psnr: float
     test_psnr: float
     test_holds: bool  # test PSNR >= unpruned test PSNR - (unpruned val PSNR - bound): the bound carries over to unseen images
-    tried: list[list[float]]  # [keep, val PSNR] per bisection step
+    tried: list[list[float | None]]  # [keep, val PSNR] per bisection step (None: no candidate inside the budget band)
     seconds: float
 
 
@@ -201,7 +201,7 @@ def largest_reduction(model: Autoencoder, groups, data: DigitSplits, label: str,
         try:
             r = prune_ae(model, groups, data, label, keep, refit, cfg)
         except PruneError:  # no candidate inside the budget band (e.g. the grid at a tiny budget): counts as broken
-            tried.append([keep, float("nan")])
+            tried.append([keep, None])
             return None
         tried.append([keep, r.objective_after])
         return r if r.search.feasible and r.objective_after >= bound else None
@@ -277,8 +277,8 @@ def run_bench(cfg: AEBenchConfig, console: Console, command: str = "") -> tuple[
     torch.set_num_threads(1)  # small dense layers: one thread is fastest, and the machine is shared
     console.print(f"bench autoencoder, seed {cfg.seed}")
     data = load(cfg.data, cfg.seed)
-    if cfg.model:
-        model, meta = load_autoencoder(cfg.model)
+    if cfg.autoencoder:
+        model, meta = load_autoencoder(cfg.autoencoder)
     elif cfg.data is None:
         model, meta = load_autoencoder()
     else:
@@ -291,8 +291,10 @@ def run_bench(cfg: AEBenchConfig, console: Console, command: str = "") -> tuple[
     groups = autoencoder_groups(model, cfg.prune_code)
     base = {"params": sum(p.numel() for p in model.parameters()), "widths": linear_widths(model),
             "val_psnr": mean_psnr(model, data.val), "test_psnr": mean_psnr(model, data.test),
-            "train_psnr": mean_psnr(model, data.train), "groups": groups.names, "components": groups.components,
-            "protected": groups.protected, "model": cfg.model or ("shipped" if cfg.data is None else "trained here"), "meta": meta}
+            "train_psnr": mean_psnr(model, data.train),
+            "mean_image_test_psnr": float(psnr(data.test, data.train.mean(0).expand_as(data.test)).mean()),  # the no-model baseline
+            "groups": groups.names, "components": groups.components,
+            "protected": groups.protected, "model": cfg.autoencoder or ("shipped" if cfg.data is None else "trained here"), "meta": meta}
     bound = cfg.min_psnr if cfg.min_psnr is not None else base["val_psnr"] - cfg.psnr_drop
     console.print(f"{data.source}: {data.summary()}; unpruned {base['params']} params, PSNR val {base['val_psnr']:.2f} dB, "
                   f"test {base['test_psnr']:.2f} dB; bound {bound:.2f} dB on val; groups {groups.names} in {list(groups.components)}")
@@ -403,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("bench_ae"), help="report folder to create")
     p.add_argument("--force", action="store_true", help="replace an existing report folder")
-    p.add_argument("--model", default="", help="autoencoder file (default: the shipped one, or trained here with --data)")
+    p.add_argument("--autoencoder", default="", help="autoencoder file (default: the shipped one, or trained here with --data)")
     p.add_argument("--data", default=None, help="folder with MNIST IDX files (default: scikit-learn's 8x8 digits)")
     p.add_argument("--keep", type=float, nargs="+", default=list(BUDGETS))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
@@ -414,7 +416,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prune-code", action="store_true", help="also prune the bottleneck code")
     p.add_argument("--quick", action="store_true", help="a short run (tests)")
     args = p.parse_args(argv)
-    cfg = AEBenchConfig(model=args.model, data=args.data, keeps=tuple(args.keep), methods=tuple(args.methods), metric=args.metric,
+    cfg = AEBenchConfig(autoencoder=args.autoencoder, data=args.data, keeps=tuple(args.keep), methods=tuple(args.methods), metric=args.metric,
                         seed=args.seed, max_evaluations=args.max_evaluations, min_psnr=args.min_psnr, prune_code=args.prune_code)
     run_into(quick(cfg) if args.quick else cfg, args.out, args.force, Console(width=160),
              " ".join(shlex.quote(a) for a in ["python", "-m", "tools.bench_autoencoder", *(argv if argv is not None else sys.argv[1:])]))

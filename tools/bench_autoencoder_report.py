@@ -75,7 +75,7 @@ def print_tables(report: AEReport, console: Console) -> None:
     for title, head, body in _tables(report):
         t = Table(title=title)
         for i, h in enumerate(head):
-            t.add_column(h, justify="left" if i < 2 else "right")
+            t.add_column(h, justify="left" if i < (2 if head[1] in ("mode", "runtime") else 1) else "right")
         for row in body:
             t.add_row(*row)
         console.print(t)
@@ -84,7 +84,8 @@ def print_tables(report: AEReport, console: Console) -> None:
 
 
 def _md_table(head: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i < 2 else "---:" for i in range(len(head))) + "|"]
+    n_left = 2 if head[1] in ("mode", "runtime") else 1  # text columns; the rest are numbers
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i < n_left else "---:" for i in range(len(head))) + "|"]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
@@ -95,7 +96,8 @@ def write_markdown(report: AEReport, path: Path) -> None:
              f"`{report.command}`; {report.seconds:.0f} s on {report.machine['cpu']}, torch {report.machine['torch']}.", "",
              f"Data {d['source']} ({d['side']}x{d['side']} pixels), seed {d['seed']}: {d['train']} train / {d['val']} validation "
              f"(the search's objective) / {d['test']} test (every result below). Unpruned autoencoder: {u['params']} parameters, "
-             f"widths {u['widths']}, PSNR train {u['train_psnr']:.2f} / val {u['val_psnr']:.2f} / test {u['test_psnr']:.2f} dB. "
+             f"widths {u['widths']}, PSNR train {u['train_psnr']:.2f} / val {u['val_psnr']:.2f} / test {u['test_psnr']:.2f} dB "
+             f"(for scale: the mean training image as every reconstruction scores {u['mean_image_test_psnr']:.2f} dB on test). "
              f"Pruning groups {u['groups']} in components {list(u['components'])}; protected: {', '.join(u['protected'])}.", ""]
     for title, head, body in _tables(report):
         parts += [f"## {title}", "", _md_table(head, body), ""]
@@ -119,6 +121,7 @@ def plot_psnr_vs_params(report: AEReport, path: Path) -> None:
             if bound is not None:  # the smallest model meeting the bound, as a star
                 ax.plot([100 * bound.params / report.unpruned["params"]], [bound.test_psnr], "*", color=f"C{i}", ms=12)
         ax.axhline(base, color="k", ls="--", lw=1, label="unpruned")
+        ax.axhline(report.unpruned["mean_image_test_psnr"], color="k", ls="-.", lw=1, label="mean training image")
         if report.bounds:
             ax.axhline(base - (report.unpruned["val_psnr"] - report.bounds[0].min_psnr), color="grey", ls=":", lw=1,
                        label="bound (same drop on test)")
