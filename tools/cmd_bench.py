@@ -33,6 +33,7 @@ HELP = "latency, memory and closed-loop reward of the controller before and afte
 QUICK_EPISODES = 3
 DEFAULT_METHODS = "gd,uniform-l1"
 SWEEP = (0.5, 0.25, 0.1, 0.05)  # budgets of --sweep (fractions of the prunable parameters kept)
+MODELS = ("mlp-controller", "autoencoder")  # what is benchmarked: the pendulum controller, or the digits autoencoder
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -56,6 +57,14 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="report folder to create: report.json, report.md, PNG plots, pruned controllers, bundles")
     p.add_argument("--force", action="store_true", help="replace an existing report folder")
+    p.add_argument("--model", choices=MODELS, default=MODELS[0],
+                   help="mlp-controller (default): the controller of --controller; autoencoder: the dense autoencoder of "
+                        "handwritten digits, judged by PSNR on held-out images (tools/bench_autoencoder.py; every method by default)")
+    p.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help="--model autoencoder: folder with MNIST IDX files (train-images-idx3-ubyte[.gz], t10k-images-idx3-ubyte[.gz]); "
+                        "an autoencoder is trained on them first (default: scikit-learn's 8x8 digits and the shipped autoencoder)")
+    p.add_argument("--min-psnr", type=float, default=None, metavar="DB",
+                   help="--model autoencoder: reconstruction bound on validation PSNR (default: unpruned validation PSNR - 1 dB)")
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -91,6 +100,12 @@ def _temp_dir_for(out: Path, force: bool) -> Path:
 
 
 def run(args: argparse.Namespace, console: Console) -> dict:
+    if getattr(args, "model", MODELS[0]) == "autoencoder":
+        from tools.bench_autoencoder import run_from_cli
+
+        return run_from_cli(args, console)
+    if getattr(args, "data", None) is not None or getattr(args, "min_psnr", None) is not None:
+        raise ToolsError("--data and --min-psnr apply to --model autoencoder only")
     config = config_from_args(args)
     out = Path(args.out)
     tmp = _temp_dir_for(out, args.force)

@@ -31,4 +31,5 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 echo "setup: pip install -e .[test] into .venv"
 .venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -c 'import sklearn.datasets; sklearn.datasets.load_digits()'  # the autoencoder's data ships with scikit-learn
 echo "setup: done ($(.venv/bin/python -c 'import torch, tvm, onnxruntime; print("torch", torch.__version__, "tvm", tvm.__version__, "onnxruntime", onnxruntime.__version__)'))"

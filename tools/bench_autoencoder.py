@@ -1,0 +1,426 @@
+"""Benchmark of prune/ on a non-control network: the dense autoencoder of handwritten digits.
+
+Reads top to bottom. The shipped autoencoder (or one trained here on MNIST IDX files given with
+--data) is pruned through ``prune.api.prune`` with the groups of ``find_groups`` (components encoder
+and decoder, bottleneck code and output protected). The objective is the per-image PSNR on the
+validation split; every number reported as a result is measured on the test split, disjoint from
+both the training images and the validation images the searches saw. Two questions, both with
+(``re-fit``) and without (``shrink``) the least-squares re-fit of the layers that lost inputs
+(fitted on the training images, so it sees neither validation nor test images):
+
+1. quality subject to a budget: test PSNR of each method at each fraction of parameters kept;
+2. sparsity subject to quality: the largest parameter reduction whose validation PSNR stays at or
+   above the bound (default: unpruned validation PSNR - 1 dB), per method, by bisection over the
+   budget; the test PSNR of the model found is reported beside it.
+
+Writes report.json, report.md, psnr_vs_params.png and reconstructions.png (held-out digits:
+original | unpruned | each method's pruned reconstruction), and times the unpruned and the
+gradient-descent models at batch 1 in torch and onnxruntime (ratios to unpruned).
+
+    python -m tools.bench_autoencoder --out bench_ae
+    prune-and-export bench --model autoencoder --out bench_ae
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from prune import PruneError, PruneResult, prune
+from tools.autoencoder import (Autoencoder, autoencoder_groups, linear_widths, load_autoencoder, mean_psnr, psnr, psnr_objective,
+                               reconstruct_images)
+from tools.digits import DigitSplits, load
+from tools.errors import ToolsError
+
+SCHEMA = "prune-and-export.bench-autoencoder/1"
+BUDGETS = (0.5, 0.25, 0.1)
+# label -> (search method, importance metric; None: the bench's metric, 'auto' by default)
+METHODS = {
+    "uniform-l1": ("uniform", "l1"),
+    "uniform-l2": ("uniform", "l2"),
+    "random": ("uniform", "random"),
+    "global": ("global", None),
+    "grid": ("grid", None),
+    "gd": ("gd", None),
+}
+UNIFORM = ("uniform-l1", "uniform-l2", "random")
+MODES = {False: "shrink", True: "re-fit"}  # reconstruct flag -> label
+N_IMAGES = 8  # held-out digits drawn side by side
+SMALLEST_KEEP = 0.02  # the bisection's lower end (fraction of prunable parameters kept)
+
+
+@dataclass
+class AEBenchConfig:
+    """Every setting of one autoencoder bench run."""
+
+    autoencoder: str = ""
+    """autoencoder file ('': the shipped one, or one trained here when data is given)"""
+    data: str | None = None
+    """folder of MNIST IDX files (None: scikit-learn's 8x8 digits)"""
+    keeps: tuple[float, ...] = BUDGETS
+    """budgets: fractions of the prunable parameters kept"""
+    methods: tuple[str, ...] = tuple(METHODS)
+    """methods compared"""
+    metric: str = "auto"
+    """importance metric of global / grid / gd ('auto': the best at the uniform point on the objective)"""
+    seed: int = 0
+    """seed of the data split, random importance, SPSA, training on --data"""
+    tolerance: float = 0.01
+    """budget band below keep (fraction of prunable parameters)"""
+    max_evaluations: int = 60
+    """objective evaluations gradient descent may spend"""
+    min_psnr: float | None = None
+    """the reconstruction bound in dB on validation images (None: unpruned validation PSNR - psnr_drop)"""
+    psnr_drop: float = 1.0
+    """dB below the unpruned validation PSNR that the bound allows when min_psnr is not given"""
+    bisection_steps: int = 7
+    """halvings of the budget interval per method and mode (precision about 1/2^steps)"""
+    prune_code: bool = False
+    """also prune the bottleneck code"""
+    image_keep: float = 0.25
+    """budget whose reconstructions are drawn"""
+    latency_calls: int = 2000
+    """timed batch-1 calls per model and runtime and round (0: no timing)"""
+    latency_rounds: int = 3
+    """interleaved timing rounds"""
+    train_epochs: int = 30
+    """epochs when an autoencoder is trained here on --data"""
+
+
+@dataclass
+class BudgetRow:
+    """One method at one budget, in one mode (shrink only, or re-fit)."""
+
+    method: str
+    metric: str
+    mode: str
+    keep: float
+    keep_fraction: float
+    feasible: bool
+    params: int
+    params_kept: float  # params / unpruned params
+    macs: int
+    widths: dict[str, list[int]]
+    coefficients: dict[str, float]
+    val_psnr: float
+    test_psnr: float
+    test_drop_db: float  # test PSNR - unpruned test PSNR
+    evaluations: int
+    seconds: float
+    metric_trials: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class BoundRow:
+    """The largest parameter reduction keeping validation PSNR >= the bound, for one method in one mode."""
+
+    method: str
+    mode: str
+    min_psnr: float
+    found: bool  # False: even the largest model tried below 1.0 broke the bound
+    keep: float  # budget of the model found (1.0: nothing could be removed)
+    keep_fraction: float
+    params: int
+    reduction: float  # 1 - params / unpruned params
+    val_psnr: float
+    test_psnr: float
+    test_holds: bool  # test PSNR >= unpruned test PSNR - (unpruned val PSNR - bound): the bound carries over to unseen images
+    tried: list[list[float | None]]  # [keep, val PSNR] per bisection step (None: no candidate inside the budget band)
+    seconds: float
+
+
+@dataclass
+class LatencyRow:
+    """Batch-1 latency of one model in one runtime on this machine."""
+
+    model: str
+    runtime: str
+    median_us: float
+    p99_us: float
+    ratio_to_unpruned: float
+    n: int
+
+
+@dataclass
+class AEReport:
+    """Everything one autoencoder bench run measured."""
+
+    schema: str
+    command: str
+    created_utc: str
+    seconds: float
+    machine: dict
+    config: dict
+    data: dict
+    unpruned: dict
+    rows: list[BudgetRow] = field(default_factory=list)
+    bounds: list[BoundRow] = field(default_factory=list)
+    latency: list[LatencyRow] = field(default_factory=list)
+    checks: dict[str, bool] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    image_keep: float = 0.0  # budget whose reconstructions are drawn (the one of keeps closest to config image_keep)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def prune_ae(model: Autoencoder, groups, data: DigitSplits, label: str, keep: float, refit: bool, cfg: AEBenchConfig) -> PruneResult:
+    """One method at one budget through prune.api.prune, judged on validation PSNR (per image)."""
+    method, metric = METHODS[label]
+    return prune(model, groups, keep, psnr_objective(data.val), method=method, metric=metric or cfg.metric, states=data.train,
+                 seed=cfg.seed, tolerance=cfg.tolerance, max_evaluations=cfg.max_evaluations, reconstruct=refit)
+
+
+def budget_row(result: PruneResult, label: str, refit: bool, data: DigitSplits, base: dict) -> BudgetRow:
+    """Measure a pruned autoencoder on the test split."""
+    test = mean_psnr(result.model, data.test)
+    return BudgetRow(label, result.metric, MODES[refit], result.search.keep, result.search.keep_fraction, result.search.feasible,
+                     result.after.params, result.after.params / base["params"], result.after.macs, linear_widths(result.model),
+                     result.search.component_coefficients, result.objective_after, test, test - base["test_psnr"],
+                     result.search.evaluations, result.search.seconds, result.search.metric_trials)
+
+
+def largest_reduction(model: Autoencoder, groups, data: DigitSplits, label: str, refit: bool, bound: float,
+                      cfg: AEBenchConfig, base: dict) -> tuple[BoundRow, PruneResult | None]:
+    """Bisection over the budget for the smallest keep whose pruned model keeps validation PSNR >= bound."""
+    start, tried = time.perf_counter(), []
+
+    def attempt(keep: float) -> PruneResult | None:
+        try:
+            r = prune_ae(model, groups, data, label, keep, refit, cfg)
+        except PruneError:  # no candidate inside the budget band (e.g. the grid at a tiny budget): counts as broken
+            tried.append([keep, None])
+            return None
+        tried.append([keep, r.objective_after])
+        return r if r.search.feasible and r.objective_after >= bound else None
+
+    lo, hi, best = SMALLEST_KEEP, 1.0, None
+    low = attempt(lo)
+    if low is not None:
+        hi, best = lo, low
+    else:
+        for _ in range(cfg.bisection_steps):
+            mid = round(0.5 * (lo + hi), 4)
+            r = attempt(mid)
+            if r is not None:
+                hi, best = mid, r
+            else:
+                lo = mid
+    if best is None:
+        row = BoundRow(label, MODES[refit], bound, False, 1.0, 1.0, base["params"], 0.0, base["val_psnr"], base["test_psnr"],
+                       True, tried, time.perf_counter() - start)
+        return row, None
+    test = mean_psnr(best.model, data.test)
+    holds = test >= base["test_psnr"] - (base["val_psnr"] - bound)
+    row = BoundRow(label, MODES[refit], bound, True, hi, best.search.keep_fraction, best.after.params,
+                   1.0 - best.after.params / base["params"], best.objective_after, test, holds, tried, time.perf_counter() - start)
+    return row, best
+
+
+def checks(rows: list[BudgetRow], keeps) -> dict[str, bool]:
+    """The issue's acceptance criterion: gd above every uniform baseline on test PSNR, per budget and mode."""
+    by = {(r.method, r.keep, r.mode): r for r in rows}
+    out = {}
+    for mode in MODES.values():
+        for keep in keeps:
+            gd = by.get(("gd", keep, mode))
+            uni = [by[(m, keep, mode)] for m in UNIFORM if (m, keep, mode) in by]
+            if gd is not None and uni:
+                out[f"gd_beats_uniform_test_{keep}_{mode}"] = all(gd.test_psnr > u.test_psnr for u in uni)
+    return out
+
+
+def measure_latency(models: dict[str, torch.nn.Module], dim: int, cfg: AEBenchConfig) -> list[LatencyRow]:
+    """Batch-1 latency in torch eager and onnxruntime (exported with export.onnx_export, parity-checked), one thread."""
+    import onnxruntime as ort
+
+    from export.onnx_export import export_onnx
+    from export.spec import ControllerSpec
+    from tools.bench_harness_latency import measure_python
+
+    spec = ControllerSpec(dim, dim, (0.0,) * dim, (1.0,) * dim, (0.0,) * dim, (1.0,) * dim, env_id="digits-autoencoder",
+                          input_name="image", output_name="reconstruction")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    calls = {}
+    for name, module in models.items():
+        onnx_model, _ = export_onnx(module, spec, n_parity=200, seed=cfg.seed)
+        sess = ort.InferenceSession(onnx_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+        def torch_eager(o: np.ndarray, module=module):
+            with torch.no_grad():
+                return module(torch.from_numpy(o[None, :]))
+
+        calls[name] = {"torch": torch_eager, "onnxruntime": lambda o, sess=sess: sess.run(None, {"image": o[None, :]})}
+    obs = spec.sample_observations(cfg.latency_calls, cfg.seed)
+    stats = measure_python(calls, obs, cfg.latency_rounds, warmup=200)
+    return [LatencyRow(m, r, s.median_us, s.p99_us, s.median_us / stats[("unpruned", r)].median_us, s.n)
+            for (m, r), s in stats.items()]
+
+
+def run_bench(cfg: AEBenchConfig, console: Console, command: str = "") -> tuple[AEReport, dict]:
+    """Run every measurement; return the report and the images to draw (not written anywhere yet)."""
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(1)  # small dense layers: one thread is fastest, and the machine is shared
+    console.print(f"bench autoencoder, seed {cfg.seed}")
+    data = load(cfg.data, cfg.seed)
+    if cfg.autoencoder:
+        model, meta = load_autoencoder(cfg.autoencoder)
+    elif cfg.data is None:
+        model, meta = load_autoencoder()
+    else:
+        from tools.train_autoencoder import TrainConfig, train
+
+        console.print(f"training an autoencoder on {data.summary()} for {cfg.train_epochs} epochs (seed {cfg.seed})")
+        model, meta = train(data, TrainConfig(seed=cfg.seed, epochs=cfg.train_epochs), progress=False)
+    if model.encoder[0].in_features != data.dim:
+        raise ToolsError(f"autoencoder takes {model.encoder[0].in_features} pixels but the images have {data.dim} ({data.source})")
+    groups = autoencoder_groups(model, cfg.prune_code)
+    base = {"params": sum(p.numel() for p in model.parameters()), "widths": linear_widths(model),
+            "val_psnr": mean_psnr(model, data.val), "test_psnr": mean_psnr(model, data.test),
+            "train_psnr": mean_psnr(model, data.train),
+            "mean_image_test_psnr": float(psnr(data.test, data.train.mean(0).expand_as(data.test)).mean()),  # the no-model baseline
+            "groups": groups.names, "components": groups.components,
+            "protected": groups.protected, "model": cfg.autoencoder or ("shipped" if cfg.data is None else "trained here"), "meta": meta}
+    bound = cfg.min_psnr if cfg.min_psnr is not None else base["val_psnr"] - cfg.psnr_drop
+    console.print(f"{data.source}: {data.summary()}; unpruned {base['params']} params, PSNR val {base['val_psnr']:.2f} dB, "
+                  f"test {base['test_psnr']:.2f} dB; bound {bound:.2f} dB on val; groups {groups.names} in {list(groups.components)}")
+    report = AEReport(SCHEMA, command, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), 0.0,
+                      {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(), "torch": torch.__version__},
+                      asdict(cfg), data.summary(), base)
+    report.image_keep = min(cfg.keeps, key=lambda k: abs(k - cfg.image_keep))
+    shown = data.test[torch.linspace(0, len(data.test) - 1, min(N_IMAGES, len(data.test))).long()]  # spread over the split
+    images = {"original": shown, "unpruned": reconstruct_images(model, shown)}
+    gd_models: dict[str, torch.nn.Module] = {}
+    for refit in (False, True):
+        for keep in cfg.keeps:
+            for label in cfg.methods:
+                result = prune_ae(model, groups, data, label, keep, refit, cfg)
+                row = budget_row(result, label, refit, data, base)
+                report.rows.append(row)
+                console.print(f"{row.mode:6s} keep {keep:.2f} {label:10s} {row.metric:12s} PSNR val {row.val_psnr:6.2f} test "
+                              f"{row.test_psnr:6.2f} dB ({row.test_drop_db:+.2f}) params {row.params:6d} evals {row.evaluations:3d} "
+                              f"{row.seconds:5.1f}s enc/dec c {row.coefficients}")
+                if keep == report.image_keep:
+                    images[f"{label}\n{row.mode}"] = reconstruct_images(result.model, shown)
+                if refit and label == "gd":
+                    gd_models[f"gd@{keep}"] = result.model
+    for refit in (False, True):
+        for label in cfg.methods:
+            row, _ = largest_reduction(model, groups, data, label, refit, bound, cfg, base)
+            report.bounds.append(row)
+            console.print(f"bound {bound:.2f} dB {row.mode:6s} {label:10s}: keep {row.keep:.4f}, reduction {row.reduction:.1%}, "
+                          f"PSNR val {row.val_psnr:.2f} test {row.test_psnr:.2f} ({len(row.tried)} tries, {row.seconds:.1f}s)")
+    if cfg.latency_calls:
+        report.latency = measure_latency({"unpruned": model, **gd_models}, data.dim, cfg)
+    report.checks = checks(report.rows, cfg.keeps)
+    report.notes.append("PSNR only: no maintained SSIM implementation is a dependency of the project.")
+    report.seconds = time.perf_counter() - t0
+    return report, images
+
+
+def write_report(report: AEReport, images: dict, folder: Path) -> None:
+    """report.json, report.md and the two PNGs into ``folder`` (which must exist)."""
+    from tools.bench_autoencoder_report import plot_psnr_vs_params, plot_reconstructions, write_markdown
+
+    report.files = {"json": "report.json", "markdown": "report.md", "psnr_vs_params": "psnr_vs_params.png",
+                    "reconstructions": "reconstructions.png"}
+    plot_psnr_vs_params(report, folder / report.files["psnr_vs_params"])
+    plot_reconstructions(report, images, folder / report.files["reconstructions"])
+    (folder / "report.json").write_text(json.dumps(report.to_dict(), indent=2, allow_nan=True) + "\n")
+    write_markdown(report, folder / "report.md")
+
+
+def run_into(cfg: AEBenchConfig, out: Path, force: bool, console: Console, command: str) -> AEReport:
+    """Run the bench and write its folder atomically (temp folder beside ``out``, renamed into place)."""
+    from export.bundle import _move_into_place as move_into_place
+    from tools.bench_autoencoder_report import print_tables
+    from tools.cmd_bench import _temp_dir_for
+
+    tmp = _temp_dir_for(out, force)
+    try:
+        tmp.chmod(0o755)
+        report, images = run_bench(cfg, console, command)
+        write_report(report, images, tmp)
+        move_into_place(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    print_tables(report, console)
+    console.print(f"report: {out / 'report.md'}, {out / 'report.json'}; plots: {out / 'psnr_vs_params.png'}, {out / 'reconstructions.png'}")
+    return report
+
+
+def config_from_cli(args: argparse.Namespace) -> AEBenchConfig:
+    """``prune-and-export bench --model autoencoder``: the bench's flags mapped onto this bench (others refused)."""
+    from tools.cmd_bench import DEFAULT_METHODS, SWEEP
+
+    if args.controller is not None:
+        raise ToolsError("--controller names a controller file; --model autoencoder uses the shipped autoencoder (or --data)")
+    if args.episodes is not None:
+        raise ToolsError("--episodes counts closed-loop episodes; --model autoencoder is judged on held-out images")
+    if [t for t in ",".join(args.targets).split(",") if t.strip()] != ["x86_64"]:
+        raise ToolsError("--targets: --model autoencoder is timed on this machine (torch, onnxruntime) only; leave --targets out")
+    # the bench's default methods are the controller's pair; the autoencoder compares every method unless told otherwise
+    methods = list(METHODS) if args.methods == DEFAULT_METHODS else [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if not methods or unknown:
+        raise ToolsError(f"--methods {args.methods!r}: unknown method(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(METHODS)}")
+    keeps = list(dict.fromkeys([*(args.keep or ([] if args.sweep else list(BUDGETS))), *(SWEEP if args.sweep else ())]))
+    if any(k == 1.0 for k in keeps):
+        raise ToolsError("--keep 1 keeps every parameter: that is the unpruned model, which the bench always includes")
+    cfg = AEBenchConfig(data=str(args.data) if args.data else None, keeps=tuple(sorted(keeps, reverse=True)), methods=tuple(methods),
+                        seed=args.seed, min_psnr=args.min_psnr)
+    return quick(cfg) if args.quick else cfg
+
+
+def quick(cfg: AEBenchConfig) -> AEBenchConfig:
+    """A short run for tests: few evaluations, a coarse bisection, few timed calls, two training epochs."""
+    cfg.max_evaluations, cfg.bisection_steps, cfg.latency_calls, cfg.latency_rounds, cfg.train_epochs = 12, 2, 50, 1, 2
+    return cfg
+
+
+def run_from_cli(args: argparse.Namespace, console: Console) -> dict:
+    """What ``prune-and-export bench --model autoencoder`` does; returns the --json dict."""
+    cfg = config_from_cli(args)
+    command = " ".join(shlex.quote(a) for a in ["prune-and-export", *sys.argv[1:]])
+    report = run_into(cfg, Path(args.out), args.force, console, command)
+    return {"ok": True, "out": str(args.out), **report.to_dict()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("bench_ae"), help="report folder to create")
+    p.add_argument("--force", action="store_true", help="replace an existing report folder")
+    p.add_argument("--autoencoder", default="", help="autoencoder file (default: the shipped one, or trained here with --data)")
+    p.add_argument("--data", default=None, help="folder with MNIST IDX files (default: scikit-learn's 8x8 digits)")
+    p.add_argument("--keep", type=float, nargs="+", default=list(BUDGETS))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--metric", default=AEBenchConfig.metric)
+    p.add_argument("--seed", type=int, default=AEBenchConfig.seed)
+    p.add_argument("--max-evaluations", type=int, default=AEBenchConfig.max_evaluations)
+    p.add_argument("--min-psnr", type=float, default=None, help="reconstruction bound in dB (default: unpruned val PSNR - 1)")
+    p.add_argument("--prune-code", action="store_true", help="also prune the bottleneck code")
+    p.add_argument("--quick", action="store_true", help="a short run (tests)")
+    args = p.parse_args(argv)
+    cfg = AEBenchConfig(autoencoder=args.autoencoder, data=args.data, keeps=tuple(args.keep), methods=tuple(args.methods), metric=args.metric,
+                        seed=args.seed, max_evaluations=args.max_evaluations, min_psnr=args.min_psnr, prune_code=args.prune_code)
+    run_into(quick(cfg) if args.quick else cfg, args.out, args.force, Console(width=160),
+             " ".join(shlex.quote(a) for a in ["python", "-m", "tools.bench_autoencoder", *(argv if argv is not None else sys.argv[1:])]))
+
+
+if __name__ == "__main__":
+    main()
