@@ -24,6 +24,7 @@ from rich.console import Console
 from export.bundle import _move_into_place as move_into_place  # one atomic folder swap for bundles and reports
 from tools.bench_harness import BenchConfig, check_target, run_bench
 from tools.cmd_prune import METHODS, fraction
+from tools.controller_formats import native_copy
 from tools.errors import ToolsError
 from tools.options import add_controller, add_episodes, add_seed
 from tools.report import print_tables, write_json, write_markdown
@@ -106,12 +107,19 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         return run_from_cli(args, console)
     if getattr(args, "data", None) is not None or getattr(args, "min_psnr", None) is not None:
         raise ToolsError("--data and --min-psnr apply to --model autoencoder only")
+    if getattr(args, "env", None) not in (None, "Pendulum-v1"):
+        raise ToolsError(f"--env {args.env}: bench measures reward on Pendulum-v1 only; use eval, prune, export and hil for other envs")
     config = config_from_args(args)
     out = Path(args.out)
     tmp = _temp_dir_for(out, args.force)
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; a report is meant to be read by others
+        source = config.controller
+        native = native_copy(args, tmp / "controller.pt")  # a foreign file: its canonical MLP, as a controller file
+        config.controller = native or source
         report = run_bench(config, tmp, console, command=" ".join(shlex.quote(a) for a in ["prune-and-export", *sys.argv[1:]]))
+        if native:
+            report.config.update(controller=str(out / "controller.pt"), source_controller=str(source))
         report.files = {**write_plots(report, tmp), "json": "report.json", "markdown": "report.md"}
         write_json(report, tmp / "report.json")
         write_markdown(report, tmp / "report.md")

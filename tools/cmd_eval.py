@@ -8,11 +8,10 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from tools.controller import load_controller
 from tools.evaluate import JUDGES, as_policy, closed_loop_return
-from tools.options import add_controller, add_episodes, add_seed
+from tools.options import add_controller, add_episodes, add_seed, controller_from_args
 
-HELP = "closed-loop return of a controller on seeded Pendulum-v1 episodes"
+HELP = "closed-loop return of a controller on seeded episodes of its env (Pendulum-v1 unless --env)"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -24,10 +23,11 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> dict:
-    controller = load_controller(args.controller)
+    controller = controller_from_args(args)
     console.print(f"controller {controller.path} (sha256 {controller.sha256[:12]}), seed {args.seed}, judge {args.judge}")
     start = time.perf_counter()
-    stats = closed_loop_return(as_policy(controller.module), args.episodes, args.seed, args.judge)
+    stats = closed_loop_return(as_policy(controller.module), args.episodes, args.seed, args.judge,
+                                 controller.spec.env_id)
     seconds = time.perf_counter() - start
     table = Table(title=f"closed-loop return, {args.episodes} episodes, seeds {args.seed}..{args.seed + args.episodes - 1}")
     for col in ("judge", "mean", "std", "min", "seconds"):

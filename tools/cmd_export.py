@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tools.options import add_controller, add_seed, positive_int
+from tools.options import add_controller, add_seed, controller_from_args, positive_int
 
 HELP = "export a controller to ONNX and TVM libraries for named targets, verified, in one bundle folder"
 
@@ -40,10 +40,9 @@ def _fmt_err(v: float | None) -> str:
 def run(args: argparse.Namespace, console: Console) -> dict:
     from export.bundle import export_bundle
     from targets import parse_target_list
-    from tools.controller import load_controller
 
     targets = parse_target_list(args.targets)
-    ctrl = load_controller(args.controller)
+    ctrl = controller_from_args(args)
     console.print(f"controller {ctrl.path} (sha256 {ctrl.sha256[:12]}, {ctrl.architecture}); seed {args.seed}; "
                   f"targets {', '.join(t.name for t in targets)}")
     with console.status("exporting") as status:

@@ -1,4 +1,4 @@
-"""``prune-and-export hil``: Pendulum-v1 on the host, the bundle's controller in the device stub."""
+"""``prune-and-export hil``: the controller's gymnasium env (Pendulum-v1 by default) on the host, the bundle's controller in the device stub."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from tools.controller import load_controller
 from tools.errors import ToolsError
 from tools.evaluate import as_policy
 from tools.hil import FIDELITY, MODES, run_hil
-from tools.options import add_controller, add_episodes, add_seed
+from tools.options import add_controller, add_episodes, add_seed, controller_from_args
 
-HELP = "hardware in the loop: gymnasium's Pendulum-v1 on the host, the controller in the device stub"
+HELP = "hardware in the loop: the gymnasium env (Pendulum-v1 unless --env) on the host, the controller in the device stub"
 
 
 def _positive_float(text: str) -> float:
@@ -53,7 +53,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def _controller_for(args: argparse.Namespace):
     """The host-side controller: --controller, else the file the bundle was exported from (hash-checked)."""
     if args.controller is not None:
-        return load_controller(args.controller)
+        return controller_from_args(args)
     try:
         manifest = json.loads((args.bundle / "manifest.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -62,7 +62,8 @@ def _controller_for(args: argparse.Namespace):
     path = source.get("path")
     if not path or not Path(path).is_file():
         raise ToolsError(f"{args.bundle}: the controller it was exported from ({path}) is not here; pass --controller")
-    controller = load_controller(path)
+    env = args.env or (manifest.get("spec") or {}).get("env_id")  # a foreign file takes its sizes from the env
+    controller = load_controller(path, args.format, env, args.factory, args.clip_actions)
     if source.get("sha256") and controller.sha256 != source["sha256"]:
         raise ToolsError(f"{path}: sha256 {controller.sha256[:12]}... is not the {source['sha256'][:12]}... the bundle "
                          "was exported from; pass --controller explicitly")
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         task = bar.add_task(f"{args.target} {args.mode}", total=args.episodes)
         report = run_hil(args.bundle, args.target, as_policy(controller.module), args.episodes, args.seed, args.mode,
                          rate_hz=args.rate_hz, deadline_ms=args.deadline_ms, device_args=tuple(device_args),
-                         runner=args.runner, progress=lambda i, ep: bar.advance(task))
+                         runner=args.runner, progress=lambda i, ep: bar.advance(task), env_id=controller.spec.env_id)
     seconds = time.perf_counter() - start
     result = report.to_dict()
     table = Table(title=f"HIL {args.target} ({report.runner}), {args.mode}"

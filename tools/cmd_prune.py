@@ -13,10 +13,12 @@ from rich.table import Table
 
 from prune import PruneError, find_groups, prune, save_pruned
 from prune.io import sidecar_paths
-from tools.controller import load_controller, mlp_architecture, save_controller
+from tools.controller import mlp_architecture, save_controller
+from tools.env_rollouts import search_callables
 from tools.evaluate import closed_loop_return
-from tools.objectives import SEARCH_EPISODES, SEARCH_SEED, pendulum_stability, radius_check, return_objective, visit
-from tools.options import add_controller, add_seed, non_negative_int, positive_int
+from tools.objectives import SEARCH_EPISODES, SEARCH_SEED, pendulum_stability, radius_check
+from tools.options import add_controller, add_seed, controller_from_args, non_negative_int, positive_int
+from tools.pendulum import ENV_ID
 
 HELP = "prune a controller structurally to a parameter budget (gradient descent or grid over soft coefficients)"
 METHODS = ("gd", "grid", "uniform-l1", "uniform-l2", "random", "global")
@@ -61,7 +63,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search-episodes", type=positive_int, default=SEARCH_EPISODES,
                    help=f"fast-plant episodes per objective evaluation, seeds {SEARCH_SEED}.. (default {SEARCH_EPISODES})")
     p.add_argument("--judge-episodes", type=non_negative_int, default=100,
-                   help="gymnasium Pendulum-v1 episodes (seeds 0..N-1) judging before and after; 0 skips (default 100)")
+                   help="gymnasium episodes of the controller's env (seeds 0..N-1) judging before and after; 0 skips (default 100)")
 
 
 def _write(out: Path, small: torch.nn.Module, controller, example: torch.Tensor, widths: dict, summary: dict) -> dict:
@@ -94,7 +96,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     if fixed_metric and args.metric and args.metric != fixed_metric:
         raise PruneError(f"--method {args.method} ranks units by {fixed_metric}; drop --metric {args.metric} or use gd/grid/global")
     metric = fixed_metric or args.metric or DEFAULT_METRIC
-    controller = load_controller(args.controller)
+    controller = controller_from_args(args)
     model = controller.module.eval()
     console.print(f"controller {controller.path} (sha256 {controller.sha256[:12]}), seed {args.seed}, "
                   f"method {args.method}, metric {metric}, keep {args.keep}")
@@ -109,24 +111,31 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         groups = find_groups(model, example, components=components)
     for w in groups.warnings:
         console.print(f"[yellow]warning:[/] {w}")
-    before = pendulum_stability(model)
-    check = None if args.no_stability else radius_check
+    env_id = controller.spec.env_id
+    objective, visit_for = search_callables(env_id, args.search_episodes, SEARCH_SEED)
+    pendulum = env_id == ENV_ID  # the closed-loop linearisation exists for the pendulum plant only
+    before = pendulum_stability(model) if pendulum else None
+    check = None if args.no_stability or not pendulum else radius_check
+    if not pendulum:
+        console.print(f"note: {env_id} is searched on a gymnasium vector env; no stability constraint (pendulum only)")
     if check is not None and not before.stable:
         console.print(f"[yellow]warning:[/] the unpruned controller is not stable at upright (spectral radius {before.radius:.4f}); "
                       "the stability constraint is off")
         check = None
-    states = visit(args.search_episodes, SEARCH_SEED)(model)  # data-aware metrics and the least-squares re-fit
-    result = prune(model, groups, args.keep, return_objective(args.search_episodes, SEARCH_SEED), method=search_method,
+    states = visit_for(args.search_episodes, SEARCH_SEED)(model)  # data-aware metrics and the least-squares re-fit
+    result = prune(model, groups, args.keep, objective, method=search_method,
                    metric=metric, states=states, seed=args.seed, tolerance=args.tolerance, floor=args.floor,
                    radius_check=check, resolution=args.resolution, max_evaluations=args.max_evaluations,
                    reconstruct=not args.no_reconstruct,
-                   finetune=visit(seed=3000) if args.finetune else None, progress=True)
-    after = pendulum_stability(result.model)
+                   finetune=visit_for(seed=3000) if args.finetune else None, progress=True)
+    after = pendulum_stability(result.model) if pendulum else None
     summary = {"method": args.method, **result.to_dict(), "controller": str(controller.path), "sha256": controller.sha256,
-               "stability_constraint": check is not None, "stability_before": before.to_dict(), "stability_after": after.to_dict()}
+               "stability_constraint": check is not None, "env_id": env_id}
+    if pendulum:
+        summary.update(stability_before=before.to_dict(), stability_after=after.to_dict())
     if args.judge_episodes:
-        summary["return_before"] = closed_loop_return(model, args.judge_episodes, 0, "gym").mean
-        summary["return_after"] = closed_loop_return(result.model, args.judge_episodes, 0, "gym").mean
+        summary["return_before"] = closed_loop_return(model, args.judge_episodes, 0, "gym", env_id).mean
+        summary["return_after"] = closed_loop_return(result.model, args.judge_episodes, 0, "gym", env_id).mean
     if args.out is not None:
         summary["files"] = _write(args.out, result.model, controller, example, result.widths, summary)
     _print(console, summary, args)
@@ -146,8 +155,9 @@ def _print(console: Console, s: dict, args: argparse.Namespace) -> None:
     table.add_row("multiply-adds / step", f"{s['macs_before']:,}", f"{s['macs_after']:,}")
     table.add_row(f"objective (fast, {args.search_episodes} ep.)", f"{s['objective_before']:.1f}", f"{s['objective_after']:.1f}")
     if "return_before" in s:
-        table.add_row(f"return (gymnasium, seeds 0..{args.judge_episodes - 1})", f"{s['return_before']:.1f}", f"{s['return_after']:.1f}")
-    table.add_row("stability margin (1 - radius)", f"{s['stability_before']['margin']:.4f}", f"{s['stability_after']['margin']:.4f}")
+        table.add_row(f"return (gymnasium {s['env_id']}, seeds 0..{args.judge_episodes - 1})", f"{s['return_before']:.1f}", f"{s['return_after']:.1f}")
+    if "stability_before" in s:
+        table.add_row("stability margin (1 - radius)", f"{s['stability_before']['margin']:.4f}", f"{s['stability_after']['margin']:.4f}")
     widths = ", ".join(f"{k}:{v['out']}" for k, v in s["widths"].items() if "out" in v)
     table.add_row("widths (out)", "", widths)
     table.add_row("coefficients", "", ", ".join(f"{k}:{v:.3f}" for k, v in s["coefficients"].items()))

@@ -1,4 +1,8 @@
-"""``prune-and-export run`` (the default): the whole pipeline on a controller, the bundled one by default."""
+"""``prune-and-export run`` (the default): the whole pipeline on a controller, the bundled one by default.
+
+``prune-and-export run config.toml`` takes its settings from a TOML file (see tools/run_config.py);
+flags override the file, and the resolved settings are written to ``<out>/run-config.toml``.
+"""
 
 from __future__ import annotations
 
@@ -10,54 +14,88 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tools.controller import load_controller
 from tools.evaluate import as_policy, closed_loop_return
-from tools.options import add_controller, add_episodes, add_seed
+from tools.options import add_controller, add_episodes, add_seed, controller_from_args
+from tools.run_config import Resolved, bench_argv, defer_defaults, read_config, resolve, to_toml
 
 HELP = "run the whole pipeline (load, evaluate, prune with gd, export x86_64, bench report) on a controller; the default subcommand"
+CONFIG_NAME = "run-config.toml"
+_DEFAULTS: dict = {}  # the flags' defaults, hidden from argparse so that flags given can override a config file
 
 
 def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", type=Path, default=None, metavar="CONFIG.toml",
+                   help="settings file: top-level keys are these flags, [bench] holds flags of 'bench'; flags override it")
     add_controller(p)
     add_episodes(p)
     add_seed(p)
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="bench report folder to create (default runs/<UTC timestamp>)")
     p.add_argument("--quick", action="store_true", help="bench with few calls and a short search (for tests)")
+    _DEFAULTS.update(defer_defaults(p))
+
+
+def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    from tools import cmd_bench
+
+    run_parser, bench_parser = argparse.ArgumentParser(), argparse.ArgumentParser()
+    configure(run_parser)
+    cmd_bench.configure(bench_parser)
+    return run_parser, bench_parser
 
 
 def run(args: argparse.Namespace, console: Console) -> dict:
-    controller = load_controller(args.controller)
+    run_parser, bench_parser = _parsers()
+    config = read_config(args.config, run_parser, bench_parser) if args.config else None
+    given = {k: v for k, v in vars(args).items() if k in _DEFAULTS}
+    resolved = resolve(given, dict(_DEFAULTS), config)
+    resolved.run["out"] = resolved.run["out"] or Path("runs") / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    opts = argparse.Namespace(**resolved.run)
+    controller = controller_from_args(opts)
     module = controller.module
     params = sum(p.numel() for p in module.parameters())
-    console.print(f"[bold]prune-and-export[/bold]: controller {controller.path}")
+    console.print(f"[bold]prune-and-export[/bold]: controller {controller.path}"
+                  + (f" (config {args.config})" if args.config else ""))
     console.print(f"  sha256 {controller.sha256[:16]}  architecture {controller.architecture}  parameters {params}")
     console.print(f"  task {controller.spec.env_id}: obs {controller.spec.obs_dim}, action {controller.spec.act_dim} "
-                  f"in [{controller.spec.act_low}, {controller.spec.act_high}]; seed {args.seed}")
+                  f"in [{controller.spec.act_low}, {controller.spec.act_high}]; seed {opts.seed}")
     results = {}
-    table = Table(title=f"closed-loop return, {args.episodes} episodes, seeds {args.seed}..{args.seed + args.episodes - 1}")
+    table = Table(title=f"closed-loop return, {opts.episodes} episodes, seeds {opts.seed}..{opts.seed + opts.episodes - 1}")
     for col in ("judge", "mean", "std", "min", "seconds"):
         table.add_column(col, justify="right")
     for judge in ("fast", "gym"):
         start = time.perf_counter()
-        stats = closed_loop_return(as_policy(module), args.episodes, args.seed, judge)
+        stats = closed_loop_return(as_policy(module), opts.episodes, opts.seed, judge, controller.spec.env_id)
         seconds = time.perf_counter() - start
         results[judge] = {**stats.to_dict(), "seconds": seconds}
         table.add_row(judge, f"{stats.mean:.1f}", f"{stats.std:.1f}", f"{stats.min:.1f}", f"{seconds:.2f}")
     console.print(table)
-    bench = _bench(args, console)
+    bench = _bench(opts, resolved.bench, bench_parser, console)
+    config_path = _write_config(resolved, Path(opts.out))
+    console.print(f"resolved config: {config_path}")
     return {"controller": str(controller.path), "sha256": controller.sha256, "architecture": controller.architecture,
-            "params": params, "seed": args.seed, "episodes": args.episodes, "evaluation": results, "bench": bench}
+            "params": params, "seed": opts.seed, "episodes": opts.episodes, "evaluation": results, "bench": bench,
+            "config": str(config_path)}
 
 
-def _bench(args: argparse.Namespace, console: Console) -> dict:
-    """The last step: ``prune-and-export bench`` at its defaults (gd at the default budget, x86_64)."""
+def _bench(opts: argparse.Namespace, bench: dict, bench_parser: argparse.ArgumentParser, console: Console) -> dict:
+    """The last step: ``prune-and-export bench`` (gd at the default budget on x86_64 unless [bench] says otherwise)."""
     from tools import cmd_bench
 
-    out = args.out or Path("runs") / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    argv = ["--out", str(out), "--episodes", str(args.episodes), "--seed", str(args.seed), "--targets", "x86_64",
+    argv = ["--out", str(opts.out), "--episodes", str(opts.episodes), "--seed", str(opts.seed), "--targets", "x86_64",
             "--methods", "gd"]
-    argv += (["--controller", str(args.controller)] if args.controller else []) + (["--quick"] if args.quick else [])
-    parser = argparse.ArgumentParser()
-    cmd_bench.configure(parser)
-    return cmd_bench.run(parser.parse_args(argv), console)
+    argv += ["--controller", str(opts.controller)] if opts.controller else []
+    for flag, value in (("--format", opts.format), ("--env", opts.env), ("--factory", opts.factory)):
+        argv += [flag, str(value)] if value else []
+    argv += (["--clip-actions"] if opts.clip_actions else []) + (["--quick"] if opts.quick else [])
+    argv += bench_argv(bench, bench_parser)  # later flags win in argparse: the file's [bench] table over the defaults
+    return cmd_bench.run(bench_parser.parse_args(argv), console)
+
+
+def _write_config(resolved: Resolved, out: Path) -> Path:
+    """The settings this run used, beside its report (temp file, then rename)."""
+    path = out / CONFIG_NAME
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(to_toml(resolved))
+    tmp.replace(path)
+    return path

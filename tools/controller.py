@@ -49,8 +49,30 @@ class BoundedOutput(nn.Module):
         return self.low + (torch.tanh(x) + 1.0) * 0.5 * (self.high - self.low)
 
 
-def build_mlp(spec: ControllerSpec, hidden: list[int], activation: str) -> nn.Sequential:
-    """The bundled controller architecture: Linear/activation pairs, a Linear head, bounded output."""
+class ClipOutput(nn.Module):
+    """Clip to the action box, as gymnasium does to an out-of-box action (for controllers trained unsquashed)."""
+
+    def __init__(self, low: torch.Tensor, high: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32).clone())
+        self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # minimum/maximum, not clamp: ONNX Min/Max take per-action bounds, Clip only scalars.
+        return torch.maximum(torch.minimum(x, self.high), self.low)
+
+
+# architecture["output"]: how the head's output becomes an action inside the network (so on the device too)
+OUTPUTS: dict[str, type[nn.Module]] = {"bounded": BoundedOutput, "clip": ClipOutput}
+
+
+def build_mlp(spec: ControllerSpec, hidden: list[int], activation: str, output: str = "bounded",
+              output_activation: str | None = None) -> nn.Sequential:
+    """The controller architecture: Linear/activation pairs, a Linear head (optionally activated), bounded or clipped output."""
+    if output not in OUTPUTS:
+        raise ControllerError(f"unknown output {output!r}; known: {', '.join(OUTPUTS)}")
+    if output_activation is not None and output_activation not in ACTIVATIONS:
+        raise ControllerError(f"unknown output activation {output_activation!r}; known: {', '.join(ACTIVATIONS)}")
     if activation not in ACTIVATIONS:
         raise ControllerError(f"unknown activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
     if not hidden or any(int(w) < 1 for w in hidden):
@@ -60,7 +82,10 @@ def build_mlp(spec: ControllerSpec, hidden: list[int], activation: str) -> nn.Se
     for w in hidden:
         layers += [nn.Linear(width, int(w)), ACTIVATIONS[activation]()]
         width = int(w)
-    layers += [nn.Linear(width, spec.act_dim), BoundedOutput(torch.tensor(spec.act_low), torch.tensor(spec.act_high))]
+    layers.append(nn.Linear(width, spec.act_dim))
+    if output_activation is not None:
+        layers.append(ACTIVATIONS[output_activation]())
+    layers.append(OUTPUTS[output](torch.tensor(spec.act_low), torch.tensor(spec.act_high)))
     return nn.Sequential(*layers)
 
 
@@ -84,7 +109,13 @@ class Controller:
 def mlp_architecture(module: nn.Sequential, activation: str) -> dict:
     """The architecture record of an MLP built by :func:`build_mlp` (widths read from the layers)."""
     linears = [m for m in module if isinstance(m, nn.Linear)]
-    return {"kind": "mlp", "hidden": [m.out_features for m in linears[:-1]], "activation": activation}
+    arch = {"kind": "mlp", "hidden": [m.out_features for m in linears[:-1]], "activation": activation}
+    if isinstance(module[-1], ClipOutput):
+        arch["output"] = "clip"
+    head_activation = [name for name, cls in ACTIVATIONS.items() if type(module[-2]) is cls]
+    if head_activation:
+        arch["output_activation"] = head_activation[0]
+    return arch
 
 
 def save_controller(path: Path, module: nn.Module, spec: ControllerSpec, architecture: dict) -> None:
@@ -108,13 +139,19 @@ def default_controller_path() -> Path:
     return Path(str(resources.files("tools") / "assets" / "pendulum_mlp.pt"))
 
 
-def load_controller(path: str | Path | None = None) -> Controller:
-    """Load a controller file; any problem raises ControllerError naming the file."""
+def load_controller(path: str | Path | None = None, format: str | None = None, env: str | None = None,
+                    factory: str | None = None, clip_actions: bool = False) -> Controller:
+    """Load a controller file, native or foreign (tools.controller_formats); problems raise ControllerError naming the file."""
     path = default_controller_path() if path is None else Path(path)
     if not path.exists():
         raise ControllerError(f"{path}: no such file")
     if path.is_dir():
         raise ControllerError(f"{path}: is a directory, expected a controller file")
+    from tools.controller_formats import detect_format, load_foreign
+
+    format = format or detect_format(path)
+    if format != "controller":
+        return load_foreign(path, format, env, factory, clip_actions)
     raw = path.read_bytes()
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -133,12 +170,15 @@ def load_controller(path: str | Path | None = None) -> Controller:
         raise ControllerError(f"{path}: {e}") from e
     if arch.get("kind") != "mlp":
         raise ControllerError(f"{path}: architecture kind {arch.get('kind')!r} is not supported (expected 'mlp')")
-    module = build_mlp(spec, list(arch.get("hidden", [])), str(arch.get("activation", "")))
+    module = build_mlp(spec, list(arch.get("hidden", [])), str(arch.get("activation", "")), str(arch.get("output", "bounded")),
+                       arch.get("output_activation"))
     try:
         module.load_state_dict(state)
     except RuntimeError as e:
         raise ControllerError(f"{path}: weights do not match the architecture {arch}: {str(e).splitlines()[0]}") from e
     module.eval()
+    if env is not None and env != spec.env_id:
+        raise ControllerError(f"{path}: a controller for {spec.env_id}, not --env {env}; drop --env or pass the matching controller")
     return Controller(module, spec, arch, path, hashlib.sha256(raw).hexdigest())
 
 

@@ -67,11 +67,11 @@ def rollout_fast(policy: Policy, seeds: list[int]) -> tuple[np.ndarray, np.ndarr
     return total, angles
 
 
-def rollout_gym(policy: Policy, seeds: list[int]) -> np.ndarray:
-    """Play one episode per seed in ``gymnasium.make('Pendulum-v1')``, the judge."""
+def rollout_gym(policy: Policy, seeds: list[int], env_id: str = ENV_ID) -> np.ndarray:
+    """Play one episode per seed in ``gymnasium.make(env_id)`` (default Pendulum-v1), the judge."""
     import gymnasium as gym
 
-    env = gym.make(ENV_ID)
+    env = gym.make(env_id)
     returns = []
     try:
         for s in seeds:
@@ -88,12 +88,23 @@ def rollout_gym(policy: Policy, seeds: list[int]) -> np.ndarray:
     return np.array(returns)
 
 
-def closed_loop_return(policy: Policy | nn.Module, episodes: int = 100, seed: int = 0, judge: str = "fast") -> ReturnStats:
-    """Mean, std and min of the return over ``episodes`` seeded episodes (seeds seed..seed+episodes-1)."""
+def closed_loop_return(policy: Policy | nn.Module, episodes: int = 100, seed: int = 0, judge: str = "fast",
+                       env_id: str = ENV_ID) -> ReturnStats:
+    """Mean, std and min of the return over ``episodes`` seeded episodes (seeds seed..seed+episodes-1).
+
+    judge 'fast' is the batched plant for Pendulum-v1 and a gymnasium vector env for any other env id.
+    """
     if judge not in JUDGES:
         raise ValueError(f"judge must be one of {JUDGES}, got {judge!r}")
     if isinstance(policy, nn.Module):
         policy = as_policy(policy)
     seeds = episode_seeds(episodes, seed)
-    returns = rollout_fast(policy, seeds)[0] if judge == "fast" else rollout_gym(policy, seeds)
+    if judge == "gym":
+        returns = rollout_gym(policy, seeds, env_id)
+    elif env_id == ENV_ID:
+        returns = rollout_fast(policy, seeds)[0]
+    else:
+        from tools.env_rollouts import rollout_vector
+
+        returns = rollout_vector(policy, seeds, env_id)[0]
     return ReturnStats.of(judge, seeds, returns)

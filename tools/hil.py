@@ -207,8 +207,9 @@ def _free_episode(env, session: StubSession, policy: Policy, seed: int, period: 
 
 def run_hil(bundle_dir: Path, target: str, policy: Policy, episodes: int = 10, seed: int = 0, mode: str = "lockstep",
             rate_hz: float | None = None, deadline_ms: float | None = None, device_args: tuple[str, ...] = (),
-            runner: str | None = None, progress: Callable[[int, EpisodeReport], None] | None = None) -> HilReport:
-    """Close the loop: Pendulum-v1 on the host, the bundle's controller in the stub for ``target``.
+            runner: str | None = None, progress: Callable[[int, EpisodeReport], None] | None = None,
+            env_id: str = ENV_ID) -> HilReport:
+    """Close the loop: the gymnasium env (Pendulum-v1 by default) on the host, the bundle's controller in the stub.
 
     ``policy`` is the host-side controller (the torch module as a numpy policy) that the device is
     compared with. ``rate_hz`` (free mode) defaults to the plant's 1/dt = 20 Hz; ``deadline_ms``
@@ -218,16 +219,19 @@ def run_hil(bundle_dir: Path, target: str, policy: Policy, episodes: int = 10, s
 
     if mode not in MODES:
         raise ToolsError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    rate = float(rate_hz or 1.0 / BatchedPendulum.dt)
+    env = gym.make(env_id)
+    env.close()
+    # free mode ticks at the env's own step time where it has one (Pendulum-v1: dt 0.05 s), else 20 Hz
+    rate = float(rate_hz or 1.0 / getattr(env.unwrapped, "dt", BatchedPendulum.dt))
     if rate <= 0:
         raise ToolsError(f"rate must be positive, got {rate_hz}")
     period = 1.0 / rate
     deadline = (deadline_ms / 1e3) if deadline_ms else period
     seeds = episode_seeds(episodes, seed)
-    host_returns = rollout_gym(policy, seeds)
+    host_returns = rollout_gym(policy, seeds, env_id)
     report = HilReport(target, "", mode, seed, rate if mode == "free" else 0.0,
                        deadline * 1e3 if mode == "free" or deadline_ms else None)
-    env = gym.make(ENV_ID)
+    env = gym.make(env_id)
     try:
         with open_session(Path(bundle_dir), target, extra_args=tuple(device_args), runner=runner) as session:
             report.runner = session.where
