@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -129,7 +130,9 @@ def prune(model: nn.Module, groups: Groups, keep: float, objective: Objective, m
         fit_states = _subsample(states, RECONSTRUCT_STATES, seed)
     with torch.no_grad():
         objective_before = objective_value(objective(model))[0]
-    bar = tqdm(total=max_evaluations if method == "gd" else None, desc=f"{method} keep={keep}", disable=not progress, leave=False)
+    # a log file (stderr not a terminal) gets a line every 10 s, not a carriage-return redraw per evaluation
+    bar = tqdm(total=max_evaluations if method == "gd" else None, desc=f"{method} keep={keep}", disable=not progress, leave=False,
+               mininterval=0.1 if sys.stderr.isatty() else 10.0)
     try:
         start = time.perf_counter()
         make = lambda s: Problem(model, groups, s, objective, keep, tolerance, floor, radius_check, bar, fit_states)  # noqa: E731
