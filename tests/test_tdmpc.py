@@ -138,3 +138,32 @@ def test_shipped_agent_loads_and_swings_up():
     with torch.no_grad():
         torque = PolicyPath(loaded.agent)(torch.zeros(1, 3))
     assert torque.shape == (1, 1) and float(torque.abs()) <= 2.0
+
+
+def test_bench_cli_tdmpc_quick_writes_the_report(tmp_path, capsys):
+    import json
+
+    from tools.cli import main
+
+    out = tmp_path / "report"
+    rc = main(["bench", "--controller", "tdmpc", "--methods", "uniform-l1", "--keep", "0.5", "--quick", "--json", "--out", str(out)])
+    assert rc == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["controller"] == "tdmpc" and printed["out"] == str(out)
+    report = json.loads((out / "report.json").read_text())
+    assert [(r["method"], r["keep"]) for r in report["rows"]] == [("uniform-l1", 0.5)]
+    assert set(report["rows"][0]["component_coefficients"]) == set(COMPONENTS)
+    step = report["export"]["unpruned"]["planner_step"]
+    assert step["ort_max_abs_err"] <= 1e-4 and step["tvm"]["x86_64"]["max_abs_err_vs_onnxruntime"] <= 1e-4
+    assert report["export"]["unpruned"]["policy_bundle"]["verifications"]["x86_64"]["status"] == "verified"
+    assert {p.name for p in out.iterdir()} >= {"report.json", "report.md", "pruning.png", "bundles"}
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no temp folder left beside it
+
+
+def test_bench_cli_tdmpc_refuses_unknown_methods(tmp_path, capsys):
+    from tools.cli import main
+
+    rc = main(["bench", "--controller", "tdmpc", "--methods", "gd,global", "--out", str(tmp_path / "r")])
+    assert rc == 2
+    assert "global" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

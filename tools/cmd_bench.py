@@ -1,5 +1,6 @@
 """``prune-and-export bench``: what pruning bought on the board (latency, memory) and what it cost the controller (reward).
 
+    prune-and-export bench --controller tdmpc --out DIR   (the TD-MPC agent: tools/bench_tdmpc.py)
     prune-and-export bench --out DIR [--keep 0.25 ...] [--sweep] [--methods gd,uniform-l1] [--targets x86_64,cortex-a72,cortex-m4]
                            [--episodes 100] [--seed 0] [--quick] [--json]
 
@@ -91,6 +92,10 @@ def _temp_dir_for(out: Path, force: bool) -> Path:
 
 
 def run(args: argparse.Namespace, console: Console) -> dict:
+    if args.controller is not None and str(args.controller) == "tdmpc":  # the TD-MPC agent: its own bench (tools/bench_tdmpc.py)
+        from tools.bench_tdmpc import run_cli
+
+        return run_cli(args, console)
     config = config_from_args(args)
     out = Path(args.out)
     tmp = _temp_dir_for(out, args.force)

@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import torch
 from torch import nn
 
 from tools.evaluate import JUDGES, ReturnStats, episode_seeds, rollout_fast
-from tools.pendulum import ENV_ID
-from tools.tdmpc import Planner, PlannerConfig, TDMPCAgent
+from tools.pendulum import ENV_ID, BatchedPendulum
+from tools.tdmpc import MAX_TORQUE, Planner, PlannerConfig, TDMPCAgent
 
 SEARCH_SEED = 2000  # search episodes, disjoint from the judge's 0..99 and the training validation 1000..
 SEARCH_EPISODES = 16
@@ -53,6 +54,25 @@ def planning_return(agent: TDMPCAgent, planner: PlannerConfig, episodes: int = 1
     policy = Planner(agent, planner, seed=seed)
     returns = rollout_fast(policy, seeds)[0] if judge == "fast" else rollout_gym_lockstep(policy, seeds)
     return ReturnStats.of(judge, seeds, returns)
+
+
+def visited_inputs(agent: TDMPCAgent, planner: PlannerConfig, episodes: int = SEARCH_EPISODES, start: int = SEARCH_SEED,
+                   seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(obs, a) for the agent's forward: observations its planning visits on the fast plant, each twice,
+    with the action the planner chose and with a uniform random one (planning queries d, R and Q off
+    its chosen actions too). For prune's least-squares re-fit of layers that lost inputs."""
+    plant, policy = BatchedPendulum(), Planner(agent, planner, seed=seed)
+    obs = plant.reset(episode_seeds(episodes, start))
+    seen, acts = [], []
+    for _ in range(plant.max_episode_steps):
+        action = policy(obs)
+        seen.append(obs)
+        acts.append(action / MAX_TORQUE)
+        obs, _ = plant.step(action)
+    o = torch.as_tensor(np.concatenate(seen))
+    chosen = torch.as_tensor(np.concatenate(acts))
+    rand = torch.rand(chosen.shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    return torch.cat([o, o]), torch.cat([chosen, rand])
 
 
 def planning_objective(planner: PlannerConfig, episodes: int = SEARCH_EPISODES, start: int = SEARCH_SEED,
