@@ -10,7 +10,9 @@ gymnasium's own Pendulum-v1, seeds 0..99 (lockstep episodes, ``tools/tdmpc_eval.
 uniform-l1 / uniform-l2 / random (one coefficient for all components), grid (every point of
 {0, r, .., 1}^5 snapped onto the budget; r = 1.0 by default, far coarser than the MLP bench's 0.1,
 because each evaluation plans 32 episodes of 200 steps, and r = 0.5 already snaps to 157-192 points) and gd (SPSA with restarts, from the best
-uniform point). Then the policy path (h then pi) of the unpruned and the gd agent at the middle
+uniform point; grid and gd pick the importance metric whose uniform point scores best, 'auto').
+gd-l1 / gd-l2 (not in the default set) fix the metric, to separate what the coefficient search adds
+from what the metric choice adds. Then the policy path (h then pi) of the unpruned and the gd agent at the middle
 budget is exported as a controller bundle, and one MPPI iteration as ONNX + TVM, timed at batch 1.
 Prints tables, writes JSON, Markdown and PNGs.
 
@@ -43,7 +45,11 @@ METHODS = {
     "random": ("uniform", "random"),
     "grid": ("grid", None),
     "gd": ("gd", None),
+    # gd with the metric fixed: isolates what the coefficient search adds over the uniform baseline of that metric
+    "gd-l1": ("gd", "l1"),
+    "gd-l2": ("gd", "l2"),
 }
+DEFAULT_METHODS = ("uniform-l1", "uniform-l2", "random", "grid", "gd")
 UNIFORM = ("uniform-l1", "uniform-l2", "random")
 STATE_SEED = 3000
 # h then pi is six layers and a x2 torque scale: TVM's fused kernels sum in another order than
@@ -57,7 +63,7 @@ class TdmpcBenchConfig:
     """agent file (tools/train_tdmpc.py)"""
     budgets: tuple[float, ...] = BUDGETS
     """fractions of the prunable parameters kept"""
-    methods: tuple[str, ...] = tuple(METHODS)
+    methods: tuple[str, ...] = DEFAULT_METHODS
     """methods compared at every budget"""
     search_episodes: int = 32
     """fast-plant planning episodes per objective evaluation (seeds 2000..)"""
@@ -153,6 +159,7 @@ def checks(report: TdmpcReport) -> dict:
         uni = [by[(m, keep)] for m in UNIFORM if (m, keep) in by]
         if gd is None or not uni:
             continue
+        out[f"gd_coefficients_differ_from_uniform_{keep}"] = len({round(v, 2) for v in gd.component_coefficients.values()}) > 1
         out[f"gd_beats_uniform_judge_{keep}"] = all(gd.judge_return > u.judge_return for u in uni)
         out[f"gd_ge_uniform_objective_{keep}"] = all(gd.objective >= u.objective for u in uni)
         out[f"gd_under_60s_{keep}"] = gd.seconds < 60
@@ -364,11 +371,12 @@ QUICK = {"search_episodes": 2, "max_evaluations": 4, "judge_episodes": 3, "state
 def config_from_cli(args: argparse.Namespace) -> TdmpcBenchConfig:
     """The bench's flags mapped onto this bench (methods of this bench, budgets, episodes, seed, targets, --quick)."""
     from targets import parse_target_list
-    from tools.cmd_bench import DEFAULT_METHODS, SWEEP
+    from tools.cmd_bench import DEFAULT_METHODS as MLP_DEFAULT_METHODS
+    from tools.cmd_bench import SWEEP
     from tools.errors import ToolsError
 
-    if args.methods == DEFAULT_METHODS:  # the MLP bench's default pair: the agent's bench compares all its methods
-        methods = list(METHODS)
+    if args.methods == MLP_DEFAULT_METHODS:  # the MLP bench's default pair: the agent's bench compares its five methods
+        methods = list(DEFAULT_METHODS)
     else:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         unknown = [m for m in methods if m not in METHODS]
@@ -419,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("bench_tdmpc"), help="folder for report.json, report.md, pruning.png, bundles/")
     p.add_argument("--agent", default=TdmpcBenchConfig.agent)
     p.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS))
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(METHODS))
     p.add_argument("--search-episodes", type=int, default=TdmpcBenchConfig.search_episodes)
     p.add_argument("--judge-episodes", type=int, default=TdmpcBenchConfig.judge_episodes)
     p.add_argument("--max-evaluations", type=int, default=TdmpcBenchConfig.max_evaluations)
