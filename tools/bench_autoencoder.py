@@ -366,7 +366,7 @@ def run_into(cfg: AEBenchConfig, out: Path, force: bool, console: Console, comma
 
 def config_from_cli(args: argparse.Namespace) -> AEBenchConfig:
     """``prune-and-export bench --model autoencoder``: the bench's flags mapped onto this bench (others refused)."""
-    from tools.cmd_bench import DEFAULT_METHODS, SWEEP
+    from tools.cmd_bench import SWEEP
 
     if args.controller is not None:
         raise ToolsError("--controller names a controller file; --model autoencoder uses the shipped autoencoder (or --data)")
@@ -374,8 +374,8 @@ def config_from_cli(args: argparse.Namespace) -> AEBenchConfig:
         raise ToolsError("--episodes counts closed-loop episodes; --model autoencoder is judged on held-out images")
     if [t for t in ",".join(args.targets).split(",") if t.strip()] != ["x86_64"]:
         raise ToolsError("--targets: --model autoencoder is timed on this machine (torch, onnxruntime) only; leave --targets out")
-    # the bench's default methods are the controller's pair; the autoencoder compares every method unless told otherwise
-    methods = list(METHODS) if args.methods == DEFAULT_METHODS else [m.strip() for m in args.methods.split(",") if m.strip()]
+    # not given: the autoencoder compares every method
+    methods = list(METHODS) if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if not methods or unknown:
         raise ToolsError(f"--methods {args.methods!r}: unknown method(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(METHODS)}")

@@ -1,5 +1,6 @@
 """``prune-and-export bench``: what pruning bought on the board (latency, memory) and what it cost the controller (reward).
 
+    prune-and-export bench --controller tdmpc --out DIR   (the TD-MPC agent: tools/bench_tdmpc.py)
     prune-and-export bench --out DIR [--keep 0.25 ...] [--sweep] [--methods gd,uniform-l1] [--targets x86_64,cortex-a72,cortex-m4]
                            [--episodes 100] [--seed 0] [--quick] [--json]
 
@@ -42,9 +43,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", type=fraction, nargs="+", default=None, metavar="F",
                    help="budgets: fractions of the prunable parameters kept, one pruned model each (default 0.25)")
     p.add_argument("--sweep", action="store_true", help=f"add the budgets {', '.join(map(str, SWEEP))} to --keep")
-    p.add_argument("--methods", default=DEFAULT_METHODS, metavar="M1,M2",
+    p.add_argument("--methods", default=None, metavar="M1,M2",
                    help=f"pruning methods compared at each budget, of {', '.join(METHODS)} (default {DEFAULT_METHODS}: "
-                        "the soft-coefficient search against the uniform L1 baseline)")
+                        "the soft-coefficient search against the uniform L1 baseline; the autoencoder and tdmpc "
+                        "benches compare all their methods by default)")
     p.add_argument("--targets", nargs="+", default=["x86_64"], metavar="T",
                    help="targets whose stub is timed and run in the loop, comma- or space-separated (default x86_64; "
                         "ARM targets run under qemu-user and their latency is shown only as a ratio to unpruned; "
@@ -72,10 +74,11 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """Validate the flags at the door (unknown names and bad values are one-line errors) and build the config."""
     from targets import parse_target_list
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    text = args.methods or DEFAULT_METHODS
+    methods = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if not methods or unknown:
-        raise ToolsError(f"--methods {args.methods!r}: unknown method(s) {', '.join(unknown) or '(none given)'}; "
+        raise ToolsError(f"--methods {text!r}: unknown method(s) {', '.join(unknown) or '(none given)'}; "
                          f"known: {', '.join(METHODS)}")
     keeps = list(dict.fromkeys([*(args.keep or ([] if args.sweep else [0.25])), *(SWEEP if args.sweep else ())]))
     if any(k == 1.0 for k in keeps):
@@ -105,6 +108,10 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         from tools.bench_autoencoder import run_from_cli
 
         return run_from_cli(args, console)
+    if args.controller is not None and str(args.controller) == "tdmpc":  # the TD-MPC agent: its own bench (tools/bench_tdmpc.py)
+        from tools.bench_tdmpc import run_cli
+
+        return run_cli(args, console)
     if getattr(args, "data", None) is not None or getattr(args, "min_psnr", None) is not None:
         raise ToolsError("--data and --min-psnr apply to --model autoencoder only")
     if getattr(args, "env", None) not in (None, "Pendulum-v1"):

@@ -1,0 +1,195 @@
+"""Export of the TD-MPC agent: the policy path as a controller bundle, one MPPI iteration as ONNX + TVM.
+
+- The policy path (h then pi, :class:`tools.tdmpc.PolicyPath`) is an obs -> torque controller and
+  goes through :func:`export.bundle.export_bundle` like the MLP (ONNX, parity, TVM per target).
+- The planner step (:class:`PlannerStep`: one :func:`tools.tdmpc.mppi_iteration`) takes the latent
+  z, the current mean and std and the sampled noise as inputs and returns the new mean and std, so
+  the graph is deterministic and the device's loop owns the random numbers. It is exported to one
+  ONNX graph, checked against torch with onnxruntime, compiled by TVM for x86_64 (fused Relax
+  pipeline, weights folded), checked against onnxruntime again, and timed at batch 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from export.errors import ExportError
+from export.onnx_export import OPSET, ort_session
+from tools.tdmpc import PlannerConfig, TDMPCAgent, mppi_iteration
+
+STEP_INPUTS = ("z", "mean", "std", "noise")
+STEP_OUTPUTS = ("new_mean", "new_std")
+PARITY_TOLERANCE = 1e-4  # sums over horizon steps of rewards and Q values in the hundreds: float32 ulps add up
+
+
+class PlannerStep(nn.Module):
+    """One MPPI iteration over the agent's learned model, batch 1: (z, mean, std, noise) -> (mean, std)."""
+
+    def __init__(self, agent: TDMPCAgent, cfg: PlannerConfig) -> None:
+        super().__init__()
+        self.agent, self.cfg = agent, cfg
+
+    def forward(self, z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return mppi_iteration(self.agent, z, mean, std, noise, self.cfg)
+
+
+def step_inputs(agent: TDMPCAgent, cfg: PlannerConfig, n: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """n seeded input sets for the planner step: z from encoded Pendulum observations, mean in [-1, 1], std in [min, max]."""
+    g = torch.Generator().manual_seed(seed)
+    A, H = agent.cfg.act_dim, cfg.horizon
+    out = []
+    for _ in range(n):
+        th = (torch.rand(1, generator=g) * 2 - 1) * np.pi
+        obs = torch.stack([th.cos(), th.sin(), (torch.rand(1, generator=g) * 2 - 1) * 8], dim=1)
+        with torch.no_grad():
+            z = agent.encoder(obs)
+        out.append({"z": z.numpy(), "mean": (torch.rand(1, H, A, generator=g) * 2 - 1).numpy(),
+                    "std": (cfg.min_std + torch.rand(1, H, A, generator=g) * (cfg.max_std - cfg.min_std)).numpy(),
+                    "noise": torch.randn(1, cfg.samples, H, A, generator=g).numpy()})
+    return out
+
+
+@dataclass
+class StepExport:
+    """What exporting the planner step produced, how it was checked and how fast it runs (batch 1, one thread)."""
+
+    onnx_file: str
+    onnx_bytes: int
+    op_types: list[str]
+    params: int
+    n_parity: int
+    parity_seed: int
+    ort_max_abs_err: float  # onnxruntime vs torch
+    tvm: dict  # target -> {file, bytes, max_abs_err vs onnxruntime, compile_seconds, latency_us}
+    latency_us: dict  # runtime -> median microseconds per planner step
+    planning_us_per_control_step: dict  # runtime -> iterations x step (encoder not included)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def export_step_onnx(step: PlannerStep, path: Path, opset: int = OPSET) -> onnx.ModelProto:
+    """Write the planner step as one ONNX graph (static batch 1) and return it after onnx.checker."""
+    example = tuple(torch.from_numpy(v) for v in step_inputs(step.agent, step.cfg, 1, 0)[0].values())
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(step.eval(), example, buf, input_names=list(STEP_INPUTS), output_names=list(STEP_OUTPUTS),
+                              opset_version=opset, dynamo=False, do_constant_folding=True)
+    except Exception as e:
+        raise ExportError(f"torch.onnx.export failed for the planner step: {str(e).strip().splitlines()[0]}") from e
+    model = onnx.load_from_string(buf.getvalue())
+    try:
+        import onnxsim
+
+        simplified, ok = onnxsim.simplify(model)
+        model = simplified if ok else model
+    except Exception:  # onnxsim failing is not fatal: the graph is still valid ONNX
+        pass
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"onnx.checker rejects the planner step graph: {str(e).splitlines()[0]}") from e
+    onnx.save(model, str(path))
+    return model
+
+
+def _max_err(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    return float(max(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))) for x, y in zip(a, b)))
+
+
+def compile_step(model: onnx.ModelProto, inputs: dict[str, np.ndarray], target, out: Path):
+    """TVM: ONNX -> Relax (fused pipeline, weights folded) -> shared library for ``target``; returns (vm main, seconds)."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from export.tvm_compile import check_supported_ops, lower
+
+    check_supported_ops(model, out.name)
+    start = time.perf_counter()
+    mod = from_onnx(model, shape_dict={k: list(v.shape) for k, v in inputs.items()}, keep_params_in_input=False)
+    mod, _ = lower(mod, target, pipeline="fused")
+    with contextlib.redirect_stdout(io.StringIO()):
+        ex = tvm.compile(mod, target=target.tvm_target())
+    ex.export_library(str(out), cc=target.require_compiler())
+    seconds = time.perf_counter() - start
+    if target.arch != "x86_64":
+        return None, seconds
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(out)), tvm.cpu())
+    return vm["main"], seconds
+
+
+def _median_us(fn, calls: int) -> float:
+    for _ in range(min(20, calls)):
+        fn()
+    t = np.empty(calls)
+    for i in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        t[i] = time.perf_counter() - t0
+    return float(np.median(t) * 1e6)
+
+
+def export_planner_step(agent: TDMPCAgent, cfg: PlannerConfig, out_dir: Path, targets=("x86_64",), n_parity: int = 50,
+                        seed: int = 0, calls: int = 200) -> StepExport:
+    """Export, check and time one MPPI iteration of ``agent`` into ``out_dir`` (planner_step.onnx, planner_step-<target>.so)."""
+    import tvm
+
+    from targets import get_target
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    step = PlannerStep(agent.eval(), cfg)
+    onnx_path = out_dir / "planner_step.onnx"
+    model = export_step_onnx(step, onnx_path)
+    sess = ort_session(model)
+    sets = step_inputs(agent, cfg, n_parity, seed)
+    ort_out, torch_out = [], []
+    with torch.no_grad():
+        for s in sets:
+            torch_out.append([t.numpy() for t in step(*(torch.from_numpy(v) for v in s.values()))])
+            ort_out.append(sess.run(None, s))
+    err = max(_max_err(a, b) for a, b in zip(torch_out, ort_out))
+    if not np.isfinite(err) or err > PARITY_TOLERANCE:
+        raise ExportError(f"{onnx_path}: onnxruntime differs from torch by {err:.3g} (> {PARITY_TOLERANCE:g}) on {n_parity} inputs (seed {seed})")
+    latency = {}
+    one = sets[0]
+    with torch.no_grad():
+        latency["torch"] = _median_us(lambda: step(*(torch.from_numpy(v) for v in one.values())), calls)
+    latency["onnxruntime"] = _median_us(lambda: sess.run(None, one), calls)
+    tvm_records = {}
+    for name in targets:
+        target = get_target(name)
+        lib = out_dir / f"planner_step-{name}.so"
+        main, seconds = compile_step(model, one, target, lib)
+        record = {"file": lib.name, "bytes": lib.stat().st_size, "compile_seconds": round(seconds, 2), "tvm_target": dict(target.tvm)}
+        if main is not None:
+            args = {k: tvm.runtime.tensor(v) for k, v in one.items()}
+            tvm_err = 0.0
+            for s, ref in zip(sets, ort_out):
+                got = main(*(tvm.runtime.tensor(v) for v in s.values()))
+                tvm_err = max(tvm_err, _max_err([g.numpy() for g in got], ref))
+            if not np.isfinite(tvm_err) or tvm_err > PARITY_TOLERANCE:
+                raise ExportError(f"{lib}: TVM differs from onnxruntime by {tvm_err:.3g} (> {PARITY_TOLERANCE:g}) on {n_parity} inputs")
+            record["max_abs_err_vs_onnxruntime"] = tvm_err
+            argv = [args[k] for k in STEP_INPUTS]
+            latency[f"tvm-{name}"] = record["latency_us"] = _median_us(lambda: main(*argv), calls)
+        else:
+            record["max_abs_err_vs_onnxruntime"] = None
+            record["note"] = "cross-compiled only; not executed here"
+        tvm_records[name] = record
+    return StepExport(onnx_path.name, onnx_path.stat().st_size, sorted({n.op_type for n in model.graph.node}),
+                      int(sum(p.numel() for p in agent.parameters())), n_parity, seed, err, tvm_records, latency,
+                      {k: v * cfg.iterations for k, v in latency.items()})
