@@ -23,7 +23,6 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import onnx
 from torch import nn
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import onnx

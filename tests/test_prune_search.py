@@ -9,9 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from prune import (PruneError, distill, find_groups, load_program, load_state_dict, prune, register_metric,
+from prune import (PruneError, find_groups, load_program, load_state_dict, prune, register_metric,
                    save_pruned, score, stability)
-from prune.budget import footprint
 from prune.importance import METRICS
 from prune.search import Problem, run_search
 

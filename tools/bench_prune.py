@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
