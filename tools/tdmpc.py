@@ -179,7 +179,7 @@ def sequence_value(agent: TDMPCAgent, z: torch.Tensor, actions: torch.Tensor, ga
     total = torch.zeros(B * N, 1)
     discount = 1.0
     for t in range(H):
-        zs, r = agent.next(zs, acts[:, t])
+        zs, r = agent.next(zs, acts[:, t : t + 1].squeeze(1))  # a slice, not acts[:, t]: ONNX Gather has an int64 index the armv7 stub cannot take
         total = total + discount * r
         discount *= gamma
     total = total + discount * agent.q_min(zs, agent.policy(zs))
@@ -193,9 +193,13 @@ def mppi_iteration(agent: TDMPCAgent, z: torch.Tensor, mean: torch.Tensor, std: 
     guided = policy_sequence(agent, z, mean.shape[1]).unsqueeze(1)
     actions = torch.cat([guided, sampled], dim=1)  # (B, S + 1, H, A)
     value = sequence_value(agent, z, actions, cfg.gamma)  # (B, S + 1)
-    kth = torch.topk(value, cfg.elites, dim=1).values[:, -1:]
+    # elite = fewer than `elites` sequences score strictly higher: exactly value >= the elites-th largest
+    # (ties included), in float ops only, so the exported graph needs no TopK kernel, which TVM lowers
+    # to a call into its full runtime (tvm.contrib.sort.topk) that the device stubs do not carry
+    higher = torch.relu(torch.sign(value.unsqueeze(1) - value.unsqueeze(2))).sum(dim=2)  # (B, N): count of value_j > value_i
+    elite = (cfg.elites - higher).clamp(0.0, 1.0)  # counts are whole numbers: 1 when higher < elites, else 0
     best = value.max(dim=1, keepdim=True).values
-    weight = torch.exp(cfg.temperature * (value - best)) * (value >= kth).to(value.dtype)
+    weight = torch.exp(cfg.temperature * (value - best)) * elite
     weight = (weight / weight.sum(dim=1, keepdim=True))[:, :, None, None]
     new_mean = (weight * actions).sum(dim=1)
     new_std = (weight * (actions - new_mean.unsqueeze(1)) ** 2).sum(dim=1).sqrt().clamp(cfg.min_std, cfg.max_std)

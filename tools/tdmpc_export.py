@@ -7,6 +7,10 @@
   the graph is deterministic and the device's loop owns the random numbers. It is exported to one
   ONNX graph, checked against torch with onnxruntime, compiled by TVM for x86_64 (fused Relax
   pipeline, weights folded), checked against onnxruntime again, and timed at batch 1.
+- The packed planner step (:class:`PackedPlannerStep`) is the same iteration with one input vector
+  [z, mean, std, noise] and one output vector [new_mean, new_std], the shape of a controller, so it
+  goes through :func:`export.bundle.export_bundle` (parity on every target, ARM ones inside the
+  firmware stub under qemu-user) and the stub's ``bench`` mode times it on the device.
 """
 
 from __future__ import annotations
@@ -41,6 +45,54 @@ class PlannerStep(nn.Module):
 
     def forward(self, z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return mppi_iteration(self.agent, z, mean, std, noise, self.cfg)
+
+
+class LatentModel(nn.Module):
+    """The agent's parts a planner step uses (dynamics, reward, policy, q; the same modules, not copies), without the encoder.
+
+    The step's input is z, so the encoder is not in its graph; leaving it out keeps export's check
+    "every Linear has its weight in the ONNX graph" meaningful.
+    """
+
+    def __init__(self, agent: TDMPCAgent) -> None:
+        super().__init__()
+        self.cfg = agent.cfg
+        self.dynamics, self.reward, self.policy, self.q = agent.dynamics, agent.reward, agent.policy, agent.q
+
+    next = TDMPCAgent.next
+    q_min = TDMPCAgent.q_min
+
+
+class PackedPlannerStep(nn.Module):
+    """:class:`PlannerStep` behind one flat vector each way: [z, mean, std, noise] (1, n_in) -> [new_mean, new_std] (1, n_out)."""
+
+    def __init__(self, agent: TDMPCAgent, cfg: PlannerConfig) -> None:
+        super().__init__()
+        self.step = PlannerStep(LatentModel(agent), cfg)
+        L, A, H, S = agent.cfg.latent, agent.cfg.act_dim, cfg.horizon, cfg.samples
+        # fixed sizes: the slices and reshapes become constants in the ONNX graph
+        self.sizes = (L, H * A, H * A, S * H * A)
+        self.shapes = ((-1, L), (-1, H, A), (-1, H, A), (-1, S, H, A))  # -1: the batch (1 on the device)
+
+    @property
+    def in_dim(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def out_dim(self) -> int:
+        return 2 * self.sizes[1]
+
+    def forward(self, packed: torch.Tensor) -> torch.Tensor:
+        # narrow, not split: one Slice per part, as the runtime-free armv7 stub takes no tuple-valued kernels
+        starts = np.cumsum((0,) + self.sizes[:-1])
+        z, mean, std, noise = (packed.narrow(1, int(s), n).reshape(shape) for s, n, shape in zip(starts, self.sizes, self.shapes))
+        new_mean, new_std = self.step(z, mean, std, noise)
+        return torch.cat([new_mean.flatten(1), new_std.flatten(1)], dim=1)
+
+
+def pack_inputs(inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """One input set of :func:`step_inputs` as the packed step's (1, n_in) float32 vector."""
+    return np.concatenate([inputs[k].reshape(1, -1) for k in STEP_INPUTS], axis=1).astype(np.float32)
 
 
 def step_inputs(agent: TDMPCAgent, cfg: PlannerConfig, n: int, seed: int) -> list[dict[str, np.ndarray]]:
