@@ -101,7 +101,8 @@ def test_planner_step_onnx_and_tvm_match_torch(tmp_path):
     assert (tmp_path / "planner_step.onnx").is_file() and (tmp_path / "planner_step-x86_64.so").is_file()
     assert rec.ort_max_abs_err <= 1e-4
     assert rec.tvm["x86_64"]["max_abs_err_vs_onnxruntime"] <= 1e-4
-    assert "TopK" in rec.op_types and rec.latency_us["tvm-x86_64"] > 0
+    # elites by rank count (Sign), no TopK: TVM lowers TopK to a runtime call the device stubs lack
+    assert "TopK" not in rec.op_types and "Sign" in rec.op_types and rec.latency_us["tvm-x86_64"] > 0
 
 
 def test_pruned_agent_plans_through_prune_api():

@@ -186,10 +186,16 @@ def sequence_value(agent: TDMPCAgent, z: torch.Tensor, actions: torch.Tensor, ga
     return total.reshape(B, N)
 
 
+def clamp(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """x.clamp(low, high) with the bounds as 1-element tensors: ONNX Max/Min on [1] weights, not Clip, whose
+    0-d bounds the runtime-free armv7 stub cannot pass to a kernel (its plan carries ranks 1 to 4)."""
+    return torch.minimum(torch.maximum(x, torch.full((1,), low)), torch.full((1,), high))
+
+
 def mppi_iteration(agent: TDMPCAgent, z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor,
                    cfg: PlannerConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """One MPPI iteration: z (B, L), mean/std (B, H, A), noise (B, S, H, A) -> new (mean, std)."""
-    sampled = (mean.unsqueeze(1) + std.unsqueeze(1) * noise).clamp(-1.0, 1.0)
+    sampled = clamp(mean.unsqueeze(1) + std.unsqueeze(1) * noise, -1.0, 1.0)
     guided = policy_sequence(agent, z, mean.shape[1]).unsqueeze(1)
     actions = torch.cat([guided, sampled], dim=1)  # (B, S + 1, H, A)
     value = sequence_value(agent, z, actions, cfg.gamma)  # (B, S + 1)
@@ -197,13 +203,13 @@ def mppi_iteration(agent: TDMPCAgent, z: torch.Tensor, mean: torch.Tensor, std: 
     # (ties included), in float ops only, so the exported graph needs no TopK kernel, which TVM lowers
     # to a call into its full runtime (tvm.contrib.sort.topk) that the device stubs do not carry
     higher = torch.relu(torch.sign(value.unsqueeze(1) - value.unsqueeze(2))).sum(dim=2)  # (B, N): count of value_j > value_i
-    elite = (cfg.elites - higher).clamp(0.0, 1.0)  # counts are whole numbers: 1 when higher < elites, else 0
+    elite = clamp(cfg.elites - higher, 0.0, 1.0)  # counts are whole numbers: 1 when higher < elites, else 0
     best = value.max(dim=1, keepdim=True).values
     weight = torch.exp(cfg.temperature * (value - best)) * elite
     weight = (weight / weight.sum(dim=1, keepdim=True))[:, :, None, None]
     new_mean = (weight * actions).sum(dim=1)
-    new_std = (weight * (actions - new_mean.unsqueeze(1)) ** 2).sum(dim=1).sqrt().clamp(cfg.min_std, cfg.max_std)
-    return new_mean, new_std
+    new_std = (weight * (actions - new_mean.unsqueeze(1)) ** 2).sum(dim=1).sqrt()
+    return new_mean, clamp(new_std, cfg.min_std, cfg.max_std)
 
 
 class Planner:
