@@ -105,6 +105,46 @@ def test_planner_step_onnx_and_tvm_match_torch(tmp_path):
     assert "TopK" not in rec.op_types and "Sign" in rec.op_types and rec.latency_us["tvm-x86_64"] > 0
 
 
+def test_packed_planner_step_equals_the_unpacked_one():
+    from tools.tdmpc_export import PackedPlannerStep, PlannerStep, pack_inputs, step_inputs
+
+    agent = tiny_agent(2)
+    packed, plain = PackedPlannerStep(agent, FAST_PLAN), PlannerStep(agent, FAST_PLAN)
+    sets = step_inputs(agent, FAST_PLAN, 6, seed=4)
+    assert packed.in_dim == pack_inputs(sets[0]).shape[1] == TINY.latent + (2 + FAST_PLAN.samples) * FAST_PLAN.horizon
+    with torch.no_grad():
+        rows = torch.from_numpy(np.concatenate([pack_inputs(s) for s in sets]))
+        out = packed(rows)  # a batch of 6 through the packed step at once, and one by one through the plain step
+        for i, s in enumerate(sets):
+            mean, std = plain(*(torch.from_numpy(v) for v in s.values()))
+            assert torch.equal(out[i : i + 1], torch.cat([mean.flatten(1), std.flatten(1)], dim=1))
+    assert out.shape == (6, packed.out_dim) and not torch.equal(out[0], out[1])
+
+
+def test_device_planner_fits_the_frame_and_keeps_the_elite_share():
+    from export.errors import ExportError
+    from tools.tdmpc_export import device_planner, fits_frame
+
+    shipped = PlannerConfig()  # latent 32, horizon 3: 32 samples need 134 floats, a frame holds 64
+    assert not fits_frame(32, 1, shipped)
+    dev = device_planner(TDMPCAgent(AgentConfig()), shipped)
+    assert (dev.samples, dev.elites, dev.horizon, dev.iterations) == (8, 2, 3, 2) and fits_frame(32, 1, dev)
+    assert device_planner(tiny_agent(), FAST_PLAN) == FAST_PLAN  # already fits: unchanged
+    with pytest.raises(ExportError, match="no room for noise"):
+        device_planner(TDMPCAgent(AgentConfig(latent=60, hidden=8)), shipped)
+
+
+def test_packed_planner_step_verifies_in_the_armv7_stub_under_qemu(tmp_path):
+    from tools.tdmpc_export import PACKED_ENV_ID, export_packed_step
+
+    manifest = export_packed_step(tiny_agent(3), FAST_PLAN, tmp_path / "step", ("cortex-a7",), n_parity=40)
+    v = manifest.verifications()["cortex-a7"]
+    assert v["status"] == "verified", v  # executed by the runtime-free stub under qemu-arm, compared with onnxruntime
+    assert "qemu" in v["method"] and v["n"] == 40 and v["max_abs_err"] <= 1e-4
+    spec = manifest.controller_spec
+    assert spec.env_id == PACKED_ENV_ID and (spec.obs_dim, spec.act_dim) == (26, 4)
+    assert manifest.onnx["parity_max_abs_err"] <= 1e-4
+
 def test_pruned_agent_plans_through_prune_api():
     agent = tiny_agent()
     g = find_groups(agent, example_inputs(TINY))
