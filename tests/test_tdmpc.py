@@ -114,10 +114,11 @@ def test_packed_planner_step_equals_the_unpacked_one():
     assert packed.in_dim == pack_inputs(sets[0]).shape[1] == TINY.latent + (2 + FAST_PLAN.samples) * FAST_PLAN.horizon
     with torch.no_grad():
         rows = torch.from_numpy(np.concatenate([pack_inputs(s) for s in sets]))
-        out = packed(rows)  # a batch of 6 through the packed step at once, and one by one through the plain step
-        for i, s in enumerate(sets):
-            mean, std = plain(*(torch.from_numpy(v) for v in s.values()))
-            assert torch.equal(out[i : i + 1], torch.cat([mean.flatten(1), std.flatten(1)], dim=1))
+        out = packed(rows)  # the same batch of 6 through both: slicing and reshaping must not change a bit
+        mean, std = plain(*(torch.from_numpy(np.concatenate([s[k] for s in sets])) for k in sets[0]))
+        assert torch.equal(out, torch.cat([mean.flatten(1), std.flatten(1)], dim=1))
+        mean, std = plain(*(torch.from_numpy(v) for v in sets[0].values()))  # and batch 1, as on the device
+        assert torch.equal(packed(rows[:1]), torch.cat([mean.flatten(1), std.flatten(1)], dim=1))
     assert out.shape == (6, packed.out_dim) and not torch.equal(out[0], out[1])
 
 

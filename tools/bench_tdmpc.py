@@ -13,7 +13,9 @@ because each evaluation plans 32 episodes of 200 steps, and r = 0.5 already snap
 uniform point; grid and gd pick the importance metric whose uniform point scores best, 'auto').
 gd-l1 / gd-l2 (not in the default set) fix the metric, to separate what the coefficient search adds
 from what the metric choice adds. Then the policy path (h then pi) of the unpruned and the gd agent at the middle
-budget is exported as a controller bundle, and one MPPI iteration as ONNX + TVM, timed at batch 1.
+budget is exported as a controller bundle, one MPPI iteration as ONNX + TVM, timed at batch 1, and the
+packed iteration (one vector in, one out) as a bundle verified and timed in the firmware stub on every
+target (x86_64 native in µs; ARM under qemu-user as ratios gd / unpruned).
 Prints tables, writes JSON, Markdown and PNGs.
 
     python -m tools.bench_tdmpc --out /tmp/tdmpc_bench

@@ -186,6 +186,9 @@ def sequence_value(agent: TDMPCAgent, z: torch.Tensor, actions: torch.Tensor, ga
     return total.reshape(B, N)
 
 
+ELITE_TIE = 1e-2  # planned returns (tens to hundreds) closer than this are tied for the elites
+
+
 def clamp(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """x.clamp(low, high) with the bounds as 1-element tensors: ONNX Max/Min on [1] weights, not Clip, whose
     0-d bounds the runtime-free armv7 stub cannot pass to a kernel (its plan carries ranks 1 to 4)."""
@@ -199,10 +202,14 @@ def mppi_iteration(agent: TDMPCAgent, z: torch.Tensor, mean: torch.Tensor, std: 
     guided = policy_sequence(agent, z, mean.shape[1]).unsqueeze(1)
     actions = torch.cat([guided, sampled], dim=1)  # (B, S + 1, H, A)
     value = sequence_value(agent, z, actions, cfg.gamma)  # (B, S + 1)
-    # elite = fewer than `elites` sequences score strictly higher: exactly value >= the elites-th largest
-    # (ties included), in float ops only, so the exported graph needs no TopK kernel, which TVM lowers
-    # to a call into its full runtime (tvm.contrib.sort.topk) that the device stubs do not carry
-    higher = torch.relu(torch.sign(value.unsqueeze(1) - value.unsqueeze(2))).sum(dim=2)  # (B, N): count of value_j > value_i
+    # elite = fewer than `elites` sequences score higher by more than ELITE_TIE: value >= the elites-th
+    # largest, with returns closer than ELITE_TIE counted as ties. In float ops only, so the exported
+    # graph needs no TopK kernel (TVM lowers it to a call into its full runtime, tvm.contrib.sort.topk,
+    # that the device stubs do not carry). The tie band matters: clamped samples often make identical
+    # sequences, whose returns torch, onnxruntime and TVM compute a few ulps apart, and a strict
+    # comparison then drops one of them from the elites in one runtime and not the other (0.34 apart).
+    gap = value.unsqueeze(1) - value.unsqueeze(2) - ELITE_TIE  # (B, i, j): value_j - value_i - tie
+    higher = torch.relu(torch.sign(gap)).sum(dim=2)  # (B, N): count of value_j > value_i + tie
     elite = clamp(cfg.elites - higher, 0.0, 1.0)  # counts are whole numbers: 1 when higher < elites, else 0
     best = value.max(dim=1, keepdim=True).values
     weight = torch.exp(cfg.temperature * (value - best)) * elite
