@@ -65,7 +65,7 @@ class LatentModel(nn.Module):
 
 
 class PackedPlannerStep(nn.Module):
-    """:class:`PlannerStep` behind one flat vector each way: [z, mean, std, noise] (1, n_in) -> [new_mean, new_std] (1, n_out)."""
+    """:class:`PlannerStep` behind one flat vector each way: [z, mean, std, noise] (B, n_in) -> [new_mean, new_std] (B, n_out)."""
 
     def __init__(self, agent: TDMPCAgent, cfg: PlannerConfig) -> None:
         super().__init__()
