@@ -38,7 +38,7 @@ typedef struct {
 
 typedef struct {
     TVMFFISafeCallType fn;
-    char name[128];
+    char name[256];  /* TVM names fused kernels after every op they fuse: 166 characters in the TD-MPC planner step */
     int n_args;
     TVMFFIAny args[MAX_ARGS];
 } call;
@@ -143,7 +143,7 @@ static int parse_plan(const uint8_t* data, size_t n, const char* lib_sha, void* 
         if (rd_u32(&r, &len) || len == 0 || len >= sizeof c->name - 1 || rd(&r, c->name, len))
             return fail(err, errlen, "call %u: bad kernel name", i);
         c->name[len] = 0;
-        char sym[160];
+        char sym[sizeof c->name + 16];
         snprintf(sym, sizeof sym, "__tvm_ffi_%s", c->name);
         c->fn = (TVMFFISafeCallType)dlsym(lib, sym);
         if (!c->fn) return fail(err, errlen, "kernel %s is not in the library", c->name);

@@ -13,7 +13,9 @@ because each evaluation plans 32 episodes of 200 steps, and r = 0.5 already snap
 uniform point; grid and gd pick the importance metric whose uniform point scores best, 'auto').
 gd-l1 / gd-l2 (not in the default set) fix the metric, to separate what the coefficient search adds
 from what the metric choice adds. Then the policy path (h then pi) of the unpruned and the gd agent at the middle
-budget is exported as a controller bundle, and one MPPI iteration as ONNX + TVM, timed at batch 1.
+budget is exported as a controller bundle, one MPPI iteration as ONNX + TVM, timed at batch 1, and the
+packed iteration (one vector in, one out) as a bundle verified and timed in the firmware stub on every
+target (x86_64 native in µs; ARM under qemu-user as ratios gd / unpruned).
 Prints tables, writes JSON, Markdown and PNGs.
 
     python -m tools.bench_tdmpc --out /tmp/tdmpc_bench
@@ -87,7 +89,11 @@ class TdmpcBenchConfig:
     export_keep: float = 0.25
     """budget whose gd agent is exported"""
     targets: tuple[str, ...] = ("x86_64",)
-    """TVM targets of the exports (non-x86_64 ones are cross-compiled, not run)"""
+    """TVM targets of the exports; the packed planner step runs in the firmware stub on each (ARM ones under qemu-user)"""
+    device_rounds: int = 5
+    """rounds of the stub's bench per packed planner step, interleaved between the unpruned and the gd agent"""
+    device_calls: int = 400
+    """timed planner steps per round in the stub"""
 
 
 @dataclass
@@ -119,6 +125,7 @@ class TdmpcReport:
     groups: dict
     rows: list[TdmpcRow] = field(default_factory=list)
     export: dict = field(default_factory=dict)
+    device: dict = field(default_factory=dict)  # the packed planner step in the firmware stub, per target
     checks: dict = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -203,22 +210,26 @@ def run_tdmpc_bench(cfg: TdmpcBenchConfig, out_dir: Path, console: Console) -> T
                           f"policy {row.policy_return:8.1f} objective {row.objective:8.1f} evals {row.evaluations:3d} {row.seconds:5.1f}s  c: {coeffs}")
     report.checks = checks(report)
     if cfg.export:
-        report.export = export_agents(agent, pruned.get(("gd", cfg.export_keep)), planner, cfg, out_dir, console)
+        report.export, report.device = export_agents(agent, pruned.get(("gd", cfg.export_keep)), planner, cfg, out_dir, console)
     report.seconds = time.perf_counter() - start
     return report
 
 
-def export_agents(agent, gd_agent, planner, cfg: TdmpcBenchConfig, out_dir: Path, console: Console) -> dict:
-    """Policy-path bundle and planner-step ONNX/TVM of the unpruned and the gd agent, with parity and latency."""
+def export_agents(agent, gd_agent, planner, cfg: TdmpcBenchConfig, out_dir: Path, console: Console) -> tuple[dict, dict]:
+    """Policy-path bundle, planner-step ONNX/TVM and packed planner-step bundle of the unpruned and the gd agent,
+    with parity and latency; returns (per agent, the packed step on the device per target)."""
     from export.bundle import export_bundle
     from targets import get_target
     from tools.controller import pendulum_spec
-    from tools.tdmpc_export import export_planner_step
+    from tools.tdmpc_export import device_planner, export_packed_step, export_planner_step
 
     out = {}
+    packed = {}
     for name, model in (("unpruned", agent), (f"gd-{cfg.export_keep}", gd_agent)):
         if model is None:
             continue
+        packed[name] = export_packed_step(model, device_planner(model, planner), out_dir / "bundles" / f"{name}-planner-step-packed",
+                                          cfg.targets, seed=cfg.seed)
         console.print(f"export {name}: policy path bundle and planner step ({', '.join(cfg.targets)})")
         manifest = export_bundle(PolicyPath(model).eval(), pendulum_spec(), [get_target(t) for t in cfg.targets],
                                  out_dir / "bundles" / f"{name}-policy", seed=cfg.seed, force=True, tolerance=POLICY_TOLERANCE)
@@ -226,7 +237,58 @@ def export_agents(agent, gd_agent, planner, cfg: TdmpcBenchConfig, out_dir: Path
         out[name] = {"policy_bundle": {"folder": f"bundles/{name}-policy", "onnx_parity_max_abs_err": manifest.onnx["parity_max_abs_err"],
                                        "verifications": manifest.verifications(), "param_count": manifest.param_count},
                      "planner_step": {"folder": f"bundles/{name}-planner-step", **step.to_dict()}}
-    return out
+    return out, device_planner_step(agent, planner, packed, cfg, out_dir, console)
+
+
+def device_planner_step(agent, planner, manifests: dict, cfg: TdmpcBenchConfig, out_dir: Path, console: Console) -> dict:
+    """The packed planner step timed by the firmware stub's bench mode on every target, unpruned and gd interleaved.
+
+    The stub's frames carry at most 64 floats, so the device step plans with fewer samples than the
+    agent's planner (``device_planner``); native times are microseconds, qemu-user times only ratios.
+    """
+    from tools.bench_harness_latency import measure_stub
+    from tools.tdmpc_export import device_planner, pack_inputs, step_inputs
+
+    dev = device_planner(agent, planner)
+    obs = np.concatenate([pack_inputs(s) for s in step_inputs(agent, dev, cfg.device_calls, cfg.seed)])
+    bundles = {name: out_dir / "bundles" / f"{name}-planner-step-packed" for name in manifests}
+    base = next(iter(manifests))
+    rows = {}
+    for t in cfg.targets:
+        console.print(f"device planner step on {t}: stub bench, {cfg.device_rounds} rounds x {cfg.device_calls} calls")
+        bench = measure_stub(bundles, t, obs, cfg.device_rounds, warmup=min(50, cfg.device_calls))
+        per = {}
+        for name, b in bench.items():
+            v = manifests[name].verifications()[t]
+            per[name] = {"median_us": b.latency.median_us, "p99_us": b.latency.p99_us, "spread": b.latency.spread,
+                         "ratio_to_unpruned": b.latency.median_us / bench[base].latency.median_us,
+                         "per_control_step_us": b.latency.median_us * dev.iterations, "peak_rss_kb": b.peak_rss_kb,
+                         "verification": v.get("status"), "max_abs_err": v.get("max_abs_err"),
+                         "params": manifests[name].param_count}
+        rows[t] = {"runner": bench[base].runner, "runtime": bench[base].runtime, "emulated": "qemu" in bench[base].runner, "agents": per}
+    return {"planner": dev.to_dict(), "agent_planner_samples": planner.samples, "inputs": int(obs.shape[1]),
+            "outputs": manifests[base].controller_spec.act_dim, "tolerance": manifests[base].verifications()[cfg.targets[0]].get("tolerance"),
+            "onnx_parity_max_abs_err": {n: m.onnx["parity_max_abs_err"] for n, m in manifests.items()},
+            "folders": {n: f"bundles/{n}-planner-step-packed" for n in manifests}, "targets": rows}
+
+
+def device_table(device: dict) -> tuple[str, list[str], list[list[str]]]:
+    """Title, header and rows of "planner step on the device": native rows in µs, qemu-user rows as ratios only."""
+    d = device["planner"]
+    title = (f"planner step on the device: packed step (in {device['inputs']} floats, out {device['outputs']}) in the firmware stub, "
+             f"{d['samples']} samples (the agent plans with {device['agent_planner_samples']}; a stub frame holds 64 floats), "
+             f"elites {d['elites']}, horizon {d['horizon']}; x{d['iterations']} iterations per control step")
+    header = ["target", "runner", "agent", "params", "parity vs onnxruntime", "median us", "per control step us", "gd / unpruned"]
+    rows = []
+    for t, r in device["targets"].items():
+        for name, a in r["agents"].items():
+            emulated = r["emulated"]
+            err = a["max_abs_err"]
+            rows.append([t, "qemu-user" if emulated else "native", name, str(a["params"]),
+                         f"{a['verification']} ({err:.1e})" if err is not None else str(a["verification"]),
+                         "(emulated)" if emulated else f"{a['median_us']:.0f}", "(emulated)" if emulated else f"{a['per_control_step_us']:.0f}",
+                         f"{a['ratio_to_unpruned']:.2f}"])
+    return title, header, rows
 
 
 # -- output -----------------------------------------------------------------------------------------
@@ -264,6 +326,14 @@ def print_tables(console: Console, report: TdmpcReport) -> None:
                        f"{s['latency_us'].get('torch', float('nan')):.0f}", f"{s['latency_us'].get('onnxruntime', float('nan')):.0f}",
                        f"{s['latency_us'].get('tvm-x86_64', float('nan')):.0f}", f"{s['planning_us_per_control_step'].get('tvm-x86_64', float('nan')):.0f}")
         console.print(te)
+    if report.device:
+        title, header, rows = device_table(report.device)
+        td = Table(title=title)
+        for col in header:
+            td.add_column(col, justify="right")
+        for row in rows:
+            td.add_row(*row)
+        console.print(td)
     ck = Table(title="checks")
     ck.add_column("check")
     ck.add_column("pass")
@@ -305,6 +375,11 @@ def write_markdown(report: TdmpcReport, path: Path) -> None:
             lines.append(f"| {name} | {ver} | {s['ort_max_abs_err']:.1e} | {tvm.get('max_abs_err_vs_onnxruntime') or float('nan'):.1e} | "
                          f"{s['latency_us'].get('torch', float('nan')):.0f} | {s['latency_us'].get('onnxruntime', float('nan')):.0f} | "
                          f"{s['latency_us'].get('tvm-x86_64', float('nan')):.0f} | {s['planning_us_per_control_step'].get('tvm-x86_64', float('nan')):.0f} |")
+    if report.device:
+        title, header, rows = device_table(report.device)
+        lines += ["", "## Planner step on the device", "", title + ". Native rows in microseconds; qemu-user rows are emulated, "
+                  "so only the ratio gd / unpruned is kept.", "", "| " + " | ".join(header) + " |", "|---|---|---|" + "---:|" * (len(header) - 3)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += ["", "## Checks", ""] + [f"- {k}: {'yes' if v else 'NO'}" for k, v in report.checks.items()]
     path.write_text("\n".join(lines) + "\n")
 
@@ -365,7 +440,7 @@ def write_outputs(report: TdmpcReport, out_dir: Path) -> dict[str, str]:
 # -- `prune-and-export bench --controller tdmpc` --------------------------------------------------
 
 CLI_NAME = "tdmpc"  # the value of --controller that selects this bench
-QUICK = {"search_episodes": 2, "max_evaluations": 4, "judge_episodes": 3, "state_episodes": 2}
+QUICK = {"search_episodes": 2, "max_evaluations": 4, "judge_episodes": 3, "state_episodes": 2, "device_rounds": 1, "device_calls": 20}
 
 
 def config_from_cli(args: argparse.Namespace) -> TdmpcBenchConfig:
@@ -396,6 +471,8 @@ def config_from_cli(args: argparse.Namespace) -> TdmpcBenchConfig:
                             search_episodes=sizes.get("search_episodes", TdmpcBenchConfig.search_episodes),
                             max_evaluations=sizes.get("max_evaluations", TdmpcBenchConfig.max_evaluations),
                             state_episodes=sizes.get("state_episodes", TdmpcBenchConfig.state_episodes),
+                            device_rounds=sizes.get("device_rounds", TdmpcBenchConfig.device_rounds),
+                            device_calls=sizes.get("device_calls", TdmpcBenchConfig.device_calls),
                             export_keep=0.25 if 0.25 in keeps else sorted(keeps)[len(keeps) // 2])
 
 

@@ -179,27 +179,44 @@ def sequence_value(agent: TDMPCAgent, z: torch.Tensor, actions: torch.Tensor, ga
     total = torch.zeros(B * N, 1)
     discount = 1.0
     for t in range(H):
-        zs, r = agent.next(zs, acts[:, t])
+        zs, r = agent.next(zs, acts[:, t : t + 1].squeeze(1))  # a slice, not acts[:, t]: ONNX Gather has an int64 index the armv7 stub cannot take
         total = total + discount * r
         discount *= gamma
     total = total + discount * agent.q_min(zs, agent.policy(zs))
     return total.reshape(B, N)
 
 
+ELITE_TIE = 1e-2  # planned returns (tens to hundreds) closer than this are tied for the elites
+
+
+def clamp(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """x.clamp(low, high) with the bounds as 1-element tensors: ONNX Max/Min on [1] weights, not Clip, whose
+    0-d bounds the runtime-free armv7 stub cannot pass to a kernel (its plan carries ranks 1 to 4)."""
+    return torch.minimum(torch.maximum(x, torch.full((1,), low)), torch.full((1,), high))
+
+
 def mppi_iteration(agent: TDMPCAgent, z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor,
                    cfg: PlannerConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """One MPPI iteration: z (B, L), mean/std (B, H, A), noise (B, S, H, A) -> new (mean, std)."""
-    sampled = (mean.unsqueeze(1) + std.unsqueeze(1) * noise).clamp(-1.0, 1.0)
+    sampled = clamp(mean.unsqueeze(1) + std.unsqueeze(1) * noise, -1.0, 1.0)
     guided = policy_sequence(agent, z, mean.shape[1]).unsqueeze(1)
     actions = torch.cat([guided, sampled], dim=1)  # (B, S + 1, H, A)
     value = sequence_value(agent, z, actions, cfg.gamma)  # (B, S + 1)
-    kth = torch.topk(value, cfg.elites, dim=1).values[:, -1:]
+    # elite = fewer than `elites` sequences score higher by more than ELITE_TIE: value >= the elites-th
+    # largest, with returns closer than ELITE_TIE counted as ties. In float ops only, so the exported
+    # graph needs no TopK kernel (TVM lowers it to a call into its full runtime, tvm.contrib.sort.topk,
+    # that the device stubs do not carry). The tie band matters: clamped samples often make identical
+    # sequences, whose returns torch, onnxruntime and TVM compute a few ulps apart, and a strict
+    # comparison then drops one of them from the elites in one runtime and not the other (0.34 apart).
+    gap = value.unsqueeze(1) - value.unsqueeze(2) - ELITE_TIE  # (B, i, j): value_j - value_i - tie
+    higher = torch.relu(torch.sign(gap)).sum(dim=2)  # (B, N): count of value_j > value_i + tie
+    elite = clamp(cfg.elites - higher, 0.0, 1.0)  # counts are whole numbers: 1 when higher < elites, else 0
     best = value.max(dim=1, keepdim=True).values
-    weight = torch.exp(cfg.temperature * (value - best)) * (value >= kth).to(value.dtype)
+    weight = torch.exp(cfg.temperature * (value - best)) * elite
     weight = (weight / weight.sum(dim=1, keepdim=True))[:, :, None, None]
     new_mean = (weight * actions).sum(dim=1)
-    new_std = (weight * (actions - new_mean.unsqueeze(1)) ** 2).sum(dim=1).sqrt().clamp(cfg.min_std, cfg.max_std)
-    return new_mean, new_std
+    new_std = (weight * (actions - new_mean.unsqueeze(1)) ** 2).sum(dim=1).sqrt()
+    return new_mean, clamp(new_std, cfg.min_std, cfg.max_std)
 
 
 class Planner:

@@ -7,6 +7,10 @@
   the graph is deterministic and the device's loop owns the random numbers. It is exported to one
   ONNX graph, checked against torch with onnxruntime, compiled by TVM for x86_64 (fused Relax
   pipeline, weights folded), checked against onnxruntime again, and timed at batch 1.
+- The packed planner step (:class:`PackedPlannerStep`) is the same iteration with one input vector
+  [z, mean, std, noise] and one output vector [new_mean, new_std], the shape of a controller, so it
+  goes through :func:`export.bundle.export_bundle` (parity on every target, ARM ones inside the
+  firmware stub under qemu-user) and the stub's ``bench`` mode times it on the device.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from torch import nn
 
 from export.errors import ExportError
 from export.onnx_export import OPSET, ort_session
+from export.spec import ControllerSpec
 from tools.tdmpc import PlannerConfig, TDMPCAgent, mppi_iteration
 
 STEP_INPUTS = ("z", "mean", "std", "noise")
@@ -41,6 +46,54 @@ class PlannerStep(nn.Module):
 
     def forward(self, z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return mppi_iteration(self.agent, z, mean, std, noise, self.cfg)
+
+
+class LatentModel(nn.Module):
+    """The agent's parts a planner step uses (dynamics, reward, policy, q; the same modules, not copies), without the encoder.
+
+    The step's input is z, so the encoder is not in its graph; leaving it out keeps export's check
+    "every Linear has its weight in the ONNX graph" meaningful.
+    """
+
+    def __init__(self, agent: TDMPCAgent) -> None:
+        super().__init__()
+        self.cfg = agent.cfg
+        self.dynamics, self.reward, self.policy, self.q = agent.dynamics, agent.reward, agent.policy, agent.q
+
+    next = TDMPCAgent.next
+    q_min = TDMPCAgent.q_min
+
+
+class PackedPlannerStep(nn.Module):
+    """:class:`PlannerStep` behind one flat vector each way: [z, mean, std, noise] (B, n_in) -> [new_mean, new_std] (B, n_out)."""
+
+    def __init__(self, agent: TDMPCAgent, cfg: PlannerConfig) -> None:
+        super().__init__()
+        self.step = PlannerStep(LatentModel(agent), cfg)
+        L, A, H, S = agent.cfg.latent, agent.cfg.act_dim, cfg.horizon, cfg.samples
+        # fixed sizes: the slices and reshapes become constants in the ONNX graph
+        self.sizes = (L, H * A, H * A, S * H * A)
+        self.shapes = ((-1, L), (-1, H, A), (-1, H, A), (-1, S, H, A))  # -1: the batch (1 on the device)
+
+    @property
+    def in_dim(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def out_dim(self) -> int:
+        return 2 * self.sizes[1]
+
+    def forward(self, packed: torch.Tensor) -> torch.Tensor:
+        # narrow, not split: one Slice per part, as the runtime-free armv7 stub takes no tuple-valued kernels
+        starts = np.cumsum((0,) + self.sizes[:-1])
+        z, mean, std, noise = (packed.narrow(1, int(s), n).reshape(shape) for s, n, shape in zip(starts, self.sizes, self.shapes))
+        new_mean, new_std = self.step(z, mean, std, noise)
+        return torch.cat([new_mean.flatten(1), new_std.flatten(1)], dim=1)
+
+
+def pack_inputs(inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """One input set of :func:`step_inputs` as the packed step's (1, n_in) float32 vector."""
+    return np.concatenate([inputs[k].reshape(1, -1) for k in STEP_INPUTS], axis=1).astype(np.float32)
 
 
 def step_inputs(agent: TDMPCAgent, cfg: PlannerConfig, n: int, seed: int) -> list[dict[str, np.ndarray]]:
@@ -193,3 +246,73 @@ def export_planner_step(agent: TDMPCAgent, cfg: PlannerConfig, out_dir: Path, ta
     return StepExport(onnx_path.name, onnx_path.stat().st_size, sorted({n.op_type for n in model.graph.node}),
                       int(sum(p.numel() for p in agent.parameters())), n_parity, seed, err, tvm_records, latency,
                       {k: v * cfg.iterations for k, v in latency.items()})
+
+
+# -- the packed planner step as a controller bundle (runs in the firmware stub, on the device) --------
+
+PACKED_ENV_ID = "tdmpc-planner-step"  # not a gymnasium task: the bundle is one planner iteration
+NOISE_BOUND = 3.0  # standard normal noise beyond 3 sigma is rare; parity inputs are drawn in [-3, 3]
+LATENT_PAD = 0.1  # z bounds: the encoder's range over the Pendulum-v1 observation box, widened by 10% each side
+
+
+def fits_frame(latent: int, act_dim: int, cfg: PlannerConfig) -> bool:
+    """Whether the packed step's input fits one frame of the stub protocol (PROTOCOL.md: at most 64 floats)."""
+    from export.frames import MAX_FLOATS
+
+    return latent + (2 + cfg.samples) * cfg.horizon * act_dim <= MAX_FLOATS
+
+
+def device_planner(agent: TDMPCAgent, cfg: PlannerConfig) -> PlannerConfig:
+    """``cfg`` with as many samples as the packed input leaves room for in one 64-float frame, elites scaled to keep their share."""
+    from dataclasses import replace
+
+    from export.frames import MAX_FLOATS
+
+    HA = cfg.horizon * agent.cfg.act_dim
+    samples = (MAX_FLOATS - agent.cfg.latent) // HA - 2
+    if samples < 1:
+        raise ExportError(f"the planner step's latent ({agent.cfg.latent}) and horizon x actions ({HA}) leave no room for "
+                          f"noise in a {MAX_FLOATS}-float frame of the device protocol")
+    if samples >= cfg.samples:
+        return cfg
+    elites = max(1, round(cfg.elites * (samples + 1) / (cfg.samples + 1)))
+    return replace(cfg, samples=samples, elites=elites).check()
+
+
+def latent_bounds(agent: TDMPCAgent, pad: float = LATENT_PAD, n: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Per-unit range of the encoder's output over a grid of the whole Pendulum-v1 observation box, padded."""
+    th, thdot = torch.meshgrid(torch.linspace(-np.pi, np.pi, n), torch.linspace(-8.0, 8.0, n), indexing="ij")
+    obs = torch.stack([th.cos().flatten(), th.sin().flatten(), thdot.flatten()], dim=1)
+    with torch.no_grad():
+        z = agent.encoder(obs).numpy()
+    lo, hi = z.min(axis=0), z.max(axis=0)
+    width = np.maximum(hi - lo, 1e-3)
+    return lo - pad * width, hi + pad * width
+
+
+def packed_spec(agent: TDMPCAgent, cfg: PlannerConfig) -> ControllerSpec:
+    """The packed step's contract: inputs [z, mean, std, noise] in the ranges the planner feeds it, outputs [mean, std].
+
+    Output bounds hold every value the step can produce (mean is a weighted average of actions in
+    [-1, 1], std is clamped to [min_std, max_std]); nothing in export or the stub clips to them.
+    """
+    z_lo, z_hi = latent_bounds(agent)
+    HA, SHA = cfg.horizon * agent.cfg.act_dim, cfg.samples * cfg.horizon * agent.cfg.act_dim
+    low = [*map(float, z_lo), *[-1.0] * HA, *[cfg.min_std] * HA, *[-NOISE_BOUND] * SHA]
+    high = [*map(float, z_hi), *[1.0] * HA, *[cfg.max_std] * HA, *[NOISE_BOUND] * SHA]
+    return ControllerSpec(len(low), 2 * HA, tuple(low), tuple(high), tuple([-1.0] * HA + [cfg.min_std] * HA),
+                          tuple([1.0] * HA + [cfg.max_std] * HA), env_id=PACKED_ENV_ID, input_name="z_mean_std_noise",
+                          output_name="new_mean_std",
+                          extra={"planner": asdict(cfg), "layout": {"in": dict(zip(STEP_INPUTS, (agent.cfg.latent, HA, HA, SHA))),
+                                                                    "out": dict(zip(STEP_OUTPUTS, (HA, HA)))}})
+
+
+def export_packed_step(agent: TDMPCAgent, cfg: PlannerConfig, out_dir: Path, targets: tuple[str, ...], *, seed: int = 0,
+                       n_parity: int = 200, progress=None):
+    """The packed planner step as a bundle (ONNX + one verified library per target; ARM ones run in the stub under qemu)."""
+    from export.bundle import export_bundle
+    from targets import get_target
+
+    step = PackedPlannerStep(agent.eval(), cfg).eval()
+    return export_bundle(step, packed_spec(agent, cfg), [get_target(t) for t in targets], Path(out_dir), seed=seed,
+                         n_parity=n_parity, tolerance=PARITY_TOLERANCE, force=True, progress=progress)
