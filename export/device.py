@@ -333,6 +333,7 @@ class StubSession:
     runner: str | None = None  # None: the target's own runner (native, or qemu for another arch)
     timeout: float = 60.0  # seconds to wait for one reply (qemu start-up included)
     parser: frames.FrameParser = field(default_factory=frames.FrameParser)
+    WINDOW = 64  # OBS frames in flight in infer_batch: keeps both pipe buffers far from full
 
     def __post_init__(self) -> None:
         self.bundle_dir = Path(self.bundle_dir)
@@ -421,6 +422,39 @@ class StubSession:
         self.seq = (self.seq + 1) & 0xFFFFFFFF
         return self.seq
 
+    def infer_batch(self, observations: np.ndarray, window: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Actions for each observation row, and each reply's ``aux`` (the device's inference time).
+
+        Keeps up to ``window`` OBS frames in flight (the class's ``WINDOW`` unless given). Any ERROR reply
+        raises, naming the row and the error.
+        """
+        obs = np.asarray(observations, dtype=np.float32)
+        window = window or self.WINDOW
+        out = np.empty((len(obs), self.act_dim), dtype=np.float32)
+        aux = np.empty(len(obs), dtype=np.int64)
+        first = self.seq + 1
+        sent = received = 0
+        while received < len(obs):
+            while sent < len(obs) and sent - received < window:
+                self.send(frames.encode(frames.OBS, self.next_seq(), obs[sent]))
+                sent += 1
+            item = self.receive()
+            if item is None:
+                raise self._failed(f"no reply to row {received} within {self.timeout:g} s")
+            if isinstance(item, frames.FrameError):
+                raise StubFailed(f"{self.where}: corrupt reply ({item.name})")
+            if item.type == frames.HELLO:
+                continue  # a late answer to a repeated start-up HELLO (the firmware's UART start-up)
+            row = (item.seq - first) & 0xFFFFFFFF
+            if item.type == frames.ERROR:
+                raise StubFailed(f"{self.where}: row {row} got error '{item.error_name}' from the device")
+            if item.type != frames.ACTION or row != received:
+                raise StubFailed(f"{self.where}: expected the action for row {received}, got type {item.type} seq {item.seq}")
+            out[row] = item.payload
+            aux[row] = item.aux
+            received += 1
+        return out, aux
+
     def request(self, type_: int, payload) -> frames.Frame:
         """Send one frame and wait for the reply with the same seq (other replies are dropped)."""
         seq = self.next_seq()
@@ -467,27 +501,7 @@ def run_stub_batch(bundle_dir: Path, target_name: str, observations: np.ndarray,
     with open_session(bundle_dir, target_name, runner=runner) as s:
         if obs.shape[1] != s.obs_dim:
             raise ExportError(f"observations have {obs.shape[1]} columns, the bundle's controller takes {s.obs_dim}")
-        out = np.empty((len(obs), s.act_dim), dtype=np.float32)
-        window = 64  # frames in flight: keeps both pipe buffers far from full
-        first_seq = s.seq + 1
-        sent = received = 0
-        while received < len(obs):
-            while sent < len(obs) and sent - received < window:
-                s.send(frames.encode(frames.OBS, s.next_seq(), obs[sent]))
-                sent += 1
-            item = s.receive()
-            if item is None:
-                raise s._failed(f"no reply to row {received} within {s.timeout:g} s")
-            if isinstance(item, frames.FrameError):
-                raise StubFailed(f"{s.where}: corrupt reply ({item.name})")
-            row = (item.seq - first_seq) & 0xFFFFFFFF
-            if item.type == frames.ERROR:
-                raise StubFailed(f"{s.where}: row {row} got error '{item.error_name}' from the device")
-            if item.type != frames.ACTION or row != received:
-                raise StubFailed(f"{s.where}: expected the action for row {received}, got type {item.type} seq {item.seq}")
-            out[row] = item.payload
-            received += 1
-        return out
+        return s.infer_batch(obs)[0]
 
 
 def run_stub_bench(bundle_dir: Path, target_name: str, n: int = 2000, warmup: int = 100,
