@@ -14,7 +14,7 @@ from __future__ import annotations
 import tvm
 from tvm import s_tir
 
-from export.schedule import ScheduleReport, _is_reduction
+from export.schedule import ScheduleReport, matvec_nest
 
 UNROLL = 4  # accumulators per group: 4 stay in FPU registers with room for the loads
 
@@ -27,16 +27,7 @@ def _group(extent: int, unroll: int) -> int:
 def schedule_dense_scalar(func: tvm.tirx.PrimFunc, unroll: int = UNROLL) -> tvm.tirx.PrimFunc:
     """Schedule one fused batch-1 dense kernel (matvec + elementwise tail); raises ValueError if it does not fit."""
     sch = s_tir.Schedule(func)
-    blocks = list(sch.get_child_blocks(sch.get_sblock("root")))
-    reductions = [b for b in blocks if _is_reduction(sch, b)]
-    if len(reductions) != 1 or not _is_reduction(sch, blocks[0]):
-        raise ValueError(f"expected one leading reduction block, found {len(reductions)}")
-    red = reductions[0]
-    loops = sch.get_loops(red)
-    extents = [int(sch.get(lp).extent) for lp in loops]
-    if len(loops) != 3 or extents[0] != 1:
-        raise ValueError(f"expected a batch-1 matrix-vector loop nest (1, N, K), found {extents}")
-    names = [sch.get(b).name_hint for b in blocks]
+    red, loops, extents, names = matvec_nest(sch, leading=True)
     for name in names[1:-1]:  # the elementwise chain, folded into the output block
         sch.compute_inline(sch.get_sblock(name))
     out = sch.get_sblock(names[-1])

@@ -39,6 +39,24 @@ def _is_reduction(sch: s_tir.Schedule, block) -> bool:
     return any(int(iv.iter_type) == REDUCE for iv in sch.get(block).iter_vars)
 
 
+def matvec_nest(sch: s_tir.Schedule, leading: bool = False):
+    """A fused batch-1 dense kernel's reduction block, its loops (1, N, K) and extents, and every block's name.
+
+    Raises ValueError unless there is exactly one reduction block (the first block, if ``leading``)
+    over a (1, N, K) loop nest: the schedules only know that shape.
+    """
+    blocks = list(sch.get_child_blocks(sch.get_sblock("root")))
+    reductions = [b for b in blocks if _is_reduction(sch, b)]
+    if len(reductions) != 1 or (leading and not _is_reduction(sch, blocks[0])):
+        raise ValueError(f"expected one {'leading ' if leading else ''}reduction block, found {len(reductions)}")
+    red = reductions[0]
+    loops = sch.get_loops(red)
+    extents = [int(sch.get(lp).extent) for lp in loops]
+    if len(loops) != 3 or extents[0] != 1:
+        raise ValueError(f"expected a batch-1 matrix-vector loop nest (1, N, K), found {extents}")
+    return red, loops, extents, [sch.get(b).name_hint for b in blocks]
+
+
 def _split_factor(extent: int, lanes: int, unroll: int) -> tuple[int, int]:
     """The largest (unroll, lanes) tile that divides the output width; (1, 1) if none does."""
     for u in range(unroll, 0, -1):
@@ -69,17 +87,8 @@ def _reduction_blocks(sch: s_tir.Schedule, block) -> list:
 def schedule_dense(func: tvm.tirx.PrimFunc, lanes: int, unroll: int) -> tvm.tirx.PrimFunc:
     """Schedule one fused kernel (matvec + elementwise epilogue); raises ScheduleError if it does not fit."""
     sch = s_tir.Schedule(func)
-    blocks = list(sch.get_child_blocks(sch.get_sblock("root")))
-    reductions = [b for b in blocks if _is_reduction(sch, b)]
-    if len(reductions) != 1:
-        raise ValueError(f"expected one reduction block, found {len(reductions)}")
-    red = reductions[0]
-    loops = sch.get_loops(red)
-    extents = [int(sch.get(lp).extent) for lp in loops]
-    if len(loops) != 3 or extents[0] != 1:
-        raise ValueError(f"expected a batch-1 matrix-vector loop nest (1, N, K), found {extents}")
+    red, loops, extents, names = matvec_nest(sch)
     # The elementwise tail: inline every block between the product and the output into the output block.
-    names = [sch.get(b).name_hint for b in blocks]
     red_name = sch.get(red).name_hint
     for name in names[:-1]:
         if name != red_name:
