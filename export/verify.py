@@ -7,7 +7,6 @@ run under qemu-user, on a board over ssh, or natively). Nothing is reported as v
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -85,12 +84,8 @@ def verify_library(bundle_dir: Path, target: Target, obs: np.ndarray, reference:
                             "export/device.py (firmware stub runner, run_stub_batch) is not available")
     how = {"auto": "native" if target.arch == host_arch() else "qemu-user"}.get(chosen, chosen).split("?")[0]
     method = f"firmware stub ({how})"
-    kwargs = {"runner": runner} if runner and "runner" in inspect.signature(run_stub_batch).parameters else {}
-    if runner and not kwargs:
-        return Verification(target.name, NOT_VERIFIED, method, 0, None, tolerance,
-                            "export/device.py's run_stub_batch does not take a runner argument yet")
     try:
-        got = np.asarray(run_stub_batch(Path(bundle_dir), target.name, obs, **kwargs), dtype=np.float32)
+        got = np.asarray(run_stub_batch(Path(bundle_dir), target.name, obs, runner=runner), dtype=np.float32)
     except Exception as e:  # the stub build/run names its own cause; record it instead of hiding it
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return Verification(target.name, NOT_VERIFIED, method, 0, None, tolerance, f"stub run failed: {first}")
