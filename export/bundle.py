@@ -48,7 +48,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _versions() -> dict:
+def versions() -> dict:
     out = {}
     for dist in ("apache-tvm", "apache-tvm-ffi", "onnx", "onnxruntime", "onnxsim", "torch", "numpy"):
         try:
@@ -124,7 +124,7 @@ def _prepare_destination(out_dir: Path, force: bool) -> None:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
 
 
-def _move_into_place(tmp: Path, out_dir: Path) -> None:
+def move_into_place(tmp: Path, out_dir: Path) -> None:
     """Rename the finished temp folder onto the destination; an old bundle is removed only after."""
     old = None
     if out_dir.exists():
@@ -178,7 +178,7 @@ def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target]
             source={"path": str(source_path) if source_path else None, "sha256": source_sha256 or None,
                     "architecture": architecture},
             spec=spec.to_dict(), inputs=inputs, outputs=outputs, param_count=onnx_report.param_count,
-            versions=_versions(),
+            versions=versions(),
             onnx={"file": ONNX_FILE, "sha256": sha256_file(onnx_path), "bytes": onnx_path.stat().st_size,
                   **onnx_report.to_dict()},
         )
@@ -222,7 +222,7 @@ def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target]
                 raise ExportError(f"target {t.name!r}: {t.name}.so {v.reason} on {v.n} observations (seed {seed})")
             manifest.artifacts[t.name]["verification"] = v.to_dict()
         _write_manifest(tmp, manifest)
-        _move_into_place(tmp, out_dir)
+        move_into_place(tmp, out_dir)
         say(f"bundle written to {out_dir}")
         return manifest
     finally:

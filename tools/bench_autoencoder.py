@@ -346,7 +346,7 @@ def write_report(report: AEReport, images: dict, folder: Path) -> None:
 
 def run_into(cfg: AEBenchConfig, out: Path, force: bool, console: Console, command: str) -> AEReport:
     """Run the bench and write its folder atomically (temp folder beside ``out``, renamed into place)."""
-    from export.bundle import _move_into_place as move_into_place
+    from export.bundle import move_into_place
     from tools.bench_autoencoder_report import print_tables
     from tools.cmd_bench import _temp_dir_for
 

@@ -316,7 +316,7 @@ def _manifest_or_onnx(bundle: Path | None, c: Controller, config: BenchConfig) -
 
 def _bundle_versions(bundles: dict[str, Path | None]) -> dict:
     """The toolchain versions the first bundle recorded (export's own list if no model produced a bundle)."""
-    from export.bundle import _versions as export_versions
+    from export.bundle import versions as export_versions
 
     first = next((b for b in bundles.values() if b is not None), None)
     return _read_manifest(first)["versions"] if first is not None else export_versions()

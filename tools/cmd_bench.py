@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from export.bundle import _move_into_place as move_into_place  # one atomic folder swap for bundles and reports
+from export.bundle import move_into_place  # one atomic folder swap for bundles and reports
 from tools.bench_harness import BenchConfig, check_target, run_bench
 from tools.cmd_prune import METHODS, fraction
 from tools.controller_formats import native_copy
