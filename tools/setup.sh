@@ -9,7 +9,7 @@ APT_PACKAGES=(
   qemu-user qemu-system-arm                       # run ARM binaries and Cortex-M firmware here
   gcc-arm-none-eabi libnewlib-arm-none-eabi       # Cortex-M firmware
   openssh-server openssh-client                   # the ssh runner, tested against an sshd on loopback
-  clang                                           # libFuzzer for the frame parser
+  clang libclang-rt-14-dev                        # libFuzzer for the frame parser (the runtime is not a hard dependency of clang)
   make cmake
 )
 python3 -m venv --help >/dev/null 2>&1 || APT_PACKAGES+=(python3-venv)
