@@ -14,7 +14,7 @@ from prune.errors import PruneError
 from prune.finetune import FinetuneReport, distill
 from prune.groups import Group, Groups, find_groups
 from prune.importance import METRICS, register_metric, score
-from prune.io import SavedModel, load_program, load_state_dict, save_pruned
+from prune.io import SavedModel, load_program, load_state_dict, save_pruned, sidecar_paths
 from prune.search import SEARCH_METHODS, SearchResult
 from prune.stability import Stability, stability
 from prune.surgery import keep_indices, masked_copy, reconstruct, shrink, widths
@@ -23,5 +23,5 @@ __all__ = [
     "METRICS", "SEARCH_METHODS", "Footprint", "FinetuneReport", "Group", "Groups", "PruneError", "PruneResult",
     "SavedModel", "SearchResult", "Stability", "distill", "find_groups", "footprint", "keep_fraction",
     "keep_indices", "kept_from_coefficients", "load_program", "load_state_dict", "masked_copy", "prune", "reconstruct",
-    "register_metric", "save_pruned", "score", "shrink", "stability", "widths",
+    "register_metric", "save_pruned", "score", "shrink", "sidecar_paths", "stability", "widths",
 ]

@@ -1,10 +1,11 @@
 """Named deployment targets: TVM target dicts, cross toolchains and runners (see README.md)."""
 
 from targets.errors import TargetError
-from targets.registry import Target, all_targets, get_target, make_target, native_target, parse_target_list
+from targets.host import host_arch, host_cpu_flags
+from targets.registry import USER_DIR_ENV, Target, all_targets, get_target, make_target, native_target, parse_target_list, user_target_dirs
 from targets.runners import NativeRunner, QemuRunner, Runner, Session, SshRunner, runner_for
 
 __all__ = [
-    "TargetError", "Target", "all_targets", "get_target", "make_target", "native_target", "parse_target_list",
+    "USER_DIR_ENV", "TargetError", "Target", "host_arch", "host_cpu_flags", "user_target_dirs", "all_targets", "get_target", "make_target", "native_target", "parse_target_list",
     "Runner", "Session", "NativeRunner", "QemuRunner", "SshRunner", "runner_for",
 ]

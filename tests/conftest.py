@@ -1,4 +1,4 @@
-"""A throwaway sshd on 127.0.0.1 for tests of the ssh runner (a real OpenSSH server, a fresh key)."""
+"""Fixtures shared across the test tree: a small exported bundle (built once per session) and a throwaway sshd."""
 
 from __future__ import annotations
 
@@ -8,9 +8,45 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
+
+from export import ControllerSpec
+from tools.controller import build_mlp, pendulum_spec
+
+
+@pytest.fixture(scope="session")
+def pendulum() -> ControllerSpec:
+    """The Pendulum-v1 controller contract (3 observations, 1 torque in [-2, 2])."""
+    return pendulum_spec()
+
+
+@pytest.fixture(scope="session")
+def small_controller() -> torch.nn.Module:
+    """A 3-32-32-1 ELU MLP with seeded random weights: small, so export and qemu stay fast."""
+    torch.manual_seed(0)
+    return build_mlp(pendulum_spec(), [32, 32], "elu").eval()
+
+
+@pytest.fixture(scope="session")
+def small_bundle(small_controller: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """export_bundle of small_controller for x86_64, cortex-a72 and cortex-a7 (the ARM ones verified through the stub)."""
+    from export import export_bundle
+    from targets import parse_target_list
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("small_bundle") / "bundle"
+    export_bundle(small_controller, pendulum_spec(), parse_target_list("x86_64,cortex-a72,cortex-a7"), out, n_parity=100)
+    return out
+
+
+@pytest.fixture
+def bundle_copy(small_bundle: Path, tmp_path: Path) -> Path:
+    """A private copy of the small bundle that a test may damage."""
+    return Path(shutil.copytree(small_bundle, tmp_path / "bundle"))
 
 
 def _free_port() -> int:
@@ -20,8 +56,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def sshd(tmp_path):
-    """A throwaway sshd on 127.0.0.1 that accepts one fresh key for the current user."""
+def sshd(tmp_path: Path) -> Iterator[str]:
+    """A throwaway sshd on 127.0.0.1 that accepts one fresh key for the current user; yields its ssh:// runner URL."""
     sshd_bin = shutil.which("sshd") or "/usr/sbin/sshd"
     d = tmp_path / "sshd"
     d.mkdir()
@@ -46,6 +82,7 @@ def sshd(tmp_path):
             break
         except OSError:
             if proc.poll() is not None:
+                assert proc.stderr is not None
                 pytest.fail(f"sshd exited: {proc.stderr.read().decode()}")
             time.sleep(0.1)
     url = f"ssh://{getpass.getuser()}@127.0.0.1:{port}?identity={d / 'client_key'}&known_hosts={d / 'known_hosts'}"
