@@ -10,7 +10,7 @@ APT_PACKAGES=(
   gcc-arm-none-eabi libnewlib-arm-none-eabi       # Cortex-M firmware
   openssh-server openssh-client                   # the ssh runner, tested against an sshd on loopback
   clang libclang-rt-14-dev                        # libFuzzer for the frame parser (the runtime is not a hard dependency of clang)
-  make cmake
+  gcc g++ make cmake                               # the x86_64 target's toolchain (stub, libraries)
 )
 python3 -m venv --help >/dev/null 2>&1 || APT_PACKAGES+=(python3-venv)
 
