@@ -18,10 +18,18 @@ from prune.errors import PruneError
 from prune.finetune import FinetuneReport, Visit, distill
 from prune.groups import Groups
 from prune.importance import score
-from prune.search import SEARCH_METHODS, Objective, Problem, RadiusCheck, SearchResult, objective_value, run_search, search_uniform
+from prune.search import (
+    SEARCH_METHODS,
+    Objective,
+    Problem,
+    RadiusCheck,
+    SearchResult,
+    objective_value,
+    run_search,
+    search_uniform,
+)
 from prune.surgery import keep_indices, shrink, widths
 from prune.surgery import reconstruct as reconstruct_layers
-
 
 RECONSTRUCT_STATES = 4096  # enough rows for a 257-column least-squares fit, cheap per candidate
 
@@ -102,6 +110,7 @@ def choose_metric(model: nn.Module, groups: Groups, metric: str, states, seed: i
             best, best_value = (name, scores, problem), value
         else:
             spent += problem.evaluations
+    assert best is not None  # auto_metrics() is never empty
     return best[0], best[1], best[2], trials, spent
 
 

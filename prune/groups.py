@@ -174,12 +174,17 @@ class _Tracer:
 
     def tensor_inputs(self, node: fx.Node) -> list[fx.Node]:
         found: list[fx.Node] = []
-        fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
+
+        def collect(n: fx.Node) -> fx.Node:
+            found.append(n)
+            return n
+
+        fx.node.map_arg((node.args, node.kwargs), collect)
         return [n for n in found if self.layouts.get(n) is not None]
 
     def describe(self, node: fx.Node) -> str:
         if node.op == "call_module":
-            return f"module '{node.target}' ({type(self.gm.get_submodule(node.target)).__name__})"
+            return f"module '{node.target}' ({type(self.gm.get_submodule(str(node.target))).__name__})"
         target = getattr(node.target, "__name__", str(node.target))
         return f"node '{node.name}' ({node.op} {target})"
 
@@ -206,7 +211,7 @@ class _Tracer:
             return self.opaque(node)
         if node.op == "output":
             for n in self.tensor_inputs(node):
-                for d, _ in self.layouts[n]:
+                for d, _ in self.layouts[n] or ():
                     if d != FIXED and protect_outputs:
                         self.dims[d].protected.append(f"network output '{n.name}'")
             return None
@@ -217,7 +222,8 @@ class _Tracer:
         return self.unknown(node, "is not modelled")
 
     def visit_module(self, node: fx.Node) -> Layout | None:
-        mod = self.gm.get_submodule(node.target)
+        name = str(node.target)  # a call_module node's target is the module's qualified name
+        mod = self.gm.get_submodule(name)
         src = self.layout_of(node.args[0]) if node.args else None
         if isinstance(mod, nn.Linear):
             if len(node.args) != 1 or node.kwargs:
@@ -226,24 +232,24 @@ class _Tracer:
             rows = 1
             for s in (shape[1:-1] if shape is not None and len(shape) > 2 else ()):
                 rows *= int(s)
-            self.modules[node.target] = ModuleInfo("linear", mod.in_features, mod.out_features, mod.bias is not None, rows_per_sample=rows)
+            self.modules[name] = ModuleInfo("linear", mod.in_features, mod.out_features, mod.bias is not None, rows_per_sample=rows)
             offset = 0
             for d, width in src or ():
                 if d != FIXED:
-                    self.dims[d].slices.append(Slice(node.target, "linear.in", offset))
+                    self.dims[d].slices.append(Slice(name, "linear.in", offset))
                 offset += width
-            d = self.new_dim(node.target, mod.out_features, node.target)
-            self.dims[d].slices.append(Slice(node.target, "linear.out", 0))
+            d = self.new_dim(name, mod.out_features, name)
+            self.dims[d].slices.append(Slice(name, "linear.out", 0))
             return ((d, mod.out_features),)
         if isinstance(mod, nn.LayerNorm):
             if len(mod.normalized_shape) != 1:
                 return self.unknown(node, f"normalises over {tuple(mod.normalized_shape)}, not the feature axis alone")
             n_vec = (mod.weight is not None) + (mod.bias is not None)
-            self.modules[node.target] = ModuleInfo("layernorm", norm_size=mod.normalized_shape[0], affine_params=n_vec)
+            self.modules[name] = ModuleInfo("layernorm", norm_size=mod.normalized_shape[0], affine_params=n_vec)
             offset = 0
             for d, width in src or ():
                 if d != FIXED:
-                    self.dims[d].slices.append(Slice(node.target, "layernorm", offset))
+                    self.dims[d].slices.append(Slice(name, "layernorm", offset))
                 offset += width
             return src
         if isinstance(mod, ELEMENTWISE_MODULES) or (isinstance(mod, nn.PReLU) and mod.num_parameters == 1):
@@ -281,7 +287,7 @@ class _Tracer:
             return self.unknown(node, f"combines the features with a per-feature tensor of width {other_shape[-1]} it cannot slice")
         if len(inputs) != 2:
             return self.unknown(node, "has more tensor operands than modelled")
-        a, b = (self.layouts[n] for n in inputs)
+        a, b = (self.layouts[n] or () for n in inputs)  # tensor_inputs() has a layout for each
         sa, sb = self.shape(inputs[0]), self.shape(inputs[1])
         fixed_a, fixed_b = all(d == FIXED for d, _ in a), all(d == FIXED for d, _ in b)
         if fixed_a != fixed_b:  # features combined with a constant tensor (a buffer, a parameter)

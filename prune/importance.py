@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -64,14 +65,15 @@ def _unit_parts(model: nn.Module, group: Group) -> list[torch.Tensor]:
     n, parts = group.size, []
     for s in group.slices:
         mod = model.get_submodule(s.module)
+        weight, bias = cast(torch.Tensor, mod.weight), cast(torch.Tensor | None, mod.bias)  # Linear or LayerNorm
         if s.kind == "linear.out":
-            parts.append(mod.weight[s.offset: s.offset + n])
-            if mod.bias is not None:
-                parts.append(mod.bias[s.offset: s.offset + n, None])
+            parts.append(weight[s.offset: s.offset + n])
+            if bias is not None:
+                parts.append(bias[s.offset: s.offset + n, None])
         elif s.kind == "linear.in":
-            parts.append(mod.weight[:, s.offset: s.offset + n].T)
+            parts.append(weight[:, s.offset: s.offset + n].T)
         else:
-            for p in (mod.weight, mod.bias):
+            for p in (weight, bias):
                 if p is not None:
                     parts.append(p[s.offset: s.offset + n, None])
     return parts
@@ -81,14 +83,15 @@ def _unit_parts(model: nn.Module, group: Group) -> list[torch.Tensor]:
 @torch.no_grad()
 def l1(model: nn.Module, groups: Groups, ctx: MetricContext) -> Scores:
     """Sum of |w| over every slice of a unit."""
-    return {g.name: sum(p.abs().sum(1) for p in _unit_parts(model, g)) for g in groups.groups}
+    return {g.name: cast(torch.Tensor, sum(p.abs().sum(1) for p in _unit_parts(model, g))) for g in groups.groups}
 
 
 @register_metric("l2")
 @torch.no_grad()
 def l2(model: nn.Module, groups: Groups, ctx: MetricContext) -> Scores:
     """Euclidean norm over every slice of a unit."""
-    return {g.name: torch.sqrt(sum(p.pow(2).sum(1) for p in _unit_parts(model, g))) for g in groups.groups}
+    return {g.name: torch.sqrt(cast(torch.Tensor, sum(p.pow(2).sum(1) for p in _unit_parts(model, g))))
+            for g in groups.groups}
 
 
 @register_metric("random")
@@ -131,7 +134,8 @@ def _activation_scores(model: nn.Module, groups: Groups, ctx: MetricContext, wei
                 continue
             act = means[s.module][s.offset: s.offset + g.size]
             if weighted:
-                col = model.get_submodule(s.module).weight[:, s.offset: s.offset + g.size].detach().double()
+                weight = cast(torch.Tensor, model.get_submodule(s.module).weight)
+                col = weight[:, s.offset: s.offset + g.size].detach().double()
                 act = act * col.norm(dim=0)
             total += act
             found = True

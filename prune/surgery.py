@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 from torch import nn
@@ -64,6 +65,28 @@ def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
+def _linear(model: nn.Module, name: str) -> nn.Linear:
+    return cast(nn.Linear, model.get_submodule(name))  # groups.modules records its kind from isinstance
+
+
+def _shrunk_linear(old: nn.Linear, rows: torch.Tensor, cols: torch.Tensor) -> nn.Linear:
+    new = nn.Linear(len(cols), len(rows), bias=old.bias is not None, device=old.weight.device, dtype=old.weight.dtype)
+    new.weight.copy_(old.weight[rows][:, cols])
+    if old.bias is not None:
+        new.bias.copy_(old.bias[rows])
+    return new
+
+
+def _shrunk_layernorm(old: nn.LayerNorm, idx: torch.Tensor) -> nn.LayerNorm:
+    new = nn.LayerNorm(len(idx), eps=old.eps, elementwise_affine=old.weight is not None,
+                       bias=old.bias is not None, device=old.weight.device if old.weight is not None else None)
+    if old.weight is not None:
+        new.weight.copy_(old.weight[idx])
+    if old.bias is not None:
+        new.bias.copy_(old.bias[idx])
+    return new
+
+
 @torch.no_grad()
 def shrink(model: nn.Module, groups: Groups, keep: Keep) -> nn.Module:
     """A new model with only the kept units: smaller nn.Linear / nn.LayerNorm, same class, same mode."""
@@ -71,24 +94,17 @@ def shrink(model: nn.Module, groups: Groups, keep: Keep) -> nn.Module:
     small = copy.deepcopy(model)
     for name, info in groups.modules.items():
         old = model.get_submodule(name)
+        new: nn.Module
         if info.kind == "linear":
             rows, cols = axes[(name, "out")], axes[(name, "in")]
             if len(rows) == info.out_features and len(cols) == info.in_features:
                 continue
-            new = nn.Linear(len(cols), len(rows), bias=old.bias is not None, device=old.weight.device, dtype=old.weight.dtype)
-            new.weight.copy_(old.weight[rows][:, cols])
-            if old.bias is not None:
-                new.bias.copy_(old.bias[rows])
+            new = _shrunk_linear(cast(nn.Linear, old), rows, cols)
         else:
             idx = axes[(name, "norm")]
             if len(idx) == info.norm_size:
                 continue
-            new = nn.LayerNorm(len(idx), eps=old.eps, elementwise_affine=old.weight is not None,
-                               bias=old.bias is not None, device=old.weight.device if old.weight is not None else None)
-            if old.weight is not None:
-                new.weight.copy_(old.weight[idx])
-            if old.bias is not None:
-                new.bias.copy_(old.bias[idx])
+            new = _shrunk_layernorm(cast(nn.LayerNorm, old), idx)
         new.train(old.training)
         for p_new, p_old in zip(new.parameters(), old.parameters()):
             p_new.requires_grad_(p_old.requires_grad)
@@ -104,7 +120,7 @@ def masked_copy(model: nn.Module, groups: Groups, keep: Keep) -> nn.Module:
     for name, info in groups.modules.items():
         if info.kind != "linear":
             continue
-        lin = masked.get_submodule(name)
+        lin = _linear(masked, name)
         cols = torch.ones(info.in_features, dtype=torch.bool)
         cols[axes[(name, "in")]] = False
         lin.weight[:, cols] = 0.0
@@ -120,8 +136,11 @@ def widths(model: nn.Module, groups: Groups) -> dict[str, dict[str, int]]:
     """Feature sizes per prunable layer of ``model`` (in/out for Linear, norm for LayerNorm)."""
     out = {}
     for name, info in groups.modules.items():
-        m = model.get_submodule(name)
-        out[name] = {"in": m.in_features, "out": m.out_features} if info.kind == "linear" else {"norm": int(m.normalized_shape[0])}
+        if info.kind == "linear":
+            lin = _linear(model, name)
+            out[name] = {"in": lin.in_features, "out": lin.out_features}
+        else:
+            out[name] = {"norm": int(cast(nn.LayerNorm, model.get_submodule(name)).normalized_shape[0])}
     return out
 
 
@@ -156,7 +175,7 @@ def reconstruct(original: nn.Module, small: nn.Module, groups: Groups, keep: Kee
     target_in = _linear_inputs(original, names, states)
     for name in names:
         x_small = _linear_inputs(small, [name], states)[name]
-        old, new = original.get_submodule(name), small.get_submodule(name)
+        old, new = _linear(original, name), _linear(small, name)
         rows = axes[(name, "out")]
         y = target_in[name] @ old.weight.double()[rows].T
         if old.bias is not None:
@@ -166,6 +185,6 @@ def reconstruct(original: nn.Module, small: nn.Module, groups: Groups, keep: Kee
         gram = x.T @ x
         lam = ridge * float(torch.diagonal(gram).mean()) + 1e-12
         delta = torch.linalg.solve(gram + lam * torch.eye(len(gram), dtype=torch.float64), x.T @ (y - y_now))
-        new.weight += delta[: new.in_features].T.to(new.weight.dtype)
+        new.weight.add_(delta[: new.in_features].T.to(new.weight.dtype))
         if new.bias is not None:
-            new.bias += delta[-1].to(new.bias.dtype)
+            new.bias.add_(delta[-1].to(new.bias.dtype))

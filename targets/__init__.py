@@ -2,7 +2,16 @@
 
 from targets.errors import TargetError
 from targets.host import host_arch, host_cpu_flags
-from targets.registry import USER_DIR_ENV, Target, all_targets, get_target, make_target, native_target, parse_target_list, user_target_dirs
+from targets.registry import (
+    USER_DIR_ENV,
+    Target,
+    all_targets,
+    get_target,
+    make_target,
+    native_target,
+    parse_target_list,
+    user_target_dirs,
+)
 from targets.runners import NativeRunner, QemuRunner, Runner, Session, SshRunner, runner_for
 
 __all__ = [

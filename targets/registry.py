@@ -92,7 +92,7 @@ class Target:
 
     def tvm_target(self):
         """The ``tvm.target.Target`` (imports TVM)."""
-        import tvm
+        import tvm  # deferred: TVM is heavy and only this method needs it
 
         try:
             return tvm.target.Target(dict(self.tvm))

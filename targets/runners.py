@@ -10,6 +10,9 @@ stdin/stdout) with pipes attached.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -27,7 +30,7 @@ from targets.registry import Target
 class Session:
     """A staged working folder on the machine that runs the program, and the argv prefix to run there."""
 
-    runner: "Runner"
+    runner: Runner
     workdir: str  # where the program sees its files (a local path, or a path on the board)
     prefix: list[str] = field(default_factory=list)
 
@@ -84,8 +87,6 @@ class Runner:
     def local_env(self, env: dict[str, str] | None) -> dict[str, str] | None:
         if not env:
             return None
-        import os
-
         return {**os.environ, **env}
 
 
@@ -127,12 +128,51 @@ class QemuRunner(Runner):
         return None
 
 
+# A POSIX-ish login name, and one DNS label; neither may start with '-' (ssh would read it as an option).
+_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+# URL option host_key -> ssh's StrictHostKeyChecking: a board's key must already be known, unless the user asks for
+# trust on first use (a key that changed is refused either way).
+HOST_KEY_POLICIES = {"strict": "yes", "accept-new": "accept-new"}
+SSH_OPTIONS = ("identity", "known_hosts", "host_key", "dir")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def check_user_host(user: str, host: str, where: str) -> None:
+    """Raise TargetError (naming ``where``) unless ``user`` is a login name and ``host`` a hostname or IP literal."""
+    if not _USER.fullmatch(user) or len(user) > 64:
+        raise TargetError(f"runner {where}: user {user!r} is not a login name (letters, digits, '_', '.', '-'; "
+                          "starting with a letter or '_')")
+    if _is_ip(host):
+        return
+    labels = host.split(".")
+    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
+        raise TargetError(f"runner {where}: host {host!r} is not a hostname or an IPv4/IPv6 address "
+                          "(letters, digits, '-', '_' in dot-separated labels, none starting or ending with '-')")
+
+
+def _ssh_option_value(value: str) -> str:
+    """``value`` quoted for an ``ssh -o key=value`` argument (ssh splits option values at blanks)."""
+    if not any(c in value for c in ' \t"\'\\'):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 @dataclass
 class SshRunner(Runner):
     """Copy the folder to a board with scp and run there with ssh (``ssh://user@host[:port]``).
 
-    Query parameters: ``identity`` (private key file), ``known_hosts`` (a known_hosts file; new host keys are
-    accepted on first use), ``dir`` (remote parent folder, default /tmp).
+    Query parameters: ``identity`` (private key file), ``known_hosts`` (the known_hosts file the board's host
+    key is checked against; default ssh's own, ``~/.ssh/known_hosts``), ``host_key`` (``strict``, the default:
+    the key must already be in that file; ``accept-new``: a board not yet in it is trusted on first use and
+    added), ``dir`` (remote parent folder, default /tmp). A host key that differs from the file's is refused.
     """
 
     user: str
@@ -141,6 +181,15 @@ class SshRunner(Runner):
     identity: str = ""
     known_hosts: str = ""
     remote_parent: str = "/tmp"
+    host_key: str = "strict"
+
+    def __post_init__(self) -> None:
+        check_user_host(self.user, self.host, repr(self.describe()))
+        if not 1 <= self.port <= 65535:
+            raise TargetError(f"runner {self.describe()!r}: port {self.port} is not in 1..65535")
+        if self.host_key not in HOST_KEY_POLICIES:
+            raise TargetError(f"runner {self.describe()!r}: host_key {self.host_key!r} is not one of "
+                              f"{', '.join(HOST_KEY_POLICIES)}")
 
     def describe(self) -> str:
         return f"ssh://{self.user}@{self.host}:{self.port}"
@@ -151,33 +200,59 @@ class SshRunner(Runner):
                 raise TargetError(f"{tool!r} not found on PATH (Debian: apt-get install openssh-client)")
 
     def _options(self) -> list[str]:
-        opts = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-o", "ConnectTimeout=10"]
+        opts = ["-o", "BatchMode=yes", "-o", f"StrictHostKeyChecking={HOST_KEY_POLICIES[self.host_key]}",
+                "-o", "ConnectTimeout=10"]
         if self.identity:
             opts += ["-i", self.identity, "-o", "IdentitiesOnly=yes"]
-        if self.known_hosts:
-            opts += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
+        if self.known_hosts:  # pinned to this one file: the system-wide list is not consulted
+            opts += ["-o", f"UserKnownHostsFile={_ssh_option_value(self.known_hosts)}",
+                     "-o", "GlobalKnownHostsFile=/dev/null"]
         return opts
 
+    def _destination(self) -> str:
+        return f"{self.user}@{self.host}"
+
     def _ssh(self) -> list[str]:
-        return ["ssh", *self._options(), "-p", str(self.port), f"{self.user}@{self.host}"]
+        # "--" ends ssh's options: nothing after it is read as one, whatever the URL held
+        return ["ssh", *self._options(), "-p", str(self.port), "--", self._destination()]
+
+    def _host_key_problem(self, err: str) -> str | None:
+        """A one-line explanation when ssh refused the board's host key, else None."""
+        if "Host key verification failed" not in err:
+            return None
+        where = self.known_hosts or "~/.ssh/known_hosts"
+        if "REMOTE HOST IDENTIFICATION HAS CHANGED" in err:
+            return (f"host key verification failed: the board's host key differs from the one in {where} "
+                    "(if the board was reinstalled, check its new fingerprint and replace that line)")
+        return (f"host key verification failed: {where} holds no key for {self.host} port {self.port}; pin it "
+                "(see targets/README.md, 'ssh runner and host keys') or add host_key=accept-new to the runner URL")
 
     def _call(self, argv: list[str], what: str) -> str:
-        r = subprocess.run(argv, capture_output=True, timeout=60)
+        try:
+            r = subprocess.run(argv, capture_output=True, timeout=60)
+        except subprocess.TimeoutExpired as e:
+            raise TargetError(f"{self.describe()}: {what} timed out after 60 s") from e
         if r.returncode != 0:
-            err = r.stderr.decode(errors="replace").strip().splitlines()
-            raise TargetError(f"{self.describe()}: {what} failed: {err[-1] if err else f'exit {r.returncode}'}")
+            text = r.stderr.decode(errors="replace")
+            err = text.strip().splitlines()
+            problem = self._host_key_problem(text) or (err[-1] if err else f"exit {r.returncode}")
+            raise TargetError(f"{self.describe()}: {what} failed: {problem}")
         return r.stdout.decode(errors="replace")
 
     @contextlib.contextmanager
     def session(self, local_dir: Path) -> Iterator[Session]:
         self.check()
         remote = self._call(self._ssh() + [f"mktemp -d {shlex.quote(self.remote_parent)}/pae.XXXXXX"], "mktemp").strip()
+        if not remote.startswith("/") or "\n" in remote:
+            raise TargetError(f"{self.describe()}: mktemp printed {remote!r}, not a folder path")
         try:
-            # scp -r copies the folder's contents into the fresh remote folder (mode bits are kept).
-            items = [str(p) for p in sorted(Path(local_dir).iterdir())]
+            # scp -r copies the folder's contents into the fresh remote folder (mode bits are kept). Absolute
+            # local paths, so no local name is read as host:path.
+            items = [str(p) for p in sorted(Path(local_dir).resolve().iterdir())]
             if items:
-                self._call(["scp", *self._options(), "-q", "-r", "-P", str(self.port), *items,
-                            f"{self.user}@{self.host}:{remote}/"], "copy to board")
+                host = f"[{self.host}]" if ":" in self.host else self.host  # scp needs an IPv6 literal bracketed
+                self._call(["scp", *self._options(), "-q", "-r", "-P", str(self.port), "--", *items,
+                            f"{self.user}@{host}:{remote}/"], "copy to board")
             yield Session(self, remote)
         finally:
             subprocess.run(self._ssh() + [f"rm -rf {shlex.quote(remote)}"], capture_output=True, timeout=60)
@@ -195,19 +270,27 @@ class SshRunner(Runner):
 
 
 def parse_ssh_url(url: str) -> SshRunner:
-    """``ssh://user@host[:port][?identity=KEY&known_hosts=FILE&dir=/tmp]`` -> SshRunner."""
-    u = urlparse(url)
+    """``ssh://user@host[:port][?identity=KEY&known_hosts=FILE&host_key=strict|accept-new&dir=/tmp]`` -> SshRunner."""
+    try:
+        u = urlparse(url)
+        port = 22 if u.port is None else u.port
+    except ValueError as e:  # a bad port or a malformed [IPv6] literal
+        raise TargetError(f"runner {url!r}: {e}") from e
     if u.scheme != "ssh" or not u.hostname or not u.username:
         raise TargetError(f"runner {url!r}: expected ssh://user@host[:port]")
+    if u.password is not None:
+        raise TargetError(f"runner {url!r}: a password in the URL is never used (ssh runs in batch mode); "
+                          "use identity=KEY or an ssh agent")
+    check_user_host(u.username, u.hostname, repr(url))
     q = {k: v[-1] for k, v in parse_qs(u.query).items()}
-    unknown = set(q) - {"identity", "known_hosts", "dir"}
+    unknown = set(q) - set(SSH_OPTIONS)
     if unknown:
-        raise TargetError(f"runner {url!r}: unknown option(s) {', '.join(sorted(unknown))} (known: identity, known_hosts, dir)")
-    try:
-        port = u.port or 22
-    except ValueError as e:
-        raise TargetError(f"runner {url!r}: bad port ({e})") from e
-    return SshRunner(u.username, u.hostname, port, q.get("identity", ""), q.get("known_hosts", ""), q.get("dir", "/tmp"))
+        raise TargetError(f"runner {url!r}: unknown option(s) {', '.join(sorted(unknown))} (known: {', '.join(SSH_OPTIONS)})")
+    host_key = q.get("host_key", "strict")
+    if host_key not in HOST_KEY_POLICIES:
+        raise TargetError(f"runner {url!r}: host_key={host_key} is not one of {', '.join(HOST_KEY_POLICIES)}")
+    return SshRunner(u.username, u.hostname, port, q.get("identity", ""), q.get("known_hosts", ""), q.get("dir", "/tmp"),
+                     host_key)
 
 
 def runner_for(target: Target, runner: str | None = None) -> Runner:

@@ -9,8 +9,17 @@ import pytest
 import torch
 from torch import nn
 
-from prune import (PruneError, find_groups, load_program, load_state_dict, prune, register_metric,
-                   save_pruned, score, stability)
+from prune import (
+    PruneError,
+    find_groups,
+    load_program,
+    load_state_dict,
+    prune,
+    register_metric,
+    save_pruned,
+    score,
+    stability,
+)
 from prune.importance import METRICS
 from prune.search import Problem, run_search
 
