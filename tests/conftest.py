@@ -85,6 +85,8 @@ def sshd(tmp_path: Path) -> Iterator[str]:
                 assert proc.stderr is not None
                 pytest.fail(f"sshd exited: {proc.stderr.read().decode()}")
             time.sleep(0.1)
+    # The ssh runner checks host keys strictly: pin this server's key as a user would after checking its fingerprint.
+    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {(d / 'host_key.pub').read_text()}")
     url = f"ssh://{getpass.getuser()}@127.0.0.1:{port}?identity={d / 'client_key'}&known_hosts={d / 'known_hosts'}"
     yield url
     proc.terminate()
