@@ -22,6 +22,12 @@ class _CreatesFile:
 
 
 @pytest.fixture
+def creates_file() -> Callable[[Path], object]:
+    """creates_file(target): an object whose unpickling creates target (to hide inside a real pickle)."""
+    return _CreatesFile
+
+
+@pytest.fixture
 def payload() -> Callable[[Path], bytes]:
     """payload(target): pickle bytes that create target when unpickled; checked live on a control file first."""
 

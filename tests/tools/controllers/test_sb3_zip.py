@@ -23,8 +23,9 @@ def _rewrite(src: Path, dst: Path, replace: dict[str, bytes | None]) -> Path:
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
         for item in zin.infolist():
             if item.filename in replace:
-                if replace[item.filename] is not None:
-                    zout.writestr(item.filename, replace[item.filename])
+                new = replace[item.filename]
+                if new is not None:
+                    zout.writestr(item.filename, new)
             else:
                 zout.writestr(item, zin.read(item.filename))
     return dst
