@@ -160,6 +160,11 @@ def read_sb3_zip(path: Path, env_spaces: tuple[Any, Any] | None = None) -> Sb3Po
     obs_shape, obs_low, obs_high = _box(path, data, "observation_space")
     act_shape, act_low, act_high = _box(path, data, "action_space")
     notes: list[str] = []
+    rounded = [f"{key}.{name}" for key in ("observation_space", "action_space") for name in ("low", "high")
+               if _maybe_rounded(data[key][name])]
+    if rounded and env_spaces is None:
+        notes.append(f"{', '.join(rounded)} printed at numpy's 8-decimal precision in 'data': may differ from the "
+                     "env's float32 bounds in the last digit; pass the env's spaces for exact bounds")
     if env_spaces is not None:
         obs_low, obs_high, act_low, act_high = _env_bounds(path, env_spaces, obs_shape, act_shape,
                                                            (obs_low, obs_high, act_low, act_high), notes)
@@ -306,6 +311,12 @@ def _printed_array(path: Path, key: str, name: str, text: Any, shape: tuple[int,
     if values.size != int(np.prod(shape)):
         raise ControllerError(f"{path}: member 'data': {key}.{name} has {values.size} values, shape is {shape}")
     return values.reshape(shape)
+
+
+def _maybe_rounded(text: str) -> bool:
+    """numpy prints at most 8 decimals (its default precision): a value printed with 8 may have been rounded."""
+    mantissas = (t.lower().split("e")[0] for t in text.replace("[", " ").replace("]", " ").split())
+    return any(len(m.partition(".")[2]) >= 8 for m in mantissas)
 
 
 def _env_bounds(path: Path, env_spaces: tuple[Any, Any], obs_shape: tuple[int, ...], act_shape: tuple[int, ...],

@@ -267,3 +267,13 @@ def test_weights_of_another_architecture_are_refused(sb3_models, tmp_path):
     bad = _rewrite(path, tmp_path / "bad.zip", {"policy.pth": buffer.getvalue()})
     with pytest.raises(ControllerError, match=r"bad\.zip: zip member 'policy.pth': actor.latent_pi.1"):
         read_sb3_zip(bad)
+
+
+def test_bounds_printed_at_full_precision_are_said_to_be_maybe_rounded(sb3_models, tmp_path):
+    path, _ = sb3_models("sac")
+    assert not any("precision" in n for n in read_sb3_zip(path).notes)  # Pendulum's bounds print exactly
+    data = _data(path)
+    data["observation_space"]["low"] = "[-1.12345678 -1.         -8.        ]"
+    policy = read_sb3_zip(_rewrite(path, tmp_path / "odd.zip", {"data": json.dumps(data).encode()}))
+    assert np.float32(policy.obs_low[0]) == np.float32(-1.12345678)
+    assert any("observation_space.low printed at numpy's 8-decimal precision" in n for n in policy.notes)
