@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ _NUMPY_GLOBALS = {
     ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
 }
 _PLAIN_GLOBALS = {("builtins", "set"): set, ("builtins", "frozenset"): frozenset, ("builtins", "bytearray"): bytearray,
-                  ("builtins", "complex"): complex}
+                  ("builtins", "complex"): complex, ("collections", "OrderedDict"): OrderedDict}
 # Globals that become inert stand-ins: classes whose attributes we read, or state we ignore.
 _INERT_MODULES = (
     "stable_baselines3.common.vec_env.vec_normalize",  # VecNormalize
@@ -58,12 +59,16 @@ class _Inert:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.args = args
-        self.fields: dict[str, Any] = {}
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The attributes pickle set (empty if it set none; NEWOBJ skips __init__)."""
+        return self.__dict__.get("_fields", {})
 
     def __setstate__(self, state: Any) -> None:
         if isinstance(state, tuple) and len(state) == 2 and all(isinstance(s, dict | None) for s in state):
             state = {**(state[0] or {}), **(state[1] or {})}  # (dict state, slot state)
-        self.fields = dict(state) if isinstance(state, dict) else {"state": state}
+        self.__dict__["_fields"] = dict(state) if isinstance(state, dict) else {"state": state}
 
 
 class _AllowListUnpickler(pickle.Unpickler):

@@ -124,6 +124,17 @@ class Sb3Policy:
         """Length of the (flat) action."""
         return int(np.prod(self.act_shape))
 
+    def summary(self) -> dict[str, Any]:
+        """What was read, JSON-serialisable (everything but the module)."""
+        return {
+            "algorithm": self.algorithm, "policy_class": self.policy_class, "sb3_version": self.sb3_version,
+            "obs_shape": list(self.obs_shape), "act_shape": list(self.act_shape),
+            "obs_low": self.obs_low.tolist(), "obs_high": self.obs_high.tolist(),
+            "act_low": self.act_low.tolist(), "act_high": self.act_high.tolist(),
+            "activation": self.activation, "net_arch": list(self.net_arch), "output": self.output,
+            "stochastic": self.stochastic, "deterministic_action": self.deterministic_action, "notes": list(self.notes),
+        }
+
     def spec(self, env_id: str, unbounded_obs: float = 10.0) -> ControllerSpec:
         """The controller contract; an infinite observation bound becomes +-unbounded_obs."""
         obs_low = np.where(np.isfinite(self.obs_low), self.obs_low, -unbounded_obs)
@@ -253,7 +264,7 @@ def _policy_class(path: Path, data: dict) -> tuple[str, str]:
         raise ControllerError(f"{path}: member 'data' has no readable 'policy_class'; supported: {SUPPORTED}")
     module = str(entry.get("__module__", ""))
     match = re.match(r"<function (\w+)\.__init__ ", str(entry.get("__init__", "")))
-    cls = match.group(1) if match else "?"
+    cls = match.group(1) if match else "<class name not readable>"
     if (module, cls) not in POLICY_CLASSES:
         hint = ""
         if cls in ("CnnPolicy", "MultiInputPolicy", "ActorCriticCnnPolicy", "MultiInputActorCriticPolicy"):

@@ -113,6 +113,12 @@ def test_actor_traces_with_fx_and_exports_to_onnx(sb3_models, pendulum_obs, tmp_
     assert np.abs(got - _actions(actor, pendulum_obs)).max() <= TOL
 
 
+def test_summary_is_json(sb3_models):
+    summary = json.loads(json.dumps(read_sb3_zip(sb3_models("ppo_pi_vf")[0]).summary()))
+    assert (summary["algorithm"], summary["net_arch"], summary["act_high"]) == ("PPO", [16, 24], [2.0])
+    assert summary["policy_class"] == "stable_baselines3.common.policies.ActorCriticPolicy"
+
+
 def test_spec_carries_sizes_and_bounds(sb3_models):
     spec = read_sb3_zip(sb3_models("td3")[0]).spec("Pendulum-v1")
     assert (spec.obs_dim, spec.act_dim, spec.act_low, spec.act_high) == (3, 1, (-2.0,), (2.0,))
