@@ -43,10 +43,12 @@ _NUMPY_GLOBALS = {
 }
 _PLAIN_GLOBALS = {("builtins", "set"): set, ("builtins", "frozenset"): frozenset, ("builtins", "bytearray"): bytearray,
                   ("builtins", "complex"): complex, ("collections", "OrderedDict"): OrderedDict}
-# Globals that become inert stand-ins: classes whose attributes we read, or state we ignore.
-_INERT_MODULES = (
-    "stable_baselines3.common.vec_env.vec_normalize",  # VecNormalize
-    "stable_baselines3.common.running_mean_std",  # RunningMeanStd
+# Globals that become inert stand-ins: the classes whose attributes we read, and state we ignore.
+_INERT_CLASSES = {
+    ("stable_baselines3.common.vec_env.vec_normalize", "VecNormalize"),
+    ("stable_baselines3.common.running_mean_std", "RunningMeanStd"),
+}
+_INERT_PREFIXES = (
     "gymnasium.spaces.", "gym.spaces.",  # the spaces VecNormalize keeps
     "numpy.random.",  # a space's generator state (_pickle.__generator_ctor, PCG64, SeedSequence, ...)
 )
@@ -83,7 +85,7 @@ class _AllowListUnpickler(pickle.Unpickler):
             return super().find_class(module, name)
         if (module, name) in _PLAIN_GLOBALS:
             return _PLAIN_GLOBALS[(module, name)]
-        if module in _INERT_MODULES[:2] or module.startswith(_INERT_MODULES[2:]):
+        if (module, name) in _INERT_CLASSES or module.startswith(_INERT_PREFIXES):
             return type(name, (_Inert,), {"qualname": f"{module}.{name}"})
         raise ControllerError(f"{self.source}: refused to unpickle global {module}.{name}: observation statistics "
                               "hold only numpy arrays and numbers (pass them as --obs-norm FILE.npz/.json instead)")
