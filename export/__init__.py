@@ -3,10 +3,10 @@ with the device that runs it. This file is the public face: tools/ imports from 
 
 from export import frames
 from export.bundle import Manifest, export_bundle, load_bundle, move_into_place, read_manifest, verify_bundle, versions
-from export.device import STUB_SOURCES, Reply, StubFailed, StubSession, cache_root, open_session, run_stub_batch, run_stub_bench
+from export.stub import STUB_SOURCES, Reply, StubFailed, StubSession, cache_root, open_session, run_stub_batch, run_stub_bench
 from export.errors import ExportError
-from export.mcu import DoesNotFit
-from export.mcu_session import qemu_available
+from export.mcu.firmware import DoesNotFit
+from export.mcu.session import qemu_available
 from export.onnx_export import OPSET, export_onnx, ort_actions, ort_session
 from export.spec import ControllerSpec
 from export.tvm_compile import build, check_supported_ops, import_onnx, lower

@@ -27,7 +27,7 @@ import onnx
 from torch import nn
 
 from export.errors import ExportError
-from export.mcu import McuArtifact, build_mcu_artifact, verify_mcu
+from export.mcu.firmware import McuArtifact, build_mcu_artifact, verify_mcu
 from export.onnx_export import OPSET, export_onnx, ort_actions, ort_session
 from export.spec import ControllerSpec
 from export.tvm_compile import compile_library

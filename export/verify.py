@@ -59,7 +59,7 @@ def _compare(target: Target, method: str, got: np.ndarray, reference: np.ndarray
 def _device_runner():
     """``export.device.run_stub_batch`` once the firmware stub module exists, else None."""
     try:
-        from export import device
+        from export import stub as device
     except ImportError:
         return None
     return getattr(device, "run_stub_batch", None)

@@ -220,7 +220,7 @@ def kernel_plan(bundle_dir: Path, target_name: str) -> bytes:
 
     import onnx
 
-    from export.mcu_codegen import CONSTANT, INPUT, INTERMEDIATE, kernel_chain
+    from export.mcu.codegen import CONSTANT, INPUT, INTERMEDIATE, kernel_chain
     from export.spec import ControllerSpec
     from export.tvm_compile import import_onnx, lower
 
@@ -483,7 +483,7 @@ def open_session(bundle_dir: Path, target_name: str, extra_args: tuple[str, ...]
     from targets import get_target
 
     if get_target(target_name).kind == "mcu":
-        from export.mcu_session import FirmwareSession
+        from export.mcu.session import FirmwareSession
 
         return FirmwareSession(bundle_dir, target_name, extra_args=tuple(extra_args), runner=runner)
     return StubSession(bundle_dir, target_name, extra_args=tuple(extra_args), runner=runner)

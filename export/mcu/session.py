@@ -19,7 +19,7 @@ from pathlib import Path
 
 
 from export import frames
-from export.device import StubFailed, StubSession, read_manifest
+from export.stub import StubFailed, StubSession, read_manifest
 from export.errors import ExportError
 
 QEMU = "qemu-system-arm"

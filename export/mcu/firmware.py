@@ -5,14 +5,14 @@ For a target of kind ``mcu`` (``targets/registry.py``: cortex-m4, cortex-m7, ...
 1. lowers the ONNX graph with the same pipeline as the Linux libraries (fused, weights folded, hand
    schedule at the target's vector width) and compiles only the kernels, for the target's TVM triple,
    into ``<target>_kernels.o``;
-2. writes ``<target>_model.c`` (:mod:`export.mcu_codegen`): weights in flash, static tensors, a
+2. writes ``<target>_model.c`` (:mod:`export.mcu.codegen`): weights in flash, static tensors, a
    workspace arena sized at export time, kernel calls in graph order;
 3. links the firmware ``<target>.elf`` (``firmware_stub/mcu``: startup, UART0, frame server) with
    ``arm-none-eabi-gcc`` and reads flash and RAM from the linked image; an image larger than the
    target's ``flash_kb``/``ram_kb`` fails the export with the sizes named;
 4. verification (:func:`verify_mcu`): the same C built for this host with the kernels compiled for
    the host is checked against onnxruntime, then the firmware itself answers frames under
-   ``qemu-system-arm`` (:mod:`export.mcu_session`) and is checked the same way.
+   ``qemu-system-arm`` (:mod:`export.mcu.session`) and is checked the same way.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ import numpy as np
 import onnx
 
 from export.errors import ExportError
-from export.mcu_codegen import CONSTANT, arena_bytes, generate_c, kernel_chain
+from export.mcu.codegen import CONSTANT, arena_bytes, generate_c, kernel_chain
 from export.spec import ControllerSpec
 from targets.registry import Target
 
-FIRMWARE_SOURCES = Path(__file__).resolve().parent.parent / "firmware_stub" / "mcu"
+FIRMWARE_SOURCES = Path(__file__).resolve().parents[2] / "firmware_stub" / "mcu"
 MODEL_HEADER = "pae_mcu_model.h"
 # -mfpu of each core's FPU (what TVM's mcpu implies): M4F single precision, M7 double precision
 FPU_OF_CPU = {"cortex-m4": "fpv4-sp-d16", "cortex-m7": "fpv5-d16", "cortex-m33": "fpv5-sp-d16"}
@@ -104,7 +104,7 @@ def lower_for_mcu(model: onnx.ModelProto, spec: ControllerSpec, target: Target, 
     """
     from tvm import relax
 
-    from export.mcu_schedule import schedule_module_scalar
+    from export.mcu.schedule import schedule_module_scalar
     from export.tvm_compile import import_onnx, lower
 
     mod = import_onnx(model, spec)
@@ -136,7 +136,7 @@ def _fpu(target: Target) -> str:
 
 
 def _ffi_include() -> Path:
-    from export.device import ffi_include_dir
+    from export.stub import ffi_include_dir
 
     return ffi_include_dir()
 
@@ -287,7 +287,7 @@ def build_mcu_artifact(model: onnx.ModelProto, spec: ControllerSpec, target: Tar
         "compile_seconds": round(time.perf_counter() - start, 3),
         "compile_flags": {"pipeline": "mcu-scalar", "relax_pipeline": "zero", "fast_math": bool(fast_math),
                           "schedule": {"rule": "matvec: groups of outputs accumulated in registers, reduction "
-                                               "inside, elementwise epilogue from the registers (export/mcu_schedule.py)",
+                                               "inside, elementwise epilogue from the registers (export/mcu/schedule.py)",
                                        **schedule.to_dict()},
                           "cc": target.cc, "batch": 1, "stack_bytes": STACK_BYTES},
         "sources": {"model_c": _file_record(model_c), "kernels_o": _file_record(kernels_o),
@@ -316,7 +316,7 @@ def verify_mcu(bundle_dir: Path, target: Target, artifact: McuArtifact, obs: np.
     Also fails (status "failed") if the host run used more arena than computed at export, or the
     firmware's stack use came within ``1 - STACK_LIMIT`` of its reservation.
     """
-    from export.mcu_session import FirmwareSession, qemu_available
+    from export.mcu.session import FirmwareSession, qemu_available
     from export.verify import FAILED, NOT_VERIFIED, VERIFIED, Verification
 
     rec = artifact.record
