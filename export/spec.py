@@ -46,7 +46,7 @@ class ControllerSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ControllerSpec":
+    def from_dict(cls, d: dict) -> ControllerSpec:
         try:
             return cls(
                 obs_dim=int(d["obs_dim"]),
