@@ -12,7 +12,7 @@ import onnx
 import tvm
 from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
-from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+from tvm.relax.frontend.onnx import onnx_frontend
 
 from export.errors import ExportError
 from export.schedule import schedule_module
@@ -42,7 +42,7 @@ class CompileReport:
 
 def check_supported_ops(model: onnx.ModelProto, where: str = "model.onnx") -> None:
     """Refuse, by name, any op TVM's ONNX importer has no converter for (before it fails deep inside)."""
-    known = _get_convert_map()
+    known = onnx_frontend._get_convert_map()  # TVM has no public list of the ops its importer converts
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx") or node.op_type not in known:
             raise ExportError(f"{where}: TVM's ONNX importer does not support op {node.op_type!r} "
