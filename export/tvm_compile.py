@@ -11,13 +11,12 @@ from pathlib import Path
 import onnx
 import tvm
 from tvm import relax
-from tvm.relax.frontend.onnx import from_onnx
-from tvm.relax.frontend.onnx import onnx_frontend
+from tvm.relax.frontend.onnx import from_onnx, onnx_frontend
 
 from export.errors import ExportError
 from export.schedule import schedule_module
 from export.spec import ControllerSpec
-from targets.registry import Target
+from targets import Target
 
 PIPELINES = ("scheduled", "fused", "default")  # scheduled = fused + our kernel schedule (what bundles ship)
 
