@@ -69,14 +69,17 @@ class Manifest:
     artifacts: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """The manifest as JSON-ready data (what manifest.json holds)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> Manifest:
+        """The manifest from parsed manifest.json; a missing key raises KeyError."""
         return cls(**{k: d[k] for k in cls.__dataclass_fields__})
 
     @property
     def controller_spec(self) -> ControllerSpec:
+        """The controller's contract (observation and action shapes and bounds)."""
         return ControllerSpec.from_dict(self.spec)
 
     def verifications(self) -> dict[str, dict]:
@@ -85,6 +88,7 @@ class Manifest:
 
     @property
     def all_verified(self) -> bool:
+        """Whether every artifact ran here and matched onnxruntime."""
         return all(v.get("status") == VERIFIED for v in self.verifications().values())
 
 

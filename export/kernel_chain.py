@@ -29,6 +29,7 @@ class Tensor:
 
     @property
     def numel(self) -> int:
+        """Number of float32 values."""
         return int(np.prod(self.shape))
 
 

@@ -33,6 +33,7 @@ class OnnxReport:
     parity_max_abs_err: float  # onnxruntime vs torch on n_parity observations from the spec's box
 
     def to_dict(self) -> dict:
+        """The report as JSON-ready data."""
         return asdict(self)
 
 

@@ -56,6 +56,7 @@ class Runtime:
     origin: str
 
     def library_bytes(self) -> int:
+        """Bytes of the two runtime libraries (what a board must hold besides the model)."""
         return sum((self.lib_dir / n).stat().st_size for n in RUNTIME_LIBS)
 
 

@@ -217,6 +217,7 @@ class StubSession(DeviceSession):
 
     @property
     def where(self) -> str:
+        """The stub, its target and runner, for messages."""
         return f"stub for {self.target_name!r} ({self._runner.describe() if hasattr(self, '_runner') else '?'})"
 
     def _stop(self) -> None:

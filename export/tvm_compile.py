@@ -36,6 +36,7 @@ class CompileReport:
     compile_flags: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """The report as JSON-ready data."""
         return asdict(self)
 
 

@@ -25,4 +25,5 @@ class Verification:
     reason: str = ""  # why it failed or was not verified
 
     def to_dict(self) -> dict:
+        """The outcome as JSON-ready data (the manifest's ``verification``)."""
         return asdict(self)

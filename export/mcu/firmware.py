@@ -74,9 +74,11 @@ class MemoryReport:
 
     @property
     def fits(self) -> bool:
+        """Whether flash and RAM are both within the target's budget."""
         return self.flash_bytes <= self.flash_budget_bytes and self.ram_bytes <= self.ram_budget_bytes
 
     def to_dict(self) -> dict:
+        """The report as JSON-ready data, with ``fits``."""
         return {**asdict(self), "fits": self.fits}
 
 

@@ -115,6 +115,7 @@ class FirmwareSession(DeviceSession):
 
     @property
     def where(self) -> str:
+        """The emulator and machine, for messages."""
         return f"firmware under {getattr(self, '_describe', QEMU)}"
 
     def _stop(self) -> None:
