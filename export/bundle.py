@@ -7,7 +7,7 @@ Layout (the firmware stub relies on these names)::
     model.onnx      the simplified ONNX graph
     <target>.so     one Relax VM library per target; function "main" takes float32[1, obs_dim]
     <target>.elf    microcontroller targets (kind "mcu") instead: the firmware image, with
-                    <target>_model.c, <target>_kernels.o and pae_mcu_model.h (export/mcu.py);
+                    <target>_model.c, <target>_kernels.o and pae_mcu_model.h (export/mcu/);
                     the manifest records flash_bytes and ram_bytes of the linked image
 """
 
@@ -16,23 +16,17 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-import onnx
-from torch import nn
+import tvm
+from tvm import relax
 
 from export.errors import ExportError
-from export.mcu import McuArtifact, build_mcu_artifact, verify_mcu
-from export.onnx_export import OPSET, export_onnx, ort_actions, ort_session
 from export.spec import ControllerSpec
-from export.tvm_compile import compile_library
-from export.verify import FAILED, TOLERANCE, VERIFIED, Verification, verify_library
-from targets.registry import Target
+from export.verification import VERIFIED
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -48,8 +42,9 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def versions() -> dict:
-    out = {}
+def versions() -> dict[str, str | None]:
+    """Installed versions of the packages an export depends on (None: not installed)."""
+    out: dict[str, str | None] = {}
     for dist in ("apache-tvm", "apache-tvm-ffi", "onnx", "onnxruntime", "onnxsim", "torch", "numpy"):
         try:
             out[dist] = metadata.version(dist)
@@ -74,14 +69,17 @@ class Manifest:
     artifacts: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """The manifest as JSON-ready data (what manifest.json holds)."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Manifest":
+    def from_dict(cls, d: dict) -> Manifest:
+        """The manifest from parsed manifest.json; a missing key raises KeyError."""
         return cls(**{k: d[k] for k in cls.__dataclass_fields__})
 
     @property
     def controller_spec(self) -> ControllerSpec:
+        """The controller's contract (observation and action shapes and bounds)."""
         return ControllerSpec.from_dict(self.spec)
 
     def verifications(self) -> dict[str, dict]:
@@ -90,145 +88,19 @@ class Manifest:
 
     @property
     def all_verified(self) -> bool:
+        """Whether every artifact ran here and matched onnxruntime."""
         return all(v.get("status") == VERIFIED for v in self.verifications().values())
-
-
-def _io_records(spec: ControllerSpec, dynamic_batch: bool) -> tuple[list[dict], list[dict]]:
-    batch = "batch" if dynamic_batch else 1
-    inputs = [{"name": spec.input_name, "shape": [batch, spec.obs_dim], "dtype": "float32",
-               "low": list(spec.obs_low), "high": list(spec.obs_high)}]
-    outputs = [{"name": spec.output_name, "shape": [batch, spec.act_dim], "dtype": "float32",
-                "low": list(spec.act_low), "high": list(spec.act_high)}]
-    return inputs, outputs
-
-
-def _write_manifest(folder: Path, manifest: Manifest) -> None:
-    (folder / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2, allow_nan=False) + "\n")
-
-
-def _check_targets(targets: list[Target]) -> None:
-    """Fail before any work: non-library targets and missing cross compilers, named."""
-    if not targets:
-        raise ExportError("no targets given")
-    for t in targets:
-        if t.kind not in ("linux", "mcu"):
-            raise ExportError(f"target {t.name!r}: unknown kind {t.kind!r}")
-        t.require_compiler()
-
-
-def _prepare_destination(out_dir: Path, force: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ExportError(f"{out_dir}: exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise ExportError(f"{out_dir}: folder exists and is not empty (pass --force to replace it)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
 
 
 def move_into_place(tmp: Path, out_dir: Path) -> None:
     """Rename the finished temp folder onto the destination; an old bundle is removed only after."""
     old = None
     if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{datetime.now(timezone.utc).strftime('%Y%m%d%H%M%S%f')}")
+        old = out_dir.with_name(f".{out_dir.name}.old-{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}")
         out_dir.rename(old)
     tmp.rename(out_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _compile_artifact(model: onnx.ModelProto, spec: ControllerSpec, t: Target, folder: Path, fast_math: bool) -> dict:
-    """Compile ``<target>.so`` into ``folder``; its manifest record (verification added later)."""
-    report = compile_library(model, spec, t, folder / f"{t.name}.so", fast_math=fast_math)
-    lib = folder / f"{t.name}.so"
-    return {
-        "file": lib.name, "sha256": sha256_file(lib), "bytes": lib.stat().st_size, "arch": t.arch,
-        "tvm_target": dict(t.tvm), "target": t.to_dict(), "entry": "main", "input_shape": [1, spec.obs_dim],
-        "kernels": report.kernels, "kernel_calls": report.kernel_calls, "compile_seconds": report.compile_seconds,
-        "compile_flags": report.compile_flags, "compile": report.to_dict(),
-    }
-
-
-def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target], out_dir: Path, *,
-                  source_path: Path | None = None, source_sha256: str = "", architecture: dict | None = None,
-                  dynamic_batch: bool = False, opset: int = OPSET, n_parity: int = 1000, seed: int = 0,
-                  tolerance: float = TOLERANCE, runner: str | None = None, force: bool = False,
-                  fast_math: bool = True, progress: Callable[[str], None] | None = None) -> Manifest:
-    """Export ``module`` to ONNX and one verified TVM library per target, into the bundle folder ``out_dir``.
-
-    Any failure raises ExportError (or TargetError) and leaves nothing at ``out_dir``. A library that
-    could not be executed here is kept but marked "not verified" with the reason; one that ran and
-    disagrees with onnxruntime beyond ``tolerance`` fails the export.
-    """
-    say = progress or (lambda _msg: None)
-    out_dir = Path(out_dir).resolve()  # absolute: the firmware build runs make in another folder
-    _check_targets(targets)
-    _prepare_destination(out_dir, force)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    mcu_work = tmp.with_name(tmp.name.replace(".tmp-", ".mcu-work-"))  # microcontroller build products that do not ship
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be copied and read by others
-        say("ONNX: export, simplify, check, parity with onnxruntime")
-        model, onnx_report = export_onnx(module, spec, opset=opset, dynamic_batch=dynamic_batch,
-                                         n_parity=n_parity, seed=seed, tolerance=tolerance)
-        onnx_path = tmp / ONNX_FILE
-        onnx.save(model, str(onnx_path))
-        inputs, outputs = _io_records(spec, dynamic_batch)
-        manifest = Manifest(
-            format_version=FORMAT_VERSION,
-            created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            source={"path": str(source_path) if source_path else None, "sha256": source_sha256 or None,
-                    "architecture": architecture},
-            spec=spec.to_dict(), inputs=inputs, outputs=outputs, param_count=onnx_report.param_count,
-            versions=versions(),
-            onnx={"file": ONNX_FILE, "sha256": sha256_file(onnx_path), "bytes": onnx_path.stat().st_size,
-                  **onnx_report.to_dict()},
-        )
-        mcu_built: dict[str, McuArtifact] = {}
-        for t in targets:
-            if t.kind == "mcu":  # firmware image + generated C (export/mcu.py); fails here if it does not fit
-                say(f"{t.name}: compile the kernels with TVM ({t.tvm}), generate the C driver, link the firmware")
-                mcu_built[t.name] = build_mcu_artifact(model, spec, t, tmp, mcu_work, fast_math)
-                manifest.artifacts[t.name] = mcu_built[t.name].record
-                continue
-            say(f"{t.name}: compile with TVM ({t.tvm}) and link with {t.cc}")
-            manifest.artifacts[t.name] = _compile_artifact(model, spec, t, tmp, fast_math)
-        _write_manifest(tmp, manifest)  # the stub checks hashes against it during verification
-
-        obs = spec.sample_observations(n_parity, seed)
-        reference = ort_actions(ort_session(onnx_path.read_bytes()), spec, obs, batch_one=not dynamic_batch)
-        for t in targets:
-            say(f"{t.name}: verify against onnxruntime on {n_parity} observations")
-            if t.kind == "mcu":
-                v = verify_mcu(tmp, t, mcu_built[t.name], obs, reference, tolerance)
-                if v.status == FAILED and fast_math:  # as for libraries below: exact exp/tanh if fast math crossed it
-                    say(f"{t.name}: {v.reason} with fast math; rebuilding with exact exp/tanh")
-                    mcu_built[t.name] = build_mcu_artifact(model, spec, t, tmp, mcu_work, False)
-                    manifest.artifacts[t.name] = mcu_built[t.name].record
-                    manifest.artifacts[t.name]["compile_flags"]["fast_math_fallback"] = v.reason
-                    _write_manifest(tmp, manifest)
-                    v = verify_mcu(tmp, t, mcu_built[t.name], obs, reference, tolerance)
-                if v.status == FAILED:
-                    raise ExportError(f"target {t.name!r}: {v.reason} on {v.n} observations (seed {seed})")
-                manifest.artifacts[t.name]["verification"] = v.to_dict()
-                continue
-            v: Verification = verify_library(tmp, t, obs, reference, tolerance, runner=runner)
-            if v.status == FAILED and fast_math:
-                # fast exp/tanh cost a few ulps; on a model where that crosses the tolerance, ship exact math
-                say(f"{t.name}: {v.reason} with fast math; recompiling with exact exp/tanh")
-                manifest.artifacts[t.name] = _compile_artifact(model, spec, t, tmp, False)
-                manifest.artifacts[t.name]["compile_flags"]["fast_math_fallback"] = v.reason
-                _write_manifest(tmp, manifest)
-                v = verify_library(tmp, t, obs, reference, tolerance, runner=runner)
-            if v.status == FAILED:
-                raise ExportError(f"target {t.name!r}: {t.name}.so {v.reason} on {v.n} observations (seed {seed})")
-            manifest.artifacts[t.name]["verification"] = v.to_dict()
-        _write_manifest(tmp, manifest)
-        move_into_place(tmp, out_dir)
-        say(f"bundle written to {out_dir}")
-        return manifest
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(mcu_work, ignore_errors=True)
 
 
 def read_manifest(bundle_dir: Path) -> Manifest:
@@ -276,9 +148,6 @@ def verify_bundle(bundle_dir: Path) -> Manifest:
 
 def load_bundle(bundle_dir: Path, target: str):
     """A ``relax.VirtualMachine`` on the bundle's library for ``target`` (host architecture), after the hash check."""
-    import tvm
-    from tvm import relax
-
     manifest = verify_bundle(bundle_dir)
     if target not in manifest.artifacts:
         raise ExportError(f"{bundle_dir}: no library for target {target!r} (has: {', '.join(manifest.artifacts)})")

@@ -64,6 +64,7 @@ class Frame:
 
     @property
     def error_name(self) -> str:
+        """The error code's name for an ERROR frame, else empty."""
         return ERROR_NAMES.get(self.code, f"code {self.code}") if self.type == ERROR else ""
 
 
@@ -77,6 +78,7 @@ class FrameError:
 
     @property
     def name(self) -> str:
+        """The rejection's name (crc, oversized, bad_length, truncated)."""
         return ERROR_NAMES.get(self.code, f"code {self.code}")
 
 
@@ -108,6 +110,7 @@ class FrameParser:
     skipped_bytes: int = 0
 
     def feed(self, data: bytes) -> list[Frame | FrameError]:
+        """Take received bytes; return the frames and rejections they complete, in order."""
         self.buf += data
         out: list[Frame | FrameError] = []
         while True:

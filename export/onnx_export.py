@@ -33,10 +33,11 @@ class OnnxReport:
     parity_max_abs_err: float  # onnxruntime vs torch on n_parity observations from the spec's box
 
     def to_dict(self) -> dict:
+        """The report as JSON-ready data."""
         return asdict(self)
 
 
-def _linear_shapes(module: nn.Module) -> list[tuple[str, tuple[int, int]]]:
+def _linear_shapes(module: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
     return [(name, tuple(m.weight.shape)) for name, m in module.named_modules() if isinstance(m, nn.Linear)]
 
 
@@ -47,7 +48,8 @@ def _torch_to_onnx(module: nn.Module, spec: ControllerSpec, opset: int, dynamic_
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice is not the user's problem
-            torch.onnx.export(module, (example,), buf, input_names=[spec.input_name], output_names=[spec.output_name],
+            torch.onnx.export(module, (example,), buf,  # type: ignore[arg-type]  # a BytesIO works; the hint says path
+                              input_names=[spec.input_name], output_names=[spec.output_name],
                               opset_version=opset, dynamic_axes=dynamic_axes, dynamo=False, do_constant_folding=True)
     except Exception as e:  # torch raises many types here; the user needs the cause, in one line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -57,7 +59,7 @@ def _torch_to_onnx(module: nn.Module, spec: ControllerSpec, opset: int, dynamic_
 
 
 def _simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
-    import onnxsim
+    import onnxsim  # deferred: only an export needs it, and it loads slowly
 
     try:
         simplified, ok = onnxsim.simplify(model)
@@ -83,7 +85,7 @@ def check_weight_shapes(model: onnx.ModelProto, module: nn.Module) -> list[list[
 
 def ort_session(model: onnx.ModelProto | bytes | str):
     """A single-threaded onnxruntime CPU session (one thread: a controller runs at batch 1 next to other work)."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # deferred: only parity checks and benchmarks need it
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1

@@ -32,6 +32,7 @@ class ScheduleReport:
     default: list[str] = field(default_factory=list)  # kernels left to TVM's default lowering, and why
 
     def to_dict(self) -> dict:
+        """The report as JSON-ready data."""
         return {"lanes": self.lanes, "unroll": self.unroll, "scheduled": self.scheduled, "default": self.default}
 
 

@@ -43,10 +43,12 @@ class ControllerSpec:
         return rng.uniform(lo, hi, size=(n, self.obs_dim)).astype(np.float32)
 
     def to_dict(self) -> dict:
+        """The spec as JSON-ready data (the manifest's ``spec``)."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ControllerSpec":
+    def from_dict(cls, d: dict) -> ControllerSpec:
+        """The spec from its ``to_dict`` form."""
         try:
             return cls(
                 obs_dim=int(d["obs_dim"]),

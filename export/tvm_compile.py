@@ -9,11 +9,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import onnx
+import tvm
+from tvm import relax
+from tvm.relax.frontend.onnx import from_onnx, onnx_frontend
 
 from export.errors import ExportError
 from export.schedule import schedule_module
 from export.spec import ControllerSpec
-from targets.registry import Target
+from targets import Target
 
 PIPELINES = ("scheduled", "fused", "default")  # scheduled = fused + our kernel schedule (what bundles ship)
 
@@ -33,14 +36,13 @@ class CompileReport:
     compile_flags: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """The report as JSON-ready data."""
         return asdict(self)
 
 
 def check_supported_ops(model: onnx.ModelProto, where: str = "model.onnx") -> None:
     """Refuse, by name, any op TVM's ONNX importer has no converter for (before it fails deep inside)."""
-    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
-
-    known = _get_convert_map()
+    known = onnx_frontend._get_convert_map()  # TVM has no public list of the ops its importer converts
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx") or node.op_type not in known:
             raise ExportError(f"{where}: TVM's ONNX importer does not support op {node.op_type!r} "
@@ -49,8 +51,6 @@ def check_supported_ops(model: onnx.ModelProto, where: str = "model.onnx") -> No
 
 def import_onnx(model: onnx.ModelProto, spec: ControllerSpec, where: str = "model.onnx"):
     """ONNX -> Relax IRModule with the input fixed to batch 1 (the device calls the controller one frame at a time)."""
-    from tvm.relax.frontend.onnx import from_onnx
-
     check_supported_ops(model, where)
     try:
         return from_onnx(model, shape_dict={spec.input_name: [1, spec.obs_dim]}, keep_params_in_input=False)
@@ -64,8 +64,6 @@ def lower(mod, target: Target, pipeline: str = "scheduled", fast_math: bool = Tr
     ``fast_math`` (scheduled pipeline only) swaps exp/tanh for TVM's vectorisable polynomial versions:
     1-3 µs less per call for ELU/tanh MLPs; every library is still checked against onnxruntime at 1e-5.
     """
-    from tvm import relax
-
     if pipeline not in PIPELINES:
         raise ExportError(f"unknown pipeline {pipeline!r}; known: {', '.join(PIPELINES)}")
     if pipeline == "default":
@@ -81,16 +79,12 @@ def lower(mod, target: Target, pipeline: str = "scheduled", fast_math: bool = Tr
 
 
 def _prim_func_names(mod) -> list[str]:
-    import tvm
-
     return sorted(gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc))
 
 
 def build(model: onnx.ModelProto, spec: ControllerSpec, target: Target, pipeline: str = "scheduled",
           fast_math: bool = True):
     """Compile the ONNX graph for ``target``: (executable, kernel names, scheduled kernel names, kernel calls)."""
-    import tvm
-
     tvm_target = target.tvm_target()
     mod, scheduled = lower(import_onnx(model, spec), target, pipeline, fast_math)
     kernels = _prim_func_names(mod)
@@ -102,8 +96,6 @@ def build(model: onnx.ModelProto, spec: ControllerSpec, target: Target, pipeline
         raise ExportError(f"target {target.name!r}: TVM failed to compile the model: "
                           f"{str(e).strip().splitlines()[0]}") from e
     if pipeline == "default":  # tvm.compile legalizes internally; count the kernels it will make
-        from tvm import relax
-
         legal = relax.transform.LegalizeOps()(mod)
         kernels, calls = _prim_func_names(legal), legal["main"].script().count("R.call_tir(")
     return ex, kernels, scheduled, calls

@@ -1,45 +1,25 @@
 """Prove each compiled library computes what onnxruntime computes, on the same observations.
 
 Libraries the host can execute (x86-64) run in-process through ``relax.VirtualMachine``. Libraries for
-other architectures are executed for real by the firmware stub (``export/device.py``: built per target,
+other architectures are executed for real by the firmware stub (:mod:`export.stub`: built per target,
 run under qemu-user, on a board over ssh, or natively). Nothing is reported as verified that did not run.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import tvm
+from tvm import relax
 
-from targets.host import host_arch, host_cpu_flags
-from targets.registry import Target
-
-TOLERANCE = 1e-5
-VERIFIED, FAILED, NOT_VERIFIED = "verified", "failed", "not verified"
-
-
-@dataclass
-class Verification:
-    """The outcome of running one artifact against the reference outputs."""
-
-    target: str
-    status: str  # verified | failed (ran, wrong numbers) | not verified (could not run; reason says why)
-    method: str  # how the library was executed
-    n: int  # observations compared
-    max_abs_err: float | None  # None when it did not run
-    tolerance: float
-    reason: str = ""  # why it failed or was not verified
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from export.device import run_stub_batch
+from export.verification import FAILED, NOT_VERIFIED, TOLERANCE, VERIFIED, Verification
+from targets import Target, host_arch, host_cpu_flags
 
 
 def run_library_in_process(library: Path, obs: np.ndarray) -> np.ndarray:
     """Load a host-architecture library with TVM's runtime and call ``main`` once per observation (batch 1)."""
-    import tvm
-    from tvm import relax
-
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
     main = vm["main"]
     return np.concatenate([main(tvm.runtime.tensor(obs[i : i + 1])).numpy() for i in range(len(obs))])
@@ -56,15 +36,6 @@ def _compare(target: Target, method: str, got: np.ndarray, reference: np.ndarray
     return Verification(target.name, VERIFIED, method, len(reference), err, tolerance)
 
 
-def _device_runner():
-    """``export.device.run_stub_batch`` once the firmware stub module exists, else None."""
-    try:
-        from export import device
-    except ImportError:
-        return None
-    return getattr(device, "run_stub_batch", None)
-
-
 def verify_library(bundle_dir: Path, target: Target, obs: np.ndarray, reference: np.ndarray,
                    tolerance: float = TOLERANCE, runner: str | None = None) -> Verification:
     """Execute ``<target>.so`` of the bundle on ``obs`` and compare with ``reference`` (onnxruntime's outputs)."""
@@ -78,10 +49,6 @@ def verify_library(bundle_dir: Path, target: Target, obs: np.ndarray, reference:
                                 f"this CPU lacks {', '.join(missing)}")
         got = run_library_in_process(library, obs)
         return _compare(target, "relax.VirtualMachine (in-process)", got, reference, tolerance)
-    run_stub_batch = _device_runner()
-    if run_stub_batch is None:
-        return Verification(target.name, NOT_VERIFIED, "firmware stub", 0, None, tolerance,
-                            "export/device.py (firmware stub runner, run_stub_batch) is not available")
     how = {"auto": "native" if target.arch == host_arch() else "qemu-user"}.get(chosen, chosen).split("?")[0]
     method = f"firmware stub ({how})"
     try:

@@ -2,7 +2,7 @@
  *   F <type> <code> <seq> <aux> <len> <payload crc32>    an accepted frame
  *   E <code> <seq>                                      a rejected candidate frame
  * A 0xEE byte after a chunk of 1..61 bytes (sizes from the data, as in fuzz_frames.c) is a stall:
- * the pending frame is truncated. tests/test_frames_c.py feeds the same bytes to the Python reader
+ * the pending frame is truncated. tests/firmware/test_frames_c.py feeds the same bytes to the Python reader
  * and requires the same lines, so both sides agree on every byte. Build: cc -O2 frame_dump.c frame.c */
 #include <stdio.h>
 #include <stdlib.h>

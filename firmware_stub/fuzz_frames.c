@@ -1,4 +1,4 @@
-/* fuzz_frames.c - libFuzzer target for the frame reader (build: see export/device.py build_fuzzer,
+/* fuzz_frames.c - libFuzzer target for the frame reader (build: see tools/fuzz_frames.py build_fuzzer,
  * or: clang -g -O1 -fsanitize=fuzzer,address,undefined fuzz_frames.c frame.c -o fuzz_frames).
  *
  * The input is fed to the reader in chunks whose sizes come from the input itself, with stalls

@@ -2,7 +2,7 @@
  * Two implementations, one per build (Makefile MODEL=tvm|kernels):
  *   model_tvm.cc     the TVM runtime runs the Relax VM executable library (x86_64, aarch64);
  *   model_kernels.c  no runtime: the library's compiled kernels are called in the order of a plan
- *                    file made by export/device.py (armv7, where no TVM runtime build exists). */
+ *                    file made by export/stub.py (armv7, where no TVM runtime build exists). */
 #ifndef PAE_MODEL_H
 #define PAE_MODEL_H
 #include <stddef.h>

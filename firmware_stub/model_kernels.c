@@ -1,6 +1,6 @@
 /* model_kernels.c - run a bundle's compiled kernels without the TVM runtime.
  *
- * For targets with no TVM runtime build (armv7), export/device.py lowers the bundle's model.onnx
+ * For targets with no TVM runtime build (armv7), export/stub.py lowers the bundle's model.onnx
  * through the same TVM pipeline that compiled the library and writes a plan: the tensors (input,
  * folded weights, intermediates) and the kernel calls of the Relax main function, in order. This
  * file dlopens the hash-checked library and calls its kernels (exported as __tvm_ffi_<name>, the
@@ -171,7 +171,7 @@ static int parse_plan(const uint8_t* data, size_t n, const char* lib_sha, void* 
 
 int pae_model_load(const char* path, const char* plan, const char* lib_sha256, int obs_dim, int act_dim, char* err,
                    size_t errlen) {
-    if (!plan) return fail(err, errlen, "this runtime-free stub needs --plan (made by export/device.py)");
+    if (!plan) return fail(err, errlen, "this runtime-free stub needs --plan (made by export/stub.py)");
     g_obs_dim = obs_dim;
     g_act_dim = act_dim;
     void* lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);

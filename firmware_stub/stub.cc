@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "frame.h"
+#include "frame_handler.h"
 #include "json_lookup.h"
 #include "model.h"
 #include "sha256.h"
@@ -216,120 +217,79 @@ struct Server {
     const Config& cfg;
     const Loaded& L;
     int fd_in, fd_out;
-    pae_parser parser;
     std::vector<float> safe;
-    bool have_seq = false;
-    uint32_t last_seq = 0;
-    uint32_t actions = 0, errors = 0, deadline_misses = 0;
+    pae_handler h;        // the replies to every frame (frame_handler.h), shared with the firmware
     bool broken = false;  // the peer went away
 
-    void send(uint8_t type, uint8_t code, uint32_t seq, uint32_t aux, const float* v, size_t n) {
-        uint8_t out[PAE_MAX_FRAME];
-        size_t len = pae_encode(out, sizeof out, type, code, seq, aux, v, n);
+    static void write_frame(void* ctx, const uint8_t* out, size_t len) {
+        Server& s = *static_cast<Server*>(ctx);
         size_t off = 0;
-        while (off < len && !broken) {
-            ssize_t w = write(fd_out, out + off, len - off);
+        while (off < len && !s.broken) {
+            ssize_t w = write(s.fd_out, out + off, len - off);
             if (w < 0 && errno == EINTR) continue;
             if (w < 0 && errno == EAGAIN) {
-                pollfd p{fd_out, POLLOUT, 0};
+                pollfd p{s.fd_out, POLLOUT, 0};
                 poll(&p, 1, 100);
                 continue;
             }
-            if (w <= 0) broken = true;
+            if (w <= 0) s.broken = true;
             else off += static_cast<size_t>(w);
         }
     }
 
-    void error_reply(int code, uint32_t seq, uint32_t aux = 0) {
-        errors++;
-        send(PAE_T_ERROR, static_cast<uint8_t>(code), seq, aux, safe.data(), safe.size());
-    }
-
-    void on_frame(const pae_frame& f) {
-        if (f.type == PAE_T_HELLO) {
-            have_seq = false;
-            float info[3] = {PAE_PROTOCOL_VERSION, static_cast<float>(L.obs_dim), static_cast<float>(L.act_dim)};
-            send(PAE_T_HELLO, 0, f.seq, 0, info, 3);
-            return;
-        }
-        if (f.type == PAE_T_STATS) {
-            float s[PAE_S_COUNT];
-            s[PAE_S_FRAMES_OK] = static_cast<float>(parser.frames_ok);
-            s[PAE_S_CRC_ERRORS] = static_cast<float>(parser.crc_errors);
-            s[PAE_S_RESYNCS] = static_cast<float>(parser.resyncs);
-            s[PAE_S_SKIPPED_BYTES] = static_cast<float>(parser.skipped_bytes);
-            s[PAE_S_ACTIONS] = static_cast<float>(actions);
-            s[PAE_S_ERRORS] = static_cast<float>(errors);
-            s[PAE_S_DEADLINE_MISSES] = static_cast<float>(deadline_misses);
-            send(PAE_T_STATS, 0, f.seq, 0, s, PAE_S_COUNT);
-            return;
-        }
-        if (f.type != PAE_T_OBS) return error_reply(PAE_E_BAD_TYPE, f.seq);
-        if (f.len != 4u * static_cast<unsigned>(L.obs_dim)) return error_reply(PAE_E_WRONG_SIZE, f.seq);
-        // Serial-number order: a seq not ahead of the last accepted one is stale or replayed.
-        if (have_seq && static_cast<int32_t>(f.seq - last_seq) <= 0) return error_reply(PAE_E_OUT_OF_ORDER, f.seq);
-        have_seq = true;
-        last_seq = f.seq;
-        for (int i = 0; i < L.obs_dim; i++)
-            if (!std::isfinite(f.payload[i])) return error_reply(PAE_E_NONFINITE, f.seq);
-        float act[PAE_MAX_FLOATS];
+    static int infer(void* ctx, uint32_t seq, const float* obs, float* act, uint32_t* aux_ns, int* late) {
+        const Server& s = *static_cast<Server*>(ctx);
         char err[512];
         double t0 = now_us();
-        int rc = pae_model_infer(f.payload, act, err, sizeof err);
-        stall(cfg.stall_us);
+        int rc = pae_model_infer(obs, act, err, sizeof err);
+        stall(s.cfg.stall_us);
         double dt = now_us() - t0;
-        uint32_t aux = static_cast<uint32_t>(std::min(dt * 1e3, 4.0e9));
+        *aux_ns = static_cast<uint32_t>(std::min(dt * 1e3, 4.0e9));
         if (rc) {
-            std::fprintf(stderr, "pae_stub: seq %u: %s\n", f.seq, err);
-            return error_reply(PAE_E_INFERENCE, f.seq, aux);
+            std::fprintf(stderr, "pae_stub: seq %u: %s\n", seq, err);
+            return rc;
         }
-        for (int i = 0; i < L.act_dim; i++)
-            if (!std::isfinite(act[i])) return error_reply(PAE_E_INFERENCE, f.seq, aux);
-        if (cfg.deadline_us > 0 && dt > static_cast<double>(cfg.deadline_us)) {
-            deadline_misses++;
-            return error_reply(PAE_E_DEADLINE, f.seq, aux);
-        }
-        actions++;
-        send(PAE_T_ACTION, 0, f.seq, aux, act, static_cast<size_t>(L.act_dim));
+        *late = s.cfg.deadline_us > 0 && dt > static_cast<double>(s.cfg.deadline_us);
+        return 0;
     }
 
     void drain() {
         pae_frame f;
         for (;;) {
-            int r = pae_parser_next(&parser, &f);
+            int r = pae_parser_next(&h.parser, &f);
             if (r == PAE_NEED_MORE || broken) return;
-            if (r == PAE_FRAME) on_frame(f);
-            else error_reply(r, f.seq);
+            pae_handler_take(&h, r, &f);
         }
     }
 
     int run() {
-        pae_parser_init(&parser);
+        const pae_device dev = {this, infer, write_frame, nullptr};
+        pae_handler_init(&h, &dev, L.obs_dim, L.act_dim, safe.data());
         for (;;) {
-            int timeout = pae_parser_pending(&parser) ? static_cast<int>(cfg.frame_timeout_ms) : -1;
+            int timeout = pae_parser_pending(&h.parser) ? static_cast<int>(cfg.frame_timeout_ms) : -1;
             pollfd p{fd_in, POLLIN, 0};
             int pr = poll(&p, 1, timeout);
             if (pr < 0 && errno == EINTR) continue;
             if (pr < 0) return kIo;
             if (pr == 0) {  // bytes of a frame stopped coming: answer it, do not wait forever
                 pae_frame f;
-                if (pae_parser_truncate(&parser, &f) == PAE_E_TRUNCATED) error_reply(PAE_E_TRUNCATED, f.seq);
+                if (pae_parser_truncate(&h.parser, &f) == PAE_E_TRUNCATED) pae_handler_take(&h, PAE_E_TRUNCATED, &f);
                 drain();
                 continue;
             }
             uint8_t chunk[PAE_MAX_FRAME];
-            size_t room = std::min(sizeof chunk, pae_parser_space(&parser));
+            size_t room = std::min(sizeof chunk, pae_parser_space(&h.parser));
             ssize_t got = read(fd_in, chunk, room);
             if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
             if (got <= 0) {  // end of stream (or the line dropped): report a cut frame, then stop
                 pae_frame f;
-                while (pae_parser_pending(&parser) && !broken) {
-                    if (pae_parser_truncate(&parser, &f) == PAE_E_TRUNCATED) error_reply(PAE_E_TRUNCATED, f.seq);
+                while (pae_parser_pending(&h.parser) && !broken) {
+                    if (pae_parser_truncate(&h.parser, &f) == PAE_E_TRUNCATED) pae_handler_take(&h, PAE_E_TRUNCATED, &f);
                     drain();
                 }
                 return got < 0 ? kIo : kOk;
             }
-            pae_parser_write(&parser, chunk, static_cast<size_t>(got));
+            pae_parser_write(&h.parser, chunk, static_cast<size_t>(got));
             drain();
             if (broken) return kOk;
         }
@@ -475,12 +435,12 @@ int main(int argc, char** argv) {
     int fd_in = 0, fd_out = 1;
     if (!cfg.serial.empty()) fd_in = fd_out = open_serial(cfg.serial);
     else if (!cfg.listen.empty()) fd_in = fd_out = accept_tcp(cfg.listen);
-    Server srv{cfg, L, fd_in, fd_out, {}, safe};
+    Server srv{cfg, L, fd_in, fd_out, safe, {}};
     int rc = srv.run();
     std::fprintf(stderr,
                  "pae_stub: served frames_ok=%u actions=%u errors=%u crc_errors=%u resyncs=%u skipped_bytes=%u "
                  "deadline_misses=%u\n",
-                 srv.parser.frames_ok, srv.actions, srv.errors, srv.parser.crc_errors, srv.parser.resyncs,
-                 srv.parser.skipped_bytes, srv.deadline_misses);
+                 srv.h.parser.frames_ok, srv.h.actions, srv.h.errors, srv.h.parser.crc_errors, srv.h.parser.resyncs,
+                 srv.h.parser.skipped_bytes, srv.h.deadline_misses);
     return rc;
 }

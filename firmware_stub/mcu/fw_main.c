@@ -1,5 +1,6 @@
 /* fw_main.c - the firmware: serve the frame protocol (../PROTOCOL.md) on UART0 with the generated
- * controller (pae_mcu_model.h). Same replies as the Linux stub's `serve`, with these differences:
+ * controller (pae_mcu_model.h). Same replies as the Linux stub's `serve` (both answer through
+ * ../frame_handler.c), with these differences:
  *   - aux (inference time in ns) is read from SysTick at PAE_SYSTICK_HZ (the MPS2 boards' 25 MHz).
  *     qemu does not model cycles (nor the DWT cycle counter, which reads 0 there); under
  *     `qemu-system-arm -icount shift=0` its clock advances 1 ns per instruction, so aux counts the
@@ -9,11 +10,10 @@
  *   - STATS appends two values after the seven counters: arena_peak_bytes (most workspace bytes a
  *     kernel held) and stack_peak_bytes (deepest stack use seen, from a painted stack).
  */
-#include <math.h>
 #include <stdint.h>
-#include <string.h>
 
 #include "../frame.h"
+#include "../frame_handler.h"
 #include "pae_mcu_model.h"
 #include "uart.h"
 
@@ -27,13 +27,10 @@
 #define PAE_FRAME_TIMEOUT_MS 200u /* as the Linux stub's --frame-timeout-ms default */
 #endif
 #define STACK_PAINT 0xA5C3A5C3u
-#define N_STATS (PAE_S_COUNT + 2)
 
 extern uint32_t __stack_bottom, __stack_top;
 
-static pae_parser parser;
-static uint32_t actions, errors, last_seq;
-static int have_seq;
+static pae_handler handler; /* the replies to every frame (../frame_handler.h), shared with the Linux stub */
 static float safe_action[PAE_MAX_FLOATS]; /* zeros: what the actuator applies after an error */
 
 /* Fill the unused stack with a pattern; stack_peak_bytes() finds how far down it was overwritten. */
@@ -61,72 +58,25 @@ static uint32_t ticks_to_ns(uint32_t start, uint32_t end) {
     return (uint32_t)((uint64_t)ticks * 1000000000u / PAE_SYSTICK_HZ);
 }
 
-static void send(uint8_t type, uint8_t code, uint32_t seq, uint32_t aux, const float* v, size_t n) {
-    static uint8_t out[PAE_MAX_FRAME];
-    size_t len = pae_encode(out, sizeof out, type, code, seq, aux, v, n);
-    pae_uart_write(out, len);
+static void uart_frame(void* ctx, const uint8_t* bytes, size_t n) {
+    (void)ctx;
+    pae_uart_write(bytes, n);
 }
 
-static void error_reply(int code, uint32_t seq, uint32_t aux) {
-    errors++;
-    send(PAE_T_ERROR, (uint8_t)code, seq, aux, safe_action, (size_t)pae_mcu_act_dim);
-}
-
-static void on_frame(const pae_frame* f) {
-    if (f->type == PAE_T_HELLO) {
-        have_seq = 0;
-        float info[3] = {PAE_PROTOCOL_VERSION, (float)pae_mcu_obs_dim, (float)pae_mcu_act_dim};
-        send(PAE_T_HELLO, 0, f->seq, 0, info, 3);
-        return;
-    }
-    if (f->type == PAE_T_STATS) {
-        float s[N_STATS] = {0};
-        s[PAE_S_FRAMES_OK] = (float)parser.frames_ok;
-        s[PAE_S_CRC_ERRORS] = (float)parser.crc_errors;
-        s[PAE_S_RESYNCS] = (float)parser.resyncs;
-        s[PAE_S_SKIPPED_BYTES] = (float)parser.skipped_bytes;
-        s[PAE_S_ACTIONS] = (float)actions;
-        s[PAE_S_ERRORS] = (float)errors;
-        s[PAE_S_COUNT] = (float)pae_mcu_arena_peak();
-        s[PAE_S_COUNT + 1] = (float)stack_peak_bytes();
-        send(PAE_T_STATS, 0, f->seq, 0, s, N_STATS);
-        return;
-    }
-    if (f->type != PAE_T_OBS) {
-        error_reply(PAE_E_BAD_TYPE, f->seq, 0);
-        return;
-    }
-    if (f->len != 4u * (unsigned)pae_mcu_obs_dim) {
-        error_reply(PAE_E_WRONG_SIZE, f->seq, 0);
-        return;
-    }
-    /* Serial-number order: a seq not ahead of the last accepted one is stale or replayed. */
-    if (have_seq && (int32_t)(f->seq - last_seq) <= 0) {
-        error_reply(PAE_E_OUT_OF_ORDER, f->seq, 0);
-        return;
-    }
-    have_seq = 1;
-    last_seq = f->seq;
-    for (int i = 0; i < pae_mcu_obs_dim; i++)
-        if (!isfinite(f->payload[i])) {
-            error_reply(PAE_E_NONFINITE, f->seq, 0);
-            return;
-        }
-    float act[PAE_MAX_FLOATS];
+static int timed_infer(void* ctx, uint32_t seq, const float* obs, float* act, uint32_t* aux_ns, int* late) {
+    (void)ctx, (void)seq, (void)late; /* no deadline on the board */
     uint32_t t0 = SYST_CVR;
-    int rc = pae_mcu_infer(f->payload, act);
-    uint32_t aux = ticks_to_ns(t0, SYST_CVR);
-    if (rc != 0) {
-        error_reply(PAE_E_INFERENCE, f->seq, aux);
-        return;
-    }
-    for (int i = 0; i < pae_mcu_act_dim; i++)
-        if (!isfinite(act[i])) {
-            error_reply(PAE_E_INFERENCE, f->seq, aux);
-            return;
-        }
-    actions++;
-    send(PAE_T_ACTION, 0, f->seq, aux, act, (size_t)pae_mcu_act_dim);
+    int rc = pae_mcu_infer(obs, act);
+    *aux_ns = ticks_to_ns(t0, SYST_CVR);
+    return rc;
+}
+
+static size_t memory_stats(void* ctx, float* out, size_t cap) {
+    (void)ctx;
+    if (cap < 2) return 0;
+    out[0] = (float)pae_mcu_arena_peak();
+    out[1] = (float)stack_peak_bytes();
+    return 2;
 }
 
 int main(void) {
@@ -134,7 +84,8 @@ int main(void) {
     pae_uart_init();
     systick_start();
     pae_mcu_init();
-    pae_parser_init(&parser);
+    const pae_device dev = {0, timed_infer, uart_frame, memory_stats};
+    pae_handler_init(&handler, &dev, pae_mcu_obs_dim, pae_mcu_act_dim, safe_action);
     static pae_frame frame;
     const uint32_t ticks_per_ms = PAE_SYSTICK_HZ / 1000u;
     uint32_t mark = SYST_CVR, idle_ms = 0; /* time since the last byte, counted as SysTick passes (it wraps) */
@@ -142,23 +93,22 @@ int main(void) {
         int c = pae_uart_getc();
         if (c >= 0) {
             uint8_t b = (uint8_t)c;
-            pae_parser_write(&parser, &b, 1);
+            pae_parser_write(&handler.parser, &b, 1);
             mark = SYST_CVR;
             idle_ms = 0;
         } else {
             uint32_t ms = ((mark - SYST_CVR) & 0xFFFFFFu) / ticks_per_ms; /* SysTick counts down */
             idle_ms += ms;
             mark = (mark - ms * ticks_per_ms) & 0xFFFFFFu;
-            if (idle_ms < PAE_FRAME_TIMEOUT_MS || !pae_parser_pending(&parser)) continue;
+            if (idle_ms < PAE_FRAME_TIMEOUT_MS || !pae_parser_pending(&handler.parser)) continue;
             /* the bytes of a frame stopped coming: answer it, drop it, look again behind its magic */
-            if (pae_parser_truncate(&parser, &frame) == PAE_E_TRUNCATED) error_reply(PAE_E_TRUNCATED, frame.seq, 0);
+            if (pae_parser_truncate(&handler.parser, &frame) == PAE_E_TRUNCATED) pae_handler_take(&handler, PAE_E_TRUNCATED, &frame);
             idle_ms = 0;
         }
         for (;;) {
-            int r = pae_parser_next(&parser, &frame);
+            int r = pae_parser_next(&handler.parser, &frame);
             if (r == PAE_NEED_MORE) break;
-            if (r == PAE_FRAME) on_frame(&frame);
-            else error_reply(r, frame.seq, 0);
+            pae_handler_take(&handler, r, &frame);
         }
     }
 }

@@ -1,5 +1,5 @@
 /* host_check.c - run the generated controller C on the host: float32 observation rows on stdin,
- * float32 action rows on stdout, then "arena_peak_bytes N" on stderr. export/mcu.py builds it with
+ * float32 action rows on stdout, then "arena_peak_bytes N" on stderr. export/mcu/firmware.py builds it with
  * the kernels compiled for the host, to check the generated C against onnxruntime before the board. */
 #include <stdio.h>
 #include <stdlib.h>

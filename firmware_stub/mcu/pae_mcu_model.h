@@ -1,4 +1,4 @@
-/* pae_mcu_model.h - the controller as generated C (export/mcu.py writes <target>_model.c per bundle).
+/* pae_mcu_model.h - the controller as generated C (export/mcu/firmware.py writes <target>_model.c per bundle).
  *
  * The generated file holds the folded weights as static const arrays (flash), one static buffer per
  * intermediate tensor, a fixed workspace arena sized at export time, and calls TVM's compiled

@@ -12,18 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from export.device import StubFailed, StubSession, build_stub, run_stub_batch, run_stub_bench
-from stub_support import copy_bundle, small_bundle, small_controller
-from tools import frames
-from tools.controller import pendulum_spec
+from export import StubFailed, StubSession, frames, run_stub_batch, run_stub_bench
+from export.stub import build_stub
 
 TARGET = "x86_64"
 OBS = [0.6, 0.8, -1.5]
 
 
-def host_action(obs) -> np.ndarray:
+def host_action(controller, obs) -> np.ndarray:
     with torch.no_grad():
-        return small_controller()(torch.tensor(np.asarray(obs, dtype=np.float32)).reshape(1, -1)).numpy().reshape(-1)
+        return controller(torch.tensor(np.asarray(obs, dtype=np.float32)).reshape(1, -1)).numpy().reshape(-1)
 
 
 def replies(s: StubSession, n: int, timeout: float = 5.0) -> list:
@@ -35,16 +33,16 @@ def replies(s: StubSession, n: int, timeout: float = 5.0) -> list:
     return out
 
 
-def test_batch_actions_match_the_torch_controller():
-    obs = pendulum_spec().sample_observations(300, seed=2)
-    got = run_stub_batch(small_bundle(), TARGET, obs)
-    want = small_controller()(torch.tensor(obs)).detach().numpy()
+def test_batch_actions_match_the_torch_controller(small_bundle, small_controller, pendulum):
+    obs = pendulum.sample_observations(300, seed=2)
+    got = run_stub_batch(small_bundle, TARGET, obs)
+    want = small_controller(torch.tensor(obs)).detach().numpy()
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def test_c_and_python_encoders_write_the_same_bytes():
+def test_c_and_python_encoders_write_the_same_bytes(small_bundle):
     want = frames.encode(frames.HELLO, 77, [frames.PROTOCOL_VERSION, 3, 1])
-    with StubSession(small_bundle(), TARGET) as s:
+    with StubSession(small_bundle, TARGET) as s:
         s.send(frames.encode(frames.HELLO, 77, []))
         raw = b""
         deadline = time.monotonic() + 5
@@ -66,13 +64,13 @@ BAD_FRAMES = {  # case -> (frame for a given seq, error code the device must ans
 
 
 @pytest.fixture(scope="module")
-def session():
-    with StubSession(small_bundle(), TARGET, extra_args=("--frame-timeout-ms", "100")) as s:
+def session(small_bundle):
+    with StubSession(small_bundle, TARGET, extra_args=("--frame-timeout-ms", "100")) as s:
         yield s
 
 
 @pytest.mark.parametrize("case", list(BAD_FRAMES))
-def test_bad_frame_gets_an_error_frame_with_the_safe_action_then_service_goes_on(session, case):
+def test_bad_frame_gets_an_error_frame_with_the_safe_action_then_service_goes_on(session, small_controller, case):
     make, code = BAD_FRAMES[case]
     seq = session.next_seq()
     session.send(make(seq))
@@ -83,7 +81,7 @@ def test_bad_frame_gets_an_error_frame_with_the_safe_action_then_service_goes_on
     np.testing.assert_array_equal(err.payload, [0.0])  # zero torque by default
     reply = session.infer(OBS)
     assert reply.error == ""
-    np.testing.assert_allclose(reply.action, host_action(OBS), atol=1e-5)
+    np.testing.assert_allclose(reply.action, host_action(small_controller, OBS), atol=1e-5)
 
 
 def test_out_of_order_and_repeated_seq_are_refused(session):
@@ -146,15 +144,15 @@ def test_random_bytes_never_crash_the_stub(session):
     assert session.infer(OBS).error == ""
 
 
-def test_safe_action_is_configurable():
-    with StubSession(small_bundle(), TARGET, extra_args=("--safe-action", "0.75")) as s:
+def test_safe_action_is_configurable(small_bundle):
+    with StubSession(small_bundle, TARGET, extra_args=("--safe-action", "0.75")) as s:
         r = s.infer([np.nan, 0, 0])
     assert r.error == "nonfinite"
     np.testing.assert_array_equal(r.action, [0.75])
 
 
-def test_inference_over_the_deadline_gets_the_safe_action():
-    with StubSession(small_bundle(), TARGET, extra_args=("--deadline-us", "2000", "--stall-us", "5000")) as s:
+def test_inference_over_the_deadline_gets_the_safe_action(small_bundle):
+    with StubSession(small_bundle, TARGET, extra_args=("--deadline-us", "2000", "--stall-us", "5000")) as s:
         r = s.infer(OBS)
         stats = s.stats()
     assert r.error == "deadline"
@@ -163,8 +161,8 @@ def test_inference_over_the_deadline_gets_the_safe_action():
     assert stats["deadline_misses"] == 1
 
 
-def test_tampered_library_is_refused_by_hash(tmp_path):
-    bundle = copy_bundle(tmp_path)
+def test_tampered_library_is_refused_by_hash(bundle_copy):
+    bundle = bundle_copy
     lib = bundle / f"{TARGET}.so"
     data = bytearray(lib.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -174,8 +172,8 @@ def test_tampered_library_is_refused_by_hash(tmp_path):
             pass
 
 
-def test_manifest_without_the_target_is_refused(tmp_path):
-    bundle = copy_bundle(tmp_path)
+def test_manifest_without_the_target_is_refused(bundle_copy):
+    bundle = bundle_copy
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["artifacts"]["x86_64"]["sha256"] = "0" * 64
     (bundle / "manifest.json").write_text(json.dumps(manifest))
@@ -183,8 +181,8 @@ def test_manifest_without_the_target_is_refused(tmp_path):
         run_stub_batch(bundle, TARGET, np.zeros((1, 3), np.float32))
 
 
-def test_end_of_input_inside_a_frame_is_reported_and_the_stub_exits_cleanly():
-    with StubSession(small_bundle(), TARGET) as s:
+def test_end_of_input_inside_a_frame_is_reported_and_the_stub_exits_cleanly(small_bundle):
+    with StubSession(small_bundle, TARGET) as s:
         s.send(frames.encode(frames.OBS, 5, OBS)[:12])
         s.proc.stdin.close()
         err = replies(s, 1)[0]
@@ -192,9 +190,9 @@ def test_end_of_input_inside_a_frame_is_reported_and_the_stub_exits_cleanly():
         assert s.proc.wait(timeout=10) == 0
 
 
-def _serve(tmp_path, *args):
+def _serve(bundle, *args):
     exe = build_stub(TARGET)
-    cmd = [str(exe), "serve", "--bundle", str(small_bundle()), "--target", TARGET, *args]
+    cmd = [str(exe), "serve", "--bundle", str(bundle), "--target", TARGET, *args]
     return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -206,28 +204,28 @@ def _exchange(write, read, payload):
     return got[0]
 
 
-def test_serve_over_tcp(tmp_path):
-    proc = _serve(tmp_path, "--listen", "127.0.0.1:0")
+def test_serve_over_tcp(small_bundle, small_controller):
+    proc = _serve(small_bundle, "--listen", "127.0.0.1:0")
     try:
         line = proc.stderr.readline().decode()
         port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", line).group(1))
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             f = _exchange(sock.sendall, lambda: sock.recv(4096), OBS)
         assert f.type == frames.ACTION
-        np.testing.assert_allclose(f.payload, host_action(OBS), atol=1e-5)
+        np.testing.assert_allclose(f.payload, host_action(small_controller, OBS), atol=1e-5)
         assert proc.wait(timeout=10) == 0  # the connection closed: the stub is done
     finally:
         proc.kill()
 
 
-def test_serve_over_a_serial_pty(tmp_path):
+def test_serve_over_a_serial_pty(small_bundle, small_controller):
     master, slave = os.openpty()
     tty.setraw(slave)  # a serial line carries bytes: no echo, no line editing (the stub sets this too)
-    proc = _serve(tmp_path, "--serial", os.ttyname(slave))
+    proc = _serve(small_bundle, "--serial", os.ttyname(slave))
     try:
         f = _exchange(lambda b: os.write(master, b), lambda: os.read(master, 4096), OBS)
         assert f.type == frames.ACTION and f.seq == 1
-        np.testing.assert_allclose(f.payload, host_action(OBS), atol=1e-5)
+        np.testing.assert_allclose(f.payload, host_action(small_controller, OBS), atol=1e-5)
     finally:
         proc.kill()
         proc.wait()
@@ -235,10 +233,10 @@ def test_serve_over_a_serial_pty(tmp_path):
         os.close(slave)
 
 
-def test_bench_reports_latency_memory_and_sizes():
-    r = run_stub_bench(small_bundle(), TARGET, n=300, warmup=10)
+def test_bench_reports_latency_memory_and_sizes(small_bundle):
+    r = run_stub_bench(small_bundle, TARGET, n=300, warmup=10)
     lat = r["latency_us"]
     assert 0 < lat["min"] <= lat["p50"] <= lat["p99"] <= lat["max"]
     assert lat["min"] <= lat["mean"] <= lat["max"]
     assert r["peak_rss_kb"] > 0 and r["library_bytes"] > 1_000_000
-    assert r["model_bytes"] == (small_bundle() / f"{TARGET}.so").stat().st_size
+    assert r["model_bytes"] == (small_bundle / f"{TARGET}.so").stat().st_size

@@ -11,107 +11,15 @@ calls the kernels (``__tvm_ffi_<name>``, compiled by TVM into an object file) in
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 import numpy as np
+import tvm
+from tvm.s_tir import transform as st
 
 from export.errors import ExportError
+from export.kernel_chain import CONSTANT, INPUT, INTERMEDIATE, KernelChain
 
 ARENA_ALIGN = 64  # bytes: every workspace block starts on this boundary (what the generated allocator rounds to)
-INPUT, CONSTANT, INTERMEDIATE = "input", "constant", "intermediate"
-
-
-@dataclass
-class Tensor:
-    """One float32 tensor of the chain: the input, a folded constant, or a kernel's result."""
-
-    kind: str
-    shape: list[int]
-    data: np.ndarray | None = None  # constants only, float32, flattened
-
-    @property
-    def numel(self) -> int:
-        return int(np.prod(self.shape))
-
-
-@dataclass
-class KernelChain:
-    """The compiled graph as the driver runs it: tensors, then kernel calls in order."""
-
-    tensors: list[Tensor] = field(default_factory=list)
-    calls: list[tuple[str, list[int]]] = field(default_factory=list)  # kernel name, tensor indices (output last)
-    input: int = -1
-    output: int = -1
-
-    def floats(self, kind: str) -> int:
-        """Number of float32 values held by tensors of ``kind``."""
-        return sum(t.numel for t in self.tensors if t.kind == kind)
-
-
-def _ty(var):
-    return var.ty if hasattr(var, "ty") else var.struct_info
-
-
-def _name(var) -> str:
-    return str(getattr(var, "name", None) or getattr(var, "name_hint", "?"))
-
-
-def kernel_chain(mod, where: str) -> KernelChain:
-    """Read the lowered Relax ``main`` as a chain of call_tir kernels; anything else is refused, named.
-
-    Shared by both runtime-free paths: the generated microcontroller C and the armv7 stub's plan file
-    (``export.device.kernel_plan``).
-    """
-    import tvm
-    from tvm import relax
-
-    chain = KernelChain()
-    index: dict = {}
-
-    def add(kind: str, shape, data=None) -> int:
-        chain.tensors.append(Tensor(kind, [int(d) for d in shape], data))
-        return len(chain.tensors) - 1
-
-    def float_shape(ty, what: str) -> list[int]:
-        if type(ty).__name__ not in ("TensorType", "TensorStructInfo") or ty.dtype != "float32" or ty.shape is None:
-            raise ExportError(f"{where}: {what} is not a float32 tensor of known shape; the runtime-free path "
-                              "supports only float32 MLP-like graphs")
-        return [int(d) for d in ty.shape.values]
-
-    main = mod["main"]
-    if len(main.params) != 1:
-        raise ExportError(f"{where}: main takes {len(main.params)} inputs; the runtime-free path supports exactly one")
-    for p in main.params:
-        index[p] = chain.input = add(INPUT, float_shape(_ty(p), f"input {_name(p)}"))
-    for block in main.body.blocks:
-        for b in block.bindings:
-            v = b.value
-            op_name = getattr(getattr(v, "op", None), "name", "")
-            if not isinstance(b, relax.VarBinding) or op_name != "relax.call_tir" or len(v.args) != 2:
-                raise ExportError(f"{where}: binding {_name(b.var)} is not a plain call_tir kernel call "
-                                  "(the runtime-free path runs only kernel chains)")
-            args = []
-            for a in v.args[1].fields:
-                if isinstance(a, tvm.ir.expr.Constant):  # TVM 0.27: GenericConst, tensor in .value
-                    arr = (a.value if hasattr(a, "value") else a.data).numpy()
-                    if arr.dtype != np.float32:
-                        raise ExportError(f"{where}: constant of dtype {arr.dtype} (only float32 is supported)")
-                    if not np.all(np.isfinite(arr)):
-                        raise ExportError(f"{where}: a folded constant of kernel {v.args[0].name_hint} is not finite")
-                    args.append(add(CONSTANT, arr.shape if arr.ndim else (1,), np.ascontiguousarray(arr).reshape(-1)))
-                elif a in index:
-                    args.append(index[a])
-                else:
-                    raise ExportError(f"{where}: kernel argument {a} is neither a constant nor an earlier result")
-            out_ty = v.ty_args[0] if hasattr(v, "ty_args") else v.sinfo_args[0]
-            out = add(INTERMEDIATE, float_shape(out_ty, f"output of {v.args[0].name_hint}"))
-            index[b.var] = out
-            chain.calls.append((v.args[0].name_hint, args + [out]))
-    result = main.body.body
-    if result not in index or index[result] == chain.input:
-        raise ExportError(f"{where}: main does not return a kernel result")
-    chain.output = index[result]
-    return chain
 
 
 _DTYPE_BYTES = re.compile(r'"(float|int|uint|bfloat)(\d+)"')
@@ -160,9 +68,6 @@ def arena_bytes(mod) -> dict[str, int]:
     The buffers are first shrunk to the region each kernel really touches, as TVM's own build does
     (a schedule declares a whole-row accumulator but uses a few registers' worth of it per step).
     """
-    import tvm
-    from tvm.s_tir import transform as st
-
     prims = tvm.IRModule({gv: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)})
     compact = tvm.ir.transform.Sequential([st.LowerInitBlock(), st.PlanAndUpdateBufferAllocationLocation(),
                                            st.ConvertBlocksToOpaque(), st.CompactBufferAllocation()])
@@ -210,6 +115,7 @@ def generate_c(chain: KernelChain, arena: int, header: str, workspace_slots: boo
     out += ["", "/* Folded weights and biases, in flash. */"]
     for i, t in enumerate(chain.tensors):
         if t.kind == CONSTANT:
+            assert t.data is not None  # kernel_chain gives every constant its values
             out += [f"static const float c{i}[{t.numel}] __attribute__((aligned(64))) = {{  /* {t.shape} */",
                     _c_floats(t.data), "};"]
     out += ["", "/* The input and every kernel's result: one static buffer each, in RAM. */"]
@@ -226,7 +132,7 @@ def generate_c(chain: KernelChain, arena: int, header: str, workspace_slots: boo
         buf = f"c{i}" if t.kind == CONSTANT else f"t{i}"
         out.append(f"    TENSOR({buf}, {i}, {len(t.shape)}),")
     out += ["};", "#define ARG(i) {.type_index = kTVMFFIDLTensorPtr, .v_ptr = (void*)&tensors[i]}"]
-    for c, (name, args) in enumerate(chain.calls):
+    for c, (_name, args) in enumerate(chain.calls):
         out.append(f"static const TVMFFIAny args{c}[] = {{{', '.join(f'ARG({a})' for a in args)}}};")
     out += ["", "typedef int (*kernel_fn)(void*, const TVMFFIAny*, int32_t, TVMFFIAny*);",
             "static const struct { kernel_fn fn; const TVMFFIAny* args; int32_t n; const char* name; } calls[] = {"]

@@ -9,21 +9,15 @@ from torch import nn
 
 from export.errors import ExportError
 from export.onnx_export import OPSET, check_weight_shapes, export_onnx, ort_session
-from tools.controller import build_mlp, pendulum_spec
 
 
-@pytest.fixture(scope="module")
-def spec():
-    return pendulum_spec()
+@pytest.fixture
+def spec(pendulum):
+    return pendulum
 
 
-def _mlp(spec, hidden, seed=0, activation="elu"):
-    torch.manual_seed(seed)
-    return build_mlp(spec, hidden, activation).eval()
-
-
-def test_pruned_mlp_exports_with_names_opset_static_batch_and_parity(spec):
-    module = _mlp(spec, [37, 11])  # odd, "pruned" widths
+def test_pruned_mlp_exports_with_names_opset_static_batch_and_parity(spec, make_mlp):
+    module = make_mlp([37, 11])  # odd, "pruned" widths
     model, rep = export_onnx(module, spec, n_parity=1000, seed=3)
     assert model.opset_import[0].version == OPSET == rep.opset
     assert [i.name for i in model.graph.input] == ["obs"] and [o.name for o in model.graph.output] == ["action"]
@@ -35,8 +29,8 @@ def test_pruned_mlp_exports_with_names_opset_static_batch_and_parity(spec):
     assert rep.simplified
 
 
-def test_dynamic_batch_graph_runs_a_whole_batch(spec):
-    module = _mlp(spec, [16, 16], activation="tanh")
+def test_dynamic_batch_graph_runs_a_whole_batch(spec, make_mlp):
+    module = make_mlp([16, 16], activation="tanh")
     model, rep = export_onnx(module, spec, dynamic_batch=True, n_parity=1000)
     assert rep.dynamic_batch
     obs = spec.sample_observations(64, seed=1)
@@ -45,8 +39,8 @@ def test_dynamic_batch_graph_runs_a_whole_batch(spec):
         assert np.max(np.abs(got - module(torch.from_numpy(obs)).numpy())) <= 1e-5
 
 
-def test_actions_stay_inside_the_action_bounds_in_onnx(spec):
-    module = _mlp(spec, [8, 8])
+def test_actions_stay_inside_the_action_bounds_in_onnx(spec, make_mlp):
+    module = make_mlp([8, 8])
     with torch.no_grad():
         module[-2].weight.mul_(100.0)  # saturate the output
     model, _ = export_onnx(module, spec, n_parity=1000)
@@ -60,8 +54,8 @@ def test_a_model_that_does_not_fit_the_spec_fails_with_one_clear_error(spec):
         export_onnx(wrong, spec)
 
 
-def test_weight_shape_check_names_the_missing_layer(spec):
-    model, _ = export_onnx(_mlp(spec, [16, 16]), spec, n_parity=1000)
-    other = _mlp(spec, [16, 12])
+def test_weight_shape_check_names_the_missing_layer(spec, make_mlp):
+    model, _ = export_onnx(make_mlp([16, 16]), spec, n_parity=1000)
+    other = make_mlp([16, 12])
     with pytest.raises(ExportError, match=r"no weight of shape \[12, 16\] for layer '2'"):
         check_weight_shapes(model, other)

@@ -5,14 +5,14 @@ For a target of kind ``mcu`` (``targets/registry.py``: cortex-m4, cortex-m7, ...
 1. lowers the ONNX graph with the same pipeline as the Linux libraries (fused, weights folded, hand
    schedule at the target's vector width) and compiles only the kernels, for the target's TVM triple,
    into ``<target>_kernels.o``;
-2. writes ``<target>_model.c`` (:mod:`export.mcu_codegen`): weights in flash, static tensors, a
+2. writes ``<target>_model.c`` (:mod:`export.mcu.codegen`): weights in flash, static tensors, a
    workspace arena sized at export time, kernel calls in graph order;
 3. links the firmware ``<target>.elf`` (``firmware_stub/mcu``: startup, UART0, frame server) with
    ``arm-none-eabi-gcc`` and reads flash and RAM from the linked image; an image larger than the
    target's ``flash_kb``/``ram_kb`` fails the export with the sizes named;
 4. verification (:func:`verify_mcu`): the same C built for this host with the kernels compiled for
    the host is checked against onnxruntime, then the firmware itself answers frames under
-   ``qemu-system-arm`` (:mod:`export.mcu_session`) and is checked the same way.
+   ``qemu-system-arm`` (:mod:`export.mcu.session`) and is checked the same way.
 """
 
 from __future__ import annotations
@@ -22,18 +22,27 @@ import hashlib
 import io
 import shutil
 import subprocess
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
+import tvm
+from tvm import relax
 
 from export.errors import ExportError
-from export.mcu_codegen import CONSTANT, arena_bytes, generate_c, kernel_chain
+from export.kernel_chain import CONSTANT, kernel_chain
+from export.mcu.codegen import arena_bytes, generate_c
+from export.mcu.schedule import schedule_module_scalar
+from export.mcu.session import FirmwareSession, qemu_available
+from export.runtime import ffi_include_dir
 from export.spec import ControllerSpec
-from targets.registry import Target
+from export.tvm_compile import import_onnx, lower
+from export.verification import FAILED, NOT_VERIFIED, VERIFIED, Verification
+from targets import Target
 
-FIRMWARE_SOURCES = Path(__file__).resolve().parent.parent / "firmware_stub" / "mcu"
+FIRMWARE_SOURCES = Path(__file__).resolve().parents[2] / "firmware_stub" / "mcu"
 MODEL_HEADER = "pae_mcu_model.h"
 # -mfpu of each core's FPU (what TVM's mcpu implies): M4F single precision, M7 double precision
 FPU_OF_CPU = {"cortex-m4": "fpv4-sp-d16", "cortex-m7": "fpv5-d16", "cortex-m33": "fpv5-sp-d16"}
@@ -65,9 +74,11 @@ class MemoryReport:
 
     @property
     def fits(self) -> bool:
+        """Whether flash and RAM are both within the target's budget."""
         return self.flash_bytes <= self.flash_budget_bytes and self.ram_bytes <= self.ram_budget_bytes
 
     def to_dict(self) -> dict:
+        """The report as JSON-ready data, with ``fits``."""
         return {**asdict(self), "fits": self.fits}
 
 
@@ -102,11 +113,6 @@ def lower_for_mcu(model: onnx.ModelProto, spec: ControllerSpec, target: Target, 
     Returns (module, schedule report). ``fast_math`` swaps exp/tanh for TVM's polynomial versions
     (newlib's expf costs far more instructions); the result is checked against onnxruntime anyway.
     """
-    from tvm import relax
-
-    from export.mcu_schedule import schedule_module_scalar
-    from export.tvm_compile import import_onnx, lower
-
     mod = import_onnx(model, spec)
     if fast_math:
         mod = relax.transform.FastMathTransform()(mod)
@@ -116,8 +122,6 @@ def lower_for_mcu(model: onnx.ModelProto, spec: ControllerSpec, target: Target, 
 
 def compile_kernels(mod, tvm_target: dict, path: Path, where: str) -> None:
     """Compile only the TIR kernels of ``mod`` for ``tvm_target`` into the object file ``path``."""
-    import tvm
-
     prims = tvm.IRModule({gv: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)})
     try:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -135,12 +139,6 @@ def _fpu(target: Target) -> str:
     return FPU_OF_CPU[cpu]
 
 
-def _ffi_include() -> Path:
-    from export.device import ffi_include_dir
-
-    return ffi_include_dir()
-
-
 def defined_symbols(obj: Path, target: Target) -> set[str]:
     """Global symbols an object file defines (``arm-none-eabi-nm``)."""
     nm = _tool(target.cc.replace("gcc", "nm"), target)
@@ -153,7 +151,7 @@ def build_firmware(target: Target, model_c: Path, kernels_o: Path, out_dir: Path
     cc = _tool(target.cc, target)
     _run(["make", "--no-print-directory", "-C", str(FIRMWARE_SOURCES), "firmware", f"OUT={out_dir}",
           f"MODEL_C={model_c}", f"KERNELS_O={kernels_o}", f"MCPU={target.tvm['mcpu']}", f"FPU={_fpu(target)}",
-          f"STACK_BYTES={STACK_BYTES}", f"FFI_INC={_ffi_include()}", f"ARM_CC={cc}"],
+          f"STACK_BYTES={STACK_BYTES}", f"FFI_INC={ffi_include_dir()}", f"ARM_CC={cc}"],
          f"target {target.name!r}: linking the firmware with {target.cc}")
     return out_dir / "firmware.elf"
 
@@ -208,7 +206,7 @@ def build_host_check(model_c: Path, host_kernels_o: Path, out_dir: Path) -> Path
     if cc is None:
         raise ExportError("gcc not found on PATH: the generated C is checked on the host first (apt-get install gcc)")
     _run(["make", "--no-print-directory", "-C", str(FIRMWARE_SOURCES), "host", f"OUT={out_dir}",
-          f"MODEL_C={model_c}", f"KERNELS_O={host_kernels_o}", f"FFI_INC={_ffi_include()}", f"HOST_CC={cc}"],
+          f"MODEL_C={model_c}", f"KERNELS_O={host_kernels_o}", f"FFI_INC={ffi_include_dir()}", f"HOST_CC={cc}"],
          "building the host check of the generated C")
     return out_dir / "host_check"
 
@@ -239,8 +237,6 @@ def build_mcu_artifact(model: onnx.ModelProto, spec: ControllerSpec, target: Tar
     ``work`` is a scratch folder for build products that do not ship (the host kernels and check
     program). Raises ExportError if the graph is not a kernel chain or the image does not fit.
     """
-    import time
-
     start = time.perf_counter()
     where = f"target {target.name!r}"
     _tool(target.cc, target)
@@ -287,7 +283,7 @@ def build_mcu_artifact(model: onnx.ModelProto, spec: ControllerSpec, target: Tar
         "compile_seconds": round(time.perf_counter() - start, 3),
         "compile_flags": {"pipeline": "mcu-scalar", "relax_pipeline": "zero", "fast_math": bool(fast_math),
                           "schedule": {"rule": "matvec: groups of outputs accumulated in registers, reduction "
-                                               "inside, elementwise epilogue from the registers (export/mcu_schedule.py)",
+                                               "inside, elementwise epilogue from the registers (export/mcu/schedule.py)",
                                        **schedule.to_dict()},
                           "cc": target.cc, "batch": 1, "stack_bytes": STACK_BYTES},
         "sources": {"model_c": _file_record(model_c), "kernels_o": _file_record(kernels_o),
@@ -316,9 +312,6 @@ def verify_mcu(bundle_dir: Path, target: Target, artifact: McuArtifact, obs: np.
     Also fails (status "failed") if the host run used more arena than computed at export, or the
     firmware's stack use came within ``1 - STACK_LIMIT`` of its reservation.
     """
-    from export.mcu_session import FirmwareSession, qemu_available
-    from export.verify import FAILED, NOT_VERIFIED, VERIFIED, Verification
-
     rec = artifact.record
     host_actions, peak = run_host_check(artifact.host_check, obs, reference.shape[1])
     host_err = _compare(host_actions, reference)

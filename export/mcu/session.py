@@ -3,8 +3,8 @@
 The image's UART0 is qemu's ``-serial stdio``: the frames go through qemu's stdin/stdout pipes,
 the same bytes a real board would see on its serial line. Semihosting is on only so that a fault
 stops qemu with exit status 1 (``firmware_stub/mcu/startup.c``) instead of hanging.
-:class:`FirmwareSession` is a :class:`export.device.StubSession` (same ``infer``, ``stats``,
-``request``), started differently.
+:class:`FirmwareSession` is a :class:`export.session.DeviceSession` like the Linux stub's session
+(same ``infer``, ``stats``, ``request``), started differently.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-
-from export import frames
-from export.device import StubFailed, StubSession, read_manifest
+import export.frames as frames
+from export.bundle import read_manifest
 from export.errors import ExportError
+from export.session import DeviceSession, StubFailed
+from targets import Target, get_target
 
 QEMU = "qemu-system-arm"
 HELLO_RETRY_S = 0.5  # the UART drops bytes until the firmware enables it: HELLO is repeated until answered
@@ -28,7 +29,7 @@ START_TIMEOUT_S = 30.0
 EXTRA_STATS = ("arena_peak_bytes", "stack_peak_bytes")  # appended by the firmware after the 7 protocol counters
 
 
-def qemu_available(target) -> str:
+def qemu_available(target: Target) -> str:
     """Empty if this machine can run the target's firmware, else why not."""
     if not target.qemu_machine:
         return f"target {target.name!r} names no qemu_machine"
@@ -48,7 +49,7 @@ def qemu_command(machine: str, elf: Path) -> list[str]:
             "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(elf)]
 
 
-class FirmwareSession(StubSession):
+class FirmwareSession(DeviceSession):
     """The bundle's firmware for an ``mcu`` target under qemu-system-arm (context manager).
 
     ``infer_batch`` (inherited) returns each inference's instruction count as ``aux`` (see qemu_command).
@@ -56,9 +57,7 @@ class FirmwareSession(StubSession):
 
     WINDOW = 8  # OBS frames in flight: the board's UART receive buffer is small
 
-    def __enter__(self) -> "FirmwareSession":
-        from targets import get_target
-
+    def __enter__(self) -> FirmwareSession:
         target = get_target(self.target_name)
         if target.kind != "mcu":
             raise ExportError(f"target {self.target_name!r} is not a microcontroller target")
@@ -71,7 +70,6 @@ class FirmwareSession(StubSession):
         if why_not:
             raise ExportError(why_not)
         self._describe = f"{QEMU} -M {target.qemu_machine} -icount shift=0 (1 ns = 1 instruction)"
-        self._stack = contextlib.ExitStack()
         try:
             tmp = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="pae_fw.")))
             elf = tmp / "firmware.elf"
@@ -80,18 +78,14 @@ class FirmwareSession(StubSession):
             self.proc = subprocess.Popen(qemu_command(target.qemu_machine, elf), stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0)
             self._stack.callback(self._stop)
-            hello = self._hello()
-            version, self.obs_dim, self.act_dim = (int(v) for v in hello.payload[:3])
-            if version != frames.PROTOCOL_VERSION:
-                raise StubFailed(f"{self.where}: protocol version {version}, this host speaks {frames.PROTOCOL_VERSION}")
+            self._check_hello(self._hello())
         except BaseException:
             self._stack.close()
             raise
         return self
 
     def _verified_image(self) -> bytes:
-        manifest = read_manifest(self.bundle_dir)
-        rec = manifest.get("artifacts", {}).get(self.target_name)
+        rec = read_manifest(self.bundle_dir).artifacts.get(self.target_name)
         if not isinstance(rec, dict) or rec.get("kind") != "mcu":
             raise ExportError(f"{self.bundle_dir}/manifest.json: no firmware for target {self.target_name!r} "
                               "(export the bundle with this target)")
@@ -121,6 +115,7 @@ class FirmwareSession(StubSession):
 
     @property
     def where(self) -> str:
+        """The emulator and machine, for messages."""
         return f"firmware under {getattr(self, '_describe', QEMU)}"
 
     def _stop(self) -> None:

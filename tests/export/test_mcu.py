@@ -1,4 +1,4 @@
-"""Microcontroller export: generated C checked on the host, firmware under qemu-system-arm, memory budget, HIL."""
+"""Microcontroller export (export/mcu/): generated C checked on the host, firmware under qemu-system-arm, memory budget."""
 
 import re
 import shutil
@@ -9,18 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from export.bundle import export_bundle
-from export.errors import ExportError
-from export.mcu import STACK_BYTES, kernel_chain, lower_for_mcu
-from export.mcu_codegen import arena_bytes
-from export.mcu_session import FirmwareSession
-from export.onnx_export import export_onnx
-from targets import get_target, parse_target_list
-from targets.registry import make_target
-from tools import frames
-from tools.controller import build_mlp, pendulum_spec
-from tools.evaluate import as_policy
-from tools.hil import run_hil
+from export import ExportError, FirmwareSession, export_bundle, export_onnx, frames, read_manifest
+from export.kernel_chain import kernel_chain
+from export.mcu.codegen import arena_bytes
+from export.mcu.firmware import STACK_BYTES, lower_for_mcu
+from targets import get_target, make_target, parse_target_list
 
 OBS = [0.6, 0.8, -1.5]
 # A 260-wide layer (wider than the reference's 256): its accumulators go through TVM's workspace
@@ -29,23 +22,20 @@ HIDDEN = [16, 260]
 
 
 @pytest.fixture(scope="module")
-def controller() -> torch.nn.Module:
-    torch.manual_seed(3)
+def controller(make_mlp) -> torch.nn.Module:
     torch.set_num_threads(1)
-    return build_mlp(pendulum_spec(), HIDDEN, "elu").eval()
+    return make_mlp(HIDDEN, "elu", seed=3)
 
 
 @pytest.fixture(scope="module")
-def bundle(controller, tmp_path_factory) -> Path:
+def bundle(controller, pendulum, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("mcu") / "bundle"
-    export_bundle(controller, pendulum_spec(), parse_target_list("cortex-m4,cortex-m7"), out, n_parity=100, seed=4)
+    export_bundle(controller, pendulum, parse_target_list("cortex-m4,cortex-m7"), out, n_parity=100, seed=4)
     return out
 
 
 def manifest(bundle: Path) -> dict:
-    import json
-
-    return json.loads((bundle / "manifest.json").read_text())
+    return read_manifest(bundle).to_dict()
 
 
 def torch_action(controller, obs) -> np.ndarray:
@@ -92,16 +82,15 @@ def test_weights_live_in_flash_and_nothing_allocates(bundle):
     assert not {"malloc", "_malloc_r", "free", "_sbrk"} & set(symbols)
 
 
-def test_scalar_schedule_takes_widths_no_group_divides():
-    spec = pendulum_spec()
-    torch.manual_seed(0)
-    model, _ = export_onnx(build_mlp(spec, [7, 13], "elu"), spec, n_parity=10)  # primes: groups of one
+def test_scalar_schedule_takes_widths_no_group_divides(pendulum, make_mlp):
+    spec = pendulum
+    model, _ = export_onnx(make_mlp([7, 13], "elu", seed=0), spec, n_parity=10)  # primes: groups of one
     _, schedule = lower_for_mcu(model, spec, get_target("cortex-m7"), True)
     assert len(schedule.scheduled) == 3 and not schedule.default
 
 
-def test_kernel_chain_and_arena_are_planned_from_the_lowered_module(controller):
-    spec = pendulum_spec()
+def test_kernel_chain_and_arena_are_planned_from_the_lowered_module(controller, pendulum):
+    spec = pendulum
     model, _ = export_onnx(controller, spec, n_parity=10)
     mod, schedule = lower_for_mcu(model, spec, get_target("cortex-m4"), True)
     assert len(schedule.scheduled) == 3 and not schedule.default
@@ -202,20 +191,13 @@ def test_a_changed_firmware_image_is_refused(bundle, tmp_path):
             pass
 
 
-def test_hil_lockstep_with_the_firmware_reproduces_the_host_return(bundle, controller):
-    report = run_hil(bundle, "cortex-m4", as_policy(controller), episodes=1, seed=7)
-    assert "qemu-system-arm" in report.runner
-    assert report.fidelity_ok and report.max_return_diff <= 1e-3
-    assert report.episodes[0].max_abs_action_diff <= 1e-4
-
-
-def test_export_fails_naming_the_sizes_when_the_firmware_does_not_fit(controller, tmp_path):
+def test_export_fails_naming_the_sizes_when_the_firmware_does_not_fit(controller, pendulum, tmp_path):
     tiny = make_target(name="tiny-m4", arch="cortex-m", kind="mcu", qemu_machine="mps2-an386", flash_kb=16, ram_kb=4,
                        tvm={"kind": "llvm", "mtriple": "thumbv7em-none-eabihf", "mcpu": "cortex-m4",
                             "mfloat-abi": "hard"})
     out = tmp_path / "bundle"
     with pytest.raises(ExportError) as e:
-        export_bundle(controller, pendulum_spec(), [tiny], out, n_parity=10)
+        export_bundle(controller, pendulum, [tiny], out, n_parity=10)
     msg = str(e.value)
     assert "'tiny-m4'" in msg and "> 16 KB" in msg and "> 4 KB" in msg
     assert re.search(r"flash \d+ bytes", msg) and re.search(r"RAM \d+ bytes", msg)
@@ -227,23 +209,3 @@ def test_the_small_part_target_has_the_256k_flash_64k_ram_budget():
     assert (t.kind, t.flash_kb, t.ram_kb, t.qemu_machine) == ("mcu", 256, 64, "mps2-an386")
 
 
-def test_export_json_names_flash_and_ram_per_microcontroller_target(tmp_path, capsys, monkeypatch):
-    import json
-
-    from tools.cli import main
-    from tools.controller import mlp_architecture, save_controller
-
-    torch.manual_seed(1)
-    module = build_mlp(pendulum_spec(), [8, 8], "tanh")
-    path = tmp_path / "c.pt"
-    save_controller(path, module, pendulum_spec(), mlp_architecture(module, "tanh"))
-    monkeypatch.chdir(tmp_path)  # a relative --out, as users type it (the firmware is built by make elsewhere)
-    code = main(["export", "--controller", str(path), "--targets", "cortex-m4-256k", "--out", "b",
-                 "--parity-samples", "20", "--json"])
-    out = json.loads(capsys.readouterr().out)
-    assert code == 0 and out["ok"]
-    mem = out["mcu_memory"]["cortex-m4-256k"]
-    art = out["manifest"]["artifacts"]["cortex-m4-256k"]
-    assert mem["flash_bytes"] == art["flash_bytes"] > 0 and mem["ram_bytes"] == art["ram_bytes"] > 0
-    assert (mem["flash_budget_bytes"], mem["ram_budget_bytes"]) == (256 * 1024, 64 * 1024)
-    assert (tmp_path / "b" / "cortex-m4-256k.elf").is_file() and not list(tmp_path.glob(".b.*"))

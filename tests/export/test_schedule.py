@@ -6,22 +6,19 @@ import re
 
 import numpy as np
 import pytest
-import torch
+from tvm import relax
 
 from export.onnx_export import export_onnx, ort_actions, ort_session
 from export.schedule import schedule_module
 from export.tvm_compile import build, import_onnx, lower
 from export.verify import run_library_in_process
 from targets import get_target
-from tools.controller import build_mlp, pendulum_spec
 
 
 @pytest.fixture(scope="module")
-def onnx_model():
-    spec = pendulum_spec()
-    torch.manual_seed(0)
-    model, _ = export_onnx(build_mlp(spec, [256, 256], "elu").eval(), spec, n_parity=1000)
-    return spec, model
+def onnx_model(pendulum, make_mlp):
+    model, _ = export_onnx(make_mlp([256, 256], "elu", seed=0), pendulum, n_parity=1000)
+    return pendulum, model
 
 
 def test_zero_pipeline_fuses_the_mlp_into_three_kernels_all_scheduled(onnx_model):
@@ -38,8 +35,6 @@ def test_default_pipeline_leaves_many_more_kernels(onnx_model):
 
 
 def test_schedule_puts_the_reduction_outermost_and_vectorises(onnx_model):
-    from tvm import relax
-
     spec, model = onnx_model
     fused = relax.get_pipeline("zero")(import_onnx(model, spec))
     mod, report = schedule_module(fused, lanes=8, unroll=2)
@@ -55,10 +50,9 @@ def test_schedule_puts_the_reduction_outermost_and_vectorises(onnx_model):
 
 
 @pytest.mark.parametrize("hidden", [[37, 11], [1, 5]])
-def test_scheduled_library_matches_onnxruntime_for_odd_widths(tmp_path, hidden):
-    spec = pendulum_spec()
-    torch.manual_seed(1)
-    model, _ = export_onnx(build_mlp(spec, hidden, "tanh").eval(), spec, n_parity=1000)
+def test_scheduled_library_matches_onnxruntime_for_odd_widths(tmp_path, hidden, pendulum, make_mlp):
+    spec = pendulum
+    model, _ = export_onnx(make_mlp(hidden, "tanh", seed=1), spec, n_parity=1000)
     ex, _, scheduled, _ = build(model, spec, get_target("x86_64"), "scheduled")
     ex.export_library(str(tmp_path / "m.so"))
     obs = spec.sample_observations(200, seed=5)
@@ -67,14 +61,11 @@ def test_scheduled_library_matches_onnxruntime_for_odd_widths(tmp_path, hidden):
     assert np.max(np.abs(got - ref)) <= 1e-5
 
 
-def test_a_pruned_width_that_misses_the_simd_tile_is_vectorised_with_a_scalar_tail(tmp_path):
+def test_a_pruned_width_that_misses_the_simd_tile_is_vectorised_with_a_scalar_tail(tmp_path, pendulum, make_mlp):
     # Pruning leaves widths like 75 and 212; a whole-row scalar fallback made such a model slower
     # than the unpruned one. The row is split into a vectorised multiple of the tile plus a tail.
-    from tvm import relax
-
-    spec = pendulum_spec()
-    torch.manual_seed(2)
-    model, _ = export_onnx(build_mlp(spec, [75, 212], "elu").eval(), spec, n_parity=200)
+    spec = pendulum
+    model, _ = export_onnx(make_mlp([75, 212], "elu", seed=2), spec, n_parity=200)
     fused = relax.get_pipeline("zero")(import_onnx(model, spec))
     mod, report = schedule_module(fused, lanes=4, unroll=2)
     assert len(report.scheduled) == 3 and report.default == []

@@ -6,7 +6,7 @@ import zlib
 import numpy as np
 import pytest
 
-from tools import frames
+from export import frames
 
 
 def test_encode_layout_matches_the_protocol_table():

@@ -4,23 +4,20 @@ import numpy as np
 import pytest
 import torch
 
-from export.device import StubFailed, StubSession, run_stub_batch
-from stub_support import copy_bundle, small_bundle, small_controller
-from tools import frames
-from tools.controller import pendulum_spec
+from export import StubFailed, StubSession, frames, run_stub_batch
 
 TARGET = "cortex-a72"
 
 
-def test_aarch64_actions_under_qemu_match_the_torch_controller():
-    obs = pendulum_spec().sample_observations(200, seed=4)
-    got = run_stub_batch(small_bundle(), TARGET, obs)
-    want = small_controller()(torch.tensor(obs)).detach().numpy()
+def test_aarch64_actions_under_qemu_match_the_torch_controller(small_bundle, small_controller, pendulum):
+    obs = pendulum.sample_observations(200, seed=4)
+    got = run_stub_batch(small_bundle, TARGET, obs)
+    want = small_controller(torch.tensor(obs)).detach().numpy()
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def test_aarch64_stub_answers_nan_and_bad_crc_with_the_safe_action():
-    with StubSession(small_bundle(), TARGET, extra_args=("--safe-action", "-0.5")) as s:
+def test_aarch64_stub_answers_nan_and_bad_crc_with_the_safe_action(small_bundle):
+    with StubSession(small_bundle, TARGET, extra_args=("--safe-action", "-0.5")) as s:
         r = s.infer([0.0, np.inf, 0.0])
         seq = s.next_seq()
         s.send(frames.encode_raw(frames.OBS, seq, b"\0" * 12, crc=7))
@@ -31,8 +28,8 @@ def test_aarch64_stub_answers_nan_and_bad_crc_with_the_safe_action():
     assert ok.error == ""
 
 
-def test_tampered_aarch64_library_is_refused_under_qemu(tmp_path):
-    bundle = copy_bundle(tmp_path)
+def test_tampered_aarch64_library_is_refused_under_qemu(bundle_copy):
+    bundle = bundle_copy
     lib = bundle / f"{TARGET}.so"
     data = bytearray(lib.read_bytes())
     data[-1] ^= 0xFF

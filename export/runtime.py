@@ -1,0 +1,119 @@
+"""The TVM runtime of one architecture for the Linux stub, and the cache both live in.
+
+On this machine's architecture the installed wheels' ``libtvm_runtime.so`` and ``libtvm_ffi.so``
+are copied into the cache; for aarch64 the manylinux wheels are fetched with pip and the two
+libraries kept; armv7 has none (its stub runs without a runtime, see :mod:`export.stub`).
+The tvm_ffi C headers (architecture-independent) serve the stub and the firmware builds alike.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from export.errors import ExportError
+from targets import host_arch
+
+CACHE_ENV = "PRUNE_EXPORT_CACHE"
+TVM_VERSION = "0.27.0.post1"
+TVM_FFI_VERSION = "0.1.14.post0"
+# pip platform tag of the manylinux wheels per architecture (none exist for armv7)
+WHEEL_PLATFORMS = {"aarch64": "manylinux_2_28_aarch64"}
+RUNTIME_LIBS = ("libtvm_runtime.so", "libtvm_ffi.so")
+
+
+def cache_root() -> Path:
+    """Where built stubs and fetched runtimes live: $PRUNE_EXPORT_CACHE or ~/.cache/prune-and-export."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "prune-and-export"
+
+
+def _site_package(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ExportError(f"Python package {name!r} is not installed (pip install apache-tvm=={TVM_VERSION})")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def ffi_include_dir() -> Path:
+    """tvm_ffi's C++ headers (architecture-independent; the installed wheel's)."""
+    return _site_package("tvm_ffi") / "include"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The TVM runtime libraries of one architecture, and where they came from."""
+
+    arch: str
+    lib_dir: Path  # holds libtvm_runtime.so and libtvm_ffi.so
+    origin: str
+
+    def library_bytes(self) -> int:
+        """Bytes of the two runtime libraries (what a board must hold besides the model)."""
+        return sum((self.lib_dir / n).stat().st_size for n in RUNTIME_LIBS)
+
+
+def runtime_for(arch: str) -> Runtime:
+    """The TVM runtime for ``arch``: the installed wheels on this machine's arch, else fetched with pip."""
+    if arch == host_arch():
+        tvm_lib, ffi_lib = _site_package("tvm") / "lib", _site_package("tvm_ffi") / "lib"
+        d = cache_root() / "runtime" / f"{arch}-{TVM_VERSION}-{TVM_FFI_VERSION}-installed"
+        if not all((d / n).exists() for n in RUNTIME_LIBS):
+            _fill_atomically(d, {"libtvm_runtime.so": (tvm_lib / "libtvm_runtime.so").read_bytes(),
+                                 "libtvm_ffi.so": (ffi_lib / "libtvm_ffi.so").read_bytes()})
+        return Runtime(arch, d, "installed wheels")
+    if arch in WHEEL_PLATFORMS:
+        d = cache_root() / "runtime" / f"{arch}-{TVM_VERSION}-{TVM_FFI_VERSION}"
+        if not all((d / n).exists() for n in RUNTIME_LIBS):
+            _fetch_wheel_runtime(arch, d)
+        return Runtime(arch, d, f"pip wheels ({WHEEL_PLATFORMS[arch]})")
+    raise ExportError(
+        f"no TVM runtime for architecture {arch!r}: apache-tvm publishes no {arch} wheels, and the sources its "
+        "wheel ships lack headers the runtime needs (tvm/support/serializer.h, tvm/support/io.h, "
+        "support/utils.h, builtin_fp16.h); armv7 uses the runtime-free stub instead (firmware_stub/PROTOCOL.md)"
+    )
+
+
+def _fill_atomically(dest: Path, files: dict[str, bytes]) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
+    for name, data in files.items():
+        (tmp / name).write_bytes(data)
+    try:
+        tmp.rename(dest)
+    except OSError:  # another process filled it first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fetch_wheel_runtime(arch: str, dest: Path) -> None:
+    """pip download the manylinux wheels of apache-tvm and apache-tvm-ffi for ``arch``; keep the two libraries."""
+    platform = WHEEL_PLATFORMS[arch]
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--no-deps",
+               "--platform", platform, "--python-version", py, "-d", tmp,
+               f"apache-tvm=={TVM_VERSION}", f"apache-tvm-ffi=={TVM_FFI_VERSION}"]
+        print(f"fetching the {arch} TVM runtime: {' '.join(cmd[2:])}", file=sys.stderr)
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            last = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise ExportError(f"cannot fetch the {arch} TVM runtime wheels with pip: {last}")
+        members = {"tvm/lib/libtvm_runtime.so": "libtvm_runtime.so", "tvm_ffi/lib/libtvm_ffi.so": "libtvm_ffi.so"}
+        found: dict[str, bytes] = {}
+        for wheel in Path(tmp).glob("*.whl"):
+            with zipfile.ZipFile(wheel) as z:
+                for member, name in members.items():
+                    if member in z.namelist():
+                        found[name] = z.read(member)
+        missing = set(RUNTIME_LIBS) - set(found)
+        if missing:
+            raise ExportError(f"the {arch} wheels hold no {', '.join(sorted(missing))}")
+        _fill_atomically(dest, found)
+
