@@ -98,8 +98,8 @@ def search_gd(problem: Problem, step: float = 0.3, probe: float = 0.15, max_eval
               starts: Sequence[Mapping[str, float]] = ()) -> np.ndarray:
     """Projected gradient ascent on the coefficients with a numerical gradient (see module doc).
 
-    Starts at the uniform point, then from each of ``starts`` (coefficients per component, projected
-    onto this budget); after that, each further run starts from a seeded random
+    Judges the uniform point and each of ``starts`` (coefficients per component, projected onto this
+    budget) first, then ascends from each of them, best first; after that, each further run starts from a seeded random
     point of the budget surface while evaluations remain (at most ``restarts`` of them; None: until
     ``max_evaluations`` is spent; the given starts count as restarts too). The objective of a pruned controller is rugged in c (a unit more or
     less changes the closed loop), so one local ascent stalls early; restarts spend the rest of the
@@ -111,7 +111,17 @@ def search_gd(problem: Problem, step: float = 0.3, probe: float = 0.15, max_eval
     unit = np.array([1.0 / min(problem.groups[n].size for n in problem.groups.components[c]) for c in problem.components])
     min_step = float(unit.max()) if min_step is None else min_step
     rng = np.random.default_rng(seed)
-    given = [problem.point_of(s) for s in starts]
+    # the uniform point first (the guard's start), then the given starts, judged up front; runs go from the best of them down
+    ordered = [problem.note_start("uniform", problem.uniform_point())]
+    if starts:
+        problem.value(ordered[0])
+    for s in starts:
+        if problem.evaluations >= max_evaluations:
+            break
+        ordered.append(problem.note_start("previous", problem.point_of(s)))
+        problem.value(ordered[-1])
+    if len(ordered) > 1:
+        ordered.sort(key=lambda x: -problem.value(x))  # stable: ties keep the uniform point first; all cached
     best_x, best_f = None, -math.inf
     run, stale = -1, 0
     while (restarts is None or run < restarts) and stale < 20:  # stale: runs that met only cached points
@@ -119,10 +129,8 @@ def search_gd(problem: Problem, step: float = 0.3, probe: float = 0.15, max_eval
         if problem.evaluations >= max_evaluations:
             break
         spent = problem.evaluations
-        if run == 0:
-            x = problem.note_start("uniform", problem.uniform_point())
-        elif run <= len(given):
-            x = problem.note_start("previous", given[run - 1])
+        if run < len(ordered):
+            x = ordered[run]
         else:  # the random draw only here: without starts, the same seed gives the same runs as before
             x = problem.note_start("random", problem.project(rng.uniform(0.0, 1.0, k)))
         fx = problem.value(x)
