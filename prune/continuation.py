@@ -3,8 +3,9 @@
 Each budget's search starts from the uniform point (so its result is never below it: the uniform
 point is judged first and a winner must beat it) and from the previous, larger budget's best
 feasible points (``result.search.best_points``) moved onto the new budget by the same projection
-the searches use: gd runs from each of them, cmaes takes the first as its initial mean, tpe
-enqueues them as its first trials; grid, uniform and global ignore them. A good shape found at
+the searches use: gd ascends from each of them (best first), cmaes centres its first generation
+on the best of them and the uniform point, tpe enqueues them as its first trials; grid, uniform
+and global ignore them. A good shape found at
 50% kept (widen the first layer, starve the second) is then tried at 25% too, instead of every
 budget starting from scratch.
 """

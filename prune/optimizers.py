@@ -8,8 +8,8 @@ the start a winner must beat). Proposals that land on units already judged cost 
 a search stops when ``max_evaluations`` is spent or when ``STALE`` rounds in a row found nothing new.
 
 - ``cmaes``: CMA-ES with box bounds [0, 1]; its normal draws come from a generator seeded with
-  ``seed`` (not numpy's global one). The initial mean is the first given start (else the uniform
-  point); the other starts are injected into the first generation. When CMA-ES stops (flat
+  ``seed`` (not numpy's global one). The initial mean is the best of the given starts and the
+  uniform point (a given start on ties); the others are injected into the first generation. When CMA-ES stops (flat
   fitness, small step) it restarts from a seeded random point of the budget surface. A generation
   is judged as one population (:meth:`Problem.evaluate_many`, batched when the objective can).
 - ``tpe``: Optuna's TPESampler(seed=seed); the uniform point and the starts are enqueued as the
@@ -51,7 +51,9 @@ def search_cmaes(problem: Problem, max_evaluations: int = 60, seed: int = 0, sta
     if k < 2:
         return
     rng = np.random.default_rng(seed)
-    mean, inject = (points[1], points[2:]) if len(points) > 1 else (points[0], [])
+    # the mean goes to the best start (a given one on ties: the point of continuing); CMA-ES also tries the others
+    ranked = sorted(points[1:] + points[:1], key=lambda p: -problem.value(p))  # all judged already: cached
+    mean, inject = ranked[0], ranked[1:]
     stale = 0
     while problem.evaluations < max_evaluations and stale < STALE:
         opts = {"bounds": [0.0, 1.0], "seed": math.nan, "randn": lambda *shape: rng.standard_normal(shape),

@@ -20,7 +20,7 @@ Methods:
 
 ``gd``, ``cmaes`` and ``tpe`` also take ``starts``: coefficient points per component (another
 budget's best, see :func:`prune.continuation.prune_budgets`) projected onto this budget and tried
-after the uniform point (gd: extra runs; cmaes: the initial mean; tpe: enqueued trials).
+after the uniform point (gd: extra runs, best first; cmaes: the initial mean if best; tpe: enqueued trials).
 """
 
 from __future__ import annotations
