@@ -14,7 +14,8 @@ a search stops when ``max_evaluations`` is spent or when ``STALE`` rounds in a r
   is judged as one population (:meth:`Problem.evaluate_many`, batched when the objective can).
 - ``tpe``: Optuna's TPESampler(seed=seed); the uniform point and the starts are enqueued as the
   first trials. ``population`` > 1 asks that many trials at once (constant liar) and judges them as
-  one batch; the default, 1, is sequential (TPE learns from every trial).
+  one batch; the default, 1, is sequential (TPE learns from every trial). Optuna's own logging is
+  set to WARNING (a line per trial would bury the progress bar).
 
 With one component the budget fixes c (the projection leaves no freedom): both judge the uniform point.
 """

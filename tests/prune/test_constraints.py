@@ -48,6 +48,7 @@ def test_stability_failure_is_named_with_both_margins_not_blamed_on_the_budget(f
     with pytest.raises(PruneError, match="stability: closed loop spectral radius 1.0030"):
         r.require_feasible()
     d = json.loads(json.dumps(r.to_dict(), allow_nan=False))  # the infeasible best_seen (NaN) is null
+    assert json.loads(json.dumps(r.search.to_dict(), allow_nan=False))["constraints"]["stability"]["ok"] is False
     assert d["feasible"] is False and d["objective_best_seen"] is None and d["stability_mode"] == "strict"
     assert d["constraints"]["stability"] == {"ok": False, "value": 1.003, "bound": 1.0, "detail": r.constraints["stability"].detail}
     assert d["radius_before"] == 0.99 and d["radius_after"] == 1.003 and d["why_infeasible"] == why
