@@ -6,7 +6,7 @@ import copy
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -14,10 +14,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from prune.budget import Footprint, check_keep, footprint
+from prune.constraints import STABILITY_TOLERANCE, Constraint, failed, why
 from prune.errors import PruneError
 from prune.finetune import FinetuneReport, Visit, distill
 from prune.groups import Groups
 from prune.importance import score
+from prune.jsonable import jsonable
 from prune.search import (
     SEARCH_METHODS,
     Objective,
@@ -59,12 +61,37 @@ class PruneResult:
     objective_after: float
     finetune: FinetuneReport | None = None
     reconstructed: bool = False
+    constraints: dict[str, Constraint] = field(default_factory=dict)  # each constraint on the returned model
+
+    @property
+    def feasible(self) -> bool:
+        """Whether the returned model (fine-tuned or not) meets every constraint."""
+        return self.search.feasible if not self.constraints else not failed(self.constraints)
+
+    @property
+    def finetune_kept(self) -> bool | None:
+        """Whether the fine-tuned weights were kept (None: no fine-tuning asked)."""
+        return None if self.finetune is None else self.finetune.kept
+
+    @property
+    def why_infeasible(self) -> str:
+        """Empty when feasible; else each failed constraint with its numbers (and, from the search, how often each failed)."""
+        if self.feasible:
+            return ""
+        return self.search.why_infeasible or why(self.constraints)
+
+    def require_feasible(self) -> PruneResult:
+        """This result, or a PruneError that names each failed constraint with its numbers."""
+        if not self.feasible:
+            raise PruneError(self.why_infeasible)
+        return self
 
     def to_dict(self) -> dict:
-        return {
+        """The JSON summary (the model left out; non-finite numbers as None)."""
+        return jsonable({
             "method": self.search.method, "metric": self.metric, "seed": self.seed, "reconstructed": self.reconstructed, "keep": self.search.keep,
             "tolerance": self.search.tolerance, "keep_fraction": self.search.keep_fraction,
-            "feasible": self.search.feasible, "params_before": self.before.params, "params_after": self.after.params,
+            "feasible": self.feasible, "params_before": self.before.params, "params_after": self.after.params,
             "prunable_params_before": self.before.prunable_params, "prunable_params_after": self.after.prunable_params,
             "bytes_before": self.before.bytes, "bytes_after": self.after.bytes,
             "macs_before": self.before.macs, "macs_after": self.after.macs,
@@ -74,7 +101,13 @@ class PruneResult:
             "seconds": self.search.seconds, "coefficients": self.coefficients,
             "component_coefficients": self.search.component_coefficients, "kept": self.search.kept,
             "widths": self.widths, "finetune": self.finetune.to_dict() if self.finetune else None,
-        }
+            "finetune_kept": self.finetune_kept, "stability_mode": self.search.stability,
+            "radius_before": self.search.radius_before,
+            "radius_after": c.value if (c := self.constraints.get("stability")) is not None else self.search.radius,
+            "constraints": {name: {k: v for k, v in con.to_dict().items() if k != "name"} for name, con in self.constraints.items()},
+            "why_infeasible": self.why_infeasible, "constraint_failures": self.search.failures,
+            "starts": [{"from": s.origin, "coefficients": s.coefficients} for s in self.search.starts],
+        })
 
 
 AUTO = "auto"
@@ -118,15 +151,22 @@ def prune(model: nn.Module, groups: Groups, keep: float, objective: Objective, m
           metric: str = "l1", states: torch.Tensor | None = None, seed: int = 0, tolerance: float = 0.01,
           floor: float | None = None, radius_check: RadiusCheck | None = None, resolution: float = 0.1,
           max_evaluations: int = 60, gradient: str = "spsa", reconstruct: bool = False,
-          finetune: Visit | None = None, progress: bool = False) -> PruneResult:
+          finetune: Visit | None = None, progress: bool = False, stability: str = "strict",
+          stability_tolerance: float = STABILITY_TOLERANCE, starts: Sequence[Mapping[str, float]] = (),
+          population: int | None = None, radius_before: float | None = None) -> PruneResult:
     """Search coefficients for ``keep`` (fraction of prunable parameters kept) and shrink ``model``.
 
-    ``method`` is gd, grid, uniform or global; ``metric`` ranks units inside a group (l1, l2, random,
+    ``method`` is one of :data:`SEARCH_METHODS` (gd, grid, uniform, global, cmaes, tpe); ``metric`` ranks units inside a group (l1, l2, random,
     activation, contribution; data-aware ones need ``states``; ``auto`` picks the one whose uniform
     point scores best, see :func:`choose_metric`). ``reconstruct`` re-fits every
     layer that lost inputs by least squares on ``states`` (for every candidate, closed form).
     ``finetune``, if given, is a ``visit(model) -> states`` callable and turns on distillation
-    toward the unpruned model.
+    toward the unpruned model; the distilled weights are kept only if the objective does not drop
+    and no constraint the searched model met breaks (``result.finetune.why_not_kept`` says which).
+    ``stability`` (strict, relative, off) and ``stability_tolerance`` judge ``radius_check`` (see
+    :mod:`prune.constraints`; ``radius_before``, the unpruned radius, is measured when not given).
+    ``starts`` are extra starting points (coefficients per component, e.g. a larger budget's
+    ``result.search.best_points``) for gd, cmaes and tpe; ``population`` sizes a CMA-ES generation / TPE batch.
     """
     keep = check_keep(keep)
     if method not in SEARCH_METHODS:
@@ -139,14 +179,18 @@ def prune(model: nn.Module, groups: Groups, keep: float, objective: Objective, m
         fit_states = _subsample(states, RECONSTRUCT_STATES, seed)
     with torch.no_grad():
         objective_before = objective_value(objective(model))[0]
+    if radius_check is not None and radius_before is None:
+        radius_before = float(radius_check(model))  # once, not once per metric 'auto' tries
     # a log file (stderr not a terminal) gets a line every 10 s, not a carriage-return redraw per evaluation
-    bar = tqdm(total=max_evaluations if method == "gd" else None, desc=f"{method} keep={keep}", disable=not progress, leave=False,
+    bar = tqdm(total=max_evaluations if method in ("gd", "cmaes", "tpe") else None, desc=f"{method} keep={keep}", disable=not progress, leave=False,
                mininterval=0.1 if sys.stderr.isatty() else 10.0)
     try:
         start = time.perf_counter()
-        make = lambda s: Problem(model, groups, s, objective, keep, tolerance, floor, radius_check, bar, fit_states)  # noqa: E731
+        make = lambda s: Problem(model, groups, s, objective, keep, tolerance, floor, radius_check, bar, fit_states,  # noqa: E731
+                                 stability, stability_tolerance, radius_before)
         metric, scores, problem, trials, spent = choose_metric(model, groups, metric, states, seed, make)
-        result = run_search(problem, method, resolution, max(1, max_evaluations - spent), gradient, seed)
+        result = run_search(problem, method, resolution, max(1, max_evaluations - spent), gradient, seed,
+                            starts=starts, population=population)
         result.evaluations += spent
         result.seconds = time.perf_counter() - start
         result.metric_trials = trials
@@ -159,18 +203,26 @@ def prune(model: nn.Module, groups: Groups, keep: float, objective: Objective, m
     small.eval()
     report = None
     objective_after = result.objective
+    constraints = dict(result.constraints)
     if finetune is not None:
         searched = copy.deepcopy(small.state_dict())
         report = distill(small, model, finetune, seed=seed)
         small.eval()
         with torch.no_grad():
             tuned = objective_value(objective(small))[0]
-        # distillation matches the teacher's actions, not the return: keep it only if the objective agrees
-        report.objective_before, report.objective_after, report.kept = result.objective, tuned, tuned >= result.objective
+        radius = float(radius_check(small)) if radius_check is not None else None
+        # fine-tuned weights face every constraint again: distillation matches the teacher's actions, not the return
+        rechecked = problem.rules.judge(result.keep_fraction, tuned, radius)
+        broken = [c for c in failed(rechecked) if c.name not in {f.name for f in failed(constraints)}]
+        reasons = ([f"objective {tuned:.4g} below the searched model's {result.objective:.4g}"] if not tuned >= result.objective else [])
+        reasons += [f"{c.name}: {c.detail}" for c in broken]
+        report.objective_before, report.objective_after, report.kept = result.objective, tuned, not reasons
+        report.constraints = {name: c.to_dict() for name, c in rechecked.items()}
+        report.why_not_kept = "; ".join(reasons)
         if report.kept:
-            objective_after = tuned
+            objective_after, constraints = tuned, rechecked
         else:
             small.load_state_dict(searched)
     return PruneResult(small, result, metric, seed, result.coefficients(groups), widths(small, groups),
                        footprint(groups), footprint(groups, result.kept), objective_before, objective_after, report,
-                       fit_states is not None)
+                       fit_states is not None, constraints)

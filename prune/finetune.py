@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from prune.errors import PruneError
+from prune.jsonable import jsonable
 
 Visit = Callable[[nn.Module], torch.Tensor]
 
@@ -33,10 +34,13 @@ class FinetuneReport:
     seed: int
     objective_before: float | None = None  # set by prune(): the search objective before and after distilling
     objective_after: float | None = None
-    kept: bool = True  # False when distilling lowered the objective and prune() restored the searched weights
+    kept: bool = True  # False when distilling lowered the objective or broke a constraint and prune() restored the searched weights
+    constraints: dict[str, dict] | None = None  # set by prune(): every constraint re-judged on the distilled weights
+    why_not_kept: str = ""  # set by prune(): what the distilled weights failed (empty when kept)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """All fields as JSON-ready values (non-finite numbers as None)."""
+        return jsonable(asdict(self))
 
 
 def distill(student: nn.Module, teacher: nn.Module, visit: Visit, rounds: int = 3, steps: int = 300,

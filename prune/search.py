@@ -1,13 +1,8 @@
 """Searching the soft coefficients: one c per component, maximising ``objective(model)`` under a budget.
 
-Every candidate is built for real (units kept -> :func:`prune.surgery.shrink`) and judged by the
-caller's objective; it is *feasible* when its prunable-parameter fraction is at most the budget
-``keep`` and at least ``keep - tolerance`` (the budget is a cap), its objective is at least ``floor`` (if given) and the closed loop stays stable (if a
-stability check is given). Candidates are cached by units kept, since the objective is piecewise
-constant in c; ``evaluations`` counts objective calls. An objective may return one score per
-episode (fixed episodes): then a search keeps its start (the uniform point) unless a candidate beats
-it by more than two paired standard errors (:meth:`Problem.selected`), since among thousands of
-candidates the best mean is partly luck of the fixed episodes.
+Candidates are built, judged against the constraints, cached and counted by the shared
+:class:`prune.problem.Problem` (every method below climbs the same penalised objective, spends the
+same evaluation counter and returns through the same winner's-curse guard).
 
 Methods:
 - ``grid``: every point of {0, r, 2r, .., 1}^K snapped onto the budget by the same projection as
@@ -19,7 +14,13 @@ Methods:
   points of the budget surface until ``max_evaluations`` is spent;
 - ``uniform``: the same c for every component (the projection of c = 0);
 - ``global``: units ranked across all groups by importance normalised per group, removed
-  lowest first until the budget holds.
+  lowest first until the budget holds;
+- ``cmaes`` / ``tpe``: CMA-ES (the ``cma`` package) and Optuna's TPE sampler on the same projected
+  coefficients (see :mod:`prune.optimizers`).
+
+``gd``, ``cmaes`` and ``tpe`` also take ``starts``: coefficient points per component (another
+budget's best, see :func:`prune.continuation.prune_budgets`) projected onto this budget and tried
+after the uniform point (gd: extra runs, best first; cmaes: the initial mean if best; tpe: enqueued trials).
 """
 
 from __future__ import annotations
@@ -27,212 +28,33 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
 
 import numpy as np
-import torch
-from torch import nn
-from tqdm.auto import tqdm
 
-from prune.budget import BudgetCounter, check_keep, kept_from_coefficients
 from prune.errors import PruneError
-from prune.groups import Groups
-from prune.surgery import keep_indices, reconstruct, shrink
+from prune.optimizers import search_cmaes, search_tpe
+from prune.problem import (
+    SIGNIFICANCE,
+    Candidate,
+    Objective,
+    Problem,
+    RadiusCheck,
+    SearchResult,
+    Start,
+    objective_value,
+)
 
-Objective = Callable[[nn.Module], "float | Sequence[float]"]  # a number, or one score per episode
-SIGNIFICANCE = 2.0  # standard errors a candidate must beat the search's start by (per-episode objectives only)
-
-
-def objective_value(raw) -> tuple[float, np.ndarray | None]:
-    """An objective's mean and, if it gave one score per episode, those scores."""
-    arr = np.asarray(raw, dtype=float)
-    if arr.ndim == 0:
-        return float(arr), None
-    if arr.ndim != 1 or arr.size == 0:
-        raise PruneError(f"objective must return a number or a 1-D sequence of per-episode scores, got shape {arr.shape}")
-    return float(arr.mean()), arr
-RadiusCheck = Callable[[nn.Module], float]  # spectral radius of the closed loop with this model
-SEARCH_METHODS = ("gd", "grid", "uniform", "global")
-
-
-@dataclass
-class Candidate:
-    """One evaluated point: units kept per group, budget reached, objective, stability, verdict."""
-
-    kept: dict[str, int]
-    keep_fraction: float
-    objective: float
-    radius: float | None
-    feasible: bool
-    why_infeasible: str = ""
-    samples: np.ndarray | None = field(default=None, repr=False)  # per-episode scores, when the objective gives them
-
-
-@dataclass
-class SearchResult:
-    """The best feasible candidate a method found, and what finding it cost."""
-
-    method: str
-    keep: float
-    tolerance: float
-    component_coefficients: dict[str, float]
-    kept: dict[str, int]
-    keep_fraction: float
-    objective: float
-    radius: float | None
-    feasible: bool
-    evaluations: int
-    seconds: float
-    history: list[float] = field(default_factory=list)  # best feasible objective after each evaluation
-    metric_trials: dict[str, float] = field(default_factory=dict)  # metric='auto': uniform-point objective per metric
-    best_seen: float = float("nan")  # highest feasible objective met; ``objective`` is the selected one (see Problem.selected)
-
-    def coefficients(self, groups: Groups) -> dict[str, float]:
-        """Fraction of units removed per group (what the budget really took from each)."""
-        return {g.name: 1.0 - self.kept[g.name] / g.size for g in groups.groups}
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class Problem:
-    """A budgeted coefficient problem: builds, judges and caches candidates."""
-
-    def __init__(self, model: nn.Module, groups: Groups, scores: Mapping[str, torch.Tensor], objective: Objective,
-                 keep: float, tolerance: float = 0.01, floor: float | None = None,
-                 radius_check: RadiusCheck | None = None, progress: tqdm | None = None,
-                 reconstruct_states: torch.Tensor | None = None) -> None:
-        if not groups.groups:
-            raise PruneError("the model has no prunable groups (see Groups.excluded / Groups.protected)")
-        if tolerance < 0:
-            raise PruneError(f"tolerance must be >= 0, got {tolerance}")
-        self.model, self.groups, self.scores, self.objective = model, groups, scores, objective
-        self.keep, self.tolerance, self.floor, self.radius_check = check_keep(keep), tolerance, floor, radius_check
-        self.counter = BudgetCounter(groups)
-        self.components = list(groups.components)
-        self.cache: dict[tuple[int, ...], Candidate] = {}
-        self.evaluations = 0
-        self.best: Candidate | None = None
-        self.history: list[float] = []
-        self.progress = progress
-        self.reconstruct_states = reconstruct_states  # re-fit layers that lost inputs on these states
-
-    # -- coefficients <-> units --
-    def kept_of(self, c: np.ndarray) -> dict[str, int]:
-        return kept_from_coefficients(self.groups, dict(zip(self.components, np.clip(c, 0.0, 1.0).tolist())))
-
-    def fraction(self, c: np.ndarray) -> float:
-        return self.counter.fraction(self.kept_of(c))
-
-    def within_budget(self, fraction: float) -> bool:
-        # The budget is a cap: never above keep, at most `tolerance` below it.
-        return self.keep - self.tolerance - 1e-12 <= fraction <= self.keep + 1e-12
-
-    def project(self, c: np.ndarray) -> np.ndarray:
-        """Shift all coefficients by one common t (then clip) to the largest fraction <= keep."""
-        c = np.asarray(c, dtype=float)
-        lo, hi = -1.0, 1.0
-        if self.fraction(np.clip(c + hi, 0, 1)) > self.keep:
-            smallest = self.fraction(np.ones_like(c))
-            raise PruneError(f"budget keep={self.keep} is below the smallest model these groups allow "
-                             f"({smallest:.4f} of the prunable parameters, one unit per group)")
-        if self.fraction(np.clip(c + lo, 0, 1)) <= self.keep:
-            return np.clip(c + lo, 0, 1)
-        while hi - lo > 1e-9:  # units are discrete: 1e-9 in the shift is far below one unit of any group
-            mid = 0.5 * (lo + hi)
-            if self.fraction(np.clip(c + mid, 0, 1)) <= self.keep:
-                hi = mid
-            else:
-                lo = mid
-        return np.clip(c + hi, 0, 1)
-
-    # -- judging --
-    def evaluate_kept(self, kept: dict[str, int]) -> Candidate:
-        key = tuple(kept[g.name] for g in self.groups.groups)
-        if key in self.cache:
-            return self.cache[key]
-        keep = keep_indices(self.scores, kept)
-        small = shrink(self.model, self.groups, keep)
-        if self.reconstruct_states is not None:
-            reconstruct(self.model, small, self.groups, keep, self.reconstruct_states)
-        small.eval()
-        with torch.no_grad():
-            value, samples = objective_value(self.objective(small))
-        self.evaluations += 1
-        fraction = self.counter.fraction(kept)
-        radius = float(self.radius_check(small)) if self.radius_check is not None else None
-        why = []
-        if not self.within_budget(fraction):
-            why.append(f"keeps {fraction:.4f} of prunable parameters, budget [{self.keep - self.tolerance:.4f}, {self.keep}]")
-        if not math.isfinite(value):
-            why.append(f"objective is {value}")
-        if self.floor is not None and value < self.floor:
-            why.append(f"objective {value:.3f} below the floor {self.floor}")
-        if radius is not None and not radius < 1.0:
-            why.append(f"closed loop unstable (spectral radius {radius:.4f})")
-        cand = Candidate(dict(kept), fraction, value, radius, not why, "; ".join(why), samples)
-        self.cache[key] = cand
-        if cand.feasible and (self.best is None or cand.objective > self.best.objective):
-            self.best = cand
-        self.history.append(self.best.objective if self.best else float("nan"))
-        if self.progress is not None:
-            self.progress.update(1)
-            if self.best is not None:
-                self.progress.set_postfix(best=f"{self.best.objective:.2f}")
-        return cand
-
-    def value(self, c: np.ndarray) -> float:
-        """Objective with constraint violations penalised (what gradient ascent climbs)."""
-        cand = self.evaluate_kept(self.kept_of(c))
-        v = cand.objective if math.isfinite(cand.objective) else -1e12
-        penalty = 0.0
-        if self.floor is not None and v < self.floor:
-            penalty += 10.0 * (self.floor - v)
-        if cand.radius is not None and cand.radius >= 1.0:
-            penalty += 1e3 * (cand.radius - 1.0 + 0.01) + abs(v)
-        return v - penalty
-
-    def selected(self) -> Candidate | None:
-        """The candidate to return: the best feasible one, guarded against the winner's curse.
-
-        With per-episode scores, a candidate replaces the search's start (its first candidate: the
-        uniform point for gd and the grid) only if its paired improvement over the start is larger
-        than SIGNIFICANCE standard errors; among those the largest lower bound wins. A search over
-        many candidates otherwise picks up differences the fixed search episodes alone produce,
-        which do not carry over to other episodes. Without per-episode scores: the best mean.
-        """
-        start = next(iter(self.cache.values()), None)
-        if self.best is None or start is None or not start.feasible or start.samples is None:
-            return self.best
-        chosen, bound = start, 0.0
-        for cand in self.cache.values():
-            if not cand.feasible or cand.samples is None or len(cand.samples) != len(start.samples) or len(start.samples) < 2:
-                continue
-            d = cand.samples - start.samples
-            lower = float(d.mean() - SIGNIFICANCE * d.std(ddof=1) / math.sqrt(len(d)))
-            if lower > bound:
-                chosen, bound = cand, lower
-        return chosen
-
-    def result(self, method: str, seconds: float, c: np.ndarray | None = None) -> SearchResult:
-        best = self.selected()
-        if best is None:  # nothing feasible: report the highest objective met, honestly marked infeasible
-            if not self.cache:
-                raise PruneError(f"{method}: no candidate within the budget [{self.keep - self.tolerance:.4f}, {self.keep}] was evaluated")
-            best = max(self.cache.values(), key=lambda cand: cand.objective if math.isfinite(cand.objective) else -math.inf)
-        coeffs = {comp: 0.0 for comp in self.components}
-        for comp, names in self.groups.components.items():
-            sizes = [self.groups[n].size for n in names]
-            coeffs[comp] = 1.0 - sum(best.kept[n] for n in names) / sum(sizes)
-        return SearchResult(method, self.keep, self.tolerance, coeffs, best.kept, best.keep_fraction, best.objective,
-                            best.radius, best.feasible, self.evaluations, seconds, list(self.history),
-                            best_seen=self.best.objective if self.best is not None else float("nan"))
+__all__ = [
+    "SEARCH_METHODS", "SIGNIFICANCE", "Candidate", "Objective", "Problem", "RadiusCheck", "SearchResult", "Start",
+    "grid_points", "objective_value", "run_search", "search_gd", "search_global", "search_grid", "search_uniform",
+]
+SEARCH_METHODS = ("gd", "grid", "uniform", "global", "cmaes", "tpe")
 
 
 def search_uniform(problem: Problem) -> np.ndarray:
     """The same coefficient for every component, as large a model as the budget allows."""
-    c = problem.project(np.zeros(len(problem.components)))
+    c = problem.note_start("uniform", problem.uniform_point())
     problem.value(c)
     return c
 
@@ -272,12 +94,14 @@ def search_grid(problem: Problem, resolution: float = 0.1) -> None:
 
 
 def search_gd(problem: Problem, step: float = 0.3, probe: float = 0.15, max_evaluations: int = 60,
-              gradient: str = "spsa", seed: int = 0, min_step: float | None = None, restarts: int | None = None) -> np.ndarray:
+              gradient: str = "spsa", seed: int = 0, min_step: float | None = None, restarts: int | None = None,
+              starts: Sequence[Mapping[str, float]] = ()) -> np.ndarray:
     """Projected gradient ascent on the coefficients with a numerical gradient (see module doc).
 
-    Starts at the uniform point; after convergence, each further run starts from a seeded random
+    Judges the uniform point and each of ``starts`` (coefficients per component, projected onto this
+    budget) first, then ascends from each of them, best first; after that, each further run starts from a seeded random
     point of the budget surface while evaluations remain (at most ``restarts`` of them; None: until
-    ``max_evaluations`` is spent). The objective of a pruned controller is rugged in c (a unit more or
+    ``max_evaluations`` is spent; the given starts count as restarts too). The objective of a pruned controller is rugged in c (a unit more or
     less changes the closed loop), so one local ascent stalls early; restarts spend the rest of the
     budget on other basins.
     """
@@ -287,6 +111,17 @@ def search_gd(problem: Problem, step: float = 0.3, probe: float = 0.15, max_eval
     unit = np.array([1.0 / min(problem.groups[n].size for n in problem.groups.components[c]) for c in problem.components])
     min_step = float(unit.max()) if min_step is None else min_step
     rng = np.random.default_rng(seed)
+    # the uniform point first (the guard's start), then the given starts, judged up front; runs go from the best of them down
+    ordered = [problem.note_start("uniform", problem.uniform_point())]
+    if starts:
+        problem.value(ordered[0])
+    for s in starts:
+        if problem.evaluations >= max_evaluations:
+            break
+        ordered.append(problem.note_start("previous", problem.point_of(s)))
+        problem.value(ordered[-1])
+    if len(ordered) > 1:
+        ordered.sort(key=lambda x: -problem.value(x))  # stable: ties keep the uniform point first; all cached
     best_x, best_f = None, -math.inf
     run, stale = -1, 0
     while (restarts is None or run < restarts) and stale < 20:  # stale: runs that met only cached points
@@ -294,7 +129,10 @@ def search_gd(problem: Problem, step: float = 0.3, probe: float = 0.15, max_eval
         if problem.evaluations >= max_evaluations:
             break
         spent = problem.evaluations
-        x = problem.project(np.zeros(k) if run == 0 else rng.uniform(0.0, 1.0, k))
+        if run < len(ordered):
+            x = ordered[run]
+        else:  # the random draw only here: without starts, the same seed gives the same runs as before
+            x = problem.note_start("random", problem.project(rng.uniform(0.0, 1.0, k)))
         fx = problem.value(x)
         h = np.maximum(probe, unit)  # a probe must move at least one unit, or it sees a flat objective
         lr = step
@@ -324,7 +162,7 @@ def search_gd(problem: Problem, step: float = 0.3, probe: float = 0.15, max_eval
         stale = stale + 1 if problem.evaluations == spent else 0
         if fx > best_f:
             best_x, best_f = x, fx
-    return best_x if best_x is not None else problem.project(np.zeros(k))
+    return best_x if best_x is not None else problem.uniform_point()
 
 
 def search_global(problem: Problem) -> None:
@@ -345,13 +183,22 @@ def search_global(problem: Problem) -> None:
 
 
 def run_search(problem: Problem, method: str, resolution: float = 0.1, max_evaluations: int = 60,
-               gradient: str = "spsa", seed: int = 0, **gd_options) -> SearchResult:
-    """Run one method on ``problem`` and return its best feasible candidate with the cost."""
+               gradient: str = "spsa", seed: int = 0, starts: Sequence[Mapping[str, float]] = (),
+               population: int | None = None, **gd_options) -> SearchResult:
+    """Run one method on ``problem`` and return its best feasible candidate with the cost.
+
+    ``starts`` (gd, cmaes, tpe; ignored by the others) are extra starting points, coefficients per
+    component; ``population`` is the CMA-ES population / TPE batch size (None: the method's default).
+    """
     start = time.perf_counter()
     if method == "grid":
         search_grid(problem, resolution)
     elif method == "gd":
-        search_gd(problem, max_evaluations=max_evaluations, gradient=gradient, seed=seed, **gd_options)
+        search_gd(problem, max_evaluations=max_evaluations, gradient=gradient, seed=seed, starts=starts, **gd_options)
+    elif method == "cmaes":
+        search_cmaes(problem, max_evaluations=max_evaluations, seed=seed, starts=starts, population=population)
+    elif method == "tpe":
+        search_tpe(problem, max_evaluations=max_evaluations, seed=seed, starts=starts, population=population)
     elif method == "uniform":
         search_uniform(problem)
     elif method == "global":

@@ -37,3 +37,43 @@ def layernorm_mlp() -> nn.Sequential:
     """A seeded 3-16-LayerNorm-ELU-8-ReLU-1 MLP in eval mode: Linear and LayerNorm slices in one group."""
     torch.manual_seed(1)
     return nn.Sequential(nn.Linear(3, 16), nn.LayerNorm(16), nn.ELU(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 1)).eval()
+
+
+@pytest.fixture
+def four_layer(tanh_mlp) -> nn.Sequential:
+    """A seeded 3-16-16-16-16-1 tanh MLP: four groups, room for the budget to be spread unevenly."""
+    return tanh_mlp(16, 16, 16, 16)
+
+
+@pytest.fixture
+def fidelity(states) -> Callable[..., Callable[[nn.Module], float]]:
+    """fidelity(teacher, log=None): objective = minus the output error against ``teacher`` on the states.
+
+    Cheap and analytic (higher is better, 0 for the unpruned model). If ``log`` is a list, every
+    call appends the hidden widths of the model judged: the evaluation log, in order.
+    """
+
+    def make(teacher: nn.Module, log: list | None = None) -> Callable[[nn.Module], float]:
+        with torch.no_grad():
+            target = teacher(states)
+
+        def objective(model: nn.Module) -> float:
+            if log is not None:
+                log.append(hidden_widths(model))
+            with torch.no_grad():
+                return -float((model(states) - target).pow(2).mean())
+
+        return objective
+
+    return make
+
+
+def hidden_widths(model: nn.Module) -> tuple[int, ...]:
+    """out_features of every Linear but the last: the widths pruning chose."""
+    return tuple(m.out_features for m in model.modules() if isinstance(m, nn.Linear))[:-1]
+
+
+@pytest.fixture(name="hidden_widths")
+def hidden_widths_fixture() -> Callable[[nn.Module], tuple[int, ...]]:
+    """hidden_widths(model): out_features of every Linear but the last."""
+    return hidden_widths

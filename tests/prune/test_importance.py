@@ -14,12 +14,13 @@ from prune import METRICS, PruneError, find_groups, keep_indices, register_metri
 @pytest.fixture
 def known() -> nn.Sequential:
     """2-4-1 ReLU net whose four hidden units have hand-set weights (one group, '0')."""
-    m = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 1))
+    first, last = nn.Linear(2, 4), nn.Linear(4, 1)
+    m = nn.Sequential(first, nn.ReLU(), last)
     with torch.no_grad():
-        m[0].weight.copy_(torch.tensor([[3.0, 0.0], [1.5, 1.5], [1.0, 0.0], [0.0, 0.0]]))
-        m[0].bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.5]))
-        m[2].weight.copy_(torch.tensor([[0.5, 1.0, 1.0, 0.0]]))  # the consumer column of each unit
-        m[2].bias.zero_()
+        first.weight.copy_(torch.tensor([[3.0, 0.0], [1.5, 1.5], [1.0, 0.0], [0.0, 0.0]]))
+        first.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.5]))
+        last.weight.copy_(torch.tensor([[0.5, 1.0, 1.0, 0.0]]))  # the consumer column of each unit
+        last.bias.zero_()
     return m
 
 
