@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from export import ControllerSpec
-from tools.controller import build_mlp, pendulum_spec
+from tools.controllers.native import build_mlp, pendulum_spec
 
 
 @pytest.fixture(scope="session")

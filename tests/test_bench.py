@@ -11,8 +11,8 @@ import torch
 from test_cli import cli
 from tools import cmd_bench
 from tools.cli import main as cli_main
-from tools.controller import load_controller
-from tools.hil import FIDELITY
+from tools.controllers.load import load_controller
+from tools.pipeline.hil import FIDELITY
 
 EPISODES = 2
 RUNTIMES = {"torch", "onnxruntime", "tvm-python", "stub"}

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from tools.controller import load_controller
-from tools.evaluate import as_policy, closed_loop_return
-from tools.expert import energy_shaping_expert
+from tools.controllers.load import load_controller
+from tools.plant.evaluate import closed_loop_return
+from tools.plant.policy import as_policy
+from tools.plant.expert import energy_shaping_expert
 
 
 def test_fast_and_gym_judges_agree_per_episode():

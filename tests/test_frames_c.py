@@ -5,7 +5,7 @@ import subprocess
 import numpy as np
 
 from tools import frames
-from tools.fuzz_frames import build_frame_dump, python_events
+from tools.dev.fuzz_frames import build_frame_dump, python_events
 
 
 def c_events(data: bytes) -> list[str]:

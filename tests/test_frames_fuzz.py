@@ -1,6 +1,6 @@
 """A short libFuzzer run of the C frame reader under ASan/UBSan (the long run: python -m tools.fuzz_frames)."""
 
-from tools.fuzz_frames import run_fuzzer
+from tools.dev.fuzz_frames import run_fuzzer
 
 
 def test_short_libfuzzer_run_finds_no_failing_input(tmp_path):

@@ -7,9 +7,10 @@ import pytest
 
 from stub_support import small_bundle, small_controller
 from tools import cli
-from tools.controller import mlp_architecture, pendulum_spec, save_controller
-from tools.evaluate import as_policy, rollout_gym
-from tools.hil import FIDELITY, run_hil
+from tools.controllers.native import mlp_architecture, pendulum_spec, save_controller
+from tools.plant.policy import as_policy
+from tools.plant.rollouts import rollout_gym
+from tools.pipeline.hil import FIDELITY, run_hil
 
 
 @pytest.mark.parametrize("target, episodes", [("x86_64", 2), ("cortex-a72", 1)])

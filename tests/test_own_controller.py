@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from tools import cli
-from tools.controller import load_controller
-from tools.controller_formats import detect_format, spec_from_env
+from tools.controllers.load import load_controller
+from tools.controllers.formats import detect_format, spec_from_env
 
 torch.set_num_threads(1)
 SB3_ALGOS = ("SAC", "TD3", "DDPG", "PPO")
@@ -231,7 +231,7 @@ def test_a_bad_config_file_is_one_line_naming_the_key_and_the_file(tmp_path, cap
 
 def test_another_box_env_is_judged_searched_and_run_in_the_loop(tmp_path, capsys):
     """MountainCarContinuous-v0 (2 observations, 1 action in [-1, 1]): no batched plant, a vector env instead."""
-    from tools.evaluate import closed_loop_return
+    from tools.plant.evaluate import closed_loop_return
 
     torch.manual_seed(0)
     mlp = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 1), nn.Tanh()).eval()

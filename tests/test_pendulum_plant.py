@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tools.pendulum import BatchedPendulum, torch_observation, torch_step
+from tools.plant.pendulum import BatchedPendulum, torch_observation, torch_step
 
 SEEDS = list(range(25))
 

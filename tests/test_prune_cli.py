@@ -8,8 +8,9 @@ import torch
 
 from prune import load_program, load_state_dict
 from tools.cli import main
-from tools.controller import build_mlp, load_controller, mlp_architecture, pendulum_spec, save_controller
-from tools.objectives import closed_loop_step, pendulum_stability
+from tools.controllers.load import load_controller
+from tools.controllers.native import build_mlp, mlp_architecture, pendulum_spec, save_controller
+from tools.plant.objectives import closed_loop_step, pendulum_stability
 
 torch.set_num_threads(1)
 

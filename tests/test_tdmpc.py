@@ -9,9 +9,8 @@ from torch import nn
 
 from prune import find_groups, keep_indices, masked_copy, prune, score, shrink
 from tools.errors import ControllerError
-from tools.tdmpc import (COMPONENTS, AgentConfig, Planner, PlannerConfig, PolicyPath, TDMPCAgent, example_inputs, load_agent,
-                         mppi_iteration, save_agent)
-from tools.tdmpc_eval import planning_objective, planning_return
+from tools.usecases.tdmpc.agent import COMPONENTS, AgentConfig, Planner, PlannerConfig, PolicyPath, TDMPCAgent, example_inputs, load_agent, mppi_iteration, save_agent
+from tools.usecases.tdmpc.evaluate import planning_objective, planning_return
 
 TINY = AgentConfig(latent=6, hidden=12)
 FAST_PLAN = PlannerConfig(horizon=2, samples=8, iterations=2, elites=3)
@@ -95,7 +94,7 @@ def test_mppi_iteration_refits_to_the_elites():
 
 
 def test_planner_step_onnx_and_tvm_match_torch(tmp_path):
-    from tools.tdmpc_export import export_planner_step
+    from tools.usecases.tdmpc.export import export_planner_step
 
     rec = export_planner_step(tiny_agent(), FAST_PLAN, tmp_path, targets=("x86_64",), n_parity=8, calls=5)
     assert (tmp_path / "planner_step.onnx").is_file() and (tmp_path / "planner_step-x86_64.so").is_file()
@@ -106,7 +105,7 @@ def test_planner_step_onnx_and_tvm_match_torch(tmp_path):
 
 
 def test_packed_planner_step_equals_the_unpacked_one():
-    from tools.tdmpc_export import PackedPlannerStep, PlannerStep, pack_inputs, step_inputs
+    from tools.usecases.tdmpc.export import PackedPlannerStep, PlannerStep, pack_inputs, step_inputs
 
     agent = tiny_agent(2)
     packed, plain = PackedPlannerStep(agent, FAST_PLAN), PlannerStep(agent, FAST_PLAN)
@@ -123,8 +122,8 @@ def test_packed_planner_step_equals_the_unpacked_one():
 
 
 def test_device_planner_fits_the_frame_and_keeps_the_elite_share():
-    from export.errors import ExportError
-    from tools.tdmpc_export import device_planner, fits_frame
+    from export import ExportError
+    from tools.usecases.tdmpc.export import device_planner, fits_frame
 
     shipped = PlannerConfig()  # latent 32, horizon 3: 32 samples need 134 floats, a frame holds 64
     assert not fits_frame(32, 1, shipped)
@@ -136,7 +135,7 @@ def test_device_planner_fits_the_frame_and_keeps_the_elite_share():
 
 
 def test_packed_planner_step_verifies_in_the_armv7_stub_under_qemu(tmp_path):
-    from tools.tdmpc_export import PACKED_ENV_ID, export_packed_step
+    from tools.usecases.tdmpc.export import PACKED_ENV_ID, export_packed_step
 
     manifest = export_packed_step(tiny_agent(3), FAST_PLAN, tmp_path / "step", ("cortex-a7",), n_parity=40)
     v = manifest.verifications()["cortex-a7"]

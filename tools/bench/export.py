@@ -66,8 +66,8 @@ def _callables(module: nn.Module, spec, obs: np.ndarray, workdir: Path) -> dict[
     import tvm
     from tvm import relax
 
-    from export.onnx_export import export_onnx, ort_session
-    from export.tvm_compile import build
+    from export import export_onnx, ort_session
+    from export import build
     from targets import native_target
 
     out: dict[str, tuple] = {}
@@ -153,7 +153,9 @@ def main(argv: list[str] | None = None) -> dict:
     from rich.console import Console
     from rich.table import Table
 
-    from tools.controller import build_mlp, default_controller_path, load_controller, pendulum_spec
+    from tools.controllers.load import load_controller
+
+    from tools.controllers.native import build_mlp, default_controller_path, pendulum_spec
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--controller", type=Path, default=None, help="unpruned controller (default: the bundled reference)")
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     rows = bench(models, spec, args.rounds, args.calls, args.seed)
     mhz = _cpu_mhz()
-    from targets.host import host_cpu_flags
+    from targets import host_cpu_flags
 
     lanes = 16 if "avx512f" in host_cpu_flags() else 8 if "avx2" in host_cpu_flags() else 4
     peak_macs_per_us = mhz * 2 * lanes  # 2 FMA pipes x lanes x cycles per µs

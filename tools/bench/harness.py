@@ -28,15 +28,17 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tools.bench_harness_latency import PYTHON_RUNTIMES, LatencyStats, measure_python, measure_stub, python_runtimes
-from tools.bench_harness_mcu import check_mcu_target, export_mcu, mcu_notes, mcu_versions
-from tools.bench_harness_reward import DeviceReward, Paired, RewardStats, device_reward, torch_reward
-from tools.controller import Controller, load_controller
+from tools.bench.latency import PYTHON_RUNTIMES, LatencyStats, measure_python, measure_stub, python_runtimes
+from tools.bench.mcu import check_mcu_target, export_mcu, mcu_notes, mcu_versions
+from tools.bench.reward import DeviceReward, Paired, RewardStats, device_reward, torch_reward
+from tools.controllers.load import load_controller
+from tools.controllers.native import Controller
 from tools.errors import ToolsError
-from tools.evaluate import as_policy, episode_seeds
-from tools.hil import FIDELITY
-from tools.objectives import SEARCH_EPISODES, SEARCH_SEED
-from tools.report import UNPRUNED, BenchReport, LatencyRow, ModelRecord, RewardRow
+from tools.plant.episodes import episode_seeds
+from tools.plant.policy import as_policy
+from tools.pipeline.hil import FIDELITY
+from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED
+from tools.bench.report import UNPRUNED, BenchReport, LatencyRow, ModelRecord, RewardRow
 
 
 NOISY_SPREAD = 0.2  # a latency whose rounds disagree more than this is flagged in the report's notes
@@ -292,7 +294,7 @@ def _n_parity(config: BenchConfig) -> int:
 
 def _export(models: dict[str, Controller], targets, folder: Path, config: BenchConfig, stages: _Stages) -> dict[str, Path]:
     """One verified bundle per model (ONNX + a TVM library per Linux target)."""
-    from export.bundle import export_bundle
+    from export import export_bundle
 
     bundles = {}
     for label, c in models.items():
@@ -308,7 +310,7 @@ def _manifest_or_onnx(bundle: Path | None, c: Controller, config: BenchConfig) -
     """The model's bundle manifest; for a model with no bundle (it fits no requested part), its ONNX size alone."""
     if bundle is not None:
         return _read_manifest(bundle)
-    from export.onnx_export import export_onnx
+    from export import export_onnx
 
     model, _ = export_onnx(c.module, c.spec, n_parity=_n_parity(config), seed=config.seed)
     return {"onnx": {"bytes": len(model.SerializeToString())}, "artifacts": {}}
@@ -316,7 +318,7 @@ def _manifest_or_onnx(bundle: Path | None, c: Controller, config: BenchConfig) -
 
 def _bundle_versions(bundles: dict[str, Path | None]) -> dict:
     """The toolchain versions the first bundle recorded (export's own list if no model produced a bundle)."""
-    from export.bundle import versions as export_versions
+    from export import versions as export_versions
 
     first = next((b for b in bundles.values() if b is not None), None)
     return _read_manifest(first)["versions"] if first is not None else export_versions()
@@ -372,6 +374,6 @@ def _reward_rows(rewards: dict[tuple[str, str], DeviceReward], torch_only: dict[
 
 
 def _read_manifest(bundle: Path) -> dict:
-    from export.device import read_manifest
+    from export import read_manifest
 
     return read_manifest(bundle)

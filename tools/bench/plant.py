@@ -20,7 +20,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from tools.pendulum import BatchedPendulum
+from tools.plant.pendulum import BatchedPendulum
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tools.bench_harness_reward import Paired, RewardStats
+from tools.bench.reward import Paired, RewardStats
 
 SCHEMA = "prune-and-export.bench/1"
 UNPRUNED = "unpruned"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.report import UNPRUNED, BenchReport
+from tools.bench.report import UNPRUNED, BenchReport
 
 
 def _pyplot():

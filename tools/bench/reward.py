@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from tools.errors import ToolsError
-from tools.evaluate import Policy
-from tools.pendulum import BatchedPendulum
+from tools.plant.policy import Policy
+from tools.plant.pendulum import BatchedPendulum
 
 UPRIGHT_RAD = 0.1  # |angle| below this counts as upright
 UPRIGHT_STEPS = 50  # ... in each of the last this many observations of an episode
@@ -100,7 +100,7 @@ def ends_upright(observations: np.ndarray) -> np.ndarray:
 
 def device_reward(bundle: Path, target: str, policy: Policy, episodes: int, seed: int) -> DeviceReward:
     """Lockstep HIL through the stub for ``target``; ``policy`` is the same controller in torch (the reference)."""
-    from tools.hil import run_hil
+    from tools.pipeline.hil import run_hil
 
     rec = _Recorder(policy)
     report = run_hil(bundle, target, rec, episodes, seed, mode="lockstep")
@@ -117,7 +117,8 @@ def device_reward(bundle: Path, target: str, policy: Policy, episodes: int, seed
 
 def torch_reward(policy: Policy, episodes: int, seed: int) -> RewardStats:
     """The torch controller alone in gymnasium on the same seeds (HIL's host reference, for a model no device runs)."""
-    from tools.evaluate import episode_seeds, rollout_gym
+    from tools.plant.episodes import episode_seeds
+    from tools.plant.rollouts import rollout_gym
 
     rec = _Recorder(policy)
     seeds = episode_seeds(episodes, seed)

@@ -1,9 +1,13 @@
-"""``prune-and-export``: the command line. Each subcommand is one module ``tools/cmd_<name>.py``.
+"""``prune-and-export``: the command line. Each subcommand is one module ``tools/cli/<name>.py``.
 
 A subcommand module has ``HELP`` (one line), ``configure(parser)`` adding its flags, and
-``run(args, console) -> dict`` doing the work: human output goes to ``console``, the returned dict
-is what ``--json`` prints (exactly one JSON object on stdout). Errors of the project's error
-families become one line on stderr and exit code 2; nothing prints a traceback at a user.
+``run(args, console) -> dict`` doing the work: it calls one library function of tools/pipeline/ (or
+tools/bench/), human output goes to ``console``, the returned dict is what ``--json`` prints (exactly
+one JSON object on stdout). Errors of the project's error families become one line on stderr and exit
+code 2; nothing prints a traceback at a user.
+
+Building the parser imports only argparse and light modules: ``--help``, ``targets`` and a mistyped
+flag answer at once. torch, TVM, gymnasium and onnx are imported by the ``run`` of the command that needs them.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ import sys
 from collections.abc import Sequence
 
 from rich.console import Console
+
+from targets import TargetError
+from tools.errors import ToolsError
 
 SUBCOMMANDS = ("run", "eval", "prune", "export", "targets", "bench", "hil")
 DEFAULT = "run"
@@ -29,15 +36,11 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 def _error_types() -> tuple[type[BaseException], ...]:
     """The project's error families: user-facing failures, reported in one line."""
-    from tools.errors import ToolsError
+    # Deferred: prune and export import torch and TVM; only a command that failed needs their error types.
+    from export import ExportError
+    from prune import PruneError
 
-    types: list[type[BaseException]] = [ToolsError, FileNotFoundError, ValueError]
-    for module, name in (("prune.errors", "PruneError"), ("export.errors", "ExportError"), ("targets.errors", "TargetError")):
-        try:
-            types.append(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(types)
+    return (ToolsError, FileNotFoundError, ValueError, PruneError, ExportError, TargetError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", parser_class=_ArgumentParser)
     for name in SUBCOMMANDS:
-        module = importlib.import_module(f"tools.cmd_{name}")
+        module = importlib.import_module(f"tools.cli.{name}")
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout (tables go to stderr)")
         module.configure(p)
@@ -65,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Piped into a file or CI log, rich would wrap tables at 80 columns; give them room instead.
     width = None if stream.isatty() else 160
     console = Console(stderr=args.json, highlight=False, soft_wrap=True, width=width)
-    module = importlib.import_module(f"tools.cmd_{args.command}")
+    module = importlib.import_module(f"tools.cli.{args.command}")
     try:
         result = module.run(args, console)
     except _error_types() as e:
@@ -78,6 +81,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result, allow_nan=False))
     return 0 if result.get("ok", True) else 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

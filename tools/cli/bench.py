@@ -22,14 +22,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from export.bundle import move_into_place  # one atomic folder swap for bundles and reports
-from tools.bench_harness import BenchConfig, check_target, run_bench
-from tools.cmd_prune import METHODS, fraction
-from tools.controller_formats import native_copy
+from export import move_into_place  # one atomic folder swap for bundles and reports
+from tools.bench.harness import BenchConfig, check_target, run_bench
+from tools.cli.prune import METHODS, fraction
+from tools.controllers.load import native_copy
 from tools.errors import ToolsError
-from tools.options import add_controller, add_episodes, add_seed
-from tools.report import print_tables, write_json, write_markdown
-from tools.report_plots import write_plots
+from tools.cli.options import add_controller, add_episodes, add_seed
+from tools.bench.report import print_tables, write_json, write_markdown
+from tools.bench.report_plots import write_plots
 
 HELP = "latency, memory and closed-loop reward of the controller before and after pruning, side by side"
 QUICK_EPISODES = 3
@@ -105,11 +105,11 @@ def _temp_dir_for(out: Path, force: bool) -> Path:
 
 def run(args: argparse.Namespace, console: Console) -> dict:
     if getattr(args, "model", MODELS[0]) == "autoencoder":
-        from tools.bench_autoencoder import run_from_cli
+        from tools.usecases.autoencoder.bench import run_from_cli
 
         return run_from_cli(args, console)
     if args.controller is not None and str(args.controller) == "tdmpc":  # the TD-MPC agent: its own bench (tools/bench_tdmpc.py)
-        from tools.bench_tdmpc import run_cli
+        from tools.usecases.tdmpc.bench import run_cli
 
         return run_cli(args, console)
     if getattr(args, "data", None) is not None or getattr(args, "min_psnr", None) is not None:

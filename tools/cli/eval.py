@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 from rich.console import Console
 from rich.table import Table
 
-from tools.evaluate import JUDGES, as_policy, closed_loop_return
-from tools.options import add_controller, add_episodes, add_seed, controller_from_args
+from tools.cli.options import add_controller, add_episodes, add_seed, controller_from_args
+from tools.plant.episodes import JUDGES
 
 HELP = "closed-loop return of a controller on seeded episodes of its env (Pendulum-v1 unless --env)"
 
@@ -23,12 +22,13 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> dict:
+    # Deferred: the closed loop imports torch and gymnasium, which --help must not pay for.
+    from tools.pipeline.evaluate import evaluate_controller
+
     controller = controller_from_args(args)
     console.print(f"controller {controller.path} (sha256 {controller.sha256[:12]}), seed {args.seed}, judge {args.judge}")
-    start = time.perf_counter()
-    stats = closed_loop_return(as_policy(controller.module), args.episodes, args.seed, args.judge,
-                                 controller.spec.env_id)
-    seconds = time.perf_counter() - start
+    evaluation = evaluate_controller(controller, args.episodes, args.seed, args.judge)
+    stats, seconds = evaluation.stats, evaluation.seconds
     table = Table(title=f"closed-loop return, {args.episodes} episodes, seeds {args.seed}..{args.seed + args.episodes - 1}")
     for col in ("judge", "mean", "std", "min", "seconds"):
         table.add_column(col, justify="right")

@@ -8,7 +8,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tools.options import add_controller, add_seed, controller_from_args, positive_int
+from targets import parse_target_list
+from tools.cli.options import add_controller, add_seed, controller_from_args, positive_int
 
 HELP = "export a controller to ONNX and TVM libraries for named targets, verified, in one bundle folder"
 
@@ -38,19 +39,20 @@ def _fmt_err(v: float | None) -> str:
 
 
 def run(args: argparse.Namespace, console: Console) -> dict:
-    from export.bundle import export_bundle
-    from targets import parse_target_list
+    # Deferred: export imports torch, ONNX and TVM, which --help must not pay for.
+    from tools.pipeline.export import export_controller
 
     targets = parse_target_list(args.targets)
     ctrl = controller_from_args(args)
     console.print(f"controller {ctrl.path} (sha256 {ctrl.sha256[:12]}, {ctrl.architecture}); seed {args.seed}; "
                   f"targets {', '.join(t.name for t in targets)}")
     with console.status("exporting") as status:
-        manifest = export_bundle(
-            ctrl.module, ctrl.spec, targets, args.out, source_path=ctrl.path, source_sha256=ctrl.sha256,
-            architecture=ctrl.architecture, dynamic_batch=args.dynamic_batch, n_parity=args.parity_samples,
-            seed=args.seed, runner=args.runner, force=args.force, fast_math=not args.no_fast_math, progress=lambda m: status.update(m),
+        exported = export_controller(
+            ctrl, [t.name for t in targets], args.out, dynamic_batch=args.dynamic_batch, parity_samples=args.parity_samples,
+            fast_math=not args.no_fast_math, runner=args.runner, force=args.force, seed=args.seed,
+            progress=lambda m: status.update(m),
         )
+    manifest = exported.manifest
 
     table = Table(title=f"bundle {args.out}")
     for col in ("artifact", "bytes", "kernels", "compile s", "executed by, on n obs", "max |err|", "status"):
@@ -66,18 +68,15 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         table.add_row(a["file"], str(a["bytes"]), str(a["kernels"]), f"{a['compile_seconds']:.2f}",
                       f"{v['method'].replace(' (in-process)', '')}, {v['n']}", _fmt_err(v["max_abs_err"]), v["status"])
     console.print(table)
-    memory = {n: {"flash_bytes": a["flash_bytes"], "ram_bytes": a["ram_bytes"],
-                  "flash_budget_bytes": a["memory"]["flash_budget_bytes"], "ram_budget_bytes": a["memory"]["ram_budget_bytes"]}
-              for n, a in manifest.artifacts.items() if a.get("kind") == "mcu"}
+    memory = exported.mcu_memory
     for name, m in memory.items():  # the linked firmware's footprint, what a microcontroller user decides by
         console.print(f"{name}: flash {m['flash_bytes']} of {m['flash_budget_bytes']} bytes, "
                       f"RAM {m['ram_bytes']} of {m['ram_budget_bytes']} bytes")
     for line in reasons:
         console.print(f"[yellow]{line}[/]")
-    unverified = [n for n, v in manifest.verifications().items() if v["status"] != "verified"]
+    unverified = exported.unverified
     if unverified:
         console.print(f"[yellow]not verified: {', '.join(unverified)}[/] (the bundle is written; these libraries "
                       "were not executed here, see the reasons above)")
-    parity = {"onnx": o["parity_max_abs_err"], **{n: v["max_abs_err"] for n, v in manifest.verifications().items()}}
     return {"ok": not unverified or args.allow_unverified, "bundle": str(args.out), "seed": args.seed,
-            "unverified": unverified, "parity": parity, "mcu_memory": memory, "manifest": manifest.to_dict()}
+            "unverified": unverified, "parity": exported.parity, "mcu_memory": memory, "manifest": manifest.to_dict()}

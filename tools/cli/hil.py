@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -11,11 +10,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from tools.controller import load_controller
+from tools.cli.options import add_controller, add_episodes, add_seed, source_from_args
 from tools.errors import ToolsError
-from tools.evaluate import as_policy
-from tools.hil import FIDELITY, MODES, run_hil
-from tools.options import add_controller, add_episodes, add_seed, controller_from_args
+from tools.pipeline.choices import HIL_MODES
 
 HELP = "hardware in the loop: the gymnasium env (Pendulum-v1 unless --env) on the host, the controller in the device stub"
 
@@ -33,7 +30,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_controller(p)
     add_episodes(p, default=10)
     add_seed(p)
-    p.add_argument("--mode", choices=MODES, default="lockstep",
+    p.add_argument("--mode", choices=HIL_MODES, default="lockstep",
                    help="lockstep: plant and controller wait for each other (must match the host); "
                         "free: wall-clock ticks, a late action is a miss and the last action is held")
     p.add_argument("--rate-hz", type=_positive_float, default=None,
@@ -50,30 +47,14 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="override the target's runner: native, qemu or ssh://user@host[:port]")
 
 
-def _controller_for(args: argparse.Namespace):
-    """The host-side controller: --controller, else the file the bundle was exported from (hash-checked)."""
-    if args.controller is not None:
-        return controller_from_args(args)
-    try:
-        manifest = json.loads((args.bundle / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ToolsError(f"{args.bundle}/manifest.json: cannot read ({e})") from e
-    source = manifest.get("source") or {}
-    path = source.get("path")
-    if not path or not Path(path).is_file():
-        raise ToolsError(f"{args.bundle}: the controller it was exported from ({path}) is not here; pass --controller")
-    env = args.env or (manifest.get("spec") or {}).get("env_id")  # a foreign file takes its sizes from the env
-    controller = load_controller(path, args.format, env, args.factory, args.clip_actions)
-    if source.get("sha256") and controller.sha256 != source["sha256"]:
-        raise ToolsError(f"{path}: sha256 {controller.sha256[:12]}... is not the {source['sha256'][:12]}... the bundle "
-                         "was exported from; pass --controller explicitly")
-    return controller
-
-
 def run(args: argparse.Namespace, console: Console) -> dict:
+    # Deferred: the loop imports torch, gymnasium and the device session, which --help must not pay for.
+    from tools.pipeline.hil import FIDELITY, host_controller, run_hil
+    from tools.plant.policy import as_policy
+
     if not (args.bundle / "manifest.json").is_file():
         raise ToolsError(f"{args.bundle}: not a bundle (no manifest.json)")
-    controller = _controller_for(args)
+    controller = host_controller(args.bundle, source_from_args(args))
     device_args: list[str] = []
     if args.device_deadline_us:
         device_args += ["--deadline-us", str(args.device_deadline_us)]
@@ -121,6 +102,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
 
 def _plot(report, path: Path) -> None:
     """Returns on device vs host per seed, and the on-device inference time per episode (mean, p99, max)."""
+    # Deferred: matplotlib is needed only with --plot.
     import matplotlib
 
     matplotlib.use("Agg")

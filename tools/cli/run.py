@@ -14,9 +14,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tools.evaluate import as_policy, closed_loop_return
-from tools.options import add_controller, add_episodes, add_seed, controller_from_args
-from tools.run_config import Resolved, bench_argv, defer_defaults, read_config, resolve, to_toml
+from tools.plant.evaluate import closed_loop_return
+
+from tools.plant.policy import as_policy
+from tools.cli.options import add_controller, add_episodes, add_seed, controller_from_args
+from tools.cli.run_config import Resolved, bench_argv, defer_defaults, read_config, resolve, to_toml
 
 HELP = "run the whole pipeline (load, evaluate, prune with gd, export x86_64, bench report) on a controller; the default subcommand"
 CONFIG_NAME = "run-config.toml"

@@ -8,6 +8,8 @@ import shutil
 from rich.console import Console
 from rich.table import Table
 
+from targets import USER_DIR_ENV, TargetError, all_targets, runner_for, user_target_dirs
+
 HELP = "list the named targets (TVM target, cross compiler, how programs run); add your own with a TOML file"
 
 
@@ -16,9 +18,6 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> dict:
-    from targets import TargetError, all_targets, runner_for
-    from targets.registry import USER_DIR_ENV, user_target_dirs
-
     rows = []
     for t in all_targets().values():
         try:

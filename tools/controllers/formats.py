@@ -2,7 +2,7 @@
 
 Every foreign file becomes the same thing as the native controller file: an ``nn.Sequential`` of
 Linear and activation layers whose last module maps the head's output into the env's action box
-(``tools.controller.build_mlp``). That canonical MLP is what prune/ traces, what is exported to
+(``tools.controllers.native.build_mlp``). That canonical MLP is what prune/ traces, what is exported to
 ONNX and TVM, and what the device runs, so host and device apply the action bounds the same way.
 
 - raw policies (TorchScript, torch.export, factory, ONNX) act in env units: the output is clipped to
@@ -31,11 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.spec import ControllerSpec
-from tools.controller import ACTIVATIONS, FORMAT, Controller, build_mlp
+from export import ControllerSpec
+from tools.controllers.native import ACTIVATIONS, FORMAT, Controller, build_mlp
+from tools.controllers.source import FORMATS
 from tools.errors import ControllerError
 
-FORMATS = ("controller", "torchscript", "torch-export", "state-dict", "onnx", "sb3")
 DEFAULT_ENV = "Pendulum-v1"
 UNBOUNDED_OBS = 10.0  # an infinite observation bound becomes +-this for the box parity checks sample from
 CHECK_SAMPLES = 1000
@@ -51,7 +51,7 @@ class Layer:
     """One step of a feed-forward chain: a dense layer (weight, bias) or an activation by name."""
 
     name: str  # where it came from, for error messages
-    kind: str  # "linear" or a key of tools.controller.ACTIVATIONS
+    kind: str  # "linear" or a key of tools.controllers.native.ACTIVATIONS
     weight: torch.Tensor | None = None
     bias: torch.Tensor | None = None
 
@@ -257,7 +257,7 @@ def chain_of_onnx(path: Path) -> list[Layer]:
 # ---------------------------------------------------------------- chain -> canonical MLP
 
 def mlp_from_chain(chain: list[Layer], spec: ControllerSpec, output: str, where: Path) -> tuple[nn.Sequential, dict]:
-    """The canonical MLP (tools.controller.build_mlp) holding a chain's weights; checks sizes against the env."""
+    """The canonical MLP (tools.controllers.native.build_mlp) holding a chain's weights; checks sizes against the env."""
     linears = [layer for layer in chain if layer.kind == "linear"]
     if not linears or chain[0].kind != "linear":
         raise ControllerError(f"{where}: expected a feed-forward network starting with a dense layer, found "
@@ -481,16 +481,3 @@ def load_foreign(path: Path, fmt: str, env: str | None = None, factory: str | No
     check_matches(reference, module, obs, where)
     arch["source_format"] = fmt
     return Controller(module, spec, arch, path, hashlib.sha256(path.read_bytes()).hexdigest())
-
-
-def native_copy(args, path: Path) -> Path | None:
-    """For a foreign --controller: write its canonical MLP as a native controller file at path (else None)."""
-    from tools.controller import save_controller
-    from tools.options import controller_from_args
-
-    fmt = getattr(args, "format", None)
-    if args.controller is None or (fmt or detect_format(Path(args.controller))) == "controller":
-        return None
-    controller = controller_from_args(args)
-    save_controller(path, controller.module, controller.spec, controller.architecture)
-    return path

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from export.spec import ControllerSpec
+from export import ControllerSpec
 from tools.errors import ControllerError
 
 FORMAT = "prune-and-export.controller"
@@ -139,19 +139,8 @@ def default_controller_path() -> Path:
     return Path(str(resources.files("tools") / "assets" / "pendulum_mlp.pt"))
 
 
-def load_controller(path: str | Path | None = None, format: str | None = None, env: str | None = None,
-                    factory: str | None = None, clip_actions: bool = False) -> Controller:
-    """Load a controller file, native or foreign (tools.controller_formats); problems raise ControllerError naming the file."""
-    path = default_controller_path() if path is None else Path(path)
-    if not path.exists():
-        raise ControllerError(f"{path}: no such file")
-    if path.is_dir():
-        raise ControllerError(f"{path}: is a directory, expected a controller file")
-    from tools.controller_formats import detect_format, load_foreign
-
-    format = format or detect_format(path)
-    if format != "controller":
-        return load_foreign(path, format, env, factory, clip_actions)
+def load_native(path: Path) -> Controller:
+    """Load a native controller file (the format above); problems raise ControllerError naming the file."""
     raw = path.read_bytes()
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -177,8 +166,6 @@ def load_controller(path: str | Path | None = None, format: str | None = None, e
     except RuntimeError as e:
         raise ControllerError(f"{path}: weights do not match the architecture {arch}: {str(e).splitlines()[0]}") from e
     module.eval()
-    if env is not None and env != spec.env_id:
-        raise ControllerError(f"{path}: a controller for {spec.env_id}, not --env {env}; drop --env or pass the matching controller")
     return Controller(module, spec, arch, path, hashlib.sha256(raw).hexdigest())
 
 

@@ -1,4 +1,4 @@
-"""Hardware in the loop: gymnasium's Pendulum-v1 on the host, the controller in the device stub.
+"""Hardware in the loop: gymnasium's Pendulum-v1 on the host, the controller in the device stub (``run_hil``).
 
 Two modes:
 
@@ -21,13 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
-from export import frames
-from export.device import Reply, StubSession, open_session
+from export import Reply, StubSession, frames, open_session, read_manifest
+from tools.controllers.load import load_source
+from tools.controllers.native import Controller
+from tools.controllers.source import ControllerSource
 from tools.errors import ToolsError
-from tools.evaluate import Policy, episode_seeds, rollout_gym
-from tools.pendulum import ENV_ID, BatchedPendulum
+from tools.pipeline.choices import HIL_MODES
+from tools.plant.episodes import episode_seeds
+from tools.plant.pendulum import ENV_ID, BatchedPendulum
+from tools.plant.policy import Policy
+from tools.plant.rollouts import rollout_gym
 
-MODES = ("lockstep", "free")
+MODES = HIL_MODES
 FIDELITY = 1e-3  # largest |device return - host return| per episode accepted in lockstep
 
 
@@ -258,3 +263,21 @@ def run_hil(bundle_dir: Path, target: str, policy: Policy, episodes: int = 10, s
     finally:
         env.close()
     return report
+
+
+def host_controller(bundle: Path, source: ControllerSource) -> Controller:
+    """The host-side controller of a HIL run: ``source`` if it names a file, else the file the bundle was exported
+    from (hash-checked against the manifest)."""
+    if source.path is not None:
+        return load_source(source)
+    manifest = read_manifest(bundle)
+    path = manifest.source.get("path")
+    if not path or not Path(path).is_file():
+        raise ToolsError(f"{bundle}: the controller it was exported from ({path}) is not here; pass --controller")
+    env = source.env or manifest.spec.get("env_id")  # a foreign file takes its sizes from the env
+    controller = load_source(ControllerSource(Path(path), source.format, env, source.factory, source.clip_actions))
+    expected = manifest.source.get("sha256")
+    if expected and controller.sha256 != expected:
+        raise ToolsError(f"{path}: sha256 {controller.sha256[:12]}... is not the {expected[:12]}... the bundle "
+                         "was exported from; pass --controller explicitly")
+    return controller

@@ -1,6 +1,6 @@
 """The pendulum callables handed to prune/: search objective, closed-loop step for stability, visited states.
 
-prune/ knows no plant; these wrap ``tools.pendulum`` for it:
+prune/ knows no plant; these wrap ``tools.plant.pendulum`` (or a gymnasium vector env) for it:
 
 - :func:`return_objective`: mean return on the batched plant over fixed seeds (the same seeds for
   every candidate). The default seeds 2000.. are disjoint from the judge's 0..99 and from the
@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from prune.stability import Stability, stability
-from tools.evaluate import as_policy, episode_seeds, rollout_fast
-from tools.pendulum import BatchedPendulum, torch_observation, torch_step
+from prune import Stability, stability
+from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED, episode_seeds
+from tools.plant.pendulum import ENV_ID, BatchedPendulum, torch_observation, torch_step
+from tools.plant.policy import as_policy
+from tools.plant.rollouts import rollout_fast, rollout_vector
 
-SEARCH_SEED = 2000
-SEARCH_EPISODES = 64
 UPRIGHT = torch.zeros(2, dtype=torch.float64)
 
 
@@ -72,3 +72,30 @@ def visit(episodes: int = 64, seed: int = 3000) -> Callable[[nn.Module], torch.T
         return torch.from_numpy(np.concatenate(seen)).float()
 
     return states
+
+
+def vector_return_objective(env_id: str, episodes: int, seed: int) -> Callable[[nn.Module], np.ndarray]:
+    """objective(model) = per-episode returns on the vector env, the same seeds for every candidate."""
+    seeds = episode_seeds(episodes, seed)
+
+    def objective(model: nn.Module) -> np.ndarray:
+        return rollout_vector(as_policy(model), seeds, env_id)[0]
+
+    return objective
+
+
+def vector_visit(env_id: str, episodes: int = 64, seed: int = 3000) -> Callable[[nn.Module], torch.Tensor]:
+    """visit(model) -> observations the closed loop with ``model`` passes through on the vector env."""
+    seeds = episode_seeds(episodes, seed)
+
+    def states(model: nn.Module) -> torch.Tensor:
+        return torch.from_numpy(rollout_vector(as_policy(model), seeds, env_id, record=True)[1]).float()
+
+    return states
+
+
+def search_callables(env_id: str, episodes: int, seed: int) -> tuple[Callable, Callable[..., Callable]]:
+    """(objective, visit factory) for prune's search on env_id: the batched plant for Pendulum-v1, else a vector env."""
+    if env_id == ENV_ID:
+        return return_objective(episodes, seed), visit
+    return vector_return_objective(env_id, episodes, seed), lambda episodes=64, seed=3000: vector_visit(env_id, episodes, seed)

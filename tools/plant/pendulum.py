@@ -37,7 +37,7 @@ class BatchedPendulum:
     dt = 0.05
     g = 10.0
     m = 1.0
-    l = 1.0
+    l = 1.0  # noqa: E741 - gymnasium's name for the length
     max_episode_steps = 200
 
     def __init__(self) -> None:
@@ -65,7 +65,7 @@ class BatchedPendulum:
     def step(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Apply torques of shape (N,) or (N, 1); return (observation, reward)."""
         th, thdot = self.state[:, 0], self.state[:, 1]
-        g, m, l, dt = self.g, self.m, self.l, self.dt
+        g, m, l, dt = self.g, self.m, self.l, self.dt  # noqa: E741
         # Keep the caller's dtype: gymnasium computes with a float32 torque when given one.
         u = np.clip(np.asarray(u).reshape(len(th), -1)[:, 0], -self.max_torque, self.max_torque)
         costs = angle_normalize(th) ** 2 + 0.1 * thdot**2 + 0.001 * (u**2)

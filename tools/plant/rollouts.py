@@ -1,4 +1,6 @@
-"""Closed loops on any gymnasium env with Box spaces, for envs without a batched plant of our own.
+"""Closed loops, one episode per seed: on the batched plant (fast), in gymnasium (the judge), on a vector env.
+
+Closed loops on any gymnasium env with Box spaces, for envs without a batched plant of our own:
 
 Pendulum-v1 has ``tools.pendulum.BatchedPendulum`` (exact, vectorised numpy). Every other env runs
 as a gymnasium vector env, one sub-env per seeded episode, stepped together so that a policy sees
@@ -8,13 +10,44 @@ truncates (the vector env's own autoreset starts a new episode we ignore).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
-import torch
-from torch import nn
 
-from tools.evaluate import Policy, as_policy, episode_seeds
+from tools.plant.pendulum import ENV_ID, BatchedPendulum
+from tools.plant.policy import Policy
+
+
+def rollout_fast(policy: Policy, seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Play one episode per seed on the batched plant; return (returns, angle trajectory (T, N))."""
+    plant = BatchedPendulum()
+    obs = plant.reset(seeds)
+    total = np.zeros(len(seeds))
+    angles = np.empty((plant.max_episode_steps, len(seeds)))
+    for t in range(plant.max_episode_steps):
+        obs, reward = plant.step(policy(obs))
+        total += reward
+        angles[t] = plant.state[:, 0]
+    return total, angles
+
+
+def rollout_gym(policy: Policy, seeds: list[int], env_id: str = ENV_ID) -> np.ndarray:
+    """Play one episode per seed in ``gymnasium.make(env_id)`` (default Pendulum-v1), the judge."""
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    returns = []
+    try:
+        for s in seeds:
+            obs, _ = env.reset(seed=int(s))
+            total, done = 0.0, False
+            while not done:
+                action = np.asarray(policy(obs[None, :]), dtype=np.float32).reshape(-1)
+                obs, reward, terminated, truncated, _ = env.step(action)
+                total += float(reward)
+                done = terminated or truncated
+            returns.append(total)
+    finally:
+        env.close()
+    return np.array(returns)
 
 
 def _vector_env(env_id: str, n: int):
@@ -41,33 +74,3 @@ def rollout_vector(policy: Policy, seeds: list[int], env_id: str, record: bool =
     finally:
         envs.close()
     return total, (np.concatenate(seen) if record else None)
-
-
-def vector_return_objective(env_id: str, episodes: int, seed: int) -> Callable[[nn.Module], np.ndarray]:
-    """objective(model) = per-episode returns on the vector env, the same seeds for every candidate."""
-    seeds = episode_seeds(episodes, seed)
-
-    def objective(model: nn.Module) -> np.ndarray:
-        return rollout_vector(as_policy(model), seeds, env_id)[0]
-
-    return objective
-
-
-def vector_visit(env_id: str, episodes: int = 64, seed: int = 3000) -> Callable[[nn.Module], torch.Tensor]:
-    """visit(model) -> observations the closed loop with ``model`` passes through on the vector env."""
-    seeds = episode_seeds(episodes, seed)
-
-    def states(model: nn.Module) -> torch.Tensor:
-        return torch.from_numpy(rollout_vector(as_policy(model), seeds, env_id, record=True)[1]).float()
-
-    return states
-
-
-def search_callables(env_id: str, episodes: int, seed: int) -> tuple[Callable, Callable[..., Callable]]:
-    """(objective, visit factory) for prune's search on env_id: the batched plant for Pendulum-v1, else a vector env."""
-    from tools import objectives
-    from tools.pendulum import ENV_ID
-
-    if env_id == ENV_ID:
-        return objectives.return_objective(episodes, seed), objectives.visit
-    return vector_return_objective(env_id, episodes, seed), lambda episodes=64, seed=3000: vector_visit(env_id, episodes, seed)

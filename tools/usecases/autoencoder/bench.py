@@ -38,9 +38,8 @@ import torch
 from rich.console import Console
 
 from prune import PruneError, PruneResult, prune
-from tools.autoencoder import (Autoencoder, autoencoder_groups, linear_widths, load_autoencoder, mean_psnr, psnr, psnr_objective,
-                               reconstruct_images)
-from tools.digits import DigitSplits, load
+from tools.usecases.autoencoder.model import Autoencoder, autoencoder_groups, linear_widths, load_autoencoder, mean_psnr, psnr, psnr_objective, reconstruct_images
+from tools.usecases.autoencoder.digits import DigitSplits, load
 from tools.errors import ToolsError
 
 SCHEMA = "prune-and-export.bench-autoencoder/1"
@@ -246,9 +245,9 @@ def measure_latency(models: dict[str, torch.nn.Module], dim: int, cfg: AEBenchCo
     """Batch-1 latency in torch eager and onnxruntime (exported with export.onnx_export, parity-checked), one thread."""
     import onnxruntime as ort
 
-    from export.onnx_export import export_onnx
-    from export.spec import ControllerSpec
-    from tools.bench_harness_latency import measure_python
+    from export import export_onnx
+    from export import ControllerSpec
+    from tools.bench.latency import measure_python
 
     spec = ControllerSpec(dim, dim, (0.0,) * dim, (1.0,) * dim, (0.0,) * dim, (1.0,) * dim, env_id="digits-autoencoder",
                           input_name="image", output_name="reconstruction")
@@ -282,7 +281,7 @@ def run_bench(cfg: AEBenchConfig, console: Console, command: str = "") -> tuple[
     elif cfg.data is None:
         model, meta = load_autoencoder()
     else:
-        from tools.train_autoencoder import TrainConfig, train
+        from tools.usecases.autoencoder.train import TrainConfig, train
 
         console.print(f"training an autoencoder on {data.summary()} for {cfg.train_epochs} epochs (seed {cfg.seed})")
         model, meta = train(data, TrainConfig(seed=cfg.seed, epochs=cfg.train_epochs), progress=False)
@@ -334,7 +333,7 @@ def run_bench(cfg: AEBenchConfig, console: Console, command: str = "") -> tuple[
 
 def write_report(report: AEReport, images: dict, folder: Path) -> None:
     """report.json, report.md and the two PNGs into ``folder`` (which must exist)."""
-    from tools.bench_autoencoder_report import plot_psnr_vs_params, plot_reconstructions, write_markdown
+    from tools.usecases.autoencoder.report import plot_psnr_vs_params, plot_reconstructions, write_markdown
 
     report.files = {"json": "report.json", "markdown": "report.md", "psnr_vs_params": "psnr_vs_params.png",
                     "reconstructions": "reconstructions.png"}
@@ -346,9 +345,9 @@ def write_report(report: AEReport, images: dict, folder: Path) -> None:
 
 def run_into(cfg: AEBenchConfig, out: Path, force: bool, console: Console, command: str) -> AEReport:
     """Run the bench and write its folder atomically (temp folder beside ``out``, renamed into place)."""
-    from export.bundle import move_into_place
-    from tools.bench_autoencoder_report import print_tables
-    from tools.cmd_bench import _temp_dir_for
+    from export import move_into_place
+    from tools.usecases.autoencoder.report import print_tables
+    from tools.cli.bench import _temp_dir_for
 
     tmp = _temp_dir_for(out, force)
     try:
@@ -366,7 +365,7 @@ def run_into(cfg: AEBenchConfig, out: Path, force: bool, console: Console, comma
 
 def config_from_cli(args: argparse.Namespace) -> AEBenchConfig:
     """``prune-and-export bench --model autoencoder``: the bench's flags mapped onto this bench (others refused)."""
-    from tools.cmd_bench import SWEEP
+    from tools.cli.bench import SWEEP
 
     if args.controller is not None:
         raise ToolsError("--controller names a controller file; --model autoencoder uses the shipped autoencoder (or --data)")

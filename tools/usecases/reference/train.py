@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tools.controller import build_mlp, mlp_architecture, pendulum_spec, save_controller
-from tools.evaluate import as_policy, closed_loop_return
-from tools.expert import energy_shaping_expert
-from tools.pendulum import BatchedPendulum, torch_observation, torch_step
+from tools.controllers.native import build_mlp, mlp_architecture, pendulum_spec, save_controller
+from tools.plant.evaluate import closed_loop_return
+from tools.plant.policy import as_policy
+from tools.plant.expert import energy_shaping_expert
+from tools.plant.pendulum import BatchedPendulum, torch_observation, torch_step
 
 
 @dataclass

@@ -35,9 +35,9 @@ from rich.console import Console
 from rich.table import Table
 
 from prune import find_groups, prune
-from tools.evaluate import closed_loop_return
-from tools.tdmpc import COMPONENTS, PolicyPath, default_agent_path, example_inputs, load_agent
-from tools.tdmpc_eval import SEARCH_SEED, planning_objective, planning_return, visited_inputs
+from tools.plant.evaluate import closed_loop_return
+from tools.usecases.tdmpc.agent import COMPONENTS, PolicyPath, default_agent_path, example_inputs, load_agent
+from tools.usecases.tdmpc.evaluate import SEARCH_SEED, planning_objective, planning_return, visited_inputs
 
 BUDGETS = (0.5, 0.25, 0.1)
 # label -> (search method, importance metric; None: 'auto', the best metric at the uniform point)
@@ -218,10 +218,10 @@ def run_tdmpc_bench(cfg: TdmpcBenchConfig, out_dir: Path, console: Console) -> T
 def export_agents(agent, gd_agent, planner, cfg: TdmpcBenchConfig, out_dir: Path, console: Console) -> tuple[dict, dict]:
     """Policy-path bundle, planner-step ONNX/TVM and packed planner-step bundle of the unpruned and the gd agent,
     with parity and latency; returns (per agent, the packed step on the device per target)."""
-    from export.bundle import export_bundle
+    from export import export_bundle
     from targets import get_target
-    from tools.controller import pendulum_spec
-    from tools.tdmpc_export import device_planner, export_packed_step, export_planner_step
+    from tools.controllers.native import pendulum_spec
+    from tools.usecases.tdmpc.export import device_planner, export_packed_step, export_planner_step
 
     out = {}
     packed = {}
@@ -246,8 +246,8 @@ def device_planner_step(agent, planner, manifests: dict, cfg: TdmpcBenchConfig, 
     The stub's frames carry at most 64 floats, so the device step plans with fewer samples than the
     agent's planner (``device_planner``); native times are microseconds, qemu-user times only ratios.
     """
-    from tools.bench_harness_latency import measure_stub
-    from tools.tdmpc_export import device_planner, pack_inputs, step_inputs
+    from tools.bench.latency import measure_stub
+    from tools.usecases.tdmpc.export import device_planner, pack_inputs, step_inputs
 
     dev = device_planner(agent, planner)
     obs = np.concatenate([pack_inputs(s) for s in step_inputs(agent, dev, cfg.device_calls, cfg.seed)])
@@ -446,7 +446,7 @@ QUICK = {"search_episodes": 2, "max_evaluations": 4, "judge_episodes": 3, "state
 def config_from_cli(args: argparse.Namespace) -> TdmpcBenchConfig:
     """The bench's flags mapped onto this bench (methods of this bench, budgets, episodes, seed, targets, --quick)."""
     from targets import parse_target_list
-    from tools.cmd_bench import SWEEP
+    from tools.cli.bench import SWEEP
     from tools.errors import ToolsError
 
     if args.methods is None:  # not given: the agent's bench compares its five methods
@@ -480,7 +480,7 @@ def run_cli(args: argparse.Namespace, console: Console) -> dict:
     """Run the bench into a temp folder beside --out and rename it into place (nothing half-written on failure)."""
     import shutil
 
-    from tools.cmd_bench import _temp_dir_for, move_into_place
+    from tools.cli.bench import _temp_dir_for, move_into_place
 
     cfg = config_from_cli(args)
     out = Path(args.out)

@@ -27,10 +27,8 @@ import onnx
 import torch
 from torch import nn
 
-from export.errors import ExportError
-from export.onnx_export import OPSET, ort_session
-from export.spec import ControllerSpec
-from tools.tdmpc import PlannerConfig, TDMPCAgent, mppi_iteration
+from export import OPSET, ControllerSpec, ExportError, frames, ort_session
+from tools.usecases.tdmpc.agent import PlannerConfig, TDMPCAgent, mppi_iteration
 
 STEP_INPUTS = ("z", "mean", "std", "noise")
 STEP_OUTPUTS = ("new_mean", "new_std")
@@ -168,7 +166,7 @@ def compile_step(model: onnx.ModelProto, inputs: dict[str, np.ndarray], target, 
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
-    from export.tvm_compile import check_supported_ops, lower
+    from export import check_supported_ops, lower
 
     check_supported_ops(model, out.name)
     start = time.perf_counter()
@@ -257,22 +255,18 @@ LATENT_PAD = 0.1  # z bounds: the encoder's range over the Pendulum-v1 observati
 
 def fits_frame(latent: int, act_dim: int, cfg: PlannerConfig) -> bool:
     """Whether the packed step's input fits one frame of the stub protocol (PROTOCOL.md: at most 64 floats)."""
-    from export.frames import MAX_FLOATS
-
-    return latent + (2 + cfg.samples) * cfg.horizon * act_dim <= MAX_FLOATS
+    return latent + (2 + cfg.samples) * cfg.horizon * act_dim <= frames.MAX_FLOATS
 
 
 def device_planner(agent: TDMPCAgent, cfg: PlannerConfig) -> PlannerConfig:
     """``cfg`` with as many samples as the packed input leaves room for in one 64-float frame, elites scaled to keep their share."""
     from dataclasses import replace
 
-    from export.frames import MAX_FLOATS
-
     HA = cfg.horizon * agent.cfg.act_dim
-    samples = (MAX_FLOATS - agent.cfg.latent) // HA - 2
+    samples = (frames.MAX_FLOATS - agent.cfg.latent) // HA - 2
     if samples < 1:
         raise ExportError(f"the planner step's latent ({agent.cfg.latent}) and horizon x actions ({HA}) leave no room for "
-                          f"noise in a {MAX_FLOATS}-float frame of the device protocol")
+                          f"noise in a {frames.MAX_FLOATS}-float frame of the device protocol")
     if samples >= cfg.samples:
         return cfg
     elites = max(1, round(cfg.elites * (samples + 1) / (cfg.samples + 1)))
@@ -310,7 +304,7 @@ def packed_spec(agent: TDMPCAgent, cfg: PlannerConfig) -> ControllerSpec:
 def export_packed_step(agent: TDMPCAgent, cfg: PlannerConfig, out_dir: Path, targets: tuple[str, ...], *, seed: int = 0,
                        n_parity: int = 200, progress=None):
     """The packed planner step as a bundle (ONNX + one verified library per target; ARM ones run in the stub under qemu)."""
-    from export.bundle import export_bundle
+    from export import export_bundle
     from targets import get_target
 
     step = PackedPlannerStep(agent.eval(), cfg).eval()
