@@ -2,25 +2,28 @@
 
     report = run_bench(BenchConfig(keeps=[0.25], targets=["x86_64", "cortex-a72"]), workdir, console)
 
-Pruning goes through ``prune-and-export prune`` (its objective, stability check and re-fit), export
-through :func:`export.bundle.export_bundle`, latency through :mod:`tools.bench_harness_latency`,
-reward through lockstep HIL (:mod:`tools.bench_harness_reward`). Linux targets share one bundle per
-model; each microcontroller target gets its own bundle per model (:mod:`tools.bench_harness_mcu`),
+Pruning goes through :func:`tools.pipeline.prune.prune_controller` (the objective, stability check and
+re-fit of ``prune-and-export prune``), export through :func:`export.export_bundle`, latency through
+:mod:`tools.bench.latency`, reward through lockstep HIL (:mod:`tools.bench.reward`). Linux targets share
+one bundle per model; each microcontroller target gets its own bundle per model (:mod:`tools.bench.mcu`),
 so a firmware that does not fit its part is reported with its sizes instead of ending the run.
-The caller owns ``workdir`` (``cmd_bench`` writes it to a temp folder and renames it into place).
+The caller owns ``workdir``; :func:`bench_to_folder` runs the bench into a temp folder, writes the report
+files and renames it into place.
+
+The bench sits above tools/pipeline/: it calls prune_controller, export and HIL for every model.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -28,18 +31,24 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from export import Manifest, export_bundle, export_onnx, move_into_place, read_manifest
+from export import versions as export_versions
+from prune import find_groups, footprint
+from targets import QemuRunner, parse_target_list, runner_for
+from tools.bench.folder import temp_dir_for
 from tools.bench.latency import PYTHON_RUNTIMES, LatencyStats, measure_python, measure_stub, python_runtimes
 from tools.bench.mcu import check_mcu_target, export_mcu, mcu_notes, mcu_versions
+from tools.bench.report import UNPRUNED, BenchReport, LatencyRow, ModelRecord, RewardRow, write_json, write_markdown
+from tools.bench.report_plots import write_plots
 from tools.bench.reward import DeviceReward, Paired, RewardStats, device_reward, torch_reward
-from tools.controllers.load import load_controller
+from tools.controllers.load import load_controller, native_copy
 from tools.controllers.native import Controller
+from tools.controllers.source import ControllerSource
 from tools.errors import ToolsError
-from tools.plant.episodes import episode_seeds
-from tools.plant.policy import as_policy
 from tools.pipeline.hil import FIDELITY
-from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED
-from tools.bench.report import UNPRUNED, BenchReport, LatencyRow, ModelRecord, RewardRow
-
+from tools.pipeline.prune import print_prune_table, prune_controller
+from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED, episode_seeds
+from tools.plant.policy import as_policy
 
 NOISY_SPREAD = 0.2  # a latency whose rounds disagree more than this is flagged in the report's notes
 
@@ -57,7 +66,7 @@ class Sizes:
     max_evaluations: int  # gd's objective evaluations while pruning
 
     @classmethod
-    def of(cls, quick: bool) -> "Sizes":
+    def of(cls, quick: bool) -> Sizes:
         if quick:
             return cls(rounds=2, stub_rounds=2, calls=60, emulated_calls=20, warmup=20, search_episodes=8, max_evaluations=4)
         return cls(rounds=5, stub_rounds=9, calls=2000, emulated_calls=300, warmup=200, search_episodes=SEARCH_EPISODES,
@@ -84,25 +93,19 @@ class BenchConfig:
 
 def _footprint(module: torch.nn.Module, example: torch.Tensor):
     """prune's exact parameter / multiply-add count, for any MLP (pruned or not)."""
-    from prune import find_groups, footprint
-
     with torch.no_grad():
         return footprint(find_groups(module, example))
 
 
 def _prune(config: BenchConfig, method: str, keep: float, out: Path, sizes: Sizes, console: Console) -> tuple[Controller, bool]:
-    """One pruned controller, made by ``prune-and-export prune`` itself (same objective, checks and re-fit)."""
-    from tools import cmd_prune
-
-    parser = argparse.ArgumentParser()
-    cmd_prune.configure(parser)
-    argv = ["--keep", str(keep), "--method", method, "--seed", str(config.seed), "--out", str(out),
-            "--judge-episodes", "0", "--search-episodes", str(sizes.search_episodes),
-            "--max-evaluations", str(sizes.max_evaluations)]
-    if config.controller:
-        argv += ["--controller", str(config.controller)]
-    summary = cmd_prune.run(parser.parse_args(argv), console)
-    return load_controller(out), bool(summary["ok"])
+    """One pruned controller, made as ``prune-and-export prune`` makes it (same objective, checks and re-fit)."""
+    pruned = prune_controller(load_controller(config.controller), keep, method, seed=config.seed, out=out,
+                              judge_episodes=0, search_episodes=sizes.search_episodes,
+                              max_evaluations=sizes.max_evaluations, console=console)
+    print_prune_table(console, pruned.summary, sizes.search_episodes, 0)
+    if not pruned.feasible:
+        console.print(f"[red]no feasible candidate[/]: best found keeps {pruned.result.search.keep_fraction:.4f}, see --tolerance/--floor")
+    return load_controller(out), pruned.feasible
 
 
 def _machine() -> dict:
@@ -125,8 +128,6 @@ def _load_average() -> float | None:
 def _versions(manifest_versions: dict, targets) -> dict:
     """The bundle's toolchain versions (as export recorded them), gymnasium's, qemu-user's for emulated targets,
     and the firmware toolchain's and qemu-system-arm's for microcontroller targets."""
-    from targets import QemuRunner, runner_for
-
     out = dict(manifest_versions)
     try:
         out["gymnasium"] = metadata.version("gymnasium")
@@ -143,8 +144,6 @@ def _versions(manifest_versions: dict, targets) -> dict:
 
 def check_target(target) -> None:
     """Fail before any work on a target the bench cannot run: unknown kind, no compiler, no qemu."""
-    from targets import runner_for
-
     if target.kind == "mcu":
         check_mcu_target(target)
         return
@@ -172,8 +171,6 @@ class _Stages:
 
 def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str = "") -> BenchReport:
     """Prune, export and measure every model into ``workdir``; returns the report (files not yet written)."""
-    from targets import QemuRunner, parse_target_list, runner_for
-
     start = time.perf_counter()
     machine = _machine()  # the load average before this run adds its own
     torch.set_num_threads(1)  # batch-1 latency is single-threaded; so is everything else on a shared machine
@@ -263,7 +260,7 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
                      + ": torch, onnxruntime and TVM from Python were not timed")
     machine["load_average_1min_at_end"] = _load_average()
     return BenchReport(
-        created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"), seconds=time.perf_counter() - start,
+        created_utc=datetime.now(UTC).isoformat(timespec="seconds"), seconds=time.perf_counter() - start,
         command=command or " ".join(shlex.quote(a) for a in ["prune-and-export", *sys.argv[1:]]),
         config={**config.to_dict(), **asdict(sizes), "env_id": base.spec.env_id, "library_for_python": host},
         machine=machine, versions=_versions(_bundle_versions(any_bundle), targets),
@@ -294,8 +291,6 @@ def _n_parity(config: BenchConfig) -> int:
 
 def _export(models: dict[str, Controller], targets, folder: Path, config: BenchConfig, stages: _Stages) -> dict[str, Path]:
     """One verified bundle per model (ONNX + a TVM library per Linux target)."""
-    from export import export_bundle
-
     bundles = {}
     for label, c in models.items():
         stages.say(f"exporting {label}")
@@ -306,25 +301,21 @@ def _export(models: dict[str, Controller], targets, folder: Path, config: BenchC
     return bundles
 
 
-def _manifest_or_onnx(bundle: Path | None, c: Controller, config: BenchConfig) -> dict:
+def _manifest_or_onnx(bundle: Path | None, c: Controller, config: BenchConfig) -> Manifest | int:
     """The model's bundle manifest; for a model with no bundle (it fits no requested part), its ONNX size alone."""
     if bundle is not None:
-        return _read_manifest(bundle)
-    from export import export_onnx
-
+        return read_manifest(bundle)
     model, _ = export_onnx(c.module, c.spec, n_parity=_n_parity(config), seed=config.seed)
-    return {"onnx": {"bytes": len(model.SerializeToString())}, "artifacts": {}}
+    return len(model.SerializeToString())
 
 
 def _bundle_versions(bundles: dict[str, Path | None]) -> dict:
     """The toolchain versions the first bundle recorded (export's own list if no model produced a bundle)."""
-    from export import versions as export_versions
-
     first = next((b for b in bundles.values() if b is not None), None)
-    return _read_manifest(first)["versions"] if first is not None else export_versions()
+    return read_manifest(first).versions if first is not None else export_versions()
 
 
-def _record(label: str, c: Controller, meta: tuple, manifest: dict, rss: dict[str, int], example: torch.Tensor) -> ModelRecord:
+def _record(label: str, c: Controller, meta: tuple, manifest: Manifest | int, rss: dict[str, int], example: torch.Tensor) -> ModelRecord:
     """Memory footprint of one model: counted from the module, sizes from its bundle, RSS from its stub runs."""
     fp = _footprint(c.module, example)
     method, keep, feasible = meta
@@ -333,8 +324,9 @@ def _record(label: str, c: Controller, meta: tuple, manifest: dict, rss: dict[st
         file=str(c.path) if label == UNPRUNED else f"models/{label}.pt", sha256=c.sha256,
         hidden=list(c.architecture.get("hidden", [])), params=fp.params, params_kept=1.0,
         weight_bytes=sum(p.numel() * p.element_size() for p in c.module.parameters()), macs=fp.macs,
-        onnx_bytes=int(manifest["onnx"]["bytes"]),
-        library_bytes={t: int(a["bytes"]) for t, a in manifest["artifacts"].items() if a.get("kind") != "mcu"},
+        onnx_bytes=int(manifest.onnx["bytes"]) if isinstance(manifest, Manifest) else manifest,
+        library_bytes={t: int(a["bytes"]) for t, a in manifest.artifacts.items() if a.get("kind") != "mcu"}
+        if isinstance(manifest, Manifest) else {},
         stub_peak_rss_kb=rss)
 
 
@@ -373,7 +365,28 @@ def _reward_rows(rewards: dict[tuple[str, str], DeviceReward], torch_only: dict[
     return rows
 
 
-def _read_manifest(bundle: Path) -> dict:
-    from export import read_manifest
+def bench_to_folder(config: BenchConfig, out: Path, force: bool = False, source: ControllerSource | None = None,
+                    console: Console | None = None, command: str = "") -> BenchReport:
+    """Run the bench and write ``out`` (report.json, report.md, plots, models/, bundles/) atomically.
 
-    return read_manifest(bundle)
+    ``source`` says how to read ``config.controller`` when it is a foreign file: its canonical MLP is
+    written as ``out/controller.pt`` and benchmarked.
+    """
+    console = console or Console(quiet=True)
+    tmp = temp_dir_for(out, force)
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; a report is meant to be read by others
+        original = config.controller
+        native = native_copy(source, tmp / "controller.pt") if source is not None else None
+        config.controller = native or original
+        report = run_bench(config, tmp, console, command=command)
+        if native:
+            report.config.update(controller=str(out / "controller.pt"), source_controller=str(original))
+        report.files = {**write_plots(report, tmp), "json": "report.json", "markdown": "report.md"}
+        write_json(report, tmp / "report.json")
+        write_markdown(report, tmp / "report.md")
+        move_into_place(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return report

@@ -1,6 +1,6 @@
 """``prune-and-export bench``: what pruning bought on the board (latency, memory) and what it cost the controller (reward).
 
-    prune-and-export bench --controller tdmpc --out DIR   (the TD-MPC agent: tools/bench_tdmpc.py)
+    prune-and-export bench --controller tdmpc --out DIR   (the TD-MPC agent: tools/usecases/tdmpc/bench.py)
     prune-and-export bench --out DIR [--keep 0.25 ...] [--sweep] [--methods gd,uniform-l1] [--targets x86_64,cortex-a72,cortex-m4]
                            [--episodes 100] [--seed 0] [--quick] [--json]
 
@@ -15,27 +15,27 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import shutil
 import sys
-import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from export import move_into_place  # one atomic folder swap for bundles and reports
-from tools.bench.harness import BenchConfig, check_target, run_bench
-from tools.cli.prune import METHODS, fraction
-from tools.controllers.load import native_copy
+from targets import parse_target_list
+from tools.cli.options import add_controller, add_episodes, add_seed, fraction, source_from_args
 from tools.errors import ToolsError
-from tools.cli.options import add_controller, add_episodes, add_seed
-from tools.bench.report import print_tables, write_json, write_markdown
-from tools.bench.report_plots import write_plots
+from tools.pipeline.choices import METHODS, SWEEP
+
+if TYPE_CHECKING:
+    from tools.bench.harness import BenchConfig
+    from tools.usecases.autoencoder.results import AEBenchConfig
+    from tools.usecases.tdmpc.bench import TdmpcBenchConfig
 
 HELP = "latency, memory and closed-loop reward of the controller before and after pruning, side by side"
 QUICK_EPISODES = 3
 DEFAULT_METHODS = "gd,uniform-l1"
-SWEEP = (0.5, 0.25, 0.1, 0.05)  # budgets of --sweep (fractions of the prunable parameters kept)
 MODELS = ("mlp-controller", "autoencoder")  # what is benchmarked: the pendulum controller, or the digits autoencoder
+TDMPC = "tdmpc"  # the value of --controller that selects the TD-MPC agent's bench
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -62,7 +62,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing report folder")
     p.add_argument("--model", choices=MODELS, default=MODELS[0],
                    help="mlp-controller (default): the controller of --controller; autoencoder: the dense autoencoder of "
-                        "handwritten digits, judged by PSNR on held-out images (tools/bench_autoencoder.py; every method by default)")
+                        "handwritten digits, judged by PSNR on held-out images (tools/usecases/autoencoder/bench.py; every method by default)")
     p.add_argument("--data", type=Path, default=None, metavar="DIR",
                    help="--model autoencoder: folder with MNIST IDX files (train-images-idx3-ubyte[.gz], t10k-images-idx3-ubyte[.gz]); "
                         "an autoencoder is trained on them first (default: scikit-learn's 8x8 digits and the shipped autoencoder)")
@@ -72,7 +72,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """Validate the flags at the door (unknown names and bad values are one-line errors) and build the config."""
-    from targets import parse_target_list
+    # Deferred: the bench harness imports torch, ONNX and TVM, which --help must not pay for.
+    from tools.bench.harness import BenchConfig, check_target
 
     text = args.methods or DEFAULT_METHODS
     methods = [m.strip() for m in text.split(",") if m.strip()]
@@ -90,51 +91,91 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
                        episodes=args.episodes or (QUICK_EPISODES if args.quick else 100), seed=args.seed, quick=args.quick)
 
 
-def _temp_dir_for(out: Path, force: bool) -> Path:
-    """A private temp folder beside ``out``, after checking that ``out`` can be created there."""
-    if out.exists() and not out.is_dir():
-        raise ToolsError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise ToolsError(f"--out {out}: folder exists and is not empty (pass --force to replace it)")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    except OSError as e:
-        raise ToolsError(f"--out {out}: cannot write there ({e.strerror or e})") from e
+def tdmpc_config(args: argparse.Namespace) -> TdmpcBenchConfig:
+    """The bench's flags mapped onto this bench (methods of this bench, budgets, episodes, seed, targets, --quick)."""
+    # Deferred: the TD-MPC bench imports torch, ONNX and TVM.
+    from tools.usecases.tdmpc.bench import BUDGETS, DEFAULT_METHODS, METHODS, QUICK, TdmpcBenchConfig
+
+    if args.methods is None:  # not given: the agent's bench compares its five methods
+        methods = list(DEFAULT_METHODS)
+    else:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        unknown = [m for m in methods if m not in METHODS]
+        if not methods or unknown:
+            raise ToolsError(f"--methods {args.methods!r}: unknown for --controller {TDMPC}: {', '.join(unknown) or '(none given)'}; "
+                             f"known: {', '.join(METHODS)}")
+    keeps = list(dict.fromkeys([*(args.keep or []), *(SWEEP if args.sweep else ())])) or list(BUDGETS)
+    if any(k == 1.0 for k in keeps):
+        raise ToolsError("--keep 1 keeps every parameter: that is the unpruned agent, which the bench always includes")
+    targets = parse_target_list(",".join(args.targets))
+    not_linux = [t.name for t in targets if t.kind != "linux"]
+    if not_linux:
+        raise ToolsError(f"--targets {', '.join(not_linux)}: the TD-MPC planner step is built for Linux targets only")
+    sizes = QUICK if args.quick else {}
+    return TdmpcBenchConfig(budgets=tuple(sorted(keeps, reverse=True)), methods=tuple(methods), seed=args.seed,
+                            targets=tuple(t.name for t in targets),
+                            judge_episodes=args.episodes or sizes.get("judge_episodes", TdmpcBenchConfig.judge_episodes),
+                            search_episodes=sizes.get("search_episodes", TdmpcBenchConfig.search_episodes),
+                            max_evaluations=sizes.get("max_evaluations", TdmpcBenchConfig.max_evaluations),
+                            state_episodes=sizes.get("state_episodes", TdmpcBenchConfig.state_episodes),
+                            device_rounds=sizes.get("device_rounds", TdmpcBenchConfig.device_rounds),
+                            device_calls=sizes.get("device_calls", TdmpcBenchConfig.device_calls),
+                            export_keep=0.25 if 0.25 in keeps else sorted(keeps)[len(keeps) // 2])
+
+
+def autoencoder_config(args: argparse.Namespace) -> AEBenchConfig:
+    """``prune-and-export bench --model autoencoder``: the bench's flags mapped onto this bench (others refused)."""
+    # Deferred: the autoencoder bench imports torch and scikit-learn.
+    from tools.usecases.autoencoder.bench import quick
+    from tools.usecases.autoencoder.results import BUDGETS, METHODS, AEBenchConfig
+
+    if args.controller is not None:
+        raise ToolsError("--controller names a controller file; --model autoencoder uses the shipped autoencoder (or --data)")
+    if args.episodes is not None:
+        raise ToolsError("--episodes counts closed-loop episodes; --model autoencoder is judged on held-out images")
+    if [t for t in ",".join(args.targets).split(",") if t.strip()] != ["x86_64"]:
+        raise ToolsError("--targets: --model autoencoder is timed on this machine (torch, onnxruntime) only; leave --targets out")
+    # not given: the autoencoder compares every method
+    methods = list(METHODS) if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if not methods or unknown:
+        raise ToolsError(f"--methods {args.methods!r}: unknown method(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(METHODS)}")
+    keeps = list(dict.fromkeys([*(args.keep or ([] if args.sweep else list(BUDGETS))), *(SWEEP if args.sweep else ())]))
+    if any(k == 1.0 for k in keeps):
+        raise ToolsError("--keep 1 keeps every parameter: that is the unpruned model, which the bench always includes")
+    cfg = AEBenchConfig(data=str(args.data) if args.data else None, keeps=tuple(sorted(keeps, reverse=True)), methods=tuple(methods),
+                        seed=args.seed, min_psnr=args.min_psnr)
+    return quick(cfg) if args.quick else cfg
 
 
 def run(args: argparse.Namespace, console: Console) -> dict:
+    command = " ".join(shlex.quote(a) for a in ["prune-and-export", *sys.argv[1:]])
     if getattr(args, "model", MODELS[0]) == "autoencoder":
-        from tools.usecases.autoencoder.bench import run_from_cli
+        from tools.usecases.autoencoder.bench import run_into as autoencoder_into  # deferred: torch
 
-        return run_from_cli(args, console)
-    if args.controller is not None and str(args.controller) == "tdmpc":  # the TD-MPC agent: its own bench (tools/bench_tdmpc.py)
-        from tools.usecases.tdmpc.bench import run_cli
+        report = autoencoder_into(autoencoder_config(args), Path(args.out), args.force, console, command)
+        return {"ok": True, "out": str(args.out), **report.to_dict()}
+    if args.controller is not None and str(args.controller) == TDMPC:  # the TD-MPC agent: its own bench (tools/usecases/tdmpc/bench.py)
+        from tools.usecases.tdmpc.bench import json_safe, print_tables  # deferred: torch, ONNX, TVM
+        from tools.usecases.tdmpc.bench import run_into as tdmpc_into
 
-        return run_cli(args, console)
+        out = Path(args.out)
+        tdmpc_report, files = tdmpc_into(tdmpc_config(args), out, args.force, console)
+        print_tables(console, tdmpc_report)
+        console.print(f"report: {out / files['markdown']}, {out / files['json']}; plot: {out / files['plot']}")
+        return {"ok": True, "out": str(out), "controller": TDMPC, **json_safe(tdmpc_report.to_dict())}
     if getattr(args, "data", None) is not None or getattr(args, "min_psnr", None) is not None:
         raise ToolsError("--data and --min-psnr apply to --model autoencoder only")
     if getattr(args, "env", None) not in (None, "Pendulum-v1"):
         raise ToolsError(f"--env {args.env}: bench measures reward on Pendulum-v1 only; use eval, prune, export and hil for other envs")
+    # Deferred: the bench imports torch, ONNX and TVM.
+    from tools.bench.harness import bench_to_folder
+    from tools.bench.report import print_tables as print_bench_tables
+
     config = config_from_args(args)
     out = Path(args.out)
-    tmp = _temp_dir_for(out, args.force)
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; a report is meant to be read by others
-        source = config.controller
-        native = native_copy(args, tmp / "controller.pt")  # a foreign file: its canonical MLP, as a controller file
-        config.controller = native or source
-        report = run_bench(config, tmp, console, command=" ".join(shlex.quote(a) for a in ["prune-and-export", *sys.argv[1:]]))
-        if native:
-            report.config.update(controller=str(out / "controller.pt"), source_controller=str(source))
-        report.files = {**write_plots(report, tmp), "json": "report.json", "markdown": "report.md"}
-        write_json(report, tmp / "report.json")
-        write_markdown(report, tmp / "report.md")
-        move_into_place(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    print_tables(report, console)
+    report = bench_to_folder(config, out, args.force, source_from_args(args), console, command)
+    print_bench_tables(report, console)
     console.print(f"report: {out / 'report.md'}, {out / 'report.json'}; plots: "
                   + ", ".join(str(out / f) for f in report.files.values() if f.endswith(".png")))
     return {"ok": True, "out": str(out), **report.to_dict()}

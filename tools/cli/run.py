@@ -1,24 +1,21 @@
 """``prune-and-export run`` (the default): the whole pipeline on a controller, the bundled one by default.
 
-``prune-and-export run config.toml`` takes its settings from a TOML file (see tools/run_config.py);
+``prune-and-export run config.toml`` takes its settings from a TOML file (see tools/cli/run_config.py);
 flags override the file, and the resolved settings are written to ``<out>/run-config.toml``.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from tools.plant.evaluate import closed_loop_return
-
-from tools.plant.policy import as_policy
+from tools.cli import bench as cmd_bench
 from tools.cli.options import add_controller, add_episodes, add_seed, controller_from_args
-from tools.cli.run_config import Resolved, bench_argv, defer_defaults, read_config, resolve, to_toml
+from tools.cli.run_config import Resolved, bench_namespace, defer_defaults, read_config, resolve, to_toml
 
 HELP = "run the whole pipeline (load, evaluate, prune with gd, export x86_64, bench report) on a controller; the default subcommand"
 CONFIG_NAME = "run-config.toml"
@@ -38,8 +35,6 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
-    from tools import cmd_bench
-
     run_parser, bench_parser = argparse.ArgumentParser(), argparse.ArgumentParser()
     configure(run_parser)
     cmd_bench.configure(bench_parser)
@@ -47,11 +42,14 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
 
 
 def run(args: argparse.Namespace, console: Console) -> dict:
+    # Deferred: the closed loop imports torch and gymnasium, which --help must not pay for.
+    from tools.pipeline.evaluate import evaluate_controller
+
     run_parser, bench_parser = _parsers()
     config = read_config(args.config, run_parser, bench_parser) if args.config else None
     given = {k: v for k, v in vars(args).items() if k in _DEFAULTS}
     resolved = resolve(given, dict(_DEFAULTS), config)
-    resolved.run["out"] = resolved.run["out"] or Path("runs") / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    resolved.run["out"] = resolved.run["out"] or Path("runs") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     opts = argparse.Namespace(**resolved.run)
     controller = controller_from_args(opts)
     module = controller.module
@@ -66,10 +64,9 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     for col in ("judge", "mean", "std", "min", "seconds"):
         table.add_column(col, justify="right")
     for judge in ("fast", "gym"):
-        start = time.perf_counter()
-        stats = closed_loop_return(as_policy(module), opts.episodes, opts.seed, judge, controller.spec.env_id)
-        seconds = time.perf_counter() - start
-        results[judge] = {**stats.to_dict(), "seconds": seconds}
+        evaluation = evaluate_controller(controller, opts.episodes, opts.seed, judge)
+        stats, seconds = evaluation.stats, evaluation.seconds
+        results[judge] = evaluation.to_dict()
         table.add_row(judge, f"{stats.mean:.1f}", f"{stats.std:.1f}", f"{stats.min:.1f}", f"{seconds:.2f}")
     console.print(table)
     bench = _bench(opts, resolved.bench, bench_parser, console)
@@ -82,16 +79,11 @@ def run(args: argparse.Namespace, console: Console) -> dict:
 
 def _bench(opts: argparse.Namespace, bench: dict, bench_parser: argparse.ArgumentParser, console: Console) -> dict:
     """The last step: ``prune-and-export bench`` (gd at the default budget on x86_64 unless [bench] says otherwise)."""
-    from tools import cmd_bench
-
-    argv = ["--out", str(opts.out), "--episodes", str(opts.episodes), "--seed", str(opts.seed), "--targets", "x86_64",
-            "--methods", "gd"]
-    argv += ["--controller", str(opts.controller)] if opts.controller else []
-    for flag, value in (("--format", opts.format), ("--env", opts.env), ("--factory", opts.factory)):
-        argv += [flag, str(value)] if value else []
-    argv += (["--clip-actions"] if opts.clip_actions else []) + (["--quick"] if opts.quick else [])
-    argv += bench_argv(bench, bench_parser)  # later flags win in argparse: the file's [bench] table over the defaults
-    return cmd_bench.run(bench_parser.parse_args(argv), console)
+    values = {"out": opts.out, "episodes": opts.episodes, "seed": opts.seed, "targets": ["x86_64"], "methods": "gd",
+              "controller": opts.controller, "format": opts.format, "env": opts.env, "factory": opts.factory,
+              "clip_actions": opts.clip_actions, "quick": opts.quick}
+    values.update(bench)  # the file's [bench] table over the defaults
+    return cmd_bench.run(bench_namespace(values, bench_parser), console)
 
 
 def _write_config(resolved: Resolved, out: Path) -> Path:

@@ -127,16 +127,9 @@ def to_toml(resolved: Resolved) -> str:
     return "\n".join(lines) + "\n"
 
 
-def bench_argv(bench: dict, bench_parser: argparse.ArgumentParser) -> list[str]:
-    """Command-line flags for ``bench`` from a [bench] table (already checked and converted)."""
-    actions = settable(bench_parser)
-    argv: list[str] = []
-    for dest, value in bench.items():
-        flag = actions[dest].option_strings[-1]
-        if isinstance(value, bool):
-            argv += [flag] if value else []
-        elif isinstance(value, list):
-            argv += [flag, *map(str, value)]
-        else:
-            argv += [flag, str(value)]
-    return argv
+def bench_namespace(values: dict, bench_parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The parsed flags of ``bench`` (its defaults, then ``values``, already checked and converted) without a command line."""
+    args = argparse.Namespace(**{dest: action.default for dest, action in settable(bench_parser, {"help"}).items()})
+    for dest, value in values.items():
+        setattr(args, dest, value)
+    return args

@@ -30,149 +30,43 @@ import shlex
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from rich.console import Console
 
+from export import move_into_place
 from prune import PruneError, PruneResult, prune
-from tools.usecases.autoencoder.model import Autoencoder, autoencoder_groups, linear_widths, load_autoencoder, mean_psnr, psnr, psnr_objective, reconstruct_images
-from tools.usecases.autoencoder.digits import DigitSplits, load
+from tools.bench.folder import temp_dir_for
 from tools.errors import ToolsError
-
-SCHEMA = "prune-and-export.bench-autoencoder/1"
-BUDGETS = (0.5, 0.25, 0.1)
-# label -> (search method, importance metric; None: the bench's metric, 'auto' by default)
-METHODS = {
-    "uniform-l1": ("uniform", "l1"),
-    "uniform-l2": ("uniform", "l2"),
-    "random": ("uniform", "random"),
-    "global": ("global", None),
-    "grid": ("grid", None),
-    "gd": ("gd", None),
-}
-UNIFORM = ("uniform-l1", "uniform-l2", "random")
-MODES = {False: "shrink", True: "re-fit"}  # reconstruct flag -> label
-N_IMAGES = 8  # held-out digits drawn side by side
-SMALLEST_KEEP = 0.02  # the bisection's lower end (fraction of prunable parameters kept)
-
-
-@dataclass
-class AEBenchConfig:
-    """Every setting of one autoencoder bench run."""
-
-    autoencoder: str = ""
-    """autoencoder file ('': the shipped one, or one trained here when data is given)"""
-    data: str | None = None
-    """folder of MNIST IDX files (None: scikit-learn's 8x8 digits)"""
-    keeps: tuple[float, ...] = BUDGETS
-    """budgets: fractions of the prunable parameters kept"""
-    methods: tuple[str, ...] = tuple(METHODS)
-    """methods compared"""
-    metric: str = "auto"
-    """importance metric of global / grid / gd ('auto': the best at the uniform point on the objective)"""
-    seed: int = 0
-    """seed of the data split, random importance, SPSA, training on --data"""
-    tolerance: float = 0.01
-    """budget band below keep (fraction of prunable parameters)"""
-    max_evaluations: int = 60
-    """objective evaluations gradient descent may spend"""
-    min_psnr: float | None = None
-    """the reconstruction bound in dB on validation images (None: unpruned validation PSNR - psnr_drop)"""
-    psnr_drop: float = 1.0
-    """dB below the unpruned validation PSNR that the bound allows when min_psnr is not given"""
-    bisection_steps: int = 7
-    """halvings of the budget interval per method and mode (precision about 1/2^steps)"""
-    prune_code: bool = False
-    """also prune the bottleneck code"""
-    image_keep: float = 0.25
-    """budget whose reconstructions are drawn"""
-    latency_calls: int = 2000
-    """timed batch-1 calls per model and runtime and round (0: no timing)"""
-    latency_rounds: int = 3
-    """interleaved timing rounds"""
-    train_epochs: int = 30
-    """epochs when an autoencoder is trained here on --data"""
-
-
-@dataclass
-class BudgetRow:
-    """One method at one budget, in one mode (shrink only, or re-fit)."""
-
-    method: str
-    metric: str
-    mode: str
-    keep: float
-    keep_fraction: float
-    feasible: bool
-    params: int
-    params_kept: float  # params / unpruned params
-    macs: int
-    widths: dict[str, list[int]]
-    coefficients: dict[str, float]
-    val_psnr: float
-    test_psnr: float
-    test_drop_db: float  # test PSNR - unpruned test PSNR
-    evaluations: int
-    seconds: float
-    metric_trials: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class BoundRow:
-    """The largest parameter reduction keeping validation PSNR >= the bound, for one method in one mode."""
-
-    method: str
-    mode: str
-    min_psnr: float
-    found: bool  # False: even the largest model tried below 1.0 broke the bound
-    keep: float  # budget of the model found (1.0: nothing could be removed)
-    keep_fraction: float
-    params: int
-    reduction: float  # 1 - params / unpruned params
-    val_psnr: float
-    test_psnr: float
-    test_holds: bool  # test PSNR >= unpruned test PSNR - (unpruned val PSNR - bound): the bound carries over to unseen images
-    tried: list[list[float | None]]  # [keep, val PSNR] per bisection step (None: no candidate inside the budget band)
-    seconds: float
-
-
-@dataclass
-class LatencyRow:
-    """Batch-1 latency of one model in one runtime on this machine."""
-
-    model: str
-    runtime: str
-    median_us: float
-    p99_us: float
-    ratio_to_unpruned: float
-    n: int
-
-
-@dataclass
-class AEReport:
-    """Everything one autoencoder bench run measured."""
-
-    schema: str
-    command: str
-    created_utc: str
-    seconds: float
-    machine: dict
-    config: dict
-    data: dict
-    unpruned: dict
-    rows: list[BudgetRow] = field(default_factory=list)
-    bounds: list[BoundRow] = field(default_factory=list)
-    latency: list[LatencyRow] = field(default_factory=list)
-    checks: dict[str, bool] = field(default_factory=dict)
-    files: dict[str, str] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    image_keep: float = 0.0  # budget whose reconstructions are drawn (the one of keeps closest to config image_keep)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from tools.usecases.autoencoder.digits import DigitSplits, load
+from tools.usecases.autoencoder.model import (
+    Autoencoder,
+    autoencoder_groups,
+    linear_widths,
+    load_autoencoder,
+    mean_psnr,
+    psnr,
+    psnr_objective,
+    reconstruct_images,
+)
+from tools.usecases.autoencoder.report import plot_psnr_vs_params, plot_reconstructions, print_tables, write_markdown
+from tools.usecases.autoencoder.results import (
+    BUDGETS,
+    METHODS,
+    MODES,
+    N_IMAGES,
+    SCHEMA,
+    SMALLEST_KEEP,
+    UNIFORM,
+    AEBenchConfig,
+    AEReport,
+    BoundRow,
+    BudgetRow,
+    LatencyRow,
+)
 
 
 def prune_ae(model: Autoencoder, groups, data: DigitSplits, label: str, keep: float, refit: bool, cfg: AEBenchConfig) -> PruneResult:
@@ -245,8 +139,7 @@ def measure_latency(models: dict[str, torch.nn.Module], dim: int, cfg: AEBenchCo
     """Batch-1 latency in torch eager and onnxruntime (exported with export.onnx_export, parity-checked), one thread."""
     import onnxruntime as ort
 
-    from export import export_onnx
-    from export import ControllerSpec
+    from export import ControllerSpec, export_onnx
     from tools.bench.latency import measure_python
 
     spec = ControllerSpec(dim, dim, (0.0,) * dim, (1.0,) * dim, (0.0,) * dim, (1.0,) * dim, env_id="digits-autoencoder",
@@ -333,8 +226,6 @@ def run_bench(cfg: AEBenchConfig, console: Console, command: str = "") -> tuple[
 
 def write_report(report: AEReport, images: dict, folder: Path) -> None:
     """report.json, report.md and the two PNGs into ``folder`` (which must exist)."""
-    from tools.usecases.autoencoder.report import plot_psnr_vs_params, plot_reconstructions, write_markdown
-
     report.files = {"json": "report.json", "markdown": "report.md", "psnr_vs_params": "psnr_vs_params.png",
                     "reconstructions": "reconstructions.png"}
     plot_psnr_vs_params(report, folder / report.files["psnr_vs_params"])
@@ -345,11 +236,7 @@ def write_report(report: AEReport, images: dict, folder: Path) -> None:
 
 def run_into(cfg: AEBenchConfig, out: Path, force: bool, console: Console, command: str) -> AEReport:
     """Run the bench and write its folder atomically (temp folder beside ``out``, renamed into place)."""
-    from export import move_into_place
-    from tools.usecases.autoencoder.report import print_tables
-    from tools.cli.bench import _temp_dir_for
-
-    tmp = _temp_dir_for(out, force)
+    tmp = temp_dir_for(out, force)
     try:
         tmp.chmod(0o755)
         report, images = run_bench(cfg, console, command)
@@ -363,41 +250,10 @@ def run_into(cfg: AEBenchConfig, out: Path, force: bool, console: Console, comma
     return report
 
 
-def config_from_cli(args: argparse.Namespace) -> AEBenchConfig:
-    """``prune-and-export bench --model autoencoder``: the bench's flags mapped onto this bench (others refused)."""
-    from tools.cli.bench import SWEEP
-
-    if args.controller is not None:
-        raise ToolsError("--controller names a controller file; --model autoencoder uses the shipped autoencoder (or --data)")
-    if args.episodes is not None:
-        raise ToolsError("--episodes counts closed-loop episodes; --model autoencoder is judged on held-out images")
-    if [t for t in ",".join(args.targets).split(",") if t.strip()] != ["x86_64"]:
-        raise ToolsError("--targets: --model autoencoder is timed on this machine (torch, onnxruntime) only; leave --targets out")
-    # not given: the autoencoder compares every method
-    methods = list(METHODS) if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if not methods or unknown:
-        raise ToolsError(f"--methods {args.methods!r}: unknown method(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(METHODS)}")
-    keeps = list(dict.fromkeys([*(args.keep or ([] if args.sweep else list(BUDGETS))), *(SWEEP if args.sweep else ())]))
-    if any(k == 1.0 for k in keeps):
-        raise ToolsError("--keep 1 keeps every parameter: that is the unpruned model, which the bench always includes")
-    cfg = AEBenchConfig(data=str(args.data) if args.data else None, keeps=tuple(sorted(keeps, reverse=True)), methods=tuple(methods),
-                        seed=args.seed, min_psnr=args.min_psnr)
-    return quick(cfg) if args.quick else cfg
-
-
 def quick(cfg: AEBenchConfig) -> AEBenchConfig:
     """A short run for tests: few evaluations, a coarse bisection, few timed calls, two training epochs."""
     cfg.max_evaluations, cfg.bisection_steps, cfg.latency_calls, cfg.latency_rounds, cfg.train_epochs = 12, 2, 50, 1, 2
     return cfg
-
-
-def run_from_cli(args: argparse.Namespace, console: Console) -> dict:
-    """What ``prune-and-export bench --model autoencoder`` does; returns the --json dict."""
-    cfg = config_from_cli(args)
-    command = " ".join(shlex.quote(a) for a in ["prune-and-export", *sys.argv[1:]])
-    report = run_into(cfg, Path(args.out), args.force, console, command)
-    return {"ok": True, "out": str(args.out), **report.to_dict()}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,7 +8,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from tools.usecases.autoencoder.bench import MODES, AEReport
+from tools.usecases.autoencoder.results import MODES, AEReport
 
 
 def _pyplot():

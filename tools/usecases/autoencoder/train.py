@@ -18,8 +18,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from tools.usecases.autoencoder.model import CODE, DECODER_WIDTHS, ENCODER_WIDTHS, Autoencoder, default_autoencoder_path, mean_psnr, save_autoencoder
 from tools.usecases.autoencoder.digits import DigitSplits, load
+from tools.usecases.autoencoder.model import (
+    CODE,
+    DECODER_WIDTHS,
+    ENCODER_WIDTHS,
+    Autoencoder,
+    default_autoencoder_path,
+    mean_psnr,
+    save_autoencoder,
+)
 
 
 @dataclass

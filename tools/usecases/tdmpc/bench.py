@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +35,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from export import move_into_place
 from prune import find_groups, prune
+from tools.bench.folder import temp_dir_for
 from tools.plant.evaluate import closed_loop_return
 from tools.usecases.tdmpc.agent import COMPONENTS, PolicyPath, default_agent_path, example_inputs, load_agent
 from tools.usecases.tdmpc.evaluate import SEARCH_SEED, planning_objective, planning_return, visited_inputs
@@ -437,54 +440,13 @@ def write_outputs(report: TdmpcReport, out_dir: Path) -> dict[str, str]:
     return files
 
 
-# -- `prune-and-export bench --controller tdmpc` --------------------------------------------------
-
-CLI_NAME = "tdmpc"  # the value of --controller that selects this bench
 QUICK = {"search_episodes": 2, "max_evaluations": 4, "judge_episodes": 3, "state_episodes": 2, "device_rounds": 1, "device_calls": 20}
+"""the sizes of a short run (tests): fields of TdmpcBenchConfig"""
 
 
-def config_from_cli(args: argparse.Namespace) -> TdmpcBenchConfig:
-    """The bench's flags mapped onto this bench (methods of this bench, budgets, episodes, seed, targets, --quick)."""
-    from targets import parse_target_list
-    from tools.cli.bench import SWEEP
-    from tools.errors import ToolsError
-
-    if args.methods is None:  # not given: the agent's bench compares its five methods
-        methods = list(DEFAULT_METHODS)
-    else:
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        unknown = [m for m in methods if m not in METHODS]
-        if not methods or unknown:
-            raise ToolsError(f"--methods {args.methods!r}: unknown for --controller {CLI_NAME}: {', '.join(unknown) or '(none given)'}; "
-                             f"known: {', '.join(METHODS)}")
-    keeps = list(dict.fromkeys([*(args.keep or []), *(SWEEP if args.sweep else ())])) or list(BUDGETS)
-    if any(k == 1.0 for k in keeps):
-        raise ToolsError("--keep 1 keeps every parameter: that is the unpruned agent, which the bench always includes")
-    targets = parse_target_list(",".join(args.targets))
-    not_linux = [t.name for t in targets if t.kind != "linux"]
-    if not_linux:
-        raise ToolsError(f"--targets {', '.join(not_linux)}: the TD-MPC planner step is built for Linux targets only")
-    sizes = QUICK if args.quick else {}
-    return TdmpcBenchConfig(budgets=tuple(sorted(keeps, reverse=True)), methods=tuple(methods), seed=args.seed,
-                            targets=tuple(t.name for t in targets),
-                            judge_episodes=args.episodes or sizes.get("judge_episodes", TdmpcBenchConfig.judge_episodes),
-                            search_episodes=sizes.get("search_episodes", TdmpcBenchConfig.search_episodes),
-                            max_evaluations=sizes.get("max_evaluations", TdmpcBenchConfig.max_evaluations),
-                            state_episodes=sizes.get("state_episodes", TdmpcBenchConfig.state_episodes),
-                            device_rounds=sizes.get("device_rounds", TdmpcBenchConfig.device_rounds),
-                            device_calls=sizes.get("device_calls", TdmpcBenchConfig.device_calls),
-                            export_keep=0.25 if 0.25 in keeps else sorted(keeps)[len(keeps) // 2])
-
-
-def run_cli(args: argparse.Namespace, console: Console) -> dict:
-    """Run the bench into a temp folder beside --out and rename it into place (nothing half-written on failure)."""
-    import shutil
-
-    from tools.cli.bench import _temp_dir_for, move_into_place
-
-    cfg = config_from_cli(args)
-    out = Path(args.out)
-    tmp = _temp_dir_for(out, args.force)
+def run_into(cfg: TdmpcBenchConfig, out: Path, force: bool, console: Console) -> tuple[TdmpcReport, dict[str, str]]:
+    """Run the bench into a temp folder beside ``out`` and rename it into place (nothing half-written on failure)."""
+    tmp = temp_dir_for(out, force)
     try:
         tmp.chmod(0o755)
         report = run_tdmpc_bench(cfg, tmp, console)
@@ -493,9 +455,7 @@ def run_cli(args: argparse.Namespace, console: Console) -> dict:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    print_tables(console, report)
-    console.print(f"report: {out / files['markdown']}, {out / files['json']}; plot: {out / files['plot']}")
-    return {"ok": True, "out": str(out), "controller": CLI_NAME, **json_safe(report.to_dict())}
+    return report, files
 
 
 def main(argv: list[str] | None = None) -> None:
