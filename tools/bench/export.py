@@ -28,6 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from export import build, export_onnx, ort_session
+from targets import host_cpu_flags, native_target
+from tools.controllers.load import load_controller
+from tools.controllers.native import build_mlp, default_controller_path, pendulum_spec
+
 BACKENDS = ("torch", "onnxruntime", "tvm-default", "tvm-fused", "tvm-scheduled")
 # tvm-default: plain tvm.compile; tvm-fused: relax "zero" pipeline (fused, weights folded);
 # tvm-scheduled: fast math + "zero" + the hand kernel schedule (what bundles ship)
@@ -65,10 +70,6 @@ def _callables(module: nn.Module, spec, obs: np.ndarray, workdir: Path) -> dict[
     """backend -> (zero-argument call, kernel count, output of one call)."""
     import tvm
     from tvm import relax
-
-    from export import export_onnx, ort_session
-    from export import build
-    from targets import native_target
 
     out: dict[str, tuple] = {}
     x_t = torch.from_numpy(obs)
@@ -118,7 +119,7 @@ def bench(models: dict[str, nn.Module], spec, rounds: int, calls: int, seed: int
     for (m, b), times in samples.items():
         ref = table[m]["torch"][2]
         err = float(np.max(np.abs(np.asarray(table[m][b][2]) - ref)))
-        hidden = [l.out_features for l in models[m].modules() if isinstance(l, nn.Linear)][:-1]
+        hidden = [layer.out_features for layer in models[m].modules() if isinstance(layer, nn.Linear)][:-1]
         cpu = [c for c, _ in times]
         rows.append(BenchRow(m, hidden, b, statistics.median(cpu), min(cpu), statistics.median(w for _, w in times),
                              table[m][b][1], err))
@@ -153,10 +154,6 @@ def main(argv: list[str] | None = None) -> dict:
     from rich.console import Console
     from rich.table import Table
 
-    from tools.controllers.load import load_controller
-
-    from tools.controllers.native import build_mlp, default_controller_path, pendulum_spec
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--controller", type=Path, default=None, help="unpruned controller (default: the bundled reference)")
     p.add_argument("--pruned", type=Path, default=None, help="pruned controller (default: a 3-64-64-1 MLP, seeded)")
@@ -187,8 +184,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     rows = bench(models, spec, args.rounds, args.calls, args.seed)
     mhz = _cpu_mhz()
-    from targets import host_cpu_flags
-
     lanes = 16 if "avx512f" in host_cpu_flags() else 8 if "avx2" in host_cpu_flags() else 4
     peak_macs_per_us = mhz * 2 * lanes  # 2 FMA pipes x lanes x cycles per µs
     floors = {m: _macs(mod) / peak_macs_per_us for m, mod in models.items()}

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from export import run_stub_bench
+
 PYTHON_RUNTIMES = ("torch", "onnxruntime", "tvm-python")
 Call = Callable[[np.ndarray], object]
 
@@ -127,8 +129,6 @@ def measure_stub(bundles: dict[str, Path], target: str, obs: np.ndarray, rounds:
     The stub reports each round's min/p50/p99/max; pooled, the median is the median of round medians,
     p99 the median of round p99s, max the largest max.
     """
-    from export import run_stub_bench
-
     raw: dict[str, list[dict]] = {m: [] for m in bundles}
     for _ in range(rounds):
         for m, bundle in bundles.items():

@@ -15,17 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from export import DoesNotFit, export_bundle, qemu_available
+from tools.bench.report import McuMemoryRow
 from tools.controllers.native import Controller
 from tools.errors import ToolsError
-from tools.bench.report import McuMemoryRow
 
 QEMU_SYSTEM = "qemu-system-arm"
 
 
 def check_mcu_target(target) -> None:
     """Fail before any work on a microcontroller target this machine cannot build or run: no arm-none-eabi-gcc, no qemu."""
-    from export import qemu_available
-
     target.require_compiler()
     why_not = qemu_available(target)
     if why_not:
@@ -69,9 +68,6 @@ def _row_from_misfit(model: str, target, error) -> McuMemoryRow:
 def export_mcu(models: dict[str, Controller], targets, folder: Path, n_parity: int, seed: int,
                say: Callable[[str], None], tick: Callable[[], None]) -> McuExport:
     """One verified firmware bundle ``<model>-<target>`` per model and target; a misfit is recorded with its sizes."""
-    from export import export_bundle
-    from export import DoesNotFit
-
     out = McuExport()
     for t in targets:
         for label, c in models.items():

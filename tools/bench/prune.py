@@ -26,8 +26,8 @@ from rich.table import Table
 from prune import find_groups, prune
 from tools.controllers.load import load_controller
 from tools.controllers.native import default_controller_path
-from tools.plant.evaluate import closed_loop_return
 from tools.plant.episodes import SEARCH_SEED
+from tools.plant.evaluate import closed_loop_return
 from tools.plant.objectives import pendulum_stability, radius_check, return_objective, visit
 
 BUDGETS = (0.5, 0.25, 0.1, 0.05)

@@ -16,8 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from tools.errors import ToolsError
-from tools.plant.policy import Policy
+from tools.pipeline.hil import run_hil
+from tools.plant.episodes import episode_seeds
 from tools.plant.pendulum import BatchedPendulum
+from tools.plant.policy import Policy
+from tools.plant.rollouts import rollout_gym
 
 UPRIGHT_RAD = 0.1  # |angle| below this counts as upright
 UPRIGHT_STEPS = 50  # ... in each of the last this many observations of an episode
@@ -37,7 +40,7 @@ class RewardStats:
     upright_share: float
 
     @classmethod
-    def of(cls, seeds: list[int], returns, upright) -> "RewardStats":
+    def of(cls, seeds: list[int], returns, upright) -> RewardStats:
         r = np.asarray(returns, dtype=np.float64)
         u = [bool(x) for x in upright]
         return cls(list(seeds), r.tolist(), u, float(r.mean()), float(r.std()), float(r.min()), float(np.mean(u)))
@@ -55,7 +58,7 @@ class Paired:
     stderr: float  # standard error of the mean difference (sample std / sqrt(n)); 0 with one seed
 
     @classmethod
-    def of(cls, a: RewardStats, b: RewardStats) -> "Paired":
+    def of(cls, a: RewardStats, b: RewardStats) -> Paired:
         if a.seeds != b.seeds:
             raise ToolsError("paired difference over different seeds")
         d = np.subtract(a.returns, b.returns)
@@ -100,8 +103,6 @@ def ends_upright(observations: np.ndarray) -> np.ndarray:
 
 def device_reward(bundle: Path, target: str, policy: Policy, episodes: int, seed: int) -> DeviceReward:
     """Lockstep HIL through the stub for ``target``; ``policy`` is the same controller in torch (the reference)."""
-    from tools.pipeline.hil import run_hil
-
     rec = _Recorder(policy)
     report = run_hil(bundle, target, rec, episodes, seed, mode="lockstep")
     d = report.to_dict()
@@ -117,9 +118,6 @@ def device_reward(bundle: Path, target: str, policy: Policy, episodes: int, seed
 
 def torch_reward(policy: Policy, episodes: int, seed: int) -> RewardStats:
     """The torch controller alone in gymnasium on the same seeds (HIL's host reference, for a model no device runs)."""
-    from tools.plant.episodes import episode_seeds
-    from tools.plant.rollouts import rollout_gym
-
     rec = _Recorder(policy)
     seeds = episode_seeds(episodes, seed)
     returns = rollout_gym(rec, seeds)

@@ -23,12 +23,13 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from export import export_bundle
-from export import run_stub_bench
+from export import export_bundle, run_stub_bench
+from prune import find_groups, prune
 from targets import parse_target_list
 from tools.bench.latency import python_runtimes, time_per_call
 from tools.controllers.load import load_controller
 from tools.controllers.native import mlp_architecture
+from tools.plant.evaluate import closed_loop_return
 
 
 @dataclass
@@ -52,9 +53,6 @@ def _row(model: str, engine: str, params: int, t_us: np.ndarray) -> Row:
 
 def _pruned(controller, keep: float, seed: int):
     """Prune the controller to ``keep`` of its parameters (uniform coefficients, L1), objective: fast return."""
-    from prune import find_groups, prune
-    from tools.plant.evaluate import closed_loop_return
-
     model = controller.module
     groups = find_groups(model, torch.zeros(1, controller.spec.obs_dim))
     result = prune(model, groups, keep, lambda m: closed_loop_return(m, 20, seed, "fast").mean, method="uniform", seed=seed)

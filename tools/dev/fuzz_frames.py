@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export import frames
-from export import STUB_SOURCES, cache_root
+from export import STUB_SOURCES, cache_root, frames
 from tools.errors import ToolsError
 
 SOURCES = ("fuzz_frames.c", "frame.c", "frame.h")

@@ -37,9 +37,10 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from export import move_into_place
+from export import ControllerSpec, export_onnx, move_into_place
 from prune import PruneError, PruneResult, prune
 from tools.bench.folder import temp_dir_for
+from tools.bench.latency import measure_python
 from tools.errors import ToolsError
 from tools.usecases.autoencoder.digits import DigitSplits, load
 from tools.usecases.autoencoder.model import (
@@ -67,6 +68,7 @@ from tools.usecases.autoencoder.results import (
     BudgetRow,
     LatencyRow,
 )
+from tools.usecases.autoencoder.train import TrainConfig, train
 
 
 def prune_ae(model: Autoencoder, groups, data: DigitSplits, label: str, keep: float, refit: bool, cfg: AEBenchConfig) -> PruneResult:
@@ -139,9 +141,6 @@ def measure_latency(models: dict[str, torch.nn.Module], dim: int, cfg: AEBenchCo
     """Batch-1 latency in torch eager and onnxruntime (exported with export.onnx_export, parity-checked), one thread."""
     import onnxruntime as ort
 
-    from export import ControllerSpec, export_onnx
-    from tools.bench.latency import measure_python
-
     spec = ControllerSpec(dim, dim, (0.0,) * dim, (1.0,) * dim, (0.0,) * dim, (1.0,) * dim, env_id="digits-autoencoder",
                           input_name="image", output_name="reconstruction")
     opts = ort.SessionOptions()
@@ -174,8 +173,6 @@ def run_bench(cfg: AEBenchConfig, console: Console, command: str = "") -> tuple[
     elif cfg.data is None:
         model, meta = load_autoencoder()
     else:
-        from tools.usecases.autoencoder.train import TrainConfig, train
-
         console.print(f"training an autoencoder on {data.summary()} for {cfg.train_epochs} epochs (seed {cfg.seed})")
         model, meta = train(data, TrainConfig(seed=cfg.seed, epochs=cfg.train_epochs), progress=False)
     if model.encoder[0].in_features != data.dim:

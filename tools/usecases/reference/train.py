@@ -27,9 +27,9 @@ import torch
 
 from tools.controllers.native import build_mlp, mlp_architecture, pendulum_spec, save_controller
 from tools.plant.evaluate import closed_loop_return
-from tools.plant.policy import as_policy
 from tools.plant.expert import energy_shaping_expert
 from tools.plant.pendulum import BatchedPendulum, torch_observation, torch_step
+from tools.plant.policy import as_policy
 
 
 @dataclass

@@ -147,7 +147,7 @@ class PlannerConfig:
     max_std: float = 1.0
     """std each control step starts from"""
 
-    def check(self) -> "PlannerConfig":
+    def check(self) -> PlannerConfig:
         for name in ("horizon", "samples", "iterations", "elites"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"planner {name} must be >= 1, got {getattr(self, name)}")

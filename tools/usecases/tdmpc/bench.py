@@ -35,12 +35,22 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from export import move_into_place
+from export import export_bundle, move_into_place
 from prune import find_groups, prune
+from targets import get_target
 from tools.bench.folder import temp_dir_for
+from tools.bench.latency import measure_stub
+from tools.controllers.native import pendulum_spec
 from tools.plant.evaluate import closed_loop_return
 from tools.usecases.tdmpc.agent import COMPONENTS, PolicyPath, default_agent_path, example_inputs, load_agent
 from tools.usecases.tdmpc.evaluate import SEARCH_SEED, planning_objective, planning_return, visited_inputs
+from tools.usecases.tdmpc.export import (
+    device_planner,
+    export_packed_step,
+    export_planner_step,
+    pack_inputs,
+    step_inputs,
+)
 
 BUDGETS = (0.5, 0.25, 0.1)
 # label -> (search method, importance metric; None: 'auto', the best metric at the uniform point)
@@ -221,11 +231,6 @@ def run_tdmpc_bench(cfg: TdmpcBenchConfig, out_dir: Path, console: Console) -> T
 def export_agents(agent, gd_agent, planner, cfg: TdmpcBenchConfig, out_dir: Path, console: Console) -> tuple[dict, dict]:
     """Policy-path bundle, planner-step ONNX/TVM and packed planner-step bundle of the unpruned and the gd agent,
     with parity and latency; returns (per agent, the packed step on the device per target)."""
-    from export import export_bundle
-    from targets import get_target
-    from tools.controllers.native import pendulum_spec
-    from tools.usecases.tdmpc.export import device_planner, export_packed_step, export_planner_step
-
     out = {}
     packed = {}
     for name, model in (("unpruned", agent), (f"gd-{cfg.export_keep}", gd_agent)):
@@ -249,9 +254,6 @@ def device_planner_step(agent, planner, manifests: dict, cfg: TdmpcBenchConfig, 
     The stub's frames carry at most 64 floats, so the device step plans with fewer samples than the
     agent's planner (``device_planner``); native times are microseconds, qemu-user times only ratios.
     """
-    from tools.bench.latency import measure_stub
-    from tools.usecases.tdmpc.export import device_planner, pack_inputs, step_inputs
-
     dev = device_planner(agent, planner)
     obs = np.concatenate([pack_inputs(s) for s in step_inputs(agent, dev, cfg.device_calls, cfg.seed)])
     bundles = {name: out_dir / "bundles" / f"{name}-planner-step-packed" for name in manifests}

@@ -15,11 +15,9 @@ import torch
 from torch import nn
 
 from tools.plant.episodes import JUDGES, episode_seeds
-
 from tools.plant.evaluate import ReturnStats
-
-from tools.plant.rollouts import rollout_fast
 from tools.plant.pendulum import ENV_ID, BatchedPendulum
+from tools.plant.rollouts import rollout_fast
 from tools.usecases.tdmpc.agent import MAX_TORQUE, Planner, PlannerConfig, TDMPCAgent
 
 SEARCH_SEED = 2000  # search episodes, disjoint from the judge's 0..99 and the training validation 1000..

@@ -27,7 +27,8 @@ import onnx
 import torch
 from torch import nn
 
-from export import OPSET, ControllerSpec, ExportError, frames, ort_session
+from export import OPSET, ControllerSpec, ExportError, check_supported_ops, export_bundle, frames, lower, ort_session
+from targets import get_target
 from tools.usecases.tdmpc.agent import PlannerConfig, TDMPCAgent, mppi_iteration
 
 STEP_INPUTS = ("z", "mean", "std", "noise")
@@ -166,8 +167,6 @@ def compile_step(model: onnx.ModelProto, inputs: dict[str, np.ndarray], target, 
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
-    from export import check_supported_ops, lower
-
     check_supported_ops(model, out.name)
     start = time.perf_counter()
     mod = from_onnx(model, shape_dict={k: list(v.shape) for k, v in inputs.items()}, keep_params_in_input=False)
@@ -197,8 +196,6 @@ def export_planner_step(agent: TDMPCAgent, cfg: PlannerConfig, out_dir: Path, ta
                         seed: int = 0, calls: int = 200) -> StepExport:
     """Export, check and time one MPPI iteration of ``agent`` into ``out_dir`` (planner_step.onnx, planner_step-<target>.so)."""
     import tvm
-
-    from targets import get_target
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -236,7 +233,7 @@ def export_planner_step(agent: TDMPCAgent, cfg: PlannerConfig, out_dir: Path, ta
                 raise ExportError(f"{lib}: TVM differs from onnxruntime by {tvm_err:.3g} (> {PARITY_TOLERANCE:g}) on {n_parity} inputs")
             record["max_abs_err_vs_onnxruntime"] = tvm_err
             argv = [args[k] for k in STEP_INPUTS]
-            latency[f"tvm-{name}"] = record["latency_us"] = _median_us(lambda: main(*argv), calls)
+            latency[f"tvm-{name}"] = record["latency_us"] = _median_us(lambda main=main, argv=argv: main(*argv), calls)
         else:
             record["max_abs_err_vs_onnxruntime"] = None
             record["note"] = "cross-compiled only; not executed here"
@@ -304,9 +301,6 @@ def packed_spec(agent: TDMPCAgent, cfg: PlannerConfig) -> ControllerSpec:
 def export_packed_step(agent: TDMPCAgent, cfg: PlannerConfig, out_dir: Path, targets: tuple[str, ...], *, seed: int = 0,
                        n_parity: int = 200, progress=None):
     """The packed planner step as a bundle (ONNX + one verified library per target; ARM ones run in the stub under qemu)."""
-    from export import export_bundle
-    from targets import get_target
-
     step = PackedPlannerStep(agent.eval(), cfg).eval()
     return export_bundle(step, packed_spec(agent, cfg), [get_target(t) for t in targets], Path(out_dir), seed=seed,
                          n_parity=n_parity, tolerance=PARITY_TOLERANCE, force=True, progress=progress)

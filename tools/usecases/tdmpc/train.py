@@ -29,11 +29,19 @@ import torch
 import torch.nn.functional as F
 
 from tools.plant.episodes import episode_seeds
-
-from tools.plant.rollouts import rollout_fast
 from tools.plant.expert import energy_shaping_expert
 from tools.plant.pendulum import BatchedPendulum
-from tools.usecases.tdmpc.agent import MAX_TORQUE, AgentConfig, Planner, PlannerConfig, PolicyPath, TDMPCAgent, save_agent
+from tools.plant.rollouts import rollout_fast
+from tools.usecases.tdmpc.agent import (
+    MAX_TORQUE,
+    AgentConfig,
+    Planner,
+    PlannerConfig,
+    PolicyPath,
+    TDMPCAgent,
+    save_agent,
+)
+from tools.usecases.tdmpc.evaluate import planning_return
 
 
 @dataclass
@@ -215,8 +223,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"training TD-MPC agent, seed {cfg.seed}: {asdict(cfg)}; planner {planner.to_dict()}", flush=True)
     agent, info = train(cfg, planner)
     if args.judge_episodes:
-        from tools.usecases.tdmpc.evaluate import planning_return
-
         judge = planning_return(agent, planner, args.judge_episodes, 0, judge="gym", seed=cfg.seed)
         info["judge"] = {"mean": judge.mean, "std": judge.std, "min": judge.min, "episodes": args.judge_episodes}
         print(f"trained in {info['seconds']:.0f}s; planning return on gymnasium Pendulum-v1 seeds 0..{args.judge_episodes - 1}: "
