@@ -1,6 +1,6 @@
 """Per-call latency at batch 1 of one controller through every backend, side by side in one run.
 
-    python -m tools.bench_export [--controller REF.pt] [--pruned PRUNED.pt] [--out bench_export.json]
+    python -m tools.bench.export [--controller REF.pt] [--pruned PRUNED.pt] [--out bench_export.json]
 
 Backends: torch eager, onnxruntime, TVM with the default pipeline (plain ``tvm.compile``), TVM fused
 (``relax.get_pipeline("zero")``), TVM fused + fast exp/tanh + our kernel schedule (what bundles ship). Everything runs

@@ -1,6 +1,6 @@
 """Batch-1 latency of a controller per control step: torch eager, onnxruntime, TVM from Python, the device stub.
 
-Shared by ``prune-and-export bench`` and ``python -m tools.bench_stub``. Every runtime is timed one
+Shared by ``prune-and-export bench`` and ``python -m tools.bench.stub``. Every runtime is timed one
 observation at a time (a controller acts on one state per step), single-threaded, after a warm-up.
 Rounds are interleaved across models so that load from other processes on a shared machine hits
 every model alike; the spread between round medians says how stable the figures are.

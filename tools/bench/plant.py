@@ -1,6 +1,6 @@
 """Benchmark: plant steps per second, batched numpy Pendulum-v1 against gymnasium's own env.
 
-    python -m tools.bench_plant --out runs/bench_plant.json
+    python -m tools.bench.plant --out runs/bench_plant.json
 
 Both run the same random torques in the same process; the table shows environment steps per second
 (one step of one episode is one step) and the speed-up over gymnasium.

@@ -7,7 +7,7 @@ linearised at the upright equilibrium. A second part runs grid (resolution 0.1) 
 descent on a controller with four hidden layers (four groups). Prints tables, writes JSON and a PNG
 of return against parameters kept, and checks the issue's acceptance criteria.
 
-    python -m tools.bench_prune --out bench_prune.json
+    python -m tools.bench.prune --out bench_prune.json
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The bench report: what pruning bought (latency, memory) and cost (reward), as data, JSON, Markdown and a table.
 
-Every number here was measured by the run that wrote the report (``tools/bench_harness.py``).
+Every number here was measured by the run that wrote the report (``tools/bench/harness.py``).
 Emulated latencies (qemu-user) carry only their ratio to the unpruned model on the same runner.
 Microcontroller targets have no latency: their firmware's flash and RAM against the part's budget,
 and the instructions it executes per inference under qemu-system-arm (not a time), in ``mcu_memory``.

@@ -1,6 +1,6 @@
 """Per-inference latency of the device stub next to onnxruntime and TVM-from-Python, unpruned vs pruned.
 
-    python -m tools.bench_stub [--controller PATH] [--pruned PATH | --keep 0.1] [--n 3000] [--seed 0]
+    python -m tools.bench.stub [--controller PATH] [--pruned PATH | --keep 0.1] [--n 3000] [--seed 0]
 
 One run, one machine, the same observations for every engine: the unpruned controller and the pruned
 one are exported (ONNX + TVM for x86_64 and an ARM target), then timed one observation at a time
@@ -60,7 +60,7 @@ def _pruned(controller, keep: float, seed: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.bench_stub", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m tools.bench.stub", description=__doc__.splitlines()[0])
     p.add_argument("--controller", type=Path, default=None, help="unpruned controller (default: the bundled reference)")
     p.add_argument("--pruned", type=Path, default=None, help="pruned controller file (default: prune --keep of it here)")
     p.add_argument("--keep", type=float, default=0.1, help="fraction of parameters kept when pruning here (default 0.1)")

@@ -1,6 +1,6 @@
 """Fuzz the C frame reader with libFuzzer (``firmware_stub/fuzz_frames.c``), under ASan and UBSan.
 
-``python -m tools.fuzz_frames --seconds 300 --seed 1`` builds the target with clang into the cache,
+``python -m tools.dev.fuzz_frames --seconds 300 --seed 1`` builds the target with clang into the cache,
 seeds a corpus with frames made by the Python codec (good, corrupted, truncated, glued together),
 runs, and prints one JSON line; exit 1 if libFuzzer found a crash (the reproducer's path is printed).
 Needs clang with libFuzzer (Debian: ``apt-get install clang libclang-rt-14-dev``).
@@ -163,7 +163,7 @@ def run_fuzzer(seconds: float, seed: int = 0, runs: int | None = None, workdir: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.fuzz_frames", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m tools.dev.fuzz_frames", description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=300.0, help="fuzzing time (default 300)")
     p.add_argument("--seed", type=int, default=0, help="libFuzzer seed and corpus seed (default 0)")
     args = p.parse_args(argv)

@@ -17,7 +17,7 @@ Writes report.json, report.md, psnr_vs_params.png and reconstructions.png (held-
 original | unpruned | each method's pruned reconstruction), and times the unpruned and the
 gradient-descent models at batch 1 in torch and onnxruntime (ratios to unpruned).
 
-    python -m tools.bench_autoencoder --out bench_ae
+    python -m tools.usecases.autoencoder.bench --out bench_ae
     prune-and-export bench --model autoencoder --out bench_ae
 """
 
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = AEBenchConfig(autoencoder=args.autoencoder, data=args.data, keeps=tuple(args.keep), methods=tuple(args.methods), metric=args.metric,
                         seed=args.seed, max_evaluations=args.max_evaluations, min_psnr=args.min_psnr, prune_code=args.prune_code)
     run_into(quick(cfg) if args.quick else cfg, args.out, args.force, Console(width=160),
-             " ".join(shlex.quote(a) for a in ["python", "-m", "tools.bench_autoencoder", *(argv if argv is not None else sys.argv[1:])]))
+             " ".join(shlex.quote(a) for a in ["python", "-m", "tools.usecases.autoencoder.bench", *(argv if argv is not None else sys.argv[1:])]))
 
 
 if __name__ == "__main__":

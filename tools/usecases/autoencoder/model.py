@@ -33,7 +33,7 @@ CODE_GROUP = "encoder.{last}"  # the Linear that writes the code is the encoder'
 
 
 def default_autoencoder_path() -> Path:
-    """The shipped autoencoder of scikit-learn's 8x8 digits (``tools/train_autoencoder.py`` made it)."""
+    """The shipped autoencoder of scikit-learn's 8x8 digits (``tools/usecases/autoencoder/train.py`` made it)."""
     return Path(__file__).parent / "assets" / "digits_ae.pt"
 
 

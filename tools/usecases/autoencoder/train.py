@@ -4,7 +4,7 @@ Reads top to bottom: seeded split of scikit-learn's 8x8 digits (or MNIST IDX fil
 Adam on the mean squared reconstruction error of the train split, one thread, fixed seed; the
 checkpoint with the best validation PSNR is kept. Same seed, same weights (on the same torch build).
 
-    python -m tools.train_autoencoder --out tools/assets/digits_ae.pt
+    python -m tools.usecases.autoencoder.train --out tools/assets/digits_ae.pt
 """
 
 from __future__ import annotations

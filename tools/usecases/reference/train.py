@@ -11,7 +11,7 @@ Reads top to bottom. The policy is a 3-256-256-1 ELU MLP with a bounded tanh out
    so it is off by default and the shipped controller is the clone (180 s on 2 cores).
 The best iterate on held-out validation seeds (1000..1099) is kept and judged on gymnasium's env.
 
-    python -m tools.train_reference --out tools/assets/pendulum_mlp.pt
+    python -m tools.usecases.reference.train --out tools/assets/pendulum_mlp.pt
 """
 
 from __future__ import annotations

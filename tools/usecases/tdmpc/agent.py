@@ -274,7 +274,7 @@ class PolicyPath(nn.Module):
 
 
 def default_agent_path() -> Path:
-    """The shipped agent (trained by ``python -m tools.train_tdmpc``)."""
+    """The shipped agent (trained by ``python -m tools.usecases.tdmpc.train``)."""
     return Path(str(resources.files("tools") / "assets" / "pendulum_tdmpc.pt"))
 
 

@@ -6,7 +6,7 @@ soft coefficient per component. For every budget (fraction of prunable parameter
 the coefficients are searched with the objective "mean return of MPPI planning with the pruned
 agent" on the fast plant (32 episodes, seeds 2000.., disjoint from the judge's), every candidate's
 layers that lost inputs re-fitted by least squares on (obs, a) the unpruned planner visits (seeds 3000..); the pruned agent then plans on
-gymnasium's own Pendulum-v1, seeds 0..99 (lockstep episodes, ``tools/tdmpc_eval.py``). Methods:
+gymnasium's own Pendulum-v1, seeds 0..99 (lockstep episodes, ``tools/usecases/tdmpc/evaluate.py``). Methods:
 uniform-l1 / uniform-l2 / random (one coefficient for all components), grid (every point of
 {0, r, .., 1}^5 snapped onto the budget; r = 1.0 by default, far coarser than the MLP bench's 0.1,
 because each evaluation plans 32 episodes of 200 steps, and r = 0.5 already snaps to 157-192 points) and gd (SPSA with restarts, from the best
@@ -18,7 +18,7 @@ packed iteration (one vector in, one out) as a bundle verified and timed in the 
 target (x86_64 native in µs; ARM under qemu-user as ratios gd / unpruned).
 Prints tables, writes JSON, Markdown and PNGs.
 
-    python -m tools.bench_tdmpc --out /tmp/tdmpc_bench
+    python -m tools.usecases.tdmpc.bench --out /tmp/tdmpc_bench
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ POLICY_TOLERANCE = 1e-4
 @dataclass
 class TdmpcBenchConfig:
     agent: str = str(default_agent_path())
-    """agent file (tools/train_tdmpc.py)"""
+    """agent file (tools/usecases/tdmpc/train.py)"""
     budgets: tuple[float, ...] = BUDGETS
     """fractions of the prunable parameters kept"""
     methods: tuple[str, ...] = DEFAULT_METHODS

@@ -13,7 +13,7 @@ Reads top to bottom. Offline, on one thread, seeded:
    detached z, as TD-MPC's policy does not shape the latent).
 The agent is then judged with planning (MPPI, ``tools/tdmpc.py``) on gymnasium's Pendulum-v1, seeds 0..99.
 
-    python -m tools.train_tdmpc --out tools/assets/pendulum_tdmpc.pt
+    python -m tools.usecases.tdmpc.train --out tools/assets/pendulum_tdmpc.pt
 """
 
 from __future__ import annotations
