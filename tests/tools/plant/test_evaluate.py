@@ -5,8 +5,8 @@ import pytest
 
 from tools.controllers.load import load_controller
 from tools.plant.evaluate import closed_loop_return
-from tools.plant.policy import as_policy
 from tools.plant.expert import energy_shaping_expert
+from tools.plant.policy import as_policy
 
 
 def test_fast_and_gym_judges_agree_per_episode():

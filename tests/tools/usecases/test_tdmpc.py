@@ -5,11 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from prune import find_groups, keep_indices, masked_copy, prune, score, shrink
 from tools.errors import ControllerError
-from tools.usecases.tdmpc.agent import COMPONENTS, AgentConfig, Planner, PlannerConfig, PolicyPath, TDMPCAgent, example_inputs, load_agent, mppi_iteration, save_agent
+from tools.usecases.tdmpc.agent import (
+    COMPONENTS,
+    AgentConfig,
+    Planner,
+    PlannerConfig,
+    PolicyPath,
+    TDMPCAgent,
+    example_inputs,
+    load_agent,
+    mppi_iteration,
+    save_agent,
+)
 from tools.usecases.tdmpc.evaluate import planning_objective, planning_return
 
 TINY = AgentConfig(latent=6, hidden=12)

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from tools import cli
-from tools.controllers.load import load_controller
+from tools.cli import main
 from tools.controllers.formats import detect_format, spec_from_env
+from tools.controllers.load import load_controller
 
 torch.set_num_threads(1)
 SB3_ALGOS = ("SAC", "TD3", "DDPG", "PPO")
@@ -58,7 +58,7 @@ def files(tmp_path_factory):
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, dict | None, str]:
-    code = cli.main([*argv, "--json"])
+    code = main([*argv, "--json"])
     captured = capsys.readouterr()
     return code, (json.loads(captured.out) if captured.out.strip() else None), captured.err
 
@@ -117,7 +117,7 @@ def test_prune_export_and_hil_take_each_input_kind(files, kind, tmp_path, capsys
 # ---------------------------------------------------------------- the common mistakes, each named with its fix
 
 def one_line_error(capsys, *argv: str) -> str:
-    code = cli.main(list(argv))
+    code = main(list(argv))
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     return err

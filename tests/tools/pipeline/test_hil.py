@@ -5,17 +5,16 @@ import json
 import numpy as np
 import pytest
 
-from stub_support import small_bundle, small_controller
-from tools import cli
+from tools.cli import main
 from tools.controllers.native import mlp_architecture, pendulum_spec, save_controller
+from tools.pipeline.hil import FIDELITY, run_hil
 from tools.plant.policy import as_policy
 from tools.plant.rollouts import rollout_gym
-from tools.pipeline.hil import FIDELITY, run_hil
 
 
 @pytest.mark.parametrize("target, episodes", [("x86_64", 2), ("cortex-a72", 1)])
-def test_lockstep_reproduces_the_host_return_within_tolerance(target, episodes):
-    report = run_hil(small_bundle(), target, as_policy(small_controller()), episodes=episodes, seed=3, mode="lockstep")
+def test_lockstep_reproduces_the_host_return_within_tolerance(target, episodes, small_bundle, small_controller):
+    report = run_hil(small_bundle, target, as_policy(small_controller), episodes=episodes, seed=3, mode="lockstep")
     d = report.to_dict()
     assert d["seeds"] == list(range(3, 3 + episodes))
     assert len(d["returns"]) == len(d["host_returns"]) == episodes
@@ -25,9 +24,9 @@ def test_lockstep_reproduces_the_host_return_within_tolerance(target, episodes):
     assert d["latency_us"]["min"] > 0 and d["latency_us"]["max"] >= d["latency_us"]["p99"]
 
 
-def test_lockstep_with_device_deadline_overruns_applies_the_safe_action_and_counts_misses():
+def test_lockstep_with_device_deadline_overruns_applies_the_safe_action_and_counts_misses(small_bundle, small_controller):
     device_args = ("--deadline-us", "1000", "--stall-us", "2000")
-    report = run_hil(small_bundle(), "x86_64", as_policy(small_controller()), episodes=1, seed=0, mode="lockstep",
+    report = run_hil(small_bundle, "x86_64", as_policy(small_controller), episodes=1, seed=0, mode="lockstep",
                      device_args=device_args)
     d = report.to_dict()
     assert d["deadline_misses"] == 200  # every step overran, every step got zero torque
@@ -35,8 +34,8 @@ def test_lockstep_with_device_deadline_overruns_applies_the_safe_action_and_coun
     assert not d["ok"]  # zero torque all episode is not the host's controller
 
 
-def test_free_running_ticks_at_the_requested_rate():
-    report = run_hil(small_bundle(), "x86_64", as_policy(small_controller()), episodes=1, seed=0, mode="free",
+def test_free_running_ticks_at_the_requested_rate(small_bundle, small_controller):
+    report = run_hil(small_bundle, "x86_64", as_policy(small_controller), episodes=1, seed=0, mode="free",
                      rate_hz=200)
     d = report.to_dict()
     assert abs(d["period_ms"]["mean"] - 5.0) < 0.5
@@ -44,9 +43,9 @@ def test_free_running_ticks_at_the_requested_rate():
     assert len(d["returns"]) == 1 and np.isfinite(d["returns"][0])
 
 
-def test_free_running_holds_the_last_action_when_replies_miss_the_deadline():
+def test_free_running_holds_the_last_action_when_replies_miss_the_deadline(small_bundle, small_controller):
     # every inference takes 8 ms against a 5 ms tick deadline: all ticks miss, the actuator holds zero
-    report = run_hil(small_bundle(), "x86_64", as_policy(small_controller()), episodes=1, seed=0, mode="free",
+    report = run_hil(small_bundle, "x86_64", as_policy(small_controller), episodes=1, seed=0, mode="free",
                      rate_hz=100, deadline_ms=5, device_args=("--stall-us", "8000"))
     d = report.to_dict()
     assert d["deadline_misses"] == 200
@@ -54,10 +53,10 @@ def test_free_running_holds_the_last_action_when_replies_miss_the_deadline():
     assert d["returns"][0] == pytest.approx(zero_torque, abs=1e-9)
 
 
-def test_cli_hil_json_has_the_public_fields(tmp_path, capsys):
+def test_cli_hil_json_has_the_public_fields(tmp_path, capsys, small_bundle, small_controller):
     path = tmp_path / "c.pt"
-    save_controller(path, small_controller(), pendulum_spec(), mlp_architecture(small_controller(), "elu"))
-    code = cli.main(["hil", "--bundle", str(small_bundle()), "--target", "x86_64", "--episodes", "2", "--seed", "5",
+    save_controller(path, small_controller, pendulum_spec(), mlp_architecture(small_controller, "elu"))
+    code = main(["hil", "--bundle", str(small_bundle), "--target", "x86_64", "--episodes", "2", "--seed", "5",
                      "--mode", "lockstep", "--controller", str(path), "--plot", str(tmp_path / "hil.png"), "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0
@@ -68,11 +67,11 @@ def test_cli_hil_json_has_the_public_fields(tmp_path, capsys):
 
 
 def test_cli_hil_names_a_missing_bundle(tmp_path, capsys):
-    code = cli.main(["hil", "--bundle", str(tmp_path / "nope"), "--target", "x86_64", "--json"])
+    code = main(["hil", "--bundle", str(tmp_path / "nope"), "--target", "x86_64", "--json"])
     assert code == 2
     assert "not a bundle" in capsys.readouterr().err
 
 
-def test_lockstep_on_armv7_without_a_runtime_reproduces_the_host():
-    report = run_hil(small_bundle(), "cortex-a7", as_policy(small_controller()), episodes=1, seed=8, mode="lockstep")
+def test_lockstep_on_armv7_without_a_runtime_reproduces_the_host(small_bundle, small_controller):
+    report = run_hil(small_bundle, "cortex-a7", as_policy(small_controller), episodes=1, seed=8, mode="lockstep")
     assert report.fidelity_ok and report.to_dict()["max_abs_action_diff"] < 1e-4

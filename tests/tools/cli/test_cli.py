@@ -1,28 +1,12 @@
 """The command line: one JSON object under --json, one clear line and exit 2 on bad input."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tools.cli", *args], capture_output=True, text=True, timeout=300)
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stdout == ""
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, f"expected one line, got: {proc.stderr}"
-    assert "Traceback" not in proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-
-
-def test_eval_json_is_exactly_one_object_with_the_return():
+def test_eval_json_is_exactly_one_object_with_the_return(cli):
     proc = cli("eval", "--episodes", "3", "--seed", "5", "--judge", "fast", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -33,7 +17,7 @@ def test_eval_json_is_exactly_one_object_with_the_return():
     assert "seed 5" in proc.stderr, "the run prints its seed"
 
 
-def test_default_run_evaluates_the_bundled_controller(tmp_path):
+def test_default_run_evaluates_the_bundled_controller(tmp_path, cli):
     proc = cli("--episodes", "2", "--quick", "--out", str(tmp_path / "run"), "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -43,23 +27,23 @@ def test_default_run_evaluates_the_bundled_controller(tmp_path):
     assert result["evaluation"]["fast"]["returns"] == pytest.approx(result["evaluation"]["gym"]["returns"], abs=1e-3)
 
 
-def test_default_run_prints_a_readable_summary(tmp_path):
+def test_default_run_prints_a_readable_summary(tmp_path, cli):
     proc = cli("--episodes", "2", "--quick", "--out", str(tmp_path / "run"))
     assert proc.returncode == 0, proc.stderr
     assert "closed-loop return" in proc.stdout and "gym" in proc.stdout
 
 
-def test_unknown_option_is_one_line():
+def test_unknown_option_is_one_line(cli, assert_one_line_error):
     assert_one_line_error(cli("eval", "--frobnicate"), "--frobnicate")
 
 
-def test_missing_controller_file_is_one_line(tmp_path):
+def test_missing_controller_file_is_one_line(tmp_path, cli, assert_one_line_error):
     missing = tmp_path / "nope.pt"
     assert_one_line_error(cli("eval", "--controller", str(missing)), str(missing), "no such file")
 
 
 @pytest.mark.parametrize("content", ["text", "foreign-dict", "pickle"])
-def test_a_file_that_is_not_a_controller_is_one_line(tmp_path, content):
+def test_a_file_that_is_not_a_controller_is_one_line(tmp_path, content, cli, assert_one_line_error):
     path = tmp_path / "bad.pt"
     if content == "text":
         path.write_text("this is not a checkpoint\n")
@@ -71,5 +55,5 @@ def test_a_file_that_is_not_a_controller_is_one_line(tmp_path, content):
     assert_one_line_error(cli("eval", "--controller", str(path)), str(path))
 
 
-def test_bad_episode_count_is_one_line():
+def test_bad_episode_count_is_one_line(cli, assert_one_line_error):
     assert_one_line_error(cli("eval", "--episodes", "0"), "positive integer")

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from test_cli import cli
-from tools import cmd_bench
+from tools.cli import bench as cmd_bench
 from tools.cli import main as cli_main
 from tools.controllers.load import load_controller
+from tools.pipeline.choices import SWEEP
 from tools.pipeline.hil import FIDELITY
 
 EPISODES = 2
@@ -33,7 +33,7 @@ def _numbers(value, path="$"):
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
+def quick(tmp_path_factory, cli):
     out = tmp_path_factory.mktemp("bench") / "report"
     proc = cli("bench", "--quick", "--episodes", str(EPISODES), "--methods", "gd", "--targets", "x86_64,cortex-a72", "--out", str(out), "--json")
     assert proc.returncode == 0, proc.stderr
@@ -59,7 +59,7 @@ def test_quick_bench_report_has_the_schema_and_only_finite_measured_numbers(quic
         module = load_controller(out / "models" / f"{label}.pt").module if label != "unpruned" else load_controller().module
         assert m["params"] == sum(p.numel() for p in module.parameters())
         assert m["weight_bytes"] == 4 * m["params"]
-        assert m["macs"] == sum(l.in_features * l.out_features for l in module.modules() if isinstance(l, torch.nn.Linear))
+        assert m["macs"] == sum(layer.in_features * layer.out_features for layer in module.modules() if isinstance(layer, torch.nn.Linear))
         manifest = json.loads((out / "bundles" / label / "manifest.json").read_text())
         assert m["onnx_bytes"] == manifest["onnx"]["bytes"] == (out / "bundles" / label / "model.onnx").stat().st_size
         assert m["library_bytes"] == {t: manifest["artifacts"][t]["bytes"] for t in ("x86_64", "cortex-a72")}
@@ -160,7 +160,7 @@ def _config(*argv: str):
 def test_sweep_adds_its_budgets_to_keep_and_quick_shortens_the_episodes():
     assert _config().keeps == [0.25] and _config().episodes == 100
     config = _config("--keep", "0.3", "--sweep", "--quick", "--targets", "x86_64", "cortex-a72")
-    assert config.keeps == sorted({0.3, *cmd_bench.SWEEP}, reverse=True)
+    assert config.keeps == sorted({0.3, *SWEEP}, reverse=True)
     assert config.episodes == cmd_bench.QUICK_EPISODES
     assert config.targets == ["x86_64", "cortex-a72"]
     assert _config("--quick", "--episodes", "7").episodes == 7
@@ -170,7 +170,7 @@ def test_microcontroller_targets_are_accepted_beside_linux_ones():
     assert _config("--targets", "x86_64,cortex-m4", "cortex-m4-256k").targets == ["x86_64", "cortex-m4", "cortex-m4-256k"]
 
 
-def test_quick_bench_on_a_256k_part_reports_that_only_the_pruned_firmware_fits(tmp_path):
+def test_quick_bench_on_a_256k_part_reports_that_only_the_pruned_firmware_fits(tmp_path, cli):
     """Issue 9: the unpruned reference overflows a 256 KB-flash / 64 KB-RAM part, the 10% one fits and runs in the loop."""
     out = tmp_path / "report"
     proc = cli("bench", "--quick", "--episodes", str(EPISODES), "--methods", "gd", "--keep", "0.1",

@@ -11,10 +11,18 @@ import pytest
 import torch
 
 from prune import keep_indices, masked_copy, score, shrink
-from tools.usecases.autoencoder.model import Autoencoder, autoencoder_groups, from_state_dict, load_autoencoder, mean_psnr, psnr, save_autoencoder
 from tools.cli import main as cli_main
-from tools.usecases.autoencoder.digits import load_digits, load_mnist, read_idx, write_idx
 from tools.errors import ToolsError
+from tools.usecases.autoencoder.digits import load_digits, load_mnist, read_idx, write_idx
+from tools.usecases.autoencoder.model import (
+    Autoencoder,
+    autoencoder_groups,
+    from_state_dict,
+    load_autoencoder,
+    mean_psnr,
+    psnr,
+    save_autoencoder,
+)
 
 
 def _idx_bytes(images: np.ndarray) -> bytes:

@@ -4,7 +4,7 @@ import subprocess
 
 import numpy as np
 
-from tools import frames
+from export import frames
 from tools.dev.fuzz_frames import build_frame_dump, python_events
 
 
