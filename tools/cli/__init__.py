@@ -18,9 +18,6 @@ import json
 import sys
 from collections.abc import Sequence
 
-from rich.console import Console
-
-from targets import TargetError
 from tools.errors import ToolsError
 
 SUBCOMMANDS = ("run", "eval", "prune", "export", "targets", "bench", "hil")
@@ -39,6 +36,7 @@ def _error_types() -> tuple[type[BaseException], ...]:
     # Deferred: prune and export import torch and TVM; only a command that failed needs their error types.
     from export import ExportError
     from prune import PruneError
+    from targets import TargetError
 
     return (ToolsError, FileNotFoundError, ValueError, PruneError, ExportError, TargetError)
 
@@ -65,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     stream = sys.stderr if args.json else sys.stdout
+    from rich.console import Console  # deferred: --help and usage errors exit in parse_args without it
+
     # Piped into a file or CI log, rich would wrap tables at 80 columns; give them room instead.
     width = None if stream.isatty() else 160
     console = Console(stderr=args.json, highlight=False, soft_wrap=True, width=width)

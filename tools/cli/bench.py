@@ -19,14 +19,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-
-from targets import parse_target_list
 from tools.cli.options import add_controller, add_episodes, add_seed, fraction, source_from_args
 from tools.errors import ToolsError
 from tools.pipeline.choices import METHODS, SWEEP
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from tools.bench.harness import BenchConfig
     from tools.usecases.autoencoder.results import AEBenchConfig
     from tools.usecases.tdmpc.bench import TdmpcBenchConfig
@@ -73,6 +72,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """Validate the flags at the door (unknown names and bad values are one-line errors) and build the config."""
     # Deferred: the bench harness imports torch, ONNX and TVM, which --help must not pay for.
+    from targets import parse_target_list
     from tools.bench.harness import BenchConfig, check_target
 
     text = args.methods or DEFAULT_METHODS
@@ -94,6 +94,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 def tdmpc_config(args: argparse.Namespace) -> TdmpcBenchConfig:
     """The bench's flags mapped onto this bench (methods of this bench, budgets, episodes, seed, targets, --quick)."""
     # Deferred: the TD-MPC bench imports torch, ONNX and TVM.
+    from targets import parse_target_list
     from tools.usecases.tdmpc.bench import BUDGETS, DEFAULT_METHODS, METHODS, QUICK, TdmpcBenchConfig
 
     if args.methods is None:  # not given: the agent's bench compares its five methods

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from tools.cli.options import add_controller, add_episodes, add_seed, controller_from_args
 from tools.plant.episodes import JUDGES
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 HELP = "closed-loop return of a controller on seeded episodes of its env (Pendulum-v1 unless --env)"
 
@@ -22,7 +23,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> dict:
-    # Deferred: the closed loop imports torch and gymnasium, which --help must not pay for.
+    # Deferred: the closed loop imports torch and gymnasium (and tables need rich), which --help must not pay for.
+    from rich.table import Table
+
     from tools.pipeline.evaluate import evaluate_controller
 
     controller = controller_from_args(args)

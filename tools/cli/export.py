@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.table import Table
-
-from targets import parse_target_list
 from tools.cli.options import add_controller, add_seed, controller_from_args, positive_int
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 HELP = "export a controller to ONNX and TVM libraries for named targets, verified, in one bundle folder"
 
@@ -39,7 +39,10 @@ def _fmt_err(v: float | None) -> str:
 
 
 def run(args: argparse.Namespace, console: Console) -> dict:
-    # Deferred: export imports torch, ONNX and TVM, which --help must not pay for.
+    # Deferred: export imports torch, ONNX and TVM (and tables need rich), which --help must not pay for.
+    from rich.table import Table
+
+    from targets import parse_target_list
     from tools.pipeline.export import export_controller
 
     targets = parse_target_list(args.targets)

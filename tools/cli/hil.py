@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-
-from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from tools.cli.options import add_controller, add_episodes, add_seed, source_from_args
 from tools.errors import ToolsError
 from tools.pipeline.choices import HIL_MODES
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 HELP = "hardware in the loop: the gymnasium env (Pendulum-v1 unless --env) on the host, the controller in the device stub"
 
@@ -48,7 +48,10 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> dict:
-    # Deferred: the loop imports torch, gymnasium and the device session, which --help must not pay for.
+    # Deferred: the loop imports torch, gymnasium and the device session (and tables need rich), which --help must not pay for.
+    from rich.progress import Progress
+    from rich.table import Table
+
     from tools.pipeline.hil import FIDELITY, host_controller, run_hil
     from tools.plant.policy import as_policy
 

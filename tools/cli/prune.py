@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from tools.cli.options import add_controller, add_seed, controller_from_args, fraction, non_negative_int, positive_int
 from tools.pipeline.choices import DEFAULT_METRIC, METHODS, METRICS
 from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 HELP = "prune a controller structurally to a parameter budget (gradient descent or grid over soft coefficients)"
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 from pathlib import Path
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from tools.cli import bench as cmd_bench
 from tools.cli.options import add_controller, add_episodes, add_seed, controller_from_args
 from tools.cli.run_config import Resolved, bench_namespace, defer_defaults, read_config, resolve, to_toml
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 HELP = "run the whole pipeline (load, evaluate, prune with gd, export x86_64, bench report) on a controller; the default subcommand"
 CONFIG_NAME = "run-config.toml"
@@ -42,7 +43,9 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
 
 
 def run(args: argparse.Namespace, console: Console) -> dict:
-    # Deferred: the closed loop imports torch and gymnasium, which --help must not pay for.
+    # Deferred: the closed loop imports torch and gymnasium (and tables need rich), which --help must not pay for.
+    from rich.table import Table
+
     from tools.pipeline.evaluate import evaluate_controller
 
     run_parser, bench_parser = _parsers()

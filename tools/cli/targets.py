@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.table import Table
-
-from targets import USER_DIR_ENV, TargetError, all_targets, runner_for, user_target_dirs
+if TYPE_CHECKING:
+    from rich.console import Console
 
 HELP = "list the named targets (TVM target, cross compiler, how programs run); add your own with a TOML file"
 
@@ -18,6 +17,11 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> dict:
+    # Deferred: --help and a mistyped flag build every parser; they need neither tables nor targets.
+    from rich.table import Table
+
+    from targets import USER_DIR_ENV, TargetError, all_targets, runner_for, user_target_dirs
+
     rows = []
     for t in all_targets().values():
         try:
