@@ -110,7 +110,7 @@ def bench(models: dict[str, nn.Module], spec, rounds: int, calls: int, seed: int
         for backends in table.values():  # warm-up: caches, lazy init, frequency ramp
             for call, _, _ in backends.values():
                 _time_block(call, max(100, calls // 10))
-        samples = {(m, b): [] for m in table for b in table[m]}
+        samples: dict[tuple[str, str], list[tuple[float, float]]] = {(m, b): [] for m in table for b in table[m]}
         for _ in range(rounds):
             for m, backends in table.items():
                 for b, (call, _, _) in backends.items():

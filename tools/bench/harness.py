@@ -36,7 +36,7 @@ from export import versions as export_versions
 from prune import find_groups, footprint
 from targets import QemuRunner, parse_target_list, runner_for
 from tools.bench.folder import temp_dir_for
-from tools.bench.latency import PYTHON_RUNTIMES, LatencyStats, measure_python, measure_stub, python_runtimes
+from tools.bench.latency import PYTHON_RUNTIMES, LatencyStats, StubBench, measure_python, measure_stub, python_runtimes
 from tools.bench.mcu import check_mcu_target, export_mcu, mcu_notes, mcu_versions
 from tools.bench.report import UNPRUNED, BenchReport, LatencyRow, ModelRecord, RewardRow, write_json, write_markdown
 from tools.bench.report_plots import write_plots
@@ -202,19 +202,19 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
         if host is not None:
             stages.say("latency: torch, onnxruntime, TVM from Python")
             calls = {m: python_runtimes(bundles[m], models[m].module, f"{host}.so") for m in models}
-            for (m, r), s in measure_python(calls, obs, sizes.rounds, sizes.warmup, stages.tick).items():
-                latency[(m, r, host)] = s
-        stubs = {}
-        for t in runners:
-            stages.say(f"latency: stub on {t}")
-            n, warmup = (sizes.emulated_calls, sizes.warmup // 10) if t in emulated else (sizes.calls, sizes.warmup)
-            stubs[t] = measure_stub(bundles, t, obs[:n], sizes.stub_rounds, warmup, stages.tick)
-            latency.update({(m, "stub", t): sb.latency for m, sb in stubs[t].items()})
+            for (m, runtime), s in measure_python(calls, obs, sizes.rounds, sizes.warmup, stages.tick).items():
+                latency[(m, runtime, host)] = s
+        stubs: dict[str, dict[str, StubBench]] = {}
+        for name in runners:
+            stages.say(f"latency: stub on {name}")
+            n, warmup = (sizes.emulated_calls, sizes.warmup // 10) if name in emulated else (sizes.calls, sizes.warmup)
+            stubs[name] = measure_stub(bundles, name, obs[:n], sizes.stub_rounds, warmup, stages.tick)
+            latency.update({(m, "stub", name): sb.latency for m, sb in stubs[name].items()})
         rewards: dict[tuple[str, str], DeviceReward] = {}
-        for t in runners:
+        for name in runners:
             for m, c in models.items():
-                stages.say(f"reward: {m} through the stub on {t} ({config.episodes} episodes)")
-                rewards[(m, t)] = device_reward(bundles[m], t, as_policy(c.module), config.episodes, config.seed)
+                stages.say(f"reward: {m} through the stub on {name} ({config.episodes} episodes)")
+                rewards[(m, name)] = device_reward(bundles[m], name, as_policy(c.module), config.episodes, config.seed)
                 stages.tick()
         for t in mcus:
             for m, c in models.items():
@@ -234,8 +234,8 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
     records = [_record(m, c, meta[m], _manifest_or_onnx(any_bundle[m], c, config),
                        {t: stubs[t][m].peak_rss_kb for t in runners}, example)
                for m, c in models.items()]
-    for r in records:
-        r.params_kept = r.params / records[0].params
+    for rec in records:
+        rec.params_kept = rec.params / records[0].params
     rows = _latency_rows(latency, runners, emulated, list(models))
     notes = [f"{t} runs under {runners[t]}: its times are emulated, so only ratios to the unpruned model are shown; "
              "its peak RSS is the emulator's process" for t in sorted(emulated)]
@@ -272,7 +272,8 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
 def _make_models(config: BenchConfig, base: Controller, folder: Path, sizes: Sizes, stages: _Stages,
                  console: Console) -> tuple[dict[str, Controller], dict[str, tuple]]:
     """label -> controller (the unpruned one first, then one per method and budget), and (method, keep, feasible)."""
-    models, meta = {UNPRUNED: base}, {UNPRUNED: (None, None, True)}
+    models: dict[str, Controller] = {UNPRUNED: base}
+    meta: dict[str, tuple] = {UNPRUNED: (None, None, True)}
     folder.mkdir(parents=True)
     for method in config.methods:
         for keep in config.keeps:

@@ -108,7 +108,7 @@ def run_method(model, groups, label, method, metric, ft, keep, cfg, states, name
     """Prune with one method at one budget, judge on gymnasium, linearise the closed loop."""
     # the stability constraint only means something for a controller that is stable before pruning
     check = radius_check if pendulum_stability(model).stable else None
-    result = prune(model, groups, keep, return_objective(cfg.search_episodes, SEARCH_SEED), method=method, metric=metric,
+    result = prune(model, groups, keep, return_objective(cfg.search_episodes, SEARCH_SEED), method=method, metric=metric,  # type: ignore[arg-type]  # per-episode scores as an ndarray: prune reads any sequence
                    states=states, seed=cfg.seed, tolerance=cfg.tolerance, radius_check=check,
                    max_evaluations=cfg.max_evaluations, reconstruct=cfg.reconstruct,
                    finetune=visit(seed=3000) if ft else None, progress=True)
@@ -187,11 +187,11 @@ def four_group(cfg: BenchConfig, budgets, console: Console) -> dict:
     groups = find_groups(model, torch.as_tensor(controller.spec.sample_observations(8, cfg.seed)))
     states = visit(cfg.search_episodes, SEARCH_SEED)(model)
     base = closed_loop_return(model, cfg.judge_episodes, 0, "gym").mean if cfg.judge_episodes else float("nan")
-    out = {"controller": cfg.controller4, "architecture": controller.architecture, "groups": groups.names,
+    out: dict = {"controller": cfg.controller4, "architecture": controller.architecture, "groups": groups.names,
            "unpruned_return": base, "unpruned_objective": float(np.mean(return_objective(cfg.search_episodes, SEARCH_SEED)(model))),
            "budgets": {}}
     for keep in budgets:
-        entry = {}
+        entry: dict = {}
         grid = run_method(model, groups, "grid", "grid", cfg.metric, False, keep, cfg, states, "four-layer", base)
         # gradient descent may spend what the acceptance criterion allows: a fifth of the grid's evaluations
         allowed = replace(cfg, max_evaluations=max(1, grid.evaluations // 5))

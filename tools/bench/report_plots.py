@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from tools.bench.report import UNPRUNED, BenchReport
+from tools.bench.reward import Paired
 
 
 def _pyplot():
@@ -17,6 +18,12 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _stderr(paired: Paired | None) -> float:
+    """The paired difference's standard error (a pruned model always has one: it is paired with the unpruned one)."""
+    assert paired is not None, "a pruned model's torch row is paired with the unpruned one"
+    return paired.stderr
 
 
 def plot_return_vs_params(report: BenchReport, path: Path) -> None:
@@ -34,7 +41,7 @@ def plot_return_vs_params(report: BenchReport, path: Path) -> None:
         pts = sorted((m.params_kept, m.label) for m in report.models if m.method == method)
         xs = [x * 100 for x, _ in pts] + [100.0]
         ys = [torch_rows[label].stats.mean for _, label in pts] + [torch_rows[UNPRUNED].stats.mean]
-        errs = [torch_rows[label].vs_unpruned.stderr for _, label in pts] + [0.0]
+        errs = [_stderr(torch_rows[label].vs_unpruned) for _, label in pts] + [0.0]
         ax.errorbar(xs, ys, yerr=errs, fmt="-o", color=f"C{i}", capsize=3, label=method)
         for (_, label), x, y in zip(pts, xs, ys):
             ax.annotate(f"keep {label.split('@')[1]}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)

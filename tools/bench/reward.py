@@ -81,7 +81,8 @@ class _Recorder:
     """A policy that remembers every observation it is asked about."""
 
     def __init__(self, policy: Policy) -> None:
-        self.policy, self.rows = policy, []
+        self.policy = policy
+        self.rows: list[np.ndarray] = []
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         self.rows.append(np.array(obs, dtype=np.float64).reshape(-1, obs.shape[-1]))

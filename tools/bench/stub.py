@@ -106,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     for col in ("model", "engine", "params", "p50 us", "mean us", "p99 us", "max us", "x stub (p50)"):
         table.add_column(col, justify="right")
     for r in rows:
-        stub = by[(r.model, "stub")]
+        ref = by[(r.model, "stub")]
         table.add_row(r.model, r.engine, str(r.params), f"{r.p50_us:.1f}", f"{r.mean_us:.1f}", f"{r.p99_us:.1f}",
-                      f"{r.max_us:.1f}", f"{r.p50_us / stub.p50_us:.2f}")
+                      f"{r.max_us:.1f}", f"{r.p50_us / ref.p50_us:.2f}")
     console.print(table)
     ratios = {
         engine: by[("unpruned", engine)].p50_us / by[("pruned", engine)].p50_us

@@ -154,8 +154,8 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     if getattr(args, "model", MODELS[0]) == "autoencoder":
         from tools.usecases.autoencoder.bench import run_into as autoencoder_into  # deferred: torch
 
-        report = autoencoder_into(autoencoder_config(args), Path(args.out), args.force, console, command)
-        return {"ok": True, "out": str(args.out), **report.to_dict()}
+        ae_report = autoencoder_into(autoencoder_config(args), Path(args.out), args.force, console, command)
+        return {"ok": True, "out": str(args.out), **ae_report.to_dict()}
     if args.controller is not None and str(args.controller) == TDMPC:  # the TD-MPC agent: its own bench (tools/usecases/tdmpc/bench.py)
         from tools.usecases.tdmpc.bench import json_safe, print_tables  # deferred: torch, ONNX, TVM
         from tools.usecases.tdmpc.bench import run_into as tdmpc_into

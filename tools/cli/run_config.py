@@ -60,7 +60,7 @@ def _convert(key: str, value, action: argparse.Action, where: Path, base: Path):
             raise ToolsError(f"{what}: expected a plain value, got {item!r}")
         text = str(item).lower() if isinstance(item, bool) else str(item)
         try:
-            v = action.type(text) if action.type else text
+            v = action.type(text) if callable(action.type) else text
         except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
             raise ToolsError(f"{what}: {e}") from e
         if isinstance(v, Path) and not v.is_absolute():

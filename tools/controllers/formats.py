@@ -26,6 +26,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,6 +107,7 @@ def spec_from_env(env_id: str) -> ControllerSpec:
     for what, space in (("observation", obs), ("action", act)):
         if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
             raise ControllerError(f"--env {env_id}: {what} space {space} is not a flat Box; only Box observations and actions are supported")
+    assert isinstance(obs, gym.spaces.Box) and isinstance(act, gym.spaces.Box)  # checked above; tells the type checker
     if not np.all(np.isfinite(act.low)) or not np.all(np.isfinite(act.high)):
         raise ControllerError(f"--env {env_id}: action space {act} is unbounded; a controller needs finite action bounds")
     obs_low = np.where(np.isfinite(obs.low), obs.low, -UNBOUNDED_OBS)
@@ -174,7 +176,7 @@ def chain_of_export(program, path: Path) -> list[Layer]:
     """The aten ops of a torch.export program, in graph order: linear and activations only."""
     gm = program.module()
     params = {**dict(gm.named_parameters()), **dict(gm.named_buffers())}
-    attrs: dict[str, torch.Tensor] = {}
+    attrs: dict[str, torch.Tensor | None] = {}
     chain = []
     for node in gm.graph.nodes:
         if node.op == "get_attr":
@@ -256,13 +258,21 @@ def chain_of_onnx(path: Path) -> list[Layer]:
 
 # ---------------------------------------------------------------- chain -> canonical MLP
 
+def _weight(layer: Layer, where: Path) -> torch.Tensor:
+    """A dense layer's weight (every chain reader sets it; a missing one is a broken file)."""
+    if layer.weight is None:
+        raise ControllerError(f"{where}: dense layer {layer.name!r} has no weight")
+    return layer.weight
+
+
 def mlp_from_chain(chain: list[Layer], spec: ControllerSpec, output: str, where: Path) -> tuple[nn.Sequential, dict]:
     """The canonical MLP (tools.controllers.native.build_mlp) holding a chain's weights; checks sizes against the env."""
     linears = [layer for layer in chain if layer.kind == "linear"]
+    weights = [_weight(layer, where) for layer in linears]
     if not linears or chain[0].kind != "linear":
         raise ControllerError(f"{where}: expected a feed-forward network starting with a dense layer, found "
                               f"{', '.join(f'{x.name}:{x.kind}' for x in chain[:3]) or 'no layers'}")
-    in_dim, out_dim = linears[0].weight.shape[1], linears[-1].weight.shape[0]
+    in_dim, out_dim = weights[0].shape[1], weights[-1].shape[0]
     if in_dim != spec.obs_dim:
         raise ControllerError(f"{where}: the model takes {in_dim} observations, env {spec.env_id} gives {spec.obs_dim}; "
                               f"pass --env with the env it was trained on")
@@ -287,17 +297,17 @@ def mlp_from_chain(chain: list[Layer], spec: ControllerSpec, output: str, where:
         raise ControllerError(f"{where}: mixed hidden activations ({', '.join(f'{x.name}:{x.kind}' for x in hidden_acts)}); "
                               "one activation for all hidden layers is supported")
     activation = kinds.pop() if kinds else "relu"
-    hidden = [int(layer.weight.shape[0]) for layer in linears[:-1]]
+    hidden = [int(w.shape[0]) for w in weights[:-1]]
     if len(linears) == 1:
         raise ControllerError(f"{where}: a single dense layer has no hidden layer to prune")
     module = build_mlp(spec, hidden, activation, output, output_activation)
     targets = [m for m in module if isinstance(m, nn.Linear)]
     with torch.no_grad():
-        for layer, target in zip(linears, targets):
-            if tuple(layer.weight.shape) != tuple(target.weight.shape):
-                raise ControllerError(f"{where}: layer {layer.name!r} has weight {tuple(layer.weight.shape)}, "
+        for layer, weight, target in zip(linears, weights, targets):
+            if tuple(weight.shape) != tuple(target.weight.shape):
+                raise ControllerError(f"{where}: layer {layer.name!r} has weight {tuple(weight.shape)}, "
                                       f"the previous layer feeds {target.in_features}")
-            target.weight.copy_(layer.weight)
+            target.weight.copy_(weight)
             if layer.bias is None:
                 target.bias.zero_()
             else:
@@ -378,7 +388,7 @@ def _sb3_actor(path: Path, spec: ControllerSpec) -> tuple[list[Layer], str, Call
     with zipfile.ZipFile(path) as z:
         data = json.loads(z.read("data"))
     module = str(data.get("policy_class", {}).get("__module__", ""))
-    algo = {"stable_baselines3.sac.policies": sb3.SAC, "stable_baselines3.td3.policies": sb3.TD3,
+    algo: Any = {"stable_baselines3.sac.policies": sb3.SAC, "stable_baselines3.td3.policies": sb3.TD3,
             "stable_baselines3.common.policies": sb3.PPO}.get(module)
     if algo is None:
         raise ControllerError(f"{path}: stable-baselines3 policy {module or 'of unknown class'} is not supported (SAC, TD3, DDPG, PPO)")

@@ -40,6 +40,9 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 class BoundedOutput(nn.Module):
     """Squash to the action box: ``low + (tanh(x) + 1) / 2 * (high - low)``."""
 
+    low: torch.Tensor
+    high: torch.Tensor
+
     def __init__(self, low: torch.Tensor, high: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32).clone())
@@ -51,6 +54,9 @@ class BoundedOutput(nn.Module):
 
 class ClipOutput(nn.Module):
     """Clip to the action box, as gymnasium does to an out-of-box action (for controllers trained unsquashed)."""
+
+    low: torch.Tensor
+    high: torch.Tensor
 
     def __init__(self, low: torch.Tensor, high: torch.Tensor) -> None:
         super().__init__()
@@ -106,13 +112,14 @@ class Controller:
         return self.module(x).numpy()
 
 
-def mlp_architecture(module: nn.Sequential, activation: str) -> dict:
+def mlp_architecture(module: nn.Module, activation: str) -> dict:
     """The architecture record of an MLP built by :func:`build_mlp` (widths read from the layers)."""
-    linears = [m for m in module if isinstance(m, nn.Linear)]
-    arch = {"kind": "mlp", "hidden": [m.out_features for m in linears[:-1]], "activation": activation}
-    if isinstance(module[-1], ClipOutput):
+    layers = list(module.children())  # an nn.Sequential: its layers in order
+    linears = [m for m in layers if isinstance(m, nn.Linear)]
+    arch: dict = {"kind": "mlp", "hidden": [m.out_features for m in linears[:-1]], "activation": activation}
+    if isinstance(layers[-1], ClipOutput):
         arch["output"] = "clip"
-    head_activation = [name for name, cls in ACTIVATIONS.items() if type(module[-2]) is cls]
+    head_activation = [name for name, cls in ACTIVATIONS.items() if type(layers[-2]) is cls]
     if head_activation:
         arch["output_activation"] = head_activation[0]
     return arch

@@ -134,7 +134,7 @@ def run_fuzzer(seconds: float, seed: int = 0, runs: int | None = None, workdir: 
     """Fuzz for ``seconds`` (or ``runs`` inputs); the result says whether a crash was found."""
     exe = build_fuzzer()
     own = workdir is None
-    work = Path(tempfile.mkdtemp(prefix="pae_fuzz.")) if own else Path(workdir)
+    work = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="pae_fuzz."))
     try:
         corpus = work / "corpus"
         seed_corpus(corpus, seed)

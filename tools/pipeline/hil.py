@@ -134,7 +134,8 @@ def _counters(session: StubSession) -> tuple[int, int]:
 def _lockstep_episode(env, session: StubSession, policy: Policy, seed: int) -> tuple[float, dict]:
     obs, _ = env.reset(seed=int(seed))
     total, done = 0.0, False
-    dev_us, rtt_us, period_ms, diffs, errors = [], [], [], [], {}
+    dev_us, rtt_us, period_ms, diffs = [], [], [], []
+    errors: dict[str, int] = {}
     last = None
     while not done:
         t0 = time.perf_counter()
@@ -162,7 +163,8 @@ def _free_episode(env, session: StubSession, policy: Policy, seed: int, period: 
     """Wall-clock ticks: send the observation at the tick, take the reply if it beats the deadline."""
     obs, _ = env.reset(seed=int(seed))
     total, done = 0.0, False
-    dev_us, rtt_us, period_ms, diffs, errors = [], [], [], [], {}
+    dev_us, rtt_us, period_ms, diffs = [], [], [], []
+    errors: dict[str, int] = {}
     misses = 0
     held = safe_action.copy()  # the actuator's value until the first action arrives
     next_tick = time.perf_counter()

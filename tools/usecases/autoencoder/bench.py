@@ -32,6 +32,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ from rich.console import Console
 from export import ControllerSpec, export_onnx, move_into_place
 from prune import PruneError, PruneResult, prune
 from tools.bench.folder import temp_dir_for
-from tools.bench.latency import measure_python
+from tools.bench.latency import Call, measure_python
 from tools.errors import ToolsError
 from tools.usecases.autoencoder.digits import DigitSplits, load
 from tools.usecases.autoencoder.model import (
@@ -74,7 +75,7 @@ from tools.usecases.autoencoder.train import TrainConfig, train
 def prune_ae(model: Autoencoder, groups, data: DigitSplits, label: str, keep: float, refit: bool, cfg: AEBenchConfig) -> PruneResult:
     """One method at one budget through prune.api.prune, judged on validation PSNR (per image)."""
     method, metric = METHODS[label]
-    return prune(model, groups, keep, psnr_objective(data.val), method=method, metric=metric or cfg.metric, states=data.train,
+    return prune(model, groups, keep, psnr_objective(data.val), method=method, metric=metric or cfg.metric, states=data.train,  # type: ignore[arg-type]  # per-episode scores as an ndarray: prune reads any sequence
                  seed=cfg.seed, tolerance=cfg.tolerance, max_evaluations=cfg.max_evaluations, reconstruct=refit)
 
 
@@ -82,7 +83,7 @@ def budget_row(result: PruneResult, label: str, refit: bool, data: DigitSplits, 
     """Measure a pruned autoencoder on the test split."""
     test = mean_psnr(result.model, data.test)
     return BudgetRow(label, result.metric, MODES[refit], result.search.keep, result.search.keep_fraction, result.search.feasible,
-                     result.after.params, result.after.params / base["params"], result.after.macs, linear_widths(result.model),
+                     result.after.params, result.after.params / base["params"], result.after.macs, linear_widths(cast(Autoencoder, result.model)),
                      result.search.component_coefficients, result.objective_after, test, test - base["test_psnr"],
                      result.search.evaluations, result.search.seconds, result.search.metric_trials)
 
@@ -145,7 +146,7 @@ def measure_latency(models: dict[str, torch.nn.Module], dim: int, cfg: AEBenchCo
                           input_name="image", output_name="reconstruction")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    calls = {}
+    calls: dict[str, dict[str, Call]] = {}
     for name, module in models.items():
         onnx_model, _ = export_onnx(module, spec, n_parity=200, seed=cfg.seed)
         sess = ort.InferenceSession(onnx_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
@@ -154,7 +155,10 @@ def measure_latency(models: dict[str, torch.nn.Module], dim: int, cfg: AEBenchCo
             with torch.no_grad():
                 return module(torch.from_numpy(o[None, :]))
 
-        calls[name] = {"torch": torch_eager, "onnxruntime": lambda o, sess=sess: sess.run(None, {"image": o[None, :]})}
+        def onnxruntime_call(o: np.ndarray, sess=sess):
+            return sess.run(None, {"image": o[None, :]})
+
+        calls[name] = {"torch": torch_eager, "onnxruntime": onnxruntime_call}
     obs = spec.sample_observations(cfg.latency_calls, cfg.seed)
     stats = measure_python(calls, obs, cfg.latency_rounds, warmup=200)
     return [LatencyRow(m, r, s.median_us, s.p99_us, s.median_us / stats[("unpruned", r)].median_us, s.n)
@@ -178,7 +182,7 @@ def run_bench(cfg: AEBenchConfig, console: Console, command: str = "") -> tuple[
     if model.encoder[0].in_features != data.dim:
         raise ToolsError(f"autoencoder takes {model.encoder[0].in_features} pixels but the images have {data.dim} ({data.source})")
     groups = autoencoder_groups(model, cfg.prune_code)
-    base = {"params": sum(p.numel() for p in model.parameters()), "widths": linear_widths(model),
+    base: dict[str, Any] = {"params": sum(p.numel() for p in model.parameters()), "widths": linear_widths(model),
             "val_psnr": mean_psnr(model, data.val), "test_psnr": mean_psnr(model, data.test),
             "train_psnr": mean_psnr(model, data.train),
             "mean_image_test_psnr": float(psnr(data.test, data.train.mean(0).expand_as(data.test)).mean()),  # the no-model baseline
@@ -209,10 +213,10 @@ def run_bench(cfg: AEBenchConfig, console: Console, command: str = "") -> tuple[
                     gd_models[f"gd@{keep}"] = result.model
     for refit in (False, True):
         for label in cfg.methods:
-            row, _ = largest_reduction(model, groups, data, label, refit, bound, cfg, base)
-            report.bounds.append(row)
-            console.print(f"bound {bound:.2f} dB {row.mode:6s} {label:10s}: keep {row.keep:.4f}, reduction {row.reduction:.1%}, "
-                          f"PSNR val {row.val_psnr:.2f} test {row.test_psnr:.2f} ({len(row.tried)} tries, {row.seconds:.1f}s)")
+            bound_row, _ = largest_reduction(model, groups, data, label, refit, bound, cfg, base)
+            report.bounds.append(bound_row)
+            console.print(f"bound {bound:.2f} dB {bound_row.mode:6s} {label:10s}: keep {bound_row.keep:.4f}, reduction {bound_row.reduction:.1%}, "
+                          f"PSNR val {bound_row.val_psnr:.2f} test {bound_row.test_psnr:.2f} ({len(bound_row.tried)} tries, {bound_row.seconds:.1f}s)")
     if cfg.latency_calls:
         report.latency = measure_latency({"unpruned": model, **gd_models}, data.dim, cfg)
     report.checks = checks(report.rows, cfg.keeps)

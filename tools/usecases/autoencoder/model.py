@@ -150,7 +150,9 @@ def mean_psnr(model: nn.Module, images: torch.Tensor) -> float:
 
 def autoencoder_groups(model: Autoencoder, prune_code: bool = False) -> Groups:
     """Pruning groups of ``model``: components encoder and decoder; the code is protected unless ``prune_code``."""
-    groups = find_groups(model, torch.zeros(2, model.encoder[0].in_features))
+    first = model.encoder[0]
+    assert isinstance(first, nn.Linear), "an Autoencoder's encoder starts with a Linear layer"
+    groups = find_groups(model, torch.zeros(2, first.in_features))
     if prune_code:
         return groups
     code = CODE_GROUP.format(last=len(model.encoder) - 1)

@@ -29,6 +29,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -42,7 +43,14 @@ from tools.bench.folder import temp_dir_for
 from tools.bench.latency import measure_stub
 from tools.controllers.native import pendulum_spec
 from tools.plant.evaluate import closed_loop_return
-from tools.usecases.tdmpc.agent import COMPONENTS, PolicyPath, default_agent_path, example_inputs, load_agent
+from tools.usecases.tdmpc.agent import (
+    COMPONENTS,
+    PolicyPath,
+    TDMPCAgent,
+    default_agent_path,
+    example_inputs,
+    load_agent,
+)
 from tools.usecases.tdmpc.evaluate import SEARCH_SEED, planning_objective, planning_return, visited_inputs
 from tools.usecases.tdmpc.export import (
     device_planner,
@@ -156,10 +164,10 @@ def run_method(agent, groups, label: str, keep: float, cfg: TdmpcBenchConfig, pl
     """Prune with one method at one budget, judge the pruned agent's planning on gymnasium."""
     method, metric = METHODS[label]
     objective = planning_objective(planner, cfg.search_episodes, SEARCH_SEED, cfg.seed)
-    result = prune(agent, groups, keep, objective, method=method, metric=metric or "auto", seed=cfg.seed, states=states,
+    result = prune(agent, groups, keep, objective, method=method, metric=metric or "auto", seed=cfg.seed, states=states,  # type: ignore[arg-type]  # per-episode scores as an ndarray: prune reads any sequence
                    reconstruct=cfg.reconstruct, tolerance=cfg.tolerance, max_evaluations=cfg.max_evaluations,
                    resolution=cfg.grid_resolution, progress=True)
-    small = result.model.eval()
+    small = cast(TDMPCAgent, result.model.eval())  # prune returns a smaller model of the same class
     judge = planning_return(small, planner, cfg.judge_episodes, 0, "gym", cfg.seed).mean
     policy = closed_loop_return(PolicyPath(small), cfg.judge_episodes, 0, "gym").mean
     after = component_params(small)

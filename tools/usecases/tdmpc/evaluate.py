@@ -9,6 +9,7 @@ Every episode is still gymnasium's own episode for that seed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import torch
@@ -82,6 +83,6 @@ def planning_objective(planner: PlannerConfig, episodes: int = SEARCH_EPISODES, 
     """objective(agent) = per-episode planning return on the fast plant, fixed seeds and planner noise (for prune/)."""
 
     def objective(agent: nn.Module) -> np.ndarray:
-        return np.asarray(planning_return(agent, planner, episodes, start, "fast", seed).returns, dtype=float)
+        return np.asarray(planning_return(cast(TDMPCAgent, agent), planner, episodes, start, "fast", seed).returns, dtype=float)
 
     return objective

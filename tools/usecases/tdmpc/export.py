@@ -21,6 +21,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import onnx
@@ -68,7 +69,7 @@ class PackedPlannerStep(nn.Module):
 
     def __init__(self, agent: TDMPCAgent, cfg: PlannerConfig) -> None:
         super().__init__()
-        self.step = PlannerStep(LatentModel(agent), cfg)
+        self.step = PlannerStep(cast(TDMPCAgent, LatentModel(agent)), cfg)  # the same attributes a planner step reads
         L, A, H, S = agent.cfg.latent, agent.cfg.act_dim, cfg.horizon, cfg.samples
         # fixed sizes: the slices and reshapes become constants in the ONNX graph
         self.sizes = (L, H * A, H * A, S * H * A)
@@ -137,7 +138,8 @@ def export_step_onnx(step: PlannerStep, path: Path, opset: int = OPSET) -> onnx.
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(step.eval(), example, buf, input_names=list(STEP_INPUTS), output_names=list(STEP_OUTPUTS),
+            # torch.onnx.export writes to a file object too (its annotation names paths only)
+            torch.onnx.export(step.eval(), example, buf, input_names=list(STEP_INPUTS), output_names=list(STEP_OUTPUTS),  # type: ignore[arg-type]
                               opset_version=opset, dynamo=False, do_constant_folding=True)
     except Exception as e:
         raise ExportError(f"torch.onnx.export failed for the planner step: {str(e).strip().splitlines()[0]}") from e

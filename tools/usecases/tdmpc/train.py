@@ -149,7 +149,7 @@ def losses(agent: TDMPCAgent, target: TDMPCAgent, data: dict[str, torch.Tensor],
         n_step = torch.stack([(r[:, t:t + cfg.td_steps] * disc).sum(1) for t in range(cfg.window)], 1)
         td_target = n_step + cfg.gamma ** cfg.td_steps * q_boot
     z = agent.encoder(o[:, 0])
-    cons, rew_l, val = 0.0, 0.0, 0.0
+    cons = rew_l = val = torch.zeros(())  # weighted sums of the per-step losses over the window
     for t in range(cfg.window):
         w = cfg.rho ** t
         q = agent.q(torch.cat([z, a[:, t]], -1))
