@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ UNIFORM = ("random", "uniform-l1", "uniform-l2")
 class BenchConfig:
     controller: str = str(default_controller_path())
     """reference controller (two hidden layers)"""
-    controller4: str = str(Path(__file__).parent / "assets" / "pendulum_mlp4.pt")
+    controller4: str = str(resources.files("tools") / "assets" / "pendulum_mlp4.pt")
     """controller with four hidden layers for the grid-vs-gd comparison ('' skips it)"""
     metric: str = "auto"
     """importance metric of grid / gd / gd+finetune / global ('auto': the best at the uniform point, see prune.api.choose_metric)"""

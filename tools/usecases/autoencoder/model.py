@@ -16,6 +16,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ CODE_GROUP = "encoder.{last}"  # the Linear that writes the code is the encoder'
 
 def default_autoencoder_path() -> Path:
     """The shipped autoencoder of scikit-learn's 8x8 digits (``tools/usecases/autoencoder/train.py`` made it)."""
-    return Path(__file__).parent / "assets" / "digits_ae.pt"
+    return Path(str(resources.files("tools") / "assets" / "digits_ae.pt"))
 
 
 def _mlp(widths: Sequence[int], last_activation: nn.Module | None) -> nn.Sequential:
