@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from prune import find_groups, prune
+from tools.bench.report import checks_table
 from tools.controllers.load import load_controller
 from tools.controllers.native import default_controller_path
 from tools.plant.episodes import SEARCH_SEED
@@ -273,12 +274,7 @@ def print_tables(console: Console, report: BenchReport) -> None:
                        f"{d['objective']:.2f} ({d['best_seen']:.2f})", str(d["evaluations"]), f"{d['seconds']:.1f}",
                        str(e["gd_reaches_grid"]), f"{e['evaluation_ratio']:.3f}", f"{g['judge_return']:.1f}", f"{d['judge_return']:.1f}")
         console.print(t4)
-    tc = Table(title="acceptance checks")
-    tc.add_column("check")
-    tc.add_column("pass")
-    for k, v in report.checks.items():
-        tc.add_row(k, "yes" if v else "[red]NO[/]")
-    console.print(tc)
+    console.print(checks_table(report.checks, "acceptance checks"))
 
 
 def plot(report: BenchReport, path: Path) -> None:

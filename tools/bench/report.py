@@ -253,3 +253,13 @@ def write_markdown(report: BenchReport, path: Path) -> None:
     if report.notes:
         parts += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
     path.write_text("\n".join(parts) + "\n")
+
+
+def checks_table(checks: dict[str, bool], title: str = "checks") -> Table:
+    """A bench's pass/fail checks as a two-column table (a failed one in red)."""
+    table = Table(title=title)
+    table.add_column("check")
+    table.add_column("pass")
+    for name, ok in checks.items():
+        table.add_row(name, "yes" if ok else "[red]NO[/]")
+    return table

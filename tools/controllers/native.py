@@ -37,8 +37,8 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
-class BoundedOutput(nn.Module):
-    """Squash to the action box: ``low + (tanh(x) + 1) / 2 * (high - low)``."""
+class ActionBox(nn.Module):
+    """The action box's bounds as buffers (float32), so they travel with the weights into ONNX and the device."""
 
     low: torch.Tensor
     high: torch.Tensor
@@ -47,21 +47,17 @@ class BoundedOutput(nn.Module):
         super().__init__()
         self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32).clone())
         self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32).clone())
+
+
+class BoundedOutput(ActionBox):
+    """Squash to the action box: ``low + (tanh(x) + 1) / 2 * (high - low)``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.low + (torch.tanh(x) + 1.0) * 0.5 * (self.high - self.low)
 
 
-class ClipOutput(nn.Module):
+class ClipOutput(ActionBox):
     """Clip to the action box, as gymnasium does to an out-of-box action (for controllers trained unsquashed)."""
-
-    low: torch.Tensor
-    high: torch.Tensor
-
-    def __init__(self, low: torch.Tensor, high: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32).clone())
-        self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # minimum/maximum, not clamp: ONNX Min/Max take per-action bounds, Clip only scalars.

@@ -41,6 +41,7 @@ from prune import find_groups, prune
 from targets import get_target
 from tools.bench.folder import temp_dir_for
 from tools.bench.latency import measure_stub
+from tools.bench.report import checks_table
 from tools.controllers.native import pendulum_spec
 from tools.plant.evaluate import closed_loop_return
 from tools.usecases.tdmpc.agent import (
@@ -347,12 +348,7 @@ def print_tables(console: Console, report: TdmpcReport) -> None:
         for row in rows:
             td.add_row(*row)
         console.print(td)
-    ck = Table(title="checks")
-    ck.add_column("check")
-    ck.add_column("pass")
-    for k, v in report.checks.items():
-        ck.add_row(k, "yes" if v else "[red]NO[/]")
-    console.print(ck)
+    console.print(checks_table(report.checks))
 
 
 def write_markdown(report: TdmpcReport, path: Path) -> None:
