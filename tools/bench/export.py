@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     from rich.console import Console
     from rich.table import Table
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m tools.bench.export", description=__doc__.splitlines()[0])
     p.add_argument("--controller", type=Path, default=None, help="unpruned controller (default: the bundled reference)")
     p.add_argument("--pruned", type=Path, default=None, help="pruned controller (default: a 3-64-64-1 MLP, seeded)")
     p.add_argument("--rounds", type=int, default=15)

@@ -63,7 +63,7 @@ def time_gymnasium(steps: int, seed: int) -> PlantRow:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m tools.bench.plant", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("runs/bench_plant.json"), help="JSON file to write")
     p.add_argument("--steps", type=int, default=2000, help="steps per episode slot timed (default 2000)")
     p.add_argument("--seed", type=int, default=0)

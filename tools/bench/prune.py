@@ -126,7 +126,7 @@ def run_method(model, groups, label, method, metric, ft, keep, cfg, states, name
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m tools.bench.prune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("bench_prune.json"), help="JSON report (PNG beside it)")
     p.add_argument("--controller", default=BenchConfig.controller)
     p.add_argument("--controller4", default=BenchConfig.controller4)

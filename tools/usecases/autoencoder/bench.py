@@ -258,7 +258,7 @@ def quick(cfg: AEBenchConfig) -> AEBenchConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m tools.usecases.autoencoder.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("bench_ae"), help="report folder to create")
     p.add_argument("--force", action="store_true", help="replace an existing report folder")
     p.add_argument("--autoencoder", default="", help="autoencoder file (default: the shipped one, or trained here with --data)")

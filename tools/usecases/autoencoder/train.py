@@ -82,7 +82,7 @@ def train(data: DigitSplits, cfg: TrainConfig, progress: bool = True) -> tuple[A
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m tools.usecases.autoencoder.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=default_autoencoder_path())
     p.add_argument("--data", type=Path, default=None, help="folder with MNIST IDX files (default: scikit-learn's 8x8 digits)")
     p.add_argument("--seed", type=int, default=TrainConfig.seed)

@@ -145,7 +145,7 @@ def train(cfg: TrainConfig) -> tuple[torch.nn.Module, dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m tools.usecases.reference.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="controller file to write")
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--iterations", type=int, default=TrainConfig.iterations)

@@ -465,7 +465,7 @@ def run_into(cfg: TdmpcBenchConfig, out: Path, force: bool, console: Console) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m tools.usecases.tdmpc.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("bench_tdmpc"), help="folder for report.json, report.md, pruning.png, bundles/")
     p.add_argument("--agent", default=TdmpcBenchConfig.agent)
     p.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS))

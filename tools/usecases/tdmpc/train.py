@@ -212,7 +212,7 @@ def train(cfg: TrainConfig, planner: PlannerConfig) -> tuple[TDMPCAgent, dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m tools.usecases.tdmpc.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="agent file to write")
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--steps", type=int, default=TrainConfig.steps)
