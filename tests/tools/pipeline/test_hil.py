@@ -1,12 +1,8 @@
 """HIL: Pendulum-v1 on the host, the stub in the loop; lockstep reproduces the host, free mode keeps time."""
 
-import json
-
 import numpy as np
 import pytest
 
-from tools.cli import main
-from tools.controllers.native import mlp_architecture, pendulum_spec, save_controller
 from tools.pipeline.hil import FIDELITY, run_hil
 from tools.plant.policy import as_policy
 from tools.plant.rollouts import rollout_gym
@@ -51,25 +47,6 @@ def test_free_running_holds_the_last_action_when_replies_miss_the_deadline(small
     assert d["deadline_misses"] == 200
     zero_torque = rollout_gym(lambda obs: np.zeros((len(obs), 1), np.float32), [0])[0]
     assert d["returns"][0] == pytest.approx(zero_torque, abs=1e-9)
-
-
-def test_cli_hil_json_has_the_public_fields(tmp_path, capsys, small_bundle, small_controller):
-    path = tmp_path / "c.pt"
-    save_controller(path, small_controller, pendulum_spec(), mlp_architecture(small_controller, "elu"))
-    code = main(["hil", "--bundle", str(small_bundle), "--target", "x86_64", "--episodes", "2", "--seed", "5",
-                     "--mode", "lockstep", "--controller", str(path), "--plot", str(tmp_path / "hil.png"), "--json"])
-    out = json.loads(capsys.readouterr().out)
-    assert code == 0
-    assert (tmp_path / "hil.png").stat().st_size > 10_000
-    for key in ("returns", "host_returns", "latency_us", "period_ms", "deadline_misses", "crc_errors"):
-        assert key in out
-    assert out["seeds"] == [5, 6] and len(out["returns"]) == 2
-
-
-def test_cli_hil_names_a_missing_bundle(tmp_path, capsys):
-    code = main(["hil", "--bundle", str(tmp_path / "nope"), "--target", "x86_64", "--json"])
-    assert code == 2
-    assert "not a bundle" in capsys.readouterr().err
 
 
 def test_lockstep_on_armv7_without_a_runtime_reproduces_the_host(small_bundle, small_controller):
