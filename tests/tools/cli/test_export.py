@@ -1,8 +1,4 @@
-"""End-to-end export tests pending a home: they go through tools/ (the CLI, controller files, HIL).
-
-Moved here from tests/test_export_bundle.py and tests/test_mcu.py when the export tests moved to
-tests/export/ (which import nothing from tools/); the lead places them.
-"""
+"""`prune-and-export export` end to end: the CLI, controller files, verification records, HIL with the firmware."""
 
 from __future__ import annotations
 
@@ -19,9 +15,10 @@ from export.pipeline import export_bundle
 from targets import get_target, parse_target_list
 from targets.registry import USER_DIR_ENV
 from tools.cli import main
-from tools.controller import build_mlp, load_controller, mlp_architecture, pendulum_spec, save_controller
-from tools.evaluate import as_policy
-from tools.hil import run_hil
+from tools.controllers.load import load_controller
+from tools.controllers.native import build_mlp, mlp_architecture, pendulum_spec, save_controller
+from tools.plant.policy import as_policy
+from tools.pipeline.hil import run_hil
 
 ARM = "cortex-a53"
 # test_mcu's controller: a 260-wide layer (wider than the reference's 256), whose accumulators go
@@ -164,7 +161,7 @@ def test_export_json_names_flash_and_ram_per_microcontroller_target(tmp_path, ca
     import json
 
     from tools.cli import main
-    from tools.controller import mlp_architecture, save_controller
+    from tools.controllers.native import mlp_architecture, save_controller
 
     torch.manual_seed(1)
     module = build_mlp(pendulum_spec(), [8, 8], "tanh")

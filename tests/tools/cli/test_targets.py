@@ -1,4 +1,4 @@
-"""End-to-end tests of the targets command, moved out of tests/targets/ (they drive tools.cli); pending a home in tests/tools/."""
+"""`prune-and-export targets`: every target listed, as JSON too."""
 
 from __future__ import annotations
 
