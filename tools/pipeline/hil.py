@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export import Reply, StubSession, frames, open_session, read_manifest
+from export import DeviceSession, Reply, frames, open_session, read_manifest
 from tools.controllers.load import load_source
 from tools.controllers.native import Controller
 from tools.controllers.source import ControllerSource
@@ -125,13 +125,13 @@ class HilReport:
         }
 
 
-def _counters(session: StubSession) -> tuple[int, int]:
+def _counters(session: DeviceSession) -> tuple[int, int]:
     """CRC errors and resyncs seen so far on both ends of the link."""
     device = session.stats()
     return (device["crc_errors"] + session.parser.crc_errors, device["resyncs"] + session.parser.resyncs)
 
 
-def _lockstep_episode(env, session: StubSession, policy: Policy, seed: int) -> tuple[float, dict]:
+def _lockstep_episode(env, session: DeviceSession, policy: Policy, seed: int) -> tuple[float, dict]:
     obs, _ = env.reset(seed=int(seed))
     total, done = 0.0, False
     dev_us, rtt_us, period_ms, diffs = [], [], [], []
@@ -158,7 +158,7 @@ def _lockstep_episode(env, session: StubSession, policy: Policy, seed: int) -> t
                    "misses": errors.get("deadline", 0)}
 
 
-def _free_episode(env, session: StubSession, policy: Policy, seed: int, period: float, deadline: float,
+def _free_episode(env, session: DeviceSession, policy: Policy, seed: int, period: float, deadline: float,
                   safe_action: np.ndarray) -> tuple[float, dict]:
     """Wall-clock ticks: send the observation at the tick, take the reply if it beats the deadline."""
     obs, _ = env.reset(seed=int(seed))

@@ -17,8 +17,8 @@ from targets.registry import USER_DIR_ENV
 from tools.cli import main
 from tools.controllers.load import load_controller
 from tools.controllers.native import build_mlp, mlp_architecture, pendulum_spec, save_controller
-from tools.plant.policy import as_policy
 from tools.pipeline.hil import run_hil
+from tools.plant.policy import as_policy
 
 ARM = "cortex-a53"
 # test_mcu's controller: a 260-wide layer (wider than the reference's 256), whose accumulators go
