@@ -42,7 +42,10 @@ METHODS = {
     "grid": ("grid", None, False),
     "gd": ("gd", None, False),
     "gd+finetune": ("gd", None, True),
+    "cmaes": ("cmaes", None, False),  # CMA-ES (cma) on the same problem
+    "tpe": ("tpe", None, False),  # Optuna's TPE sampler on the same problem
 }
+DEFAULT_METHODS = ("random", "uniform-l1", "uniform-l2", "global", "grid", "gd", "gd+finetune")  # what the bench compared before cmaes/tpe
 UNIFORM = ("random", "uniform-l1", "uniform-l2")
 
 
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--controller", default=BenchConfig.controller)
     p.add_argument("--controller4", default=BenchConfig.controller4)
     p.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS))
-    p.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--methods", nargs="*", default=list(DEFAULT_METHODS), choices=list(METHODS))
     p.add_argument("--metric", default=BenchConfig.metric)
     p.add_argument("--judge-episodes", type=int, default=BenchConfig.judge_episodes)
     p.add_argument("--seed", type=int, default=BenchConfig.seed)

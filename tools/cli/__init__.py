@@ -3,7 +3,7 @@
 A subcommand module has ``HELP`` (one line), ``configure(parser)`` adding its flags, and
 ``run(args, console) -> dict`` doing the work: it calls one library function of tools/pipeline/ (or
 tools/bench/), human output goes to ``console``, the returned dict is what ``--json`` prints (exactly
-one JSON object on stdout). Errors of the project's error families become one line on stderr and exit
+one JSON object on stdout, non-finite numbers as null). Errors of the project's error families become one line on stderr and exit
 code 2; nothing prints a traceback at a user.
 
 Building the parser imports only argparse and light modules: ``--help``, ``targets`` and a mistyped
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from collections.abc import Sequence
 
+from tools.cli.json_output import dumps
 from tools.errors import ToolsError
 
 SUBCOMMANDS = ("run", "eval", "prune", "export", "targets", "bench", "hil")
@@ -78,6 +78,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"prune-and-export {args.command}: interrupted", file=sys.stderr)
         return 130
     if args.json:
-        print(json.dumps(result, allow_nan=False))
+        print(dumps(result))
     return 0 if result.get("ok", True) else 1
 

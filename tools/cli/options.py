@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,53 @@ def fraction(text: str) -> float:
     if not 0.0 < value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text}")
     return value
+
+
+def fractions(text: str) -> list[float]:
+    """argparse type: one fraction in (0, 1] or a comma-separated list of distinct ones."""
+    values = [fraction(part.strip()) for part in text.split(",")]
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"repeated budget in {text}")
+    return values
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (not nan or inf)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    value = finite_float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def runner_name(text: str) -> str:
+    """argparse type: native, qemu or ssh://[user@]host[:port] (user and host without spaces or a leading dash)."""
+    if text in ("native", "qemu", "auto"):
+        return text
+    if text.startswith("ssh://"):
+        rest = text[len("ssh://"):]
+        user, _, hostport = rest.rpartition("@")
+        host, _, port = hostport.partition(":")
+        ok_user = not user or (user[0] != "-" and all(c.isalnum() or c in "._-" for c in user))
+        ok_host = bool(host) and host[0] != "-" and all(c.isalnum() or c in ".-_" for c in host)
+        if ok_user and ok_host and (not port or port.isdigit() and 0 < int(port) < 65536):
+            return text
+    raise argparse.ArgumentTypeError(f"expected native, qemu or ssh://user@host[:port], got {text!r}")
 
 
 def add_controller(p: argparse.ArgumentParser) -> None:

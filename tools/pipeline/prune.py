@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from prune import PruneError, PruneResult, find_groups, prune, save_pruned, sidecar_paths
+from prune import STABILITY_TOLERANCE, PruneError, PruneResult, find_groups, prune, prune_budgets, save_pruned, sidecar_paths
 from tools.controllers.native import Controller, mlp_architecture, save_controller
 from tools.pipeline.choices import DEFAULT_METRIC, METHOD_PLAN, METHODS
 from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED
@@ -31,8 +32,8 @@ class PrunedController:
 
     @property
     def feasible(self) -> bool:
-        """Whether the search met the budget (and floor)."""
-        return bool(self.result.search.feasible)
+        """Whether the returned model (fine-tuned or not) meets every constraint (budget, floor, stability)."""
+        return bool(self.result.feasible)
 
 
 def metric_for(method: str, metric: str | None) -> str:
@@ -77,16 +78,45 @@ def _write(out: Path, small: torch.nn.Module, controller: Controller, example: t
     return {"controller": str(out), **final.to_dict()}
 
 
+def budget_path(out: Path, keep: float) -> Path:
+    """Where one budget of a multi-budget run is written: ``<stem>.keep<KEEP><suffix>`` beside ``out``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.keep{keep:g}{out.suffix}")
+
+
 def prune_controller(controller: Controller, keep: float = 0.25, method: str = "gd", metric: str | None = None, *,
                      seed: int = 0, out: Path | None = None, components: dict[str, list[str]] | None = None,
                      reconstruct: bool = True, finetune: bool = False, tolerance: float = 0.01, floor: float | None = None,
                      stability: bool = True, resolution: float = 0.1, max_evaluations: int = 150,
                      search_episodes: int = SEARCH_EPISODES, judge_episodes: int = 100,
-                     console: Console | None = None) -> PrunedController:
+                     console: Console | None = None, stability_mode: str = "strict",
+                     stability_tolerance: float = STABILITY_TOLERANCE, write_infeasible: bool = True) -> PrunedController:
     """Prune ``controller`` to keep a fraction of its prunable parameters; write it (and sidecars) to ``out`` if given.
 
     The objective is the closed-loop return on the batched plant (Pendulum-v1) or a gymnasium vector env;
-    for the pendulum the closed loop must stay stable at upright unless ``stability`` is False.
+    for the pendulum the closed loop must stay stable at upright unless ``stability`` is False
+    (judged under ``stability_mode``: strict, relative or off, see :mod:`prune.constraints`).
+    ``write_infeasible`` False leaves ``out`` unwritten when the returned model misses a constraint.
+    """
+    return prune_controller_budgets(
+        controller, [keep], method, metric, seed=seed, out=out, components=components, reconstruct=reconstruct,
+        finetune=finetune, tolerance=tolerance, floor=floor, stability=stability, resolution=resolution,
+        max_evaluations=max_evaluations, search_episodes=search_episodes, judge_episodes=judge_episodes, console=console,
+        stability_mode=stability_mode, stability_tolerance=stability_tolerance, write_infeasible=write_infeasible)[0]
+
+
+def prune_controller_budgets(controller: Controller, keeps: Sequence[float], method: str = "gd", metric: str | None = None, *,
+                             seed: int = 0, out: Path | None = None, components: dict[str, list[str]] | None = None,
+                             reconstruct: bool = True, finetune: bool = False, tolerance: float = 0.01,
+                             floor: float | None = None, stability: bool = True, resolution: float = 0.1,
+                             max_evaluations: int = 150, search_episodes: int = SEARCH_EPISODES, judge_episodes: int = 100,
+                             console: Console | None = None, stability_mode: str = "strict",
+                             stability_tolerance: float = STABILITY_TOLERANCE,
+                             write_infeasible: bool = True) -> list[PrunedController]:
+    """:func:`prune_controller` at several budgets solved as one continuation (:func:`prune.prune_budgets`).
+
+    One budget is exactly :func:`prune_controller`. With several, each is written to
+    :func:`budget_path` (``<stem>.keep<KEEP><suffix>``) of ``out``; the results follow the order of ``keeps``.
     """
     console = console or Console(quiet=True)
     torch.manual_seed(seed)
@@ -96,8 +126,9 @@ def prune_controller(controller: Controller, keep: float = 0.25, method: str = "
     metric = metric_for(method, metric)
     search_method = METHOD_PLAN[method][0]
     model = controller.module.eval()
+    keep_text = keeps[0] if len(keeps) == 1 else ",".join(f"{k:g}" for k in keeps)
     console.print(f"controller {controller.path} (sha256 {controller.sha256[:12]}), seed {seed}, "
-                  f"method {method}, metric {metric}, keep {keep}")
+                  f"method {method}, metric {metric}, keep {keep_text}")
     example = torch.as_tensor(controller.spec.sample_observations(8, seed))
     with torch.no_grad():
         groups = find_groups(model, example, components=components or {})
@@ -110,27 +141,36 @@ def prune_controller(controller: Controller, keep: float = 0.25, method: str = "
     check = None if not stability or not pendulum else radius_check
     if not pendulum:
         console.print(f"note: {env_id} is searched on a gymnasium vector env; no stability constraint (pendulum only)")
-    if check is not None and before is not None and not before.stable:
+    if check is not None and before is not None and not before.stable and stability_mode == "strict":
         console.print(f"[yellow]warning:[/] the unpruned controller is not stable at upright (spectral radius {before.radius:.4f}); "
                       "the stability constraint is off")
         check = None
     states = visit_for(search_episodes, SEARCH_SEED)(model)  # data-aware metrics and the least-squares re-fit
-    result = prune(model, groups, keep, objective, method=search_method,
-                   metric=metric, states=states, seed=seed, tolerance=tolerance, floor=floor,
-                   radius_check=check, resolution=resolution, max_evaluations=max_evaluations,
-                   reconstruct=reconstruct,
-                   finetune=visit_for(seed=3000) if finetune else None, progress=True)
-    after = pendulum_stability(result.model) if pendulum else None
-    summary = {"method": method, **result.to_dict(), "controller": str(controller.path), "sha256": controller.sha256,
-               "stability_constraint": check is not None, "env_id": env_id}
-    if before is not None and after is not None:
-        summary.update(stability_before=before.to_dict(), stability_after=after.to_dict())
-    if judge_episodes:
-        summary["return_before"] = closed_loop_return(model, judge_episodes, 0, "gym", env_id).mean
-        summary["return_after"] = closed_loop_return(result.model, judge_episodes, 0, "gym", env_id).mean
-    if out is not None:
-        summary["files"] = _write(out, result.model, controller, example, result.widths, summary)
-    return PrunedController(result.model, result, summary, list(groups.warnings))
+    options = dict(method=search_method, metric=metric, states=states, seed=seed, tolerance=tolerance, floor=floor,
+                   radius_check=check, resolution=resolution, max_evaluations=max_evaluations, reconstruct=reconstruct,
+                   finetune=visit_for(seed=3000) if finetune else None, progress=True, stability=stability_mode,
+                   stability_tolerance=stability_tolerance)
+    if len(keeps) == 1:
+        results = [prune(model, groups, keeps[0], objective, **options)]  # type: ignore[arg-type]
+    else:
+        results = prune_budgets(model, groups, list(keeps), objective, **options)  # type: ignore[arg-type]
+    return_before = closed_loop_return(model, judge_episodes, 0, "gym", env_id).mean if judge_episodes else None
+    pruned = []
+    for keep, result in zip(keeps, results):
+        after = pendulum_stability(result.model) if pendulum else None
+        summary = {"method": method, **result.to_dict(), "controller": str(controller.path), "sha256": controller.sha256,
+                   "stability_constraint": check is not None, "env_id": env_id,
+                   "failed_constraints": [name for name, c in result.constraints.items() if not c.ok]}
+        if before is not None and after is not None:
+            summary.update(stability_before=before.to_dict(), stability_after=after.to_dict())
+        if judge_episodes:
+            summary["return_before"] = return_before
+            summary["return_after"] = closed_loop_return(result.model, judge_episodes, 0, "gym", env_id).mean
+        target = out if out is None or len(keeps) == 1 else budget_path(out, keep)
+        if target is not None and (write_infeasible or result.feasible):
+            summary["files"] = _write(target, result.model, controller, example, result.widths, summary)
+        pruned.append(PrunedController(result.model, result, summary, list(groups.warnings)))
+    return pruned
 
 
 def print_prune_table(console: Console, s: dict, search_episodes: int, judge_episodes: int) -> None:
