@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from export import ControllerSpec
-from tools.controllers.native import ACTIVATIONS, FORMAT, Controller, build_mlp
+from tools.controllers.native import ACTIVATIONS, FORMAT, Controller, brief, build_mlp, check_finite
 from tools.controllers.source import FORMATS
 from tools.errors import ControllerError
 
@@ -269,6 +269,8 @@ def mlp_from_chain(chain: list[Layer], spec: ControllerSpec, output: str, where:
     """The canonical MLP (tools.controllers.native.build_mlp) holding a chain's weights; checks sizes against the env."""
     linears = [layer for layer in chain if layer.kind == "linear"]
     weights = [_weight(layer, where) for layer in linears]
+    check_finite([(f"{layer.name}.{part}", t) for layer in linears for part, t in (("weight", layer.weight), ("bias", layer.bias))],
+                 where)
     if not linears or chain[0].kind != "linear":
         raise ControllerError(f"{where}: expected a feed-forward network starting with a dense layer, found "
                               f"{', '.join(f'{x.name}:{x.kind}' for x in chain[:3]) or 'no layers'}")
@@ -366,17 +368,31 @@ def _factory(ref: str | None, path: Path) -> nn.Module:
         raise ControllerError(f"--factory {ref!r}: expected package.module:function")
     try:
         func = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError) as e:
+    except (ImportError, AttributeError, ValueError) as e:
         raise ControllerError(f"--factory {ref!r}: {e}") from e
-    model = func()
+    if not callable(func):
+        raise ControllerError(f"--factory {ref!r}: {func_name} is a {type(func).__name__}, not a function")
+    try:
+        model = func()
+    except Exception as e:  # noqa: BLE001 - user code: a factory needing arguments raises TypeError, others anything
+        raise ControllerError(f"--factory {ref!r}: calling it with no arguments failed ({type(e).__name__}: {brief(e)})") from e
     if not isinstance(model, nn.Module):
         raise ControllerError(f"--factory {ref!r}: returned {type(model).__name__}, expected an nn.Module")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch's unpickler raises anything (UnpicklingError, EOFError...) on garbage
+        raise ControllerError(f"{path}: not a state dict that loads with weights_only=True ({type(e).__name__}: {brief(e)})") from e
+    if not isinstance(state, dict):
+        raise ControllerError(f"{path}: holds a {type(state).__name__}, expected a state dict (names -> tensors)")
+    check_finite(state.items(), path)
+    try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise ControllerError(f"{path}: weights do not fit --factory {ref}: {str(e).splitlines()[0]}") from e
     return model.eval()
+
+
+
 
 
 def _sb3_actor(path: Path, spec: ControllerSpec) -> tuple[list[Layer], str, Callable]:

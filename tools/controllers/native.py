@@ -15,6 +15,7 @@ A pruned MLP is the same format with narrower ``hidden`` widths.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -137,6 +138,24 @@ def save_controller(path: Path, module: nn.Module, spec: ControllerSpec, archite
     tmp.replace(path)
 
 
+def brief(e: BaseException, limit: int = 160) -> str:
+    """An exception's message in one short line: its first line, cut at the first sentence when long."""
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else type(e).__name__
+    if len(first) > limit and ". " in first[:limit]:
+        first = first[: first.index(". ") + 1]
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
+
+def check_finite(tensors: Iterable[tuple[str, object]], where: Path | str) -> None:
+    """Refuse NaN or Inf in any named tensor (weights, biases, bounds), naming the file and the tensor."""
+    for name, value in tensors:
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise ControllerError(f"{where}: tensor {name!r} holds {bad} non-finite value(s) (NaN or Inf) of {value.numel()}; "
+                                  "a controller needs finite weights")
+
+
 def default_controller_path() -> Path:
     """The bundled reference controller (a 3-256-256-1 MLP trained for Pendulum-v1)."""
     return Path(str(resources.files("tools") / "assets" / "pendulum_mlp.pt"))
@@ -148,7 +167,7 @@ def load_native(path: Path) -> Controller:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch's unpickler raises anything (IndexError, KeyError...) on garbage
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = brief(e)
         raise ControllerError(f"{path}: not a controller file that loads with weights_only=True ({first})") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ControllerError(f"{path}: not a prune-and-export controller (missing format {FORMAT!r})")
@@ -160,6 +179,9 @@ def load_native(path: Path) -> Controller:
         state = payload["state_dict"]
     except (KeyError, TypeError, ValueError) as e:
         raise ControllerError(f"{path}: {e}") from e
+    if not isinstance(state, dict):
+        raise ControllerError(f"{path}: state_dict is a {type(state).__name__}, expected a dict of tensors")
+    check_finite(state.items(), path)
     if arch.get("kind") != "mlp":
         raise ControllerError(f"{path}: architecture kind {arch.get('kind')!r} is not supported (expected 'mlp')")
     module = build_mlp(spec, list(arch.get("hidden", [])), str(arch.get("activation", "")), str(arch.get("output", "bounded")),
