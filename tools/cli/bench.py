@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tools.cli.options import add_controller, add_episodes, add_seed, fraction, source_from_args
+from tools.cli.options import add_controller, add_episodes, add_seed, controller_from_args, finite_float, fraction, source_from_args
+from tools.cli.outputs import check_output
 from tools.errors import ToolsError
 from tools.pipeline.choices import METHODS, SWEEP
 
@@ -35,6 +36,7 @@ QUICK_EPISODES = 3
 DEFAULT_METHODS = "gd,uniform-l1"
 MODELS = ("mlp-controller", "autoencoder")  # what is benchmarked: the pendulum controller, or the digits autoencoder
 TDMPC = "tdmpc"  # the value of --controller that selects the TD-MPC agent's bench
+BENCH_ENV = "Pendulum-v1"  # the env whose reward the controller bench measures (its HIL and fast plant)
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -65,7 +67,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=None, metavar="DIR",
                    help="--model autoencoder: folder with MNIST IDX files (train-images-idx3-ubyte[.gz], t10k-images-idx3-ubyte[.gz]); "
                         "an autoencoder is trained on them first (default: scikit-learn's 8x8 digits and the shipped autoencoder)")
-    p.add_argument("--min-psnr", type=float, default=None, metavar="DB",
+    p.add_argument("--min-psnr", type=finite_float, default=None, metavar="DB",
                    help="--model autoencoder: reconstruction bound on validation PSNR (default: unpruned validation PSNR - 1 dB)")
 
 
@@ -149,8 +151,25 @@ def autoencoder_config(args: argparse.Namespace) -> AEBenchConfig:
     return quick(cfg) if args.quick else cfg
 
 
+def check_before_work(args: argparse.Namespace) -> None:
+    """The report folder and, for the controller bench, the flags and the controller itself, checked before any work."""
+    check_output(Path(args.out), "--out", folder=True, force=args.force)
+    if getattr(args, "model", MODELS[0]) == "autoencoder" or (args.controller is not None and str(args.controller) == TDMPC):
+        return
+    if getattr(args, "data", None) is not None or getattr(args, "min_psnr", None) is not None:
+        raise ToolsError("--data and --min-psnr apply to --model autoencoder only")
+    if getattr(args, "env", None) not in (None, BENCH_ENV):
+        raise ToolsError(f"--env {args.env}: bench measures reward on {BENCH_ENV} only; use eval, prune, export and hil for other envs")
+    config_from_args(args)
+    controller = controller_from_args(args)  # refused here, not after the bench has started: bad file, NaN, env mismatch
+    if controller.spec.env_id != BENCH_ENV:
+        raise ToolsError(f"{controller.path}: a controller for {controller.spec.env_id}; bench measures reward on {BENCH_ENV} "
+                         "only; use eval, prune, export and hil for other envs")
+
+
 def run(args: argparse.Namespace, console: Console) -> dict:
     command = " ".join(shlex.quote(a) for a in ["prune-and-export", *sys.argv[1:]])
+    check_before_work(args)
     if getattr(args, "model", MODELS[0]) == "autoencoder":
         from tools.usecases.autoencoder.bench import run_into as autoencoder_into  # deferred: torch
 
@@ -167,8 +186,8 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         return {"ok": True, "out": str(out), "controller": TDMPC, **json_safe(tdmpc_report.to_dict())}
     if getattr(args, "data", None) is not None or getattr(args, "min_psnr", None) is not None:
         raise ToolsError("--data and --min-psnr apply to --model autoencoder only")
-    if getattr(args, "env", None) not in (None, "Pendulum-v1"):
-        raise ToolsError(f"--env {args.env}: bench measures reward on Pendulum-v1 only; use eval, prune, export and hil for other envs")
+    if getattr(args, "env", None) not in (None, BENCH_ENV):
+        raise ToolsError(f"--env {args.env}: bench measures reward on {BENCH_ENV} only; use eval, prune, export and hil for other envs")
     # Deferred: the bench imports torch, ONNX and TVM.
     from tools.bench.harness import bench_to_folder
     from tools.bench.report import print_tables as print_bench_tables

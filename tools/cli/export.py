@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tools.cli.options import add_controller, add_seed, controller_from_args, positive_int
+from tools.cli.options import add_controller, add_seed, controller_from_args, positive_int, runner_name
+from tools.cli.outputs import check_output
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -22,7 +23,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dynamic-batch", action="store_true",
                    help="ONNX input with a symbolic batch dimension (TVM libraries always take batch 1)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
-    p.add_argument("--runner", default=None, metavar="RUNNER",
+    p.add_argument("--runner", type=runner_name, default=None, metavar="RUNNER",
                    help="run non-host libraries with this runner for verification: qemu or ssh://user@host[:port] "
                         "(default: each target's own; qemu-user for ARM on x86)")
     p.add_argument("--parity-samples", type=positive_int, default=1000, metavar="N",
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     from targets import parse_target_list
     from tools.pipeline.export import export_controller
 
+    check_output(args.out, "--out", folder=True, force=args.force)
     targets = parse_target_list(args.targets)
     ctrl = controller_from_args(args)
     console.print(f"controller {ctrl.path} (sha256 {ctrl.sha256[:12]}, {ctrl.architecture}); seed {args.seed}; "

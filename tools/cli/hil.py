@@ -7,9 +7,19 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tools.cli.options import add_controller, add_episodes, add_seed, source_from_args
+from tools.cli.options import (
+    add_controller,
+    add_episodes,
+    add_seed,
+    finite_float,
+    non_negative_int,
+    positive_float,
+    runner_name,
+    source_from_args,
+)
+from tools.cli.outputs import check_output
 from tools.errors import ToolsError
-from tools.pipeline.choices import HIL_MODES
+from tools.pipeline.choices import HIL_MODES, MAX_RATE_HZ
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -17,11 +27,22 @@ if TYPE_CHECKING:
 HELP = "hardware in the loop: the gymnasium env (Pendulum-v1 unless --env) on the host, the controller in the device stub"
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def rate_hz(text: str) -> float:
+    """argparse type of --rate-hz: a finite rate in (0, MAX_RATE_HZ], what the free-running loop can keep."""
+    value = positive_float(text)
+    if value > MAX_RATE_HZ:
+        raise argparse.ArgumentTypeError(f"{text} Hz is faster than the host loop keeps (at most {MAX_RATE_HZ:g} Hz)")
     return value
+
+
+def safe_action(text: str) -> str:
+    """argparse type of --safe-action: comma-separated finite numbers (kept as text for the device's flag)."""
+    for part in text.split(","):
+        finite_float(part.strip())
+    return text
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -33,18 +54,22 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=HIL_MODES, default="lockstep",
                    help="lockstep: plant and controller wait for each other (must match the host); "
                         "free: wall-clock ticks, a late action is a miss and the last action is held")
-    p.add_argument("--rate-hz", type=_positive_float, default=None,
-                   help="free mode: loop rate (default the plant's 20 Hz)")
-    p.add_argument("--deadline-ms", type=_positive_float, default=None,
+    p.add_argument("--rate-hz", type=rate_hz, default=None,
+                   help=f"free mode: loop rate, at most {MAX_RATE_HZ:g} (default the plant's 20 Hz); the rate kept is "
+                        "measured and reported (achieved_rate_hz, rate_kept)")
+    p.add_argument("--deadline-ms", type=positive_float, default=None,
                    help="free mode: round-trip deadline per tick (default one period)")
-    p.add_argument("--device-deadline-us", type=int, default=0,
+    p.add_argument("--device-deadline-us", type=non_negative_int, default=0,
                    help="deadline of one inference on the device; an overrun gets an error frame and the safe action")
-    p.add_argument("--safe-action", default=None, metavar="V[,V...]",
+    p.add_argument("--safe-action", type=safe_action, default=None, metavar="V[,V...]",
                    help="action the device sends with an error frame (default zeros)")
     p.add_argument("--plot", type=Path, default=None, metavar="PNG",
-                   help="draw per-episode returns (device vs host) and on-device inference time into this PNG")
-    p.add_argument("--runner", default=None,
+                   help="draw per-episode returns (device vs host) and on-device inference time into this PNG (or .pdf, .svg)")
+    p.add_argument("--runner", type=runner_name, default=None,
                    help="override the target's runner: native, qemu or ssh://user@host[:port]")
+    p.add_argument("--compare-other-controller", action="store_true",
+                   help="allow a host controller that is not the file the bundle was exported from (sha256 differs): "
+                        "the run then compares the device with that other controller")
 
 
 def run(args: argparse.Namespace, console: Console) -> dict:
@@ -52,12 +77,29 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     from rich.progress import Progress
     from rich.table import Table
 
-    from tools.pipeline.hil import FIDELITY, host_controller, run_hil
+    from export import read_manifest, verify_bundle
+    from tools.pipeline.hil import ACTION_FIDELITY, FIDELITY, host_controller, run_hil
     from tools.plant.policy import as_policy
 
+    if args.plot is not None:
+        if args.plot.suffix.lower() not in PLOT_SUFFIXES:
+            raise ToolsError(f"--plot {args.plot}: expected a {', '.join(PLOT_SUFFIXES)} file")
+        check_output(args.plot, "--plot")
     if not (args.bundle / "manifest.json").is_file():
         raise ToolsError(f"{args.bundle}: not a bundle (no manifest.json)")
-    controller = host_controller(args.bundle, source_from_args(args))
+    manifest = read_manifest(args.bundle)
+    if args.target not in manifest.artifacts:
+        raise ToolsError(f"--target {args.target}: the bundle {args.bundle} has no library for it "
+                         f"(has: {', '.join(manifest.artifacts) or 'none'})")
+    controller = host_controller(args.bundle, source_from_args(args), compare_other=args.compare_other_controller)
+    spec, device = controller.spec, manifest.controller_spec
+    if (spec.obs_dim, spec.act_dim) != (device.obs_dim, device.act_dim):
+        raise ToolsError(f"{controller.path}: takes {spec.obs_dim} observations and gives {spec.act_dim} actions, the bundle's "
+                         f"controller {device.obs_dim} and {device.act_dim}; they cannot share a loop")
+    if args.safe_action and len(args.safe_action.split(",")) != device.act_dim:
+        raise ToolsError(f"--safe-action {args.safe_action}: {len(args.safe_action.split(','))} values, the controller has "
+                         f"{device.act_dim} actions")
+    verify_bundle(args.bundle)  # every file the device uses, re-hashed against the manifest before any runs
     device_args: list[str] = []
     if args.device_deadline_us:
         device_args += ["--deadline-us", str(args.device_deadline_us)]
@@ -93,7 +135,11 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     if args.mode == "lockstep":
         verdict = "[green]matches[/green]" if report.fidelity_ok else "[red]DOES NOT match[/red]"
         console.print(f"lockstep fidelity: device {verdict} the host within {FIDELITY:g} per episode "
-                      f"(largest difference {report.max_return_diff:.2e})")
+                      f"(largest difference {report.max_return_diff:.2e}) and {ACTION_FIDELITY:g} per action "
+                      f"(largest difference {report.max_action_diff:.2e})")
+    elif report.achieved_rate_hz is not None and not report.rate_kept:
+        console.print(f"[yellow]the loop did not keep {report.rate_hz:g} Hz[/]: it ran at {report.achieved_rate_hz:.1f} Hz "
+                      "(mean period); lower --rate-hz")
     if args.plot:
         _plot(report, args.plot)
         console.print(f"plot written to {args.plot}")
@@ -127,5 +173,7 @@ def _plot(report, path: Path) -> None:
     right.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")  # written whole, then renamed into place
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
     plt.close(fig)

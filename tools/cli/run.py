@@ -54,6 +54,8 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     resolved = resolve(given, dict(_DEFAULTS), config)
     resolved.run["out"] = resolved.run["out"] or Path("runs") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     opts = argparse.Namespace(**resolved.run)
+    bench_args = _bench_args(opts, resolved.bench, bench_parser)
+    cmd_bench.check_before_work(bench_args)  # report folder, bench flags, controller and its env: before the evaluation
     controller = controller_from_args(opts)
     module = controller.module
     params = sum(p.numel() for p in module.parameters())
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         results[judge] = evaluation.to_dict()
         table.add_row(judge, f"{stats.mean:.1f}", f"{stats.std:.1f}", f"{stats.min:.1f}", f"{seconds:.2f}")
     console.print(table)
-    bench = _bench(opts, resolved.bench, bench_parser, console)
+    bench = cmd_bench.run(bench_args, console)
     config_path = _write_config(resolved, Path(opts.out))
     console.print(f"resolved config: {config_path}")
     return {"controller": str(controller.path), "sha256": controller.sha256, "architecture": controller.architecture,
@@ -80,13 +82,13 @@ def run(args: argparse.Namespace, console: Console) -> dict:
             "config": str(config_path)}
 
 
-def _bench(opts: argparse.Namespace, bench: dict, bench_parser: argparse.ArgumentParser, console: Console) -> dict:
-    """The last step: ``prune-and-export bench`` (gd at the default budget on x86_64 unless [bench] says otherwise)."""
+def _bench_args(opts: argparse.Namespace, bench: dict, bench_parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The flags of the last step, ``prune-and-export bench`` (gd at the default budget on x86_64 unless [bench] says otherwise)."""
     values = {"out": opts.out, "episodes": opts.episodes, "seed": opts.seed, "targets": ["x86_64"], "methods": "gd",
               "controller": opts.controller, "format": opts.format, "env": opts.env, "factory": opts.factory,
               "clip_actions": opts.clip_actions, "quick": opts.quick}
     values.update(bench)  # the file's [bench] table over the defaults
-    return cmd_bench.run(bench_namespace(values, bench_parser), console)
+    return bench_namespace(values, bench_parser)
 
 
 def _write_config(resolved: Resolved, out: Path) -> Path:

@@ -85,10 +85,16 @@ def _section(table: dict, actions: dict[str, argparse.Action], where: Path, name
 def read_config(path: Path, run_parser: argparse.ArgumentParser, bench_parser: argparse.ArgumentParser) -> Resolved:
     """Parse and check a run config file against the run and bench flags."""
     path = Path(path)
+    if path.is_dir():
+        raise ToolsError(f"{path}: is a directory, expected a TOML config file")
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError as e:
         raise ToolsError(f"{path}: no such config file") from e
+    except UnicodeDecodeError as e:
+        raise ToolsError(f"{path}: not a text file, expected a TOML config file") from e
+    except OSError as e:
+        raise ToolsError(f"{path}: cannot read it ({e.strerror or e})") from e
     except tomllib.TOMLDecodeError as e:
         raise ToolsError(f"{path}: not valid TOML ({e})") from e
     bench_table = data.pop("bench", {})

@@ -22,8 +22,10 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -395,6 +397,18 @@ def _factory(ref: str | None, path: Path) -> nn.Module:
 
 
 
+@contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Silence a library's logger (and its children) for the duration."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _sb3_actor(path: Path, spec: ControllerSpec) -> tuple[list[Layer], str, Callable]:
     """The deterministic actor of an SB3 SAC/TD3/DDPG/PPO zip: its chain, output kind, and SB3's own predict."""
     try:
@@ -466,13 +480,15 @@ def load_foreign(path: Path, fmt: str, env: str | None = None, factory: str | No
         try:
             original = torch.jit.load(str(path), map_location="cpu").eval()
         except Exception as e:  # noqa: BLE001 - TorchScript raises RuntimeError and friends
-            raise ControllerError(f"{path}: not a TorchScript file ({str(e).strip().splitlines()[0]})") from e
+            raise ControllerError(f"{path}: not a TorchScript file ({brief(e)})") from e
         chain, output, call = chain_of_modules(original), "clip", _torch_callable(original)
     elif fmt == "torch-export":
         try:
-            program = torch.export.load(str(path))
+            with _quiet("torch.export"):  # torch logs its own traceback before raising; the one line below says it all
+                program = torch.export.load(str(path))
         except Exception as e:  # noqa: BLE001
-            raise ControllerError(f"{path}: not a torch.export program ({str(e).strip().splitlines()[0]})") from e
+            detail = brief(e).split(" Please check the warnings above")[0]  # those warnings were silenced
+            raise ControllerError(f"{path}: not a torch.export program ({detail})") from e
         chain, output, call = chain_of_export(program, path), "clip", _torch_callable(program.module())
     elif fmt == "state-dict":
         original = _factory(factory, path)

@@ -17,5 +17,6 @@ METHOD_PLAN = {
 DEFAULT_METRIC = "auto"  # the metric whose uniform point scores best on the objective (prune.api.choose_metric)
 SWEEP = (0.5, 0.25, 0.1, 0.05)  # budgets of bench --sweep (fractions of the prunable parameters kept)
 HIL_MODES = ("lockstep", "free")
+MAX_RATE_HZ = 1000.0  # hil free mode: the fastest loop offered (host timer, pipe round trip and plant step per tick)
 STABILITY_MODES = ("strict", "relative", "off")  # prune.STABILITY_MODES, here so --help needs no torch (a test keeps them equal)
 STABILITY_TOLERANCE = 0.01  # prune.STABILITY_TOLERANCE, likewise

@@ -3,7 +3,9 @@
 Two modes:
 
 * ``lockstep``: plant and controller wait for each other. Deterministic, so the device must
-  reproduce the host's return (the torch controller in gymnasium) within ``FIDELITY`` per episode.
+  reproduce the host's return (the torch controller in gymnasium) within ``FIDELITY`` per episode
+  and, at every step, the host's action for the same observation within ``ACTION_FIDELITY`` (returns
+  alone say too little: they saturate, e.g. at 1000 on InvertedPendulum-v5, whatever the actions).
 * ``free``: the plant ticks on the wall clock (20 Hz, the plant's own dt, or ``rate_hz``); an action
   that has not arrived by the deadline is a miss and the actuator holds the last action.
 
@@ -14,6 +16,7 @@ host round-trip time, loop period, deadline misses, CRC errors and resyncs, and 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,7 +29,7 @@ from tools.controllers.load import load_source
 from tools.controllers.native import Controller
 from tools.controllers.source import ControllerSource
 from tools.errors import ToolsError
-from tools.pipeline.choices import HIL_MODES
+from tools.pipeline.choices import HIL_MODES, MAX_RATE_HZ
 from tools.plant.episodes import episode_seeds
 from tools.plant.pendulum import ENV_ID, BatchedPendulum
 from tools.plant.policy import Policy
@@ -34,6 +37,10 @@ from tools.plant.rollouts import rollout_gym
 
 MODES = HIL_MODES
 FIDELITY = 1e-3  # largest |device return - host return| per episode accepted in lockstep
+# Largest |device action - host action| over a lockstep run, in action units: ten times the 1e-5 at which
+# export verifies every library, so float32 reordering passes and a different controller does not.
+ACTION_FIDELITY = 1e-4
+RATE_SLACK = 0.05  # free mode: a run whose mean period is this much longer than asked is reported as not kept
 
 
 def _stats(values, keys=("min", "mean", "p99", "max")) -> dict[str, float]:
@@ -91,8 +98,35 @@ class HilReport:
         return max((e.return_diff for e in self.episodes), default=0.0)
 
     @property
+    def max_action_diff(self) -> float:
+        """Largest |device action - host action| over the run (steps the device answered with an action)."""
+        return max((e.max_abs_action_diff for e in self.episodes), default=0.0)
+
+    @property
+    def fidelity_failed(self) -> list[str]:
+        """What the device did not reproduce in lockstep: "returns" (beyond FIDELITY), "actions" (beyond ACTION_FIDELITY)."""
+        failed = []
+        if not self.max_return_diff <= FIDELITY:
+            failed.append("returns")
+        if not self.max_action_diff <= ACTION_FIDELITY:
+            failed.append("actions")
+        return failed
+
+    @property
     def fidelity_ok(self) -> bool:
-        return self.max_return_diff <= FIDELITY
+        return not self.fidelity_failed
+
+    @property
+    def achieved_rate_hz(self) -> float | None:
+        """Free mode: the loop rate actually kept (1 / mean period), None before any period was measured."""
+        periods = [e.period_ms["mean"] for e in self.episodes if e.period_ms.get("mean")]
+        return 1e3 / float(np.mean(periods)) if periods else None
+
+    @property
+    def rate_kept(self) -> bool:
+        """Free mode: whether the loop kept the asked rate (mean period within RATE_SLACK of it)."""
+        achieved = self.achieved_rate_hz
+        return achieved is None or not self.rate_hz or achieved >= self.rate_hz * (1 - RATE_SLACK)
 
     def to_dict(self) -> dict:
         eps = self.episodes
@@ -120,7 +154,11 @@ class HilReport:
             "deadline_misses": sum(e.deadline_misses for e in eps),
             "crc_errors": sum(e.crc_errors for e in eps),
             "resyncs": sum(e.resyncs for e in eps),
-            "max_abs_action_diff": max((e.max_abs_action_diff for e in eps), default=0.0),
+            "max_abs_action_diff": self.max_action_diff,
+            "action_fidelity_tolerance": ACTION_FIDELITY,
+            "fidelity_failed": self.fidelity_failed if self.mode == "lockstep" else [],
+            "achieved_rate_hz": self.achieved_rate_hz if self.mode == "free" else None,
+            "rate_kept": self.rate_kept if self.mode == "free" else None,
             "episodes": [asdict(e) for e in eps],
         }
 
@@ -230,9 +268,11 @@ def run_hil(bundle_dir: Path, target: str, policy: Policy, episodes: int = 10, s
     env.close()
     # free mode ticks at the env's own step time where it has one (Pendulum-v1: dt 0.05 s), else 20 Hz
     rate = float(rate_hz or 1.0 / getattr(env.unwrapped, "dt", BatchedPendulum.dt))
-    if rate <= 0:
-        raise ToolsError(f"rate must be positive, got {rate_hz}")
+    if not 0 < rate <= MAX_RATE_HZ:
+        raise ToolsError(f"rate must be in (0, {MAX_RATE_HZ:g}] Hz, got {rate_hz}")
     period = 1.0 / rate
+    if deadline_ms is not None and not 0 < deadline_ms < float("inf"):
+        raise ToolsError(f"deadline must be a finite number of ms > 0, got {deadline_ms}")
     deadline = (deadline_ms / 1e3) if deadline_ms else period
     seeds = episode_seeds(episodes, seed)
     host_returns = rollout_gym(policy, seeds, env_id)
@@ -267,19 +307,37 @@ def run_hil(bundle_dir: Path, target: str, policy: Policy, episodes: int = 10, s
     return report
 
 
-def host_controller(bundle: Path, source: ControllerSource) -> Controller:
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes (read, never loaded or unpickled)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def host_controller(bundle: Path, source: ControllerSource, compare_other: bool = False) -> Controller:
     """The host-side controller of a HIL run: ``source`` if it names a file, else the file the bundle was exported
-    from (hash-checked against the manifest)."""
-    if source.path is not None:
-        return load_source(source)
+    from. Either must be the bundle's source (same sha256, checked on the bytes before anything loads them)
+    unless ``compare_other`` says a comparison with another controller is wanted."""
     manifest = read_manifest(bundle)
-    path = manifest.source.get("path")
-    if not path or not Path(path).is_file():
-        raise ToolsError(f"{bundle}: the controller it was exported from ({path}) is not here; pass --controller")
-    env = source.env or manifest.spec.get("env_id")  # a foreign file takes its sizes from the env
-    controller = load_source(ControllerSource(Path(path), source.format, env, source.factory, source.clip_actions))
     expected = manifest.source.get("sha256")
-    if expected and controller.sha256 != expected:
-        raise ToolsError(f"{path}: sha256 {controller.sha256[:12]}... is not the {expected[:12]}... the bundle "
+    if source.path is not None:
+        path = Path(source.path)
+        if not compare_other and path.is_file():
+            actual = file_sha256(path)
+            if actual != expected:
+                recorded = f"the {expected[:12]}... the bundle was exported from" if expected else "recorded in the bundle (none is)"
+                raise ToolsError(f"{path}: sha256 {actual[:12]}... is not {recorded}; pass --compare-other-controller "
+                                 "to compare the device with another controller")
+        return load_source(source)
+    path_text = manifest.source.get("path")
+    if not path_text or not Path(path_text).is_file():
+        raise ToolsError(f"{bundle}: the controller it was exported from ({path_text}) is not here; pass --controller")
+    path = Path(path_text)
+    actual = file_sha256(path)  # before loading: an SB3 zip or a factory runs code
+    if not expected or actual != expected:
+        raise ToolsError(f"{path}: sha256 {actual[:12]}... is not the {(expected or 'none')[:12]}... the bundle "
                          "was exported from; pass --controller explicitly")
-    return controller
+    env = source.env or manifest.spec.get("env_id")  # a foreign file takes its sizes from the env
+    return load_source(ControllerSource(path, source.format, env, source.factory, source.clip_actions))
