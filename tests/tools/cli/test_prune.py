@@ -58,3 +58,36 @@ def test_pendulum_closed_loop_step_matches_the_plant_and_gives_a_radius():
     assert nxt.shape == (1, 2) and nxt.dtype == torch.float64
     s = pendulum_stability(m)
     assert len(s.eigenvalues) == 2 and s.radius > 0
+
+
+def test_a_keep_list_is_one_continuation_with_a_file_per_budget(tmp_path, capsys):
+    src = small_controller(tmp_path / "c.pt")
+    out = tmp_path / "out" / "small.pt"
+    code = main(["prune", "--controller", str(src), "--keep", "0.5,0.25", "--method", "cmaes", "--max-evaluations", "8",
+                 "--search-episodes", "2", "--judge-episodes", "0", "--stability", "off", "--out", str(out), "--json"])
+    captured = capsys.readouterr()
+    d = json.loads(captured.out)
+    assert code == (0 if d["ok"] else 1), captured.err
+    assert d["keeps"] == [0.5, 0.25] and [b["keep"] for b in d["budgets"]] == [0.5, 0.25]
+    for b in d["budgets"]:
+        assert b["method"] == "cmaes" and b["stability_mode"] == "off"
+        assert set(b["constraints"]) >= {"budget", "finite"} and "why_infeasible" in b and "finetune_kept" in b
+        assert b["feasible"] == (not b["failed_constraints"])
+    # the smaller budget started from the larger one's best points
+    assert any(s["from"] == "previous" for s in d["budgets"][1]["starts"])
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    for b in d["budgets"]:
+        stem = f"small.keep{b['keep']:g}"
+        assert (f"{stem}.pt" in written) == b["feasible"]
+        if b["feasible"]:
+            assert load_controller(tmp_path / "out" / f"{stem}.pt").architecture["hidden"] == [b["widths"]["0"]["out"], b["widths"]["2"]["out"]]
+    assert "small.pt" not in written
+
+
+def test_the_cli_offers_prune_s_stability_modes_and_methods():
+    from prune import SEARCH_METHODS, STABILITY_MODES, STABILITY_TOLERANCE
+    from tools.pipeline import choices
+
+    assert choices.STABILITY_MODES == STABILITY_MODES and choices.STABILITY_TOLERANCE == STABILITY_TOLERANCE
+    assert {plan[0] for plan in choices.METHOD_PLAN.values()} == set(SEARCH_METHODS)
+    assert set(choices.METHOD_PLAN) == set(choices.METHODS)

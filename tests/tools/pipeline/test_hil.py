@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tools.pipeline.hil import FIDELITY, run_hil
+from tools.pipeline.hil import ACTION_FIDELITY, FIDELITY, EpisodeReport, HilReport, run_hil
 from tools.plant.policy import as_policy
 from tools.plant.rollouts import rollout_gym
 
@@ -52,3 +52,27 @@ def test_free_running_holds_the_last_action_when_replies_miss_the_deadline(small
 def test_lockstep_on_armv7_without_a_runtime_reproduces_the_host(small_bundle, small_controller):
     report = run_hil(small_bundle, "cortex-a7", as_policy(small_controller), episodes=1, seed=8, mode="lockstep")
     assert report.fidelity_ok and report.to_dict()["max_abs_action_diff"] < 1e-4
+
+
+def _episode(return_diff: float, action_diff: float) -> EpisodeReport:
+    stats = {"min": 1.0, "mean": 1.0, "std": 0.0, "p99": 1.0, "max": 1.0}
+    return EpisodeReport(seed=0, ret=return_diff, host_return=0.0, latency_us=stats, rtt_us=stats,
+                         period_ms=stats, deadline_misses=0, error_replies={}, crc_errors=0, resyncs=0,
+                         max_abs_action_diff=action_diff)
+
+
+@pytest.mark.parametrize("return_diff, action_diff, failed", [
+    (0.0, 0.0, []), (0.0, 1.02, ["actions"]), (0.5, 0.0, ["returns"]), (0.5, 1.0, ["returns", "actions"]),
+    (FIDELITY, ACTION_FIDELITY, [])])
+def test_lockstep_verdict_judges_returns_and_per_step_actions(return_diff, action_diff, failed):
+    report = HilReport("x86_64", "native", "lockstep", 0, 0.0, None, [_episode(return_diff, action_diff)])
+    d = report.to_dict()
+    assert d["fidelity_failed"] == failed and d["ok"] == (not failed)
+    assert d["action_fidelity_tolerance"] == ACTION_FIDELITY and d["max_abs_action_diff"] == action_diff
+
+
+def test_free_mode_reports_the_rate_it_kept():
+    slow = _episode(0.0, 0.0)
+    slow.period_ms = {"mean": 10.0, "std": 0.0, "p99": 10.0, "max": 10.0}  # asked 200 Hz, kept 100 Hz
+    d = HilReport("x86_64", "native", "free", 0, 200.0, 5.0, [slow]).to_dict()
+    assert d["achieved_rate_hz"] == pytest.approx(100.0) and d["rate_kept"] is False
