@@ -19,7 +19,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tools.cli.options import add_controller, add_episodes, add_seed, controller_from_args, finite_float, fraction, source_from_args
+from tools.cli.options import (
+    add_controller,
+    add_episodes,
+    add_seed,
+    controller_from_args,
+    finite_float,
+    fraction,
+    source_from_args,
+)
 from tools.cli.outputs import check_output
 from tools.errors import ToolsError
 from tools.pipeline.choices import METHODS, SWEEP

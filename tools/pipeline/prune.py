@@ -12,7 +12,16 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from prune import STABILITY_TOLERANCE, PruneError, PruneResult, find_groups, prune, prune_budgets, save_pruned, sidecar_paths
+from prune import (
+    STABILITY_TOLERANCE,
+    PruneError,
+    PruneResult,
+    find_groups,
+    prune,
+    prune_budgets,
+    save_pruned,
+    sidecar_paths,
+)
 from tools.controllers.native import Controller, mlp_architecture, save_controller
 from tools.pipeline.choices import DEFAULT_METRIC, METHOD_PLAN, METHODS
 from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED
@@ -151,9 +160,9 @@ def prune_controller_budgets(controller: Controller, keeps: Sequence[float], met
                    finetune=visit_for(seed=3000) if finetune else None, progress=True, stability=stability_mode,
                    stability_tolerance=stability_tolerance)
     if len(keeps) == 1:
-        results = [prune(model, groups, keeps[0], objective, **options)]  # type: ignore[arg-type]
+        results = [prune(model, groups, keeps[0], objective, **options)]
     else:
-        results = prune_budgets(model, groups, list(keeps), objective, **options)  # type: ignore[arg-type]
+        results = prune_budgets(model, groups, list(keeps), objective, **options)
     return_before = closed_loop_return(model, judge_episodes, 0, "gym", env_id).mean if judge_episodes else None
     pruned = []
     for keep, result in zip(keeps, results):
