@@ -47,7 +47,7 @@ def check_output(path: Path, flag: str, *, folder: bool = False, force: bool = F
             raise ToolsError(f"{where}: is a directory, expected a file path")
     parent = _nearest_existing(path.parent)
     if not parent.is_dir():
-        raise ToolsError(f"{where}: {parent} is a file, not a folder, so nothing can be written under it")
+        raise ToolsError(f"{where}: cannot write there: {parent} is a file, not a folder")
     if not _writable(parent):
-        raise ToolsError(f"{where}: folder {parent} is not writable")
+        raise ToolsError(f"{where}: cannot write there: folder {parent} is not writable")
     return path
