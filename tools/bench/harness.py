@@ -104,7 +104,7 @@ def _prune(config: BenchConfig, method: str, keep: float, out: Path, sizes: Size
                               max_evaluations=sizes.max_evaluations, console=console)
     print_prune_table(console, pruned.summary, sizes.search_episodes, 0)
     if not pruned.feasible:
-        console.print(f"[red]no feasible candidate[/]: best found keeps {pruned.result.search.keep_fraction:.4f}, see --tolerance/--floor")
+        console.print(f"[red]no feasible candidate[/] at keep {keep:g} ({method}): {pruned.result.why_infeasible}")
     return load_controller(out), pruned.feasible
 
 
