@@ -1,4 +1,5 @@
-"""Prune a controller to a parameter budget, the coefficients searched on the closed loop: :func:`prune_controller`."""
+"""Prune a controller to a parameter budget, the coefficients searched on the closed loop: :func:`prune_controller`
+(several budgets as one continuation: :func:`prune_controller_budgets`)."""
 
 from __future__ import annotations
 
