@@ -11,6 +11,7 @@ Layout (the firmware stub relies on these names)::
     <target>.elf    microcontroller targets (kind "mcu") instead: the firmware image, with
                     <target>_model.c, <target>_kernels.o and pae_mcu_model.h (export/mcu/);
                     the manifest records flash_bytes and ram_bytes of the linked image
+    <target>.boot   signed bundles, mcu targets: the image's signature for the boot stage (export/mcu/boot.py)
     manifest.sig    signed bundles only: ed25519 signature of manifest.json's exact bytes (export/signing.py)
 """
 
@@ -156,6 +157,8 @@ def check_manifest_files(bundle_dir: Path, manifest: Manifest) -> None:
         _check_file(bundle_dir, record, f"the {'firmware' if record.get('kind') == 'mcu' else 'library'} for {name}")
         if record.get("plan") is not None:  # runtime-free Linux targets: the kernel plan the stub runs
             _check_file(bundle_dir, record["plan"], f"the kernel plan for {name}")
+        if record.get("boot_record") is not None:  # signed mcu bundles: the image's signature for its boot stage
+            _check_file(bundle_dir, record["boot_record"], f"the boot record for {name}")
         for key, source in (record.get("sources") or {}).items():  # mcu: the generated C, kernels object, header
             _check_file(bundle_dir, source, f"{key} of {name}")
 

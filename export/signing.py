@@ -5,6 +5,8 @@ canonical form to agree on): it lists the sha256 and size of every file of the b
 (``model.onnx``, each library, each kernel plan, each firmware image and its sources) and holds the
 controller's spec (names, sizes, bounds), so every byte and field a device uses is either in the
 signed bytes or hashed by them. The signature is the 64 raw bytes of ``manifest.sig`` beside it.
+A microcontroller firmware image is signed on its own too (``<target>.boot``, the boot record its
+boot stage checks: :mod:`export.mcu.boot`), listed in the manifest before the manifest is signed.
 Format and device side: ``firmware_stub/SIGNING.md``.
 
 Key files:
@@ -17,6 +19,8 @@ Key files:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -27,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from export.bundle import MANIFEST, Manifest, check_manifest_files, parse_manifest
 from export.errors import ExportError
+from export.mcu.boot import boot_record, flash_image, signed_message
 
 SIGNATURE = "manifest.sig"
 SIGNATURE_BYTES = 64
@@ -127,8 +132,27 @@ def sign_bundle(bundle_dir: Path, private_key_path: Path) -> str:
     key = load_private_key(private_key_path)
     data = _manifest_bytes(bundle_dir)
     check_manifest_files(bundle_dir, parse_manifest(data, bundle_dir / MANIFEST))
+    raw = json.loads(data.decode())
+    if _sign_firmware(bundle_dir, raw, key):  # the boot records are listed in the manifest, then it is signed
+        data = (json.dumps(raw, indent=2, allow_nan=False) + "\n").encode()
+        _write_atomically(bundle_dir / MANIFEST, data)
     _write_atomically(bundle_dir / SIGNATURE, key.sign(data))
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+
+
+def _sign_firmware(bundle_dir: Path, manifest: dict, key: Ed25519PrivateKey) -> bool:
+    """Write ``<target>.boot`` for each microcontroller image and record it in ``manifest``; whether any."""
+    signed = False
+    for name, record in manifest.get("artifacts", {}).items():
+        if record.get("kind") != "mcu":
+            continue
+        image = flash_image((bundle_dir / str(record["file"])).read_bytes())
+        path = bundle_dir / f"{name}.boot"
+        data = boot_record(key.sign(signed_message(image)), image)
+        _write_atomically(path, data)
+        record["boot_record"] = {"file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        signed = True
+    return signed
 
 
 def _manifest_bytes(bundle_dir: Path) -> bytes:
