@@ -179,3 +179,41 @@ def test_a_cached_stub_build_that_changed_is_rebuilt(tmp_path, monkeypatch):
     again = build_stub("x86_64")
     assert again.read_bytes() == good
     shutil.rmtree(tmp_path / "cache")
+
+
+def test_a_cached_runtime_that_changed_is_replaced_by_the_installed_one(tmp_path, monkeypatch):
+    from export.runtime import runtime_for
+    from targets import host_arch
+
+    monkeypatch.setenv("PRUNE_EXPORT_CACHE", str(tmp_path / "cache"))
+    lib = runtime_for(host_arch()).lib_dir / "libtvm_ffi.so"
+    good = lib.read_bytes()
+    lib.write_bytes(b"\x7fELF not the runtime")
+    assert (runtime_for(host_arch()).lib_dir / "libtvm_ffi.so").read_bytes() == good
+
+
+def test_the_runtime_wheels_are_fetched_with_pinned_hashes(tmp_path, monkeypatch):
+    import export.runtime as runtime
+
+    seen: dict = {}
+
+    def fake_run(cmd, **_kw):
+        seen["cmd"] = cmd
+        seen["requirements"] = Path(cmd[cmd.index("-r") + 1]).read_text()
+        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES")
+
+    monkeypatch.setattr(runtime.subprocess, "run", fake_run)
+    with pytest.raises(runtime.ExportError, match="DO NOT MATCH THE HASHES"):
+        runtime._fetch_wheel_runtime("aarch64", tmp_path / "rt")
+    assert "--require-hashes" in seen["cmd"]
+    lines = seen["requirements"].splitlines()
+    assert lines == [f"{req} --hash=sha256:{digest}" for req, digest in runtime.WHEEL_HASHES["aarch64"].items()]
+    assert {r.split("==")[0] for r in runtime.WHEEL_HASHES["aarch64"]} == {"apache-tvm", "apache-tvm-ffi"}
+
+
+def test_cached_aarch64_runtime_libraries_are_the_pinned_ones():
+    from export.runtime import LIBRARY_HASHES, runtime_for
+
+    d = runtime_for("aarch64").lib_dir  # fetched (pinned) or reused after re-hashing
+    for name, digest in LIBRARY_HASHES["aarch64"].items():
+        assert hashlib.sha256((d / name).read_bytes()).hexdigest() == digest
