@@ -112,7 +112,7 @@ def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target]
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
-            source={"path": str(source_path) if source_path else None, "sha256": source_sha256 or None,
+            source={"path": str(Path(source_path).resolve()) if source_path else None, "sha256": source_sha256 or None,
                     "architecture": architecture},
             spec=spec.to_dict(), inputs=inputs, outputs=outputs, param_count=onnx_report.param_count,
             versions=versions(),
