@@ -364,11 +364,14 @@ struct Server {
                     if (pae_parser_truncate(&h.parser, &f) == PAE_E_TRUNCATED) pae_handler_take(&h, PAE_E_TRUNCATED, &f);
                     drain();
                 }
-                return got < 0 ? kIo : kOk;
+                return got < 0 || broken ? kIo : kOk;
             }
             pae_parser_write(&h.parser, chunk, static_cast<size_t>(got));
             drain();
-            if (broken) return kOk;
+            if (broken) {  // a reply could not be written: the host is gone (PROTOCOL.md: exit 5)
+                std::fprintf(stderr, "pae_stub: error: the output closed (%s): stopping\n", std::strerror(errno));
+                return kIo;
+            }
         }
     }
 };

@@ -217,3 +217,18 @@ def test_cached_aarch64_runtime_libraries_are_the_pinned_ones():
     d = runtime_for("aarch64").lib_dir  # fetched (pinned) or reused after re-hashing
     for name, digest in LIBRARY_HASHES["aarch64"].items():
         assert hashlib.sha256((d / name).read_bytes()).hexdigest() == digest
+
+
+def test_stub_exits_5_when_its_output_is_closed(small_bundle, tmp_path):
+    # PROTOCOL.md: 5 is an I/O error; a host that went away is one (it was 0)
+    from export import frames
+
+    extra = stage(small_bundle, "x86_64", tmp_path)
+    proc = subprocess.Popen(["./pae_stub", "serve", "--bundle", "bundle", "--target", "x86_64", *extra], cwd=tmp_path,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    proc.stdin.write(frames.encode(frames.HELLO, 1, []))
+    proc.stdin.flush()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 5, err.decode()
+    assert b"output closed" in err
