@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from export.bundle import FORMAT_VERSION, MANIFEST, ONNX_FILE, Manifest, move_in
 from export.errors import ExportError
 from export.mcu.firmware import McuArtifact, build_mcu_artifact, verify_mcu
 from export.onnx_export import OPSET, export_onnx, ort_actions, ort_session
+from export.scratch import remove_stale, scratch_dir
 from export.signing import load_private_key, sign_bundle
 from export.spec import ControllerSpec
 from export.stub import uses_kernel_plan, write_plan
@@ -99,7 +99,8 @@ def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target]
     if sign is not None:
         load_private_key(sign)  # a bad key file fails before any work
     _prepare_destination(out_dir, force)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    remove_stale(out_dir.parent, f".{out_dir.name}.mcu-work-")  # a killed export's leftovers (export/scratch.py)
+    tmp = scratch_dir(out_dir.parent, f".{out_dir.name}.tmp-")
     mcu_work = tmp.with_name(tmp.name.replace(".tmp-", ".mcu-work-"))  # microcontroller build products that do not ship
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be copied and read by others

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.errors import ExportError
+from export.scratch import scratch_dir
 from targets import host_arch
 
 CACHE_ENV = "PRUNE_EXPORT_CACHE"
@@ -126,7 +127,7 @@ def runtime_for(arch: str) -> Runtime:
 
 def _fill_atomically(dest: Path, files: dict[str, bytes]) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
+    tmp = scratch_dir(dest.parent, f".{dest.name}.fill-")
     for name, data in files.items():
         (tmp / name).write_bytes(data)
     try:

@@ -36,6 +36,7 @@ from export.runtime import (
     ffi_include_dir,
     runtime_for,
 )
+from export.scratch import scratch, scratch_dir
 from export.session import DeviceSession, StubFailed
 from export.tvm_compile import import_onnx, lower
 from targets import Target, get_target, host_arch, runner_for
@@ -120,7 +121,7 @@ def build_stub(target_name: str) -> Path:
         out.rename(stale)
         shutil.rmtree(stale, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+    tmp = scratch_dir(out.parent, f".{out.name}.build-")
     try:
         (tmp / "lib").mkdir()
         cmd = ["make", "--no-print-directory", "-C", str(STUB_SOURCES), f"OUT={tmp}", f"CC={cc}", f"CXX={cxx}",
@@ -255,7 +256,7 @@ class StubSession(DeviceSession):
     def __enter__(self) -> StubSession:
         target = linux_target(self.target_name)
         try:
-            self._dir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="pae_stage.")))
+            self._dir = self._stack.enter_context(scratch("pae_stage."))
             extra = stage(self.bundle_dir, self.target_name, self._dir, self.public_key)
             self._runner = runner_for(target, self.runner)
             session = self._stack.enter_context(self._runner.session(self._dir))
@@ -297,8 +298,7 @@ def run_stub_bench(bundle_dir: Path, target_name: str, n: int = 2000, warmup: in
                    observations: np.ndarray | None = None, public_key: Path | None = None) -> dict:
     """``pae_stub bench`` on the device: latency min/p50/p99/max/mean (us), peak RSS, model and library bytes."""
 
-    with tempfile.TemporaryDirectory(prefix="pae_stage.") as tmp:
-        d = Path(tmp)
+    with scratch("pae_stage.") as d:
         extra = stage(bundle_dir, target_name, d, public_key)
         cmd = ["./pae_stub", "bench", "--bundle", "bundle", "--target", target_name, *extra, "--n", str(n),
                "--warmup", str(warmup)]

@@ -15,11 +15,11 @@ import os
 import shutil
 import struct
 import subprocess
-import tempfile
 from pathlib import Path
 
 from export.errors import ExportError
 from export.runtime import cache_root
+from export.scratch import scratch_dir
 
 BOOT_SOURCES = Path(__file__).resolve().parent.parent.parent / "firmware_stub"
 APP_BASE = 0x00010000
@@ -107,7 +107,7 @@ def build_boot_stage(public_key: bytes | None, mcpu: str = "cortex-m4", cc: str 
     if shutil.which(cc) is None:
         raise ExportError(f"{cc} not found on PATH (Debian: apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+    tmp = scratch_dir(out.parent, f".{out.name}.build-")
     try:
         (tmp / "boot_key.h").write_text(header)
         r = subprocess.run(["make", "--no-print-directory", "-C", str(BOOT_SOURCES / "mcu"), "boot", f"OUT={tmp}",

@@ -26,6 +26,7 @@ import export.frames as frames
 from export.bundle import read_manifest
 from export.errors import ExportError
 from export.mcu.boot import EXIT_SIGNATURE_REFUSED, RECORD_ADDR, build_boot_stage
+from export.scratch import scratch
 from export.session import DeviceSession, StubFailed
 from targets import Target, get_target
 
@@ -81,7 +82,7 @@ class FirmwareSession(DeviceSession):
             raise ExportError(why_not)
         self._describe = f"{QEMU} -M {target.qemu_machine} -icount shift=0 (1 ns = 1 instruction)"
         try:
-            tmp = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="pae_fw.")))
+            tmp = self._stack.enter_context(scratch("pae_fw."))
             elf = tmp / "firmware.elf"
             elf.write_bytes(self._verified_image())  # run the bytes that were hashed, not the path again
             boot, record = self._boot_stage(target, tmp)
