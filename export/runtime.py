@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.errors import ExportError
-from export.scratch import scratch_dir
+from export.scratch import discard, scratch_dir
 from targets import host_arch
 
 CACHE_ENV = "PRUNE_EXPORT_CACHE"
@@ -65,9 +65,7 @@ def _cache_matches(d: Path, want: dict[str, str]) -> bool:
 def _discard(d: Path) -> None:
     """Move a cached folder out of the way and delete it (it is not used again)."""
     if d.exists():
-        stale = d.with_name(f".{d.name}.stale-{os.getpid()}")
-        d.rename(stale)
-        shutil.rmtree(stale, ignore_errors=True)
+        discard(d)
 
 
 def cache_root() -> Path:

@@ -56,3 +56,16 @@ def scratch(prefix: str) -> Iterator[Path]:
         yield d
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def discard(folder: Path) -> None:
+    """Move a cached folder out of its name at once (so nothing runs it again), then delete it.
+
+    Another process discarding the same folder at the same moment is fine: one rename wins.
+    """
+    stale = Path(tempfile.mkdtemp(prefix=f".{folder.name}.stale-{os.getpid()}-", dir=folder.parent))
+    try:
+        folder.rename(stale / folder.name)
+    except OSError:
+        pass  # gone already
+    shutil.rmtree(stale, ignore_errors=True)

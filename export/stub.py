@@ -36,7 +36,7 @@ from export.runtime import (
     ffi_include_dir,
     runtime_for,
 )
-from export.scratch import scratch, scratch_dir
+from export.scratch import discard, scratch, scratch_dir
 from export.session import DeviceSession, StubFailed
 from export.tvm_compile import import_onnx, lower
 from targets import Target, get_target, host_arch, runner_for
@@ -117,9 +117,7 @@ def build_stub(target_name: str) -> Path:
         if _cached_build_intact(out):
             return exe
         # changed since it was built (or built before builds were recorded): never run it, build anew
-        stale = out.with_name(f".{out.name}.stale-{os.getpid()}")
-        out.rename(stale)
-        shutil.rmtree(stale, ignore_errors=True)
+        discard(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = scratch_dir(out.parent, f".{out.name}.build-")
     try:

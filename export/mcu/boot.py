@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import struct
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from export.errors import ExportError
 from export.runtime import cache_root
-from export.scratch import scratch_dir
+from export.scratch import discard, scratch_dir
 
 BOOT_SOURCES = Path(__file__).resolve().parent.parent.parent / "firmware_stub"
 APP_BASE = 0x00010000
@@ -101,9 +100,7 @@ def build_boot_stage(public_key: bytes | None, mcpu: str = "cortex-m4", cc: str 
     if elf.exists():
         if _intact(out):
             return elf
-        stale = out.with_name(f".{out.name}.stale-{os.getpid()}")  # changed since built: never run it
-        out.rename(stale)
-        shutil.rmtree(stale, ignore_errors=True)
+        discard(out)  # changed since built: never run it
     if shutil.which(cc) is None:
         raise ExportError(f"{cc} not found on PATH (Debian: apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi)")
     out.parent.mkdir(parents=True, exist_ok=True)
