@@ -5,6 +5,7 @@ from export import frames
 from export.bundle import Manifest, load_bundle, move_into_place, read_manifest, verify_bundle, versions
 from export.device import open_session, run_stub_batch
 from export.errors import ExportError
+from export.keys import read_public_key
 from export.mcu.firmware import DoesNotFit
 from export.mcu.session import FirmwareSession, qemu_available
 from export.onnx_export import OPSET, export_onnx, ort_actions, ort_session
@@ -15,7 +16,6 @@ from export.signing import (
     SignatureRefused,
     generate_keypair,
     public_key_hex,
-    read_public_key,
     sign_bundle,
     verify_bundle_signature,
 )

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from export.bundle import MANIFEST, Manifest, check_manifest_files, parse_manifest
 from export.errors import ExportError
+from export.keys import read_public_key
 from export.mcu.boot import boot_record, flash_image, signed_message
 
 SIGNATURE = "manifest.sig"
@@ -84,21 +85,6 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def read_public_key(path: Path) -> bytes:
-    """The 32 bytes of a public key file: 64 hex digits (surrounding whitespace ignored)."""
-    path = Path(path)
-    try:
-        text = path.read_bytes().decode("ascii").strip()
-        raw = bytes.fromhex(text)
-    except OSError as e:
-        raise ExportError(f"{path}: cannot read the public key ({e.strerror})") from e
-    except ValueError as e:
-        raise ExportError(f"{path}: not a public key file (64 hex digits expected)") from e
-    if len(raw) != 32 or len(text) != 64:
-        raise ExportError(f"{path}: not a public key file (64 hex digits expected, got {len(text)} characters)")
-    return raw
-
-
 def public_key_hex(private_key_path: Path) -> str:
     """The hex public key belonging to a private key file."""
     pub = load_private_key(private_key_path).public_key()
@@ -115,11 +101,6 @@ def _write_atomically(path: Path, data: bytes) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def sign_manifest_bytes(data: bytes, private_key_path: Path) -> bytes:
-    """The 64-byte ed25519 signature of ``data`` (the manifest's exact bytes)."""
-    return load_private_key(private_key_path).sign(data)
 
 
 def sign_bundle(bundle_dir: Path, private_key_path: Path) -> str:

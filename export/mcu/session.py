@@ -25,6 +25,7 @@ from pathlib import Path
 import export.frames as frames
 from export.bundle import read_manifest
 from export.errors import ExportError
+from export.keys import read_public_key
 from export.mcu.boot import EXIT_SIGNATURE_REFUSED, RECORD_ADDR, build_boot_stage
 from export.scratch import scratch
 from export.session import DeviceSession, StubFailed
@@ -100,13 +101,7 @@ class FirmwareSession(DeviceSession):
         """The boot stage for this session's key (none: unchecked) and, with a key, the bundle's boot record."""
         if self.public_key is None:
             return build_boot_stage(None, str(target.tvm.get("mcpu", "cortex-m4"))), None
-        try:
-            key = bytes.fromhex(Path(self.public_key).read_text().strip())
-        except (OSError, ValueError) as e:
-            raise ExportError(f"{self.public_key}: not a public key file (64 hex digits expected)") from e
-        if len(key) != 32:
-            raise ExportError(f"{self.public_key}: not a public key file (64 hex digits expected)")
-        boot = build_boot_stage(key, str(target.tvm.get("mcpu", "cortex-m4")))
+        boot = build_boot_stage(read_public_key(self.public_key), str(target.tvm.get("mcpu", "cortex-m4")))
         rec = read_manifest(self.bundle_dir).artifacts.get(self.target_name) or {}
         name = str((rec.get("boot_record") or {}).get("file", ""))
         if not name or Path(name).name != name or not (self.bundle_dir / name).is_file():

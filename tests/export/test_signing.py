@@ -8,12 +8,11 @@ import stat
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from export import ExportError, export_bundle
+from export import ExportError, export_bundle, read_public_key
 from export.signing import (
     SignatureRefused,
     generate_keypair,
     public_key_hex,
-    read_public_key,
     sign_bundle,
     verify_bundle_signature,
 )
