@@ -87,12 +87,6 @@ def test_vendored_monocypher_matches_the_recorded_sha256():
     assert (folder / "monocypher.c").read_text().startswith("// Monocypher version 4.0.3\n")
 
 
-def test_signed_bundle_runs_on_x86_64(signed, keys, small_controller, pendulum):
-    obs = pendulum.sample_observations(50, seed=11)
-    got = run_stub_batch(signed, "x86_64", obs, public_key=keys["public"])
-    np.testing.assert_allclose(got, small_controller(torch.tensor(obs)).detach().numpy(), atol=1e-5)
-
-
 @pytest.mark.parametrize("target", TARGETS)
 def test_signed_bundle_runs_and_a_replaced_library_with_a_rehashed_manifest_is_refused_before_loading(
         signed, keys, target, tmp_path, small_controller, pendulum):
