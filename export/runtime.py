@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import shutil
 import subprocess
 import sys
@@ -26,9 +25,8 @@ from pathlib import Path
 
 from export.errors import ExportError
 from export.scratch import discard, scratch_dir
-from targets import host_arch
+from targets import cache_root, host_arch
 
-CACHE_ENV = "PRUNE_EXPORT_CACHE"
 TVM_VERSION = "0.27.0.post1"
 TVM_FFI_VERSION = "0.1.14.post0"
 # pip platform tag of the manylinux wheels per architecture (none exist for armv7)
@@ -66,12 +64,6 @@ def _discard(d: Path) -> None:
     """Move a cached folder out of the way and delete it (it is not used again)."""
     if d.exists():
         discard(d)
-
-
-def cache_root() -> Path:
-    """Where built stubs and fetched runtimes live: $PRUNE_EXPORT_CACHE or ~/.cache/prune-and-export."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else Path.home() / ".cache" / "prune-and-export"
 
 
 def _site_package(name: str) -> Path:
