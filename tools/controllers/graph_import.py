@@ -1,0 +1,335 @@
+"""Any controller file in, one traced graph out: every format becomes a canonical ``torch.fx.GraphModule``.
+
+Each reader produces something torch can run, which is then captured by ``torch.export`` (non-strict,
+batch axis dynamic) and rewritten by :func:`tools.controllers.graph_ops.canonicalize`, so one set of
+rules decides what the controller is (what reaches the action) and which ops are supported:
+
+- ``torch-export`` (``.pt2``): ``torch.export.load`` gives the program itself. It is *not*
+  ``weights_only``-safe: it unpickles (``weights_only=False``) pickled weights and constants, opaque
+  objects, and the sample inputs when a weights-only load of them fails. :func:`check_pt2_pickles`
+  therefore refuses any member that a weights-only load cannot read before torch.export.load runs.
+- ``state-dict`` + ``factory`` (``package.module:function``, user code that runs by nature): the
+  factory's module with weights from ``torch.load(weights_only=True)``; ``method`` names the method
+  that returns the action (``act_inference``, ``actor_mean``...) when ``forward`` does not.
+- ``torchscript``: translated from its inlined TorchScript graph op by op into an ExportedProgram by
+  ``torch._export.converter.TS2EPConverter`` (PyTorch's TorchScript-to-export converter), not read by
+  module order. ``torch.jit.load`` runs no Python, but it does run the file's TorchScript.
+- ``onnx``: ``onnx2torch`` (a maintained converter) gives a GraphModule, then exported like the rest.
+  onnx2torch imports torchvision at import time for two detection ops (NMS, RoiAlign) controllers
+  never use; where torchvision cannot be imported (the CPU-only torch this project pins has no
+  matching torchvision wheel), those two ops are stubbed to raise.
+- ``sb3``: :func:`tools.controllers.sb3_zip.read_sb3_zip` (nothing unpickled), optionally preceded by
+  the observation normaliser.
+
+Every result is checked against the original on sampled observations before it is returned, and its
+ops against :data:`tools.controllers.graph_ops.SUPPORTED`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import operator
+import sys
+import types
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx as fx
+from torch import nn
+
+from tools.controllers.graph_ops import canonicalize, check_ops
+from tools.controllers.obs_norm import ObsNorm
+from tools.controllers.sb3_zip import read_sb3_zip
+from tools.errors import ControllerError
+
+FORMATS = ("torch-export", "state-dict", "torchscript", "onnx", "sb3")
+CHECK_SAMPLES = 256
+MATCH_TOL = 1e-5
+
+
+def to_graph(path: Path, fmt: str, *, obs_dim: int | None = None, factory: str | None = None,
+             method: str | None = None, output: int | None = 0, obs_norm: ObsNorm | None = None,
+             check_obs: torch.Tensor | None = None) -> fx.GraphModule:
+    """The controller in ``path`` (format ``fmt``) as a canonical GraphModule computing its action.
+
+    ``output`` picks the action among several outputs (index into a returned tuple; 0 by default),
+    ``method`` the method computing it (state dict + factory). ``obs_dim`` is needed where the file
+    does not say it (state dict, TorchScript). ``check_obs`` (default: seeded normal samples) is what
+    the result is compared with the original on. ``gm.meta["import"]`` says how it was read.
+    """
+    path = Path(path)
+    if fmt == "torch-export":
+        module, reference, traced_by = _from_program(path)
+    elif fmt == "state-dict":
+        module, reference, traced_by = _from_factory(path, factory, method)
+    elif fmt == "torchscript":
+        module, reference, traced_by = _from_torchscript(path, obs_dim)
+    elif fmt == "onnx":
+        module, reference, traced_by, obs_dim = _from_onnx(path)
+    elif fmt == "sb3":
+        policy = read_sb3_zip(path)
+        module = policy.with_obs_norm(obs_norm).eval()
+        reference, traced_by, obs_dim = module, "torch.export of the actor read from the zip", policy.obs_dim
+    else:
+        raise ControllerError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if obs_dim is None:
+        obs_dim = _input_width(module)
+    if obs_dim is None:
+        raise ControllerError(f"{path}: cannot tell how many observations the model takes; pass obs_dim")
+    gm = module if isinstance(module, fx.GraphModule) and traced_by.startswith("torch.export.load") else _export(path, module, obs_dim)
+    prefix = "model." if isinstance(module, ActionMethod) else ""
+    gm = canonicalize(gm, output=output, prefix=prefix)
+    check_ops(gm, str(path))
+    obs = check_obs if check_obs is not None else _samples(obs_dim)
+    _check_parity(path, gm, reference, obs, output)
+    gm.meta["import"] = {"format": fmt, "traced_by": traced_by, "obs_dim": obs_dim, "output": output, "method": method}
+    return gm
+
+
+# ---------------------------------------------------------------- readers
+
+def _from_program(path: Path) -> tuple[nn.Module, Any, str]:
+    check_pt2_pickles(path)
+    try:
+        program = torch.export.load(str(path))
+    except Exception as e:  # noqa: BLE001 - the loader raises many types for a bad archive
+        raise ControllerError(f"{path}: not a torch.export program ({str(e).strip().splitlines()[0]})") from e
+    gm = program.module()
+    return gm, gm, "torch.export.load (the saved program)"
+
+
+def check_pt2_pickles(path: Path) -> None:
+    """Refuse a .pt2 archive with a member torch.export.load would unpickle beyond weights-only."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as e:
+        raise ControllerError(f"{path}: not a torch.export archive (not a zip)") from e
+    with archive:
+        for name in archive.namelist():
+            inner = name.split("/", 1)[-1]
+            risky = inner.startswith("data/sample_inputs/") or "/custom_obj_" in name or "/opaque_obj_" in name
+            if inner.endswith("_config.json") and inner.startswith(("data/weights/", "data/constants/")):
+                config = json.loads(archive.read(name)).get("config", {})
+                for fqn, meta in config.items():
+                    if meta.get("use_pickle") or str(meta.get("path_name", "")).startswith(("custom_obj", "opaque_obj")):
+                        _weights_only(path, archive, name.rsplit("/", 1)[0] + "/" + str(meta["path_name"]), fqn)
+            if risky:
+                _weights_only(path, archive, name, inner)
+
+
+def _weights_only(path: Path, archive: zipfile.ZipFile, member: str, what: str) -> None:
+    try:
+        torch.load(io.BytesIO(archive.read(member)), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure means torch.export.load would unpickle freely
+        raise ControllerError(f"{path}: member {member!r} ({what}) is a pickle a weights-only load refuses "
+                              f"({str(e).strip().splitlines()[0][:120]}); torch.export.load would unpickle it "
+                              "with weights_only=False, so the file is not loaded") from e
+
+
+def _from_factory(path: Path, ref: str | None, method: str | None) -> tuple[nn.Module, Any, str]:
+    if not ref:
+        raise ControllerError(f"{path}: a state dict holds no architecture; pass a factory package.module:function "
+                              "(a function returning the untrained nn.Module)")
+    module_name, sep, func_name = ref.partition(":")
+    if not sep or not module_name or not func_name:
+        raise ControllerError(f"factory {ref!r}: expected package.module:function")
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as e:
+        raise ControllerError(f"factory {ref!r}: {e}") from e
+    model = func()
+    if not isinstance(model, nn.Module):
+        raise ControllerError(f"factory {ref!r}: returned {type(model).__name__}, expected an nn.Module")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (RuntimeError, ValueError) as e:
+        raise ControllerError(f"{path}: weights do not fit factory {ref}: {str(e).strip().splitlines()[0]}") from e
+    model.eval()
+    if method is not None:
+        if not callable(getattr(model, method, None)):
+            raise ControllerError(f"method {method!r}: {type(model).__name__} has no such method or submodule")
+        model = ActionMethod(model, method)
+    return model, model, "torch.export of the factory's module" + (f" through its method {method!r}" if method else "")
+
+
+class ActionMethod(nn.Module):
+    """``forward`` = ``model.<method>``: the user's action method or submodule, for tracing."""
+
+    def __init__(self, model: nn.Module, method: str) -> None:
+        super().__init__()
+        self.model = model
+        self.method = method
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return getattr(self.model, self.method)(x)
+
+
+def _from_torchscript(path: Path, obs_dim: int | None) -> tuple[nn.Module, Any, str]:
+    from torch._export.converter import TS2EPConverter
+
+    try:
+        scripted = torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as e:  # noqa: BLE001 - TorchScript raises RuntimeError and friends
+        raise ControllerError(f"{path}: not a TorchScript file ({str(e).strip().splitlines()[0]})") from e
+    if obs_dim is None:
+        raise ControllerError(f"{path}: TorchScript does not record the input size; pass obs_dim")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = TS2EPConverter(scripted, (_samples(obs_dim, 4),)).convert()
+    except Exception as e:  # noqa: BLE001 - the converter raises many types for unsupported TorchScript
+        raise ControllerError(f"{path}: cannot translate the TorchScript graph: {str(e).strip().splitlines()[0]}") from e
+    gm = program.module()
+    return gm, scripted, "TS2EPConverter (TorchScript graph translated op by op)"
+
+
+def import_onnx2torch() -> Any:
+    """The ``onnx2torch`` module; torchvision stubbed for its two detection ops when it cannot be imported."""
+    if "onnx2torch" in sys.modules:
+        return sys.modules["onnx2torch"]
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # noqa: BLE001 - missing, or a wheel built for another torch
+        def unavailable(*args: Any, **kwargs: Any) -> Any:
+            raise ControllerError("this ONNX op (NMS, RoiAlign) needs torchvision, which is not installed")
+
+        vision, ops = types.ModuleType("torchvision"), types.ModuleType("torchvision.ops")
+        ops.nms = ops.roi_align = ops.box_convert = unavailable  # type: ignore[attr-defined]
+        vision.ops = ops  # type: ignore[attr-defined]
+        saved = {k: sys.modules.get(k) for k in ("torchvision", "torchvision.ops")}
+        sys.modules.update({"torchvision": vision, "torchvision.ops": ops})
+        try:
+            import onnx2torch
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    sys.modules.pop(k, None)
+                else:
+                    sys.modules[k] = v
+        return onnx2torch
+    import onnx2torch
+
+    return onnx2torch
+
+
+def _from_onnx(path: Path) -> tuple[nn.Module, Any, str, int]:
+    import onnx
+    import onnxruntime as ort
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # noqa: BLE001 - protobuf decode errors vary
+        raise ControllerError(f"{path}: not an ONNX model ({str(e).strip().splitlines()[0]})") from e
+    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    if len(inputs) != 1:
+        raise ControllerError(f"{path}: the model takes {len(inputs)} inputs; a controller takes the observation alone")
+    dims = inputs[0].type.tensor_type.shape.dim
+    if not dims or not dims[-1].dim_value:
+        raise ControllerError(f"{path}: input {inputs[0].name!r} has no fixed feature size")
+    obs_dim = int(dims[-1].dim_value)
+    try:
+        gm = import_onnx2torch().convert(model)
+    except ControllerError:
+        raise
+    except Exception as e:  # noqa: BLE001 - onnx2torch raises NotImplementedError and friends per op
+        raise ControllerError(f"{path}: onnx2torch cannot convert it: {str(e).strip().splitlines()[0]}") from e
+    _static_slices(gm)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def reference(x: torch.Tensor) -> Any:
+        rows = [session.run(None, {name: row[None].numpy()}) for row in x]
+        outs = [torch.cat([torch.from_numpy(np.asarray(r[k])) for r in rows]) for k in range(len(rows[0]))]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    return gm, reference, "onnx2torch, then torch.export", obs_dim
+
+
+def _static_slices(gm: fx.GraphModule) -> None:
+    """onnx2torch's Slice reads its constant bounds with ``.numpy()`` (untraceable): make them Python slices."""
+    changed = False
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or type(gm.get_submodule(str(node.target))).__name__ != "OnnxSlice":
+            continue
+        consts = []
+        for arg in node.args[1:]:
+            mod = gm.get_submodule(str(arg.target)) if isinstance(arg, fx.Node) and arg.op == "call_module" else None
+            value = getattr(mod, "value", None)
+            if not isinstance(value, torch.Tensor):
+                break
+            consts.append([int(v) for v in value.reshape(-1)])
+        else:
+            starts, ends = consts[0], consts[1]
+            axes = consts[2] if len(consts) > 2 else list(range(len(starts)))
+            steps = consts[3] if len(consts) > 3 else [1] * len(starts)
+            index: Any = node.args[0]
+            with gm.graph.inserting_before(node):
+                for a, s, e, step in zip(axes, starts, ends, steps):
+                    cut = slice(s, None if e >= 2**62 else e, step)
+                    key = (*[slice(None)] * a, cut) if a >= 0 else (Ellipsis, cut, *[slice(None)] * (-a - 1))
+                    index = gm.graph.call_function(operator.getitem, (index, key))
+            node.replace_all_uses_with(index)
+            gm.graph.erase_node(node)
+            changed = True
+    if changed:
+        gm.graph.eliminate_dead_code()
+        gm.recompile()
+
+
+# ---------------------------------------------------------------- tracing and checking
+
+def _export(path: Path, module: nn.Module, obs_dim: int) -> fx.GraphModule:
+    """``torch.export`` (non-strict) with a dynamic batch axis; a static batch if that fails."""
+    example = (_samples(obs_dim, 4),)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.export.export(module, example, dynamic_shapes=({0: torch.export.Dim.DYNAMIC},), strict=False)
+        except Exception:  # noqa: BLE001 - retried with a static batch, which reports its own error
+            try:
+                program = torch.export.export(module, example, strict=False)
+            except Exception as e:  # noqa: BLE001
+                raise ControllerError(f"{path}: torch.export cannot trace the model: {str(e).strip().splitlines()[0]}") from e
+    return program.module()
+
+
+def _input_width(module: nn.Module) -> int | None:
+    first = next((m for m in module.modules() if isinstance(m, nn.Linear)), None)
+    return None if first is None else int(first.in_features)
+
+
+def _samples(obs_dim: int, n: int = CHECK_SAMPLES) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return 3.0 * torch.randn(n, obs_dim, generator=generator)
+
+
+def _first(out: Any, output: int | None) -> torch.Tensor:
+    while isinstance(out, (tuple, list)):
+        out = out[0] if len(out) == 1 or output is None else out[output]
+    return out
+
+
+def call_rows(fn: Any, obs: torch.Tensor, output: int | None = 0) -> torch.Tensor:
+    """``fn(obs)`` as one action tensor; row by row if fn refuses the batch (a program saved at batch 1)."""
+    with torch.no_grad():
+        try:
+            return _first(fn(obs), output).float()
+        except Exception:  # noqa: BLE001 - a fixed-batch program: feed it row by row
+            return torch.cat([_first(fn(row[None]), output).float() for row in obs])
+
+
+def _check_parity(path: Path, gm: fx.GraphModule, reference: Any, obs: torch.Tensor, output: int | None) -> None:
+    expected = call_rows(reference, obs, output)
+    with torch.no_grad():
+        got = gm(obs)
+    err = float((got - expected.reshape(got.shape)).abs().max()) if got.numel() == expected.numel() else float("inf")
+    if not err <= MATCH_TOL * max(1.0, float(expected.abs().max())):
+        raise ControllerError(f"{path}: the traced graph gives actions up to {err:.3g} away from the original "
+                              "on sampled observations; the conversion is refused")

@@ -1,0 +1,403 @@
+"""One graph for every controller: an aten-level torch.export graph rewritten into the canonical fx form.
+
+Every controller file ends up as a ``torch.export`` program (see ``graph_import``); its graph is made of
+aten ops with the weights as ``get_attr`` constants. :func:`canonicalize` rewrites it into the form
+prune/ traces and export/ lowers, keeping only what reaches the action:
+
+- the action output is selected (``output``: an index into a tuple/list output, 0 by default) and every
+  node it does not depend on is dropped, with the submodules, parameters and buffers only they used
+  (a ``log_std`` head, a critic, an unused parameter go *by the graph*, whatever their names);
+- subgraphs computed from constants alone are folded into buffers (``sqrt(var + eps)`` of a normaliser);
+- ``aten.linear`` with constant weights becomes an ``nn.Linear`` named after its weight's owner
+  (``actor_mean.0``), ``aten.layer_norm`` an ``nn.LayerNorm``; activations become ``torch.*`` /
+  ``torch.nn.functional`` calls, arithmetic ``operator`` calls, clamp ``torch.clamp``;
+- a Linear whose output is only sliced along the features (a head of which one part is used, e.g.
+  TD-MPC2's ``mu, log_std = pi(z).chunk(2, -1)``) keeps only the rows used;
+- copies, dropout, shape-preserving reshapes vanish; ``x * tanh(softplus(x))`` (Mish as ONNX < 18
+  writes it) becomes ``F.mish``.
+
+Ops it does not know are left in place; :func:`check_ops` then refuses them by name, so the set of
+supported ops is stated once (:data:`SUPPORTED`).
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from tools.errors import ControllerError
+
+aten = torch.ops.aten
+
+SUPPORTED = ("Linear (constant weights), LayerNorm over the features, ReLU, ELU, Tanh, SiLU, Mish, LeakyReLU, "
+             "GELU, Softplus, Sigmoid, residual add/sub of two hidden tensors, concatenation along the features, "
+             "add/sub/mul/div by constants (observation normalisation, action scaling), clamp/clip/min/max with "
+             "constant bounds, and shape-preserving copies/reshapes")
+
+# aten activation -> (canonical callable, positional arguments kept after the input)
+_ACTIVATIONS: dict[Any, tuple[Callable[..., Any], int]] = {
+    aten.relu.default: (torch.relu, 0),
+    aten.tanh.default: (torch.tanh, 0),
+    aten.sigmoid.default: (torch.sigmoid, 0),
+    aten.silu.default: (F.silu, 0),
+    aten.mish.default: (F.mish, 0),
+    aten.leaky_relu.default: (F.leaky_relu, 1),
+    aten.softplus.default: (F.softplus, 2),
+}
+_ARITHMETIC: dict[Any, Callable[..., Any]] = {
+    aten.add.Tensor: operator.add, aten.add.Scalar: operator.add,
+    aten.sub.Tensor: operator.sub, aten.sub.Scalar: operator.sub,
+    aten.mul.Tensor: operator.mul, aten.mul.Scalar: operator.mul,
+    aten.div.Tensor: operator.truediv, aten.div.Scalar: operator.truediv,
+}
+_IDENTITY = {
+    aten.clone.default, aten.alias.default, aten.detach.default, aten.contiguous.default,
+    aten.lift_fresh_copy.default, aten.dropout.default, aten.feature_dropout.default,
+}
+_RESHAPES = {
+    aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.flatten.using_ints,
+    aten.squeeze.dim, aten.squeeze.dims, aten.unsqueeze.default, aten.expand.default, aten.slice.Tensor,
+    aten._to_copy.default,
+}
+_ASSERTS = {aten._assert_tensor_metadata.default, aten._assert_scalar.default, aten.sym_constrain_range_for_size.default}
+
+# What check_ops accepts in a canonical graph.
+ACTIVATION_FUNCTIONS = {torch.relu, torch.tanh, torch.sigmoid, F.elu, F.silu, F.mish, F.leaky_relu, F.gelu, F.softplus}
+CLAMP_FUNCTIONS = {torch.clamp, torch.minimum, torch.maximum}
+ARITHMETIC_FUNCTIONS = {operator.add, operator.sub, operator.mul, operator.truediv, operator.neg}
+
+
+def canonicalize(gm: fx.GraphModule, output: int | None = 0, prefix: str = "", name: str = "Controller") -> fx.GraphModule:
+    """The canonical fx graph of an aten-level GraphModule: the action output only, dead parts dropped.
+
+    ``prefix`` is removed from weight names when naming the new modules (a wrapper's ``model.``).
+    """
+    graph = fx.Graph()  # a copy owned by no module: new modules and buffers are attached at the end
+    graph.output(graph.graph_copy(gm.graph, {}))
+    _select_output(graph, output)
+    for node in list(graph.nodes):
+        if (node.op == "call_module" and "_guards" in str(node.target)) or node.target in _ASSERTS:
+            graph.erase_node(node)
+    _dce(graph)
+    values = _attributes(gm, graph)
+    _fold_constants(graph, values)
+    for node in list(graph.nodes):  # copies and full slices first: they would hide a sliced head
+        if node.op == "call_function" and (node.target in _IDENTITY or (node.target in _RESHAPES and _same_meta(node))):
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+    _narrow_sliced_linears(graph, values)
+    modules: dict[str, nn.Module] = {}
+    for node in list(graph.nodes):
+        _rewrite(node, values, modules, prefix)
+    _mish_pattern(graph)
+    _dce(graph)
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise ControllerError(f"the model takes {len(placeholders)} inputs; a controller takes the observation alone")
+    graph.lint()
+    root: dict[str, Any] = {}
+    for node in graph.nodes:
+        if node.op == "get_attr":
+            root[str(node.target)] = values[str(node.target)]
+        elif node.op == "call_module":
+            root[str(node.target)] = modules[str(node.target)]
+    out = fx.GraphModule(root, graph, class_name=name)
+    out.eval()
+    return out
+
+
+# ---------------------------------------------------------------- passes
+
+def _dce(graph: fx.Graph) -> None:
+    """Drop every node the output does not depend on (the graph owns no module, so fx's purity check cannot run)."""
+    for node in reversed(list(graph.nodes)):
+        if node.op not in ("placeholder", "output") and not node.users:
+            graph.erase_node(node)
+
+
+def _select_output(graph: fx.Graph, output: int | None) -> None:
+    """Make the graph return one tensor: ``output`` picks an element of a tuple/list output."""
+    out = next(n for n in graph.nodes if n.op == "output")
+    value = out.args[0]
+    while isinstance(value, (tuple, list)):
+        if len(value) == 1:
+            value = value[0]
+            continue
+        if output is None:
+            raise ControllerError(f"the model returns {len(value)} outputs; say which one is the action (output=INDEX)")
+        if not -len(value) <= output < len(value):
+            raise ControllerError(f"output={output}: the model returns {len(value)} outputs")
+        value = value[output]
+    if not isinstance(value, fx.Node):
+        raise ControllerError(f"the selected output is {type(value).__name__}, not a tensor computed from the observation")
+    out.args = (value,)
+
+
+def _attributes(gm: fx.GraphModule, graph: fx.Graph) -> dict[str, torch.Tensor]:
+    """The constant tensors the graph reads (``get_attr``), detached, by target."""
+    values: dict[str, torch.Tensor] = {}
+    for node in graph.nodes:
+        if node.op == "get_attr":
+            obj: Any = gm
+            for part in str(node.target).split("."):
+                obj = getattr(obj, part)
+            if not isinstance(obj, torch.Tensor):
+                raise ControllerError(f"node '{node.name}' reads {node.target} ({type(obj).__name__}), not a tensor; supported: {SUPPORTED}")
+            values[str(node.target)] = obj.detach().clone()
+    return values
+
+
+def _is_const(arg: Any) -> bool:
+    if isinstance(arg, fx.Node):
+        return arg.op == "get_attr"
+    if isinstance(arg, (list, tuple)):
+        return all(_is_const(a) for a in arg)
+    return True
+
+
+def _fold_constants(graph: fx.Graph, values: dict[str, torch.Tensor]) -> None:
+    """Evaluate every op whose operands are all constants; its result becomes a buffer ``_folded_N``."""
+    count = 0
+    for node in list(graph.nodes):
+        if node.op != "call_function" or not _is_const((node.args, node.kwargs)):
+            continue
+        args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: values[str(n.target)])
+        with torch.no_grad():
+            result = node.target(*args, **kwargs)  # type: ignore[operator]
+        if not isinstance(result, torch.Tensor):
+            continue
+        target = f"_folded_{count}"
+        count += 1
+        values[target] = result.detach().clone()
+        with graph.inserting_before(node):
+            const = graph.get_attr(target)
+        node.replace_all_uses_with(const)
+        graph.erase_node(node)
+    _dce(graph)
+
+
+def _feature_range(node: fx.Node, width: int) -> tuple[int, int] | None:
+    """The [start, stop) feature range a slice/narrow takes of the last axis, else None."""
+    if node.target is aten.slice.Tensor:
+        dim, start, stop, step = (list(node.args[1:]) + [0, None, None, 1][len(node.args) - 1:])[:4]
+        if step != 1 or not isinstance(dim, int) or dim not in (-1, 1):
+            return None
+        start = 0 if start is None else int(start)
+        stop = width if stop is None else min(int(stop), width)
+        return (start + width if start < 0 else start, stop + width if stop < 0 else stop)
+    if node.target is aten.narrow.default and node.args[1] in (-1, 1):
+        return int(node.args[2]), int(node.args[2]) + int(node.args[3])
+    return None
+
+
+def _narrow_sliced_linears(graph: fx.Graph, values: dict[str, torch.Tensor]) -> None:
+    """A Linear used only through one slice of its features keeps only those rows."""
+    for node in list(graph.nodes):
+        if node.target is not aten.linear.default or len(node.users) != 1:
+            continue
+        weight = node.args[1]
+        bias = node.args[2] if len(node.args) > 2 else None
+        if not (isinstance(weight, fx.Node) and weight.op == "get_attr") or (bias is not None and not _is_const(bias)):
+            continue
+        w = values[str(weight.target)]
+        user = next(iter(node.users))
+        span = _feature_range(user, w.shape[0]) if user.op == "call_function" and user.args[0] is node else None
+        if user.target in (aten.split.Tensor, aten.split_with_sizes.default, aten.chunk.default):
+            span = _split_span(user, w.shape[0])
+            if span is not None:
+                getter = next(iter(user.users))
+                user = getter
+        if span is None:
+            continue
+        start, stop = span
+        target = str(weight.target)
+        values[target] = w[start:stop].clone()
+        if isinstance(bias, fx.Node):
+            values[str(bias.target)] = values[str(bias.target)][start:stop].clone()
+        user.replace_all_uses_with(node)
+        _dce(graph)
+
+
+def _split_span(node: fx.Node, width: int) -> tuple[int, int] | None:
+    """For a split/chunk on the features whose outputs are read by one ``getitem``: that piece's range."""
+    dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+    if dim not in (-1, 1) or len(node.users) != 1:
+        return None
+    getter = next(iter(node.users))
+    if getter.target is not operator.getitem or not isinstance(getter.args[1], int):
+        return None
+    if node.target is aten.chunk.default:
+        chunks = int(node.args[1])
+        size = -(-width // chunks)
+        sizes = [min(size, width - i * size) for i in range(chunks) if i * size < width]
+    elif node.target is aten.split.Tensor:
+        size = int(node.args[1])  # type: ignore[arg-type]
+        sizes = [min(size, width - i) for i in range(0, width, size)]
+    else:
+        sizes = [int(s) for s in node.args[1]]  # type: ignore[union-attr]
+    k = getter.args[1]
+    start = sum(sizes[:k])
+    return start, start + sizes[k]
+
+
+def _module_name(target: str, suffix: str, taken: dict[str, nn.Module]) -> str:
+    """``actor_mean.0.weight`` -> ``actor_mean_0``-style unique, attribute-safe module name."""
+    base = target[: -len(suffix)] if target.endswith(suffix) else target
+    base = "_".join(re.sub(r"\W", "_", part) for part in base.split(".") if part) or "layer"
+    base = base if not base[0].isdigit() else f"layer_{base}"
+    name, k = base, 1
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    return name
+
+
+def _rewrite(node: fx.Node, values: dict[str, torch.Tensor], modules: dict[str, nn.Module], prefix: str) -> None:
+    """Replace one aten node by its canonical form (in place); unknown ops are left for check_ops."""
+    if node.op != "call_function":
+        return
+    t, args = node.target, node.args
+    graph = node.graph
+    if t is aten.linear.default and _is_const(args[1:]) and isinstance(args[1], fx.Node):
+        weight = values[str(args[1].target)]
+        bias = values[str(args[2].target)] if len(args) > 2 and isinstance(args[2], fx.Node) else None
+        if weight.dim() != 2:
+            return
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+        with torch.no_grad():
+            linear.weight.copy_(weight)
+            if bias is not None:
+                linear.bias.copy_(bias)
+        _to_module(node, _module_name(str(args[1].target).removeprefix(prefix), ".weight", modules), linear, modules)
+    elif t is aten.layer_norm.default and _is_const(args[1:]):
+        shape = list(args[1])  # type: ignore[arg-type]
+        weight = values[str(args[2].target)] if len(args) > 2 and isinstance(args[2], fx.Node) else None
+        bias = values[str(args[3].target)] if len(args) > 3 and isinstance(args[3], fx.Node) else None
+        eps = float(args[4]) if len(args) > 4 else 1e-5  # type: ignore[arg-type]
+        norm = nn.LayerNorm(shape, eps=eps, elementwise_affine=weight is not None, bias=bias is not None)
+        with torch.no_grad():
+            if weight is not None:
+                norm.weight.copy_(weight)
+            if bias is not None:
+                norm.bias.copy_(bias)
+        owner = str(args[2].target) if isinstance(args[2], fx.Node) else "layer_norm"
+        _to_module(node, _module_name(owner.removeprefix(prefix), ".weight", modules), norm, modules)
+    elif t in _ACTIVATIONS:
+        fn, kept = _ACTIVATIONS[t]
+        _to_function(node, fn, (args[0], *args[1:1 + kept]))
+    elif t is aten.elu.default and all(float(a) == 1.0 for a in args[2:4]):  # type: ignore[arg-type]
+        _to_function(node, F.elu, (args[0], float(args[1]) if len(args) > 1 else 1.0))  # type: ignore[arg-type]
+    elif t is aten.gelu.default:
+        _to_function(node, F.gelu, (args[0],), {"approximate": node.kwargs.get("approximate", "none")})
+    elif t in _ARITHMETIC and node.kwargs.get("alpha", 1) == 1 and "rounding_mode" not in node.kwargs:
+        _to_function(node, _ARITHMETIC[t], tuple(args))
+    elif t is aten.rsub.Scalar and node.kwargs.get("alpha", 1) == 1:
+        _to_function(node, operator.sub, (args[1], args[0]))
+    elif t is aten.neg.default:
+        _to_function(node, operator.neg, (args[0],))
+    elif t in (aten.clamp.default, aten.clamp.Tensor, aten.hardtanh.default):
+        lo, hi = (list(args[1:3]) + [None, None])[:2] if t is not aten.hardtanh.default else (list(args[1:3]) + [-1.0, 1.0])[:2]
+        _to_function(node, torch.clamp, (args[0], lo, hi))
+    elif t in (aten.clamp_min.default, aten.clamp_min.Tensor):
+        _to_function(node, torch.clamp, (args[0], args[1], None))
+    elif t in (aten.clamp_max.default, aten.clamp_max.Tensor):
+        _to_function(node, torch.clamp, (args[0], None, args[1]))
+    elif t in (aten.minimum.default, aten.maximum.default):
+        _to_function(node, torch.minimum if t is aten.minimum.default else torch.maximum, tuple(args))
+    elif t in (aten.cat.default, aten.concat.default):
+        _to_function(node, torch.cat, (list(args[0]), args[1] if len(args) > 1 else 0))  # type: ignore[arg-type]
+    elif t in _IDENTITY or (t in _RESHAPES and _same_meta(node)):
+        node.replace_all_uses_with(args[0])  # type: ignore[arg-type]
+        graph.erase_node(node)
+
+
+def _same_meta(node: fx.Node) -> bool:
+    """The op leaves shape and dtype as they were (a no-op reshape or cast)."""
+    src = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
+    a, b = (getattr(n, "meta", {}).get("val") for n in (src, node)) if src is not None else (None, None)
+    return a is not None and b is not None and tuple(a.shape) == tuple(b.shape) and a.dtype == b.dtype
+
+
+def _to_function(node: fx.Node, fn: Callable[..., Any], args: tuple, kwargs: dict | None = None) -> None:
+    with node.graph.inserting_before(node):
+        new = node.graph.call_function(fn, args, kwargs or {})
+    new.meta = dict(node.meta)
+    node.replace_all_uses_with(new)
+    node.graph.erase_node(node)
+
+
+def _to_module(node: fx.Node, name: str, module: nn.Module, modules: dict[str, nn.Module]) -> None:
+    modules[name] = module.eval()
+    with node.graph.inserting_before(node):
+        new = node.graph.call_module(name, (node.args[0],))
+    new.meta = dict(node.meta)
+    node.replace_all_uses_with(new)
+    node.graph.erase_node(node)
+
+
+def _mish_pattern(graph: fx.Graph) -> None:
+    """``x * tanh(softplus(x))`` (ONNX before opset 18 has no Mish) -> ``F.mish(x)``."""
+    for node in list(graph.nodes):
+        if node.target is not operator.mul or len(node.args) != 2:
+            continue
+        for x, other in (node.args, node.args[::-1]):
+            if (isinstance(other, fx.Node) and other.target is torch.tanh and isinstance(other.args[0], fx.Node)
+                    and other.args[0].target is F.softplus and other.args[0].args[0] is x
+                    and tuple(other.args[0].args[1:]) in ((), (1.0, 20.0), (1, 20))):
+                _to_function(node, F.mish, (x,))
+                break
+
+
+# ---------------------------------------------------------------- the supported-ops check
+
+def check_ops(gm: fx.GraphModule, where: str = "controller") -> None:
+    """Refuse any node outside :data:`SUPPORTED`, naming it, its op and target."""
+    const: set[fx.Node] = set()
+    for node in gm.graph.nodes:
+        if node.op in ("placeholder", "output"):
+            continue
+        if node.op == "get_attr":
+            const.add(node)
+            continue
+        problem = _problem(gm, node, const)
+        if problem:
+            target = getattr(node.target, "__name__", None) or str(node.target)
+            raise ControllerError(f"{where}: unsupported node '{node.name}' ({node.op} {target}){': ' + problem if problem != '-' else ''}; "
+                                  f"supported: {SUPPORTED}")
+
+
+def _problem(gm: fx.GraphModule, node: fx.Node, const: set[fx.Node]) -> str | None:
+    """Why a canonical node is not supported ('-' when it is simply unknown), None when it is."""
+    tensors = [a for a in node.all_input_nodes if a not in const]
+    if node.op == "call_module":
+        mod = gm.get_submodule(str(node.target))
+        if isinstance(mod, nn.Linear):
+            return None
+        if isinstance(mod, nn.LayerNorm):
+            return None if len(mod.normalized_shape) == 1 else f"normalises over {tuple(mod.normalized_shape)}, not the features"
+        return f"module {type(mod).__name__}"
+    if node.op != "call_function":
+        return "-"
+    t = node.target
+    if t in ACTIVATION_FUNCTIONS:
+        return None if len(tensors) == 1 and node.args[0] in tensors else "an activation of several tensors"
+    if t in CLAMP_FUNCTIONS:
+        return None if len(tensors) == 1 and node.args[0] in tensors else "bounds that depend on the observation"
+    if t in ARITHMETIC_FUNCTIONS:
+        if t in (operator.add, operator.sub) or len(tensors) <= 1:
+            if t is operator.truediv and len(tensors) == 1 and node.args[0] is not tensors[0]:
+                return "a division by the observation-dependent value"
+            return None
+        return "a product of two observation-dependent tensors (not an affine map with constants)"
+    if t is torch.cat:
+        dim = node.args[1] if len(node.args) > 1 else 0
+        val = node.meta.get("val")
+        last = (val.dim() - 1) if isinstance(val, torch.Tensor) else 1
+        return None if isinstance(dim, int) and dim % (last + 1) == last else "concatenation along another axis than the features"
+    return "-"
