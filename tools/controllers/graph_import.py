@@ -14,7 +14,9 @@ rules decides what the controller is (what reaches the action) and which ops are
 - ``torchscript``: translated from its inlined TorchScript graph op by op into an ExportedProgram by
   ``torch._export.converter.TS2EPConverter`` (PyTorch's TorchScript-to-export converter), not read by
   module order. ``torch.jit.load`` runs no Python, but it does run the file's TorchScript.
-- ``onnx``: ``onnx2torch`` (a maintained converter) gives a GraphModule, then exported like the rest.
+- ``onnx``: simplified by ``onnxsim`` (constant and shape folding: the split points of a ``chunk`` that the
+  TorchScript-based exporter computes from ``Shape`` ops become constants), then ``onnx2torch`` (a
+  maintained converter) gives a GraphModule, then exported like the rest; onnxruntime is the reference.
   onnx2torch imports torchvision at import time for two detection ops (NMS, RoiAlign) controllers
   never use; where torchvision cannot be imported (the CPU-only torch this project pins has no
   matching torchvision wheel), those two ops are stubbed to raise.
@@ -234,6 +236,7 @@ def _from_onnx(path: Path) -> tuple[nn.Module, Any, str, int]:
     if not dims or not dims[-1].dim_value:
         raise ControllerError(f"{path}: input {inputs[0].name!r} has no fixed feature size")
     obs_dim = int(dims[-1].dim_value)
+    model = _simplified(model)
     try:
         gm = import_onnx2torch().convert(model)
     except ControllerError:
@@ -252,6 +255,34 @@ def _from_onnx(path: Path) -> tuple[nn.Module, Any, str, int]:
     return gm, reference, "onnx2torch, then torch.export", obs_dim
 
 
+def _simplified(model: Any) -> Any:
+    """onnxsim's constant and shape folding (a chunk's split points computed from Shape ops become constants)."""
+    import onnxsim
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            simplified, ok = onnxsim.simplify(model)
+    except Exception:  # noqa: BLE001 - onnxsim fails on some valid models: convert the original then
+        return model
+    return simplified if ok else model
+
+
+def _constant_value(gm: fx.GraphModule, arg: Any) -> torch.Tensor | None:
+    """The tensor an onnx2torch node argument holds when it is a constant (initializer or Constant op)."""
+    if not isinstance(arg, fx.Node):
+        return None
+    if arg.op == "get_attr":
+        value: Any = gm
+        for part in str(arg.target).split("."):
+            value = getattr(value, part)
+        return value if isinstance(value, torch.Tensor) else None
+    if arg.op == "call_module":
+        value = getattr(gm.get_submodule(str(arg.target)), "value", None)
+        return value if isinstance(value, torch.Tensor) else None
+    return None
+
+
 def _static_slices(gm: fx.GraphModule) -> None:
     """onnx2torch's Slice reads its constant bounds with ``.numpy()`` (untraceable): make them Python slices."""
     changed = False
@@ -260,9 +291,8 @@ def _static_slices(gm: fx.GraphModule) -> None:
             continue
         consts = []
         for arg in node.args[1:]:
-            mod = gm.get_submodule(str(arg.target)) if isinstance(arg, fx.Node) and arg.op == "call_module" else None
-            value = getattr(mod, "value", None)
-            if not isinstance(value, torch.Tensor):
+            value = _constant_value(gm, arg)
+            if value is None:
                 break
             consts.append([int(v) for v in value.reshape(-1)])
         else:

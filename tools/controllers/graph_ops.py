@@ -287,6 +287,7 @@ def _rewrite(node: fx.Node, values: dict[str, torch.Tensor], modules: dict[str, 
             if bias is not None:
                 norm.bias.copy_(bias)
         owner = str(args[2].target) if isinstance(args[2], fx.Node) else "layer_norm"
+        owner = "layer_norm" if owner.startswith("_folded") else owner
         _to_module(node, _module_name(owner.removeprefix(prefix), ".weight", modules), norm, modules)
     elif t in _ACTIVATIONS:
         fn, kept = _ACTIVATIONS[t]

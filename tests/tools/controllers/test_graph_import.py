@@ -1,0 +1,195 @@
+"""Every zoo family in every format becomes one canonical graph: the user's action, nothing else, supported ops only."""
+
+from __future__ import annotations
+
+import io
+import operator
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.fx as fx
+from torch import nn
+
+from prune import find_groups
+from tools.controllers.graph_import import check_pt2_pickles, import_onnx2torch, to_graph
+from tools.controllers.graph_ops import SUPPORTED, check_ops
+from tools.errors import ControllerError
+
+FORMATS = ("state-dict", "torch-export", "torchscript", "onnx")
+FAMILIES = ("cleanrl_agent", "rsl_rl_actor_critic", "simba", "tdmpc2", "sac_actor")
+
+
+def _graph(entry, fmt: str) -> fx.GraphModule:
+    return to_graph(entry.files[fmt], fmt, obs_dim=3, factory=entry.factory, method=entry.method if fmt == "state-dict" else None)
+
+
+def _names(gm: fx.GraphModule) -> list[str]:
+    return [str(n.target) for n in gm.graph.nodes] + [n.name for n in gm.graph.nodes] + list(gm.state_dict())
+
+
+def _actor_params(entry) -> int:
+    """Parameters of what reaches the action in the original (counted by hand per family)."""
+    m = entry.model
+    if entry.family == "cleanrl_agent":
+        return sum(p.numel() for p in m.actor_mean.parameters())
+    if entry.family == "rsl_rl_actor_critic":
+        return sum(p.numel() for p in m.actor.parameters())
+    if entry.family == "tdmpc2":
+        head = m.pi[2]
+        return sum(p.numel() for p in m.parameters()) - head.weight.numel() // 2 - head.bias.numel() // 2
+    if entry.family == "sac_actor":
+        return sum(p.numel() for p in m.parameters()) - sum(p.numel() for p in m.log_std.parameters())
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_graph_is_the_action(zoo, zoo_obs, family: str, fmt: str) -> None:
+    entry = zoo[family]
+    gm = _graph(entry, fmt)
+    with torch.no_grad():
+        got = gm(zoo_obs)
+    assert (got - entry.action(zoo_obs)).abs().max().item() <= 1e-5
+    names = " ".join(_names(gm))
+    for dead in entry.dead:  # the log_std head, the critic, an unused parameter: gone by the graph
+        assert dead not in names, f"{dead!r} survived in {family}/{fmt}"
+    assert sum(p.numel() for p in gm.parameters()) == _actor_params(entry)
+    check_ops(gm)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prune_finds_groups(zoo, zoo_obs, family: str, fmt: str) -> None:
+    gm = _graph(zoo[family], fmt)
+    groups = find_groups(gm, zoo_obs[:8])
+    assert groups.groups and not groups.excluded
+    linears = [n for n, m in gm.named_modules() if isinstance(m, nn.Linear)]
+    hidden = linears[:-1]  # every Linear but the action head produces a prunable dimension
+    assert sorted(p for g in groups.groups for p in g.producers) == sorted(hidden)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_residual_units_form_one_group(zoo, zoo_obs, fmt: str) -> None:
+    gm = _graph(zoo["simba"], fmt)
+    groups = find_groups(gm, zoo_obs[:8])
+    sizes = {len(g.producers): g for g in groups.groups}
+    residual = sizes[3]  # embed and both blocks' fc2 write the residual stream: one group of 16 units
+    assert residual.size == 16
+    assert {s.kind for s in residual.slices} == {"linear.out", "linear.in", "layernorm"}
+    assert len([g for g in groups.groups if len(g.producers) == 1]) == 2  # each block's 64-wide fc1
+
+
+def test_state_dict_method_picks_the_action(zoo, zoo_obs) -> None:
+    entry = zoo["cleanrl_agent"]
+    gm = to_graph(entry.files["state-dict"], "state-dict", factory=entry.factory, method="actor_mean")
+    assert torch.allclose(gm(zoo_obs), entry.model.actor_mean(zoo_obs), atol=1e-6)
+    value = to_graph(entry.files["state-dict"], "state-dict", factory=entry.factory, output=1)
+    assert torch.allclose(value(zoo_obs), entry.model.critic(zoo_obs), atol=1e-6)
+    assert "actor_mean" not in " ".join(_names(value))
+
+
+def test_tuple_output_needs_a_choice_when_asked(zoo) -> None:
+    entry = zoo["cleanrl_agent"]
+    with pytest.raises(ControllerError, match="returns 2 outputs"):
+        to_graph(entry.files["onnx"], "onnx", output=None)
+
+
+def test_sb3_sac_zip(sb3_models, pendulum_obs: np.ndarray) -> None:
+    path, model = sb3_models("sac")
+    gm = to_graph(path, "sb3")
+    expected = model.predict(pendulum_obs, deterministic=True)[0]
+    got = gm(torch.as_tensor(pendulum_obs)).detach().numpy()
+    assert np.abs(got - expected).max() <= 1e-5
+    assert "log_std" not in " ".join(_names(gm))
+    check_ops(gm)
+    groups = find_groups(gm, torch.as_tensor(pendulum_obs[:8]))
+    assert [g.size for g in groups.groups] == [32, 32] and not groups.excluded
+
+
+class _Sine(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 8)
+        self.out = nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.sin(self.fc(x)))
+
+
+class _Gated(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(3, 8)
+        self.b = nn.Linear(3, 8)
+        self.out = nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.a(x) * torch.sigmoid(self.b(x)))
+
+
+def _save_factory_model(tmp_path: Path, model: nn.Module, name: str, monkeypatch) -> tuple[Path, str]:
+    """A state dict plus a factory module on sys.path that rebuilds ``model``'s class."""
+    import sys
+    import types
+
+    module = types.ModuleType(f"factory_{name}")
+    module.make = lambda: type(model)()  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    path = tmp_path / f"{name}.pt"
+    torch.save(model.state_dict(), path)
+    return path, f"{module.__name__}:make"
+
+
+@pytest.mark.parametrize(("model", "node", "why"), [
+    (_Sine(), "sin", r"call_function sin\.default"),
+    (_Gated(), "mul", "product of two observation-dependent tensors"),
+])
+def test_unsupported_op_is_refused_by_name(tmp_path, monkeypatch, model, node: str, why: str) -> None:
+    path, factory = _save_factory_model(tmp_path, model, node, monkeypatch)
+    with pytest.raises(ControllerError, match=why) as info:
+        to_graph(path, "state-dict", obs_dim=3, factory=factory)
+    assert f"unsupported node '{node}" in str(info.value)
+    assert "supported: " + SUPPORTED[:40] in str(info.value)
+
+
+def test_check_ops_accepts_the_affine_maps() -> None:
+    graph = fx.Graph()
+    x = graph.placeholder("obs")
+    mean = graph.get_attr("mean")
+    y = graph.call_function(operator.truediv, (graph.call_function(operator.sub, (x, mean)), 2.0))
+    y = graph.call_function(torch.clamp, (y, -5.0, 5.0))
+    y = graph.call_function(operator.add, (graph.call_function(operator.mul, (graph.call_function(torch.tanh, (y,)), 2.0)), 0.5))
+    graph.output(y)
+    check_ops(fx.GraphModule({"mean": torch.zeros(3)}, graph))
+
+
+def test_pt2_with_a_pickled_payload_is_refused_before_loading(zoo, tmp_path, payload) -> None:
+    source = zoo["sac_actor"].files["torch-export"]
+    target = tmp_path / "created_by_payload"
+    bad = tmp_path / "bad.pt2"
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename.endswith("data/sample_inputs/model.pt"):
+                data = payload(target)
+            dst.writestr(item, data)
+    with pytest.raises(ControllerError, match="weights-only load refuses"):
+        to_graph(bad, "torch-export")
+    assert not target.exists()
+    check_pt2_pickles(source)  # the genuine archive passes
+
+
+def test_onnx2torch_imports_without_torchvision() -> None:
+    onnx2torch = import_onnx2torch()
+    assert callable(onnx2torch.convert)
+
+
+def test_saved_sample_inputs_are_plain_tensors(zoo) -> None:
+    """What check_pt2_pickles reads with weights_only=True is what torch.export.save writes (a tensor tuple)."""
+    with zipfile.ZipFile(zoo["simba"].files["torch-export"]) as z:
+        member = next(n for n in z.namelist() if n.endswith("sample_inputs/model.pt"))
+        sample = torch.load(io.BytesIO(z.read(member)), weights_only=True)
+    assert isinstance(sample, tuple)
