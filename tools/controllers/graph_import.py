@@ -303,7 +303,7 @@ def _static_slices(gm: fx.GraphModule) -> None:
             with gm.graph.inserting_before(node):
                 for a, s, e, step in zip(axes, starts, ends, steps):
                     cut = slice(s, None if e >= 2**62 else e, step)
-                    key = (*[slice(None)] * a, cut) if a >= 0 else (Ellipsis, cut, *[slice(None)] * (-a - 1))
+                    key: Any = (*[slice(None)] * a, cut) if a >= 0 else (Ellipsis, cut, *[slice(None)] * (-a - 1))
                     index = gm.graph.call_function(operator.getitem, (index, key))
             node.replace_all_uses_with(index)
             gm.graph.erase_node(node)

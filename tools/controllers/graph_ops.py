@@ -170,7 +170,7 @@ def _fold_constants(graph: fx.Graph, values: dict[str, torch.Tensor]) -> None:
             continue
         args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: values[str(n.target)])
         with torch.no_grad():
-            result = node.target(*args, **kwargs)  # type: ignore[operator]
+            result = node.target(*args, **kwargs)  # type: ignore[operator,unused-ignore]
         if not isinstance(result, torch.Tensor):
             continue
         target = f"_folded_{count}"
@@ -185,15 +185,16 @@ def _fold_constants(graph: fx.Graph, values: dict[str, torch.Tensor]) -> None:
 
 def _feature_range(node: fx.Node, width: int) -> tuple[int, int] | None:
     """The [start, stop) feature range a slice/narrow takes of the last axis, else None."""
+    args: Any = node.args
     if node.target is aten.slice.Tensor:
-        dim, start, stop, step = (list(node.args[1:]) + [0, None, None, 1][len(node.args) - 1:])[:4]
+        dim, start, stop, step = (list(args[1:]) + [0, None, None, 1][len(args) - 1:])[:4]
         if step != 1 or not isinstance(dim, int) or dim not in (-1, 1):
             return None
         start = 0 if start is None else int(start)
         stop = width if stop is None else min(int(stop), width)
         return (start + width if start < 0 else start, stop + width if stop < 0 else stop)
-    if node.target is aten.narrow.default and node.args[1] in (-1, 1):
-        return int(node.args[2]), int(node.args[2]) + int(node.args[3])
+    if node.target is aten.narrow.default and args[1] in (-1, 1):
+        return int(args[2]), int(args[2]) + int(args[3])
     return None
 
 
@@ -233,15 +234,16 @@ def _split_span(node: fx.Node, width: int) -> tuple[int, int] | None:
     getter = next(iter(node.users))
     if getter.target is not operator.getitem or not isinstance(getter.args[1], int):
         return None
+    args: Any = node.args
     if node.target is aten.chunk.default:
-        chunks = int(node.args[1])
+        chunks = int(args[1])
         size = -(-width // chunks)
         sizes = [min(size, width - i * size) for i in range(chunks) if i * size < width]
     elif node.target is aten.split.Tensor:
-        size = int(node.args[1])  # type: ignore[arg-type]
+        size = int(args[1])
         sizes = [min(size, width - i) for i in range(0, width, size)]
     else:
-        sizes = [int(s) for s in node.args[1]]  # type: ignore[union-attr]
+        sizes = [int(s) for s in args[1]]
     k = getter.args[1]
     start = sum(sizes[:k])
     return start, start + sizes[k]
@@ -262,7 +264,8 @@ def _rewrite(node: fx.Node, values: dict[str, torch.Tensor], modules: dict[str, 
     """Replace one aten node by its canonical form (in place); unknown ops are left for check_ops."""
     if node.op != "call_function":
         return
-    t, args = node.target, node.args
+    t = node.target
+    args: Any = node.args
     graph = node.graph
     if t is aten.linear.default and _is_const(args[1:]) and isinstance(args[1], fx.Node):
         weight = values[str(args[1].target)]
@@ -276,24 +279,24 @@ def _rewrite(node: fx.Node, values: dict[str, torch.Tensor], modules: dict[str, 
                 linear.bias.copy_(bias)
         _to_module(node, _module_name(str(args[1].target).removeprefix(prefix), ".weight", modules), linear, modules)
     elif t is aten.layer_norm.default and _is_const(args[1:]):
-        shape = list(args[1])  # type: ignore[arg-type]
-        weight = values[str(args[2].target)] if len(args) > 2 and isinstance(args[2], fx.Node) else None
-        bias = values[str(args[3].target)] if len(args) > 3 and isinstance(args[3], fx.Node) else None
-        eps = float(args[4]) if len(args) > 4 else 1e-5  # type: ignore[arg-type]
-        norm = nn.LayerNorm(shape, eps=eps, elementwise_affine=weight is not None, bias=bias is not None)
+        shape = list(args[1])
+        scale = values[str(args[2].target)] if len(args) > 2 and isinstance(args[2], fx.Node) else None
+        shift = values[str(args[3].target)] if len(args) > 3 and isinstance(args[3], fx.Node) else None
+        eps = float(args[4]) if len(args) > 4 else 1e-5
+        norm = nn.LayerNorm(shape, eps=eps, elementwise_affine=scale is not None, bias=shift is not None)
         with torch.no_grad():
-            if weight is not None:
-                norm.weight.copy_(weight)
-            if bias is not None:
-                norm.bias.copy_(bias)
+            if scale is not None:
+                norm.weight.copy_(scale)
+            if shift is not None:
+                norm.bias.copy_(shift)
         owner = str(args[2].target) if isinstance(args[2], fx.Node) else "layer_norm"
         owner = "layer_norm" if owner.startswith("_folded") else owner
         _to_module(node, _module_name(owner.removeprefix(prefix), ".weight", modules), norm, modules)
     elif t in _ACTIVATIONS:
         fn, kept = _ACTIVATIONS[t]
         _to_function(node, fn, (args[0], *args[1:1 + kept]))
-    elif t is aten.elu.default and all(float(a) == 1.0 for a in args[2:4]):  # type: ignore[arg-type]
-        _to_function(node, F.elu, (args[0], float(args[1]) if len(args) > 1 else 1.0))  # type: ignore[arg-type]
+    elif t is aten.elu.default and all(float(a) == 1.0 for a in args[2:4]):
+        _to_function(node, F.elu, (args[0], float(args[1]) if len(args) > 1 else 1.0))
     elif t is aten.gelu.default:
         _to_function(node, F.gelu, (args[0],), {"approximate": node.kwargs.get("approximate", "none")})
     elif t in _ARITHMETIC and node.kwargs.get("alpha", 1) == 1 and "rounding_mode" not in node.kwargs:
@@ -312,9 +315,9 @@ def _rewrite(node: fx.Node, values: dict[str, torch.Tensor], modules: dict[str, 
     elif t in (aten.minimum.default, aten.maximum.default):
         _to_function(node, torch.minimum if t is aten.minimum.default else torch.maximum, tuple(args))
     elif t in (aten.cat.default, aten.concat.default):
-        _to_function(node, torch.cat, (list(args[0]), args[1] if len(args) > 1 else 0))  # type: ignore[arg-type]
+        _to_function(node, torch.cat, (list(args[0]), args[1] if len(args) > 1 else 0))
     elif t in _IDENTITY or (t in _RESHAPES and _same_meta(node)):
-        node.replace_all_uses_with(args[0])  # type: ignore[arg-type]
+        node.replace_all_uses_with(args[0])
         graph.erase_node(node)
 
 

@@ -134,6 +134,10 @@ class Agent(nn.Module):
 class EmpiricalNormalization(nn.Module):
     """rsl_rl's normaliser: running mean/var buffers, ``(x - mean) / (std + eps)``."""
 
+    _mean: torch.Tensor
+    _var: torch.Tensor
+    _std: torch.Tensor
+
     def __init__(self, n: int, eps: float = 1e-2) -> None:
         super().__init__()
         self.eps = eps
@@ -176,6 +180,9 @@ class PolicyExporter(nn.Module):
 
 class RunningNorm(nn.Module):
     """SimBa's running observation normaliser, clipped."""
+
+    mean: torch.Tensor
+    var: torch.Tensor
 
     def __init__(self, n: int) -> None:
         super().__init__()
