@@ -13,7 +13,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from prune import find_groups
+from prune import PruneError, find_groups
 from tools.controllers.graph_import import check_pt2_pickles, import_onnx2torch, to_graph
 from tools.controllers.graph_ops import SUPPORTED, check_ops
 from tools.errors import ControllerError
@@ -193,3 +193,58 @@ def test_saved_sample_inputs_are_plain_tensors(zoo) -> None:
         member = next(n for n in z.namelist() if n.endswith("sample_inputs/model.pt"))
         sample = torch.load(io.BytesIO(z.read(member)), weights_only=True)
     assert isinstance(sample, tuple)
+
+
+SB3_MODELS = ("sac", "sac_elu", "sac_gsde", "td3", "td3_tanh", "ddpg", "ppo", "ppo_pi_vf", "ppo_gsde", "ppo_gsde_squash", "a2c")
+CLIPPED = ("ppo", "ppo_pi_vf", "ppo_gsde", "a2c")  # Gaussian mean clipped to the box by torch.minimum/maximum
+
+
+@pytest.mark.parametrize("name", SB3_MODELS)
+def test_sb3_zips_become_graphs_prune_reads(sb3_models, pendulum_obs: np.ndarray, name: str) -> None:
+    path, model = sb3_models(name)
+    gm = to_graph(path, "sb3")
+    expected = model.predict(pendulum_obs, deterministic=True)[0]
+    assert np.abs(gm(torch.as_tensor(pendulum_obs)).detach().numpy() - expected).max() <= 1e-5
+    groups = find_groups(gm, torch.as_tensor(pendulum_obs[:8]))
+    linears = [n for n, m in gm.named_modules() if isinstance(m, nn.Linear)]
+    assert sorted(p for g in groups.groups for p in g.producers) == sorted(linears[:-1])
+    assert set(groups.excluded) <= {linears[-1]}  # at most the action head (see the strict test below)
+
+
+@pytest.mark.xfail(strict=True, raises=PruneError, reason="prune/groups.py does not model torch.minimum/torch.maximum with constant "
+                   "per-action bounds (SB3's clip to the action box): the action head is reported as excluded "
+                   "('not modelled') instead of protected, and strict=True raises")
+@pytest.mark.parametrize("name", CLIPPED)
+def test_prune_strict_accepts_the_clip_to_the_action_box(sb3_models, pendulum_obs: np.ndarray, name: str) -> None:
+    path, _ = sb3_models(name)
+    gm = to_graph(path, "sb3")
+    groups = find_groups(gm, torch.as_tensor(pendulum_obs[:8]), strict=True)
+    assert not groups.excluded
+
+
+def test_sb3_with_vecnormalize_statistics(sb3_models, pendulum_obs: np.ndarray) -> None:
+    from tools.controllers.obs_norm import ObsNorm
+
+    path, model = sb3_models("ppo")
+    norm = ObsNorm(mean=np.array([0.1, -0.2, 0.5]), var=np.array([0.5, 0.4, 4.0]), clip_obs=5.0)
+    gm = to_graph(path, "sb3", obs_norm=norm)
+    expected = model.predict(norm.normalize(pendulum_obs), deterministic=True)[0]
+    assert np.abs(gm(torch.as_tensor(pendulum_obs)).detach().numpy() - expected).max() <= 1e-5
+    groups = find_groups(gm, torch.as_tensor(pendulum_obs[:8]))
+    assert [g.size for g in groups.groups] == [64, 64]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prune_shrinks_the_graph(zoo, zoo_obs, family: str) -> None:
+    from prune import masked_copy, shrink
+
+    gm = _graph(zoo[family], "state-dict")
+    groups = find_groups(gm, zoo_obs[:8])
+    keep = {g.name: torch.arange(0, g.size, 4) for g in groups.groups}
+    small = shrink(gm, groups, keep)
+    assert isinstance(small, fx.GraphModule)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in gm.parameters()) / 4
+    with torch.no_grad():
+        got, masked = small(zoo_obs), masked_copy(gm, groups, keep)(zoo_obs)
+    if not any(isinstance(m, nn.LayerNorm) for m in gm.modules()):  # LayerNorm renormalises over the kept units
+        assert (got - masked).abs().max().item() <= 1e-5
