@@ -13,8 +13,9 @@ prune/ traces and export/ lowers, keeping only what reaches the action:
   ``torch.nn.functional`` calls, arithmetic ``operator`` calls, clamp ``torch.clamp``;
 - a Linear whose output is only sliced along the features (a head of which one part is used, e.g.
   TD-MPC2's ``mu, log_std = pi(z).chunk(2, -1)``) keeps only the rows used;
-- copies, dropout, shape-preserving reshapes vanish; ``x * tanh(softplus(x))`` (Mish as ONNX < 18
-  writes it) becomes ``F.mish``.
+- copies, dropout, shape-preserving reshapes vanish; activations a converter spelt out (Mish, SiLU,
+  the erf form of GELU) become one call again; MatMul + Add and Min/Max as onnx2torch writes them
+  become ``nn.Linear`` and ``torch.minimum``/``torch.maximum``.
 
 Ops it does not know are left in place; :func:`check_ops` then refuses them by name, so the set of
 supported ops is stated once (:data:`SUPPORTED`).
@@ -64,7 +65,12 @@ _IDENTITY = {
 _RESHAPES = {
     aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.flatten.using_ints,
     aten.squeeze.dim, aten.squeeze.dims, aten.unsqueeze.default, aten.expand.default, aten.slice.Tensor,
-    aten._to_copy.default,
+    aten._to_copy.default, aten.broadcast_to.default,
+}
+_INPLACE = {
+    aten.add_.Tensor: aten.add.Tensor, aten.sub_.Tensor: aten.sub.Tensor, aten.mul_.Tensor: aten.mul.Tensor,
+    aten.div_.Tensor: aten.div.Tensor, aten.relu_.default: aten.relu.default, aten.tanh_.default: aten.tanh.default,
+    aten.clamp_.default: aten.clamp.default,
 }
 _ASSERTS = {aten._assert_tensor_metadata.default, aten._assert_scalar.default, aten.sym_constrain_range_for_size.default}
 
@@ -87,16 +93,20 @@ def canonicalize(gm: fx.GraphModule, output: int | None = 0, prefix: str = "", n
             graph.erase_node(node)
     _dce(graph)
     values = _attributes(gm, graph)
+    for node in graph.nodes:  # in-place arithmetic on a value nothing else reads is the plain op
+        if node.target in _INPLACE and isinstance(node.args[0], fx.Node) and len(node.args[0].users) == 1:
+            node.target = _INPLACE[node.target]
     _fold_constants(graph, values)
     for node in list(graph.nodes):  # copies and full slices first: they would hide a sliced head
         if node.op == "call_function" and (node.target in _IDENTITY or (node.target in _RESHAPES and _same_meta(node))):
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
+    _lower_patterns(graph, values)
     _narrow_sliced_linears(graph, values)
     modules: dict[str, nn.Module] = {}
     for node in list(graph.nodes):
         _rewrite(node, values, modules, prefix)
-    _mish_pattern(graph)
+    _decomposed_activations(graph, values)
     _dce(graph)
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
@@ -181,6 +191,69 @@ def _fold_constants(graph: fx.Graph, values: dict[str, torch.Tensor]) -> None:
         node.replace_all_uses_with(const)
         graph.erase_node(node)
     _dce(graph)
+
+
+def _const_tensor(arg: Any, values: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    return values[str(arg.target)] if isinstance(arg, fx.Node) and arg.op == "get_attr" else None
+
+
+def _new_const(graph: fx.Graph, values: dict[str, torch.Tensor], before: fx.Node, value: torch.Tensor) -> fx.Node:
+    target = f"_folded_{len(values)}"
+    while target in values:
+        target += "_"
+    values[target] = value.detach().clone()
+    with graph.inserting_before(before):
+        return graph.get_attr(target)
+
+
+def _lower_patterns(graph: fx.Graph, values: dict[str, torch.Tensor]) -> None:
+    """What converters write in place of the plain op: back to ``aten.linear``, ``minimum``/``maximum``, nothing.
+
+    - ``x * 1`` and ``x / 1`` vanish (onnx2torch's Gemm with alpha = beta = 1);
+    - ``matmul(x, W)`` and ``addmm(b, x, W)`` with constant ``W`` become ``linear(x, W.T, b)``, and a
+      constant vector added to a bias-free linear's only output becomes its bias (ONNX MatMul + Add);
+    - ``amin/amax(stack([broadcast_to(a), broadcast_to(b)]), 0)`` (onnx2torch's Min/Max) becomes
+      ``minimum/maximum(a, b)``.
+    """
+    for node in list(graph.nodes):
+        if node.op != "call_function":
+            continue
+        t = node.target
+        args: Any = list(node.args)
+        if t in (aten.mul.Tensor, aten.mul.Scalar, aten.div.Tensor, aten.div.Scalar) and len(args) == 2 \
+                and isinstance(args[0], fx.Node) and not isinstance(args[1], fx.Node) and args[1] == 1:
+            node.replace_all_uses_with(args[0])
+            graph.erase_node(node)
+        elif t is aten.matmul.default and (w := _const_tensor(args[1], values)) is not None and w.dim() == 2:
+            weight = _new_const(graph, values, node, w.t().contiguous())
+            _swap(node, aten.linear.default, (args[0], weight))
+        elif t is aten.addmm.default and (w := _const_tensor(args[2], values)) is not None \
+                and _const_tensor(args[0], values) is not None and not node.kwargs:
+            weight = _new_const(graph, values, node, w.t().contiguous())
+            _swap(node, aten.linear.default, (args[1], weight, args[0]))
+        elif t in (aten.amin.default, aten.amax.default) and list(args[1:2]) in ([[0]], [0]) \
+                and _is_call(args[0], aten.stack.default) and len(args[0].args[0]) == 2 and args[0].args[1:] in ((), (0,)):
+            stacked: list[Any] = list(args[0].args[0])
+            pair = [a.args[0] if _is_call(a, aten.broadcast_to.default) else a for a in stacked]
+            _swap(node, aten.minimum.default if t is aten.amin.default else aten.maximum.default, tuple(pair))
+    _dce(graph)
+    for node in list(graph.nodes):  # linear(x, W) + b -> linear(x, W, b)
+        if node.target not in (aten.add.Tensor,) or node.kwargs.get("alpha", 1) != 1:
+            continue
+        for lin, other in (node.args, node.args[::-1]):
+            bias = _const_tensor(other, values)
+            if (isinstance(lin, fx.Node) and lin.target is aten.linear.default and len(lin.args) == 2
+                    and len(lin.users) == 1 and bias is not None and bias.dim() == 1):
+                lin.args = (lin.args[0], lin.args[1], other)
+                node.replace_all_uses_with(lin)
+                graph.erase_node(node)
+                break
+
+
+def _swap(node: fx.Node, target: Any, args: tuple) -> None:
+    node.target = target
+    node.args = args
+    node.kwargs = {}
 
 
 def _feature_range(node: fx.Node, width: int) -> tuple[int, int] | None:
@@ -345,15 +418,60 @@ def _to_module(node: fx.Node, name: str, module: nn.Module, modules: dict[str, n
     node.graph.erase_node(node)
 
 
-def _mish_pattern(graph: fx.Graph) -> None:
-    """``x * tanh(softplus(x))`` (ONNX before opset 18 has no Mish) -> ``F.mish(x)``."""
+def _is_call(arg: Any, target: Any) -> bool:
+    return isinstance(arg, fx.Node) and arg.target is target
+
+
+def _near(value: Any, expected: float, values: dict[str, torch.Tensor]) -> bool:
+    """value (a number, or a one-element constant tensor) equals expected (to 1e-6)."""
+    if isinstance(value, fx.Node):
+        const = _const_tensor(value, values)
+        if const is None or const.numel() != 1:
+            return False
+        value = float(const.reshape(()))
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(float(value) - expected) < 1e-6
+
+
+def _gelu_input(node: fx.Node, values: dict[str, torch.Tensor]) -> fx.Node | None:
+    """x for ``(x * (erf(x / sqrt(2)) + 1)) * 0.5`` (GELU as ONNX before opset 20 writes it), else None."""
+    args: Any = node.args
+    if node.target is not operator.mul or not any(_near(a, 0.5, values) for a in args):
+        return None
+    inner: Any = next((a for a in args if _is_call(a, operator.mul)), None)
+    if inner is None:
+        return None
+    for x, plus in (inner.args, inner.args[::-1]):
+        if not _is_call(plus, operator.add) or not any(_near(a, 1.0, values) for a in plus.args):
+            continue
+        erf: Any = next((a for a in plus.args if _is_call(a, aten.erf.default)), None)
+        div: Any = erf.args[0] if erf is not None else None
+        if _is_call(div, operator.truediv) and div.args[0] is x and _near(div.args[1], 2 ** 0.5, values):
+            return x if isinstance(x, fx.Node) else None
+    return None
+
+
+def _decomposed_activations(graph: fx.Graph, values: dict[str, torch.Tensor]) -> None:
+    """Activations a converter spelt out, back to one call (ONNX lacks Mish before 18, GELU before 20, SiLU).
+
+    ``x * tanh(softplus(x))`` -> ``F.mish``; ``x * sigmoid(x)`` -> ``F.silu``; the erf form -> ``F.gelu``.
+    """
     for node in list(graph.nodes):
         if node.target is not operator.mul or len(node.args) != 2:
             continue
-        for x, other in (node.args, node.args[::-1]):
-            if (isinstance(other, fx.Node) and other.target is torch.tanh and isinstance(other.args[0], fx.Node)
-                    and other.args[0].target is F.softplus and other.args[0].args[0] is x
-                    and tuple(other.args[0].args[1:]) in ((), (1.0, 20.0), (1, 20))):
+        x_gelu = _gelu_input(node, values)
+        if x_gelu is not None:
+            _to_function(node, F.gelu, (x_gelu,))
+            continue
+        args: Any = node.args
+        for x, other in (args, args[::-1]):
+            if not isinstance(other, fx.Node):
+                continue
+            inner: Any = other.args[0] if other.args else None
+            if other.target is torch.sigmoid and inner is x:
+                _to_function(node, F.silu, (x,))
+                break
+            if (other.target is torch.tanh and _is_call(inner, F.softplus) and inner.args[0] is x
+                    and all(_near(a, e, values) for a, e in zip(inner.args[1:], (1.0, 20.0)))):
                 _to_function(node, F.mish, (x,))
                 break
 

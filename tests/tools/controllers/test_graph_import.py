@@ -248,3 +248,25 @@ def test_prune_shrinks_the_graph(zoo, zoo_obs, family: str) -> None:
         got, masked = small(zoo_obs), masked_copy(gm, groups, keep)(zoo_obs)
     if not any(isinstance(m, nn.LayerNorm) for m in gm.modules()):  # LayerNorm renormalises over the kept units
         assert (got - masked).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("name", ("sac", "td3", "ppo", "ppo_pi_vf", "a2c"))
+@pytest.mark.parametrize("opset", (17, 18))
+def test_sb3_actors_as_onnx(sb3_models, pendulum_obs: np.ndarray, tmp_path: Path, name: str, opset: int) -> None:
+    """What SB3 users export (the actor to ONNX) converts through onnx2torch: MatMul + Add, Min/Max lowered back."""
+    import warnings
+
+    from tools.controllers.sb3_zip import read_sb3_zip
+
+    path, model = sb3_models(name)
+    onnx_path = tmp_path / f"{name}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(read_sb3_zip(path).actor, (torch.zeros(2, 3),), str(onnx_path), dynamo=False,
+                          input_names=["obs"], dynamic_axes={"obs": {0: "batch"}}, opset_version=opset)
+    gm = to_graph(onnx_path, "onnx")
+    expected = model.predict(pendulum_obs, deterministic=True)[0]
+    assert np.abs(gm(torch.as_tensor(pendulum_obs)).detach().numpy() - expected).max() <= 1e-5
+    linears = [n for n, m in gm.named_modules() if isinstance(m, nn.Linear)]
+    groups = find_groups(gm, torch.as_tensor(pendulum_obs[:8]))
+    assert sorted(p for g in groups.groups for p in g.producers) == sorted(linears[:-1])
