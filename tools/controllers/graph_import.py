@@ -37,6 +37,7 @@ import sys
 import types
 import warnings
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,43 +68,63 @@ def to_graph(path: Path, fmt: str, *, obs_dim: int | None = None, factory: str |
     """
     path = Path(path)
     if fmt == "torch-export":
-        module, reference, traced_by = _from_program(path)
+        read = _from_program(path)
     elif fmt == "state-dict":
-        module, reference, traced_by = _from_factory(path, factory, method)
+        read = _from_factory(path, factory, method)
     elif fmt == "torchscript":
-        module, reference, traced_by = _from_torchscript(path, obs_dim)
+        read = _from_torchscript(path, obs_dim)
     elif fmt == "onnx":
-        module, reference, traced_by, obs_dim = _from_onnx(path)
+        read = _from_onnx(path)
     elif fmt == "sb3":
         policy = read_sb3_zip(path)
-        module = policy.with_obs_norm(obs_norm).eval()
-        reference, traced_by, obs_dim = module, "torch.export of the actor read from the zip", policy.obs_dim
+        actor = policy.with_obs_norm(obs_norm).eval()
+        read = _Read(actor, actor, "torch.export of the actor read from the zip (nothing unpickled)", policy.obs_dim)
     else:
         raise ControllerError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    if obs_dim is None:
-        obs_dim = _input_width(module)
+    obs_dim = obs_dim or read.obs_dim
     if obs_dim is None:
         raise ControllerError(f"{path}: cannot tell how many observations the model takes; pass obs_dim")
-    gm = module if isinstance(module, fx.GraphModule) and traced_by.startswith("torch.export.load") else _export(path, module, obs_dim)
+    module = read.module
+    gm = module if read.traced and isinstance(module, fx.GraphModule) else _export(path, module, obs_dim)
     prefix = "model." if isinstance(module, ActionMethod) else ""
     gm = canonicalize(gm, output=output, prefix=prefix)
     check_ops(gm, str(path))
     obs = check_obs if check_obs is not None else _samples(obs_dim)
-    _check_parity(path, gm, reference, obs, output)
-    gm.meta["import"] = {"format": fmt, "traced_by": traced_by, "obs_dim": obs_dim, "output": output, "method": method}
+    _check_parity(path, gm, read.reference, obs, output)
+    gm.meta["import"] = {"format": fmt, "traced_by": read.traced_by, "obs_dim": obs_dim, "output": output, "method": method}
     return gm
 
 
 # ---------------------------------------------------------------- readers
 
-def _from_program(path: Path) -> tuple[nn.Module, Any, str]:
+@dataclass
+class _Read:
+    """What a reader gives: a module to trace (or already traced), the original to compare with, how it was read."""
+
+    module: nn.Module
+    reference: Any  # callable on a batch of observations: the original controller
+    traced_by: str
+    obs_dim: int | None = None
+    traced: bool = False  # module is already an aten-level GraphModule (a program's module)
+
+
+def _placeholder_width(gm: fx.GraphModule) -> int | None:
+    """The feature size of an exported program's (first) input, from its recorded example value."""
+    for node in gm.graph.nodes:
+        val = node.meta.get("val") if node.op == "placeholder" else None
+        if isinstance(val, torch.Tensor) and val.dim() >= 1:
+            return int(val.shape[-1])
+    return None
+
+
+def _from_program(path: Path) -> _Read:
     check_pt2_pickles(path)
     try:
         program = torch.export.load(str(path))
     except Exception as e:  # noqa: BLE001 - the loader raises many types for a bad archive
         raise ControllerError(f"{path}: not a torch.export program ({str(e).strip().splitlines()[0]})") from e
     gm = program.module()
-    return gm, gm, "torch.export.load (the saved program)"
+    return _Read(gm, gm, "torch.export.load (the saved program, archive checked for pickles first)", _placeholder_width(gm), True)
 
 
 def check_pt2_pickles(path: Path) -> None:
@@ -134,7 +155,7 @@ def _weights_only(path: Path, archive: zipfile.ZipFile, member: str, what: str) 
                               "with weights_only=False, so the file is not loaded") from e
 
 
-def _from_factory(path: Path, ref: str | None, method: str | None) -> tuple[nn.Module, Any, str]:
+def _from_factory(path: Path, ref: str | None, method: str | None) -> _Read:
     if not ref:
         raise ControllerError(f"{path}: a state dict holds no architecture; pass a factory package.module:function "
                               "(a function returning the untrained nn.Module)")
@@ -158,7 +179,8 @@ def _from_factory(path: Path, ref: str | None, method: str | None) -> tuple[nn.M
         if not callable(getattr(model, method, None)):
             raise ControllerError(f"method {method!r}: {type(model).__name__} has no such method or submodule")
         model = ActionMethod(model, method)
-    return model, model, "torch.export of the factory's module" + (f" through its method {method!r}" if method else "")
+    width = next((int(m.in_features) for m in model.modules() if isinstance(m, nn.Linear)), None)
+    return _Read(model, model, "torch.export of the factory's module" + (f" through its method {method!r}" if method else ""), width)
 
 
 class ActionMethod(nn.Module):
@@ -173,7 +195,7 @@ class ActionMethod(nn.Module):
         return getattr(self.model, self.method)(x)
 
 
-def _from_torchscript(path: Path, obs_dim: int | None) -> tuple[nn.Module, Any, str]:
+def _from_torchscript(path: Path, obs_dim: int | None) -> _Read:
     from torch._export.converter import TS2EPConverter
 
     try:
@@ -188,8 +210,7 @@ def _from_torchscript(path: Path, obs_dim: int | None) -> tuple[nn.Module, Any, 
             program = TS2EPConverter(scripted, (_samples(obs_dim, 4),)).convert()
     except Exception as e:  # noqa: BLE001 - the converter raises many types for unsupported TorchScript
         raise ControllerError(f"{path}: cannot translate the TorchScript graph: {str(e).strip().splitlines()[0]}") from e
-    gm = program.module()
-    return gm, scripted, "TS2EPConverter (TorchScript graph translated op by op)"
+    return _Read(program.module(), scripted, "TS2EPConverter (TorchScript graph translated op by op)", obs_dim, True)
 
 
 def import_onnx2torch() -> Any:
@@ -221,7 +242,7 @@ def import_onnx2torch() -> Any:
     return onnx2torch
 
 
-def _from_onnx(path: Path) -> tuple[nn.Module, Any, str, int]:
+def _from_onnx(path: Path) -> _Read:
     import onnx
     import onnxruntime as ort
 
@@ -252,7 +273,7 @@ def _from_onnx(path: Path) -> tuple[nn.Module, Any, str, int]:
         outs = [torch.cat([torch.from_numpy(np.asarray(r[k])) for r in rows]) for k in range(len(rows[0]))]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
-    return gm, reference, "onnx2torch, then torch.export", obs_dim
+    return _Read(gm, reference, "onnxsim, onnx2torch, then torch.export", obs_dim)
 
 
 def _simplified(model: Any) -> Any:
@@ -328,11 +349,6 @@ def _export(path: Path, module: nn.Module, obs_dim: int) -> fx.GraphModule:
             except Exception as e:  # noqa: BLE001
                 raise ControllerError(f"{path}: torch.export cannot trace the model: {str(e).strip().splitlines()[0]}") from e
     return program.module()
-
-
-def _input_width(module: nn.Module) -> int | None:
-    first = next((m for m in module.modules() if isinstance(m, nn.Linear)), None)
-    return None if first is None else int(first.in_features)
 
 
 def _samples(obs_dim: int, n: int = CHECK_SAMPLES) -> torch.Tensor:

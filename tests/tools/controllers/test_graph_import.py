@@ -23,7 +23,9 @@ FAMILIES = ("cleanrl_agent", "rsl_rl_actor_critic", "simba", "tdmpc2", "sac_acto
 
 
 def _graph(entry, fmt: str) -> fx.GraphModule:
-    return to_graph(entry.files[fmt], fmt, obs_dim=3, factory=entry.factory, method=entry.method if fmt == "state-dict" else None)
+    """The file as a graph; only TorchScript is told the observation size (the other formats carry it)."""
+    return to_graph(entry.files[fmt], fmt, obs_dim=3 if fmt == "torchscript" else None, factory=entry.factory,
+                    method=entry.method if fmt == "state-dict" else None)
 
 
 def _names(gm: fx.GraphModule) -> list[str]:
@@ -89,6 +91,19 @@ def test_state_dict_method_picks_the_action(zoo, zoo_obs) -> None:
     value = to_graph(entry.files["state-dict"], "state-dict", factory=entry.factory, output=1)
     assert torch.allclose(value(zoo_obs), entry.model.critic(zoo_obs), atol=1e-6)
     assert "actor_mean" not in " ".join(_names(value))
+
+
+@pytest.mark.parametrize(("fmt", "how"), [("torch-export", "torch.export.load"), ("torchscript", "TS2EPConverter"),
+                                          ("onnx", "onnx2torch"), ("state-dict", "method 'act_inference'")])
+def test_graph_says_how_it_was_read(zoo, fmt: str, how: str) -> None:
+    gm = _graph(zoo["rsl_rl_actor_critic"], fmt)
+    assert how in gm.meta["import"]["traced_by"]
+    assert gm.meta["import"]["obs_dim"] == 3
+
+
+def test_torchscript_needs_the_observation_size(zoo) -> None:
+    with pytest.raises(ControllerError, match="pass obs_dim"):
+        to_graph(zoo["sac_actor"].files["torchscript"], "torchscript")
 
 
 def test_tuple_output_needs_a_choice_when_asked(zoo) -> None:
