@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import operator
+import sys
+import types
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -13,9 +16,11 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from prune import PruneError, find_groups
+from prune import PruneError, find_groups, masked_copy, shrink
 from tools.controllers.graph_import import check_pt2_pickles, import_onnx2torch, to_graph
 from tools.controllers.graph_ops import SUPPORTED, check_ops
+from tools.controllers.obs_norm import ObsNorm
+from tools.controllers.sb3_zip import read_sb3_zip
 from tools.errors import ControllerError
 
 FORMATS = ("state-dict", "torch-export", "torchscript", "onnx")
@@ -147,9 +152,6 @@ class _Gated(nn.Module):
 
 def _save_factory_model(tmp_path: Path, model: nn.Module, name: str, monkeypatch) -> tuple[Path, str]:
     """A state dict plus a factory module on sys.path that rebuilds ``model``'s class."""
-    import sys
-    import types
-
     module = types.ModuleType(f"factory_{name}")
     module.make = lambda: type(model)()  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, module.__name__, module)
@@ -238,8 +240,6 @@ def test_prune_strict_accepts_the_clip_to_the_action_box(sb3_models, pendulum_ob
 
 
 def test_sb3_with_vecnormalize_statistics(sb3_models, pendulum_obs: np.ndarray) -> None:
-    from tools.controllers.obs_norm import ObsNorm
-
     path, model = sb3_models("ppo")
     norm = ObsNorm(mean=np.array([0.1, -0.2, 0.5]), var=np.array([0.5, 0.4, 4.0]), clip_obs=5.0)
     gm = to_graph(path, "sb3", obs_norm=norm)
@@ -251,8 +251,6 @@ def test_sb3_with_vecnormalize_statistics(sb3_models, pendulum_obs: np.ndarray) 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_prune_shrinks_the_graph(zoo, zoo_obs, family: str) -> None:
-    from prune import masked_copy, shrink
-
     gm = _graph(zoo[family], "state-dict")
     groups = find_groups(gm, zoo_obs[:8])
     keep = {g.name: torch.arange(0, g.size, 4) for g in groups.groups}
@@ -269,10 +267,6 @@ def test_prune_shrinks_the_graph(zoo, zoo_obs, family: str) -> None:
 @pytest.mark.parametrize("opset", (17, 18))
 def test_sb3_actors_as_onnx(sb3_models, pendulum_obs: np.ndarray, tmp_path: Path, name: str, opset: int) -> None:
     """What SB3 users export (the actor to ONNX) converts through onnx2torch: MatMul + Add, Min/Max lowered back."""
-    import warnings
-
-    from tools.controllers.sb3_zip import read_sb3_zip
-
     path, model = sb3_models(name)
     onnx_path = tmp_path / f"{name}.onnx"
     with warnings.catch_warnings():
