@@ -72,6 +72,7 @@ _INPLACE = {
     aten.div_.Tensor: aten.div.Tensor, aten.relu_.default: aten.relu.default, aten.tanh_.default: aten.tanh.default,
     aten.clamp_.default: aten.clamp.default,
 }
+_ONNX_OP_PART = r"(Gemm|MatMul|LayerNormalization|Add)(_\d+)?"  # op type ending an onnx2torch module name
 _ASSERTS = {aten._assert_tensor_metadata.default, aten._assert_scalar.default, aten.sym_constrain_range_for_size.default}
 
 # What check_ops accepts in a canonical graph.
@@ -323,9 +324,18 @@ def _split_span(node: fx.Node, width: int) -> tuple[int, int] | None:
 
 
 def _module_name(target: str, suffix: str, taken: dict[str, nn.Module]) -> str:
-    """``actor_mean.0.weight`` -> ``actor_mean_0``-style unique, attribute-safe module name."""
+    """``actor_mean.0.weight`` -> ``actor_mean_0``: a unique, attribute-safe module name.
+
+    onnx2torch names modules after ONNX nodes (``actor_mean/actor_mean.0/Gemm``: the scope repeats the
+    module name and ends in the op type); the op type and repeated parts are dropped, so a layer gets the
+    same name from every format.
+    """
     base = target[: -len(suffix)] if target.endswith(suffix) else target
-    base = "_".join(re.sub(r"\W", "_", part) for part in base.split(".") if part) or "layer"
+    parts: list[str] = []
+    for part in re.split(r"[./]", base):
+        if part and not re.fullmatch(_ONNX_OP_PART, part) and (not parts or parts[-1] != part):
+            parts.append(part)
+    base = "_".join(re.sub(r"\W", "_", part) for part in parts) or "layer"
     base = base if not base[0].isdigit() else f"layer_{base}"
     name, k = base, 1
     while name in taken:
