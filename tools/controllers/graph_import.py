@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.fx as fx
+import torch.utils._pytree as pytree
 from torch import nn
 
 from tools.controllers.graph_ops import canonicalize, check_ops
@@ -57,11 +58,12 @@ MATCH_TOL = 1e-5
 
 
 def to_graph(path: Path, fmt: str, *, obs_dim: int | None = None, factory: str | None = None,
-             method: str | None = None, output: int | None = 0, obs_norm: ObsNorm | None = None,
+             method: str | None = None, output: int | str | None = 0, obs_norm: ObsNorm | None = None,
              check_obs: torch.Tensor | None = None) -> fx.GraphModule:
     """The controller in ``path`` (format ``fmt``) as a canonical GraphModule computing its action.
 
-    ``output`` picks the action among several outputs (index into a returned tuple; 0 by default),
+    ``output`` picks the action among several outputs: an index into the returned tuple (a dict's values
+    in their order; 0 by default), or a name (a returned dict's key, an ONNX output's name);
     ``method`` the method computing it (state dict + factory). ``obs_dim`` is needed where the file
     does not say it (state dict, TorchScript). ``check_obs`` (default: seeded normal samples) is what
     the result is compared with the original on. ``gm.meta["import"]`` says how it was read.
@@ -87,10 +89,11 @@ def to_graph(path: Path, fmt: str, *, obs_dim: int | None = None, factory: str |
     module = read.module
     gm = module if read.traced and isinstance(module, fx.GraphModule) else _export(path, module, obs_dim)
     prefix = "model." if isinstance(module, ActionMethod) else ""
-    gm = canonicalize(gm, output=output, prefix=prefix)
+    index = _output_index(path, gm, output, read.output_names)
+    gm = canonicalize(gm, output=index, prefix=prefix)
     check_ops(gm, str(path))
     obs = check_obs if check_obs is not None else _samples(obs_dim)
-    _check_parity(path, gm, read.reference, obs, output)
+    _check_parity(path, gm, read.reference, obs, output, index)
     gm.meta["import"] = {"format": fmt, "traced_by": read.traced_by, "obs_dim": obs_dim, "output": output, "method": method}
     return gm
 
@@ -106,6 +109,28 @@ class _Read:
     traced_by: str
     obs_dim: int | None = None
     traced: bool = False  # module is already an aten-level GraphModule (a program's module)
+    output_names: list[str] | None = None  # ONNX output names, in order
+
+
+def _output_index(path: Path, gm: fx.GraphModule, output: int | str | None, names: list[str] | None) -> int | None:
+    """The position of the action among the graph's flat outputs; a name is looked up in the dict keys / ONNX names."""
+    if not isinstance(output, str):
+        return output
+    names = names or _dict_output_keys(gm)
+    if not names or output not in names:
+        raise ControllerError(f"{path}: output {output!r}: the model's outputs are "
+                              f"{', '.join(map(repr, names)) if names else 'not named (give an index)'}")
+    return names.index(output)
+
+
+def _dict_output_keys(gm: fx.GraphModule) -> list[str] | None:
+    """The keys of a traced program's dict output (one tensor per key), from its pytree output spec."""
+    spec = getattr(getattr(gm.graph._codegen, "pytree_info", None), "out_spec", None)
+    while spec is not None and spec.type in (tuple, list) and spec.num_children == 1:
+        spec = spec.children_specs[0]
+    if spec is None or spec.type is not dict or spec.num_leaves != len(spec.context):
+        return None
+    return [str(k) for k in spec.context]
 
 
 def _placeholder_width(gm: fx.GraphModule) -> int | None:
@@ -124,7 +149,32 @@ def _from_program(path: Path) -> _Read:
     except Exception as e:  # noqa: BLE001 - the loader raises many types for a bad archive
         raise ControllerError(f"{path}: not a torch.export program ({str(e).strip().splitlines()[0]})") from e
     gm = program.module()
-    return _Read(gm, gm, "torch.export.load (the saved program, archive checked for pickles first)", _placeholder_width(gm), True)
+    batch = _placeholder_batch(gm)
+    reference = gm if batch is None else _in_batches(gm, batch)
+    return _Read(gm, reference, "torch.export.load (the saved program, archive checked for pickles first)",
+                 _placeholder_width(gm), True)
+
+
+def _placeholder_batch(gm: fx.GraphModule) -> int | None:
+    """The batch size a program was exported with when it is static (its guards then refuse any other)."""
+    for node in gm.graph.nodes:
+        val = node.meta.get("val") if node.op == "placeholder" else None
+        if isinstance(val, torch.Tensor) and val.dim() >= 2:
+            return val.shape[0] if isinstance(val.shape[0], int) else None
+    return None
+
+
+def _in_batches(fn: Any, batch: int) -> Any:
+    """fn applied to obs in slices of its static batch size (the last one padded), results concatenated."""
+    def call(obs: torch.Tensor) -> Any:
+        outs = []
+        for start in range(0, len(obs), batch):
+            part = obs[start:start + batch]
+            padded = torch.cat([part, part[-1:].expand(batch - len(part), -1)]) if len(part) < batch else part
+            outs.append(pytree.tree_map(lambda t, n=len(part): t[:n], fn(padded)))
+        return pytree.tree_map(lambda *ts: torch.cat(ts), outs[0], *outs[1:])
+
+    return call
 
 
 def check_pt2_pickles(path: Path) -> None:
@@ -273,7 +323,8 @@ def _from_onnx(path: Path) -> _Read:
         outs = [torch.cat([torch.from_numpy(np.asarray(r[k])) for r in rows]) for k in range(len(rows[0]))]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
-    return _Read(gm, reference, "onnxsim, onnx2torch, then torch.export", obs_dim)
+    names = [o.name for o in model.graph.output]
+    return _Read(gm, reference, "onnxsim, onnx2torch, then torch.export", obs_dim, output_names=names)
 
 
 def _simplified(model: Any) -> Any:
@@ -356,23 +407,28 @@ def _samples(obs_dim: int, n: int = CHECK_SAMPLES) -> torch.Tensor:
     return 3.0 * torch.randn(n, obs_dim, generator=generator)
 
 
-def _first(out: Any, output: int | None) -> torch.Tensor:
-    while isinstance(out, (tuple, list)):
-        out = out[0] if len(out) == 1 or output is None else out[output]
+def _pick(out: Any, output: int | str | None, index: int | None) -> torch.Tensor:
+    """The action among a model's outputs: by key from a dict, by position from a tuple."""
+    while isinstance(out, (tuple, list, dict)):
+        if isinstance(out, dict):
+            out = out[output] if isinstance(output, str) else list(out.values())[index or 0]
+        else:
+            out = out[0] if len(out) == 1 or index is None else out[index]
     return out
 
 
-def call_rows(fn: Any, obs: torch.Tensor, output: int | None = 0) -> torch.Tensor:
-    """``fn(obs)`` as one action tensor; row by row if fn refuses the batch (a program saved at batch 1)."""
+def call_rows(fn: Any, obs: torch.Tensor, output: int | str | None = 0, index: int | None = 0) -> torch.Tensor:
+    """``fn(obs)``'s action as one tensor; row by row if fn refuses the batch (a program saved at batch 1)."""
     with torch.no_grad():
         try:
-            return _first(fn(obs), output).float()
+            return _pick(fn(obs), output, index).float()
         except Exception:  # noqa: BLE001 - a fixed-batch program: feed it row by row
-            return torch.cat([_first(fn(row[None]), output).float() for row in obs])
+            return torch.cat([_pick(fn(row[None]), output, index).float() for row in obs])
 
 
-def _check_parity(path: Path, gm: fx.GraphModule, reference: Any, obs: torch.Tensor, output: int | None) -> None:
-    expected = call_rows(reference, obs, output)
+def _check_parity(path: Path, gm: fx.GraphModule, reference: Any, obs: torch.Tensor, output: int | str | None,
+                  index: int | None) -> None:
+    expected = call_rows(reference, obs, output, index)
     with torch.no_grad():
         got = gm(obs)
     err = float((got - expected.reshape(got.shape)).abs().max()) if got.numel() == expected.numel() else float("inf")

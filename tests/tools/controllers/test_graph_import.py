@@ -287,3 +287,39 @@ def test_layers_have_the_same_names_from_every_format(zoo, family: str) -> None:
     names = {fmt: sorted(n for n, m in _graph(zoo[family], fmt).named_modules() if isinstance(m, (nn.Linear, nn.LayerNorm)))
              for fmt in FORMATS}
     assert all(v == names["state-dict"] for v in names.values()), names
+
+
+class _DictPolicy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.value = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+        self.pi = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"value": self.value(x), "action": torch.tanh(self.pi(x))}
+
+
+def test_dict_output_by_key(tmp_path, monkeypatch, zoo_obs) -> None:
+    model = _DictPolicy().eval()
+    path, factory = _save_factory_model(tmp_path, model, "dict_policy", monkeypatch)
+    gm = to_graph(path, "state-dict", factory=factory, output="action")
+    assert torch.allclose(gm(zoo_obs), model(zoo_obs)["action"], atol=1e-6)
+    assert "value" not in " ".join(_names(gm))
+    program = tmp_path / "dict_policy.pt2"
+    torch.export.save(torch.export.export(model, (zoo_obs[:4],)), program)
+    assert torch.allclose(to_graph(program, "torch-export", output="action")(zoo_obs[:4]), model(zoo_obs[:4])["action"], atol=1e-6)
+    with pytest.raises(ControllerError, match="outputs are 'value', 'action'"):
+        to_graph(path, "state-dict", factory=factory, output="mean")
+
+
+def test_onnx_output_by_name(zoo, tmp_path, zoo_obs) -> None:
+    entry = zoo["cleanrl_agent"]
+    path = tmp_path / "named.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(entry.model, (zoo_obs[:4],), str(path), dynamo=False, input_names=["obs"],
+                          output_names=["action", "value"], dynamic_axes={"obs": {0: "batch"}})
+    value = to_graph(path, "onnx", output="value")
+    assert torch.allclose(value(zoo_obs), entry.model.critic(zoo_obs), atol=1e-5)
+    assert "actor_mean" not in " ".join(_names(value))
