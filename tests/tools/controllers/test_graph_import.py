@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 from torch import nn
 
 from prune import PruneError, find_groups, masked_copy, shrink
@@ -323,3 +324,28 @@ def test_onnx_output_by_name(zoo, tmp_path, zoo_obs) -> None:
     value = to_graph(path, "onnx", output="value")
     assert torch.allclose(value(zoo_obs), entry.model.critic(zoo_obs), atol=1e-5)
     assert "actor_mean" not in " ".join(_names(value))
+
+
+class _TwoTowers(nn.Module):
+    """Two feature towers concatenated, then a head: prune must follow each tower's units through the cat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Linear(3, 8)
+        self.b = nn.Linear(3, 5)
+        self.head = nn.Linear(13, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([F.silu(self.a(x)), F.gelu(self.b(x))], dim=-1))
+
+
+def test_concatenation_is_followed(tmp_path, monkeypatch, zoo_obs) -> None:
+    model = _TwoTowers().eval()
+    path, factory = _save_factory_model(tmp_path, model, "towers", monkeypatch)
+    gm = to_graph(path, "state-dict", factory=factory)
+    assert torch.allclose(gm(zoo_obs), model(zoo_obs), atol=1e-6)
+    groups = find_groups(gm, zoo_obs[:8])
+    assert {(g.name, g.size) for g in groups.groups} == {("a", 8), ("b", 5)}
+    head = [s for g in groups.groups for s in g.slices if s.module == "head"]
+    assert sorted(s.offset for s in head) == [0, 8]  # each tower's columns of the head, where the cat put them
