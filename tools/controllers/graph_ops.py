@@ -105,8 +105,9 @@ def canonicalize(gm: fx.GraphModule, output: int | None = 0, prefix: str = "", n
     _lower_patterns(graph, values)
     _narrow_sliced_linears(graph, values)
     modules: dict[str, nn.Module] = {}
+    shared: dict[tuple[str, ...], str] = {}  # weights (and bias) -> the one module they became
     for node in list(graph.nodes):
-        _rewrite(node, values, modules, prefix)
+        _rewrite(node, values, modules, prefix, shared)
     _decomposed_activations(graph, values)
     _dce(graph)
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
@@ -273,13 +274,19 @@ def _feature_range(node: fx.Node, width: int) -> tuple[int, int] | None:
 
 
 def _narrow_sliced_linears(graph: fx.Graph, values: dict[str, torch.Tensor]) -> None:
-    """A Linear used only through one slice of its features keeps only those rows."""
+    """A Linear used only through one slice of its features keeps only those rows (unless its weights are shared)."""
+    uses: dict[str, int] = {}
+    for n in graph.nodes:
+        if n.op == "get_attr":
+            uses[str(n.target)] = uses.get(str(n.target), 0) + len(n.users)
     for node in list(graph.nodes):
         if node.target is not aten.linear.default or len(node.users) != 1:
             continue
         weight = node.args[1]
         bias = node.args[2] if len(node.args) > 2 else None
         if not (isinstance(weight, fx.Node) and weight.op == "get_attr") or (bias is not None and not _is_const(bias)):
+            continue
+        if uses[str(weight.target)] != 1 or (isinstance(bias, fx.Node) and uses[str(bias.target)] != 1):
             continue
         w = values[str(weight.target)]
         user = next(iter(node.users))
@@ -343,8 +350,13 @@ def _module_name(target: str, suffix: str, taken: dict[str, nn.Module]) -> str:
     return name
 
 
-def _rewrite(node: fx.Node, values: dict[str, torch.Tensor], modules: dict[str, nn.Module], prefix: str) -> None:
-    """Replace one aten node by its canonical form (in place); unknown ops are left for check_ops."""
+def _rewrite(node: fx.Node, values: dict[str, torch.Tensor], modules: dict[str, nn.Module], prefix: str,
+             shared: dict[tuple[str, ...], str]) -> None:
+    """Replace one aten node by its canonical form (in place); unknown ops are left for check_ops.
+
+    Weights used by several calls become one module called several times, so sharing stays visible
+    (prune/ refuses to shrink shared modules instead of silently untying them).
+    """
     if node.op != "call_function":
         return
     t = node.target
@@ -355,12 +367,17 @@ def _rewrite(node: fx.Node, values: dict[str, torch.Tensor], modules: dict[str, 
         bias = values[str(args[2].target)] if len(args) > 2 and isinstance(args[2], fx.Node) else None
         if weight.dim() != 2:
             return
+        key = tuple(str(a.target) for a in args[1:] if isinstance(a, fx.Node))
+        if key in shared:
+            _to_module(node, shared[key], modules[shared[key]], modules)
+            return
         linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
         with torch.no_grad():
             linear.weight.copy_(weight)
             if bias is not None:
                 linear.bias.copy_(bias)
-        _to_module(node, _module_name(str(args[1].target).removeprefix(prefix), ".weight", modules), linear, modules)
+        shared[key] = _module_name(str(args[1].target).removeprefix(prefix), ".weight", modules)
+        _to_module(node, shared[key], linear, modules)
     elif t is aten.layer_norm.default and _is_const(args[1:]):
         shape = list(args[1])
         scale = values[str(args[2].target)] if len(args) > 2 and isinstance(args[2], fx.Node) else None

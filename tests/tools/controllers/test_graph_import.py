@@ -349,3 +349,27 @@ def test_concatenation_is_followed(tmp_path, monkeypatch, zoo_obs) -> None:
     assert {(g.name, g.size) for g in groups.groups} == {("a", 8), ("b", 5)}
     head = [s for g in groups.groups for s in g.slices if s.module == "head"]
     assert sorted(s.offset for s in head) == [0, 8]  # each tower's columns of the head, where the cat put them
+
+
+class _Shared(nn.Module):
+    """One Linear applied twice (tied weights)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.inp = nn.Linear(3, 8)
+        self.fc = nn.Linear(8, 8)
+        self.out = nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.fc(torch.relu(self.fc(self.inp(x))))))
+
+
+def test_shared_weights_stay_shared(tmp_path, monkeypatch, zoo_obs) -> None:
+    model = _Shared().eval()
+    path, factory = _save_factory_model(tmp_path, model, "shared", monkeypatch)
+    gm = to_graph(path, "state-dict", factory=factory)
+    assert torch.allclose(gm(zoo_obs), model(zoo_obs), atol=1e-6)
+    assert [n.target for n in gm.graph.nodes if n.op == "call_module"].count("fc") == 2
+    with pytest.raises(PruneError, match="called 2 times"):
+        find_groups(gm, zoo_obs[:8])
