@@ -373,3 +373,12 @@ def test_shared_weights_stay_shared(tmp_path, monkeypatch, zoo_obs) -> None:
     assert [n.target for n in gm.graph.nodes if n.op == "call_module"].count("fc") == 2
     with pytest.raises(PruneError, match="called 2 times"):
         find_groups(gm, zoo_obs[:8])
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="prune/groups.py models nn.Linear/nn.LayerNorm call_module "
+                   "nodes only: on a torch.export program's module (aten.linear/aten.layer_norm with get_attr weights) "
+                   "find_groups silently returns no groups; to_graph's canonical form is what it can read today")
+def test_prune_reads_a_torch_export_program_directly(zoo, zoo_obs) -> None:
+    program = torch.export.load(str(zoo["sac_actor"].files["torch-export"]))
+    groups = find_groups(program.module(), zoo_obs[:8])
+    assert groups.names, "no groups and no word why"
