@@ -2,7 +2,10 @@
 
 Each reader produces something torch can run, which is then captured by ``torch.export`` (non-strict,
 batch axis dynamic) and rewritten by :func:`tools.controllers.graph_ops.canonicalize`, so one set of
-rules decides what the controller is (what reaches the action) and which ops are supported:
+rules decides what the controller is (what reaches the action) and which ops are supported. Every
+format goes through the same aten-level graph on purpose: ``.pt2``, TorchScript (via TS2EPConverter) and
+onnx2torch output are aten programs anyway, and ``torch.fx.symbolic_trace`` of a user module would give
+a second dialect (``F.linear``, methods, Python control flow) to canonicalise:
 
 - ``torch-export`` (``.pt2``): ``torch.export.load`` gives the program itself. It is *not*
   ``weights_only``-safe: it unpickles (``weights_only=False``) pickled weights and constants, opaque
@@ -429,6 +432,11 @@ def call_rows(fn: Any, obs: torch.Tensor, output: int | str | None = 0, index: i
 def _check_parity(path: Path, gm: fx.GraphModule, reference: Any, obs: torch.Tensor, output: int | str | None,
                   index: int | None) -> None:
     expected = call_rows(reference, obs, output, index)
+    again = call_rows(reference, obs, output, index)
+    if expected.shape != again.shape or not torch.equal(expected, again):
+        raise ControllerError(f"{path}: the model's output changes between two calls on the same observations "
+                              "(sampling, noise or dropout); give its deterministic action (method=, output=), "
+                              "e.g. the mean of the action distribution")
     with torch.no_grad():
         got = gm(obs)
     err = float((got - expected.reshape(got.shape)).abs().max()) if got.numel() == expected.numel() else float("inf")

@@ -382,3 +382,19 @@ def test_prune_reads_a_torch_export_program_directly(zoo, zoo_obs) -> None:
     program = torch.export.load(str(zoo["sac_actor"].files["torch-export"]))
     groups = find_groups(program.module(), zoo_obs[:8])
     assert groups.names, "no groups and no word why"
+
+
+class _Sampling(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mu = nn.Linear(3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = self.mu(x)
+        return mean + torch.randn_like(mean)
+
+
+def test_stochastic_output_is_refused(tmp_path, monkeypatch) -> None:
+    path, factory = _save_factory_model(tmp_path, _Sampling(), "sampling", monkeypatch)
+    with pytest.raises(ControllerError, match="unsupported node .randn_like"):  # sampling is not in the graph's op set
+        to_graph(path, "state-dict", factory=factory)
