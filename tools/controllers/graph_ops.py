@@ -550,3 +550,87 @@ def _problem(gm: fx.GraphModule, node: fx.Node, const: set[fx.Node]) -> str | No
         last = (val.dim() - 1) if isinstance(val, torch.Tensor) else 1
         return None if isinstance(dim, int) and dim % (last + 1) == last else "concatenation along another axis than the features"
     return "-"
+
+
+# ---------------------------------------------------------------- affine maps added at the ends
+
+def _free_name(gm: fx.GraphModule, name: str) -> str:
+    """``name``, or ``name_<k>`` if the module already has an attribute of that name."""
+    taken, k, candidate = set(dict(gm.named_children())) | set(dir(gm)), 1, name
+    while candidate in taken:
+        candidate, k = f"{name}_{k}", k + 1
+    return candidate
+
+
+def _holder(**tensors: torch.Tensor) -> nn.Module:
+    """A parameterless module holding float32 buffers (the constants of a map added to a graph)."""
+    module = nn.Module()
+    for key, value in tensors.items():
+        module.register_buffer(key, torch.as_tensor(value, dtype=torch.float32).clone())
+    return module
+
+
+def prepend_normaliser(gm: fx.GraphModule, mean: torch.Tensor, std: torch.Tensor, clip: float | None,
+                       name: str = "obs_norm") -> fx.GraphModule:
+    """``gm`` applied to ``clamp((x - mean) / std, -clip, clip)``: the observation normaliser inside the graph."""
+    name = _free_name(gm, name)
+    gm.add_submodule(name, _holder(mean=mean, std=std))
+    graph = gm.graph
+    obs = next(n for n in graph.nodes if n.op == "placeholder")
+    users = list(obs.users)
+    with graph.inserting_after(obs):
+        mean_node = graph.get_attr(f"{name}.mean")
+    with graph.inserting_after(mean_node):
+        std_node = graph.get_attr(f"{name}.std")
+    with graph.inserting_after(std_node):
+        centred = graph.call_function(operator.sub, (obs, mean_node))
+    with graph.inserting_after(centred):
+        scaled = graph.call_function(operator.truediv, (centred, std_node))
+    last = scaled
+    if clip is not None:
+        with graph.inserting_after(scaled):
+            last = graph.call_function(torch.clamp, (scaled, -float(clip), float(clip)))
+    for user in users:
+        user.replace_input_with(obs, last)
+    graph.lint()
+    gm.recompile()
+    return gm
+
+
+def ends_in_clip(gm: fx.GraphModule, low: torch.Tensor, high: torch.Tensor) -> bool:
+    """Whether the graph's output is already ``maximum(minimum(x, high), low)`` with these bounds."""
+    out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+
+    def const(arg: Any) -> torch.Tensor | None:
+        if isinstance(arg, fx.Node) and arg.op == "get_attr":
+            obj: Any = gm
+            for part in str(arg.target).split("."):
+                obj = getattr(obj, part)
+            return obj if isinstance(obj, torch.Tensor) else None
+        return None
+
+    if not (_is_call(out, torch.maximum) and _is_call(out.args[0], torch.minimum)):
+        return False
+    lo, hi = const(out.args[1]), const(out.args[0].args[1])
+    return (lo is not None and hi is not None and lo.shape == low.shape and hi.shape == high.shape
+            and bool(torch.equal(lo.float(), low.float())) and bool(torch.equal(hi.float(), high.float())))
+
+
+def append_clip(gm: fx.GraphModule, low: torch.Tensor, high: torch.Tensor, name: str = "action_box") -> fx.GraphModule:
+    """``gm`` followed by ``maximum(minimum(a, high), low)`` (per-action bounds; ONNX Min/Max), unless it ends in it."""
+    if ends_in_clip(gm, low, high):
+        return gm
+    name = _free_name(gm, name)
+    gm.add_submodule(name, _holder(low=low, high=high))
+    graph = gm.graph
+    out = next(n for n in graph.nodes if n.op == "output")
+    value = out.args[0]
+    with graph.inserting_before(out):
+        high_node = graph.get_attr(f"{name}.high")
+        low_node = graph.get_attr(f"{name}.low")
+        upper = graph.call_function(torch.minimum, (value, high_node))
+        lower = graph.call_function(torch.maximum, (upper, low_node))
+    out.args = (lower,)
+    graph.lint()
+    gm.recompile()
+    return gm

@@ -4,14 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+import torch.fx as fx
+from torch import nn
+
 from tools.controllers.formats import detect_format, load_foreign, spec_from_env
-from tools.controllers.native import Controller, brief, default_controller_path, load_native, save_controller
+from tools.controllers.graph_ops import ACTIVATION_FUNCTIONS
+from tools.controllers.native import (
+    ACTIVATIONS,
+    ClipOutput,
+    Controller,
+    brief,
+    build_mlp,
+    default_controller_path,
+    load_native,
+    save_controller,
+)
 from tools.controllers.source import FORMATS, ControllerSource
 from tools.errors import ControllerError
 
 
 def load_controller(path: str | Path | None = None, format: str | None = None, env: str | None = None,
-                    factory: str | None = None, clip_actions: bool = False) -> Controller:
+                    factory: str | None = None, clip_actions: bool = False, obs_norm: str | Path | None = None) -> Controller:
     """Load a controller file, native or foreign (tools.controllers.formats); problems raise ControllerError naming the file.
 
     Whatever the format, the result has finite weights and fits its env (observation and action sizes).
@@ -34,7 +48,10 @@ def load_controller(path: str | Path | None = None, format: str | None = None, e
     try:
         format = format or detect_format(path)
         if format != "controller":
-            return load_foreign(path, format, env, factory, clip_actions)
+            return load_foreign(path, format, env, factory, clip_actions, obs_norm=None if obs_norm is None else Path(obs_norm))
+        if obs_norm is not None:
+            raise ControllerError(f"--obs-norm applies to a controller trained elsewhere; {path} is a prune-and-export "
+                                  "controller file (its normalisation, if any, is in its weights)")
         controller = load_native(path)
     except ControllerError:
         raise
@@ -61,7 +78,7 @@ def check_fits_env(controller: Controller) -> None:
 
 def load_source(source: ControllerSource) -> Controller:
     """The controller ``source`` names."""
-    return load_controller(source.path, source.format, source.env, source.factory, source.clip_actions)
+    return load_controller(source.path, source.format, source.env, source.factory, source.clip_actions, source.obs_norm)
 
 
 def is_foreign(source: ControllerSource) -> bool:
@@ -70,9 +87,51 @@ def is_foreign(source: ControllerSource) -> bool:
 
 
 def native_copy(source: ControllerSource, path: Path) -> Path | None:
-    """For a foreign controller file: write its canonical MLP as a native controller file at path (else None)."""
+    """For a foreign controller file: write its graph as a native controller file at path (else None).
+
+    Only a graph that is a plain MLP (Linear/activation pairs, a Linear head, the clip to the action box)
+    has a native form; any other graph is a ControllerError naming what it holds.
+    """
     if not is_foreign(source):
         return None
     controller = load_source(source)
-    save_controller(path, controller.module, controller.spec, controller.architecture)
+    module, arch = plain_mlp(controller)
+    save_controller(path, module, controller.spec, arch)
     return path
+
+
+def plain_mlp(controller: Controller) -> tuple[nn.Sequential, dict]:
+    """A foreign controller's graph as the native MLP (tools.controllers.native.build_mlp) and its architecture record."""
+    gm = controller.module
+    if not isinstance(gm, fx.GraphModule):
+        raise ControllerError(f"{controller.path}: not a graph")
+    names = {fn: fn.__name__ for fn in ACTIVATION_FUNCTIONS if fn.__name__ in ACTIVATIONS}
+    linears: list[nn.Linear] = []
+    activations: list[str] = []
+    nodes = [n for n in gm.graph.nodes if n.op not in ("placeholder", "output", "get_attr")]
+    clip = nodes[-2:]
+    body = nodes[:-2]
+    for node in body:
+        mod = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        if isinstance(mod, nn.Linear):
+            linears.append(mod)
+        elif node.op == "call_function" and node.target in names and not node.kwargs and len(node.args) == 1:
+            activations.append(names[node.target])
+        else:
+            raise ControllerError(f"{controller.path}: not a plain MLP (node {node.name!r}); only a Linear/activation "
+                                  "chain has a native controller file")
+    pattern_ok = (len(clip) == 2 and clip[0].target is torch.minimum and clip[1].target is torch.maximum
+                  and len(linears) >= 2 and len(activations) == len(linears) - 1 and len(set(activations)) == 1)
+    if not pattern_ok:
+        raise ControllerError(f"{controller.path}: not a plain MLP (Linear/activation pairs ending in the clip to the action box)")
+    hidden = [m.out_features for m in linears[:-1]]
+    module = build_mlp(controller.spec, hidden, activations[0], "clip")
+    with torch.no_grad():
+        for dst, src in zip([m for m in module if isinstance(m, nn.Linear)], linears):
+            dst.weight.copy_(src.weight)
+            if src.bias is not None:
+                dst.bias.copy_(src.bias)
+            else:
+                dst.bias.zero_()
+    assert isinstance(module[-1], ClipOutput)
+    return module.eval(), {"kind": "mlp", "hidden": hidden, "activation": activations[0], "output": "clip"}
