@@ -244,7 +244,7 @@ def test_another_box_env_is_judged_searched_and_run_in_the_loop(tmp_path, capsys
     mlp = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 1), nn.Tanh()).eval()
     torch.jit.save(torch.jit.script(mlp), tmp_path / "mc.pt")
     ctrl = load_controller(tmp_path / "mc.pt", env="MountainCarContinuous-v0")
-    assert ctrl.spec.obs_dim == 2 and ctrl.spec.act_low == (-1.0,) and ctrl.architecture["output_activation"] == "tanh"
+    assert ctrl.spec.obs_dim == 2 and ctrl.spec.act_low == (-1.0,) and "tanh" in ctrl.architecture["functions"]
     fast = closed_loop_return(ctrl.module, 2, 0, "fast", "MountainCarContinuous-v0")
     gym = closed_loop_return(ctrl.module, 2, 0, "gym", "MountainCarContinuous-v0")
     np.testing.assert_allclose(fast.returns, gym.returns, atol=1e-5)
@@ -254,8 +254,8 @@ def test_another_box_env_is_judged_searched_and_run_in_the_loop(tmp_path, capsys
                                 "--judge-episodes", "1", "--out", str(tmp_path / "mc_pruned.pt"))
     assert code == 0, err
     assert pruned["env_id"] == "MountainCarContinuous-v0" and "stability_before" not in pruned
-    assert load_controller(tmp_path / "mc_pruned.pt").spec.env_id == "MountainCarContinuous-v0"
-    code, _, err = run_cli(capsys, "export", "--controller", str(tmp_path / "mc_pruned.pt"), "--out", str(tmp_path / "b"))
+    assert load_controller(tmp_path / "mc_pruned.pt2").spec.env_id == "MountainCarContinuous-v0"  # from the widths file
+    code, _, err = run_cli(capsys, "export", "--controller", str(tmp_path / "mc_pruned.pt2"), "--out", str(tmp_path / "b"))
     assert code == 0, err
     code, hil, err = run_cli(capsys, "hil", "--bundle", str(tmp_path / "b"), "--target", "x86_64", "--episodes", "1")
     assert code == 0, err
