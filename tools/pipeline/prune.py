@@ -179,8 +179,9 @@ def prune_controller_budgets(controller: Controller, keeps: Sequence[float], met
         summary = {"method": method, **result.to_dict(), "controller": str(controller.path), "sha256": controller.sha256,
                    "stability_constraint": check is not None, "env_id": env_id,
                    "failed_constraints": [name for name, c in result.constraints.items() if not c.ok]}
-        if "obs_norm" in controller.architecture:  # a foreign controller: which statistics it runs with (None: raw)
-            summary["obs_norm"] = controller.architecture["obs_norm"]
+        for key in ("obs_norm", "notes"):  # a foreign controller: which statistics it runs with (None: raw), what was assumed
+            if key in controller.architecture:
+                summary[key] = controller.architecture[key]
         if before is not None and after is not None:
             summary.update(stability_before=before.to_dict(), stability_after=after.to_dict())
         if judge_episodes:
