@@ -47,7 +47,7 @@ from torch import nn
 
 from export import ControllerSpec
 from tools.controllers.graph_import import to_graph
-from tools.controllers.graph_ops import append_clip, prepend_normaliser
+from tools.controllers.graph_ops import append_clip, clamps_as_min_max, prepend_normaliser
 from tools.controllers.native import FORMAT, Controller
 from tools.controllers.obs_norm import ObsNorm, find_vecnormalize, read_obs_norm_file, read_vecnormalize_pkl
 from tools.controllers.source import FORMATS
@@ -256,8 +256,10 @@ def load_foreign(path: Path, fmt: str, env: str | None = None, factory: str | No
         if not clip_actions:
             check_bounds(raw, spec, path)
         gm = append_clip(gm, torch.tensor(spec.act_low), torch.tensor(spec.act_high))
+    gm = clamps_as_min_max(gm)  # the same function in the ops every target runs (see its docstring)
     arch = graph_architecture(gm, fmt)
-    arch["obs_norm"] = choice.record
+    if fmt == "sb3" or obs_norm is not None:
+        arch["obs_norm"] = choice.record
     if "sb3" in gm.meta:
         arch["sb3"] = {k: gm.meta["sb3"][k] for k in ("algorithm", "activation", "net_arch", "output", "deterministic_action")}
     notes = list(choice.notes) + list(gm.meta.get("sb3", {}).get("notes", []))
