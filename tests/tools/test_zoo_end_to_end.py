@@ -66,8 +66,10 @@ def zoo_files(zoo, sb3_models, tmp_path_factory: pytest.TempPathFactory) -> dict
     ppo_path, ppo = sb3_models("ppo")
     (folder / "ppo.zip").write_bytes(ppo_path.read_bytes())
     venv = VecNormalize(make_vec_env("Pendulum-v1", n_envs=1, seed=0), clip_obs=5.0)
-    venv.obs_rms.mean = np.array([0.1, -0.2, 0.5])
-    venv.obs_rms.var = np.array([0.5, 0.4, 4.0])
+    rms = venv.obs_rms
+    assert not isinstance(rms, dict)  # a flat Box observation: one RunningMeanStd
+    rms.mean = np.array([0.1, -0.2, 0.5])
+    rms.var = np.array([0.5, 0.4, 4.0])
     venv.save(str(folder / "vecnormalize.pkl"))
     venv.training = False
     files["sb3_ppo_vecnormalize"] = ZooFile(folder / "ppo.zip", [], lambda obs: ppo.predict(

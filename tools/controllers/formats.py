@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -171,23 +172,48 @@ class ObsNormChoice:
 def choose_obs_norm(path: Path, fmt: str, env_id: str, explicit: Path | None, algorithm: str | None) -> ObsNormChoice:
     """``--obs-norm FILE`` if given; for an SB3 zip a ``vecnormalize.pkl`` kept beside it; else none (with a note for PPO/A2C)."""
     if explicit is not None:
-        norm = read_obs_norm_file(Path(explicit))
-        return ObsNormChoice(norm, {"source": str(explicit), "how": "--obs-norm"})
+        return ObsNormChoice(read_obs_norm_file(Path(explicit)), {"source": str(explicit), "how": "--obs-norm"})
     if fmt != "sb3":
         return ObsNormChoice(None, None)
     found = find_vecnormalize(path, env_id)
     if found is not None:
-        norm = read_vecnormalize_pkl(found)
-        if norm is not None:
-            return ObsNormChoice(norm, {"source": str(found), "how": "found beside the zip"})
+        stats = read_vecnormalize_pkl(found)
+        if stats is not None:
+            return ObsNormChoice(stats, {"source": str(found), "how": "found beside the zip"})
         return ObsNormChoice(None, None, [f"{found}: VecNormalize normalised rewards only (norm_obs False); "
                                           "the policy runs on raw observations"])
+    config = zoo_config_says_normalize(path, env_id)
+    if config is not None:
+        return ObsNormChoice(None, None, [
+            f"{path.name}: {config} says it was trained with VecNormalize (normalize), but no statistics were found "
+            "beside the zip (vecnormalize.pkl); the policy runs on raw observations. Pass --obs-norm FILE "
+            "(its vecnormalize.pkl, or an .npz/.json with mean, var)"])
     if algorithm in ON_POLICY:
         return ObsNormChoice(None, None, [
             f"{path.name}: no VecNormalize statistics found beside it (vecnormalize.pkl); the {algorithm} policy runs on "
             "raw observations. If it was trained with VecNormalize, pass --obs-norm FILE (its vecnormalize.pkl, "
             "or an .npz/.json with mean, var)"])
     return ObsNormChoice(None, None)
+
+
+def zoo_config_says_normalize(zip_path: Path, env_id: str) -> Path | None:
+    """The rl-baselines3-zoo ``config.yml`` of the run (``<run>/<env>/config.yml``) if it sets ``normalize``; else None.
+
+    The zoo writes the hyperparameters as YAML pairs (``- - normalize`` then ``- true`` or a dict of
+    VecNormalize arguments); the text is searched, nothing is loaded.
+    """
+    folder = zip_path.parent
+    for candidate in (folder / env_id / "config.yml", folder / zip_path.stem / "config.yml"):
+        if not candidate.is_file():
+            continue
+        try:
+            text = candidate.read_text(errors="replace")
+        except OSError:
+            continue
+        match = re.search(r"-\s*-?\s*normalize\s*\n\s*-\s*(\S+)", text)
+        if match and match.group(1).strip("'\"").lower() not in ("false", "null", "none"):
+            return candidate
+    return None
 
 
 def _sb3_algorithm(path: Path) -> str | None:
