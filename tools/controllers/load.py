@@ -12,7 +12,6 @@ from tools.controllers.formats import detect_format, load_foreign, spec_from_env
 from tools.controllers.graph_ops import ACTIVATION_FUNCTIONS
 from tools.controllers.native import (
     ACTIVATIONS,
-    ClipOutput,
     Controller,
     brief,
     build_mlp,
@@ -101,37 +100,46 @@ def native_copy(source: ControllerSource, path: Path) -> Path | None:
 
 
 def plain_mlp(controller: Controller) -> tuple[nn.Sequential, dict]:
-    """A foreign controller's graph as the native MLP (tools.controllers.native.build_mlp) and its architecture record."""
+    """A foreign controller's graph as the native MLP (tools.controllers.native.build_mlp) and its architecture record.
+
+    The graph must be Linear/activation pairs and a Linear head, followed by a map to the action box that
+    computes what the native ``ClipOutput`` or ``BoundedOutput`` computes (checked on sampled observations).
+    """
     gm = controller.module
+    where = controller.path
     if not isinstance(gm, fx.GraphModule):
-        raise ControllerError(f"{controller.path}: not a graph")
+        raise ControllerError(f"{where}: not a graph")
     names = {fn: fn.__name__ for fn in ACTIVATION_FUNCTIONS if fn.__name__ in ACTIVATIONS}
+    nodes = [n for n in gm.graph.nodes if n.op not in ("placeholder", "output", "get_attr")]
+    linear_at = [i for i, n in enumerate(nodes) if n.op == "call_module" and isinstance(gm.get_submodule(str(n.target)), nn.Linear)]
+    if len(linear_at) < 2:
+        raise ControllerError(f"{where}: not a plain MLP (fewer than two Linear layers); only a Linear/activation chain "
+                              "has a native controller file")
     linears: list[nn.Linear] = []
     activations: list[str] = []
-    nodes = [n for n in gm.graph.nodes if n.op not in ("placeholder", "output", "get_attr")]
-    clip = nodes[-2:]
-    body = nodes[:-2]
-    for node in body:
+    for node in nodes[: linear_at[-1] + 1]:
         mod = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
-        if isinstance(mod, nn.Linear):
+        if isinstance(mod, nn.Linear) and len(linears) == len(activations):
             linears.append(mod)
-        elif node.op == "call_function" and node.target in names and not node.kwargs and len(node.args) == 1:
+        elif node.op == "call_function" and node.target in names and not node.kwargs and len(node.args) == 1 \
+                and len(activations) == len(linears) - 1:
             activations.append(names[node.target])
         else:
-            raise ControllerError(f"{controller.path}: not a plain MLP (node {node.name!r}); only a Linear/activation "
-                                  "chain has a native controller file")
-    pattern_ok = (len(clip) == 2 and clip[0].target is torch.minimum and clip[1].target is torch.maximum
-                  and len(linears) >= 2 and len(activations) == len(linears) - 1 and len(set(activations)) == 1)
-    if not pattern_ok:
-        raise ControllerError(f"{controller.path}: not a plain MLP (Linear/activation pairs ending in the clip to the action box)")
+            raise ControllerError(f"{where}: not a plain MLP (node {node.name!r}); only a Linear/activation chain "
+                                  "has a native controller file")
+    if len(set(activations)) != 1:
+        raise ControllerError(f"{where}: not a plain MLP (activations {activations}: one kind throughout)")
     hidden = [m.out_features for m in linears[:-1]]
-    module = build_mlp(controller.spec, hidden, activations[0], "clip")
+    obs = torch.as_tensor(controller.spec.sample_observations(256, 0))
     with torch.no_grad():
-        for dst, src in zip([m for m in module if isinstance(m, nn.Linear)], linears):
-            dst.weight.copy_(src.weight)
-            if src.bias is not None:
-                dst.bias.copy_(src.bias)
-            else:
-                dst.bias.zero_()
-    assert isinstance(module[-1], ClipOutput)
-    return module.eval(), {"kind": "mlp", "hidden": hidden, "activation": activations[0], "output": "clip"}
+        expected = gm(obs)
+        for output in ("clip", "bounded"):
+            module = build_mlp(controller.spec, hidden, activations[0], output)
+            for dst, src in zip([m for m in module if isinstance(m, nn.Linear)], linears):
+                dst.weight.copy_(src.weight)
+                dst.bias.copy_(src.bias if src.bias is not None else torch.zeros_like(dst.bias))
+            if float((module(obs) - expected).abs().max()) <= 1e-5 * max(1.0, float(expected.abs().max())):
+                arch = {"kind": "mlp", "hidden": hidden, "activation": activations[0]}
+                return module.eval(), {**arch, "output": "clip"} if output == "clip" else arch
+    raise ControllerError(f"{where}: not a plain MLP (what follows the head is neither the clip to the action box "
+                          "nor tanh rescaled to it)")

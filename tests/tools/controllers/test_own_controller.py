@@ -260,3 +260,28 @@ def test_another_box_env_is_judged_searched_and_run_in_the_loop(tmp_path, capsys
     code, hil, err = run_cli(capsys, "hil", "--bundle", str(tmp_path / "b"), "--target", "x86_64", "--episodes", "1")
     assert code == 0, err
     assert hil["ok"] and abs(hil["returns"][0] - hil["host_returns"][0]) <= 1e-3
+
+
+@pytest.mark.parametrize("kind", ["sac", "ppo", "onnx"])
+def test_a_plain_mlp_graph_has_a_native_copy_acting_the_same(files, kind, tmp_path):
+    from tools.controllers.load import native_copy
+    from tools.controllers.source import ControllerSource
+
+    path, _ = files[kind]
+    copy = native_copy(ControllerSource(path), tmp_path / "native.pt")
+    assert copy == tmp_path / "native.pt"
+    native, graph = load_controller(copy), load_controller(path)
+    assert native.architecture["kind"] == "mlp" and native.architecture["hidden"] == [16, 16]
+    np.testing.assert_allclose(native.act(observations()), graph.act(observations()), atol=1e-5)
+
+
+def test_a_graph_that_is_not_a_plain_mlp_has_no_native_copy(tmp_path, capsys):
+    from tools.controllers.load import native_copy
+    from tools.controllers.source import ControllerSource
+    from tools.errors import ControllerError
+
+    model = nn.Sequential(nn.Linear(3, 16), nn.LayerNorm(16), nn.Tanh(), nn.Linear(16, 1)).eval()
+    torch.jit.save(torch.jit.script(model), tmp_path / "ln.pt")
+    with pytest.raises(ControllerError, match=r"ln\.pt: not a plain MLP"):
+        native_copy(ControllerSource(tmp_path / "ln.pt"), tmp_path / "native.pt")
+    assert not (tmp_path / "native.pt").exists()
