@@ -285,3 +285,18 @@ def test_a_graph_that_is_not_a_plain_mlp_has_no_native_copy(tmp_path, capsys):
     with pytest.raises(ControllerError, match=r"ln\.pt: not a plain MLP"):
         native_copy(ControllerSource(tmp_path / "ln.pt"), tmp_path / "native.pt")
     assert not (tmp_path / "native.pt").exists()
+
+
+def test_obs_norm_statistics_become_the_first_ops_of_any_foreign_graph(files, tmp_path, capsys):
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({"mean": [0.1, -0.2, 0.5], "var": [0.5, 0.4, 4.0], "clip_obs": 5.0}))
+    path, _ = files["onnx"]
+    ctrl = load_controller(path, obs_norm=stats)
+    obs = observations()
+    normalised = np.clip((obs - [0.1, -0.2, 0.5]) / np.sqrt(np.array([0.5, 0.4, 4.0]) + 1e-8), -5.0, 5.0)
+    with torch.no_grad():
+        expected = small_mlp()(torch.as_tensor(normalised, dtype=torch.float32)).clamp(-2.0, 2.0).numpy()
+    np.testing.assert_allclose(ctrl.act(obs), expected, atol=1e-5)
+    assert ctrl.architecture["obs_norm"] == {"source": str(stats), "how": "--obs-norm"}
+    err = one_line_error(capsys, "eval", "--obs-norm", str(stats), "--episodes", "1")  # the bundled native controller
+    assert "--obs-norm applies to a controller trained elsewhere" in err
