@@ -51,6 +51,7 @@ from tools.controllers.graph_import import to_graph
 from tools.controllers.graph_ops import append_clip, clamps_as_min_max, prepend_normaliser
 from tools.controllers.native import FORMAT, Controller
 from tools.controllers.obs_norm import ObsNorm, find_vecnormalize, read_obs_norm_file, read_vecnormalize_pkl
+from tools.controllers.sb3_zip import read_sb3_zip
 from tools.controllers.source import FORMATS
 from tools.errors import ControllerError
 
@@ -157,7 +158,6 @@ def _quiet(logger_name: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
-
 # ---------------------------------------------------------------- observation statistics
 
 @dataclass
@@ -218,8 +218,6 @@ def zoo_config_says_normalize(zip_path: Path, env_id: str) -> Path | None:
 
 def _sb3_algorithm(path: Path) -> str | None:
     """The algorithm an SB3 zip's readable ``data`` names (no unpickling); None if it cannot be told."""
-    from tools.controllers.sb3_zip import read_sb3_zip
-
     try:
         return read_sb3_zip(path).algorithm
     except ControllerError:
@@ -230,8 +228,8 @@ def _sb3_algorithm(path: Path) -> str | None:
 
 def sidecar_env(path: Path) -> str | None:
     """The env a pruned ``.pt2`` was pruned on, from the ``.widths.json`` prune writes beside it; None if none."""
-    widths = path.with_suffix("").with_name(path.with_suffix("").name + ".widths.json") if path.suffix else None
-    if widths is None or not widths.is_file():
+    widths = path.with_name(path.stem + ".widths.json")  # prune.sidecar_paths: <stem>.pt2 beside <stem>.widths.json
+    if not widths.is_file():
         return None
     try:
         env = json.loads(widths.read_text()).get("summary", {}).get("env_id")
@@ -265,8 +263,7 @@ def load_foreign(path: Path, fmt: str, env: str | None = None, factory: str | No
     hint = f"env {env_id} gives {spec.obs_dim}; pass --env with the env it was trained on"
     with _quiet("torch.export"), _quiet("torch._export"):  # torch logs tracebacks before raising; the error says it all
         gm = to_graph(path, fmt, obs_dim=spec.obs_dim, factory=factory, obs_norm=choice.norm if fmt == "sb3" else None,
-                      check_obs=obs, env_spaces=spaces,
-                      obs_dim_hint=hint)
+                      check_obs=obs, env_spaces=spaces, obs_dim_hint=hint)
     if fmt != "sb3" and choice.norm is not None:
         if choice.norm.mean.shape != (spec.obs_dim,):
             raise ControllerError(f"{choice.norm.source}: mean has shape {choice.norm.mean.shape}, the controller takes "
