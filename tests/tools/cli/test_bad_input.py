@@ -46,13 +46,16 @@ def _manifest(bundle: Path, source: Path, sha256: str | None) -> None:
     bundle.mkdir()
     onnx = bundle / "model.onnx"
     onnx.write_bytes(b"not really onnx")
+    lib = bundle / "lib.so"
+    lib.write_bytes(b"not really a library")  # hashed right: hil checks every file before it looks at anything else
     spec = pendulum_spec()
     manifest = {
         "format_version": 1, "created_utc": "2026-01-01T00:00:00Z",
         "source": {"path": str(source), "sha256": sha256, "architecture": {}}, "spec": spec.to_dict(),
         "inputs": [], "outputs": [], "param_count": 0, "versions": {},
         "onnx": {"file": "model.onnx", "sha256": hashlib.sha256(onnx.read_bytes()).hexdigest(), "bytes": onnx.stat().st_size},
-        "artifacts": {"x86_64": {"file": "lib.so", "sha256": "0" * 64, "bytes": 1}},
+        "artifacts": {"x86_64": {"file": "lib.so", "sha256": hashlib.sha256(lib.read_bytes()).hexdigest(),
+                                 "bytes": lib.stat().st_size}},
     }
     (bundle / "manifest.json").write_text(json.dumps(manifest))
 
