@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from tools.cli.options import add_controller, add_seed, controller_from_args, positive_int, runner_name
 from tools.cli.outputs import check_output
-from tools.errors import ToolsError
+from tools.cli.signing import check_signing_key
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -37,27 +37,6 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="sign the bundle with this private key (from 'prune-and-export keygen'): manifest.sig, and a boot "
                         "record per microcontroller image; devices given the public key run nothing else")
     add_seed(p)
-
-
-def check_signing_key(path: Path, flag: str = "--sign") -> str:
-    """The public key's hex of the private key file ``path``, or one line naming the flag and what is wrong with it."""
-    # Deferred: export's public face imports torch and TVM.
-    from export import ExportError, public_key_hex, read_public_key
-
-    if path.is_dir():
-        raise ToolsError(f"{flag} {path}: is a directory, expected a private key file")
-    if not path.is_file():
-        raise ToolsError(f"{flag} {path}: no such file")
-    try:
-        read_public_key(path)
-    except ExportError:
-        pass
-    else:
-        raise ToolsError(f"{flag} {path}: is a public key file; {flag} takes the private key (keygen's PRIVATE)")
-    try:
-        return public_key_hex(path)
-    except ExportError as e:
-        raise ToolsError(f"{flag} {e}") from e
 
 
 def _fmt_err(v: float | None) -> str:

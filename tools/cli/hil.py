@@ -18,6 +18,7 @@ from tools.cli.options import (
     source_from_args,
 )
 from tools.cli.outputs import check_output
+from tools.cli.signing import check_public_key
 from tools.errors import ToolsError
 from tools.pipeline.choices import HIL_MODES, MAX_RATE_HZ
 
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     from rich.progress import Progress
     from rich.table import Table
 
-    from export import read_public_key, verify_bundle, verify_bundle_signature
+    from export import verify_bundle, verify_bundle_signature
     from tools.pipeline.hil import ACTION_FIDELITY, FIDELITY, host_controller, run_hil
     from tools.plant.policy import as_policy
 
@@ -93,8 +94,8 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     # Every file the device uses is checked before anything is opened or loaded: the signature over manifest.json
     # (with --public-key), then each file against its sha256; the host controller's bytes next (host_controller).
     if args.public_key is not None:
+        public_hex = check_public_key(args.public_key)
         manifest = verify_bundle_signature(args.bundle, args.public_key)
-        public_hex = read_public_key(args.public_key).hex()
     else:
         manifest, public_hex = verify_bundle(args.bundle), None
     if args.target not in manifest.artifacts:
