@@ -31,6 +31,8 @@ def check_key_outputs(private: Path, public: Path) -> None:
     for path, what in ((private, "PRIVATE"), (public, "PUBLIC")):
         if path.exists() or path.is_symlink():
             raise ToolsError(f"{what} {path}: exists already (a key file is never overwritten)")
+        if path.parent.exists() and not path.parent.is_dir():
+            raise ToolsError(f"{what} {path}: cannot write there: {path.parent} is a file, not a folder")
         if not path.parent.is_dir():
             raise ToolsError(f"{what} {path}: folder {path.parent} does not exist")
         check_output(path, what)
