@@ -22,10 +22,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from export import export_bundle, run_stub_bench
+from export import export_bundle, run_stub_bench, scratch_in
 from prune import find_groups, prune
 from targets import parse_target_list
-from tools.bench.folder import scratch_in
 from tools.bench.latency import python_runtimes, time_per_call
 from tools.controllers.load import load_controller
 from tools.controllers.native import mlp_architecture

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tools.bench.folder import scratch_in, temp_dir_for
+from export import scratch_in
+from tools.bench.folder import temp_dir_for
 
 KILLED = """
 import os, signal, sys
