@@ -1,54 +1,48 @@
 """Pruning groups, traced from the model: every parameter slice that must go when one hidden unit goes.
 
-The one idea the rest of prune/ asks. A *dimension* is a hidden feature space produced by an
-``nn.Linear`` (its ``out_features``). Tracing the model with ``torch.fx`` follows each dimension
-through element-wise ops (activations, Dropout, scalar arithmetic), LayerNorm, branching (several
-consumers of one tensor) and ``torch.cat`` along the feature axis into later Linears; residual sums
-of two equally wide dimensions merge them into one group. Every unit of a group is a set of
-slices: a row of the producer's weight and bias, the matching column of every consumer's weight,
-the LayerNorm weight and bias entries.
+The one idea the rest of prune/ asks. A *dimension* is a hidden feature space produced by a Linear
+(its ``out_features``). The model is read as a ``torch.fx`` graph: a plain ``nn.Module`` is traced
+with ``torch.fx.symbolic_trace``; a ``GraphModule`` (from ``symbolic_trace``, from
+``torch.export.export(...).module()`` with its ATen ops, or from onnx2torch with its own modules)
+is read as it is. The walk follows each dimension through element-wise ops (activations, Dropout,
+clamp, scalar arithmetic), LayerNorm, branching (several consumers of one tensor), reshapes that
+keep the shape, and ``cat`` along the feature axis into later Linears (see :mod:`prune.ops` for
+every spelling). A Linear is an ``nn.Linear`` or an op on constant tensors (``F.linear``,
+``aten.linear``, ``aten.addmm``, ``x @ W``). Every unit of a group is a set of slices: a row of the
+producer's weight and bias, the matching column of every consumer's weight, the LayerNorm weight and
+bias entries, the entries of per-feature constants it is combined with.
 
-Anything the tracer does not model (reshapes, indexing, reductions over features, unknown ops or
-modules, per-feature constant tensors) *blocks* the dimensions it touches: they are left out of the
+Residual sums couple: when two equally wide dimensions meet in a sum (``x + f(x)``) they become one
+group (union-find over dimensions), so the producers of both operands and the consumers of the sum
+keep the same units; :attr:`Group.producers` lists every coupled producer and
+:attr:`Group.couplings` the nodes that coupled them. A per-feature constant (a buffer, parameter or
+graph constant: ``h * scale + shift``, clamp bounds, normaliser statistics) is coupled the same way
+and sliced with the group.
+
+Anything the tracer does not model (reshapes that change the shape, indexing, reductions over
+features, unknown ops or modules) *blocks* the dimensions it touches: they are left out of the
 groups and listed in :attr:`Groups.excluded` with the node that blocked them (``strict=True``
-raises instead). Shared modules and tied weights are refused with a :class:`PruneError`. The
-network input and every output are protected unless the caller opts in.
+raises instead, naming the node, its op and the supported set). Shared modules and tied weights are
+refused with a :class:`PruneError`. The network input and every output are protected unless the
+caller opts in.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import operator
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from prune.errors import PruneError
+from prune.ops import SUPPORTED, is_transpose, role, target_name
+from prune.params import tensor_at
 
-# Modules that act on each feature independently: a unit can be removed through them.
-ELEMENTWISE_MODULES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ELU, nn.Tanh, nn.SiLU, nn.Mish, nn.LeakyReLU, nn.GELU, nn.Sigmoid, nn.Softplus,
-    nn.Hardtanh, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.CELU, nn.SELU, nn.Softsign,
-    nn.Tanhshrink, nn.LogSigmoid, nn.Dropout, nn.AlphaDropout, nn.Identity,
-)
-ELEMENTWISE_FUNCTIONS = {
-    torch.relu, torch.tanh, torch.sigmoid, torch.exp, torch.abs, torch.neg, torch.sin, torch.cos,
-    torch.square, torch.clamp, torch.clip, operator.neg, F.relu, F.elu, F.silu, F.mish, F.leaky_relu,
-    F.gelu, F.softplus, F.hardtanh, F.relu6, F.hardswish, F.celu, F.selu, F.tanh, F.sigmoid,
-    F.dropout, F.alpha_dropout,
-}
-ELEMENTWISE_METHODS = {
-    "relu", "tanh", "sigmoid", "exp", "abs", "neg", "sin", "cos", "square", "clamp", "clip",
-    "contiguous", "float", "double", "to", "detach", "clone", "type_as",
-}
-BINARY_FUNCTIONS = {operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul, torch.div}
-BINARY_METHODS = {"add", "sub", "mul", "div"}
-CAT_FUNCTIONS = {torch.cat, torch.concat}
 FIXED = -1  # dimension id of features that never shrink (constants, input of unknown width role)
 
 Layout = tuple[tuple[int, int], ...]  # (dimension id, width) segments along the feature axis
@@ -56,7 +50,7 @@ Layout = tuple[tuple[int, int], ...]  # (dimension id, width) segments along the
 
 @dataclass(frozen=True)
 class Slice:
-    """One unit-indexed slice of a module: ``kind`` is linear.out, linear.in or layernorm."""
+    """One unit-indexed slice: ``kind`` is linear.out, linear.in, layernorm, const (last axis of a tensor) or reshape."""
 
     module: str
     kind: str
@@ -65,26 +59,41 @@ class Slice:
 
 @dataclass
 class Group:
-    """A prunable hidden dimension: ``size`` units, each removable with all of its ``slices``."""
+    """A prunable hidden dimension: ``size`` units, each removable with all of its ``slices``.
+
+    ``producers`` are the Linears whose outputs are these units (several when a residual sum
+    couples them); ``couplings`` names the nodes (sums, products) that coupled them.
+    """
 
     name: str
     component: str
     size: int
     producers: list[str]
     slices: list[Slice]
+    couplings: list[str] = field(default_factory=list)
 
 
 @dataclass
 class ModuleInfo:
-    """Shape facts of one Linear or LayerNorm, for surgery and exact budget accounting."""
+    """Shape facts of one Linear, LayerNorm, constant or reshape, for surgery and exact budget accounting.
 
-    kind: str  # "linear" | "layernorm"
+    A module form (``nn.Linear``) leaves ``weight``/``bias``/``node`` empty. A graph form names
+    the attribute tensors (``weight``, ``bias``; ``transposed`` when the weight is stored (in, out))
+    and the fx ``node`` whose arguments the shrink rewrites (a LayerNorm's normalized_shape, a
+    reshape bypassed). ``const`` entries are per-feature tensors sliced along their last axis.
+    """
+
+    kind: str  # "linear" | "layernorm" | "const" | "reshape"
     in_features: int = 0
     out_features: int = 0
     bias: bool = False
-    norm_size: int = 0
-    affine_params: int = 0  # LayerNorm: 0, 1 (weight only) or 2 (weight and bias) vectors
+    norm_size: int = 0  # LayerNorm: features; const / reshape: width of the sliced axis
+    affine_params: int = 0  # parameters per unit: LayerNorm 0, 1 or 2 vectors; const: numel/width if a parameter, else 0
     rows_per_sample: int = 1  # how often a Linear is applied per sample (sequence positions)
+    weight: str = ""
+    bias_path: str = ""
+    transposed: bool = False
+    node: str = ""
 
 
 @dataclass
@@ -116,27 +125,34 @@ class Groups:
 
 
 class _Dim:
-    def __init__(self, ident: int, name: str, size: int, producer: str | None) -> None:
-        self.id, self.name, self.size = ident, name, size
+    def __init__(self, ident: int, name: str, size: int, producer: str | None, const: bool = False) -> None:
+        self.id, self.name, self.size, self.const = ident, name, size, const
         self.producers = [producer] if producer else []
         self.slices: list[Slice] = []
         self.blocked: list[str] = []
         self.protected: list[str] = []
+        self.couplings: list[str] = []
 
 
 class _Tracer:
     """Walks the fx graph once, assigning a feature layout to every tensor-valued node."""
 
-    def __init__(self, model: nn.Module, gm: fx.GraphModule) -> None:
+    def __init__(self, model: nn.Module, gm: fx.GraphModule, graph_input: bool) -> None:
         self.model, self.gm = model, gm
+        self.graph_input = graph_input  # the caller's model is this GraphModule: its nodes can be rewritten
         self.dims: list[_Dim] = []
         self.parent: dict[int, int] = {}
         self.layouts: dict[fx.Node, Layout | None] = {}
+        self.tuples: dict[fx.Node, Layout | None] = {}  # layout of item 0 of tuple-valued nodes
         self.modules: dict[str, ModuleInfo] = {}
+        self.consts: dict[str, int] = {}  # attribute path -> its const dimension
+        self.const_info: dict[str, ModuleInfo] = {}
+        self.params = {name for name, _ in gm.named_parameters(remove_duplicate=False)}
+        self.graph_params: dict[str, str] = {}  # attribute path -> the graph-form layer it belongs to
 
     # -- dimensions and union-find (residual sums share one index space) --
-    def new_dim(self, name: str, size: int, producer: str | None = None) -> int:
-        d = _Dim(len(self.dims), name, size, producer)
+    def new_dim(self, name: str, size: int, producer: str | None = None, const: bool = False) -> int:
+        d = _Dim(len(self.dims), name, size, producer, const)
         self.dims.append(d)
         self.parent[d.id] = d.id
         return d.id
@@ -185,18 +201,82 @@ class _Tracer:
     def describe(self, node: fx.Node) -> str:
         if node.op == "call_module":
             return f"module '{node.target}' ({type(self.gm.get_submodule(str(node.target))).__name__})"
-        target = getattr(node.target, "__name__", str(node.target))
-        return f"node '{node.name}' ({node.op} {target})"
+        return f"node '{node.name}' ({node.op} {target_name(node)})"
 
     def unknown(self, node: fx.Node, why: str) -> Layout | None:
         for n in self.tensor_inputs(node):
             self.block(self.layouts[n], f"{self.describe(node)} {why}")
         return self.opaque(node)
 
+    def segments(self, layout: Layout | None, module: str, kind: str) -> None:
+        """Add a ``kind`` slice of ``module`` to every dimension along ``layout``, at its offset."""
+        offset = 0
+        for d, width in layout or ():
+            if d != FIXED:
+                self.dims[d].slices.append(Slice(module, kind, offset))
+            offset += width
+
+    # -- constants: per-feature tensors become dimensions of their own, coupled to what they meet --
+    def constant(self, node: fx.Node, path: str) -> Layout | None:
+        shape = self.shape(node)
+        if shape is None:
+            return None
+        dtype = getattr(node.meta.get("tensor_meta"), "dtype", None)
+        if len(shape) == 0 or int(shape[-1]) <= 1 or not node.users or dtype is None or not dtype.is_floating_point:
+            return self.opaque(node)
+        width = int(shape[-1])
+        d = self.consts.get(path)
+        if d is None or self.dims[d].size != width:
+            d = self.new_dim(f"const:{path}", width, const=True)
+            self.consts[path] = d
+            self.dims[d].slices.append(Slice(path, "const", 0))
+            numel = math.prod(int(s) for s in shape)
+            self.const_info[path] = ModuleInfo("const", norm_size=width, affine_params=numel // width if path in self.params else 0)
+        return ((d, width),)
+
+    def source(self, arg) -> tuple[str, bool] | None:
+        """The attribute path of a constant tensor argument, and whether a transpose lies between."""
+        flipped, n = False, arg
+        while isinstance(n, fx.Node) and n.op in ("call_function", "call_method") and is_transpose(n):
+            flipped, n = not flipped, n.args[0]
+        if not isinstance(n, fx.Node):
+            return None
+        if n.op == "get_attr":
+            return str(n.target), flipped
+        if n.op == "call_module" and role(n, self.gm.get_submodule(str(n.target))) == "constant":
+            return f"{n.target}.value", flipped
+        return None
+
+    def claim(self, path: str, layer: str) -> None:
+        """Record that ``path`` is a weight/bias of graph-form layer ``layer`` (a second claim is a shared weight)."""
+        if path in self.graph_params and self.graph_params[path] != layer:
+            raise PruneError(f"parameter '{path}' is used by '{self.graph_params[path]}' and '{layer}' (tied or shared weights); "
+                             "prune/ refuses to shrink one without the other")
+        self.graph_params[path] = layer
+
+    def key(self, path: str, node: fx.Node) -> str:
+        base = path[: -len(".weight")] if path.endswith(".weight") else path
+        return base if base not in self.modules else f"{base}@{node.name}"
+
     # -- the walk --
     def run(self, protect_input: bool, protect_outputs: bool) -> None:
         for node in self.gm.graph.nodes:
             self.layouts[node] = self.visit(node, protect_input, protect_outputs)
+        self.check_sole_reads()
+
+    def check_sole_reads(self) -> None:
+        """Every graph-form weight is read once, by its own layer (else it is shared)."""
+        reads: dict[str, list[fx.Node]] = {}
+        for node in self.gm.graph.nodes:
+            if node.op == "get_attr" and str(node.target) in self.graph_params:
+                reads.setdefault(str(node.target), []).append(node)
+        for path, nodes in reads.items():
+            users = [u for n in nodes for u in n.users]
+            while len(users) == 1 and users[0].op in ("call_function", "call_method") and is_transpose(users[0]):
+                users = list(users[0].users)
+            if len(users) > 1:
+                raise PruneError(f"parameter '{path}' of '{self.graph_params[path]}' is read by {len(users)} nodes "
+                                 f"({', '.join(u.name for u in users)}): tied or shared weights; prune/ refuses to shrink it")
 
     def visit(self, node: fx.Node, protect_input: bool, protect_outputs: bool) -> Layout | None:
         if node.op == "placeholder":
@@ -208,17 +288,19 @@ class _Tracer:
                 self.dims[d].protected.append(f"network input '{node.target}'")
             return ((d, int(shape[-1])),)
         if node.op == "get_attr":
-            return self.opaque(node)
+            return self.constant(node, str(node.target))
         if node.op == "output":
             for n in self.tensor_inputs(node):
                 for d, _ in self.layouts[n] or ():
                     if d != FIXED and protect_outputs:
                         self.dims[d].protected.append(f"network output '{n.name}'")
             return None
+        if not node.users and self.shape(node) is None:
+            return None  # a check with no tensor result (torch.export's guards, asserts)
         if node.op == "call_module":
             return self.visit_module(node)
         if node.op in ("call_function", "call_method"):
-            return self.visit_function(node)
+            return self.visit_function(node, role(node))
         return self.unknown(node, "is not modelled")
 
     def visit_module(self, node: fx.Node) -> Layout | None:
@@ -233,11 +315,7 @@ class _Tracer:
             for s in (shape[1:-1] if shape is not None and len(shape) > 2 else ()):
                 rows *= int(s)
             self.modules[name] = ModuleInfo("linear", mod.in_features, mod.out_features, mod.bias is not None, rows_per_sample=rows)
-            offset = 0
-            for d, width in src or ():
-                if d != FIXED:
-                    self.dims[d].slices.append(Slice(name, "linear.in", offset))
-                offset += width
+            self.segments(src, name, "linear.in")
             d = self.new_dim(name, mod.out_features, name)
             self.dims[d].slices.append(Slice(name, "linear.out", 0))
             return ((d, mod.out_features),)
@@ -246,35 +324,152 @@ class _Tracer:
                 return self.unknown(node, f"normalises over {tuple(mod.normalized_shape)}, not the feature axis alone")
             n_vec = (mod.weight is not None) + (mod.bias is not None)
             self.modules[name] = ModuleInfo("layernorm", norm_size=mod.normalized_shape[0], affine_params=n_vec)
-            offset = 0
-            for d, width in src or ():
-                if d != FIXED:
-                    self.dims[d].slices.append(Slice(name, "layernorm", offset))
-                offset += width
+            self.segments(src, name, "layernorm")
             return src
-        if isinstance(mod, ELEMENTWISE_MODULES) or (isinstance(mod, nn.PReLU) and mod.num_parameters == 1):
+        if isinstance(mod, nn.PReLU) and mod.num_parameters == 1:
             return src
-        return self.unknown(node, "is not a module prune/ can shrink through")
+        kind = role(node, mod)
+        if kind == "constant":
+            value = getattr(mod, "value", None)
+            return self.constant(node, f"{name}.value") if isinstance(value, torch.Tensor) else None
+        if kind == "cat":
+            return self.visit_cat(node, list(node.args), getattr(mod, "axis", None))
+        if kind == "layer_norm":
+            shape = self.shape(node)
+            axis = getattr(mod, "axis", None)
+            if shape is None or not isinstance(axis, int) or axis % len(shape) != len(shape) - 1:
+                return self.unknown(node, "normalises over more than the feature axis")
+            return self.visit_layernorm(node, node.args[0], None, node.args[1] if len(node.args) > 1 else None,
+                                        node.args[2] if len(node.args) > 2 else None)
+        if kind == "unknown":
+            return self.unknown(node, "is not a module prune/ can shrink through")
+        return self.visit_function(node, kind)
 
-    def visit_function(self, node: fx.Node) -> Layout | None:
-        t = node.target
-        is_method = node.op == "call_method"
+    def visit_function(self, node: fx.Node, kind: str) -> Layout | None:
+        if kind == "shape":
+            return None
+        if kind == "getitem" and isinstance(node.args[0], fx.Node) and node.args[0] in self.tuples:
+            return self.tuples[node.args[0]] if node.args[1] == 0 else self.opaque(node)
         inputs = self.tensor_inputs(node)
         if not inputs:
             return self.opaque(node)  # computed from constants only
-        if (is_method and t in ELEMENTWISE_METHODS) or (not is_method and t in ELEMENTWISE_FUNCTIONS):
+        if kind == "elementwise":
             if len(inputs) == 1 and inputs[0] is node.args[0]:
                 return self.layouts[inputs[0]]
+            if node.args and inputs[0] is node.args[0] and any(w in target_name(node) for w in ("clamp", "clip")):
+                return self.visit_combine(node, inputs)  # clamp with tensor bounds: per-feature constants
             return self.unknown(node, "mixes tensors in an element-wise op it does not model")
-        if (is_method and t in BINARY_METHODS) or (not is_method and t in BINARY_FUNCTIONS):
+        if kind == "binary":
             return self.visit_binary(node, inputs)
-        if not is_method and t in CAT_FUNCTIONS:
-            return self.visit_cat(node)
-        if (is_method and t in ("unsqueeze", "squeeze")) or (not is_method and t in (torch.unsqueeze, torch.squeeze)):
+        if kind == "cat":
+            tensors = node.args[0] if node.args else node.kwargs.get("tensors")
+            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+            return self.visit_cat(node, tensors, dim)
+        if kind == "squeeze":
             return self.visit_unsqueeze(node, inputs)
-        if t == "size" or (t == getattr and node.args[1] in ("shape", "dtype", "device")):
-            return None
+        if kind == "reshape":
+            return self.visit_reshape(node, inputs)
+        if kind == "linear":
+            return self.visit_linear(node, node.args[0], self.arg(node, 1, "weight"), self.arg(node, 2, "bias"), out_in=True)
+        if kind == "matmul":
+            return self.visit_linear(node, node.args[0], node.args[1], None, out_in=False)
+        if kind == "addmm":
+            if any(node.kwargs.get(k, 1) != 1 for k in ("alpha", "beta")):
+                return self.unknown(node, "scales its product (alpha/beta)")
+            return self.visit_linear(node, node.args[1], node.args[2], node.args[0], out_in=False)
+        if kind in ("layer_norm", "native_layer_norm"):
+            out = self.visit_layernorm(node, node.args[0], self.arg(node, 1, "normalized_shape"),
+                                       self.arg(node, 2, "weight"), self.arg(node, 3, "bias"))
+            if kind == "native_layer_norm":
+                self.tuples[node] = out
+                return None
+            return out
         return self.unknown(node, "reshapes, indexes or reduces the features, or is not modelled")
+
+    @staticmethod
+    def arg(node: fx.Node, i: int, name: str):
+        return node.args[i] if len(node.args) > i else node.kwargs.get(name)
+
+    def visit_linear(self, node: fx.Node, x, weight, bias, out_in: bool) -> Layout | None:
+        """A Linear written as an op on constant tensors: ``F.linear(x, w, b)``, ``x @ W``, ``addmm(b, x, W.t())``."""
+        src = self.layout_of(x)
+        found = self.source(weight)
+        if src is None or found is None:
+            return self.unknown(node, "multiplies the features by a tensor that is not a constant weight")
+        path, flipped = found
+        w = tensor_at(self.gm, path)
+        if w.dim() != 2:
+            return self.unknown(node, f"multiplies the features by a {w.dim()}-D weight")
+        transposed = flipped if out_in else not flipped  # stored (in, out)
+        out_features, in_features = (w.shape[1], w.shape[0]) if transposed else (w.shape[0], w.shape[1])
+        bias_path = ""
+        if bias is not None:
+            found_b = self.source(bias)
+            if found_b is None or found_b[1] or tensor_at(self.gm, found_b[0]).shape != (out_features,):
+                return self.unknown(node, "adds a bias that is not a constant vector")
+            bias_path = found_b[0]
+        shape = self.shape(x)
+        rows = math.prod(int(s) for s in shape[1:-1]) if shape is not None and len(shape) > 2 else 1
+        name = self.key(path, node)
+        for p in (path, bias_path):
+            if p:
+                self.claim(p, name)
+        self.modules[name] = ModuleInfo("linear", int(in_features), int(out_features), bool(bias_path), rows_per_sample=rows,
+                                        weight=path, bias_path=bias_path, transposed=transposed, node=node.name)
+        self.segments(src, name, "linear.in")
+        d = self.new_dim(name, int(out_features), name)
+        self.dims[d].slices.append(Slice(name, "linear.out", 0))
+        return ((d, int(out_features)),)
+
+    def visit_layernorm(self, node: fx.Node, x, normalized_shape, weight, bias) -> Layout | None:
+        """A LayerNorm written as an op: ``F.layer_norm``, ``aten.layer_norm``, onnx2torch's ``OnnxLayerNorm``."""
+        src, shape = self.layout_of(x), self.shape(x)
+        if src is None or shape is None or not len(shape):
+            return self.unknown(node, "normalises something that is not a traced tensor")
+        width = int(shape[-1])
+        literal = isinstance(normalized_shape, (list, tuple)) and all(isinstance(s, int) for s in normalized_shape)
+        if literal and list(normalized_shape) != [width]:
+            return self.unknown(node, f"normalises over {tuple(normalized_shape)}, not the feature axis alone")
+        if normalized_shape is not None and not literal:
+            return self.unknown(node, "normalises over a shape it cannot read")
+        paths = []
+        for t in (weight, bias):
+            found = self.source(t) if t is not None else ("", False)
+            if found is None or found[1] or (found[0] and tensor_at(self.gm, found[0]).shape != (width,)):
+                return self.unknown(node, "has an affine weight or bias that is not a constant vector")
+            paths.append(found[0])
+        if literal and not self.graph_input and any(d != FIXED for d, _ in src):
+            return self.unknown(node, "has a literal normalized_shape in Python code; pass torch.fx.symbolic_trace(model) to prune through it")
+        name = self.key(paths[0], node) if paths[0] else node.name
+        for p in paths:
+            if p:
+                self.claim(p, name)
+        self.modules[name] = ModuleInfo("layernorm", norm_size=width, affine_params=sum(bool(p) for p in paths),
+                                        weight=paths[0], bias_path=paths[1], node=node.name if literal else "")
+        self.segments(src, name, "layernorm")
+        return src
+
+    def visit_reshape(self, node: fx.Node, inputs: list[fx.Node]) -> Layout | None:
+        """A reshape / view / flatten that leaves the shape as it was passes; the shrink removes it from the graph."""
+        data = node.args[0] if node.args else None
+        shape_in, shape_out = self.shape(data), self.shape(node)
+        if data is not inputs[0] or shape_in is None or shape_in != shape_out or not len(shape_in):
+            return self.unknown(node, "reshapes the features")
+        src = self.layouts[inputs[0]]
+        if all(d == FIXED for d, _ in src or ()):
+            return src
+        if not self.graph_input:
+            return self.unknown(node, "reshapes in Python code (shapes it cannot rewrite); pass torch.fx.symbolic_trace(model) to prune through it")
+        self.modules[node.name] = ModuleInfo("reshape", norm_size=int(shape_in[-1]), node=node.name)
+        self.segments(src, node.name, "reshape")
+        return src
+
+    def visit_combine(self, node: fx.Node, inputs: list[fx.Node]) -> Layout | None:
+        """An element-wise op of several tensors (clamp with tensor bounds): each pair couples like a sum."""
+        out = self.layouts[inputs[0]]
+        for other in inputs[1:]:
+            out = self.combine(node, inputs[0], other, out)
+        return out
 
     def visit_binary(self, node: fx.Node, inputs: list[fx.Node]) -> Layout | None:
         if len(inputs) == 1:
@@ -287,10 +482,13 @@ class _Tracer:
             return self.unknown(node, f"combines the features with a per-feature tensor of width {other_shape[-1]} it cannot slice")
         if len(inputs) != 2:
             return self.unknown(node, "has more tensor operands than modelled")
-        a, b = (self.layouts[n] or () for n in inputs)  # tensor_inputs() has a layout for each
-        sa, sb = self.shape(inputs[0]), self.shape(inputs[1])
+        return self.combine(node, inputs[0], inputs[1], self.layouts[inputs[0]])
+
+    def combine(self, node: fx.Node, first: fx.Node, second: fx.Node, layout_a: Layout | None) -> Layout | None:
+        a, b = layout_a or (), self.layouts[second] or ()
+        sa, sb = self.shape(first), self.shape(second)
         fixed_a, fixed_b = all(d == FIXED for d, _ in a), all(d == FIXED for d, _ in b)
-        if fixed_a != fixed_b:  # features combined with a constant tensor (a buffer, a parameter)
+        if fixed_a != fixed_b:  # features combined with a tensor of fixed width (an unknown op's output)
             hidden, const = (b, sa) if fixed_a else (a, sb)
             if const is None or len(const) == 0 or const[-1] == 1:
                 return hidden  # broadcast along the features: shrinks with them
@@ -310,13 +508,13 @@ class _Tracer:
             if da == FIXED or db == FIXED:
                 self.block(a + b, f"{self.describe(node)} adds a fixed-width tensor to the features (a residual it cannot shrink)")
                 return a
-            self.union(da, db)  # a residual sum: both sides must lose the same units
+            if not self.dims[da].const and not self.dims[db].const and self.root(da) != self.root(db):
+                self.dims[da].couplings.append(f"{node.name} ({target_name(node) if node.op != 'call_module' else node.target})")
+            self.union(da, db)  # a residual sum (or a per-feature constant): both sides lose the same units
             return a
         return self.unknown(node, "combines two tensors whose features do not line up (residual it does not model)")
 
-    def visit_cat(self, node: fx.Node) -> Layout | None:
-        tensors = node.args[0] if node.args else node.kwargs.get("tensors")
-        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    def visit_cat(self, node: fx.Node, tensors, dim) -> Layout | None:
         shape = self.shape(node)
         if shape is None or not isinstance(dim, int) or not isinstance(tensors, (list, tuple)):
             return self.unknown(node, "is a concatenation it cannot follow")
@@ -337,7 +535,8 @@ class _Tracer:
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         shape_in, shape_out = self.shape(inputs[0]), self.shape(node)
         if isinstance(dim, int) and shape_in is not None and shape_out is not None and len(shape_in) and len(shape_out):
-            last = len(shape_out) - 1 if node.target in ("unsqueeze", torch.unsqueeze) else len(shape_in) - 1
+            unsqueeze = node.target in ("unsqueeze", torch.unsqueeze) or target_name(node).startswith("aten.unsqueeze")
+            last = len(shape_out) - 1 if unsqueeze else len(shape_in) - 1
             if dim % (last + 1) != last and shape_in[-1] == shape_out[-1]:
                 return self.layouts[inputs[0]]
         return self.unknown(node, "changes the feature axis")
@@ -389,8 +588,9 @@ def find_groups(
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
     if not all(isinstance(x, torch.Tensor) for x in inputs):
         raise PruneError("example_input must be a tensor or a tuple of tensors shaped like the model's inputs")
+    graph_input = isinstance(model, fx.GraphModule)
     try:
-        gm = fx.symbolic_trace(model)
+        gm = model if isinstance(model, fx.GraphModule) else fx.symbolic_trace(model)
     except Exception as e:  # fx raises many types: name the model and the cause
         raise PruneError(f"cannot trace {type(model).__name__} with torch.fx: {str(e).splitlines()[0]}") from e
     _check_shared(model, gm)
@@ -400,7 +600,7 @@ def find_groups(
     except Exception as e:
         raise PruneError(f"running {type(model).__name__} on the example input failed: {str(e).splitlines()[0]}") from e
 
-    tracer = _Tracer(model, gm)
+    tracer = _Tracer(model, gm, graph_input)
     tracer.run(protect_input, protect_outputs)
 
     patterns = {k: [v] if isinstance(v, str) else list(v) for k, v in (components or {}).items()}
@@ -412,11 +612,14 @@ def find_groups(
                                  f"(modules: {', '.join(module_names[:12])}{' ...' if len(module_names) > 12 else ''})")
 
     merged: dict[int, list[_Dim]] = {}
-    for d in tracer.dims:
+    for d in sorted(tracer.dims, key=lambda d: (d.const, d.id)):  # a group is ordered and named by its features, not its constants
         merged.setdefault(tracer.root(d.id), []).append(d)
     groups, excluded, protected = [], {}, {}
+    modules = dict(tracer.modules)
     for members in merged.values():
-        name = "+".join(d.name for d in members)
+        if all(d.const for d in members):
+            continue  # a constant that meets no feature dimension stays as it is
+        name = "+".join(d.name for d in members if not d.const)
         protect = [r for d in members for r in d.protected]
         blocked = [r for d in members for r in d.blocked]
         producers = [p for d in members for p in d.producers]
@@ -430,12 +633,15 @@ def find_groups(
         else:
             anchor = producers[0] if producers else name
             comp = _component_of(producers or [anchor], patterns) or anchor.split(".")[0]
-            groups.append(Group(name, comp, members[0].size, producers, slices))
+            groups.append(Group(name, comp, members[0].size, producers, slices, [c for d in members for c in d.couplings]))
+            for s in slices:
+                if s.kind == "const":
+                    modules[s.module] = tracer.const_info[s.module]
     if strict and excluded:
-        raise PruneError("cannot prune " + "; ".join(f"'{k}': {v}" for k, v in excluded.items()))
+        raise PruneError("cannot prune " + "; ".join(f"'{k}': {v}" for k, v in excluded.items()) + f" (supported: {SUPPORTED})")
     comps: dict[str, list[str]] = {}
     for g in groups:
         comps.setdefault(g.component, []).append(g.name)
     warnings = [f"dimension '{k}' left unpruned: {v}" for k, v in excluded.items()]
     total = sum(p.numel() for p in model.parameters())
-    return Groups(groups, comps, excluded, protected, tracer.modules, total, warnings)
+    return Groups(groups, comps, excluded, protected, modules, total, warnings)
