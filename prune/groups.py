@@ -232,6 +232,12 @@ class _Tracer:
             self.dims[d].slices.append(Slice(path, "const", 0))
             numel = math.prod(int(s) for s in shape)
             self.const_info[path] = ModuleInfo("const", norm_size=width, affine_params=numel // width if path in self.params else 0)
+            if not self.graph_input:
+                try:
+                    tensor_at(self.model, path)
+                except AttributeError:
+                    self.dims[d].blocked.append(f"node '{node.name}' is a tensor made in forward ('{path}' exists only in the trace); "
+                                                "pass torch.fx.symbolic_trace(model) to prune through it")
         return ((d, width),)
 
     def source(self, arg) -> tuple[str, bool] | None:
@@ -450,17 +456,26 @@ class _Tracer:
         return src
 
     def visit_reshape(self, node: fx.Node, inputs: list[fx.Node]) -> Layout | None:
-        """A reshape / view / flatten that leaves the shape as it was passes; the shrink removes it from the graph."""
+        """A reshape / view / flatten that leaves the shape as it was passes; one that spells the width out is taken out of the graph by the shrink."""
         data = node.args[0] if node.args else None
         shape_in, shape_out = self.shape(data), self.shape(node)
         if data is not inputs[0] or shape_in is None or shape_in != shape_out or not len(shape_in):
             return self.unknown(node, "reshapes the features")
         src = self.layouts[inputs[0]]
-        if all(d == FIXED for d, _ in src or ()):
+        width = int(shape_in[-1])
+        spelled: list = []  # what the reshape says about the sizes: a literal width must change with the features
+
+        def collect(a):
+            spelled.append(a)
+            return a
+
+        fx.node.map_aggregate((node.args[1:], node.kwargs), collect)
+        literal = any(a == width and isinstance(a, int) for a in spelled) or any(self.shape(a) is not None for a in spelled)
+        if all(d == FIXED for d, _ in src or ()) or not literal:
             return src
         if not self.graph_input:
             return self.unknown(node, "reshapes in Python code (shapes it cannot rewrite); pass torch.fx.symbolic_trace(model) to prune through it")
-        self.modules[node.name] = ModuleInfo("reshape", norm_size=int(shape_in[-1]), node=node.name)
+        self.modules[node.name] = ModuleInfo("reshape", norm_size=width, node=node.name)
         self.segments(src, node.name, "reshape")
         return src
 
