@@ -451,7 +451,7 @@ class _Tracer:
             if p:
                 self.claim(p, name)
         self.modules[name] = ModuleInfo("layernorm", norm_size=width, affine_params=sum(bool(p) for p in paths),
-                                        weight=paths[0], bias_path=paths[1], node=node.name if literal else "")
+                                        weight=paths[0], bias_path=paths[1], node=node.name)
         self.segments(src, name, "layernorm")
         return src
 
@@ -659,4 +659,7 @@ def find_groups(
         comps.setdefault(g.component, []).append(g.name)
     warnings = [f"dimension '{k}' left unpruned: {v}" for k, v in excluded.items()]
     total = sum(p.numel() for p in model.parameters())
+    # weights a graph holds as buffers or constants (onnx2torch's initializers) count as the parameters they are
+    held = {path for info in tracer.modules.values() if info.kind in ("linear", "layernorm") for path in (info.weight, info.bias_path) if path}
+    total += sum(tensor_at(gm, path).numel() for path in held if path not in tracer.params)
     return Groups(groups, comps, excluded, protected, modules, total, warnings)

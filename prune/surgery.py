@@ -112,11 +112,11 @@ def _graph_layernorm(small: nn.Module, info: ModuleInfo, idx: torch.Tensor) -> N
     for path in (info.weight, info.bias_path):
         if path:
             set_tensor(small, path, tensor_at(small, path)[idx])
-    if info.node:
-        node = _node(cast(fx.GraphModule, small), info.node)
-        if "normalized_shape" in node.kwargs:
+    node = _node(cast(fx.GraphModule, small), info.node) if isinstance(small, fx.GraphModule) and info.node else None
+    if node is not None and node.op == "call_function":  # a literal normalized_shape (onnx2torch's module reads the input's shape)
+        if isinstance(node.kwargs.get("normalized_shape"), (list, tuple)):
             node.update_kwarg("normalized_shape", [len(idx)])
-        else:
+        elif len(node.args) > 1 and isinstance(node.args[1], (list, tuple)):
             node.update_arg(1, [len(idx)])
 
 
@@ -158,7 +158,7 @@ def shrink(model: nn.Module, groups: Groups, keep: Keep) -> nn.Module:
                 continue
             if old is None:
                 _graph_layernorm(small, info, idx)
-                edited = edited or bool(info.node)
+                edited = True
                 continue
             new = _shrunk_layernorm(cast(nn.LayerNorm, old), idx)
         new.train(old.training)
@@ -203,8 +203,8 @@ def widths(model: nn.Module, groups: Groups) -> dict[str, dict[str, int]]:
                 out[name] = {"norm": int(cast(nn.LayerNorm, model.get_submodule(name)).normalized_shape[0])}
             else:
                 vec = next((p for p in norm_affine(model, name, info) if p is not None), None)
-                shape = cast(Sequence[int], _node(cast(fx.GraphModule, model), info.node).args[1])
-                size = len(vec) if vec is not None else int(shape[0])
+                shape = cast(Sequence[int], _node(cast(fx.GraphModule, model), info.node).args[1]) if vec is None else [len(vec)]
+                size = int(shape[0])
                 out[name] = {"norm": size}
     return out
 

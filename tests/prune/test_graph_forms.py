@@ -154,7 +154,7 @@ def masked_reference(model: nn.Module, groups: Groups, keep: dict[str, torch.Ten
     """The masked original, with every LayerNorm normalising over its kept units only (what the shrunk model computes)."""
     masked = masked_copy(model, groups, keep)
     gm = masked if isinstance(masked, fx.GraphModule) else fx.symbolic_trace(masked)
-    kept: dict[str, torch.Tensor] = {}
+    kept: dict[str, torch.Tensor] = {}  # LayerNorm node name -> units kept
     for name, info in groups.modules.items():
         if info.kind == "layernorm":
             kept[info.node or name] = torch.ones(info.norm_size, dtype=torch.bool)
@@ -164,6 +164,7 @@ def masked_reference(model: nn.Module, groups: Groups, keep: dict[str, torch.Ten
         for s in g.slices:
             if s.kind == "layernorm":
                 kept[groups.modules[s.module].node or s.module][s.offset: s.offset + g.size] &= ~gone
+    by_node = {n.name: str(n.target) for n in gm.graph.nodes if n.op == "call_module"}  # node name -> module name
 
     def norm(x, mask, weight, bias, eps):
         out = torch.zeros_like(x)
@@ -172,17 +173,17 @@ def masked_reference(model: nn.Module, groups: Groups, keep: dict[str, torch.Ten
         return out
 
     class Reference(fx.Interpreter):
-        def call_module(self, target, args, kwargs):
-            mod = self.module.get_submodule(str(target))
-            if str(target) in kept and isinstance(mod, nn.LayerNorm):
-                return norm(args[0], kept[str(target)], mod.weight, mod.bias, mod.eps)
-            return super().call_module(target, args, kwargs)
-
         def run_node(self, n):
-            if n.name in kept and n.op == "call_function":
-                args, _ = self.fetch_args_kwargs_from_env(n)
-                return norm(args[0], kept[n.name], args[2], args[3], args[4])
-            return super().run_node(n)
+            mod = self.module.get_submodule(by_node[n.name]) if n.name in by_node else None
+            mask = kept.get(n.name, kept.get(by_node.get(n.name, ""))) if n.op in ("call_function", "call_module") else None
+            if mask is None:
+                return super().run_node(n)
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            if isinstance(mod, nn.LayerNorm):
+                return norm(args[0], mask, mod.weight, mod.bias, mod.eps)
+            if mod is not None:  # onnx2torch's OnnxLayerNorm(x, scale, bias)
+                return norm(args[0], mask, args[1], args[2], mod.epsilon)
+            return norm(args[0], mask, args[2], args[3], args[4])
 
     return lambda x: Reference(gm).run(x)
 
@@ -379,3 +380,139 @@ def test_data_aware_metrics_and_refit_read_graph_form_inputs():
     result = prune(model, g, keep=0.3, objective=fidelity(model), method="uniform", metric="activation", states=x, reconstruct=True)
     plain = prune(model, g, keep=0.3, objective=fidelity(model), method="uniform", metric="activation", states=x)
     assert result.objective_after > plain.objective_after
+
+
+# Stand-ins for onnx2torch's own modules (same class names and semantics; onnx2torch itself needs torchvision).
+class OnnxBinaryMathOperation(nn.Module):
+    def __init__(self, fn: Callable) -> None:
+        super().__init__()
+        self.broadcast, self.axis, self.math_op_function = None, None, fn
+
+    def forward(self, first, second):
+        return self.math_op_function(first, second)
+
+
+class OnnxConstant(nn.Module):
+    def __init__(self, value: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("value", value)
+
+    def forward(self):
+        return self.value
+
+
+class OnnxClip(nn.Module):
+    def __init__(self, low: float, high: float) -> None:
+        super().__init__()
+        self.min_val, self.max_val = low, high
+
+    def forward(self, x):
+        return torch.clamp(x, self.min_val, self.max_val)
+
+
+class OnnxMatMul(nn.Module):
+    def forward(self, x, y):
+        return torch.matmul(x, y)
+
+
+class OnnxErf(nn.Module):
+    def forward(self, x):
+        return torch.erf(x)
+
+
+class OnnxFunction(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.function = torch.tanh
+
+    def forward(self, x):
+        return self.function(x)
+
+
+class OnnxLayerNorm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.axis, self.epsilon = -1, 1e-5
+
+    def forward(self, x, scale, bias):
+        return F.layer_norm(x, x.shape[self.axis:], scale, bias, self.epsilon)
+
+
+class OnnxReshape(nn.Module):
+    def forward(self, x, shape):
+        return torch.reshape(x, torch.Size(shape))
+
+
+class OnnxConcat(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.axis = 1
+
+    def forward(self, *xs):
+        return torch.cat(xs, self.axis)
+
+
+def onnx2torch_like() -> fx.GraphModule:
+    """A GraphModule shaped as onnx2torch converts an exported actor: call_module per ONNX node, initializers as buffers.
+
+    Normaliser (Sub, Div, Clip), a MatMul + Add Linear and a Gemm Linear concatenated, a Gemm, an
+    erf-GELU of a LayerNorm summed back onto its input (a residual), a Reshape that keeps the shape,
+    and a Gemm head scaled by ``2 * tanh``.
+    """
+    torch.manual_seed(5)
+    root = nn.Module()
+    init = nn.Module()
+    values = {"mean": torch.randn(OBS), "std": torch.rand(OBS) + 0.5, "w_mm": torch.randn(OBS, 12) * 0.5, "b_mm": torch.randn(12) * 0.1,
+              "ln_w": torch.rand(16) + 0.5, "ln_b": torch.randn(16) * 0.1, "shape": torch.tensor([-1, 16])}
+    for k, v in values.items():
+        init.register_buffer(k, v)
+    root.add_module("initializers", init)
+    mods: dict[str, nn.Module] = {
+        "Sub": OnnxBinaryMathOperation(torch.sub), "Div": OnnxBinaryMathOperation(torch.div), "Clip": OnnxClip(-5.0, 5.0),
+        "MatMul": OnnxMatMul(), "Add": OnnxBinaryMathOperation(torch.add), "Relu": nn.ReLU(),
+        "side/Gemm": nn.Linear(OBS, 4), "side/Elu": nn.ELU(), "Concat": OnnxConcat(),
+        "net/net/2/Gemm": nn.Linear(16, 16), "ln/LayerNormalization": OnnxLayerNorm(),
+        "Constant_2": OnnxConstant(torch.tensor(1.4142135)), "Div_1": OnnxBinaryMathOperation(torch.div), "Erf": OnnxErf(),
+        "Constant_3": OnnxConstant(torch.tensor(1.0)), "Add_1": OnnxBinaryMathOperation(torch.add),
+        "Mul": OnnxBinaryMathOperation(torch.mul), "Constant_4": OnnxConstant(torch.tensor(0.5)),
+        "Mul_1": OnnxBinaryMathOperation(torch.mul), "Add_2": OnnxBinaryMathOperation(torch.add), "Reshape": OnnxReshape(),
+        "mu/Gemm": nn.Linear(16, 2), "Tanh": OnnxFunction(), "Constant_5": OnnxConstant(torch.tensor(2.0)),
+        "Mul_2": OnnxBinaryMathOperation(torch.mul),
+    }
+    for k, m in mods.items():
+        root.add_module(k, m)
+    g = fx.Graph()
+    x = g.placeholder("input_1")
+    ini = {k: g.get_attr(f"initializers.{k}") for k in values}
+
+    def call(name: str, *args: fx.Node) -> fx.Node:
+        return g.call_module(name, args)
+
+    h = call("Clip", call("Div", call("Sub", x, ini["mean"]), ini["std"]))
+    a = call("Relu", call("Add", call("MatMul", h, ini["w_mm"]), ini["b_mm"]))
+    h = call("Concat", a, call("side/Elu", call("side/Gemm", h)))
+    z = call("net/net/2/Gemm", h)
+    n = call("ln/LayerNormalization", z, ini["ln_w"], ini["ln_b"])
+    gelu = call("Mul_1", call("Mul", n, call("Add_1", call("Erf", call("Div_1", n, call("Constant_2"))), call("Constant_3"))),
+                call("Constant_4"))
+    r = call("Reshape", call("Add_2", z, gelu), ini["shape"])
+    g.output(call("Mul_2", call("Tanh", call("mu/Gemm", r)), call("Constant_5")))
+    return fx.GraphModule(root, g)
+
+
+def test_an_onnx2torch_graph_is_pruned_through_its_own_modules():
+    model, x = onnx2torch_like().eval(), states()
+    g = find_groups(model, x[:2], strict=True)
+    assert g.names == ["initializers.w_mm", "side/Gemm", "net/net/2/Gemm"]
+    assert g.modules["initializers.w_mm"].transposed and g.modules["initializers.b_mm"].kind == "const"
+    assert {(s.module, s.kind) for s in g["net/net/2/Gemm"].slices} == {
+        ("net/net/2/Gemm", "linear.out"), ("initializers.ln_w", "layernorm"), ("mu/Gemm", "linear.in"), ("reshape", "reshape")}
+    assert ("net/net/2/Gemm", "linear.in", 12) in {(s.module, s.kind, s.offset) for s in g["side/Gemm"].slices}
+    result = prune(model, g, keep=0.5, objective=fidelity(model), method="uniform", metric="l1")
+    keep = keep_indices(score(model, g, "l1"), result.search.kept)
+    with torch.no_grad():
+        assert torch.allclose(result.model(x), masked_reference(model, g, keep)(x), atol=1e-5)
+    held = sum(b.numel() for k, b in result.model.named_buffers() if k.split(".")[-1] in ("w_mm", "ln_w", "ln_b"))  # weights as buffers
+    assert n_params(result.model) + held == result.after.params < result.before.params
+    assert "Reshape" not in {n.target for n in result.model.graph.nodes}  # its literal shape was taken out with it
+    torch.export.export(result.model, (x[:3],))
