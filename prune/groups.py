@@ -367,6 +367,8 @@ class _Tracer:
             return self.unknown(node, "mixes tensors in an element-wise op it does not model")
         if kind == "binary":
             return self.visit_binary(node, inputs)
+        if kind == "combine":
+            return self.visit_combine(node, inputs)
         if kind == "cat":
             tensors = node.args[0] if node.args else node.kwargs.get("tensors")
             dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
@@ -480,7 +482,7 @@ class _Tracer:
         return src
 
     def visit_combine(self, node: fx.Node, inputs: list[fx.Node]) -> Layout | None:
-        """An element-wise op of several tensors (clamp with tensor bounds): each pair couples like a sum."""
+        """An element-wise op of several tensors (clamp with tensor bounds, where): each couples with the first like a sum."""
         out = self.layouts[inputs[0]]
         for other in inputs[1:]:
             out = self.combine(node, inputs[0], other, out)

@@ -43,9 +43,10 @@ ATEN_ELEMENTWISE = {
     "relu6", "hardswish", "hardsigmoid", "celu", "selu", "erf", "exp", "abs", "neg", "sqrt", "rsqrt",
     "reciprocal", "sin", "cos", "square", "log_sigmoid", "clone", "alias", "detach", "_to_copy",
     "contiguous", "dropout", "alpha_dropout", "feature_dropout", "lift_fresh_copy", "clamp", "clip",
-    "clamp_min", "clamp_max", "to", "type_as",
+    "clamp_min", "clamp_max", "to", "type_as", "log1p", "expm1", "log", "logical_not", "sign",
 }
-ATEN_BINARY = {"add", "sub", "mul", "div", "rsub"}
+ATEN_BINARY = {"add", "sub", "mul", "div", "rsub", "pow", "maximum", "minimum", "gt", "lt", "ge", "le", "eq", "ne"}
+ATEN_COMBINE = {"where"}  # element-wise over several equally wide tensors (core ATen's softplus, ELU, hardtanh)
 ATEN_SHAPE = {"sym_size", "sym_numel", "sym_stride", "_assert_tensor_metadata", "_assert_scalar",
               "sym_constrain_range_for_size", "sym_constrain_range"}
 ATEN_RESHAPE = {"view", "reshape", "_unsafe_view", "flatten"}
@@ -93,7 +94,7 @@ def is_transpose(node: fx.Node) -> bool:
 def role(node: fx.Node, mod: nn.Module | None = None) -> str:
     """What a call node does to the features, for the tracer.
 
-    One of: ``elementwise``, ``binary``, ``cat``, ``linear`` (x, weight[, bias]), ``matmul``
+    One of: ``elementwise``, ``binary``, ``combine`` (element-wise over several tensors), ``cat``, ``linear`` (x, weight[, bias]), ``matmul``
     (x @ weight), ``addmm`` (bias, x, weight), ``layer_norm``, ``native_layer_norm`` (a tuple),
     ``getitem``, ``reshape``, ``squeeze``, ``shape`` (reads sizes only), ``constant`` (onnx2torch
     Constant), ``unknown``. ``mod`` is the called module of a ``call_module`` node.
@@ -136,6 +137,8 @@ def role(node: fx.Node, mod: nn.Module | None = None) -> str:
             return "elementwise"
         if name in ATEN_BINARY:
             return "binary"
+        if name in ATEN_COMBINE:
+            return "combine"
         table = {"cat": "cat", "concat": "cat", "linear": "linear", "mm": "matmul", "matmul": "matmul",
                  "addmm": "addmm", "layer_norm": "layer_norm", "native_layer_norm": "native_layer_norm",
                  "unsqueeze": "squeeze", "squeeze": "squeeze"}
@@ -150,6 +153,8 @@ def role(node: fx.Node, mod: nn.Module | None = None) -> str:
         return "elementwise"
     if t in BINARY_FUNCTIONS:
         return "binary"
+    if t is torch.where:
+        return "combine"
     if t in CAT_FUNCTIONS:
         return "cat"
     if t is F.linear:
