@@ -9,7 +9,14 @@ Neural Networks in Control via Soft Coefficient Optimization".
 
 The API, in short (every function has type hints and a docstring):
 
-- ``find_groups(model, example_input, components=None, ...) -> Groups``: what can be pruned.
+- ``find_groups(model, example_input, components=None, ...) -> Groups``: what can be pruned. ``model``
+  is an ``nn.Module`` (traced with ``torch.fx.symbolic_trace``) or a ``torch.fx.GraphModule`` read
+  as it is: a symbolic trace, ``torch.export.export(...).module()`` (ATen ops, core ATen too) or
+  onnx2torch's output (its own modules). The ops followed are listed in :mod:`prune.ops`
+  (``SUPPORTED``); residual sums and per-feature constants couple dimensions into one group
+  (``Group.producers``, ``Group.couplings``); anything else is left out (``Groups.excluded``) or,
+  with ``strict=True``, refused naming the node, its op and the supported set. ``shrink`` keeps a
+  GraphModule a GraphModule (smaller submodules or sliced graph tensors, graph recompiled).
 - ``prune(model, groups, keep, objective, method="gd", metric="l1", states=None, seed=0,
   tolerance=0.01, floor=None, radius_check=None, resolution=0.1, max_evaluations=60,
   gradient="spsa", reconstruct=False, finetune=None, progress=False, stability="strict",

@@ -184,7 +184,8 @@ def masked_reference(model: nn.Module, groups: Groups, keep: dict[str, torch.Ten
                 return norm(args[0], mask, mod.weight, mod.bias, mod.eps)
             if mod is not None:  # onnx2torch's OnnxLayerNorm(x, scale, bias)
                 return norm(args[0], mask, args[1], args[2], mod.epsilon)
-            out = norm(args[0], mask, args[2], args[3], args[4])
+            w, b, eps = (args[i] if len(args) > i else kwargs.get(k, d) for i, k, d in ((2, "weight", None), (3, "bias", None), (4, "eps", 1e-5)))
+            out = norm(args[0], mask, w, b, eps)
             return (out, None, None) if "native" in str(n.target) else out  # native_layer_norm: (out, mean, rstd)
 
     return lambda x: Reference(gm).run(x)
@@ -521,3 +522,36 @@ def test_an_onnx2torch_graph_is_pruned_through_its_own_modules():
     assert n_params(result.model) + held == result.after.params < result.before.params
     assert "Reshape" not in {n.target for n in result.model.graph.nodes}  # its literal shape was taken out with it
     torch.export.export(result.model, (x[:3],))
+
+
+class Spelled(nn.Module):
+    """A functional LayerNorm and a view that spell the width out in Python code, behind an identity and method activations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(OBS, 16), nn.Linear(16, 2)
+        self.w, self.bias = nn.Parameter(torch.rand(16) + 0.5), nn.Parameter(torch.randn(16) * 0.1)
+        self.keep = nn.Identity()
+
+    def forward(self, x):
+        h = F.layer_norm(self.keep(self.a(x)).relu(), (16,), self.w, self.bias).view(-1, 16)
+        return self.b(h.tanh())
+
+
+def test_widths_spelled_in_python_need_the_trace_which_rewrites_them():
+    torch.manual_seed(0)
+    model, x = Spelled().eval(), states()
+    plain = find_groups(model, x[:2])
+    assert plain.names == [] and "pass torch.fx.symbolic_trace(model)" in plain.excluded["a"]
+    traced = fx.symbolic_trace(model)
+    g = find_groups(traced, x[:2], strict=True)
+    assert g.names == ["a"] and {(s.module, s.kind) for s in g["a"].slices} == {
+        ("a", "linear.out"), ("w", "layernorm"), ("view", "reshape"), ("b", "linear.in")}
+    keep = {"a": torch.tensor([0, 2, 3, 8, 15])}
+    small = shrink(traced, g, keep)
+    norm = next(n for n in small.graph.nodes if n.target is F.layer_norm)
+    assert norm.args[1] == [5] or norm.kwargs.get("normalized_shape") == [5]
+    assert not any(n.target == "view" for n in small.graph.nodes)
+    with torch.no_grad():
+        assert torch.allclose(small(x), masked_reference(traced, g, keep)(x), atol=1e-5)
+    assert dict(small.named_parameters())["w"].shape == (5,)
