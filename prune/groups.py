@@ -23,8 +23,9 @@ Anything the tracer does not model (reshapes that change the shape, indexing, re
 features, unknown ops or modules) *blocks* the dimensions it touches: they are left out of the
 groups and listed in :attr:`Groups.excluded` with the node that blocked them (``strict=True``
 raises instead, naming the node, its op and the supported set). Shared modules and tied weights are
-refused with a :class:`PruneError`. The network input and every output are protected unless the
-caller opts in.
+refused with a :class:`PruneError` (in a graph, a tensor read by two layers leaves their dimensions
+whole: exporters merge equal initializers). The network input and every output are protected unless
+the caller opts in.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from prune.errors import PruneError
-from prune.ops import SUPPORTED, is_transpose, role, target_name
+from prune.ops import SUPPORTED, is_transpose, passes_through, role, target_name
 from prune.params import tensor_at
 
 FIXED = -1  # dimension id of features that never shrink (constants, input of unknown width role)
@@ -243,8 +244,13 @@ class _Tracer:
     def source(self, arg) -> tuple[str, bool] | None:
         """The attribute path of a constant tensor argument, and whether a transpose lies between."""
         flipped, n = False, arg
-        while isinstance(n, fx.Node) and n.op in ("call_function", "call_method") and is_transpose(n):
-            flipped, n = not flipped, n.args[0]
+        while isinstance(n, fx.Node) and n.op in ("call_function", "call_method", "call_module"):
+            mod = self.gm.get_submodule(str(n.target)) if n.op == "call_module" else None
+            if n.op != "call_module" and is_transpose(n):
+                flipped = not flipped
+            elif not passes_through(n, mod):
+                break
+            n = n.args[0]
         if not isinstance(n, fx.Node):
             return None
         if n.op == "get_attr":
@@ -254,11 +260,18 @@ class _Tracer:
         return None
 
     def claim(self, path: str, layer: str) -> None:
-        """Record that ``path`` is a weight/bias of graph-form layer ``layer`` (a second claim is a shared weight)."""
+        """Record that ``path`` is a weight/bias of graph-form layer ``layer`` (a second claim is a shared tensor)."""
         if path in self.graph_params and self.graph_params[path] != layer:
-            raise PruneError(f"parameter '{path}' is used by '{self.graph_params[path]}' and '{layer}' (tied or shared weights); "
-                             "prune/ refuses to shrink one without the other")
-        self.graph_params[path] = layer
+            self.share(path, [self.graph_params[path], layer], f"is used by '{self.graph_params[path]}' and '{layer}'")
+        self.graph_params.setdefault(path, layer)
+
+    def share(self, path: str, layers: list[str], how: str) -> None:
+        """Leave whole every dimension a shared graph tensor's layers touch (tied weights, or equal initial values an exporter merged)."""
+        reason = (f"parameter '{path}' {how} (tied or shared weights, or equal values an exporter merged into one initializer); "
+                  "prune/ leaves them whole")
+        for d in self.dims:
+            if any(s.module in layers for s in d.slices):
+                d.blocked.append(reason)
 
     def key(self, path: str, node: fx.Node) -> str:
         base = path[: -len(".weight")] if path.endswith(".weight") else path
@@ -271,18 +284,19 @@ class _Tracer:
         self.check_sole_reads()
 
     def check_sole_reads(self) -> None:
-        """Every graph-form weight is read once, by its own layer (else it is shared)."""
+        """Every graph-form weight is read once, by its own layer (else its dimensions are left whole)."""
         reads: dict[str, list[fx.Node]] = {}
         for node in self.gm.graph.nodes:
             if node.op == "get_attr" and str(node.target) in self.graph_params:
                 reads.setdefault(str(node.target), []).append(node)
         for path, nodes in reads.items():
             users = [u for n in nodes for u in n.users]
-            while len(users) == 1 and users[0].op in ("call_function", "call_method") and is_transpose(users[0]):
+            while len(users) == 1 and users[0].op in ("call_function", "call_method", "call_module") and (
+                    is_transpose(users[0]) if users[0].op != "call_module" else passes_through(users[0], self.gm.get_submodule(str(users[0].target)))):
                 users = list(users[0].users)
             if len(users) > 1:
-                raise PruneError(f"parameter '{path}' of '{self.graph_params[path]}' is read by {len(users)} nodes "
-                                 f"({', '.join(u.name for u in users)}): tied or shared weights; prune/ refuses to shrink it")
+                self.share(path, [self.graph_params[path]], f"of '{self.graph_params[path]}' is read by {len(users)} nodes "
+                                                            f"({', '.join(u.name for u in users)})")
 
     def visit(self, node: fx.Node, protect_input: bool, protect_outputs: bool) -> Layout | None:
         if node.op == "placeholder":

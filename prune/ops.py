@@ -53,7 +53,11 @@ ATEN_RESHAPE = {"view", "reshape", "_unsafe_view", "flatten"}
 ATEN_TRANSPOSE = {"t", "transpose", "permute", "numpy_T"}
 
 # onnx2torch's own modules, by class name (prune/ does not import onnx2torch).
-ONNX_ELEMENTWISE = {"OnnxErf", "OnnxFunction", "OnnxClip", "OnnxHardSigmoid"}
+ONNX_ELEMENTWISE = {"OnnxErf", "OnnxFunction", "OnnxClip", "OnnxHardSigmoid", "OnnxSqrt", "OnnxNeg", "OnnxReciprocal", "OnnxCast",
+                    "OnnxCopyIdentity"}
+ONNX_COMBINE = {"OnnxMinMax", "OnnxSum", "OnnxMean", "OnnxWhere"}  # element-wise over several tensors (Max/Min: clamp with tensor bounds)
+# Ops that hand their input on unchanged: looked through when finding a constant weight (an exporter's Identity on an initializer).
+PASS_THROUGH = {"clone", "alias", "detach", "contiguous", "_to_copy", "lift_fresh_copy", "to", "float", "type_as"}
 
 SUPPORTED = ("Linear (nn.Linear, F.linear, aten.linear/addmm/mm, matmul with a constant weight), "
              "LayerNorm over the features (module, F.layer_norm, aten.layer_norm/native_layer_norm), "
@@ -104,8 +108,10 @@ def role(node: fx.Node, mod: nn.Module | None = None) -> str:
         cls = type(mod).__name__
         if isinstance(mod, ELEMENTWISE_MODULES) or cls in ONNX_ELEMENTWISE:
             return "elementwise"
-        if cls == "OnnxBinaryMathOperation" and getattr(mod, "broadcast", None) != 1:
+        if (cls == "OnnxBinaryMathOperation" and getattr(mod, "broadcast", None) != 1) or cls == "OnnxPow":
             return "binary"
+        if cls in ONNX_COMBINE:
+            return "combine"
         if cls == "OnnxMatMul":
             return "matmul"
         if cls == "OnnxConcat":
@@ -176,3 +182,11 @@ def role(node: fx.Node, mod: nn.Module | None = None) -> str:
     if t in (torch._assert, torch.sym_int) or getattr(t, "__name__", "") == "_assert":
         return "shape"
     return "unknown"
+
+
+def passes_through(node: fx.Node, mod: nn.Module | None = None) -> bool:
+    """An op that returns its (first) input unchanged: ``nn.Identity``, ``clone``, ``detach``, a dtype cast."""
+    if node.op == "call_module":
+        return isinstance(mod, nn.Identity) or type(mod).__name__ == "OnnxCopyIdentity"
+    name = aten_name(node.target) or (node.target if node.op == "call_method" else getattr(node.target, "__name__", ""))
+    return name in PASS_THROUGH and bool(node.args)

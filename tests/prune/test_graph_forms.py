@@ -362,7 +362,7 @@ def test_matmul_with_a_constant_weight_is_a_linear_and_its_bias_add_a_sliced_con
         assert torch.allclose(small(states()), masked_copy(model, g, keep)(states()), atol=1e-5)
 
 
-def test_shared_graph_weights_are_refused():
+def test_shared_graph_weights_leave_their_dimensions_whole():
     class Tied(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -372,8 +372,10 @@ def test_shared_graph_weights_are_refused():
         def forward(self, x):
             return F.linear(torch.tanh(F.linear(x, self.w)), self.v) + F.linear(x, self.w).sum(-1, keepdim=True)
 
-    with pytest.raises(PruneError, match="parameter 'w'.*(shared|tied)"):
-        find_groups(fx.symbolic_trace(Tied()), states(2))
+    g = find_groups(fx.symbolic_trace(Tied()), states(2))
+    assert g.names == [] and "parameter 'w'" in g.excluded["w"] and "shared" in g.excluded["w"]
+    with pytest.raises(PruneError, match="parameter 'w'.*shared"):
+        find_groups(fx.symbolic_trace(Tied()), states(2), strict=True)
 
 
 def test_data_aware_metrics_and_refit_read_graph_form_inputs():
@@ -388,7 +390,8 @@ def test_data_aware_metrics_and_refit_read_graph_form_inputs():
     assert result.objective_after > plain.objective_after
 
 
-# Stand-ins for onnx2torch's own modules (same class names and semantics; onnx2torch itself needs torchvision).
+# Stand-ins for onnx2torch's own modules (same class names and semantics; onnx2torch itself imports torchvision, which
+# is not installed; the same zoo converted by the real onnx2torch was checked to prune the same way).
 class OnnxBinaryMathOperation(nn.Module):
     def __init__(self, fn: Callable) -> None:
         super().__init__()
@@ -444,6 +447,21 @@ class OnnxLayerNorm(nn.Module):
         return F.layer_norm(x, x.shape[self.axis:], scale, bias, self.epsilon)
 
 
+class OnnxCopyIdentity(nn.Module):
+    def forward(self, x):
+        return x.clone()
+
+
+class OnnxMinMax(nn.Module):
+    def __init__(self, op: Callable) -> None:
+        super().__init__()
+        self._operator = op
+
+    def forward(self, *xs):
+        shape = torch.broadcast_shapes(*(t.shape for t in xs))
+        return self._operator(torch.stack([t.broadcast_to(shape) for t in xs]), dim=0)
+
+
 class OnnxReshape(nn.Module):
     def forward(self, x, shape):
         return torch.reshape(x, torch.Size(shape))
@@ -461,15 +479,16 @@ class OnnxConcat(nn.Module):
 def onnx2torch_like() -> fx.GraphModule:
     """A GraphModule shaped as onnx2torch converts an exported actor: call_module per ONNX node, initializers as buffers.
 
-    Normaliser (Sub, Div, Clip), a MatMul + Add Linear and a Gemm Linear concatenated, a Gemm, an
-    erf-GELU of a LayerNorm summed back onto its input (a residual), a Reshape that keeps the shape,
-    and a Gemm head scaled by ``2 * tanh``.
+    Normaliser (Sub, Div, Clip), a MatMul + Add Linear and a Gemm Linear concatenated, a Gemm clipped
+    by per-feature bounds (Max, Min), an erf-GELU of a LayerNorm (its scale behind an Identity) summed
+    back onto its input (a residual), a Reshape that keeps the shape, and a Gemm head scaled by ``2 * tanh``.
     """
     torch.manual_seed(5)
     root = nn.Module()
     init = nn.Module()
     values = {"mean": torch.randn(OBS), "std": torch.rand(OBS) + 0.5, "w_mm": torch.randn(OBS, 12) * 0.5, "b_mm": torch.randn(12) * 0.1,
-              "ln_w": torch.rand(16) + 0.5, "ln_b": torch.randn(16) * 0.1, "shape": torch.tensor([-1, 16])}
+              "ln_w": torch.rand(16) + 0.5, "ln_b": torch.randn(16) * 0.1, "shape": torch.tensor([-1, 16]),
+              "lo": -torch.rand(16) - 0.5, "hi": torch.rand(16) + 0.5}
     for k, v in values.items():
         init.register_buffer(k, v)
     root.add_module("initializers", init)
@@ -477,7 +496,8 @@ def onnx2torch_like() -> fx.GraphModule:
         "Sub": OnnxBinaryMathOperation(torch.sub), "Div": OnnxBinaryMathOperation(torch.div), "Clip": OnnxClip(-5.0, 5.0),
         "MatMul": OnnxMatMul(), "Add": OnnxBinaryMathOperation(torch.add), "Relu": nn.ReLU(),
         "side/Gemm": nn.Linear(OBS, 4), "side/Elu": nn.ELU(), "Concat": OnnxConcat(),
-        "net/net/2/Gemm": nn.Linear(16, 16), "ln/LayerNormalization": OnnxLayerNorm(),
+        "net/net/2/Gemm": nn.Linear(16, 16), "Max": OnnxMinMax(torch.amax), "Min": OnnxMinMax(torch.amin),
+        "Identity_0": OnnxCopyIdentity(), "ln/LayerNormalization": OnnxLayerNorm(),
         "Constant_2": OnnxConstant(torch.tensor(1.4142135)), "Div_1": OnnxBinaryMathOperation(torch.div), "Erf": OnnxErf(),
         "Constant_3": OnnxConstant(torch.tensor(1.0)), "Add_1": OnnxBinaryMathOperation(torch.add),
         "Mul": OnnxBinaryMathOperation(torch.mul), "Constant_4": OnnxConstant(torch.tensor(0.5)),
@@ -497,8 +517,8 @@ def onnx2torch_like() -> fx.GraphModule:
     h = call("Clip", call("Div", call("Sub", x, ini["mean"]), ini["std"]))
     a = call("Relu", call("Add", call("MatMul", h, ini["w_mm"]), ini["b_mm"]))
     h = call("Concat", a, call("side/Elu", call("side/Gemm", h)))
-    z = call("net/net/2/Gemm", h)
-    n = call("ln/LayerNormalization", z, ini["ln_w"], ini["ln_b"])
+    z = call("Min", call("Max", call("net/net/2/Gemm", h), ini["lo"]), ini["hi"])  # Clip with per-feature bounds
+    n = call("ln/LayerNormalization", z, call("Identity_0", ini["ln_w"]), ini["ln_b"])
     gelu = call("Mul_1", call("Mul", n, call("Add_1", call("Erf", call("Div_1", n, call("Constant_2"))), call("Constant_3"))),
                 call("Constant_4"))
     r = call("Reshape", call("Add_2", z, gelu), ini["shape"])
@@ -512,7 +532,8 @@ def test_an_onnx2torch_graph_is_pruned_through_its_own_modules():
     assert g.names == ["initializers.w_mm", "side/Gemm", "net/net/2/Gemm"]
     assert g.modules["initializers.w_mm"].transposed and g.modules["initializers.b_mm"].kind == "const"
     assert {(s.module, s.kind) for s in g["net/net/2/Gemm"].slices} == {
-        ("net/net/2/Gemm", "linear.out"), ("initializers.ln_w", "layernorm"), ("mu/Gemm", "linear.in"), ("reshape", "reshape")}
+        ("net/net/2/Gemm", "linear.out"), ("initializers.ln_w", "layernorm"), ("mu/Gemm", "linear.in"), ("reshape", "reshape"),
+        ("initializers.lo", "const"), ("initializers.hi", "const")}
     assert ("net/net/2/Gemm", "linear.in", 12) in {(s.module, s.kind, s.offset) for s in g["side/Gemm"].slices}
     result = prune(model, g, keep=0.5, objective=fidelity(model), method="uniform", metric="l1")
     keep = keep_indices(score(model, g, "l1"), result.search.kept)
