@@ -5,12 +5,20 @@ from export import frames
 from export.bundle import Manifest, load_bundle, move_into_place, read_manifest, verify_bundle, versions
 from export.device import open_session, run_stub_batch
 from export.errors import ExportError
+from export.keys import read_public_key
 from export.mcu.firmware import DoesNotFit
 from export.mcu.session import FirmwareSession, qemu_available
 from export.onnx_export import OPSET, export_onnx, ort_actions, ort_session
 from export.pipeline import export_bundle
 from export.runtime import cache_root
 from export.session import DeviceSession, Reply, StubFailed
+from export.signing import (
+    SignatureRefused,
+    generate_keypair,
+    public_key_hex,
+    sign_bundle,
+    verify_bundle_signature,
+)
 from export.spec import ControllerSpec
 from export.stub import STUB_SOURCES, StubSession, run_stub_bench
 from export.tvm_compile import build, check_supported_ops, import_onnx, lower
@@ -18,8 +26,8 @@ from export.verify import run_library_in_process
 
 __all__ = [
     "OPSET", "STUB_SOURCES", "ControllerSpec", "DeviceSession", "DoesNotFit", "ExportError", "FirmwareSession",
-    "Manifest", "Reply", "StubFailed", "StubSession", "build", "cache_root", "check_supported_ops", "export_bundle",
-    "export_onnx", "frames", "import_onnx", "load_bundle", "lower", "move_into_place", "open_session", "ort_actions",
-    "ort_session", "qemu_available", "read_manifest", "run_library_in_process", "run_stub_batch", "run_stub_bench",
-    "verify_bundle", "versions",
+    "Manifest", "Reply", "SignatureRefused", "StubFailed", "StubSession", "build", "cache_root", "check_supported_ops", "export_bundle",
+    "export_onnx", "frames", "generate_keypair", "import_onnx", "load_bundle", "lower", "move_into_place", "open_session", "ort_actions",
+    "ort_session", "public_key_hex", "qemu_available", "read_manifest", "read_public_key", "run_library_in_process",
+    "run_stub_batch", "run_stub_bench", "sign_bundle", "verify_bundle", "verify_bundle_signature", "versions",
 ]

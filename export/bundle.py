@@ -6,9 +6,13 @@ Layout (the firmware stub relies on these names)::
                     artifacts{<target>: {file, sha256, bytes, tvm_target, compile, verification, ...}}
     model.onnx      the simplified ONNX graph
     <target>.so     one Relax VM library per target; function "main" takes float32[1, obs_dim]
+    <target>.plan   runtime-free Linux targets (armv7): the kernel plan the stub runs the library with
+                    (format in firmware_stub/model_kernels.c), recorded as artifacts[<target>].plan
     <target>.elf    microcontroller targets (kind "mcu") instead: the firmware image, with
                     <target>_model.c, <target>_kernels.o and pae_mcu_model.h (export/mcu/);
                     the manifest records flash_bytes and ram_bytes of the linked image
+    <target>.boot   signed bundles, mcu targets: the image's signature for the boot stage (export/mcu/boot.py)
+    manifest.sig    signed bundles only: ed25519 signature of manifest.json's exact bytes (export/signing.py)
 """
 
 from __future__ import annotations
@@ -108,9 +112,13 @@ def read_manifest(bundle_dir: Path) -> Manifest:
     path = Path(bundle_dir) / MANIFEST
     if not path.is_file():
         raise ExportError(f"{bundle_dir}: not a bundle (no {MANIFEST})")
+    return parse_manifest(path.read_bytes(), path)
+
+
+def parse_manifest(data: bytes, path: Path) -> Manifest:
+    """The manifest of ``data``, the bytes of ``path`` (named in errors); no hash is checked."""
     try:
-        data = json.loads(path.read_text())
-        manifest = Manifest.from_dict(data)
+        manifest = Manifest.from_dict(json.loads(data.decode()))
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
         raise ExportError(f"{path}: malformed manifest ({type(e).__name__}: {e})") from e
     if manifest.format_version != FORMAT_VERSION:
@@ -138,12 +146,21 @@ def verify_bundle(bundle_dir: Path) -> Manifest:
     """Re-hash every file the manifest lists; any mismatch raises ExportError naming the file."""
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
+    check_manifest_files(bundle_dir, manifest)
+    return manifest
+
+
+def check_manifest_files(bundle_dir: Path, manifest: Manifest) -> None:
+    """Re-hash every file ``manifest`` lists (ONNX, libraries, kernel plans, firmware and its sources)."""
     _check_file(bundle_dir, manifest.onnx, "the ONNX model")
     for name, record in manifest.artifacts.items():
         _check_file(bundle_dir, record, f"the {'firmware' if record.get('kind') == 'mcu' else 'library'} for {name}")
+        if record.get("plan") is not None:  # runtime-free Linux targets: the kernel plan the stub runs
+            _check_file(bundle_dir, record["plan"], f"the kernel plan for {name}")
+        if record.get("boot_record") is not None:  # signed mcu bundles: the image's signature for its boot stage
+            _check_file(bundle_dir, record["boot_record"], f"the boot record for {name}")
         for key, source in (record.get("sources") or {}).items():  # mcu: the generated C, kernels object, header
             _check_file(bundle_dir, source, f"{key} of {name}")
-    return manifest
 
 
 def load_bundle(bundle_dir: Path, target: str):

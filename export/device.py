@@ -18,14 +18,19 @@ from targets import get_target
 
 
 def open_session(bundle_dir: Path, target_name: str, extra_args: tuple[str, ...] = (),
-                 runner: str | None = None) -> DeviceSession:
-    """The device for ``target_name``: the Linux stub, or for a microcontroller target its firmware under qemu-system-arm."""
-    if get_target(target_name).kind == "mcu":
-        return FirmwareSession(bundle_dir, target_name, extra_args=tuple(extra_args), runner=runner)
-    return StubSession(bundle_dir, target_name, extra_args=tuple(extra_args), runner=runner)
+                 runner: str | None = None, public_key: Path | None = None) -> DeviceSession:
+    """The device for ``target_name``: the Linux stub, or for a microcontroller target its firmware under qemu-system-arm.
+
+    With ``public_key`` (a file, ``export.signing``'s format) the device runs only a bundle signed with
+    its private key: the stub checks ``manifest.sig`` itself, the firmware's boot stage checks the image.
+    """
+    cls = FirmwareSession if get_target(target_name).kind == "mcu" else StubSession
+    return cls(bundle_dir, target_name, extra_args=tuple(extra_args), runner=runner,
+               public_key=Path(public_key) if public_key is not None else None)
 
 
-def run_stub_batch(bundle_dir: Path, target_name: str, observations: np.ndarray, runner: str | None = None) -> np.ndarray:
+def run_stub_batch(bundle_dir: Path, target_name: str, observations: np.ndarray, runner: str | None = None,
+                   public_key: Path | None = None) -> np.ndarray:
     """The device's actions for each observation row: the stub run natively, under qemu-user or over ssh.
 
     ``runner`` overrides the target's own (``native``, ``qemu``, ``ssh://user@host``). Any ERROR reply
@@ -34,7 +39,7 @@ def run_stub_batch(bundle_dir: Path, target_name: str, observations: np.ndarray,
     obs = np.asarray(observations, dtype=np.float32)
     if obs.ndim != 2:
         raise ExportError(f"observations must be 2-D (N, obs_dim), got shape {obs.shape}")
-    with open_session(bundle_dir, target_name, runner=runner) as s:
+    with open_session(bundle_dir, target_name, runner=runner, public_key=public_key) as s:
         if obs.shape[1] != s.obs_dim:
             raise ExportError(f"observations have {obs.shape[1]} columns, the bundle's controller takes {s.obs_dim}")
         return s.infer_batch(obs)[0]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +20,10 @@ from export.bundle import FORMAT_VERSION, MANIFEST, ONNX_FILE, Manifest, move_in
 from export.errors import ExportError
 from export.mcu.firmware import McuArtifact, build_mcu_artifact, verify_mcu
 from export.onnx_export import OPSET, export_onnx, ort_actions, ort_session
+from export.scratch import remove_stale, scratch_dir
+from export.signing import load_private_key, sign_bundle
 from export.spec import ControllerSpec
+from export.stub import uses_kernel_plan, write_plan
 from export.tvm_compile import compile_library
 from export.verification import FAILED, TOLERANCE
 from export.verify import verify_library
@@ -59,6 +61,13 @@ def _prepare_destination(out_dir: Path, force: bool) -> None:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
 
 
+def _add_plan(folder: Path, manifest: Manifest, t: Target) -> None:
+    """For a runtime-free target, write ``<target>.plan`` (from the manifest as it stands) and record it."""
+    if uses_kernel_plan(t.name):
+        _write_manifest(folder, manifest)  # the plan is derived from model.onnx and the library's record
+        manifest.artifacts[t.name]["plan"] = write_plan(folder, t.name)
+
+
 def _compile_artifact(model: onnx.ModelProto, spec: ControllerSpec, t: Target, folder: Path, fast_math: bool) -> dict:
     """Compile ``<target>.so`` into ``folder``; its manifest record (verification added later)."""
     report = compile_library(model, spec, t, folder / f"{t.name}.so", fast_math=fast_math)
@@ -75,18 +84,23 @@ def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target]
                   source_path: Path | None = None, source_sha256: str = "", architecture: dict | None = None,
                   dynamic_batch: bool = False, opset: int = OPSET, n_parity: int = 1000, seed: int = 0,
                   tolerance: float = TOLERANCE, runner: str | None = None, force: bool = False,
-                  fast_math: bool = True, progress: Callable[[str], None] | None = None) -> Manifest:
+                  fast_math: bool = True, progress: Callable[[str], None] | None = None,
+                  sign: Path | None = None) -> Manifest:
     """Export ``module`` to ONNX and one verified TVM library per target, into the bundle folder ``out_dir``.
 
     Any failure raises ExportError (or TargetError) and leaves nothing at ``out_dir``. A library that
     could not be executed here is kept but marked "not verified" with the reason; one that ran and
-    disagrees with onnxruntime beyond ``tolerance`` fails the export.
+    disagrees with onnxruntime beyond ``tolerance`` fails the export. ``sign``: a private key file
+    (:func:`export.signing.generate_keypair`); the finished bundle is signed with it (``manifest.sig``).
     """
     say = progress or (lambda _msg: None)
     out_dir = Path(out_dir).resolve()  # absolute: the firmware build runs make in another folder
     _check_targets(targets)
+    if sign is not None:
+        load_private_key(sign)  # a bad key file fails before any work
     _prepare_destination(out_dir, force)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    remove_stale(out_dir.parent, f".{out_dir.name}.mcu-work-")  # a killed export's leftovers (export/scratch.py)
+    tmp = scratch_dir(out_dir.parent, f".{out_dir.name}.tmp-")
     mcu_work = tmp.with_name(tmp.name.replace(".tmp-", ".mcu-work-"))  # microcontroller build products that do not ship
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be copied and read by others
@@ -99,7 +113,7 @@ def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target]
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
-            source={"path": str(source_path) if source_path else None, "sha256": source_sha256 or None,
+            source={"path": str(Path(source_path).resolve()) if source_path else None, "sha256": source_sha256 or None,
                     "architecture": architecture},
             spec=spec.to_dict(), inputs=inputs, outputs=outputs, param_count=onnx_report.param_count,
             versions=versions(),
@@ -115,6 +129,7 @@ def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target]
                 continue
             say(f"{t.name}: compile with TVM ({t.tvm}) and link with {t.cc}")
             manifest.artifacts[t.name] = _compile_artifact(model, spec, t, tmp, fast_math)
+            _add_plan(tmp, manifest, t)
         _write_manifest(tmp, manifest)  # the stub checks hashes against it during verification
 
         obs = spec.sample_observations(n_parity, seed)
@@ -140,12 +155,16 @@ def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target]
                 say(f"{t.name}: {v.reason} with fast math; recompiling with exact exp/tanh")
                 manifest.artifacts[t.name] = _compile_artifact(model, spec, t, tmp, False)
                 manifest.artifacts[t.name]["compile_flags"]["fast_math_fallback"] = v.reason
+                _add_plan(tmp, manifest, t)
                 _write_manifest(tmp, manifest)
                 v = verify_library(tmp, t, obs, reference, tolerance, runner=runner)
             if v.status == FAILED:
                 raise ExportError(f"target {t.name!r}: {t.name}.so {v.reason} on {v.n} observations (seed {seed})")
             manifest.artifacts[t.name]["verification"] = v.to_dict()
         _write_manifest(tmp, manifest)
+        if sign is not None:
+            say(f"signing manifest.json with {sign}")
+            sign_bundle(tmp, sign)
         move_into_place(tmp, out_dir)
         say(f"bundle written to {out_dir}")
         return manifest

@@ -4,12 +4,17 @@ On this machine's architecture the installed wheels' ``libtvm_runtime.so`` and `
 are copied into the cache; for aarch64 the manylinux wheels are fetched with pip and the two
 libraries kept; armv7 has none (its stub runs without a runtime, see :mod:`export.stub`).
 The tvm_ffi C headers (architecture-independent) serve the stub and the firmware builds alike.
+
+Nothing in the cache is trusted because it is there: the fetched wheels are pinned by sha256
+(``pip download --require-hashes``), the libraries taken from them are pinned too and re-hashed
+whenever the cached copy is reused; the copy of this machine's installed libraries is compared with
+the installed files on every reuse. A cached runtime that differs is replaced, never used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
-import os
 import shutil
 import subprocess
 import sys
@@ -19,20 +24,46 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.errors import ExportError
-from targets import host_arch
+from export.scratch import discard, scratch_dir
+from targets import cache_root, host_arch
 
-CACHE_ENV = "PRUNE_EXPORT_CACHE"
 TVM_VERSION = "0.27.0.post1"
 TVM_FFI_VERSION = "0.1.14.post0"
 # pip platform tag of the manylinux wheels per architecture (none exist for armv7)
 WHEEL_PLATFORMS = {"aarch64": "manylinux_2_28_aarch64"}
 RUNTIME_LIBS = ("libtvm_runtime.so", "libtvm_ffi.so")
+# sha256 of the wheels pip may fetch per architecture (CPython 3.11, the version pyproject.toml allows),
+# and of the two libraries taken from them; a new TVM version needs new pins (pip download, sha256sum).
+WHEEL_HASHES = {
+    "aarch64": {
+        f"apache-tvm=={TVM_VERSION}": "4acfdb7653e4e1ba7a707bdf2833db72eb8fda7d04d99141f2a4e1da43171fb7",
+        f"apache-tvm-ffi=={TVM_FFI_VERSION}": "d1a011a0743acb88ffc650c70bfb1376fa90cb7196b042598c6d0c1e690ce185",
+    },
+}
+LIBRARY_HASHES = {
+    "aarch64": {
+        "libtvm_runtime.so": "ba06950fac134b8d71549111fad2c6605cd6f738061fe0482f217c37ccbdff05",
+        "libtvm_ffi.so": "255ca850a0714b1c27bcc0841a53d479fa0100459d08a1fdddc852ab8a6214f7",
+    },
+}
 
 
-def cache_root() -> Path:
-    """Where built stubs and fetched runtimes live: $PRUNE_EXPORT_CACHE or ~/.cache/prune-and-export."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else Path.home() / ".cache" / "prune-and-export"
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _cache_matches(d: Path, want: dict[str, str]) -> bool:
+    """Whether folder ``d`` holds exactly the files ``want`` names, with those sha256."""
+    try:
+        return all(_sha256((d / name).read_bytes()) == digest for name, digest in want.items())
+    except OSError:
+        return False
+
+
+def _discard(d: Path) -> None:
+    """Move a cached folder out of the way and delete it (it is not used again)."""
+    if d.exists():
+        discard(d)
 
 
 def _site_package(name: str) -> Path:
@@ -65,13 +96,16 @@ def runtime_for(arch: str) -> Runtime:
     if arch == host_arch():
         tvm_lib, ffi_lib = _site_package("tvm") / "lib", _site_package("tvm_ffi") / "lib"
         d = cache_root() / "runtime" / f"{arch}-{TVM_VERSION}-{TVM_FFI_VERSION}-installed"
-        if not all((d / n).exists() for n in RUNTIME_LIBS):
-            _fill_atomically(d, {"libtvm_runtime.so": (tvm_lib / "libtvm_runtime.so").read_bytes(),
-                                 "libtvm_ffi.so": (ffi_lib / "libtvm_ffi.so").read_bytes()})
+        installed = {"libtvm_runtime.so": (tvm_lib / "libtvm_runtime.so").read_bytes(),
+                     "libtvm_ffi.so": (ffi_lib / "libtvm_ffi.so").read_bytes()}
+        if not _cache_matches(d, {n: _sha256(data) for n, data in installed.items()}):
+            _discard(d)
+            _fill_atomically(d, installed)
         return Runtime(arch, d, "installed wheels")
     if arch in WHEEL_PLATFORMS:
         d = cache_root() / "runtime" / f"{arch}-{TVM_VERSION}-{TVM_FFI_VERSION}"
-        if not all((d / n).exists() for n in RUNTIME_LIBS):
+        if not _cache_matches(d, LIBRARY_HASHES[arch]):
+            _discard(d)
             _fetch_wheel_runtime(arch, d)
         return Runtime(arch, d, f"pip wheels ({WHEEL_PLATFORMS[arch]})")
     raise ExportError(
@@ -83,7 +117,7 @@ def runtime_for(arch: str) -> Runtime:
 
 def _fill_atomically(dest: Path, files: dict[str, bytes]) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
+    tmp = scratch_dir(dest.parent, f".{dest.name}.fill-")
     for name, data in files.items():
         (tmp / name).write_bytes(data)
     try:
@@ -97,9 +131,10 @@ def _fetch_wheel_runtime(arch: str, dest: Path) -> None:
     platform = WHEEL_PLATFORMS[arch]
     py = f"{sys.version_info.major}.{sys.version_info.minor}"
     with tempfile.TemporaryDirectory() as tmp:
+        requirements = Path(tmp) / "requirements.txt"  # each wheel pinned by its sha256: pip refuses any other
+        requirements.write_text("".join(f"{req} --hash=sha256:{digest}\n" for req, digest in WHEEL_HASHES[arch].items()))
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--no-deps",
-               "--platform", platform, "--python-version", py, "-d", tmp,
-               f"apache-tvm=={TVM_VERSION}", f"apache-tvm-ffi=={TVM_FFI_VERSION}"]
+               "--require-hashes", "--platform", platform, "--python-version", py, "-d", tmp, "-r", str(requirements)]
         print(f"fetching the {arch} TVM runtime: {' '.join(cmd[2:])}", file=sys.stderr)
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
@@ -115,5 +150,9 @@ def _fetch_wheel_runtime(arch: str, dest: Path) -> None:
         missing = set(RUNTIME_LIBS) - set(found)
         if missing:
             raise ExportError(f"the {arch} wheels hold no {', '.join(sorted(missing))}")
+        for name, data in found.items():
+            if _sha256(data) != LIBRARY_HASHES[arch][name]:
+                raise ExportError(f"{name} of the {arch} wheels has sha256 {_sha256(data)[:12]}..., not the pinned "
+                                  f"{LIBRARY_HASHES[arch][name][:12]}... (export/runtime.py): not used")
         _fill_atomically(dest, found)
 

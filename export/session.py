@@ -52,6 +52,7 @@ class DeviceSession:
     runner: str | None = None  # None: the target's own runner (native, or qemu for another arch)
     timeout: float = 60.0  # seconds to wait for one reply (qemu start-up included)
     parser: frames.FrameParser = field(default_factory=frames.FrameParser)
+    public_key: Path | None = None  # a public key file: the device refuses bundles not signed with its private key
     WINDOW = 64  # OBS frames in flight in infer_batch: keeps both pipe buffers far from full
 
     def __post_init__(self) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 
 import export.frames as frames
-from export.bundle import read_manifest
+from export.bundle import read_manifest, sha256_file
 from export.errors import ExportError
 from export.kernel_chain import CONSTANT, INPUT, INTERMEDIATE, kernel_chain
 from export.runtime import (
@@ -36,6 +36,7 @@ from export.runtime import (
     ffi_include_dir,
     runtime_for,
 )
+from export.scratch import discard, scratch, scratch_dir
 from export.session import DeviceSession, StubFailed
 from export.tvm_compile import import_onnx, lower
 from targets import Target, get_target, host_arch, runner_for
@@ -43,7 +44,10 @@ from targets import Target, get_target, host_arch, runner_for
 STUB_SOURCES = Path(__file__).resolve().parent.parent / "firmware_stub"
 # architectures without any TVM runtime build: the stub calls the library's kernels from a plan instead
 KERNEL_PLAN_ARCHS = ("armv7",)
-EXIT_CODES = {2: "usage error", 3: "bundle refused", 4: "model failed to load", 5: "I/O error"}
+EXIT_CODES = {2: "usage error", 3: "bundle refused", 4: "model failed to load", 5: "I/O error",
+              6: "signature refused"}
+PLAN_SUFFIX = ".plan"  # <target>.plan in the bundle: the kernel plan of a runtime-free target
+BUILD_RECORD = "build.json"  # in a cached stub build: the sha256 of each file, re-checked on every reuse
 
 
 def linux_target(name: str) -> Target:
@@ -54,12 +58,33 @@ def linux_target(name: str) -> Target:
     return target
 
 
+def _stub_source_files() -> list[Path]:
+    """The files the stub is built from: this folder's C/C++ and Makefile, and the vendored Monocypher."""
+    files = [p for p in STUB_SOURCES.iterdir() if p.suffix in (".c", ".cc", ".h") or p.name == "Makefile"]
+    files += [p for p in (STUB_SOURCES / "third_party" / "monocypher").iterdir() if p.suffix in (".c", ".h")]
+    return sorted(files)
+
+
 def _sources_digest(extra: str) -> str:
     h = hashlib.sha256(extra.encode())
-    for p in sorted(STUB_SOURCES.iterdir()):
-        if p.suffix in (".c", ".cc", ".h") or p.name == "Makefile":
-            h.update(p.name.encode() + b"\0" + p.read_bytes())
+    for p in _stub_source_files():
+        h.update(str(p.relative_to(STUB_SOURCES)).encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:12]
+
+
+def _build_files(folder: Path) -> dict[str, str]:
+    """sha256 of ``pae_stub`` and every runtime library of a stub build folder."""
+    files = [folder / "pae_stub", *sorted((folder / "lib").glob("*.so"))]
+    return {str(f.relative_to(folder)): sha256_file(f) for f in files if f.is_file()}
+
+
+def _cached_build_intact(folder: Path) -> bool:
+    """Whether a cached stub build still holds exactly the bytes recorded when it was built."""
+    try:
+        recorded = json.loads((folder / BUILD_RECORD).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(recorded, dict) and recorded == _build_files(folder)
 
 
 def uses_kernel_plan(target_name: str) -> bool:
@@ -89,9 +114,12 @@ def build_stub(target_name: str) -> Path:
     out = cache_root() / "stub" / f"{target.arch}-{key}"
     exe = out / "pae_stub"
     if exe.exists():
-        return exe
+        if _cached_build_intact(out):
+            return exe
+        # changed since it was built (or built before builds were recorded): never run it, build anew
+        discard(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+    tmp = scratch_dir(out.parent, f".{out.name}.build-")
     try:
         (tmp / "lib").mkdir()
         cmd = ["make", "--no-print-directory", "-C", str(STUB_SOURCES), f"OUT={tmp}", f"CC={cc}", f"CXX={cxx}",
@@ -107,6 +135,7 @@ def build_stub(target_name: str) -> Path:
             errors = [ln for ln in r.stderr.splitlines() if "error" in ln] or r.stderr.splitlines()[-5:]
             raise ExportError(f"building the stub for {target_name!r} failed: {' | '.join(errors[:5])}")
         shutil.rmtree(tmp / "obj", ignore_errors=True)
+        (tmp / BUILD_RECORD).write_text(json.dumps(_build_files(tmp), indent=1) + "\n")
         try:
             tmp.rename(out)
         except OSError:  # built concurrently by another process: keep theirs
@@ -163,6 +192,13 @@ def artifact_file(bundle_dir: Path, target_name: str) -> Path:
     return Path(bundle_dir) / str(art["file"])
 
 
+def write_plan(bundle_dir: Path, target_name: str) -> dict:
+    """Write ``<target>.plan`` into the bundle folder (from its manifest as written); its manifest record."""
+    path = Path(bundle_dir) / f"{target_name}{PLAN_SUFFIX}"
+    path.write_bytes(kernel_plan(bundle_dir, target_name))
+    return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
 def _link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
@@ -170,10 +206,14 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def stage(bundle_dir: Path, target_name: str, into: Path) -> list[str]:
+def stage(bundle_dir: Path, target_name: str, into: Path, public_key: Path | None = None) -> list[str]:
     """Lay out what the device needs in ``into``: ``pae_stub``, ``lib/``, ``bundle/{manifest.json,<lib>}``.
 
-    Returns the extra stub arguments the layout needs (``--plan plan.bin`` for a runtime-free stub).
+    A signed bundle's ``manifest.sig`` and a runtime-free target's plan go along. Returns the extra stub
+    arguments the layout needs: ``--plan plan.bin`` for a runtime-free stub (the bundle's own
+    ``<target>.plan``, else one derived here from ``model.onnx``: never with a key, where only what
+    the signature covers is used), ``--public-key public_key`` when ``public_key`` is given (the
+    stub then refuses anything not signed with its private key, before loading anything).
     """
     exe = build_stub(target_name)
     lib = artifact_file(bundle_dir, target_name)
@@ -185,11 +225,24 @@ def stage(bundle_dir: Path, target_name: str, into: Path) -> list[str]:
     for so in sorted((exe.parent / "lib").glob("*.so")):  # none for a runtime-free stub
         _link_or_copy(so, into / "lib" / so.name)
     shutil.copy2(Path(bundle_dir) / "manifest.json", into / "bundle" / "manifest.json")
+    signature = Path(bundle_dir) / "manifest.sig"
+    if signature.is_file():
+        shutil.copy2(signature, into / "bundle" / "manifest.sig")
     shutil.copy2(lib, into / "bundle" / lib.name)
+    extra: list[str] = []
+    if public_key is not None:
+        shutil.copy2(public_key, into / "public_key")
+        extra += ["--public-key", "public_key"]
     if uses_kernel_plan(target_name):
-        (into / "plan.bin").write_bytes(kernel_plan(bundle_dir, target_name))
-        return ["--plan", "plan.bin"]
-    return []
+        plan = (read_manifest(bundle_dir).artifacts.get(target_name) or {}).get("plan")
+        if isinstance(plan, dict) and Path(str(plan.get("file", ""))).name == plan.get("file"):
+            shutil.copy2(Path(bundle_dir) / str(plan["file"]), into / "plan.bin")  # the stub checks its sha256
+        elif public_key is None:
+            (into / "plan.bin").write_bytes(kernel_plan(bundle_dir, target_name))
+        else:
+            return extra  # signed use and no plan in the manifest: the stub refuses to run without one
+        extra += ["--plan", "plan.bin"]
+    return extra
 
 
 class StubSession(DeviceSession):
@@ -201,8 +254,8 @@ class StubSession(DeviceSession):
     def __enter__(self) -> StubSession:
         target = linux_target(self.target_name)
         try:
-            self._dir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="pae_stage.")))
-            extra = stage(self.bundle_dir, self.target_name, self._dir)
+            self._dir = self._stack.enter_context(scratch("pae_stage."))
+            extra = stage(self.bundle_dir, self.target_name, self._dir, self.public_key)
             self._runner = runner_for(target, self.runner)
             session = self._stack.enter_context(self._runner.session(self._dir))
             self._stderr = self._stack.enter_context(tempfile.TemporaryFile())
@@ -240,12 +293,11 @@ class StubSession(DeviceSession):
 
 
 def run_stub_bench(bundle_dir: Path, target_name: str, n: int = 2000, warmup: int = 100,
-                   observations: np.ndarray | None = None) -> dict:
+                   observations: np.ndarray | None = None, public_key: Path | None = None) -> dict:
     """``pae_stub bench`` on the device: latency min/p50/p99/max/mean (us), peak RSS, model and library bytes."""
 
-    with tempfile.TemporaryDirectory(prefix="pae_stage.") as tmp:
-        d = Path(tmp)
-        extra = stage(bundle_dir, target_name, d)
+    with scratch("pae_stage.") as d:
+        extra = stage(bundle_dir, target_name, d, public_key)
         cmd = ["./pae_stub", "bench", "--bundle", "bundle", "--target", target_name, *extra, "--n", str(n),
                "--warmup", str(warmup)]
         if observations is not None:

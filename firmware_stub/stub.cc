@@ -3,6 +3,8 @@
 //   bench  : time N inferences and print one JSON object
 //   info   : print what was loaded, as JSON
 // Usage: pae_stub serve|bench|info --bundle DIR --target NAME [options]  (see usage() below)
+// With --public-key FILE the bundle must be signed with its private key (SIGNING.md): manifest.sig is
+// checked against manifest.json's bytes (Monocypher's ed25519) before anything else is read or loaded.
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -32,14 +34,15 @@
 #include "frame_handler.h"
 #include "json_lookup.h"
 #include "model.h"
+#include "monocypher-ed25519.h"
 #include "sha256.h"
 
 namespace {
 
-enum Exit { kOk = 0, kUsage = 2, kBundle = 3, kLoad = 4, kIo = 5 };
+enum Exit { kOk = 0, kUsage = 2, kBundle = 3, kLoad = 4, kIo = 5, kSignature = 6 };
 
 struct Config {
-    std::string mode, bundle, target, listen, serial, obs_file, plan;
+    std::string mode, bundle, target, listen, serial, obs_file, plan, public_key;
     long deadline_us = 0;       // 0: no deadline
     long stall_us = 0;          // test hook: extra time inside every inference (deadline tests)
     long frame_timeout_ms = 200;  // a frame whose bytes stop for this long is truncated
@@ -63,7 +66,7 @@ struct Loaded {
 
 void usage() {
     std::fprintf(stderr,
-                 "usage: pae_stub serve|bench|info --bundle DIR --target NAME [--plan FILE] [options]\n"
+                 "usage: pae_stub serve|bench|info --bundle DIR --target NAME [--plan FILE] [--public-key FILE] [options]\n"
                  "  serve: [--listen HOST:PORT | --serial PATH] (default stdin/stdout)\n"
                  "         [--deadline-us N] [--safe-action v1,v2,...] [--frame-timeout-ms N] [--stall-us N]\n"
                  "  bench: [--n N] [--warmup N] [--seed S] [--obs FILE (float32 rows)] [--stall-us N]\n");
@@ -93,6 +96,7 @@ Config parse_args(int argc, char** argv) {
         else if (f == "--serial") c.serial = v;
         else if (f == "--obs") c.obs_file = v;
         else if (f == "--plan") c.plan = v;
+        else if (f == "--public-key") c.public_key = v;
         else if (f == "--deadline-us") c.deadline_us = to_long(argv[i - 1], v);
         else if (f == "--stall-us") c.stall_us = to_long(argv[i - 1], v);
         else if (f == "--frame-timeout-ms") c.frame_timeout_ms = to_long(argv[i - 1], v);
@@ -130,12 +134,78 @@ bool read_file(const std::string& path, std::vector<uint8_t>& out) {
     return ok;
 }
 
-// Read the manifest, verify the target's library against its sha256, load it from a private copy.
+int hex_digit(char ch) {
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+// The public key file: 64 hex digits (the 32-byte ed25519 key), surrounding whitespace ignored.
+void read_public_key(const std::string& path, uint8_t key[32]) {
+    std::vector<uint8_t> raw;
+    if (!read_file(path, raw)) die(kUsage, "--public-key %s: cannot read (%s)", path.c_str(), std::strerror(errno));
+    std::string text(raw.begin(), raw.end());
+    size_t a = text.find_first_not_of(" \t\r\n"), b = text.find_last_not_of(" \t\r\n");
+    text = a == std::string::npos ? "" : text.substr(a, b - a + 1);
+    if (text.size() != 64) die(kUsage, "--public-key %s: not a public key file (64 hex digits expected)", path.c_str());
+    for (int i = 0; i < 32; i++) {
+        int hi = hex_digit(text[2 * i]), lo = hex_digit(text[2 * i + 1]);
+        if (hi < 0 || lo < 0) die(kUsage, "--public-key %s: not a public key file (64 hex digits expected)", path.c_str());
+        key[i] = static_cast<uint8_t>(hi * 16 + lo);
+    }
+}
+
+// The signature check of a signed bundle: manifest.sig must be the ed25519 signature (by the private
+// half of key) of the manifest's exact bytes. Nothing of the manifest is used before this passes.
+void check_signature(const Config& c, const std::vector<uint8_t>& manifest) {
+    uint8_t key[32];
+    read_public_key(c.public_key, key);
+    std::string spath = c.bundle + "/manifest.sig";
+    std::vector<uint8_t> sig;
+    if (!read_file(spath, sig))
+        die(kSignature, "%s: unsigned bundle (cannot read %s): --public-key accepts only signed bundles",
+            c.bundle.c_str(), spath.c_str());
+    if (sig.size() != 64) {
+        std::string got = std::to_string(sig.size());
+        die(kSignature, "%s: %s bytes, an ed25519 signature has 64: refusing the bundle", spath.c_str(), got.c_str());
+    }
+    if (crypto_ed25519_check(sig.data(), key, manifest.data(), manifest.size()) != 0)
+        die(kSignature, "%s: signature does not match manifest.json for the public key %s (wrong key, or the "
+            "manifest was changed): refusing the bundle", spath.c_str(), c.public_key.c_str());
+}
+
+// Verify a file's bytes against the digest the manifest gives at path[0..depth) (signed bundles: the plan).
+void check_listed_file(const char* text, size_t n, const char* const* path, int depth, const std::string& what,
+                       const std::vector<uint8_t>& data, const std::string& mpath) {
+    char sha[80];
+    if (pae_json_get_string(text, n, path, depth, sha, sizeof sha) || std::strlen(sha) != 64)
+        die(kSignature, "%s: no artifacts[\"%s\"].plan.sha256: a signed bundle must list the kernel plan %s",
+            mpath.c_str(), path[1], what.c_str());
+    char hex[65];
+    pae_sha256_hex(data.data(), data.size(), hex);
+    for (char* q = sha; *q; q++) *q = static_cast<char>(std::tolower(*q));
+    if (std::strcmp(hex, sha) != 0)
+        die(kBundle, "%s: sha256 %s does not match the manifest's %s: refusing to load", what.c_str(), hex, sha);
+}
+
+// Write bytes to a fresh file (mode 0500) in the private directory dir; returns its path.
+std::string private_copy(const std::string& dir, const char* name, const std::vector<uint8_t>& data) {
+    std::string copy = dir + "/" + name;
+    int fd = open(copy.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0500);
+    if (fd < 0 || write(fd, data.data(), data.size()) != static_cast<ssize_t>(data.size()) || close(fd) != 0)
+        die(kLoad, "cannot write the verified copy %s", copy.c_str());
+    return copy;
+}
+
+// Read the manifest (with --public-key: check its signature first), verify the target's library (and
+// plan) against their sha256, load them from private copies.
 Loaded load_bundle(const Config& c) {
     Loaded L;
     std::string mpath = c.bundle + "/manifest.json";
     std::vector<uint8_t> mbytes;
     if (!read_file(mpath, mbytes)) die(kBundle, "%s: cannot read (%s)", mpath.c_str(), std::strerror(errno));
+    if (!c.public_key.empty()) check_signature(c, mbytes);
     const char* text = reinterpret_cast<const char*>(mbytes.data());
     size_t n = mbytes.size();
     if (!pae_json_valid(text, n)) die(kBundle, "%s: not valid JSON", mpath.c_str());
@@ -177,6 +247,13 @@ Loaded load_bundle(const Config& c) {
         die(kBundle, "%s: sha256 %s does not match the manifest's %s: refusing to load", L.lib_path.c_str(), hex, sha);
     L.sha256 = hex;
     L.model_bytes = lib.size();
+    std::vector<uint8_t> plan;  // signed bundles: the plan too is checked, then loaded from a private copy
+    bool plan_checked = !c.public_key.empty() && !c.plan.empty();
+    if (plan_checked) {
+        if (!read_file(c.plan, plan)) die(kBundle, "%s: cannot read (%s)", c.plan.c_str(), std::strerror(errno));
+        const char* pplan[] = {"artifacts", c.target.c_str(), "plan", "sha256"};
+        check_listed_file(text, n, pplan, 4, c.plan, plan, mpath);
+    }
 
     // Load the bytes that were hashed, not the path again: a private copy closes the window in
     // which the file could be swapped between the check and dlopen.
@@ -185,14 +262,14 @@ Loaded load_bundle(const Config& c) {
     std::vector<char> dbuf(dir.begin(), dir.end());
     dbuf.push_back(0);
     if (!mkdtemp(dbuf.data())) die(kLoad, "cannot create a private directory under %s (%s)", dir.c_str(), std::strerror(errno));
-    std::string copy = std::string(dbuf.data()) + "/model.so";
-    int fd = open(copy.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0500);
-    if (fd < 0 || write(fd, lib.data(), lib.size()) != static_cast<ssize_t>(lib.size()) || close(fd) != 0)
-        die(kLoad, "cannot write the verified copy %s", copy.c_str());
+    std::string copy = private_copy(dbuf.data(), "model.so", lib);
+    std::string plan_path = c.plan;
+    if (plan_checked) plan_path = private_copy(dbuf.data(), "plan.bin", plan);
     char err[1024];
-    int rc = pae_model_load(copy.c_str(), c.plan.empty() ? nullptr : c.plan.c_str(), hex, L.obs_dim, L.act_dim, err,
-                            sizeof err);
+    int rc = pae_model_load(copy.c_str(), plan_path.empty() ? nullptr : plan_path.c_str(), hex, L.obs_dim, L.act_dim,
+                            err, sizeof err);
     unlink(copy.c_str());
+    if (plan_checked) unlink(plan_path.c_str());
     rmdir(dbuf.data());
     if (rc) die(kLoad, "%s: cannot load: %s", L.lib_path.c_str(), err);
     return L;
@@ -287,11 +364,14 @@ struct Server {
                     if (pae_parser_truncate(&h.parser, &f) == PAE_E_TRUNCATED) pae_handler_take(&h, PAE_E_TRUNCATED, &f);
                     drain();
                 }
-                return got < 0 ? kIo : kOk;
+                return got < 0 || broken ? kIo : kOk;
             }
             pae_parser_write(&h.parser, chunk, static_cast<size_t>(got));
             drain();
-            if (broken) return kOk;
+            if (broken) {  // a reply could not be written: the host is gone (PROTOCOL.md: exit 5)
+                std::fprintf(stderr, "pae_stub: error: the output closed (%s): stopping\n", std::strerror(errno));
+                return kIo;
+            }
         }
     }
 };

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from export import ControllerSpec
-from tools.controller import build_mlp, pendulum_spec
+from export import ControllerSpec, export_bundle
+from targets import parse_target_list
+from tools.controllers.native import build_mlp, pendulum_spec
 
 
 @pytest.fixture(scope="session")
@@ -34,9 +35,6 @@ def small_controller() -> torch.nn.Module:
 @pytest.fixture(scope="session")
 def small_bundle(small_controller: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """export_bundle of small_controller for x86_64, cortex-a72 and cortex-a7 (the ARM ones verified through the stub)."""
-    from export import export_bundle
-    from targets import parse_target_list
-
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("small_bundle") / "bundle"
     export_bundle(small_controller, pendulum_spec(), parse_target_list("x86_64,cortex-a72,cortex-a7"), out, n_parity=100)

@@ -32,3 +32,23 @@ def _private_imports(path: Path) -> list[str]:
 def test_no_module_imports_a_private_name_of_another() -> None:
     found = [hit for pkg in PACKAGES for f in sorted((ROOT / pkg).rglob("*.py")) for hit in _private_imports(f)]
     assert not found, "private names imported across modules:\n" + "\n".join(found)
+
+
+def _submodule_imports(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        for name in names:
+            if name.split(".")[0] in ("prune", "export", "targets") and "." in name:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {name}")
+    return found
+
+
+def test_tools_enters_prune_export_and_targets_by_their_front_doors_only() -> None:
+    # The packages' __init__.py is their public face; tools/ reaching past it couples to their insides.
+    found = [hit for f in sorted((ROOT / "tools").rglob("*.py")) for hit in _submodule_imports(f)]
+    assert not found, "tools/ imports a submodule of a lower package:\n" + "\n".join(found)

@@ -5,6 +5,11 @@ the same bytes a real board would see on its serial line. Semihosting is on only
 stops qemu with exit status 1 (``firmware_stub/mcu/startup.c``) instead of hanging.
 :class:`FirmwareSession` is a :class:`export.session.DeviceSession` like the Linux stub's session
 (same ``infer``, ``stats``, ``request``), started differently.
+
+The image is linked behind a boot stage (:mod:`export.mcu.boot`): qemu loads the boot stage at 0x0
+(with the public key built in when the session has one, else without), the bundle's image at 0x10000
+and, for a signed bundle, its boot record at 0xFF80. With a key, the boot stage refuses an image
+whose signature does not check (qemu exits with status 6) before any of it runs.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from pathlib import Path
 import export.frames as frames
 from export.bundle import read_manifest
 from export.errors import ExportError
+from export.keys import read_public_key
+from export.mcu.boot import EXIT_SIGNATURE_REFUSED, RECORD_ADDR, build_boot_stage
+from export.scratch import scratch
 from export.session import DeviceSession, StubFailed
 from targets import Target, get_target
 
@@ -38,15 +46,19 @@ def qemu_available(target: Target) -> str:
     return ""
 
 
-def qemu_command(machine: str, elf: Path) -> list[str]:
-    """argv running ``elf`` on ``machine`` with UART0 on stdin/stdout and nothing else on them.
+def qemu_command(machine: str, boot: Path, elf: Path, record: Path | None = None) -> list[str]:
+    """argv running the boot stage ``boot`` then the image ``elf`` on ``machine``, UART0 on stdin/stdout.
+
+    ``record``: the signed bundle's boot record, loaded at RECORD_ADDR for the boot stage to check.
 
     ``-icount shift=0``: qemu's virtual clock advances exactly 1 ns per executed instruction, so the
     firmware's SysTick-timed ``aux`` is the instruction count of each inference (deterministic; not
     cycles: qemu models no pipeline, memory wait states or FPU latencies).
     """
     return [QEMU, "-machine", machine, "-display", "none", "-monitor", "none", "-serial", "stdio",
-            "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(elf)]
+            "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(boot),
+            "-device", f"loader,file={elf}",
+            *(["-device", f"loader,file={record},addr={RECORD_ADDR:#x},force-raw=on"] if record else [])]
 
 
 class FirmwareSession(DeviceSession):
@@ -71,11 +83,12 @@ class FirmwareSession(DeviceSession):
             raise ExportError(why_not)
         self._describe = f"{QEMU} -M {target.qemu_machine} -icount shift=0 (1 ns = 1 instruction)"
         try:
-            tmp = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="pae_fw.")))
+            tmp = self._stack.enter_context(scratch("pae_fw."))
             elf = tmp / "firmware.elf"
             elf.write_bytes(self._verified_image())  # run the bytes that were hashed, not the path again
+            boot, record = self._boot_stage(target, tmp)
             self._stderr = self._stack.enter_context(tempfile.TemporaryFile())
-            self.proc = subprocess.Popen(qemu_command(target.qemu_machine, elf), stdin=subprocess.PIPE,
+            self.proc = subprocess.Popen(qemu_command(target.qemu_machine, boot, elf, record), stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0)
             self._stack.callback(self._stop)
             self._check_hello(self._hello())
@@ -83,6 +96,19 @@ class FirmwareSession(DeviceSession):
             self._stack.close()
             raise
         return self
+
+    def _boot_stage(self, target: Target, tmp: Path) -> tuple[Path, Path | None]:
+        """The boot stage for this session's key (none: unchecked) and, with a key, the bundle's boot record."""
+        if self.public_key is None:
+            return build_boot_stage(None, str(target.tvm.get("mcpu", "cortex-m4"))), None
+        boot = build_boot_stage(read_public_key(self.public_key), str(target.tvm.get("mcpu", "cortex-m4")))
+        rec = read_manifest(self.bundle_dir).artifacts.get(self.target_name) or {}
+        name = str((rec.get("boot_record") or {}).get("file", ""))
+        if not name or Path(name).name != name or not (self.bundle_dir / name).is_file():
+            return boot, None  # unsigned: the boot stage finds no record and refuses
+        record = tmp / "boot_record.bin"
+        record.write_bytes((self.bundle_dir / name).read_bytes())
+        return boot, record
 
     def _verified_image(self) -> bytes:
         rec = read_manifest(self.bundle_dir).artifacts.get(self.target_name)
@@ -138,6 +164,9 @@ class FirmwareSession(DeviceSession):
             code = None
         if code == 1:
             why = "the firmware faulted (semihosting exit 1)"
+        elif code == EXIT_SIGNATURE_REFUSED:
+            why = (f"signature refused: the boot stage found no valid signature of the image for "
+                   f"{self.public_key} (exit {code}); nothing of the image ran")
         elif code is not None:
             why = f"{QEMU} exited with status {code}"
         else:

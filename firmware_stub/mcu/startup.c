@@ -1,6 +1,6 @@
 /* startup.c - reset and fault handling for a Cortex-M4F/M7 firmware (no OS, no C++ runtime).
  *
- * The vector table sits at the start of flash (address 0 on the MPS2 boards qemu emulates). Reset
+ * The vector table sits at the start of the image (0x10000, behind the boot stage: boot.c). Reset
  * enables the FPU before any float instruction runs (the kernels are built hard-float), copies .data
  * from flash, zeroes .bss, and calls main. A fault stops the board through semihosting's exit call
  * (qemu exits with status 1) instead of hanging silently, so the host names it.
@@ -11,6 +11,8 @@ extern uint32_t __data_load, __data_start, __data_end, __bss_start, __bss_end, _
 int main(void);
 
 #define SCB_CPACR (*(volatile uint32_t*)0xE000ED88u)
+#define SCB_VTOR (*(volatile uint32_t*)0xE000ED08u)
+static void (*const vectors[16])(void);
 
 /* Semihosting SYS_EXIT: on 32-bit ARM, r1 is the reason itself, ADP_Stopped_ApplicationExit (qemu
  * exits with 0) or ADP_Stopped_RunTimeErrorUnknown (qemu exits with 1). */
@@ -23,6 +25,7 @@ void pae_board_exit(int failed) {
 }
 
 void Reset_Handler(void) {
+    SCB_VTOR = (uint32_t)vectors; /* the image is at 0x10000, behind the boot stage (boot.c) */
     SCB_CPACR |= 0xFu << 20; /* CP10 and CP11: full access to the FPU */
     __asm__ volatile("dsb\n\tisb" ::: "memory");
     uint32_t* src = &__data_load;

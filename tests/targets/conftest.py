@@ -34,7 +34,7 @@ def known_hosts_line() -> Callable[[str, Path], str]:
 
 @pytest.fixture
 def sshd_known_hosts(sshd: str) -> Path:
-    """The known_hosts file named in the sshd fixture's URL (not yet written by that fixture)."""
+    """The known_hosts file named in the sshd fixture's URL (the fixture pins the server's key in it)."""
     return Path(parse_qs(urlparse(sshd).query)["known_hosts"][-1])
 
 

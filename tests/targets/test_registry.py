@@ -72,3 +72,22 @@ def test_missing_cross_compiler_is_named_with_its_package(user_dir):
     )
     with pytest.raises(TargetError, match=r"'nocc': cross compiler 'no-such-aarch64-gcc' not found.*gcc-foo"):
         get_target("nocc").require_compiler()
+
+
+def test_host_cpu_is_tvms_answer_and_is_cached_per_machine(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    import tvm.target.codegen
+
+    from targets import host
+
+    monkeypatch.setenv("PRUNE_EXPORT_CACHE", str(tmp_path))
+    host.host_cpu.cache_clear()
+    assert host.host_cpu() == str(tvm.target.codegen.llvm_get_system_cpu())
+    cached = list((tmp_path / "host_cpu").iterdir())
+    assert len(cached) == 1 and cached[0].read_text().strip() == host.host_cpu()
+    probe = "import sys; from targets.host import host_cpu; print(host_cpu(), 'tvm' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [host.host_cpu(), "False"]
+    host.host_cpu.cache_clear()

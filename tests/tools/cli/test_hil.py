@@ -1,0 +1,25 @@
+"""``prune-and-export hil``: the public --json fields and the plot; a folder that is not a bundle is one line."""
+
+import json
+
+from tools.cli import main
+from tools.controllers.native import mlp_architecture, pendulum_spec, save_controller
+
+
+def test_cli_hil_json_has_the_public_fields(tmp_path, capsys, small_bundle, small_controller):
+    path = tmp_path / "c.pt"
+    save_controller(path, small_controller, pendulum_spec(), mlp_architecture(small_controller, "elu"))
+    code = main(["hil", "--bundle", str(small_bundle), "--target", "x86_64", "--episodes", "2", "--seed", "5",
+                     "--mode", "lockstep", "--controller", str(path), "--plot", str(tmp_path / "hil.png"), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert (tmp_path / "hil.png").stat().st_size > 10_000
+    for key in ("returns", "host_returns", "latency_us", "period_ms", "deadline_misses", "crc_errors"):
+        assert key in out
+    assert out["seeds"] == [5, 6] and len(out["returns"]) == 2
+
+
+def test_cli_hil_names_a_missing_bundle(tmp_path, capsys):
+    code = main(["hil", "--bundle", str(tmp_path / "nope"), "--target", "x86_64", "--json"])
+    assert code == 2
+    assert "not a bundle" in capsys.readouterr().err

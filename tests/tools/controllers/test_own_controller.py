@@ -1,0 +1,255 @@
+"""Bring your own controller: every input kind, built from one small untrained MLP, goes through
+prune, export (x86_64 + cortex-a7) and a 3-episode HIL via the CLI; the common mistakes are errors that name the fix."""
+
+import json
+import sys
+import textwrap
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tools.cli import main
+from tools.controllers.formats import detect_format, spec_from_env
+from tools.controllers.load import load_controller
+
+torch.set_num_threads(1)
+SB3_ALGOS = ("SAC", "TD3", "DDPG", "PPO")
+FACTORY_SOURCE = """
+import torch
+from torch import nn
+
+def make():
+    return nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 1))
+"""
+
+
+def small_mlp(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 1)).eval()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """kind -> (file, extra CLI flags), each made from the same 3-16-16-1 MLP (SB3: its own 16-16 policy)."""
+    d = tmp_path_factory.mktemp("own")
+    mlp, x = small_mlp(), torch.zeros(1, 3)
+    out = {}
+    torch.jit.save(torch.jit.script(mlp), d / "mlp.ts.pt")
+    out["torchscript"] = (d / "mlp.ts.pt", [])
+    torch.export.save(torch.export.export(mlp, (x,)), d / "mlp.pt2")
+    out["torch-export"] = (d / "mlp.pt2", [])
+    (d / "own_factory.py").write_text(textwrap.dedent(FACTORY_SOURCE))
+    sys.path.insert(0, str(d))
+    torch.save(mlp.state_dict(), d / "mlp.state_dict.pt")
+    out["state-dict"] = (d / "mlp.state_dict.pt", ["--factory", "own_factory:make"])
+    torch.onnx.export(mlp, (x,), str(d / "mlp.onnx"), dynamo=False, input_names=["obs"], output_names=["action"])
+    out["onnx"] = (d / "mlp.onnx", [])
+    import stable_baselines3 as sb3
+
+    for algo in SB3_ALGOS:
+        model = getattr(sb3, algo)("MlpPolicy", "Pendulum-v1", policy_kwargs={"net_arch": [16, 16]}, seed=0, device="cpu")
+        model.save(d / f"{algo.lower()}.zip")
+        out[algo.lower()] = (d / f"{algo.lower()}.zip", [])
+    yield out
+    sys.path.remove(str(d))
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, dict | None, str]:
+    code = main([*argv, "--json"])
+    captured = capsys.readouterr()
+    return code, (json.loads(captured.out) if captured.out.strip() else None), captured.err
+
+
+def observations(n: int = 64) -> np.ndarray:
+    return spec_from_env("Pendulum-v1").sample_observations(n, seed=7)
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "torch-export", "state-dict", "onnx"])
+def test_a_raw_policy_loads_as_the_same_function_clipped_to_the_env_bounds(files, kind):
+    path, flags = files[kind]
+    assert detect_format(path) == kind
+    ctrl = load_controller(path, factory=flags[1] if flags else None)
+    obs = observations()
+    with torch.no_grad():
+        expected = small_mlp()(torch.as_tensor(obs)).clamp(-2.0, 2.0).numpy()
+    np.testing.assert_allclose(ctrl.act(obs), expected, atol=1e-5)
+    assert ctrl.architecture["hidden"] == [16, 16] and ctrl.architecture["output"] == "clip"
+    assert ctrl.spec.env_id == "Pendulum-v1" and ctrl.spec.act_high == (2.0,)
+
+
+@pytest.mark.parametrize("algo", SB3_ALGOS)
+def test_an_sb3_zip_gives_the_deterministic_actor_sb3_predicts(files, algo):
+    import stable_baselines3 as sb3
+
+    path, _ = files[algo.lower()]
+    assert detect_format(path) == "sb3"
+    ctrl = load_controller(path)
+    obs = observations()
+    expected = getattr(sb3, algo).load(path, device="cpu").predict(obs, deterministic=True)[0]
+    np.testing.assert_allclose(ctrl.act(obs), expected, atol=1e-5)
+    assert all(isinstance(m, (nn.Linear, nn.ReLU, nn.Tanh)) for m in list(ctrl.module)[:-1])
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "torch-export", "state-dict", "onnx", "sac", "td3", "ddpg", "ppo"])
+def test_prune_export_and_hil_take_each_input_kind(files, kind, tmp_path, capsys):
+    path, flags = files[kind]
+    code, pruned, err = run_cli(capsys, "prune", "--controller", str(path), *flags, "--keep", "0.5", "--method", "uniform-l1",
+                                "--tolerance", "0.1", "--search-episodes", "4", "--judge-episodes", "3",
+                                "--out", str(tmp_path / "pruned.pt"))
+    assert code == 0, err
+    assert pruned["params_after"] < pruned["params_before"] and pruned["keep_fraction"] <= 0.5
+    assert load_controller(tmp_path / "pruned.pt").architecture["hidden"] != [16, 16]
+    code, bundle, err = run_cli(capsys, "export", "--controller", str(path), *flags, "--targets", "x86_64,cortex-a7",
+                                "--parity-samples", "100", "--out", str(tmp_path / "bundle"))
+    assert code == 0, err
+    assert bundle["unverified"] == [] and set(bundle["parity"]) == {"onnx", "x86_64", "cortex-a7"}
+    assert max(bundle["parity"].values()) < 1e-5
+    code, hil, err = run_cli(capsys, "hil", "--bundle", str(tmp_path / "bundle"), "--target", "cortex-a7",
+                             "--episodes", "3", *flags)
+    assert code == 0, err
+    assert len(hil["returns"]) == 3 and hil["ok"]
+    assert np.max(np.abs(np.subtract(hil["returns"], hil["host_returns"]))) <= 1e-3
+
+
+# ---------------------------------------------------------------- the common mistakes, each named with its fix
+
+def one_line_error(capsys, *argv: str) -> str:
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_an_observation_size_that_does_not_match_the_env_is_named_with_the_fix(files, capsys):
+    path, _ = files["onnx"]
+    err = one_line_error(capsys, "eval", "--controller", str(path), "--env", "MountainCarContinuous-v0", "--episodes", "1")
+    assert "takes 3 observations" in err and "MountainCarContinuous-v0 gives 2" in err and "--env" in err
+
+
+def test_actions_out_of_bounds_are_refused_unless_clipping_is_asked_for(tmp_path, capsys):
+    mlp = small_mlp()
+    with torch.no_grad():
+        mlp[-1].bias.fill_(5.0)  # torques around 5, the env takes [-2, 2]
+    torch.jit.save(torch.jit.script(mlp), tmp_path / "loud.pt")
+    err = one_line_error(capsys, "eval", "--controller", str(tmp_path / "loud.pt"), "--episodes", "1")
+    assert "actions out of bounds" in err and "--clip-actions" in err and "[-2]..[2]" in err
+    ctrl = load_controller(tmp_path / "loud.pt", clip_actions=True)
+    assert np.all(ctrl.act(observations()) == 2.0)
+
+
+class NoisyPolicy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = small_mlp()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) + 0.1 * torch.randn(x.shape[0], 1)
+
+
+def test_a_stochastic_model_is_refused(tmp_path, capsys):
+    torch.jit.save(torch.jit.script(NoisyPolicy()), tmp_path / "noisy.pt")
+    err = one_line_error(capsys, "eval", "--controller", str(tmp_path / "noisy.pt"), "--episodes", "1")
+    assert "stochastic" in err and "deterministic action" in err
+
+
+def test_an_unsupported_layer_is_named_with_its_type(tmp_path, capsys):
+    model = nn.Sequential(nn.Linear(3, 16), nn.LayerNorm(16), nn.Tanh(), nn.Linear(16, 1))
+    torch.jit.save(torch.jit.script(model), tmp_path / "ln.pt")
+    err = one_line_error(capsys, "eval", "--controller", str(tmp_path / "ln.pt"), "--episodes", "1")
+    assert "unsupported layer '1' (LayerNorm)" in err
+
+
+def test_an_unsupported_onnx_op_is_named_with_node_and_op_type(tmp_path, capsys):
+    model = nn.Sequential(nn.Linear(3, 16), nn.Softmax(dim=-1), nn.Linear(16, 1))
+    torch.onnx.export(model, (torch.zeros(1, 3),), str(tmp_path / "soft.onnx"), dynamo=False)
+    err = one_line_error(capsys, "eval", "--controller", str(tmp_path / "soft.onnx"), "--episodes", "1")
+    assert "unsupported layer '/1/Softmax' (ONNX op Softmax)" in err
+
+
+def test_a_state_dict_without_a_factory_asks_for_one(files, capsys):
+    path, _ = files["state-dict"]
+    err = one_line_error(capsys, "eval", "--controller", str(path), "--episodes", "1")
+    assert "--factory package.module:function" in err
+
+
+def test_a_format_override_that_does_not_fit_the_file_is_an_error(files, capsys):
+    path, _ = files["onnx"]
+    err = one_line_error(capsys, "eval", "--controller", str(path), "--format", "torchscript", "--episodes", "1")
+    assert "not a TorchScript file" in err
+
+
+def test_an_sb3_zip_without_sb3_installed_names_the_extra(files, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "stable_baselines3", None)  # import raises ImportError, as when not installed
+    err = one_line_error(capsys, "eval", "--controller", str(files["sac"][0]), "--episodes", "1")
+    assert "pip install prune-and-export[sb3]" in err
+
+
+def test_a_zip_that_is_not_a_controller_is_not_taken_for_one(tmp_path, capsys):
+    with zipfile.ZipFile(tmp_path / "junk.zip", "w") as z:
+        z.writestr("hello.txt", "hi")
+    err = one_line_error(capsys, "eval", "--controller", str(tmp_path / "junk.zip"), "--episodes", "1")
+    assert "junk.zip" in err
+
+
+# ---------------------------------------------------------------- a run as one TOML file
+
+def test_run_takes_a_config_file_flags_override_it_and_the_resolved_config_is_written(files, tmp_path, capsys):
+    path, _ = files["ppo"]
+    config = tmp_path / "run.toml"
+    config.write_text(f'controller = "{path}"\nenv = "Pendulum-v1"\nepisodes = 2\nseed = 4\nquick = true\n'
+                      '[bench]\nkeep = [0.5]\nmethods = "uniform-l1"\n')
+    code, result, err = run_cli(capsys, "run", str(config), "--seed", "1", "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    assert result["seed"] == 1 and result["episodes"] == 2  # the flag beat the file; the file beat the default
+    assert result["bench"]["config"]["keeps"] == [0.5] and result["bench"]["config"]["methods"] == ["uniform-l1"]
+    assert result["bench"]["config"]["source_controller"] == str(path)
+    written = (tmp_path / "out" / "run-config.toml").read_text()
+    assert 'seed = 1' in written and "episodes = 2" in written and "keep = [0.5]" in written
+    import tomllib
+
+    assert tomllib.loads(written)["controller"] == str(path)
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("episodez = 3\n", "unknown key 'episodez'"),
+    ("[bench]\ntargetz = ['x86_64']\n", "unknown key 'targetz' in [bench]"),
+    ("episodes = 0\n", "key 'episodes': expected a positive integer"),
+    ("format = 'keras'\n", "'keras' is not one of"),
+    ("episodes = [1, 2\n", "not valid TOML"),
+])
+def test_a_bad_config_file_is_one_line_naming_the_key_and_the_file(tmp_path, capsys, text, fragment):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    err = one_line_error(capsys, "run", str(config))
+    assert fragment in err and str(config) in err
+
+
+# ---------------------------------------------------------------- other gymnasium envs
+
+def test_another_box_env_is_judged_searched_and_run_in_the_loop(tmp_path, capsys):
+    """MountainCarContinuous-v0 (2 observations, 1 action in [-1, 1]): no batched plant, a vector env instead."""
+    from tools.plant.evaluate import closed_loop_return
+
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 1), nn.Tanh()).eval()
+    torch.jit.save(torch.jit.script(mlp), tmp_path / "mc.pt")
+    ctrl = load_controller(tmp_path / "mc.pt", env="MountainCarContinuous-v0")
+    assert ctrl.spec.obs_dim == 2 and ctrl.spec.act_low == (-1.0,) and ctrl.architecture["output_activation"] == "tanh"
+    fast = closed_loop_return(ctrl.module, 2, 0, "fast", "MountainCarContinuous-v0")
+    gym = closed_loop_return(ctrl.module, 2, 0, "gym", "MountainCarContinuous-v0")
+    np.testing.assert_allclose(fast.returns, gym.returns, atol=1e-5)
+    assert fast.returns != closed_loop_return(ctrl.module, 2, 5, "fast", "MountainCarContinuous-v0").returns
+    code, pruned, err = run_cli(capsys, "prune", "--controller", str(tmp_path / "mc.pt"), "--env", "MountainCarContinuous-v0",
+                                "--keep", "0.5", "--method", "uniform-l1", "--tolerance", "0.1", "--search-episodes", "2",
+                                "--judge-episodes", "1", "--out", str(tmp_path / "mc_pruned.pt"))
+    assert code == 0, err
+    assert pruned["env_id"] == "MountainCarContinuous-v0" and "stability_before" not in pruned
+    assert load_controller(tmp_path / "mc_pruned.pt").spec.env_id == "MountainCarContinuous-v0"
+    code, _, err = run_cli(capsys, "export", "--controller", str(tmp_path / "mc_pruned.pt"), "--out", str(tmp_path / "b"))
+    assert code == 0, err
+    code, hil, err = run_cli(capsys, "hil", "--bundle", str(tmp_path / "b"), "--target", "x86_64", "--episodes", "1")
+    assert code == 0, err
+    assert hil["ok"] and abs(hil["returns"][0] - hil["host_returns"][0]) <= 1e-3

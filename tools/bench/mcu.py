@@ -1,0 +1,117 @@
+"""The bench's microcontroller targets: one firmware bundle per model and target, its flash and RAM against the part's budget.
+
+A model whose firmware does not fit a target is a result here, not an error: the export stops with
+:class:`export.mcu.DoesNotFit`, which carries the linked image's sizes, and the report shows them
+against the budget. Each (model, target) pair is exported as its own bundle, so one that does not
+fit fails alone. The firmware has no bench mode and qemu-system-arm models no timing: the
+instructions it executes per inference (counted by the export's check under ``-icount``) stand in
+for time, and are labelled as instructions.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from export import DoesNotFit, export_bundle, qemu_available
+from tools.bench.report import McuMemoryRow
+from tools.controllers.native import Controller
+from tools.errors import ToolsError
+
+QEMU_SYSTEM = "qemu-system-arm"
+
+
+def check_mcu_target(target) -> None:
+    """Fail before any work on a microcontroller target this machine cannot build or run: no arm-none-eabi-gcc, no qemu."""
+    target.require_compiler()
+    why_not = qemu_available(target)
+    if why_not:
+        raise ToolsError(f"target {target.name!r}: {why_not}: the bench runs the firmware in the loop")
+
+
+@dataclass
+class McuExport:
+    """The firmware bundles that were built, and a memory row for every (model, target), fitting or not."""
+
+    bundles: dict[tuple[str, str], Path] = field(default_factory=dict)  # (model, target) -> bundle, only where it fits
+    rows: list[McuMemoryRow] = field(default_factory=list)
+    instructions_how: str = ""  # how the manifest says the instructions were counted
+    cycles_note: str = ""  # why the manifest has no cycle count
+
+    def fits(self, model: str, target: str) -> bool:
+        return (model, target) in self.bundles
+
+
+def _row_from_record(model: str, target, rec: dict) -> McuMemoryRow:
+    m = rec["memory"]
+    return McuMemoryRow(
+        model=model, target=target.name, fits=bool(m["fits"]), flash_bytes=int(m["flash_bytes"]),
+        ram_bytes=int(m["ram_bytes"]), flash_budget_bytes=int(m["flash_budget_bytes"]),
+        ram_budget_bytes=int(m["ram_budget_bytes"]), weights_bytes=int(m["weights_bytes"]),
+        tensor_bytes=int(m["tensor_bytes"]), arena_bytes=int(m["arena_bytes"]), stack_bytes=int(m["stack_bytes"]),
+        qemu_machine=target.qemu_machine, instructions_per_inference=rec.get("instructions_per_inference"),
+        cycles_per_inference=rec.get("cycles_per_inference"), verification=rec.get("verification", {}).get("status"),
+        firmware_bytes=int(rec["bytes"]))
+
+
+def _row_from_misfit(model: str, target, error) -> McuMemoryRow:
+    m = error.memory
+    return McuMemoryRow(
+        model=model, target=target.name, fits=False, flash_bytes=m.flash_bytes, ram_bytes=m.ram_bytes,
+        flash_budget_bytes=m.flash_budget_bytes, ram_budget_bytes=m.ram_budget_bytes, weights_bytes=m.weights_bytes,
+        tensor_bytes=m.tensor_bytes, arena_bytes=m.arena_bytes, stack_bytes=m.stack_bytes,
+        qemu_machine=target.qemu_machine, reason=str(error))
+
+
+def export_mcu(models: dict[str, Controller], targets, folder: Path, n_parity: int, seed: int,
+               say: Callable[[str], None], tick: Callable[[], None]) -> McuExport:
+    """One verified firmware bundle ``<model>-<target>`` per model and target; a misfit is recorded with its sizes."""
+    out = McuExport()
+    for t in targets:
+        for label, c in models.items():
+            say(f"firmware: {label} for {t.name}")
+            path = folder / f"{label}-{t.name}"
+            try:
+                manifest = export_bundle(c.module, c.spec, [t], path, source_path=c.path, source_sha256=c.sha256,
+                                         architecture=c.architecture, n_parity=n_parity, seed=seed)
+            except DoesNotFit as e:
+                out.rows.append(_row_from_misfit(label, t, e))
+            else:
+                rec = manifest.artifacts[t.name]
+                out.rows.append(_row_from_record(label, t, rec))
+                out.bundles[(label, t.name)] = path
+                out.instructions_how = (rec.get("instructions_per_inference") or {}).get("how", out.instructions_how)
+                out.cycles_note = rec.get("cycles_note", out.cycles_note)
+            tick()
+    return out
+
+
+def mcu_versions(targets) -> dict:
+    """First line of ``--version`` of the firmware toolchain and emulator, once each."""
+    out = {}
+    for tool in dict.fromkeys([*(t.cc for t in targets), *([QEMU_SYSTEM] if targets else [])]):
+        try:
+            first = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=30).stdout.splitlines()
+        except OSError:
+            first = []
+        out[tool] = first[0].strip() if first else None
+    return out
+
+
+def mcu_notes(mcu: McuExport) -> list[str]:
+    """What a reader needs to read the microcontroller table: misfits with their sizes, and what the instruction count is."""
+    notes = []
+    for r in mcu.rows:
+        if not r.fits:
+            over = [f"{what} {used / 1024:.1f} KB > {budget / 1024:.0f} KB"
+                    for what, used, budget in (("flash", r.flash_bytes, r.flash_budget_bytes),
+                                               ("RAM", r.ram_bytes, r.ram_budget_bytes)) if used > budget]
+            notes.append(f"{r.model} does not fit {r.target}: {'; '.join(over)}; no firmware was kept and it was not "
+                         "run in the loop there")
+    if mcu.instructions_how:
+        notes.append(f"microcontroller 'instructions/inference': {mcu.instructions_how}")
+    if mcu.cycles_note:
+        notes.append(f"microcontroller cycles: {mcu.cycles_note}")
+    return notes

@@ -1,0 +1,85 @@
+"""``prune-and-export export``: a controller -> a verified bundle (ONNX + one TVM library per target)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tools.cli.options import add_controller, add_seed, controller_from_args, positive_int
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+HELP = "export a controller to ONNX and TVM libraries for named targets, verified, in one bundle folder"
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    add_controller(p)
+    p.add_argument("--targets", default="x86_64", metavar="T1,T2",
+                   help="comma-separated target names (see 'prune-and-export targets'; default x86_64)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="bundle folder to create")
+    p.add_argument("--dynamic-batch", action="store_true",
+                   help="ONNX input with a symbolic batch dimension (TVM libraries always take batch 1)")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    p.add_argument("--runner", default=None, metavar="RUNNER",
+                   help="run non-host libraries with this runner for verification: qemu or ssh://user@host[:port] "
+                        "(default: each target's own; qemu-user for ARM on x86)")
+    p.add_argument("--parity-samples", type=positive_int, default=1000, metavar="N",
+                   help="observations drawn from the controller's observation box for every parity check (default 1000)")
+    p.add_argument("--no-fast-math", action="store_true",
+                   help="keep exact exp/tanh in the TVM libraries (default: TVM's fast versions, still verified at 1e-5)")
+    p.add_argument("--allow-unverified", action="store_true",
+                   help="exit 0 even if some library could not be executed here (it stays marked 'not verified')")
+    add_seed(p)
+
+
+def _fmt_err(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2e}"
+
+
+def run(args: argparse.Namespace, console: Console) -> dict:
+    # Deferred: export imports torch, ONNX and TVM (and tables need rich), which --help must not pay for.
+    from rich.table import Table
+
+    from targets import parse_target_list
+    from tools.pipeline.export import export_controller
+
+    targets = parse_target_list(args.targets)
+    ctrl = controller_from_args(args)
+    console.print(f"controller {ctrl.path} (sha256 {ctrl.sha256[:12]}, {ctrl.architecture}); seed {args.seed}; "
+                  f"targets {', '.join(t.name for t in targets)}")
+    with console.status("exporting") as status:
+        exported = export_controller(
+            ctrl, [t.name for t in targets], args.out, dynamic_batch=args.dynamic_batch, parity_samples=args.parity_samples,
+            fast_math=not args.no_fast_math, runner=args.runner, force=args.force, seed=args.seed,
+            progress=lambda m: status.update(m),
+        )
+    manifest = exported.manifest
+
+    table = Table(title=f"bundle {args.out}")
+    for col in ("artifact", "bytes", "kernels", "compile s", "executed by, on n obs", "max |err|", "status"):
+        table.add_column(col, no_wrap=not col.startswith("executed"), min_width=18 if col.startswith("executed") else None)
+    o = manifest.onnx
+    table.add_row(o["file"], str(o["bytes"]), "-", "-", f"onnxruntime vs torch, {o['n_parity']}",
+                  _fmt_err(o["parity_max_abs_err"]), "verified")
+    reasons = []
+    for name, a in manifest.artifacts.items():
+        v = a["verification"]
+        if v["reason"]:
+            reasons.append(f"{name}: {v['status']}: {v['reason']}")
+        table.add_row(a["file"], str(a["bytes"]), str(a["kernels"]), f"{a['compile_seconds']:.2f}",
+                      f"{v['method'].replace(' (in-process)', '')}, {v['n']}", _fmt_err(v["max_abs_err"]), v["status"])
+    console.print(table)
+    memory = exported.mcu_memory
+    for name, m in memory.items():  # the linked firmware's footprint, what a microcontroller user decides by
+        console.print(f"{name}: flash {m['flash_bytes']} of {m['flash_budget_bytes']} bytes, "
+                      f"RAM {m['ram_bytes']} of {m['ram_budget_bytes']} bytes")
+    for line in reasons:
+        console.print(f"[yellow]{line}[/]")
+    unverified = exported.unverified
+    if unverified:
+        console.print(f"[yellow]not verified: {', '.join(unverified)}[/] (the bundle is written; these libraries "
+                      "were not executed here, see the reasons above)")
+    return {"ok": not unverified or args.allow_unverified, "bundle": str(args.out), "seed": args.seed,
+            "unverified": unverified, "parity": exported.parity, "mcu_memory": memory, "manifest": manifest.to_dict()}

@@ -1,0 +1,131 @@
+"""``prune-and-export hil``: the controller's gymnasium env (Pendulum-v1 by default) on the host, the bundle's controller in the device stub."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tools.cli.options import add_controller, add_episodes, add_seed, source_from_args
+from tools.errors import ToolsError
+from tools.pipeline.choices import HIL_MODES
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+HELP = "hardware in the loop: the gymnasium env (Pendulum-v1 unless --env) on the host, the controller in the device stub"
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", type=Path, required=True, metavar="DIR", help="bundle folder made by 'export'")
+    p.add_argument("--target", required=True, help="target whose library and stub run (e.g. x86_64, cortex-a72)")
+    add_controller(p)
+    add_episodes(p, default=10)
+    add_seed(p)
+    p.add_argument("--mode", choices=HIL_MODES, default="lockstep",
+                   help="lockstep: plant and controller wait for each other (must match the host); "
+                        "free: wall-clock ticks, a late action is a miss and the last action is held")
+    p.add_argument("--rate-hz", type=_positive_float, default=None,
+                   help="free mode: loop rate (default the plant's 20 Hz)")
+    p.add_argument("--deadline-ms", type=_positive_float, default=None,
+                   help="free mode: round-trip deadline per tick (default one period)")
+    p.add_argument("--device-deadline-us", type=int, default=0,
+                   help="deadline of one inference on the device; an overrun gets an error frame and the safe action")
+    p.add_argument("--safe-action", default=None, metavar="V[,V...]",
+                   help="action the device sends with an error frame (default zeros)")
+    p.add_argument("--plot", type=Path, default=None, metavar="PNG",
+                   help="draw per-episode returns (device vs host) and on-device inference time into this PNG")
+    p.add_argument("--runner", default=None,
+                   help="override the target's runner: native, qemu or ssh://user@host[:port]")
+
+
+def run(args: argparse.Namespace, console: Console) -> dict:
+    # Deferred: the loop imports torch, gymnasium and the device session (and tables need rich), which --help must not pay for.
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from tools.pipeline.hil import FIDELITY, host_controller, run_hil
+    from tools.plant.policy import as_policy
+
+    if not (args.bundle / "manifest.json").is_file():
+        raise ToolsError(f"{args.bundle}: not a bundle (no manifest.json)")
+    controller = host_controller(args.bundle, source_from_args(args))
+    device_args: list[str] = []
+    if args.device_deadline_us:
+        device_args += ["--deadline-us", str(args.device_deadline_us)]
+    if args.safe_action:
+        device_args += ["--safe-action", args.safe_action]
+    console.print(f"hil: bundle {args.bundle}, target {args.target}, mode {args.mode}, {args.episodes} episodes "
+                  f"from seed {args.seed}; host controller {controller.path} (sha256 {controller.sha256[:12]})")
+    start = time.perf_counter()
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"{args.target} {args.mode}", total=args.episodes)
+        report = run_hil(args.bundle, args.target, as_policy(controller.module), args.episodes, args.seed, args.mode,
+                         rate_hz=args.rate_hz, deadline_ms=args.deadline_ms, device_args=tuple(device_args),
+                         runner=args.runner, progress=lambda i, ep: bar.advance(task), env_id=controller.spec.env_id)
+    seconds = time.perf_counter() - start
+    result = report.to_dict()
+    table = Table(title=f"HIL {args.target} ({report.runner}), {args.mode}"
+                        + (f" at {report.rate_hz:g} Hz, deadline {report.deadline_ms:g} ms" if args.mode == "free" else ""))
+    for col in ("seed", "return dev", "return host", "|diff|", "infer us mean/p99/max", "rtt us mean/p99",
+                "period ms mean/sd/max", "miss", "crc", "resync", "max|da|"):
+        table.add_column(col, justify="right")
+    for e in report.episodes:
+        lat, rtt, per = e.latency_us, e.rtt_us, e.period_ms
+        table.add_row(str(e.seed), f"{e.ret:.3f}", f"{e.host_return:.3f}", f"{e.return_diff:.0e}",
+                      f"{lat['mean']:.0f}/{lat['p99']:.0f}/{lat['max']:.0f}", f"{rtt['mean']:.0f}/{rtt['p99']:.0f}",
+                      f"{per['mean']:.1f}/{per['std']:.1f}/{per['max']:.1f}",
+                      str(e.deadline_misses), str(e.crc_errors), str(e.resyncs), f"{e.max_abs_action_diff:.0e}")
+    console.print(table)
+    if "qemu-system" in report.runner:
+        console.print("note: qemu-system-arm models no timing: inference 'us' are thousands of executed "
+                      "instructions (-icount), not cycles or device time")
+    elif "qemu" in report.runner:
+        console.print("note: under qemu-user the inference times are emulated, not device times")
+    if args.mode == "lockstep":
+        verdict = "[green]matches[/green]" if report.fidelity_ok else "[red]DOES NOT match[/red]"
+        console.print(f"lockstep fidelity: device {verdict} the host within {FIDELITY:g} per episode "
+                      f"(largest difference {report.max_return_diff:.2e})")
+    if args.plot:
+        _plot(report, args.plot)
+        console.print(f"plot written to {args.plot}")
+        result["plot"] = str(args.plot)
+    result.update(seconds=seconds, bundle=str(args.bundle), controller=str(controller.path),
+                  controller_sha256=controller.sha256)
+    return result
+
+
+def _plot(report, path: Path) -> None:
+    """Returns on device vs host per seed, and the on-device inference time per episode (mean, p99, max)."""
+    # Deferred: matplotlib is needed only with --plot.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seeds = [e.seed for e in report.episodes]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(seeds, report.host_returns, "o", label="host (torch in gymnasium)", markersize=8, mfc="none")
+    left.plot(seeds, report.returns, "x", label=f"device ({report.target})")
+    left.set_xlabel("episode seed")
+    left.set_ylabel("closed-loop return")
+    left.set_title(f"{report.mode}: largest |difference| {report.max_return_diff:.1e}")
+    left.legend()
+    for key, style in (("mean", "-o"), ("p99", "--"), ("max", ":")):
+        right.plot(seeds, [e.latency_us[key] for e in report.episodes], style, label=key)
+    right.set_xlabel("episode seed")
+    right.set_ylabel("on-device inference time (us)")
+    right.set_title(report.runner, fontsize=9)
+    right.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,77 @@
+"""Flags shared by several subcommands, defined once so they read the same everywhere (argparse only, no torch)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tools.controllers.source import FORMATS, ControllerSource
+
+if TYPE_CHECKING:
+    from tools.controllers.native import Controller
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """argparse type: a fraction in (0, 1]."""
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text}")
+    return value
+
+
+def add_controller(p: argparse.ArgumentParser) -> None:
+    """--controller and the flags that say how to read it (--format, --env, --factory, --clip-actions)."""
+    p.add_argument("--controller", type=Path, default=None, metavar="PATH",
+                   help="controller file (default: the bundled Pendulum-v1 reference controller); also TorchScript, "
+                        "torch.export .pt2, a state dict (with --factory), ONNX or a stable-baselines3 zip")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="format of --controller (default: detected from the file)")
+    p.add_argument("--env", default=None, metavar="ENV_ID",
+                   help="gymnasium env with Box spaces the controller is for; gives a foreign file its sizes and "
+                        "bounds (default Pendulum-v1)")
+    p.add_argument("--factory", default=None, metavar="package.module:function",
+                   help="for a state dict: a function returning the untrained nn.Module it fits")
+    p.add_argument("--clip-actions", action="store_true",
+                   help="accept a foreign controller whose actions leave the env's bounds: clip them (host and device alike)")
+
+
+def source_from_args(args: argparse.Namespace) -> ControllerSource:
+    """The controller file the flags of add_controller name, and how to read it."""
+    return ControllerSource(args.controller, getattr(args, "format", None), getattr(args, "env", None),
+                            getattr(args, "factory", None), getattr(args, "clip_actions", False))
+
+
+def controller_from_args(args: argparse.Namespace) -> Controller:
+    """The controller the flags of add_controller name, loaded (call it from a command's run)."""
+    # Deferred: loading imports torch, which --help and a mistyped flag must not pay for.
+    from tools.controllers.load import load_source
+
+    return load_source(source_from_args(args))
+
+
+def add_seed(p: argparse.ArgumentParser, default: int = 0) -> None:
+    """--seed."""
+    p.add_argument("--seed", type=non_negative_int, default=default,
+                   help=f"seed of every random choice; episode i starts from gymnasium's reset(seed=SEED+i) (default {default})")
+
+
+def add_episodes(p: argparse.ArgumentParser, default: int = 100) -> None:
+    """--episodes."""
+    p.add_argument("--episodes", type=positive_int, default=default, help=f"closed-loop episodes (default {default})")

@@ -1,0 +1,98 @@
+"""``prune-and-export run`` (the default): the whole pipeline on a controller, the bundled one by default.
+
+``prune-and-export run config.toml`` takes its settings from a TOML file (see tools/cli/run_config.py);
+flags override the file, and the resolved settings are written to ``<out>/run-config.toml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tools.cli import bench as cmd_bench
+from tools.cli.options import add_controller, add_episodes, add_seed, controller_from_args
+from tools.cli.run_config import Resolved, bench_namespace, defer_defaults, read_config, resolve, to_toml
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+HELP = "run the whole pipeline (load, evaluate, prune with gd, export x86_64, bench report) on a controller; the default subcommand"
+CONFIG_NAME = "run-config.toml"
+_DEFAULTS: dict = {}  # the flags' defaults, hidden from argparse so that flags given can override a config file
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", type=Path, default=None, metavar="CONFIG.toml",
+                   help="settings file: top-level keys are these flags, [bench] holds flags of 'bench'; flags override it")
+    add_controller(p)
+    add_episodes(p)
+    add_seed(p)
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="bench report folder to create (default runs/<UTC timestamp>)")
+    p.add_argument("--quick", action="store_true", help="bench with few calls and a short search (for tests)")
+    _DEFAULTS.update(defer_defaults(p))
+
+
+def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    run_parser, bench_parser = argparse.ArgumentParser(), argparse.ArgumentParser()
+    configure(run_parser)
+    cmd_bench.configure(bench_parser)
+    return run_parser, bench_parser
+
+
+def run(args: argparse.Namespace, console: Console) -> dict:
+    # Deferred: the closed loop imports torch and gymnasium (and tables need rich), which --help must not pay for.
+    from rich.table import Table
+
+    from tools.pipeline.evaluate import evaluate_controller
+
+    run_parser, bench_parser = _parsers()
+    config = read_config(args.config, run_parser, bench_parser) if args.config else None
+    given = {k: v for k, v in vars(args).items() if k in _DEFAULTS}
+    resolved = resolve(given, dict(_DEFAULTS), config)
+    resolved.run["out"] = resolved.run["out"] or Path("runs") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    opts = argparse.Namespace(**resolved.run)
+    controller = controller_from_args(opts)
+    module = controller.module
+    params = sum(p.numel() for p in module.parameters())
+    console.print(f"[bold]prune-and-export[/bold]: controller {controller.path}"
+                  + (f" (config {args.config})" if args.config else ""))
+    console.print(f"  sha256 {controller.sha256[:16]}  architecture {controller.architecture}  parameters {params}")
+    console.print(f"  task {controller.spec.env_id}: obs {controller.spec.obs_dim}, action {controller.spec.act_dim} "
+                  f"in [{controller.spec.act_low}, {controller.spec.act_high}]; seed {opts.seed}")
+    results = {}
+    table = Table(title=f"closed-loop return, {opts.episodes} episodes, seeds {opts.seed}..{opts.seed + opts.episodes - 1}")
+    for col in ("judge", "mean", "std", "min", "seconds"):
+        table.add_column(col, justify="right")
+    for judge in ("fast", "gym"):
+        evaluation = evaluate_controller(controller, opts.episodes, opts.seed, judge)
+        stats, seconds = evaluation.stats, evaluation.seconds
+        results[judge] = evaluation.to_dict()
+        table.add_row(judge, f"{stats.mean:.1f}", f"{stats.std:.1f}", f"{stats.min:.1f}", f"{seconds:.2f}")
+    console.print(table)
+    bench = _bench(opts, resolved.bench, bench_parser, console)
+    config_path = _write_config(resolved, Path(opts.out))
+    console.print(f"resolved config: {config_path}")
+    return {"controller": str(controller.path), "sha256": controller.sha256, "architecture": controller.architecture,
+            "params": params, "seed": opts.seed, "episodes": opts.episodes, "evaluation": results, "bench": bench,
+            "config": str(config_path)}
+
+
+def _bench(opts: argparse.Namespace, bench: dict, bench_parser: argparse.ArgumentParser, console: Console) -> dict:
+    """The last step: ``prune-and-export bench`` (gd at the default budget on x86_64 unless [bench] says otherwise)."""
+    values = {"out": opts.out, "episodes": opts.episodes, "seed": opts.seed, "targets": ["x86_64"], "methods": "gd",
+              "controller": opts.controller, "format": opts.format, "env": opts.env, "factory": opts.factory,
+              "clip_actions": opts.clip_actions, "quick": opts.quick}
+    values.update(bench)  # the file's [bench] table over the defaults
+    return cmd_bench.run(bench_namespace(values, bench_parser), console)
+
+
+def _write_config(resolved: Resolved, out: Path) -> Path:
+    """The settings this run used, beside its report (temp file, then rename)."""
+    path = out / CONFIG_NAME
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(to_toml(resolved))
+    tmp.replace(path)
+    return path

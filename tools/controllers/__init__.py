@@ -1,0 +1,1 @@
+"""tools/controllers/: controller files, native (``native``) and trained elsewhere (``formats``), loaded by ``load``."""

@@ -1,0 +1,1 @@
+"""tools/dev/: developer tools (the libFuzzer driver of the frame parser)."""

@@ -1,0 +1,40 @@
+"""A controller -> a verified bundle (ONNX + one TVM library or firmware per target): :func:`export_controller`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from export import Manifest, export_bundle
+from targets import parse_target_list
+from tools.controllers.native import Controller
+
+
+@dataclass
+class ExportedBundle:
+    """The outcome of :func:`export_controller`: the bundle's manifest and what it says about verification and memory."""
+
+    bundle: Path
+    manifest: Manifest
+    unverified: list[str] = field(default_factory=list)  # targets whose library could not be executed here
+    parity: dict[str, float | None] = field(default_factory=dict)  # "onnx" and each target -> max |error| of its check
+    mcu_memory: dict[str, dict] = field(default_factory=dict)  # microcontroller target -> flash/RAM used and budgets
+
+
+def export_controller(controller: Controller, targets: str | list[str], out: Path, *, dynamic_batch: bool = False,
+                      parity_samples: int = 1000, fast_math: bool = True, runner: str | None = None, force: bool = False,
+                      seed: int = 0, progress: Callable[[str], None] | None = None) -> ExportedBundle:
+    """Export ``controller`` for the named targets (comma-separated or a list) into the bundle folder ``out``."""
+    target_list = parse_target_list(targets if isinstance(targets, str) else ",".join(targets))
+    manifest = export_bundle(
+        controller.module, controller.spec, target_list, out, source_path=controller.path, source_sha256=controller.sha256,
+        architecture=controller.architecture, dynamic_batch=dynamic_batch, n_parity=parity_samples,
+        seed=seed, runner=runner, force=force, fast_math=fast_math, progress=progress,
+    )
+    memory = {n: {"flash_bytes": a["flash_bytes"], "ram_bytes": a["ram_bytes"],
+                  "flash_budget_bytes": a["memory"]["flash_budget_bytes"], "ram_budget_bytes": a["memory"]["ram_budget_bytes"]}
+              for n, a in manifest.artifacts.items() if a.get("kind") == "mcu"}
+    unverified = [n for n, v in manifest.verifications().items() if v["status"] != "verified"]
+    parity = {"onnx": manifest.onnx["parity_max_abs_err"], **{n: v["max_abs_err"] for n, v in manifest.verifications().items()}}
+    return ExportedBundle(Path(out), manifest, unverified, parity, memory)

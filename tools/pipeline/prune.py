@@ -1,0 +1,160 @@
+"""Prune a controller to a parameter budget, the coefficients searched on the closed loop: :func:`prune_controller`."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from prune import PruneError, PruneResult, find_groups, prune, save_pruned, sidecar_paths
+from tools.controllers.native import Controller, mlp_architecture, save_controller
+from tools.pipeline.choices import DEFAULT_METRIC, METHOD_PLAN, METHODS
+from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED
+from tools.plant.evaluate import closed_loop_return
+from tools.plant.objectives import pendulum_stability, radius_check, search_callables
+from tools.plant.pendulum import ENV_ID
+
+
+@dataclass
+class PrunedController:
+    """The outcome of :func:`prune_controller`: the smaller module, prune's result, and the summary ``--json`` prints."""
+
+    module: torch.nn.Module
+    result: PruneResult
+    summary: dict  # JSON-ready: prune's result, the method, stability before/after, returns, files written
+    warnings: list[str]  # what the caller should show the user (found while tracing the groups)
+
+    @property
+    def feasible(self) -> bool:
+        """Whether the search met the budget (and floor)."""
+        return bool(self.result.search.feasible)
+
+
+def metric_for(method: str, metric: str | None) -> str:
+    """The importance metric a method searches with; a metric a uniform method does not use is an error."""
+    if method not in METHODS:
+        raise PruneError(f"method {method!r}: expected one of {', '.join(METHODS)}")
+    fixed_metric = METHOD_PLAN[method][1]
+    if fixed_metric and metric and metric != fixed_metric:
+        raise PruneError(f"--method {method} ranks units by {fixed_metric}; drop --metric {metric} or use gd/grid/global")
+    return fixed_metric or metric or DEFAULT_METRIC
+
+
+def parse_components(specs: list[str]) -> dict[str, list[str]]:
+    """NAME=PATTERN[,PATTERN] strings -> {name: patterns}, as find_groups takes components."""
+    components = {}
+    for spec in specs:
+        name, sep, patterns = spec.partition("=")
+        if not sep or not name or not patterns:
+            raise PruneError(f"--component {spec!r}: expected NAME=PATTERN[,PATTERN]")
+        components[name] = patterns.split(",")
+    return components
+
+
+def _write(out: Path, small: torch.nn.Module, controller: Controller, example: torch.Tensor, widths: dict, summary: dict) -> dict:
+    """Controller file plus sidecars, written in a temp dir and renamed into place together."""
+    out = Path(out)
+    if out.is_dir():
+        raise PruneError(f"--out {out}: is a directory, expected a file path")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".prune-out-", dir=out.parent))
+    try:
+        tmp_out = tmp / out.name
+        activation = controller.architecture.get("activation", "")
+        save_controller(tmp_out, small, controller.spec, mlp_architecture(small, activation))
+        side = save_pruned(small, example, tmp_out, widths, extra={"summary": summary})
+        final = sidecar_paths(out)
+        for src, dst in ((side.program, final.program), (side.state_dict, final.state_dict), (side.widths, final.widths)):
+            Path(src).replace(dst)
+        tmp_out.replace(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"controller": str(out), **final.to_dict()}
+
+
+def prune_controller(controller: Controller, keep: float = 0.25, method: str = "gd", metric: str | None = None, *,
+                     seed: int = 0, out: Path | None = None, components: dict[str, list[str]] | None = None,
+                     reconstruct: bool = True, finetune: bool = False, tolerance: float = 0.01, floor: float | None = None,
+                     stability: bool = True, resolution: float = 0.1, max_evaluations: int = 150,
+                     search_episodes: int = SEARCH_EPISODES, judge_episodes: int = 100,
+                     console: Console | None = None) -> PrunedController:
+    """Prune ``controller`` to keep a fraction of its prunable parameters; write it (and sidecars) to ``out`` if given.
+
+    The objective is the closed-loop return on the batched plant (Pendulum-v1) or a gymnasium vector env;
+    for the pendulum the closed loop must stay stable at upright unless ``stability`` is False.
+    """
+    console = console or Console(quiet=True)
+    torch.manual_seed(seed)
+    # The objective runs a small MLP on 64 observations per step: a second thread only adds
+    # synchronisation (4x slower on this loaded 2-core machine), so the search runs on one.
+    torch.set_num_threads(1)
+    metric = metric_for(method, metric)
+    search_method = METHOD_PLAN[method][0]
+    model = controller.module.eval()
+    console.print(f"controller {controller.path} (sha256 {controller.sha256[:12]}), seed {seed}, "
+                  f"method {method}, metric {metric}, keep {keep}")
+    example = torch.as_tensor(controller.spec.sample_observations(8, seed))
+    with torch.no_grad():
+        groups = find_groups(model, example, components=components or {})
+    for w in groups.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    env_id = controller.spec.env_id
+    objective, visit_for = search_callables(env_id, search_episodes, SEARCH_SEED)
+    pendulum = env_id == ENV_ID  # the closed-loop linearisation exists for the pendulum plant only
+    before = pendulum_stability(model) if pendulum else None
+    check = None if not stability or not pendulum else radius_check
+    if not pendulum:
+        console.print(f"note: {env_id} is searched on a gymnasium vector env; no stability constraint (pendulum only)")
+    if check is not None and before is not None and not before.stable:
+        console.print(f"[yellow]warning:[/] the unpruned controller is not stable at upright (spectral radius {before.radius:.4f}); "
+                      "the stability constraint is off")
+        check = None
+    states = visit_for(search_episodes, SEARCH_SEED)(model)  # data-aware metrics and the least-squares re-fit
+    result = prune(model, groups, keep, objective, method=search_method,
+                   metric=metric, states=states, seed=seed, tolerance=tolerance, floor=floor,
+                   radius_check=check, resolution=resolution, max_evaluations=max_evaluations,
+                   reconstruct=reconstruct,
+                   finetune=visit_for(seed=3000) if finetune else None, progress=True)
+    after = pendulum_stability(result.model) if pendulum else None
+    summary = {"method": method, **result.to_dict(), "controller": str(controller.path), "sha256": controller.sha256,
+               "stability_constraint": check is not None, "env_id": env_id}
+    if before is not None and after is not None:
+        summary.update(stability_before=before.to_dict(), stability_after=after.to_dict())
+    if judge_episodes:
+        summary["return_before"] = closed_loop_return(model, judge_episodes, 0, "gym", env_id).mean
+        summary["return_after"] = closed_loop_return(result.model, judge_episodes, 0, "gym", env_id).mean
+    if out is not None:
+        summary["files"] = _write(out, result.model, controller, example, result.widths, summary)
+    return PrunedController(result.model, result, summary, list(groups.warnings))
+
+
+def print_prune_table(console: Console, s: dict, search_episodes: int, judge_episodes: int) -> None:
+    """The before/after table of a prune summary (:attr:`PrunedController.summary`)."""
+    table = Table(title=f"prune {s['method']} ({s['metric']}), keep {s['keep']} of prunable parameters, seed {s['seed']}")
+    for col in ("", "before", "after"):
+        table.add_column(col, justify="right")
+    table.add_row("parameters", f"{s['params_before']:,}", f"{s['params_after']:,}")
+    table.add_row("prunable parameters", f"{s['prunable_params_before']:,}", f"{s['prunable_params_after']:,} ({s['keep_fraction']:.1%})")
+    table.add_row("bytes (float32)", f"{s['bytes_before']:,}", f"{s['bytes_after']:,}")
+    table.add_row("multiply-adds / step", f"{s['macs_before']:,}", f"{s['macs_after']:,}")
+    table.add_row(f"objective (fast, {search_episodes} ep.)", f"{s['objective_before']:.1f}", f"{s['objective_after']:.1f}")
+    if "return_before" in s:
+        table.add_row(f"return (gymnasium {s['env_id']}, seeds 0..{judge_episodes - 1})", f"{s['return_before']:.1f}", f"{s['return_after']:.1f}")
+    if "stability_before" in s:
+        table.add_row("stability margin (1 - radius)", f"{s['stability_before']['margin']:.4f}", f"{s['stability_after']['margin']:.4f}")
+    widths = ", ".join(f"{k}:{v['out']}" for k, v in s["widths"].items() if "out" in v)
+    table.add_row("widths (out)", "", widths)
+    table.add_row("coefficients", "", ", ".join(f"{k}:{v:.3f}" for k, v in s["coefficients"].items()))
+    if s.get("metric_trials"):
+        table.add_row("metric (auto: uniform point)", "", ", ".join(f"{k}:{v:.1f}" for k, v in s["metric_trials"].items()) + f" -> {s['metric']}")
+    if s.get("finetune"):
+        ft = s["finetune"]
+        table.add_row("fine-tune objective", f"{ft['objective_before']:.1f}", f"{ft['objective_after']:.1f}"
+                      + ("" if ft["kept"] else " (worse: searched weights kept)"))
+    table.add_row("evaluations / seconds", "", f"{s['evaluations']} / {s['seconds']:.1f}")
+    console.print(table)

@@ -1,0 +1,1 @@
+"""The bundled Pendulum-v1 reference controller: how it is trained."""
