@@ -33,8 +33,9 @@ ELEMENTWISE_METHODS = {
     "relu", "tanh", "sigmoid", "exp", "abs", "neg", "sin", "cos", "square", "clamp", "clip",
     "contiguous", "float", "double", "to", "detach", "clone", "type_as",
 }
-BINARY_FUNCTIONS = {operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul, torch.div}
-BINARY_METHODS = {"add", "sub", "mul", "div"}
+BINARY_FUNCTIONS = {operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul, torch.div,
+                    torch.minimum, torch.maximum, torch.pow, operator.pow}
+BINARY_METHODS = {"add", "sub", "mul", "div", "minimum", "maximum", "pow"}
 CAT_FUNCTIONS = {torch.cat, torch.concat}
 
 # ATen overload packets by name (torch.export spells every op this way).
@@ -62,7 +63,7 @@ PASS_THROUGH = {"clone", "alias", "detach", "contiguous", "_to_copy", "lift_fres
 SUPPORTED = ("Linear (nn.Linear, F.linear, aten.linear/addmm/mm, matmul with a constant weight), "
              "LayerNorm over the features (module, F.layer_norm, aten.layer_norm/native_layer_norm), "
              "element-wise activations (ReLU, ELU, Tanh, SiLU, Mish, LeakyReLU, GELU, Softplus, Sigmoid, ...), "
-             "dropout/identity, clamp/clip, + - * / with scalars, per-feature constants or an equally wide "
+             "dropout/identity, clamp/clip/minimum/maximum, + - * / with scalars, per-feature constants or an equally wide "
              "tensor (residual sums), cat along the features, reshapes that keep the shape")
 
 

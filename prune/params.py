@@ -8,13 +8,19 @@ keeping its kind (parameter, buffer or plain constant) and its ``requires_grad``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from prune.groups import ModuleInfo
+
+class LayerInfo(Protocol):
+    """Where a layer's tensors are (what :class:`prune.groups.ModuleInfo` records): empty paths for a module form."""
+
+    weight: str
+    bias_path: str
+    transposed: bool
+    node: str
 
 
 def owner(model: nn.Module, path: str) -> tuple[nn.Module, str]:
@@ -41,7 +47,7 @@ def set_tensor(model: nn.Module, path: str, value: torch.Tensor) -> None:
         setattr(mod, name, value.detach().clone())
 
 
-def linear_weight(model: nn.Module, name: str, info: ModuleInfo) -> torch.Tensor:
+def linear_weight(model: nn.Module, name: str, info: LayerInfo) -> torch.Tensor:
     """The weight of Linear ``name`` as an (out, in) tensor (a view of the stored one)."""
     if not info.weight:
         return cast(nn.Linear, model.get_submodule(name)).weight
@@ -49,14 +55,14 @@ def linear_weight(model: nn.Module, name: str, info: ModuleInfo) -> torch.Tensor
     return w.T if info.transposed else w
 
 
-def linear_bias(model: nn.Module, name: str, info: ModuleInfo) -> torch.Tensor | None:
+def linear_bias(model: nn.Module, name: str, info: LayerInfo) -> torch.Tensor | None:
     """The bias of Linear ``name`` (None when it has none)."""
     if not info.weight:
         return cast(nn.Linear, model.get_submodule(name)).bias
     return tensor_at(model, info.bias_path) if info.bias_path else None
 
 
-def norm_affine(model: nn.Module, name: str, info: ModuleInfo) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def norm_affine(model: nn.Module, name: str, info: LayerInfo) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Weight and bias of LayerNorm ``name`` (either may be None)."""
     if not (info.weight or info.bias_path or info.node):
         mod = cast(nn.LayerNorm, model.get_submodule(name))

@@ -120,12 +120,29 @@ class Functional(nn.Module):
         return self.l4(F.softplus(self.l3(h)) / 3.0 - 1.0)
 
 
+class PPOClipped(nn.Module):
+    """SB3-style PPO actor: tanh MLP, a hidden cap by torch.minimum, the action clipped to the box by torch.maximum/minimum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.policy_net = nn.Sequential(nn.Linear(OBS, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh())
+        self.action_net = nn.Linear(16, 2)
+        self.register_buffer("cap", torch.rand(16) * 0.5 + 0.5)
+        self.register_buffer("low", torch.tensor([-2.0, -1.0]))
+        self.register_buffer("high", torch.tensor([2.0, 1.0]))
+
+    def forward(self, x):
+        h = torch.minimum(self.policy_net(x), self.cap)
+        return torch.minimum(torch.maximum(self.action_net(h), self.low), self.high)
+
+
 def mlp(act: type[nn.Module]) -> Callable[[], nn.Module]:
     return lambda: nn.Sequential(nn.Linear(OBS, 16), act(), nn.Linear(16, 12), act(), nn.Linear(12, 2))
 
 
 ZOO: dict[str, Callable[[], nn.Module]] = {
     "simba": SimBa, "tdmpc2": tdmpc2, "sac": SACActor, "cleanrl": CleanRLActor, "affine": Affine, "functional": Functional,
+    "ppo_clipped": PPOClipped,
     "gelu": mlp(nn.GELU), "silu": mlp(nn.SiLU), "softplus": mlp(nn.Softplus), "sigmoid": mlp(nn.Sigmoid),
 }
 FORMS = ("module", "fx", "export", "core")
