@@ -593,3 +593,12 @@ def test_widths_spelled_in_python_need_the_trace_which_rewrites_them():
     with torch.no_grad():
         assert torch.allclose(small(x), masked_reference(traced, g, keep)(x), atol=1e-5)
     assert dict(small.named_parameters())["w"].shape == (5,)
+
+
+@pytest.mark.parametrize("form", ("fx", "export"))
+def test_a_graph_form_is_fine_tuned_in_place_of_its_tensors(form):
+    model, x = make("sac", form), states()
+    groups = find_groups(model, x[:2])
+    result = prune(model, groups, keep=0.3, objective=fidelity(model), method="uniform", finetune=lambda m: x)
+    assert result.finetune is not None and result.finetune.loss_after < result.finetune.loss_before
+    assert result.finetune_kept == (result.objective_after >= result.search.objective)
