@@ -85,6 +85,7 @@ class Tracer:
         self.const_info: dict[str, ModuleInfo] = {}
         self.params = {name for name, _ in gm.named_parameters(remove_duplicate=False)}
         self.graph_params: dict[str, str] = {}  # attribute path -> the graph-form layer it belongs to
+        self.called = {str(n.target) for n in gm.graph.nodes if n.op == "call_module"}
 
     # -- dimensions and union-find (residual sums share one index space) --
     def new_dim(self, name: str, size: int, producer: str | None = None, const: bool = False) -> int:
@@ -168,6 +169,8 @@ class Tracer:
             self.dims[d].slices.append(Slice(path, "const", 0))
             numel = math.prod(int(s) for s in shape)
             self.const_info[path] = ModuleInfo("const", norm_size=width, affine_params=numel // width if path in self.params else 0)
+            if self.module_owned(path):
+                self.dims[d].blocked.append(f"node '{node.name}' reads '{path}' outside its module (shared weights); prune/ leaves it whole")
             if not self.graph_input:
                 try:
                     tensor_at(self.model, path)
@@ -194,8 +197,16 @@ class Tracer:
             return f"{n.target}.value", flipped
         return None
 
+    def module_owned(self, path: str) -> str | None:
+        """The nn.Linear / nn.LayerNorm called in the graph that owns parameter ``path`` (None if none does)."""
+        parent = path.rpartition(".")[0]
+        return parent if parent in self.called and isinstance(self.gm.get_submodule(parent), (nn.Linear, nn.LayerNorm)) else None
+
     def claim(self, path: str, layer: str) -> None:
         """Record that ``path`` is a weight/bias of graph-form layer ``layer`` (a second claim is a shared tensor)."""
+        owner = self.module_owned(path)
+        if owner is not None:
+            self.share(path, [layer, owner], f"is used by '{layer}' and by its module '{owner}'")
         if path in self.graph_params and self.graph_params[path] != layer:
             self.share(path, [self.graph_params[path], layer], f"is used by '{self.graph_params[path]}' and '{layer}'")
         self.graph_params.setdefault(path, layer)

@@ -602,3 +602,31 @@ def test_a_graph_form_is_fine_tuned_in_place_of_its_tensors(form):
     result = prune(model, groups, keep=0.3, objective=fidelity(model), method="uniform", finetune=lambda m: x)
     assert result.finetune is not None and result.finetune.loss_after < result.finetune.loss_before
     assert result.finetune_kept == (result.objective_after >= result.search.objective)
+
+
+class PeekNorm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.ln, self.c = nn.Linear(OBS, 8), nn.LayerNorm(8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.c(self.ln(self.a(x)) * self.ln.weight)  # the LayerNorm's weight, read again as a constant
+
+
+class PeekLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(OBS, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.a(x))
+        return self.c(torch.tanh(self.b(h)) + F.linear(h, self.b.weight))  # b's weight, read by a functional Linear too
+
+
+@pytest.mark.parametrize("trace", (False, True))
+def test_a_module_weight_read_outside_its_module_leaves_its_dimensions_whole(trace):
+    norm, linear = (fx.symbolic_trace(m) if trace else m for m in (PeekNorm(), PeekLinear()))
+    g = find_groups(norm, states(2))
+    assert g.names == [] and "reads 'ln.weight' outside its module" in g.excluded["a"]
+    g = find_groups(linear, states(2))
+    assert g.names == [] and "'b.weight' is used by 'b@linear' and by its module 'b'" in g.excluded["a"]
