@@ -50,13 +50,14 @@ from prune.finetune import FinetuneReport, distill
 from prune.groups import Group, Groups, find_groups
 from prune.importance import METRICS, register_metric, score
 from prune.io import SavedModel, load_program, load_state_dict, save_pruned, sidecar_paths
+from prune.ops import SUPPORTED
 from prune.problem import Start
 from prune.search import SEARCH_METHODS, SearchResult
 from prune.stability import Stability, stability
 from prune.surgery import keep_indices, masked_copy, reconstruct, shrink, widths
 
 __all__ = [
-    "METRICS", "SEARCH_METHODS", "STABILITY_MODES", "STABILITY_TOLERANCE", "Constraint", "Footprint", "FinetuneReport",
+    "METRICS", "SEARCH_METHODS", "STABILITY_MODES", "STABILITY_TOLERANCE", "SUPPORTED", "Constraint", "Footprint", "FinetuneReport",
     "Group", "Groups", "PruneError", "PruneResult", "Rules", "SavedModel", "SearchResult", "Stability", "Start",
     "distill", "find_groups", "footprint", "keep_fraction", "keep_indices", "kept_from_coefficients", "load_program",
     "load_state_dict", "masked_copy", "prune", "prune_budgets", "reconstruct", "register_metric", "save_pruned", "score",

@@ -7,7 +7,7 @@ with ``torch.fx.symbolic_trace``; a ``GraphModule`` (from ``symbolic_trace``, fr
 is read as it is. The walk follows each dimension through element-wise ops (activations, Dropout,
 clamp, scalar arithmetic), LayerNorm, branching (several consumers of one tensor), reshapes that
 keep the shape, and ``cat`` along the feature axis into later Linears (see :mod:`prune.ops` for
-every spelling). A Linear is an ``nn.Linear`` or an op on constant tensors (``F.linear``,
+every spelling; the walk itself is :mod:`prune.tracer`). A Linear is an ``nn.Linear`` or an op on constant tensors (``F.linear``,
 ``aten.linear``, ``aten.addmm``, ``x @ W``). Every unit of a group is a set of slices: a row of the
 producer's weight and bias, the matching column of every consumer's weight, the LayerNorm weight and
 bias entries, the entries of per-feature constants it is combined with.
