@@ -181,7 +181,9 @@ def find_groups(
             continue
         else:
             anchor = producers[0] if producers else name
-            comp = _component_of(producers or [anchor], patterns) or anchor.split(".")[0]
+            top = anchor.split(".")[0]
+            # onnx2torch keeps every initializer under one 'initializers' module: a layer there is its own component
+            comp = _component_of(producers or [anchor], patterns) or (anchor if top == "initializers" else top)
             groups.append(Group(name, comp, members[0].size, producers, slices, [c for d in members for c in d.couplings]))
             for s in slices:
                 if s.kind == "const":

@@ -547,6 +547,7 @@ def test_an_onnx2torch_graph_is_pruned_through_its_own_modules():
     model, x = onnx2torch_like().eval(), states()
     g = find_groups(model, x[:2], strict=True)
     assert g.names == ["initializers.w_mm", "side/Gemm", "net/net/2/Gemm"]
+    assert g.components == {name: [name] for name in g.names}  # one component per layer, not one for all initializers
     assert g.modules["initializers.w_mm"].transposed and g.modules["initializers.b_mm"].kind == "const"
     assert {(s.module, s.kind) for s in g["net/net/2/Gemm"].slices} == {
         ("net/net/2/Gemm", "linear.out"), ("initializers.ln_w", "layernorm"), ("mu/Gemm", "linear.in"), ("reshape", "reshape"),
