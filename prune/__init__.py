@@ -9,7 +9,14 @@ Neural Networks in Control via Soft Coefficient Optimization".
 
 The API, in short (every function has type hints and a docstring):
 
-- ``find_groups(model, example_input, components=None, ...) -> Groups``: what can be pruned.
+- ``find_groups(model, example_input, components=None, ...) -> Groups``: what can be pruned. ``model``
+  is an ``nn.Module`` (traced with ``torch.fx.symbolic_trace``) or a ``torch.fx.GraphModule`` read
+  as it is: a symbolic trace, ``torch.export.export(...).module()`` (ATen ops, core ATen too) or
+  onnx2torch's output (its own modules). The ops followed are listed in :mod:`prune.ops`
+  (``SUPPORTED``); residual sums and per-feature constants couple dimensions into one group
+  (``Group.producers``, ``Group.couplings``); anything else is left out (``Groups.excluded``) or,
+  with ``strict=True``, refused naming the node, its op and the supported set. ``shrink`` keeps a
+  GraphModule a GraphModule (smaller submodules or sliced graph tensors, graph recompiled).
 - ``prune(model, groups, keep, objective, method="gd", metric="l1", states=None, seed=0,
   tolerance=0.01, floor=None, radius_check=None, resolution=0.1, max_evaluations=60,
   gradient="spsa", reconstruct=False, finetune=None, progress=False, stability="strict",
@@ -43,13 +50,14 @@ from prune.finetune import FinetuneReport, distill
 from prune.groups import Group, Groups, find_groups
 from prune.importance import METRICS, register_metric, score
 from prune.io import SavedModel, load_program, load_state_dict, save_pruned, sidecar_paths
+from prune.ops import SUPPORTED
 from prune.problem import Start
 from prune.search import SEARCH_METHODS, SearchResult
 from prune.stability import Stability, stability
 from prune.surgery import keep_indices, masked_copy, reconstruct, shrink, widths
 
 __all__ = [
-    "METRICS", "SEARCH_METHODS", "STABILITY_MODES", "STABILITY_TOLERANCE", "Constraint", "Footprint", "FinetuneReport",
+    "METRICS", "SEARCH_METHODS", "STABILITY_MODES", "STABILITY_TOLERANCE", "SUPPORTED", "Constraint", "Footprint", "FinetuneReport",
     "Group", "Groups", "PruneError", "PruneResult", "Rules", "SavedModel", "SearchResult", "Stability", "Start",
     "distill", "find_groups", "footprint", "keep_fraction", "keep_indices", "kept_from_coefficients", "load_program",
     "load_state_dict", "masked_copy", "prune", "prune_budgets", "reconstruct", "register_metric", "save_pruned", "score",

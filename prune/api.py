@@ -20,6 +20,7 @@ from prune.finetune import FinetuneReport, Visit, distill
 from prune.groups import Groups
 from prune.importance import score
 from prune.jsonable import jsonable
+from prune.modes import set_mode
 from prune.search import (
     SEARCH_METHODS,
     Objective,
@@ -171,7 +172,7 @@ def prune(model: nn.Module, groups: Groups, keep: float, objective: Objective, m
     keep = check_keep(keep)
     if method not in SEARCH_METHODS:
         raise PruneError(f"unknown method {method!r}; known: {', '.join(SEARCH_METHODS)}")
-    model.eval()
+    set_mode(model, False)
     fit_states = None
     if reconstruct:
         if states is None:
@@ -200,14 +201,14 @@ def prune(model: nn.Module, groups: Groups, keep: float, objective: Objective, m
     small = shrink(model, groups, keep_idx)
     if fit_states is not None:
         reconstruct_layers(model, small, groups, keep_idx, fit_states)
-    small.eval()
+    set_mode(small, False)
     report = None
     objective_after = result.objective
     constraints = dict(result.constraints)
     if finetune is not None:
         searched = copy.deepcopy(small.state_dict())
         report = distill(small, model, finetune, seed=seed)
-        small.eval()
+        set_mode(small, False)
         with torch.no_grad():
             tuned = objective_value(objective(small))[0]
         radius = float(radius_check(small)) if radius_check is not None else None

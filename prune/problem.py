@@ -29,6 +29,7 @@ from prune.constraints import CONSTRAINT_NAMES, STABILITY_TOLERANCE, Constraint,
 from prune.errors import PruneError
 from prune.groups import Groups
 from prune.jsonable import jsonable
+from prune.modes import set_mode
 from prune.surgery import keep_indices, reconstruct, shrink
 
 Objective = Callable[[nn.Module], "float | Sequence[float]"]  # a number, or one score per episode
@@ -193,7 +194,7 @@ class Problem:
         small = shrink(self.model, self.groups, keep)
         if self.reconstruct_states is not None:
             reconstruct(self.model, small, self.groups, keep, self.reconstruct_states)
-        small.eval()
+        set_mode(small, False)
         return small
 
     def judge(self, kept: Mapping[str, int], small: nn.Module, raw) -> Candidate:
