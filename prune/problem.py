@@ -257,13 +257,10 @@ class Problem:
         return None
 
     def evaluate_kept(self, kept: dict[str, int]) -> Candidate:
-        key = self.key(kept)
-        if key in self.cache:
-            return self.cache[key]
-        small = self.build(kept)
-        with torch.no_grad():
-            raw = self.objective(small)
-        return self.judge(kept, small, raw)
+        """Judge one point (cached: no evaluation), through the same seam as a population (a batch of one)."""
+        cand = self.evaluate_many([kept])[0]
+        assert cand is not None  # no max_evaluations cut-off was asked
+        return cand
 
     def evaluate_many(self, kepts: Sequence[dict[str, int]], max_evaluations: int | None = None) -> list[Candidate | None]:
         """Judge a population in order: uncached points go to the objective's batch form at once, if it has one.
@@ -292,7 +289,10 @@ class Problem:
                 self.judge(kept, small, raw)
         else:
             for kept in new.values():
-                self.evaluate_kept(kept)
+                small = self.build(kept)
+                with torch.no_grad():
+                    raw = self.objective(small)
+                self.judge(kept, small, raw)
         return [self.cache.get(self.key(k)) for k in kepts]
 
     def penalised(self, cand: Candidate) -> float:
