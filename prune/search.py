@@ -2,7 +2,10 @@
 
 Candidates are built, judged against the constraints, cached and counted by the shared
 :class:`prune.problem.Problem` (every method below climbs the same penalised objective, spends the
-same evaluation counter and returns through the same winner's-curse guard).
+same evaluation counter and returns through the same winner's-curse guard), and every method hands
+them over in batches through its one seam, :meth:`prune.problem.Problem.evaluate_many` (grid
+chunks, gd's starts and probes, CMA-ES generations, TPE batches), which an objective's ``batch``
+may fan out; the results are the same with or without it.
 
 Methods:
 - ``grid``: every point of {0, r, 2r, .., 1}^K snapped onto the budget by the same projection as
@@ -85,7 +88,7 @@ def grid_points(problem: Problem, resolution: float = 0.1) -> list[dict[str, int
 
 
 def search_grid(problem: Problem, resolution: float = 0.1) -> None:
-    """Every grid point snapped onto the budget (see :func:`grid_points`), judged once each."""
+    """Every grid point snapped onto the budget (see :func:`grid_points`), judged once each, ``GRID_CHUNK`` points per batch."""
     points = grid_points(problem, resolution)
     if not points:
         raise PruneError(f"grid at resolution {resolution} has no point within the budget [{problem.keep - problem.tolerance:.4f}, {problem.keep}]; "
