@@ -11,6 +11,7 @@ from export.mcu.session import FirmwareSession, qemu_available
 from export.onnx_export import OPSET, export_onnx, ort_actions, ort_session
 from export.pipeline import export_bundle
 from export.runtime import cache_root
+from export.scratch import scratch_dir, scratch_in
 from export.session import DeviceSession, Reply, StubFailed
 from export.signing import (
     SignatureRefused,
@@ -29,5 +30,5 @@ __all__ = [
     "Manifest", "Reply", "SignatureRefused", "StubFailed", "StubSession", "build", "cache_root", "check_supported_ops", "export_bundle",
     "export_onnx", "frames", "generate_keypair", "import_onnx", "load_bundle", "lower", "move_into_place", "open_session", "ort_actions",
     "ort_session", "public_key_hex", "qemu_available", "read_manifest", "read_public_key", "run_library_in_process",
-    "run_stub_batch", "run_stub_bench", "sign_bundle", "verify_bundle", "verify_bundle_signature", "versions",
+    "run_stub_batch", "run_stub_bench", "scratch_dir", "scratch_in", "sign_bundle", "verify_bundle", "verify_bundle_signature", "versions",
 ]

@@ -36,7 +36,7 @@ def remove_stale(parent: Path, prefix: str) -> list[Path]:
         return removed
     for p in entries:
         m = pattern.match(p.name)
-        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))) and p.is_dir():
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))) and p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed
@@ -49,13 +49,20 @@ def scratch_dir(parent: Path, prefix: str) -> Path:
 
 
 @contextlib.contextmanager
-def scratch(prefix: str) -> Iterator[Path]:
-    """A scratch folder in the system's temporary directory, removed on exit (and by the next run if killed)."""
-    d = scratch_dir(Path(tempfile.gettempdir()), prefix)
+def scratch_in(parent: Path, prefix: str) -> Iterator[Path]:
+    """:func:`scratch_dir` as a context manager: removed on exit, and by the next run if this one is killed."""
+    d = scratch_dir(parent, prefix)
     try:
         yield d
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch(prefix: str) -> Iterator[Path]:
+    """A scratch folder in the system's temporary directory, removed on exit (and by the next run if killed)."""
+    with scratch_in(Path(tempfile.gettempdir()), prefix) as d:
+        yield d
 
 
 def discard(folder: Path) -> None:

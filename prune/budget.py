@@ -64,7 +64,7 @@ def module_sizes(groups: Groups, kept: Mapping[str, int]) -> dict[str, dict[str,
         if removed < 0 or kept.get(g.name, g.size) < 1:
             raise PruneError(f"group '{g.name}' has {g.size} units; cannot keep {kept.get(g.name)}")
         for s in g.slices:
-            axis = {"linear.in": "in", "linear.out": "out", "layernorm": "norm"}[s.kind]
+            axis = {"linear.in": "in", "linear.out": "out"}.get(s.kind, "norm")
             sizes[s.module][axis] -= removed
     return sizes
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from prune.errors import PruneError
 from prune.jsonable import jsonable
+from prune.modes import set_mode
 
 Visit = Callable[[nn.Module], torch.Tensor]
 
@@ -50,12 +51,12 @@ def distill(student: nn.Module, teacher: nn.Module, visit: Visit, rounds: int = 
         raise PruneError(f"finetune needs rounds, steps and batch >= 1, got {rounds}, {steps}, {batch}")
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(int(seed))
-    teacher.eval()
+    set_mode(teacher, False)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     pool: list[torch.Tensor] = []
     loss_before = loss_after = float("nan")
     for r in range(rounds):
-        student.eval()
+        set_mode(student, False)
         with torch.no_grad():
             if r == 0:
                 pool.append(visit(teacher).detach().float())
@@ -65,14 +66,14 @@ def distill(student: nn.Module, teacher: nn.Module, visit: Visit, rounds: int = 
             target = teacher(states)
             if r == 0:
                 loss_before = float(nn.functional.mse_loss(student(states), target))
-        student.train()
+        set_mode(student, True)
         for _ in range(steps):
             idx = torch.randint(len(states), (min(batch, len(states)),), generator=gen)
             loss = nn.functional.mse_loss(student(states[idx]), target[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
-        student.eval()
+        set_mode(student, False)
         with torch.no_grad():
             loss_after = float(nn.functional.mse_loss(student(states), target))
     return FinetuneReport(rounds, rounds * steps, loss_before, loss_after, int(sum(len(p) for p in pool)),

@@ -20,8 +20,10 @@ from typing import cast
 import torch
 from torch import nn
 
+from prune.capture import linear_inputs
 from prune.errors import PruneError
 from prune.groups import Group, Groups
+from prune.params import linear_bias, linear_weight, norm_affine, tensor_at
 
 Scores = dict[str, torch.Tensor]
 
@@ -60,22 +62,25 @@ def score(model: nn.Module, groups: Groups, metric: str = "l1", states=None, see
     return {k: v.detach().double() for k, v in scores.items()}
 
 
-def _unit_parts(model: nn.Module, group: Group) -> list[torch.Tensor]:
-    """Each slice of the group as a (size, k) matrix: one row per unit."""
+def _unit_parts(model: nn.Module, groups: Groups, group: Group) -> list[torch.Tensor]:
+    """Each slice of the group as a (size, k) matrix: one row per unit (constants only when they are parameters)."""
     n, parts = group.size, []
     for s in group.slices:
-        mod = model.get_submodule(s.module)
-        weight, bias = cast(torch.Tensor, mod.weight), cast(torch.Tensor | None, mod.bias)  # Linear or LayerNorm
+        info = groups.modules[s.module]
         if s.kind == "linear.out":
-            parts.append(weight[s.offset: s.offset + n])
+            bias = linear_bias(model, s.module, info)
+            parts.append(linear_weight(model, s.module, info)[s.offset: s.offset + n])
             if bias is not None:
                 parts.append(bias[s.offset: s.offset + n, None])
         elif s.kind == "linear.in":
-            parts.append(weight[:, s.offset: s.offset + n].T)
-        else:
-            for p in (weight, bias):
+            parts.append(linear_weight(model, s.module, info)[:, s.offset: s.offset + n].T)
+        elif s.kind == "layernorm":
+            for p in norm_affine(model, s.module, info):
                 if p is not None:
                     parts.append(p[s.offset: s.offset + n, None])
+        elif s.kind == "const" and info.affine_params:
+            t = tensor_at(model, s.module)
+            parts.append(t.reshape(-1, t.shape[-1])[:, s.offset: s.offset + n].T)
     return parts
 
 
@@ -83,14 +88,14 @@ def _unit_parts(model: nn.Module, group: Group) -> list[torch.Tensor]:
 @torch.no_grad()
 def l1(model: nn.Module, groups: Groups, ctx: MetricContext) -> Scores:
     """Sum of |w| over every slice of a unit."""
-    return {g.name: cast(torch.Tensor, sum(p.abs().sum(1) for p in _unit_parts(model, g))) for g in groups.groups}
+    return {g.name: cast(torch.Tensor, sum(p.abs().sum(1) for p in _unit_parts(model, groups, g))) for g in groups.groups}
 
 
 @register_metric("l2")
 @torch.no_grad()
 def l2(model: nn.Module, groups: Groups, ctx: MetricContext) -> Scores:
     """Euclidean norm over every slice of a unit."""
-    return {g.name: torch.sqrt(cast(torch.Tensor, sum(p.pow(2).sum(1) for p in _unit_parts(model, g))))
+    return {g.name: torch.sqrt(cast(torch.Tensor, sum(p.pow(2).sum(1) for p in _unit_parts(model, groups, g))))
             for g in groups.groups}
 
 
@@ -103,23 +108,15 @@ def random(model: nn.Module, groups: Groups, ctx: MetricContext) -> Scores:
 
 @torch.no_grad()
 def _consumer_inputs(model: nn.Module, groups: Groups, states) -> dict[str, torch.Tensor]:
-    """Mean |input feature| of every Linear on ``states``, from forward pre-hooks."""
+    """Mean |input feature| of every Linear on ``states`` (forward pre-hooks, or the graph run node by node)."""
     if states is None:
         raise PruneError("a data-aware metric needs states: pass states=... (observations the controller visits)")
     means: dict[str, torch.Tensor] = {}
-    handles = []
-    for name, info in groups.modules.items():
-        if info.kind == "linear":
-            def hook(mod, args, name=name):
-                x = args[0]
-                means[name] = x.detach().abs().reshape(-1, x.shape[-1]).double().mean(0)
-            handles.append(model.get_submodule(name).register_forward_pre_hook(hook))
-    try:
-        inputs = states if isinstance(states, tuple) else (states,)
-        model(*inputs)
-    finally:
-        for h in handles:
-            h.remove()
+
+    def seen(name: str, x: torch.Tensor) -> None:
+        means[name] = x.detach().abs().reshape(-1, x.shape[-1]).double().mean(0)
+
+    linear_inputs(model, groups, [n for n, info in groups.modules.items() if info.kind == "linear"], states, seen)
     return means
 
 
@@ -134,7 +131,7 @@ def _activation_scores(model: nn.Module, groups: Groups, ctx: MetricContext, wei
                 continue
             act = means[s.module][s.offset: s.offset + g.size]
             if weighted:
-                weight = cast(torch.Tensor, model.get_submodule(s.module).weight)
+                weight = linear_weight(model, s.module, groups.modules[s.module])
                 col = weight[:, s.offset: s.offset + g.size].detach().double()
                 act = act * col.norm(dim=0)
             total += act

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from prune.errors import PruneError
+from prune.modes import set_mode
 
 
 @dataclass
@@ -49,7 +50,7 @@ def save_pruned(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tens
     target = sidecar_paths(stem_path)
     parent = Path(target.program).parent
     parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
+    model = set_mode(model, False)
     try:
         program = torch.export.export(model, inputs, dynamic_shapes=tuple({0: torch.export.Dim.AUTO} for _ in inputs))
     except Exception as e:

@@ -1,10 +1,16 @@
-"""A report folder written atomically: built under a temp name beside ``out``, renamed into place at the end."""
+"""A report folder written atomically: built under a temp name beside ``out``, renamed into place at the end.
+
+Temp folders are named ``.<out>.tmp-<pid>-<random>``: a run killed before it could clean up (SIGKILL,
+power loss) leaves one behind, and the next run beside the same ``out`` removes every such folder
+whose process no longer runs. A live run's folder is never touched, so concurrent runs are safe.
+(export's scratch folders: export/scratch.py.)
+"""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
+from export import scratch_dir
 from tools.errors import ToolsError
 
 
@@ -16,6 +22,6 @@ def temp_dir_for(out: Path, force: bool) -> Path:
         raise ToolsError(f"--out {out}: folder exists and is not empty (pass --force to replace it)")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        return scratch_dir(out.parent, f".{out.name}.tmp-")
     except OSError as e:
         raise ToolsError(f"--out {out}: cannot write there ({e.strerror or e})") from e

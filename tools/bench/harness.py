@@ -31,7 +31,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from export import Manifest, export_bundle, export_onnx, move_into_place, read_manifest
+from export import Manifest, export_bundle, export_onnx, move_into_place, read_manifest, verify_bundle_signature
 from export import versions as export_versions
 from prune import find_groups, footprint
 from targets import QemuRunner, parse_target_list, runner_for
@@ -84,10 +84,13 @@ class BenchConfig:
     episodes: int = 100
     seed: int = 0
     quick: bool = False
+    sign: Path | None = None  # private key: every bundle is signed with it
+    public_key: Path | None = None  # its public half: every bundle's signature is checked, and every device checks it
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["controller"] = str(self.controller) if self.controller else None
+        for key in ("controller", "sign", "public_key"):
+            d[key] = str(d[key]) if d[key] else None
         return d
 
 
@@ -196,7 +199,8 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
     with stages.bar:
         models, meta = _make_models(config, base, workdir / "models", sizes, stages, console)
         bundles = _export(models, linux, workdir / "bundles", config, stages) if linux else {}
-        mcu = export_mcu(models, mcus, workdir / "bundles", _n_parity(config), config.seed, stages.say, stages.tick)
+        mcu = export_mcu(models, mcus, workdir / "bundles", _n_parity(config), config.seed, stages.say, stages.tick,
+                         sign=config.sign, public_key=config.public_key)
         obs = base.spec.sample_observations(sizes.calls, config.seed)
         latency: dict[tuple[str, str, str], LatencyStats] = {}
         if host is not None:
@@ -208,13 +212,15 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
         for name in runners:
             stages.say(f"latency: stub on {name}")
             n, warmup = (sizes.emulated_calls, sizes.warmup // 10) if name in emulated else (sizes.calls, sizes.warmup)
-            stubs[name] = measure_stub(bundles, name, obs[:n], sizes.stub_rounds, warmup, stages.tick)
+            stubs[name] = measure_stub(bundles, name, obs[:n], sizes.stub_rounds, warmup, stages.tick,
+                                       public_key=config.public_key)
             latency.update({(m, "stub", name): sb.latency for m, sb in stubs[name].items()})
         rewards: dict[tuple[str, str], DeviceReward] = {}
         for name in runners:
             for m, c in models.items():
                 stages.say(f"reward: {m} through the stub on {name} ({config.episodes} episodes)")
-                rewards[(m, name)] = device_reward(bundles[m], name, as_policy(c.module), config.episodes, config.seed)
+                rewards[(m, name)] = device_reward(bundles[m], name, as_policy(c.module), config.episodes, config.seed,
+                                                   public_key=config.public_key)
                 stages.tick()
         for t in mcus:
             for m, c in models.items():
@@ -222,7 +228,7 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
                     stages.say(f"reward: {m} through the firmware on {t.name} under qemu-system-arm "
                                f"({config.episodes} episodes)")
                     rewards[(m, t.name)] = device_reward(mcu.bundles[(m, t.name)], t.name, as_policy(c.module),
-                                                         config.episodes, config.seed)
+                                                         config.episodes, config.seed, public_key=config.public_key)
                 stages.tick()
         # the torch reference of a model that runs on no requested device (it fits none of the parts)
         torch_only = {m: torch_reward(as_policy(c.module), config.episodes, config.seed) for m, c in models.items()
@@ -291,13 +297,16 @@ def _n_parity(config: BenchConfig) -> int:
 
 
 def _export(models: dict[str, Controller], targets, folder: Path, config: BenchConfig, stages: _Stages) -> dict[str, Path]:
-    """One verified bundle per model (ONNX + a TVM library per Linux target)."""
+    """One verified bundle per model (ONNX + a TVM library per Linux target), signed with ``config.sign`` if given
+    and then checked against ``config.public_key`` before anything of it is loaded or run."""
     bundles = {}
     for label, c in models.items():
         stages.say(f"exporting {label}")
         bundles[label] = folder / label
         export_bundle(c.module, c.spec, targets, bundles[label], source_path=c.path, source_sha256=c.sha256,
-                      architecture=c.architecture, n_parity=_n_parity(config), seed=config.seed)
+                      architecture=c.architecture, n_parity=_n_parity(config), seed=config.seed, sign=config.sign)
+        if config.public_key is not None:
+            verify_bundle_signature(bundles[label], config.public_key)
         stages.tick()
     return bundles
 

@@ -123,8 +123,10 @@ class StubBench:
 
 
 def measure_stub(bundles: dict[str, Path], target: str, obs: np.ndarray, rounds: int, warmup: int,
-                 tick: Callable[[], None] = lambda: None) -> dict[str, StubBench]:
+                 tick: Callable[[], None] = lambda: None, public_key: Path | None = None) -> dict[str, StubBench]:
     """model -> the stub's ``bench`` mode for ``target`` (native, qemu-user or ssh), rounds interleaved over models.
+
+    With ``public_key`` the stub runs a bundle only if it is signed with its private half.
 
     The stub reports each round's min/p50/p99/max; pooled, the median is the median of round medians,
     p99 the median of round p99s, max the largest max.
@@ -132,7 +134,8 @@ def measure_stub(bundles: dict[str, Path], target: str, obs: np.ndarray, rounds:
     raw: dict[str, list[dict]] = {m: [] for m in bundles}
     for _ in range(rounds):
         for m, bundle in bundles.items():
-            raw[m].append(run_stub_bench(bundle, target, n=len(obs), warmup=warmup, observations=obs))
+            raw[m].append(run_stub_bench(bundle, target, n=len(obs), warmup=warmup, observations=obs,
+                                         public_key=public_key))
         tick()
     out = {}
     for m, runs in raw.items():

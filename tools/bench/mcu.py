@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from export import DoesNotFit, export_bundle, qemu_available
+from export import DoesNotFit, export_bundle, qemu_available, verify_bundle_signature
 from tools.bench.report import McuMemoryRow
 from tools.controllers.native import Controller
 from tools.errors import ToolsError
@@ -66,8 +66,12 @@ def _row_from_misfit(model: str, target, error) -> McuMemoryRow:
 
 
 def export_mcu(models: dict[str, Controller], targets, folder: Path, n_parity: int, seed: int,
-               say: Callable[[str], None], tick: Callable[[], None]) -> McuExport:
-    """One verified firmware bundle ``<model>-<target>`` per model and target; a misfit is recorded with its sizes."""
+               say: Callable[[str], None], tick: Callable[[], None], sign: Path | None = None,
+               public_key: Path | None = None) -> McuExport:
+    """One verified firmware bundle ``<model>-<target>`` per model and target; a misfit is recorded with its sizes.
+
+    ``sign``: private key each bundle is signed with; ``public_key``: each bundle's signature is then checked with it.
+    """
     out = McuExport()
     for t in targets:
         for label, c in models.items():
@@ -75,7 +79,9 @@ def export_mcu(models: dict[str, Controller], targets, folder: Path, n_parity: i
             path = folder / f"{label}-{t.name}"
             try:
                 manifest = export_bundle(c.module, c.spec, [t], path, source_path=c.path, source_sha256=c.sha256,
-                                         architecture=c.architecture, n_parity=n_parity, seed=seed)
+                                         architecture=c.architecture, n_parity=n_parity, seed=seed, sign=sign)
+                if public_key is not None:
+                    verify_bundle_signature(path, public_key)
             except DoesNotFit as e:
                 out.rows.append(_row_from_misfit(label, t, e))
             else:

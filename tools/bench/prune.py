@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from prune import find_groups, prune
-from tools.bench.report import checks_table
+from tools.bench.report import budget_table, checks_table
 from tools.controllers.load import load_controller
 from tools.controllers.native import default_controller_path
 from tools.plant.episodes import SEARCH_SEED
@@ -252,19 +252,12 @@ def checks(report: BenchReport, budgets) -> dict:
 
 def print_tables(console: Console, report: BenchReport) -> None:
     n = report.config.get("judge_episodes", 100)
-    table = Table(title=f"gymnasium Pendulum-v1 return (seeds 0..{n - 1}) by method and parameters kept; unpruned {report.unpruned['judge_return']:.1f}")
-    budgets = sorted({r.keep for r in report.rows}, reverse=True)
-    table.add_column("method")
-    for b in budgets:
-        table.add_column(f"{b:.0%} kept", justify="right")
-    for label in dict.fromkeys(r.method for r in report.rows):
-        cells = []
-        for b in budgets:
-            r = next((r for r in report.rows if r.method == label and r.keep == b), None)
-            mark = "" if r is None or r.feasible else " [red]x[/]"  # x: no candidate met the constraints (stability, budget band)
-            cells.append("" if r is None else f"{r.judge_return:.1f}{mark} ({r.evaluations} ev, {r.seconds:.0f}s)")
-        table.add_row(label, *cells)
-    console.print(table)
+    def cell(r) -> str:
+        mark = "" if r.feasible else " [red]x[/]"  # x: no candidate met the constraints (stability, budget band)
+        return f"{r.judge_return:.1f}{mark} ({r.evaluations} ev, {r.seconds:.0f}s)"
+
+    title = f"gymnasium Pendulum-v1 return (seeds 0..{n - 1}) by method and parameters kept; unpruned {report.unpruned['judge_return']:.1f}"
+    console.print(budget_table(title, report.rows, cell))
     console.print("x: infeasible (closed loop unstable at upright, or budget outside the band); gd+finetune shows the search's verdict")
     if report.four_group:
         t4 = Table(title=f"four groups ({report.four_group['architecture']['hidden']}): grid 0.1 vs gradient descent, search objective")

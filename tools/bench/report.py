@@ -9,8 +9,10 @@ and the instructions it executes per inference under qemu-system-arm (not a time
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -262,4 +264,20 @@ def checks_table(checks: dict[str, bool], title: str = "checks") -> Table:
     table.add_column("pass")
     for name, ok in checks.items():
         table.add_row(name, "yes" if ok else "[red]NO[/]")
+    return table
+
+
+def budget_table(title: str, rows: Sequence[Any], cell: Callable[[Any], str]) -> Table:
+    """Methods down, budgets (largest first) across; ``cell(row)`` formats the row of that method and budget.
+
+    Rows need ``method`` and ``keep``; the pruning benches of every use case share this layout.
+    """
+    budgets = sorted({r.keep for r in rows}, reverse=True)
+    table = Table(title=title)
+    table.add_column("method")
+    for b in budgets:
+        table.add_column(f"{b:.0%} kept", justify="right")
+    for label in dict.fromkeys(r.method for r in rows):
+        found = [next((r for r in rows if r.method == label and r.keep == b), None) for b in budgets]
+        table.add_row(label, *("" if r is None else cell(r) for r in found))
     return table

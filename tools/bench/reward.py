@@ -102,10 +102,14 @@ def ends_upright(observations: np.ndarray) -> np.ndarray:
     return np.all(np.abs(angle) < UPRIGHT_RAD, axis=1)
 
 
-def device_reward(bundle: Path, target: str, policy: Policy, episodes: int, seed: int) -> DeviceReward:
-    """Lockstep HIL through the stub for ``target``; ``policy`` is the same controller in torch (the reference)."""
+def device_reward(bundle: Path, target: str, policy: Policy, episodes: int, seed: int,
+                  public_key: Path | None = None) -> DeviceReward:
+    """Lockstep HIL through the stub for ``target``; ``policy`` is the same controller in torch (the reference).
+
+    With ``public_key`` the device runs the bundle only if it is signed with its private half.
+    """
     rec = _Recorder(policy)
-    report = run_hil(bundle, target, rec, episodes, seed, mode="lockstep")
+    report = run_hil(bundle, target, rec, episodes, seed, mode="lockstep", public_key=public_key)
     d = report.to_dict()
     seeds = d["seeds"]
     # run_hil first plays the host policy alone, then asks it about every observation the device acted on

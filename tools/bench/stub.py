@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from export import export_bundle, run_stub_bench
+from export import export_bundle, run_stub_bench, scratch_in
 from prune import find_groups, prune
 from targets import parse_target_list
 from tools.bench.latency import python_runtimes, time_per_call
@@ -86,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     arm: dict[str, dict[str, dict]] = {t: {} for t in arm_targets}
     arch: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="bench_stub.", dir=args.out) as tmp:
+    with scratch_in(args.out, "bench_stub.") as tmp:  # a killed run's folder goes with the next run
         for label, module in models.items():
             params = sum(t.numel() for t in module.parameters())
             arch[label] = mlp_architecture(module, unpruned.architecture.get("activation", "elu"))

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from tools.cli.json_output import dumps
 from tools.errors import ToolsError
 
-SUBCOMMANDS = ("run", "eval", "prune", "export", "targets", "bench", "hil")
+SUBCOMMANDS = ("run", "eval", "prune", "export", "targets", "bench", "hil", "keygen")
 DEFAULT = "run"
 
 

@@ -29,6 +29,7 @@ from tools.cli.options import (
     source_from_args,
 )
 from tools.cli.outputs import check_output
+from tools.cli.signing import check_key_pair
 from tools.errors import ToolsError
 from tools.pipeline.choices import METHODS, SWEEP
 
@@ -77,6 +78,16 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "an autoencoder is trained on them first (default: scikit-learn's 8x8 digits and the shipped autoencoder)")
     p.add_argument("--min-psnr", type=finite_float, default=None, metavar="DB",
                    help="--model autoencoder: reconstruction bound on validation PSNR (default: unpruned validation PSNR - 1 dB)")
+    add_signing(p)
+
+
+def add_signing(p: argparse.ArgumentParser) -> None:
+    """--sign and --public-key of a command that makes its own bundles and runs them (bench, run)."""
+    p.add_argument("--sign", type=Path, default=None, metavar="KEY",
+                   help="sign every bundle the bench makes with this private key (from 'prune-and-export keygen')")
+    p.add_argument("--public-key", type=Path, default=None, metavar="FILE",
+                   help="with --sign, its public half: each bundle's signature is checked, and every stub and firmware "
+                        "run is given the key, so the device checks it too before it loads anything")
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -98,7 +109,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     for t in targets:
         check_target(t)
     return BenchConfig(controller=args.controller, keeps=sorted(keeps, reverse=True), methods=methods, targets=[t.name for t in targets],
-                       episodes=args.episodes or (QUICK_EPISODES if args.quick else 100), seed=args.seed, quick=args.quick)
+                       episodes=args.episodes or (QUICK_EPISODES if args.quick else 100), seed=args.seed, quick=args.quick,
+                       sign=getattr(args, "sign", None), public_key=getattr(args, "public_key", None))
 
 
 def tdmpc_config(args: argparse.Namespace) -> TdmpcBenchConfig:
@@ -162,8 +174,13 @@ def autoencoder_config(args: argparse.Namespace) -> AEBenchConfig:
 def check_before_work(args: argparse.Namespace) -> None:
     """The report folder and, for the controller bench, the flags and the controller itself, checked before any work."""
     check_output(Path(args.out), "--out", folder=True, force=args.force)
+    sign, public_key = getattr(args, "sign", None), getattr(args, "public_key", None)
     if getattr(args, "model", MODELS[0]) == "autoencoder" or (args.controller is not None and str(args.controller) == TDMPC):
+        if sign is not None or public_key is not None:
+            raise ToolsError("--sign and --public-key apply to the controller bench (its stubs and firmware), "
+                             "not to --model autoencoder or --controller tdmpc")
         return
+    check_key_pair(sign, public_key)
     if getattr(args, "data", None) is not None or getattr(args, "min_psnr", None) is not None:
         raise ToolsError("--data and --min-psnr apply to --model autoencoder only")
     if getattr(args, "env", None) not in (None, BENCH_ENV):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from tools.cli.options import add_controller, add_seed, controller_from_args, positive_int, runner_name
 from tools.cli.outputs import check_output
+from tools.cli.signing import check_signing_key
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -32,6 +33,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="keep exact exp/tanh in the TVM libraries (default: TVM's fast versions, still verified at 1e-5)")
     p.add_argument("--allow-unverified", action="store_true",
                    help="exit 0 even if some library could not be executed here (it stays marked 'not verified')")
+    p.add_argument("--sign", type=Path, default=None, metavar="KEY",
+                   help="sign the bundle with this private key (from 'prune-and-export keygen'): manifest.sig, and a boot "
+                        "record per microcontroller image; devices given the public key run nothing else")
     add_seed(p)
 
 
@@ -47,6 +51,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     from tools.pipeline.export import export_controller
 
     check_output(args.out, "--out", folder=True, force=args.force)
+    public_hex = check_signing_key(args.sign) if args.sign is not None else None  # a bad key: refused before any work
     targets = parse_target_list(args.targets)
     ctrl = controller_from_args(args)
     console.print(f"controller {ctrl.path} (sha256 {ctrl.sha256[:12]}, {ctrl.architecture}); seed {args.seed}; "
@@ -55,7 +60,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         exported = export_controller(
             ctrl, [t.name for t in targets], args.out, dynamic_batch=args.dynamic_batch, parity_samples=args.parity_samples,
             fast_math=not args.no_fast_math, runner=args.runner, force=args.force, seed=args.seed,
-            progress=lambda m: status.update(m),
+            progress=lambda m: status.update(m), sign=args.sign,
         )
     manifest = exported.manifest
 
@@ -83,5 +88,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     if unverified:
         console.print(f"[yellow]not verified: {', '.join(unverified)}[/] (the bundle is written; these libraries "
                       "were not executed here, see the reasons above)")
+    if public_hex is not None:
+        console.print(f"signed: manifest.sig made with {args.sign}; public key {public_hex}")
     return {"ok": not unverified or args.allow_unverified, "bundle": str(args.out), "seed": args.seed,
-            "unverified": unverified, "parity": exported.parity, "mcu_memory": memory, "manifest": manifest.to_dict()}
+            "signed": public_hex is not None, "public_key_hex": public_hex, "unverified": unverified, "parity": exported.parity, "mcu_memory": memory, "manifest": manifest.to_dict()}

@@ -18,6 +18,7 @@ from tools.cli.options import (
     source_from_args,
 )
 from tools.cli.outputs import check_output
+from tools.cli.signing import check_public_key
 from tools.errors import ToolsError
 from tools.pipeline.choices import HIL_MODES, MAX_RATE_HZ
 
@@ -67,6 +68,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="draw per-episode returns (device vs host) and on-device inference time into this PNG (or .pdf, .svg)")
     p.add_argument("--runner", type=runner_name, default=None,
                    help="override the target's runner: native, qemu or ssh://user@host[:port]")
+    p.add_argument("--public-key", type=Path, default=None, metavar="FILE",
+                   help="run only a bundle signed with this key's private half (from 'prune-and-export keygen'): the "
+                        "signature is checked here first, then by the device before it loads anything")
     p.add_argument("--compare-other-controller", action="store_true",
                    help="allow a host controller that is not the file the bundle was exported from (sha256 differs): "
                         "the run then compares the device with that other controller")
@@ -77,7 +81,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     from rich.progress import Progress
     from rich.table import Table
 
-    from export import read_manifest, verify_bundle
+    from export import verify_bundle, verify_bundle_signature
     from tools.pipeline.hil import ACTION_FIDELITY, FIDELITY, host_controller, run_hil
     from tools.plant.policy import as_policy
 
@@ -87,11 +91,18 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         check_output(args.plot, "--plot")
     if not (args.bundle / "manifest.json").is_file():
         raise ToolsError(f"{args.bundle}: not a bundle (no manifest.json)")
-    manifest = read_manifest(args.bundle)
+    # Every file the device uses is checked before anything is opened or loaded: the signature over manifest.json
+    # (with --public-key), then each file against its sha256; the host controller's bytes next (host_controller).
+    if args.public_key is not None:
+        public_hex = check_public_key(args.public_key)
+        manifest = verify_bundle_signature(args.bundle, args.public_key)
+    else:
+        manifest, public_hex = verify_bundle(args.bundle), None
     if args.target not in manifest.artifacts:
         raise ToolsError(f"--target {args.target}: the bundle {args.bundle} has no library for it "
                          f"(has: {', '.join(manifest.artifacts) or 'none'})")
-    controller = host_controller(args.bundle, source_from_args(args), compare_other=args.compare_other_controller)
+    controller = host_controller(args.bundle, source_from_args(args), compare_other=args.compare_other_controller,
+                                 manifest=manifest)
     spec, device = controller.spec, manifest.controller_spec
     if (spec.obs_dim, spec.act_dim) != (device.obs_dim, device.act_dim):
         raise ToolsError(f"{controller.path}: takes {spec.obs_dim} observations and gives {spec.act_dim} actions, the bundle's "
@@ -99,7 +110,6 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     if args.safe_action and len(args.safe_action.split(",")) != device.act_dim:
         raise ToolsError(f"--safe-action {args.safe_action}: {len(args.safe_action.split(','))} values, the controller has "
                          f"{device.act_dim} actions")
-    verify_bundle(args.bundle)  # every file the device uses, re-hashed against the manifest before any runs
     device_args: list[str] = []
     if args.device_deadline_us:
         device_args += ["--deadline-us", str(args.device_deadline_us)]
@@ -112,7 +122,8 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         task = bar.add_task(f"{args.target} {args.mode}", total=args.episodes)
         report = run_hil(args.bundle, args.target, as_policy(controller.module), args.episodes, args.seed, args.mode,
                          rate_hz=args.rate_hz, deadline_ms=args.deadline_ms, device_args=tuple(device_args),
-                         runner=args.runner, progress=lambda i, ep: bar.advance(task), env_id=controller.spec.env_id)
+                         runner=args.runner, progress=lambda i, ep: bar.advance(task), env_id=controller.spec.env_id,
+                         public_key=args.public_key)
     seconds = time.perf_counter() - start
     result = report.to_dict()
     table = Table(title=f"HIL {args.target} ({report.runner}), {args.mode}"
@@ -144,8 +155,10 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         _plot(report, args.plot)
         console.print(f"plot written to {args.plot}")
         result["plot"] = str(args.plot)
+    if public_hex is not None:
+        console.print(f"signature: the bundle is signed with public key {public_hex} (checked here and on the device)")
     result.update(seconds=seconds, bundle=str(args.bundle), controller=str(controller.path),
-                  controller_sha256=controller.sha256)
+                  controller_sha256=controller.sha256, public_key_hex=public_hex)
     return result
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from targets import TargetError, parse_ssh_url
 from tools.controllers.source import FORMATS, ControllerSource
 
 if TYPE_CHECKING:
@@ -71,18 +72,16 @@ def non_negative_float(text: str) -> float:
 
 
 def runner_name(text: str) -> str:
-    """argparse type: native, qemu or ssh://[user@]host[:port] (user and host without spaces or a leading dash)."""
+    """argparse type: auto, native, qemu or ssh://user@host[:port][?...] (validated by targets' own ssh URL parser)."""
     if text in ("native", "qemu", "auto"):
         return text
     if text.startswith("ssh://"):
-        rest = text[len("ssh://"):]
-        user, _, hostport = rest.rpartition("@")
-        host, _, port = hostport.partition(":")
-        ok_user = not user or (user[0] != "-" and all(c.isalnum() or c in "._-" for c in user))
-        ok_host = bool(host) and host[0] != "-" and all(c.isalnum() or c in ".-_" for c in host)
-        if ok_user and ok_host and (not port or port.isdigit() and 0 < int(port) < 65536):
-            return text
-    raise argparse.ArgumentTypeError(f"expected native, qemu or ssh://user@host[:port], got {text!r}")
+        try:
+            parse_ssh_url(text)
+        except TargetError as e:
+            raise argparse.ArgumentTypeError(str(e)) from e
+        return text
+    raise argparse.ArgumentTypeError(f"expected auto, native, qemu or ssh://user@host[:port], got {text!r}")
 
 
 def add_controller(p: argparse.ArgumentParser) -> None:

@@ -32,6 +32,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="bench report folder to create (default runs/<UTC timestamp>)")
     p.add_argument("--quick", action="store_true", help="bench with few calls and a short search (for tests)")
+    cmd_bench.add_signing(p)
     _DEFAULTS.update(defer_defaults(p))
 
 
@@ -86,7 +87,7 @@ def _bench_args(opts: argparse.Namespace, bench: dict, bench_parser: argparse.Ar
     """The flags of the last step, ``prune-and-export bench`` (gd at the default budget on x86_64 unless [bench] says otherwise)."""
     values = {"out": opts.out, "episodes": opts.episodes, "seed": opts.seed, "targets": ["x86_64"], "methods": "gd",
               "controller": opts.controller, "format": opts.format, "env": opts.env, "factory": opts.factory,
-              "clip_actions": opts.clip_actions, "quick": opts.quick}
+              "clip_actions": opts.clip_actions, "quick": opts.quick, "sign": opts.sign, "public_key": opts.public_key}
     values.update(bench)  # the file's [bench] table over the defaults
     return bench_namespace(values, bench_parser)
 

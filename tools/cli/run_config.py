@@ -18,7 +18,8 @@ from pathlib import Path
 from tools.errors import ToolsError
 
 SKIP = {"help", "json", "config"}  # not settable from a config file
-BENCH_OWNED = {"out", "force", "controller", "format", "env", "factory", "clip_actions", "seed", "episodes", "quick"}
+BENCH_OWNED = {"out", "force", "controller", "format", "env", "factory", "clip_actions", "seed", "episodes", "quick",
+               "sign", "public_key"}
 
 
 @dataclass

@@ -24,13 +24,17 @@ class ExportedBundle:
 
 def export_controller(controller: Controller, targets: str | list[str], out: Path, *, dynamic_batch: bool = False,
                       parity_samples: int = 1000, fast_math: bool = True, runner: str | None = None, force: bool = False,
-                      seed: int = 0, progress: Callable[[str], None] | None = None) -> ExportedBundle:
-    """Export ``controller`` for the named targets (comma-separated or a list) into the bundle folder ``out``."""
+                      seed: int = 0, progress: Callable[[str], None] | None = None,
+                      sign: Path | None = None) -> ExportedBundle:
+    """Export ``controller`` for the named targets (comma-separated or a list) into the bundle folder ``out``.
+
+    ``sign``: a private key file (``prune-and-export keygen``); the bundle is signed with it (``manifest.sig``).
+    """
     target_list = parse_target_list(targets if isinstance(targets, str) else ",".join(targets))
     manifest = export_bundle(
         controller.module, controller.spec, target_list, out, source_path=controller.path, source_sha256=controller.sha256,
         architecture=controller.architecture, dynamic_batch=dynamic_batch, n_parity=parity_samples,
-        seed=seed, runner=runner, force=force, fast_math=fast_math, progress=progress,
+        seed=seed, runner=runner, force=force, fast_math=fast_math, progress=progress, sign=sign,
     )
     memory = {n: {"flash_bytes": a["flash_bytes"], "ram_bytes": a["ram_bytes"],
                   "flash_budget_bytes": a["memory"]["flash_budget_bytes"], "ram_budget_bytes": a["memory"]["ram_budget_bytes"]}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export import DeviceSession, Reply, frames, open_session, read_manifest
+from export import DeviceSession, Manifest, Reply, frames, open_session, read_manifest
 from tools.controllers.load import load_source
 from tools.controllers.native import Controller
 from tools.controllers.source import ControllerSource
@@ -253,12 +253,14 @@ def _free_episode(env, session: DeviceSession, policy: Policy, seed: int, period
 def run_hil(bundle_dir: Path, target: str, policy: Policy, episodes: int = 10, seed: int = 0, mode: str = "lockstep",
             rate_hz: float | None = None, deadline_ms: float | None = None, device_args: tuple[str, ...] = (),
             runner: str | None = None, progress: Callable[[int, EpisodeReport], None] | None = None,
-            env_id: str = ENV_ID) -> HilReport:
+            env_id: str = ENV_ID, public_key: Path | None = None) -> HilReport:
     """Close the loop: the gymnasium env (Pendulum-v1 by default) on the host, the bundle's controller in the stub.
 
     ``policy`` is the host-side controller (the torch module as a numpy policy) that the device is
     compared with. ``rate_hz`` (free mode) defaults to the plant's 1/dt = 20 Hz; ``deadline_ms``
-    defaults to one period. ``device_args`` go to ``pae_stub serve`` (``--deadline-us``...).
+    defaults to one period. ``device_args`` go to ``pae_stub serve`` (``--deadline-us``...). With
+    ``public_key`` the device runs the bundle only if it is signed with that key's private half (the
+    stub checks ``manifest.sig`` before loading anything, a firmware's boot stage checks its image).
     """
     import gymnasium as gym
 
@@ -280,7 +282,8 @@ def run_hil(bundle_dir: Path, target: str, policy: Policy, episodes: int = 10, s
                        deadline * 1e3 if mode == "free" or deadline_ms else None)
     env = gym.make(env_id)
     try:
-        with open_session(Path(bundle_dir), target, extra_args=tuple(device_args), runner=runner) as session:
+        with open_session(Path(bundle_dir), target, extra_args=tuple(device_args), runner=runner,
+                          public_key=public_key) as session:
             report.runner = session.where
             safe = np.zeros(session.act_dim, dtype=np.float32)
             if "--safe-action" in device_args:
@@ -316,11 +319,13 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def host_controller(bundle: Path, source: ControllerSource, compare_other: bool = False) -> Controller:
+def host_controller(bundle: Path, source: ControllerSource, compare_other: bool = False,
+                    manifest: Manifest | None = None) -> Controller:
     """The host-side controller of a HIL run: ``source`` if it names a file, else the file the bundle was exported
     from. Either must be the bundle's source (same sha256, checked on the bytes before anything loads them)
-    unless ``compare_other`` says a comparison with another controller is wanted."""
-    manifest = read_manifest(bundle)
+    unless ``compare_other`` says a comparison with another controller is wanted. ``manifest``: the bundle's,
+    already checked (a signed bundle's comes from the bytes whose signature was verified); else it is read."""
+    manifest = manifest if manifest is not None else read_manifest(bundle)
     expected = manifest.source.get("sha256")
     if source.path is not None:
         path = Path(source.path)

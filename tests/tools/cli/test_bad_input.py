@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from export import ControllerSpec
+from export import ControllerSpec, generate_keypair, sign_bundle
 from tools.cli import main
 from tools.controllers.native import build_mlp, mlp_architecture, pendulum_spec, save_controller
 
@@ -38,7 +38,9 @@ FILE_NAMES = {
     "inf": "inf.pt", "obs4": "obs4.pt", "sb3_corrupt": "corrupt_policy.zip", "text": "notes.txt",
     "empty_onnx": "empty.onnx", "random_onnx": "random.onnx", "a_file": "a_file", "bundle": "bundle",
     "bundle_other_source": "bundle_other_source", "bundle_tampered": "bundle_tampered", "bundle_garbage": "bundle_garbage",
-    "config_random": "random.toml", "config_unknown": "unknown.toml",
+    "config_random": "random.toml", "config_unknown": "unknown.toml", "private_key": "signing.pem",
+    "public_key": "signing.pub", "other_private_key": "other.pem", "other_public_key": "other.pub",
+    "bundle_signed": "bundle_signed", "bundle_signed_tampered": "bundle_signed_tampered",
 }
 
 
@@ -46,13 +48,16 @@ def _manifest(bundle: Path, source: Path, sha256: str | None) -> None:
     bundle.mkdir()
     onnx = bundle / "model.onnx"
     onnx.write_bytes(b"not really onnx")
+    lib = bundle / "lib.so"
+    lib.write_bytes(b"not really a library")  # hashed right: hil checks every file before it looks at anything else
     spec = pendulum_spec()
     manifest = {
         "format_version": 1, "created_utc": "2026-01-01T00:00:00Z",
         "source": {"path": str(source), "sha256": sha256, "architecture": {}}, "spec": spec.to_dict(),
         "inputs": [], "outputs": [], "param_count": 0, "versions": {},
         "onnx": {"file": "model.onnx", "sha256": hashlib.sha256(onnx.read_bytes()).hexdigest(), "bytes": onnx.stat().st_size},
-        "artifacts": {"x86_64": {"file": "lib.so", "sha256": "0" * 64, "bytes": 1}},
+        "artifacts": {"x86_64": {"file": "lib.so", "sha256": hashlib.sha256(lib.read_bytes()).hexdigest(),
+                                 "bytes": lib.stat().st_size}},
     }
     (bundle / "manifest.json").write_text(json.dumps(manifest))
 
@@ -95,7 +100,24 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
     (f.bundle_garbage / "manifest.json").write_bytes(rng(256))
     f.config_random.write_bytes(b"\xff\xfe" + rng(256))
     f.config_unknown.write_text("no-such-key = 1\n")
+    generate_keypair(f.private_key, f.public_key)
+    generate_keypair(f.other_private_key, f.other_public_key)
+    _manifest(f.bundle_signed, f.good, good_sha)
+    sign_bundle(f.bundle_signed, f.private_key)
+    _manifest(f.bundle_signed_tampered, f.good, good_sha)
+    sign_bundle(f.bundle_signed_tampered, f.private_key)
+    _replace_and_rehash(f.bundle_signed_tampered, "lib.so", b"another library")  # the signature no longer matches
     return f
+
+
+def _replace_and_rehash(bundle: Path, name: str, data: bytes) -> None:
+    """What an attacker who can write the bundle does: replace a file and fix its sha256 and size in manifest.json."""
+    (bundle / name).write_bytes(data)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for record in manifest["artifacts"].values():
+        if record["file"] == name:
+            record.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
 
 
 # ---------------------------------------------------------------- the table
@@ -220,6 +242,52 @@ _case("hil", "source-path-not-the-recorded-bytes",
       lambda f, out: ["hil", "--bundle", str(f.bundle_other_source), "--target", "x86_64"], "random.pt", "exported from")
 _case("hil", "bundle-tampered", lambda f, out: ["hil", "--bundle", str(f.bundle_tampered), "--target", "x86_64"],
       "model.onnx", "was changed")
+# keygen: both key files new, in a folder that takes files; nothing written when either is refused
+_case("keygen", "private-exists", lambda f, out: ["keygen", str(f.private_key), str(out / "new.pub")],
+      "signing.pem", "exists already")
+_case("keygen", "public-exists", lambda f, out: ["keygen", str(out / "new.pem"), str(f.public_key)], "signing.pub", "exists already")
+_case("keygen", "same-file", lambda f, out: ["keygen", str(out / "k"), str(out / "k")], "same file")
+_case("keygen", "folder-read-only", lambda f, out: ["keygen", str(READ_ONLY.parent / "k.pem"), str(out / "k.pub")],
+      "k.pem", "not writable")
+_case("keygen", "folder-missing", lambda f, out: ["keygen", str(out / "none" / "k.pem"), str(out / "k.pub")], "does not exist")
+_case("keygen", "under-a-file", lambda f, out: ["keygen", str(out / "k.pem"), str(f.a_file / "k.pub")], "a_file", "is a file")
+# export --sign: the key is checked before any work
+_case("export", "sign-missing-key", lambda f, out: BASE["export"](f, out) + ["--sign", str(f.root / "none.pem")],
+      "--sign", "none.pem", "no such file")
+_case("export", "sign-garbage-key", lambda f, out: BASE["export"](f, out) + ["--sign", str(f.random)],
+      "--sign", "random.pt", "not an unencrypted PEM private key")
+_case("export", "sign-with-the-public-key", lambda f, out: BASE["export"](f, out) + ["--sign", str(f.public_key)],
+      "--sign", "signing.pub", "is a public key file")
+_case("export", "sign-a-folder", lambda f, out: BASE["export"](f, out) + ["--sign", str(f.root)], "--sign", "is a directory")
+# hil --public-key: the signature is checked before the host controller or the device loads anything
+
+
+def _hil_signed(f: Files, out: Path) -> list[str]:
+    return ["hil", "--bundle", str(f.bundle_signed), "--target", "x86_64"]
+
+
+_case("hil", "public-key-unsigned-bundle", lambda f, out: BASE["hil"](f, out) + ["--public-key", str(f.public_key)],
+      str(FILE_NAMES["bundle"]), "unsigned bundle")
+_case("hil", "public-key-wrong-key", lambda f, out: _hil_signed(f, out) + ["--public-key", str(f.other_public_key)],
+      "bundle_signed/manifest.sig", "signature does not match")
+_case("hil", "public-key-tampered-rehashed",
+      lambda f, out: ["hil", "--bundle", str(f.bundle_signed_tampered), "--target", "x86_64", "--public-key", str(f.public_key)],
+      "bundle_signed_tampered/manifest.sig", "signature does not match")
+_case("hil", "public-key-is-the-private-key", lambda f, out: _hil_signed(f, out) + ["--public-key", str(f.private_key)],
+      "--public-key", "signing.pem", "not a public key file")
+_case("hil", "public-key-missing", lambda f, out: _hil_signed(f, out) + ["--public-key", str(f.root / "none.pub")],
+      "--public-key", "none.pub")
+# bench and run make their own bundles: --public-key needs --sign, and must be its public half
+for sub in ("bench", "run"):
+    _case(sub, "public-key-without-sign", lambda f, out, s=sub: BASE[s](f, out) + ["--public-key", str(f.public_key)],
+          "--public-key", "--sign")
+    _case(sub, "public-key-not-the-pair",
+          lambda f, out, s=sub: BASE[s](f, out) + ["--sign", str(f.private_key), "--public-key", str(f.other_public_key)],
+          "--public-key", "other.pub", "not the public half")
+    _case(sub, "sign-with-the-public-key", lambda f, out, s=sub: BASE[s](f, out) + ["--sign", str(f.public_key)],
+          "--sign", "is a public key file")
+_case("bench", "sign-autoencoder", lambda f, out: BASE["bench"](f, out) + ["--model", "autoencoder", "--sign", str(f.private_key)],
+      "--sign", "autoencoder")
 # an infeasible search: exit 1, a valid JSON object naming the failed constraint, nothing written
 _case("prune", "infeasible", lambda f, out: BASE["prune"](f, out) + ["--controller", str(f.good), "--floor", "1e9",
                                                                       "--max-evaluations", "3", "--search-episodes", "2", "--json"],

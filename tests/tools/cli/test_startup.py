@@ -35,6 +35,10 @@ def _probe(argv: list[str]) -> tuple[int, list[str], str]:
     (["targets", "--help"], 0, "list the named targets"),
     (["prune", "--help"], 0, "--keep"),
     (["bench", "--help"], 0, "--sweep"),
+    (["keygen", "--help"], 0, "PRIVATE"),
+    (["keygen"], 2, "the following arguments are required: PRIVATE, PUBLIC"),
+    (["export", "--sign"], 2, "argument --sign: expected one argument"),
+    (["hil", "--help"], 0, "--public-key"),
     (["eval", "--frobnicate"], 2, "unrecognized arguments: --frobnicate"),
     (["prune", "--method", "bogus"], 2, "invalid choice: 'bogus'"),
 ])

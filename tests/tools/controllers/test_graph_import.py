@@ -229,9 +229,6 @@ def test_sb3_zips_become_graphs_prune_reads(sb3_models, pendulum_obs: np.ndarray
     assert set(groups.excluded) <= {linears[-1]}  # at most the action head (see the strict test below)
 
 
-@pytest.mark.xfail(strict=True, raises=PruneError, reason="prune/groups.py does not model torch.minimum/torch.maximum with constant "
-                   "per-action bounds (SB3's clip to the action box): the action head is reported as excluded "
-                   "('not modelled') instead of protected, and strict=True raises")
 @pytest.mark.parametrize("name", CLIPPED)
 def test_prune_strict_accepts_the_clip_to_the_action_box(sb3_models, pendulum_obs: np.ndarray, name: str) -> None:
     path, _ = sb3_models(name)
@@ -375,9 +372,6 @@ def test_shared_weights_stay_shared(tmp_path, monkeypatch, zoo_obs) -> None:
         find_groups(gm, zoo_obs[:8])
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="prune/groups.py models nn.Linear/nn.LayerNorm call_module "
-                   "nodes only: on a torch.export program's module (aten.linear/aten.layer_norm with get_attr weights) "
-                   "find_groups silently returns no groups; to_graph's canonical form is what it can read today")
 def test_prune_reads_a_torch_export_program_directly(zoo, zoo_obs) -> None:
     program = torch.export.load(str(zoo["sac_actor"].files["torch-export"]))
     groups = find_groups(program.module(), zoo_obs[:8])

@@ -41,7 +41,7 @@ from prune import find_groups, prune
 from targets import get_target
 from tools.bench.folder import temp_dir_for
 from tools.bench.latency import measure_stub
-from tools.bench.report import checks_table
+from tools.bench.report import budget_table, checks_table
 from tools.controllers.native import pendulum_spec
 from tools.plant.evaluate import closed_loop_return
 from tools.usecases.tdmpc.agent import (
@@ -309,19 +309,10 @@ def device_table(device: dict) -> tuple[str, list[str], list[list[str]]]:
 
 
 def print_tables(console: Console, report: TdmpcReport) -> None:
-    budgets = sorted({r.keep for r in report.rows}, reverse=True)
-    table = Table(title=f"TD-MPC planning return, gymnasium Pendulum-v1 seeds 0..{report.config['judge_episodes'] - 1}, "
-                        f"by method and parameters kept; unpruned {report.unpruned['judge_return']:.1f}")
-    table.add_column("method")
-    for b in budgets:
-        table.add_column(f"{b:.0%} kept", justify="right")
-    for label in dict.fromkeys(r.method for r in report.rows):
-        cells = []
-        for b in budgets:
-            r = next((r for r in report.rows if r.method == label and r.keep == b), None)
-            cells.append("" if r is None else f"{r.judge_return:.1f} ({r.judge_ratio:.2f}x, {r.evaluations} ev, {r.seconds:.0f}s)")
-        table.add_row(label, *cells)
-    console.print(table)
+    title = (f"TD-MPC planning return, gymnasium Pendulum-v1 seeds 0..{report.config['judge_episodes'] - 1}, "
+             f"by method and parameters kept; unpruned {report.unpruned['judge_return']:.1f}")
+    console.print(budget_table(title, report.rows,
+                               lambda r: f"{r.judge_return:.1f} ({r.judge_ratio:.2f}x, {r.evaluations} ev, {r.seconds:.0f}s)"))
     tc = Table(title="coefficients per component (fraction of hidden units removed) chosen by grid and gd")
     for col in ("keep", "method", *COMPONENTS, "planning return"):
         tc.add_column(col, justify="right")
