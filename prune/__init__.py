@@ -79,14 +79,15 @@ from prune.io import SavedModel, load_program, load_state_dict, save_pruned, sid
 from prune.ops import SUPPORTED
 from prune.portable import portable
 from prune.problem import STOP_REASONS, Start
+from prune.quantize import Int8Linear, bytes_footprint, dequantized_error, quantize, quantize_weight
 from prune.search import SEARCH_METHODS, SearchResult
 from prune.stability import Stability, stability
 from prune.surgery import keep_indices, masked_copy, reconstruct, shrink, widths
 
 __all__ = [
     "METRICS", "SEARCH_METHODS", "STABILITY_MODES", "STABILITY_TOLERANCE", "STOP_REASONS", "SUPPORTED", "Constraint", "Footprint", "FinetuneReport",
-    "Group", "Groups", "PruneError", "PruneResult", "Rules", "SavedModel", "SearchResult", "Stability", "Start",
-    "distill", "find_groups", "footprint", "keep_fraction", "keep_indices", "kept_from_coefficients", "load_program",
-    "load_state_dict", "masked_copy", "portable", "prune", "prune_budgets", "reconstruct", "register_metric", "save_pruned", "score",
+    "Group", "Groups", "Int8Linear", "PruneError", "PruneResult", "Rules", "SavedModel", "SearchResult", "Stability", "Start",
+    "bytes_footprint", "dequantized_error", "distill", "find_groups", "footprint", "keep_fraction", "keep_indices", "kept_from_coefficients", "load_program",
+    "load_state_dict", "masked_copy", "portable", "prune", "prune_budgets", "quantize", "quantize_weight", "reconstruct", "register_metric", "save_pruned", "score",
     "shrink", "sidecar_paths", "stability", "widths",
 ]
