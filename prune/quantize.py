@@ -191,12 +191,17 @@ def quantize(model: nn.Module, components: Iterable[str] | None = None, groups: 
     """
     if components is not None and groups is None:
         raise PruneError("quantize(components=...) needs groups (find_groups on the unpruned model) to know each component's Linears")
-    out = model if inplace else copy.deepcopy(model)
     if components is None:
-        names = [n for n, m in out.named_modules() if isinstance(m, nn.Linear)]
+        names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     else:
         assert groups is not None
         names = linears_of(groups, components)
+    return quantize_modules(model, names, groups, inplace)
+
+
+def quantize_modules(model: nn.Module, names: Iterable[str], groups: Groups | None = None, inplace: bool = False) -> nn.Module:
+    """``model`` (a copy unless ``inplace``) with the Linears named ``names`` swapped for :class:`Int8Linear`."""
+    out = model if inplace else copy.deepcopy(model)
     modules = dict(out.named_modules())
     for name in names:
         mod = modules.get(name)
