@@ -293,9 +293,10 @@ def prune(model: nn.Module, groups: Groups, keep: float | None, objective: Objec
             objective_after, constraints = tuned, rechecked
         else:
             small.load_state_dict(searched)
+    shape = widths(small, groups)  # read from the float layers, before their weights become codes
     if int8:
         small = set_mode(quantize_modules(small, int8, groups, inplace=True), False)
-    return PruneResult(small, result, metric, seed, result.coefficients(groups), widths(small, groups),
+    return PruneResult(small, result, metric, seed, result.coefficients(groups), shape,
                        footprint(groups), footprint(groups, result.kept), objective_before, objective_after, tuning,
                        fit_states is not None, constraints, dict(plan) if plan is not None else None, weight_bytes, report)
 
