@@ -21,9 +21,10 @@ The contract (the exact host twin a device must reproduce; an exporter builds on
 
 :func:`quantize` swaps the ``nn.Linear`` modules of a model (all, or those of chosen components)
 for :class:`Int8Linear`; in a ``torch.fx.GraphModule`` a Linear called as a module
-(``call_module``, as ``symbolic_trace`` leaves it) is swapped the same way. A Linear held as graph
-tensors (``aten.linear`` on attributes, ``x @ W``: a torch.export or onnx2torch graph) is refused
-with its name: quantize the ``nn.Module`` before exporting it. A component's Linears are those whose
+(``call_module``, as ``symbolic_trace`` leaves it) is swapped the same way, and a Linear held as
+graph tensors (``aten.linear`` / ``addmm`` / ``x @ W`` on attributes: a torch.export or onnx2torch
+graph, known from the groups found on it) becomes a ``call_module`` of a new ``<name>_int8``
+submodule, its float tensors removed. A component's Linears are those whose
 output units are one of its groups, and an output layer (no group of its own) goes with the
 component of its input units (:func:`component_linears`).
 """
@@ -34,11 +35,13 @@ import copy
 from collections.abc import Iterable, Mapping
 
 import torch
+import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
 from prune.errors import PruneError
 from prune.groups import Groups
+from prune.params import LayerInfo, linear_bias, linear_weight, owner
 
 QMAX = 127  # symmetric int8 range [-127, 127]
 CODE_BYTES = 1  # one int8 code per weight
@@ -91,14 +94,19 @@ class Int8Linear(nn.Module):
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> Int8Linear:
         """The int8 twin of ``linear`` (its weight quantized by the contract, its bias kept in float32)."""
-        new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
-        q, scale = quantize_weight(linear.weight)
+        return cls.from_weight(linear.weight, linear.bias)
+
+    @classmethod
+    def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None) -> Int8Linear:
+        """The int8 Linear of an (out, in) float ``weight`` and an optional ``bias``."""
+        new = cls(weight.shape[1], weight.shape[0], bias=bias is not None)
+        q, scale = quantize_weight(weight)
         new.weight_q.copy_(q)
         new.scale.copy_(scale)
-        if linear.bias is not None:
+        if bias is not None:
             assert new.bias is not None
-            new.bias.copy_(linear.bias.detach().to(torch.float32))
-        return new.to(linear.weight.device)
+            new.bias.copy_(bias.detach().to(torch.float32))
+        return new.to(weight.device)
 
     def dequantized(self) -> nn.Linear:
         """A float ``nn.Linear`` holding ``q * scale`` (the same map up to where the scale is applied)."""
@@ -186,13 +194,16 @@ def quantize(model: nn.Module, components: Iterable[str] | None = None, groups: 
     """``model`` with Linears swapped for :class:`Int8Linear` (a copy unless ``inplace``): all, or those of ``components``.
 
     ``components`` (names of ``groups.components``) needs ``groups`` (from :func:`prune.find_groups`
-    on the unpruned model; a shrunk model keeps its module names, so the same groups serve). A
-    Linear already quantized stays as it is; a graph-form Linear among the chosen ones is refused.
+    on the unpruned model; a shrunk model keeps its module and node names, so the same groups
+    serve). Without ``components``: every ``nn.Linear`` module, and with ``groups`` every graph-form
+    Linear they list too. A Linear already quantized stays as it is.
     """
     if components is not None and groups is None:
         raise PruneError("quantize(components=...) needs groups (find_groups on the unpruned model) to know each component's Linears")
     if components is None:
         names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        if groups is not None:
+            names += [n for n, info in groups.modules.items() if info.kind == "linear" and info.weight]
     else:
         assert groups is not None
         names = linears_of(groups, components)
@@ -203,24 +214,74 @@ def quantize_modules(model: nn.Module, names: Iterable[str], groups: Groups | No
     """``model`` (a copy unless ``inplace``) with the Linears named ``names`` swapped for :class:`Int8Linear`."""
     out = model if inplace else copy.deepcopy(model)
     modules = dict(out.named_modules())
+    edited = False
     for name in names:
         mod = modules.get(name)
+        info = groups.modules.get(name) if groups is not None else None
         if isinstance(mod, Int8Linear):
             continue
-        if not isinstance(mod, nn.Linear):
-            info = groups.modules.get(name) if groups is not None else None
-            form = f"graph tensors ({info.weight})" if info is not None and info.weight else type(mod).__name__
-            raise PruneError(f"cannot quantize Linear '{name}' held as {form}: only nn.Linear modules are quantized; "
-                             "quantize the nn.Module before exporting or tracing it to ATen")
-        _set_submodule(out, name, Int8Linear.from_linear(mod))
+        if info is not None and info.weight and isinstance(out, fx.GraphModule):
+            edited |= _quantize_graph_linear(out, name, info)
+        elif isinstance(mod, nn.Linear):
+            _set_submodule(out, name, Int8Linear.from_linear(mod))
+        else:
+            raise PruneError(f"cannot quantize Linear '{name}': it is a {type(mod).__name__}, neither an nn.Linear nor "
+                             "a Linear op of a GraphModule the groups were found on")
+    if edited:
+        assert isinstance(out, fx.GraphModule)
+        out.recompile()
     return out
+
+
+def _quantize_graph_linear(gm: fx.GraphModule, name: str, info: LayerInfo) -> bool:
+    """Replace a graph-form Linear (``aten.linear``, ``addmm``, ``x @ W`` on attribute tensors) by a call of an Int8Linear.
+
+    The op's node becomes a ``call_module`` of a new :class:`Int8Linear` submodule fed by the op's
+    input; the weight and bias tensors (and the transposes that read them) leave the graph and the
+    module. A separate bias add after ``x @ W`` stays a float add. Returns False when the node is
+    already gone (quantized before).
+    """
+    node = next((n for n in gm.graph.nodes if n.name == info.node), None)
+    if node is None:
+        return False
+    weight = linear_weight(gm, name, info).detach().clone()
+    bias = linear_bias(gm, name, info)
+    q = Int8Linear.from_weight(weight, bias.detach().clone() if bias is not None else None)
+    target = base = name.replace(".", "_").replace("@", "_") + "_int8"
+    i = 1
+    while hasattr(gm, target):
+        target, i = f"{base}{i}", i + 1
+    gm.add_submodule(target, q)
+    x = node.args[1] if "addmm" in str(node.target) else node.args[0]
+    with gm.graph.inserting_before(node):
+        call = gm.graph.call_module(target, (x,))
+    call.meta = dict(node.meta)
+    node.replace_all_uses_with(call)
+    inputs = [a for a in node.all_input_nodes if a is not x]
+    gm.graph.erase_node(node)
+    while inputs:  # the weight's get_attr and any transpose of it, now unused
+        n = inputs.pop()
+        if not n.users and n.op in ("get_attr", "call_function", "call_method"):
+            inputs += list(n.all_input_nodes)
+            gm.graph.erase_node(n)
+    read = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
+    for path in (info.weight, info.bias_path):
+        if path and path not in read:
+            mod, attr = owner(gm, path)
+            delattr(mod, attr)
+    return True
 
 
 def precision_of(model: nn.Module, groups: Groups) -> dict[str, str]:
     """Each component's precision in ``model``: 'int8' when all its Linears are :class:`Int8Linear`, else 'float'."""
     modules = dict(model.named_modules())
-    return {c: ("int8" if names and all(isinstance(modules.get(n), Int8Linear) for n in names) else "float")
-            for c, names in component_linears(groups).items()}
+    nodes = {n.name for n in model.graph.nodes} if isinstance(model, fx.GraphModule) else set()
+
+    def int8(name: str) -> bool:
+        info = groups.modules[name]
+        return isinstance(modules.get(name), Int8Linear) or bool(info.weight and info.node not in nodes)
+
+    return {c: ("int8" if names and all(int8(n) for n in names) else "float") for c, names in component_linears(groups).items()}
 
 
 def quantized_modules(precision: Mapping[str, str], groups: Groups) -> set[str]:

@@ -167,3 +167,24 @@ def test_auto_gives_the_same_result_through_a_batch_objective_of_pickled_candida
     for d in runs:
         d.pop("seconds")
     assert runs[0] == runs[1]
+
+
+def test_an_exported_module_prunes_and_quantizes_like_the_module_it_came_from(wide, states, fidelity):
+    exported = torch.export.export(wide, (states,)).module()  # exported for the batch the objective runs
+    groups = find_groups(exported, states)
+    one = fidelity(wide)
+
+    class Batched:
+        def __call__(self, m: nn.Module) -> float:
+            return one(m)
+
+        def batch(self, models: list[nn.Module]) -> list[float]:
+            return [one(pickle.loads(pickle.dumps(m))) for m in models]  # candidates handed over as portable() makes them
+
+    graph = prune(exported, groups, None, Batched(), method="gd", seed=3, max_evaluations=8, tolerance=0.05,
+                  precision="auto", flash_budget=3000).to_dict()
+    plain = prune(wide, find_groups(wide, states[:2]), None, one, method="gd", seed=3, max_evaluations=8, tolerance=0.05,
+                  precision="auto", flash_budget=3000).to_dict()
+    for d in (graph, plain):
+        d.pop("seconds")
+    assert graph == plain

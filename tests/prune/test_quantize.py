@@ -16,11 +16,14 @@ from prune import (
     bytes_footprint,
     dequantized_error,
     find_groups,
+    load_program,
+    load_state_dict,
     quantize,
     quantize_weight,
+    save_pruned,
     shrink,
 )
-from prune.quantize import component_linears, dequantize
+from prune.quantize import component_linears, dequantize, precision_of
 
 
 def contract_numpy(w: np.ndarray, b: np.ndarray | None, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -135,12 +138,27 @@ def test_quantize_swaps_call_module_linears_in_a_graph_module(tanh_mlp, states):
     assert isinstance(pickle.loads(pickle.dumps(q)), fx.GraphModule)
 
 
-def test_graph_form_linears_are_refused_by_name(tanh_mlp, states):
+def test_graph_form_linears_of_an_exported_module_become_int8_calls(tanh_mlp, states):
     model = tanh_mlp(16, 16)
     exported = torch.export.export(model, (states[:2],)).module()
     groups = find_groups(exported, states[:2])
-    with pytest.raises(PruneError, match="cannot quantize Linear .* graph tensors"):
-        quantize(exported, components=list(groups.components), groups=groups)
+    q = quantize(exported, components=list(groups.components), groups=groups)
+    assert precision_of(q, groups) == {"0": "int8", "2": "int8"}
+    assert precision_of(exported, groups) == {"0": "float", "2": "float"}
+    assert sum(isinstance(m, Int8Linear) for m in q.modules()) == 3
+    assert list(q.parameters()) == []  # the float weights left with their ops
+    assert bytes_footprint(q) == bytes_footprint(quantize(model))
+    with torch.no_grad():
+        assert torch.equal(q(states[:2]), quantize(model)(states[:2]))
+        assert torch.equal(exported(states[:2]), model(states[:2]))  # the input module is left alone
+    # shrunk first, then quantized: the groups found on the unpruned graph serve both
+    small = shrink(exported, groups, {"0": torch.arange(6), "2": torch.arange(4)})
+    qs = quantize(small, groups=groups)
+    assert [tuple(m.weight_q.shape) for m in qs.modules() if isinstance(m, Int8Linear)] == [(6, 3), (4, 6), (1, 4)]
+    with torch.no_grad():
+        assert torch.allclose(qs(states[:2]), small(states[:2]), atol=0.02)
+    with pytest.raises(PruneError, match="neither an nn.Linear nor a Linear op"):
+        quantize(exported, components=["0"], groups=find_groups(model, states[:2]))
 
 
 def test_bytes_footprint_counts_codes_scales_and_floats(tanh_mlp):
@@ -152,3 +170,13 @@ def test_bytes_footprint_counts_codes_scales_and_floats(tanh_mlp):
     groups = find_groups(model, torch.zeros(2, 3))
     half = quantize(model, components=["0"], groups=groups)
     assert bytes_footprint(half) == (192 + 8 * 64) + (4160 + 65) * 4
+
+
+def test_a_quantized_model_saves_and_loads_as_a_program_with_int8_codes(tanh_mlp, states, tmp_path):
+    q = quantize(tanh_mlp(16, 16))
+    saved = save_pruned(q, states[:2], tmp_path / "q", widths={})
+    program = load_program(saved.program)
+    with torch.no_grad():
+        assert torch.equal(program(states), q(states))  # batch dimension dynamic, same arithmetic
+    codes = load_state_dict(saved.state_dict)
+    assert codes["0.weight_q"].dtype == torch.int8 and "0.weight" not in codes
