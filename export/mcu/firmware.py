@@ -36,6 +36,7 @@ from export.kernel_chain import CONSTANT, kernel_chain
 from export.mcu.codegen import arena_bytes, generate_c
 from export.mcu.schedule import schedule_module_scalar
 from export.mcu.session import FirmwareSession, qemu_available
+from export.parity import Comparison, compare
 from export.runtime import ffi_include_dir
 from export.spec import ControllerSpec
 from export.tvm_compile import import_onnx, lower
@@ -298,53 +299,66 @@ def build_mcu_artifact(model: onnx.ModelProto, spec: ControllerSpec, target: Tar
     return McuArtifact(record, host_exe)
 
 
-def _compare(actions: np.ndarray, reference: np.ndarray) -> float:
-    if actions.shape != reference.shape:
-        return float("inf")
-    err = float(np.max(np.abs(actions.astype(np.float64) - reference.astype(np.float64))))
-    return err if np.isfinite(err) else float("inf")
+def _record(tolerance: float | np.ndarray) -> float | list[float]:
+    values = [float(v) for v in np.atleast_1d(np.asarray(tolerance, np.float64))]
+    return values[0] if len(set(values)) == 1 else values
+
+
+def _err(c: Comparison) -> float:
+    return c.max_abs_err if np.isfinite(c.max_abs_err) else float("inf")
+
+
+def _differs(what: str, c: Comparison) -> str:
+    if c.action < 0:
+        return f"{what} gives outputs of another shape than onnxruntime's"
+    return (f"{what} differs from onnxruntime by {c.max_abs_err:.3g} on action {c.action} at observation {c.row} "
+            f"(> {c.threshold:g})")
 
 
 def verify_mcu(bundle_dir: Path, target: Target, artifact: McuArtifact, obs: np.ndarray, reference: np.ndarray,
-               tolerance: float):
+               tolerance: float | np.ndarray):
     """Run the generated C on the host and the firmware under qemu; both must match onnxruntime within ``tolerance``.
 
+    ``tolerance``: the allowed absolute error, one number or one per action dimension (export/parity.py).
     Also fails (status "failed") if the host run used more arena than computed at export, or the
     firmware's stack use came within ``1 - STACK_LIMIT`` of its reservation.
     """
     rec = artifact.record
+    tol = _record(tolerance)
     host_actions, peak = run_host_check(artifact.host_check, obs, reference.shape[1])
-    host_err = _compare(host_actions, reference)
+    host = compare(host_actions, reference, tolerance)
+    host_err = _err(host)
     method = "generated C on the host (x86_64 kernels)"
-    if host_err > tolerance:
-        return Verification(target.name, FAILED, method, len(obs), host_err, tolerance,
-                            f"the generated C on the host differs from onnxruntime by {host_err:.3g} (> {tolerance:g})")
+    if not host.ok:
+        return Verification(target.name, FAILED, method, len(obs), host_err, tol,
+                            _differs("the generated C on the host", host), host.action, host.row)
     if peak > rec["memory"]["arena_bytes"]:
-        return Verification(target.name, FAILED, method, len(obs), host_err, tolerance,
+        return Verification(target.name, FAILED, method, len(obs), host_err, tol,
                             f"the kernels used {peak} arena bytes, more than the {rec['memory']['arena_bytes']} computed")
     rec["host_check"] = {"max_abs_err": host_err, "n": len(obs), "arena_peak_bytes": peak}
     why_not = qemu_available(target)
     if why_not:
-        return Verification(target.name, NOT_VERIFIED, method, len(obs), host_err, tolerance,
+        return Verification(target.name, NOT_VERIFIED, method, len(obs), host_err, tol,
                             f"the generated C matches onnxruntime on the host, but the firmware did not run: {why_not}")
     method = f"generated C on the host + firmware under qemu-system-arm -machine {target.qemu_machine}"
     with FirmwareSession(Path(bundle_dir), target.name) as session:
         fw_actions, instructions = session.infer_batch(obs)
         stats = session.stats_extended()
-    fw_err = _compare(fw_actions, reference)
+    fw = compare(fw_actions, reference, tolerance)
+    fw_err = _err(fw)
     rec["firmware_check"] = {"max_abs_err": fw_err, "n": len(obs), "arena_peak_bytes": stats["arena_peak_bytes"],
                              "stack_peak_bytes": stats["stack_peak_bytes"], "runner": session.where}
     rec["instructions_per_inference"] = {"min": int(instructions.min()), "mean": float(instructions.mean()),
                                          "max": int(instructions.max()), "resolution": INSTRUCTION_RESOLUTION,
                                          "how": INSTRUCTIONS_HOW}
     err = max(host_err, fw_err)
-    if fw_err > tolerance:
-        return Verification(target.name, FAILED, method, len(obs), err, tolerance,
-                            f"the firmware differs from onnxruntime by {fw_err:.3g} (> {tolerance:g})")
+    if not fw.ok:
+        return Verification(target.name, FAILED, method, len(obs), err, tol, _differs("the firmware", fw),
+                            fw.action, fw.row)
     if stats["stack_peak_bytes"] > STACK_LIMIT * STACK_BYTES:
-        return Verification(target.name, FAILED, method, len(obs), err, tolerance,
+        return Verification(target.name, FAILED, method, len(obs), err, tol,
                             f"the firmware used {stats['stack_peak_bytes']} of its {STACK_BYTES} stack bytes")
-    return Verification(target.name, VERIFIED, method, len(obs), err, tolerance)
+    return Verification(target.name, VERIFIED, method, len(obs), err, tol, "", fw.action, fw.row)
 
 
 def memory_table(records: dict[str, dict]) -> list[dict]:
