@@ -14,7 +14,7 @@ from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx, onnx_frontend
 
 from export.errors import ExportError
-from export.schedule import schedule_module
+from export.schedule import schedule_module, schedule_rule
 from export.spec import ControllerSpec
 from targets import Target
 
@@ -117,9 +117,7 @@ def compile_library(model: onnx.ModelProto, spec: ControllerSpec, target: Target
                           f"{str(e).strip().splitlines()[0]}") from e
     seconds = time.perf_counter() - start
     flags = {"pipeline": pipeline, "relax_pipeline": "zero" if pipeline != "default" else "default",
-             "schedule": {"rule": "matvec: reduction outermost, output split (unroll 2 x lanes), vectorised; "
-                                  "elementwise inlined and vectorised", "lanes": target.vector_lanes, "unroll": 2}
-             if pipeline == "scheduled" else None,
+             "schedule": schedule_rule(target.vector_lanes, 2) if pipeline == "scheduled" else None,
              "fast_math": bool(fast_math and pipeline == "scheduled"), "cc": target.cc, "batch": 1}
     return CompileReport(target.name, pipeline, len(kernels), calls, kernels, scheduled, Path(out_path).stat().st_size,
                          round(seconds, 3), flags)
