@@ -256,7 +256,7 @@ def schedule_rule(lanes: int, unroll: int) -> dict:
 
 def schedule_module(mod: tvm.IRModule, lanes: int, unroll: int = 2) -> tuple[tvm.IRModule, ScheduleReport]:
     """Apply :func:`schedule_dense` to every PrimFunc it fits; the others keep the default lowering."""
-    report = ScheduleReport(lanes, unroll)
+    report = ScheduleReport(lanes, REGISTER_UNROLL if lanes <= REGISTER_TILE_LANES else unroll)
     funcs = dict(mod.functions)
     for gv, func in list(mod.functions.items()):
         if not isinstance(func, tvm.tirx.PrimFunc):

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import tvm
-from tvm import relax
 
 from export.errors import ExportError
+from export.fast_math import fast_math as fast_math_transform
 from export.kernel_chain import CONSTANT, kernel_chain
 from export.mcu.codegen import arena_bytes, generate_c
 from export.mcu.schedule import schedule_module_scalar
@@ -112,11 +112,12 @@ def lower_for_mcu(model: onnx.ModelProto, spec: ControllerSpec, target: Target, 
     """The lowered IRModule the firmware runs: fused, weights folded, kernels scheduled for a scalar FPU.
 
     Returns (module, schedule report). ``fast_math`` swaps exp/tanh for TVM's polynomial versions
-    (newlib's expf costs far more instructions); the result is checked against onnxruntime anyway.
+    (newlib's expf costs far more instructions; exp's floor without a call to floorf, :mod:`export.fast_math`);
+    the result is checked against onnxruntime anyway.
     """
     mod = import_onnx(model, spec)
     if fast_math:
-        mod = relax.transform.FastMathTransform()(mod)
+        mod = fast_math_transform(mod)
     mod, _ = lower(mod, target, "fused")  # the "zero" pipeline: legalize, fold constants, fuse
     return schedule_module_scalar(mod)
 
