@@ -10,6 +10,8 @@ reduction innermost, one scalar at a time. Two rules replace it, chosen by the S
   (one contiguous piece of a weight row per step), and the elementwise epilogue (bias, activation) is
   computed from the registers as the tile is stored: no accumulator row loaded and stored every step,
   no N-float product buffer. A width the tile does not divide ends in one guarded partial tile.
+  A single output (the action layer of a one-action controller) vectorises the reduction instead:
+  partial sums in registers, added up at the end, rather than one chain of K dependent additions.
 - wider SIMD (AVX2, AVX-512): **row sweeps**. The reduction loop is outermost so the inner loop walks a
   contiguous weight row, the output loop split into SIMD-register-wide pieces, vectorised (and a few
   unrolled); a width that the tile does not divide (pruning leaves 75 or 212) is partitioned: the
@@ -195,6 +197,23 @@ def _register_tile(sch: s_tir.Schedule, block, extent: int, u: int, v: int, epil
     return False
 
 
+def _split_reduction(sch: s_tir.Schedule, red, k_extent: int, lanes: int) -> None:
+    """One output (a single action): the reduction itself is vectorised into independent partial sums.
+
+    A single accumulator would be one chain of K dependent additions; instead K is cut into chunks of
+    ``chains`` x ``lanes`` partial sums (registers, contiguous weight loads) added up at the end. The
+    summation order changes (by ulps; every library is checked against onnxruntime anyway).
+    """
+    chains = next(c for c in (4, 2, 1) if k_extent % (c * lanes) == 0)
+    k_loop = sch.get_loops(red)[-1]
+    _, k_inner = sch.split(k_loop, [None, chains * lanes])
+    partial = sch.rfactor(k_inner, 0)
+    sch.set_scope(partial, 0, "local")
+    k_outer, k_inner = sch.get_loops(partial)[-2:]
+    _vectorise(sch, k_inner, chains, lanes)
+    sch.decompose_reduction(partial, k_outer)
+
+
 def _register_tiles(sch: s_tir.Schedule, red, extents, epilogue, lanes: int) -> None:
     """Keep each tile of outputs in registers while the reduction runs inside it (128-bit SIMD; module doc).
 
@@ -206,6 +225,9 @@ def _register_tiles(sch: s_tir.Schedule, red, extents, epilogue, lanes: int) -> 
     output by output, and the epilogue stays a loop of its own.
     """
     extent = extents[1]
+    if extent == 1 and extents[2] % lanes == 0 and extents[2] > lanes:
+        _split_reduction(sch, red, extents[2], lanes)
+        return
     u, v = _tile(extent, lanes, REGISTER_UNROLL)
     tile = u * v
     n_loop, k_loop = sch.get_loops(red)[-2:]

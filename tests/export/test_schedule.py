@@ -93,3 +93,19 @@ def test_128_bit_simd_keeps_a_tile_of_accumulators_in_registers_and_stores_it_th
     assert len(allocs) == 1 and 'scope="local"' in allocs[0], allocs  # accumulators only (compacted to the tile)
     loop = re.search(r"for k, \w+ in T\.grid\(T\.int64\(256\), T\.int64\(1\)\):", body)
     assert loop and "T.unroll(T.int64(8))" in body[loop.end():] and "T.vectorized(T.int64(4))" in body[loop.end():], body
+
+
+def test_a_single_output_sums_the_reduction_in_vector_partial_sums(onnx_model, tmp_path):
+    # The action layer (256 -> 1): not one chain of 256 dependent additions but 4 x 4 partial sums.
+    spec, model = onnx_model
+    fused = relax.get_pipeline("zero")(import_onnx(model, spec))
+    mod, report = schedule_module(fused, lanes=4, unroll=2)
+    body = mod[next(n for n in report.scheduled if n.startswith("fused_matmul2_"))].script()
+    assert 'T.sblock_alloc_buffer((T.int64(16), T.int64(1), T.int64(1)), scope="local")' in body, body
+    loop = re.search(r"for k_0, \w+ in T\.grid\(T\.int64\(16\), T\.int64\(1\)\):", body)
+    assert loop and "T.unroll(T.int64(4))" in body[loop.end():] and "T.vectorized(T.int64(4))" in body[loop.end():], body
+    ex, _, _, _ = build(model, spec, get_target("x86_64"), "scheduled")
+    ex.export_library(str(tmp_path / "m.so"))
+    obs = spec.sample_observations(200, seed=5)
+    ref = ort_actions(ort_session(model), spec, obs, batch_one=True)
+    assert np.max(np.abs(run_library_in_process(tmp_path / "m.so", obs) - ref)) <= 1e-5
