@@ -173,30 +173,6 @@ def _accumulate_in_registers(sch: s_tir.Schedule, block, u: int, v: int, epilogu
     sch.decompose_reduction(block, k_loop)
 
 
-def _register_tile(sch: s_tir.Schedule, block, extent: int, u: int, v: int, epilogue) -> bool:
-    """Keep one tile of ``u x v`` outputs in registers while the reduction runs inside it.
-
-    The output loop of ``block`` is split into tiles; for each tile the accumulators live in a ``local``
-    buffer of u*v floats (u vector registers of v lanes once unrolled and vectorised), the reduction walks
-    K with one contiguous u*v-float piece of a weight row per step, and the tile is written out once.
-    A width the tile does not divide ends in one partial tile: the tile loop is partitioned, the full
-    tiles run unguarded and vectorised, the partial one guarded output by output. Returns whether the
-    ``epilogue`` block was computed from the registers (not for a partitioned width: it stays a loop).
-    """
-    tile = u * v
-    n_loop, k_loop = sch.get_loops(block)[-2:]
-    n_outer, n_inner = sch.split(n_loop, [None, tile])
-    sch.reorder(k_loop, n_inner)  # (tile, k, outputs in the tile)
-    if extent % tile == 0 or extent < tile:
-        _accumulate_in_registers(sch, block, u, v, epilogue)
-        return True
-    sch.loop_partition(n_outer, [extent // tile, None])
-    full, partial = _reduction_blocks(sch, sch.get_sblock("root"))
-    _accumulate_in_registers(sch, full, u, v)
-    _accumulate_in_registers(sch, partial, tile, 1)
-    return False
-
-
 def _split_reduction(sch: s_tir.Schedule, red, k_extent: int, lanes: int) -> None:
     """One output (a single action): the reduction itself is vectorised into independent partial sums.
 
