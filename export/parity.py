@@ -119,7 +119,7 @@ class ParityGate:
         """Which observation ``row`` is, for an error message: a visited state or a box sample, and its values."""
         if row < 0 or row >= self.n:
             return "the output's shape"
-        what = f"visited state {row}" if row < self.n_visited else f"box sample {row - self.n_visited} (seed {self.seed})"
+        what = f"visited state {row}" if row < self.n_visited else f"box sample {row - self.n_visited} of seed {self.seed}"
         values = ", ".join(f"{v:.4g}" for v in self.observations[row][:8]) + (", ..." if self.observations.shape[1] > 8 else "")
         return f"{what} [{values}]"
 
@@ -130,8 +130,8 @@ class ParityGate:
         """
         if row is None:
             return what
-        how = (f"{self.relative:g} x the action range" if self.relative is not None else "an absolute tolerance")
-        at = f" at {self.where(row)}" if row is not None and row >= 0 else ""
+        how = f"{self.relative:g} x the action range" if self.relative is not None else "absolute"
+        at = f"; observation {row} is {self.where(row)}" if row >= 0 else ""
         return (f"{what}{at}; the gate: {self.n_visited} visited states + {self.n_box} box samples, "
                 f"tolerance {how}; {OPTIONS_HINT}")
 

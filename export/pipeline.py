@@ -123,7 +123,7 @@ def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target]
             model, onnx_report = export_onnx(module, spec, opset=opset, dynamic_batch=dynamic_batch, n_parity=gate.n,
                                              seed=seed, tolerance=thresholds, observations=obs)
         except ParityFailed as e:
-            raise ExportError(gate.failure(str(e), e.row)) from e
+            raise ExportError(gate.failure(f"ONNX parity: {e}", e.row)) from e
         onnx_path = tmp / ONNX_FILE
         onnx.save(model, str(onnx_path))
         inputs, outputs = _io_records(spec, dynamic_batch)

@@ -38,7 +38,9 @@ def test_box_sampling_at_10_fails_an_absolute_gate_where_visited_states_and_a_re
     with pytest.raises(ExportError) as e:  # the old gate: the +-10 box and an absolute 1e-5
         export_bundle(_unsquashed(), UNBOUNDED, [get_target("x86_64")], tmp_path / "old", n_parity=1000, tolerance=1e-5)
     msg = str(e.value)
-    assert "differs from" in msg and "box sample" in msg and "--parity-tolerance" in msg and "--obs-bounds" in msg
+    assert "differs from" in msg and "is box sample" in msg and "of seed 0 [" in msg
+    assert "0 visited states + 1000 box samples, tolerance absolute" in msg
+    assert "--parity-tolerance" in msg and "--obs-bounds" in msg
     assert not (tmp_path / "old").exists()
 
     m = export_bundle(_unsquashed(), UNBOUNDED, [get_target("x86_64")], tmp_path / "new", n_parity=1000,
@@ -64,7 +66,7 @@ def test_a_wrong_library_still_fails_and_the_error_names_the_options_and_where(t
     assert msg.startswith("target 'x86_64': x86_64.so differs from onnxruntime by ")
     assert "on action 0 at observation " in msg and "(> 0.06)" in msg  # 1e-2 of the range 6
     row = int(msg.split("at observation ")[1].split()[0])
-    assert f"at visited state {row} [" in msg and f"{visited[row, 0]:.4g}" in msg
+    assert f"observation {row} is visited state {row} [" in msg and f"{visited[row, 0]:.4g}" in msg
     assert "200 visited states + 0 box samples, tolerance 0.01 x the action range" in msg and msg.endswith(OPTIONS_HINT)
     assert "--parity-tolerance" in OPTIONS_HINT and "--obs-bounds" in OPTIONS_HINT
     assert not (tmp_path / "b").exists()
