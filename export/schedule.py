@@ -116,11 +116,11 @@ def _vectorise(sch: s_tir.Schedule, loop, u: int, v: int) -> None:
         sch.vectorize(inner)
 
 
-def _reduction_blocks(sch: s_tir.Schedule, block) -> list:
+def reduction_blocks(sch: s_tir.Schedule, block) -> list:
     """The reduction blocks at or under ``block``."""
     if _is_reduction(sch, block):
         return [block]
-    return [b for child in sch.get_child_blocks(block) for b in _reduction_blocks(sch, child)]
+    return [b for child in sch.get_child_blocks(block) for b in reduction_blocks(sch, child)]
 
 
 def _row_sweep(sch: s_tir.Schedule, red, loops, extents, lanes: int, unroll: int) -> None:
@@ -133,7 +133,7 @@ def _row_sweep(sch: s_tir.Schedule, red, loops, extents, lanes: int, unroll: int
         # A pruned width rarely divides the SIMD tile: compute the largest multiple of it vectorised
         # and the few leftover outputs in a scalar loop, rather than the whole row scalar.
         sch.loop_partition(n_loop, [n // tile * tile, None])
-        for rb in _reduction_blocks(sch, sch.get_sblock("root")):
+        for rb in reduction_blocks(sch, sch.get_sblock("root")):
             n_part, k_part = sch.get_loops(rb)[-2:]
             sch.reorder(k_part, n_part)
             if int(sch.get(n_part).extent) % tile == 0:
@@ -213,7 +213,7 @@ def _register_tiles(sch: s_tir.Schedule, red, extents, epilogue, lanes: int) -> 
         _accumulate_in_registers(sch, red, u, v, epilogue)
         return
     sch.loop_partition(n_outer, [extent // tile, None])
-    full, partial = _reduction_blocks(sch, sch.get_sblock("root"))
+    full, partial = reduction_blocks(sch, sch.get_sblock("root"))
     _accumulate_in_registers(sch, full, u, v)
     _accumulate_in_registers(sch, partial, tile, 1)
     tail = list(sch.get_child_blocks(sch.get_sblock("root")))[-1]
