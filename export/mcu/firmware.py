@@ -122,11 +122,17 @@ def lower_for_mcu(model: onnx.ModelProto, spec: ControllerSpec, target: Target, 
     return schedule_module_scalar(mod)
 
 
+# The generated C passes each kernel the tensors of the plan it was generated from (shapes, dtypes, the
+# arena's addresses): the argument checks TVM puts in every kernel's entry (tens of asserts, ~3 KB each)
+# check nothing the export has not already fixed, on every call.
+KERNEL_PASS_CONFIG = {"tirx.disable_assert": True}
+
+
 def compile_kernels(mod, tvm_target: dict, path: Path, where: str) -> None:
     """Compile only the TIR kernels of ``mod`` for ``tvm_target`` into the object file ``path``."""
     prims = tvm.IRModule({gv: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)})
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), tvm.transform.PassContext(config=KERNEL_PASS_CONFIG):
             lib = tvm.compile(prims, target=tvm.target.Target(dict(tvm_target)))
         lib.mod.write_to_file(str(path))
     except Exception as e:  # TVM raises assorted error types; keep the first line and name the target

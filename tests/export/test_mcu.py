@@ -80,6 +80,10 @@ def test_weights_live_in_flash_and_nothing_allocates(bundle):
     assert weights and all(symbols[w][0] < 0x20000000 for w in weights)  # flash, not RAM
     assert symbols["arena"][0] >= 0x20000000 and symbols["arena"][1] == art["memory"]["arena_bytes"]
     assert not {"malloc", "_malloc_r", "free", "_sbrk"} & set(symbols)
+    # kernel entries without TVM's argument asserts (the generated C passes the plan's own tensors): a few
+    # dozen bytes each, not ~3 KB of checks run on every call
+    entries = {name: size for name, (_, size) in symbols.items() if name.startswith("__tvm_ffi_")}
+    assert len(entries) == 3 and max(entries.values()) < 256, entries
 
 
 def test_scalar_schedule_takes_widths_no_group_divides(pendulum, make_mlp):
