@@ -94,7 +94,8 @@ def kernel_chain(mod, where: str) -> KernelChain:
                         raise ExportError(f"{where}: constant of dtype {arr.dtype} (only float32 is supported)")
                     if not np.all(np.isfinite(arr)):
                         raise ExportError(f"{where}: a folded constant of kernel {v.args[0].name_hint} is not finite")
-                    args.append(add(CONSTANT, arr.shape if arr.ndim else (1,), np.ascontiguousarray(arr).reshape(-1)))
+                    # a scalar (Clip's bounds) stays rank 0: the kernel checks the rank it was given
+                    args.append(add(CONSTANT, arr.shape, np.ascontiguousarray(arr).reshape(-1)))
                 elif a in index:
                     args.append(index[a])
                 else:

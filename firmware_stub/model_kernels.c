@@ -9,7 +9,7 @@
  *
  * Plan file, little-endian:
  *   "PAEP" u32 version(1) char lib_sha256[64]
- *   u32 n_tensors; per tensor: u32 kind (0 input, 1 constant, 2 intermediate), u32 ndim, u32 shape[ndim],
+ *   u32 n_tensors; per tensor: u32 kind (0 input, 1 constant, 2 intermediate), u32 ndim (0: a scalar), u32 shape[ndim],
  *                              constant only: float32 data[prod(shape)]
  *   u32 n_calls;   per call:   u32 name_len, char name[name_len], u32 n_args, u32 tensor[n_args]
  *   u32 output_tensor
@@ -111,7 +111,7 @@ static int parse_plan(const uint8_t* data, size_t n, const char* lib_sha, void* 
     for (uint32_t i = 0; i < count; i++) {
         tensor* t = &g_tensors[i];
         uint32_t kind, ndim;
-        if (rd_u32(&r, &kind) || kind > 2 || rd_u32(&r, &ndim) || ndim == 0 || ndim > MAX_DIMS)
+        if (rd_u32(&r, &kind) || kind > 2 || rd_u32(&r, &ndim) || ndim > MAX_DIMS)  /* rank 0: a scalar (Clip's bounds) */
             return fail(err, errlen, "tensor %u: bad kind or rank", i);
         t->numel = 1;
         for (uint32_t d = 0; d < ndim; d++) {

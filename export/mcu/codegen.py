@@ -88,9 +88,9 @@ def generate_c(chain: KernelChain, arena: int, header: str, workspace_slots: boo
     (it does when some buffer outgrows the stack). They are filled, never defined here: the object
     addresses its own copy directly, so a second definition would be a different, empty slot.
     """
-    deep = [i for i, t in enumerate(chain.tensors) if not 1 <= len(t.shape) <= 4]
+    deep = [i for i, t in enumerate(chain.tensors) if len(t.shape) > 4]
     if deep:
-        raise ExportError(f"tensor {deep[0]} has rank {len(chain.tensors[deep[0]].shape)}: the driver supports 1 to 4")
+        raise ExportError(f"tensor {deep[0]} has rank {len(chain.tensors[deep[0]].shape)}: the driver supports 0 to 4")
     kernels = sorted({name for name, _ in chain.calls})
     w_floats, t_floats = chain.floats(CONSTANT), chain.floats(INPUT) + chain.floats(INTERMEDIATE)
     obs_dim, act_dim = chain.tensors[chain.input].numel, chain.tensors[chain.output].numel
@@ -123,7 +123,7 @@ def generate_c(chain: KernelChain, arena: int, header: str, workspace_slots: boo
         if t.kind != CONSTANT:
             out.append(f"static float t{i}[{t.numel}] __attribute__((aligned(64)));  /* {t.kind} {t.shape} */")
     out += ["", "static const int64_t shapes[][4] = {"]
-    out += [f"    {{{', '.join(str(d) for d in t.shape)}}},  /* {i} */" for i, t in enumerate(chain.tensors)]
+    out += [f"    {{{', '.join(str(d) for d in t.shape) or '0'}}},  /* {i} */" for i, t in enumerate(chain.tensors)]
     out += ["};", "", "/* DLTensor views of the buffers: const, the kernels only read them (and write the data). */",
             "#define TENSOR(ptr, i, ndim) {(void*)(ptr), {kDLCPU, 0}, (ndim), {kDLFloat, 32, 1}, "
             "(int64_t*)shapes[i], NULL, 0}",
