@@ -208,7 +208,8 @@ def summarise(runs: list[Run], problem: str, reconstruct: bool, budget: int) -> 
         row["methods"][method] = {
             "best_after": [float(np.nanmean([best_after(r.curve, n) for r in mine])) if any(
                 not math.isnan(best_after(r.curve, n)) for r in mine) else float("nan") for n in marks],
-            "final": float(np.mean([best_after(r.curve, budget) for r in mine])),
+            "final": float(np.mean([best_after(r.curve, budget) for r in mine])),  # at the equal budget
+            "full": float(np.mean([best_after(r.curve, len(r.curve)) for r in mine])),  # the grid: over all its points
             "evaluations": int(np.mean([r.evaluations for r in mine])),
             "seeds": len(mine)}
     finals = {m: v["final"] for m, v in row["methods"].items() if not math.isnan(v["final"])}
@@ -270,6 +271,11 @@ def bench(sizes: Sizes, problems: tuple[str, ...], modes: tuple[bool, ...], cons
     return report
 
 
+def fmt(x: float | None) -> str:
+    """A figure of the tables: two decimals, '-' for none (no feasible candidate yet)."""
+    return "-" if x is None or math.isnan(x) else f"{x:.2f}"
+
+
 def table_rows(report: SearchBenchReport) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the summary table (best objective after N evaluations, mean over seeds)."""
     header = ["problem", "re-fit", "N evals", *METHODS, "winner (margin over next, over gd)"]
@@ -282,12 +288,11 @@ def table_rows(report: SearchBenchReport) -> tuple[list[str], list[list[str]]]:
             if v is None:
                 cells.append("-")
             elif m == "grid":
-                cells.append(f"{v['final']:.2f} (all {v['evaluations']})" if s["problem"] == "ref4" else
-                             f"{v['final']:.2f} ({min(v['evaluations'], s['budget'])} of {v['evaluations']})")
+                cells.append(f"{fmt(v['final'])} in {min(v['evaluations'], s['budget'])}; {fmt(v.get('full'))} in all {v['evaluations']}")
             else:
-                cells.append(" / ".join(f"{x:.2f}" for x in v["best_after"]))
+                cells.append(" / ".join(fmt(x) for x in v["best_after"]))
         win = s.get("winner", "-")
-        margin = f"{win} (+{s['margin_over_next']:.2f}, +{s['margin_over_gd'] or 0:.2f})" if "winner" in s else "-"
+        margin = f"{win} (+{fmt(s['margin_over_next'])}, +{fmt(s['margin_over_gd'] or 0)})" if "winner" in s else "-"
         rows.append([report.problems[s["problem"]]["title"], "yes" if s["reconstruct"] else "no",
                      ", ".join(map(str, marks)), *cells, margin])
     return header, rows
@@ -296,7 +301,7 @@ def table_rows(report: SearchBenchReport) -> tuple[list[str], list[list[str]]]:
 def print_tables(console: Console, report: SearchBenchReport) -> None:
     """The curve summary and the ref4 fifth-of-the-grid verdict."""
     header, rows = table_rows(report)
-    t = Table(title="best search objective after N evaluations (mean over seeds; grid: best within the budget, of its full count)")
+    t = Table(title="best search objective after N evaluations (mean over seeds; grid: best within the budget N, and over all its points)")
     for h in header:
         t.add_column(h, justify="right")
     for r in rows:
@@ -306,7 +311,7 @@ def print_tables(console: Console, report: SearchBenchReport) -> None:
         verdicts = ", ".join(f"{m}: {'yes' if v['reaches_within_fifth'] else 'no'} "
                              f"({'/'.join(str(x['evaluations_to_reach']) for x in v['seeds'])} evals)"
                              for m, v in f["methods"].items())
-        console.print(f"4 groups at 5%, re-fit {mode}: grid {f['grid_objective']:.2f} in {f['grid_evaluations']} evals; "
+        console.print(f"4 groups at 5%, re-fit {mode}: grid {fmt(f['grid_objective'])} in {f['grid_evaluations']} evals; "
                       f"reached within a fifth ({f['allowed']})? {verdicts}")
 
 
@@ -317,7 +322,7 @@ def markdown(report: SearchBenchReport) -> str:
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     for mode, f in report.fifth.items():
         lines.append("")
-        lines.append(f"4 groups at 5%, re-fit {'yes' if mode == 'True' else 'no'}: grid {f['grid_objective']:.2f} in "
+        lines.append(f"4 groups at 5%, re-fit {'yes' if mode == 'True' else 'no'}: grid {fmt(f['grid_objective'])} in "
                      f"{f['grid_evaluations']} evaluations; evaluations to reach it (per seed, at most {f['allowed']} allowed): "
                      + "; ".join(f"{m} {'/'.join(str(x['evaluations_to_reach'] or '-') for x in v['seeds'])}"
                                  for m, v in f["methods"].items()))
@@ -389,14 +394,17 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def merge(reports: list[dict]) -> SearchBenchReport:
-    """One report from several (each run on other problems, e.g. in parallel processes)."""
+    """One report from several (each run on other problems, e.g. in parallel processes); summaries recomputed."""
     out = SearchBenchReport(SCHEMA, {**reports[0]["config"], "problems": [p for r in reports for p in r["config"]["problems"]]})
     for r in reports:
         out.problems.update(r["problems"])
         out.runs += [Run(**{**x, "curve": [float("nan") if v is None else v for v in x["curve"]]}) for x in r["runs"]]
-        out.summary += r["summary"]
-        out.fifth.update(r["fifth"])
         out.seconds += r["seconds"]
+    # the rows are recomputed from the runs (a report of an older version may lack a column)
+    for row in (row for r in reports for row in r["summary"]):
+        out.summary.append(summarise(out.runs, row["problem"], row["reconstruct"], row["budget"]))
+        if row["problem"] == "ref4":
+            out.fifth[str(row["reconstruct"])] = fifth_of_grid(out.runs, row["reconstruct"])
     return out
 
 
