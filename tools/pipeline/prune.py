@@ -166,7 +166,7 @@ def prune_controller_budgets(controller: Controller, keeps: Sequence[float], met
     else:
         results = prune_budgets(model, groups, list(keeps), objective, **options)
     return_before = closed_loop_return(model, judge_episodes, 0, "gym", env_id).mean if judge_episodes else None
-    pruned = []
+    pruned: list[PrunedController] = []
     for keep, result in zip(keeps, results):
         after = pendulum_stability(result.model) if pendulum else None
         summary = {"method": method, **result.to_dict(), "controller": str(controller.path), "sha256": controller.sha256,
