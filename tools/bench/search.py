@@ -47,6 +47,7 @@ from tools.plant.objectives import pendulum_stability, radius_check, return_obje
 METHODS = ("gd", "grid", "cmaes", "tpe")
 STOCHASTIC = ("gd", "cmaes", "tpe")  # the grid is the same on every seed
 PROBLEMS = ("ref2", "ref4", "tdmpc", "autoencoder")
+TIE = 0.005  # objectives closer than this (after rounding to the table's two decimals) are a tie
 SCHEMA = 1
 
 
@@ -206,8 +207,8 @@ def summarise(runs: list[Run], problem: str, reconstruct: bool, budget: int) -> 
         if not mine:
             continue
         row["methods"][method] = {
-            "best_after": [float(np.nanmean([best_after(r.curve, n) for r in mine])) if any(
-                not math.isnan(best_after(r.curve, n)) for r in mine) else float("nan") for n in marks],
+            # a mean over the same seeds at every checkpoint: NaN until every seed has a feasible candidate
+            "best_after": [float(np.mean([best_after(r.curve, n) for r in mine])) for n in marks],
             "final": float(np.mean([best_after(r.curve, budget) for r in mine])),  # at the equal budget
             "full": float(np.mean([best_after(r.curve, len(r.curve)) for r in mine])),  # the grid: over all its points
             "evaluations": int(np.mean([r.evaluations for r in mine])),
@@ -216,6 +217,7 @@ def summarise(runs: list[Run], problem: str, reconstruct: bool, budget: int) -> 
     ranked = sorted(finals, key=lambda m: finals[m], reverse=True)
     if ranked:
         row["winner"] = ranked[0]
+        row["tied"] = [m for m in ranked if finals[ranked[0]] - finals[m] < TIE]  # the winner and those within TIE of it
         row["margin_over_next"] = finals[ranked[0]] - finals[ranked[1]] if len(ranked) > 1 else 0.0
         row["margin_over_gd"] = finals[ranked[0]] - finals["gd"] if "gd" in finals else None
     return row
@@ -292,7 +294,12 @@ def table_rows(report: SearchBenchReport) -> tuple[list[str], list[list[str]]]:
             else:
                 cells.append(" / ".join(fmt(x) for x in v["best_after"]))
         win = s.get("winner", "-")
-        margin = f"{win} (+{fmt(s['margin_over_next'])}, +{fmt(s['margin_over_gd'] or 0)})" if "winner" in s else "-"
+        if "winner" not in s:
+            margin = "-"
+        elif len(s.get("tied", [win])) > 1:
+            margin = f"tie: {', '.join(s['tied'])}"
+        else:
+            margin = f"{win} (+{fmt(s['margin_over_next'])}, +{fmt(s['margin_over_gd'] or 0)})"
         rows.append([report.problems[s["problem"]]["title"], "yes" if s["reconstruct"] else "no",
                      ", ".join(map(str, marks)), *cells, margin])
     return header, rows
@@ -332,6 +339,7 @@ def markdown(report: SearchBenchReport) -> str:
 def plot(report: SearchBenchReport, path: Path) -> None:
     """Best-so-far curves (mean over seeds), one panel per problem and mode."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -346,11 +354,10 @@ def plot(report: SearchBenchReport, path: Path) -> None:
                 continue
             n = max(len(r.curve) for r in mine) if method == "grid" and name == "ref4" else budget
             ys = np.array([[best_after(r.curve, i) for i in range(1, n + 1)] for r in mine])
-            ok = ~np.isnan(ys).all(axis=0)  # evaluations where some seed has a feasible candidate
-            mean = np.array([np.nanmean(col) if k else np.nan for col, k in zip(ys.T, ok)])
-            ax.plot(np.arange(1, n + 1), mean, label=method)
+            ax.plot(np.arange(1, n + 1), ys.mean(axis=0), label=method)  # NaN (no line) until every seed has a feasible candidate
         ax.set_title(f"{report.problems[name]['title']}, re-fit {'on' if reconstruct else 'off'}", fontsize=8)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("evaluations", fontsize=8)
         ax.set_ylabel("best objective", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -401,7 +408,8 @@ def merge(reports: list[dict]) -> SearchBenchReport:
         out.runs += [Run(**{**x, "curve": [float("nan") if v is None else v for v in x["curve"]]}) for x in r["runs"]]
         out.seconds += r["seconds"]
     # the rows are recomputed from the runs (a report of an older version may lack a column)
-    for row in (row for r in reports for row in r["summary"]):
+    rows = sorted((row for r in reports for row in r["summary"]), key=lambda row: (PROBLEMS.index(row["problem"]), not row["reconstruct"]))
+    for row in rows:
         out.summary.append(summarise(out.runs, row["problem"], row["reconstruct"], row["budget"]))
         if row["problem"] == "ref4":
             out.fifth[str(row["reconstruct"])] = fifth_of_grid(out.runs, row["reconstruct"])
