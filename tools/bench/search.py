@@ -305,6 +305,20 @@ def table_rows(report: SearchBenchReport) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def verdict(report: SearchBenchReport) -> str:
+    """Which method wins at the equal budget, on how many rows (problem x mode), and by how much over gd."""
+    rows = [x for x in report.summary if "winner" in x]
+    outright = [x for x in rows if len(x.get("tied", [x["winner"]])) == 1]
+    parts = []
+    for m in METHODS:
+        mine = [x for x in outright if x["winner"] == m]
+        if mine:
+            over_gd = [x["margin_over_gd"] for x in mine if x.get("margin_over_gd")]
+            parts.append(f"{m} wins {len(mine)}" + (f" (by {min(over_gd):.2f} to {max(over_gd):.2f} over gd)" if over_gd else ""))
+    ties = len(rows) - len(outright)
+    return f"at equal evaluation budgets, of {len(rows)} rows: " + "; ".join(parts) + (f"; {ties} tied" if ties else "")
+
+
 def print_tables(console: Console, report: SearchBenchReport) -> None:
     """The curve summary and the ref4 fifth-of-the-grid verdict."""
     header, rows = table_rows(report)
@@ -314,9 +328,10 @@ def print_tables(console: Console, report: SearchBenchReport) -> None:
     for r in rows:
         t.add_row(*r)
     console.print(t)
+    console.print(verdict(report))
     for mode, f in report.fifth.items():
         verdicts = ", ".join(f"{m}: {'yes' if v['reaches_within_fifth'] else 'no'} "
-                             f"({'/'.join(str(x['evaluations_to_reach']) for x in v['seeds'])} evals)"
+                             f"({'/'.join(str(x['evaluations_to_reach'] or '-') for x in v['seeds'])} evals)"
                              for m, v in f["methods"].items())
         console.print(f"4 groups at 5%, re-fit {mode}: grid {fmt(f['grid_objective'])} in {f['grid_evaluations']} evals; "
                       f"reached within a fifth ({f['allowed']})? {verdicts}")
@@ -327,6 +342,7 @@ def markdown(report: SearchBenchReport) -> str:
     header, rows = table_rows(report)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", verdict(report) + "."]
     for mode, f in report.fifth.items():
         lines.append("")
         lines.append(f"4 groups at 5%, re-fit {'yes' if mode == 'True' else 'no'}: grid {fmt(f['grid_objective'])} in "
