@@ -404,6 +404,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--problems", nargs="*", default=list(PROBLEMS), choices=PROBLEMS)
     p.add_argument("--modes", default="both", choices=("both", "refit", "shrink"),
                    help="with and without the least-squares re-fit, or one of them")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds of gd / cmaes / tpe on every problem (default: per problem, see Sizes)")
     p.add_argument("--merge", type=Path, nargs="+", help="combine these reports (runs of other --problems) into --out; no search")
     args = p.parse_args(argv)
     console = Console(width=170)
@@ -412,6 +413,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     torch.set_num_threads(1)  # small batched models: one thread is fastest on a shared machine
     sizes = Sizes.of(args.quick)
+    if args.seeds:
+        sizes.seeds = {name: tuple(args.seeds) for name in PROBLEMS}
     modes = {"both": (True, False), "refit": (True,), "shrink": (False,)}[args.modes]
     write(bench(sizes, tuple(args.problems), modes, console), args.out, console)
 
@@ -419,13 +422,18 @@ def main(argv: list[str] | None = None) -> None:
 def merge(reports: list[dict]) -> SearchBenchReport:
     """One report from several (each run on other problems, e.g. in parallel processes); summaries recomputed."""
     out = SearchBenchReport(SCHEMA, {**reports[0]["config"], "problems": [p for r in reports for p in r["config"]["problems"]]})
+    seen = set()
     for r in reports:
         out.problems.update(r["problems"])
-        out.runs += [Run(**{**x, "curve": [float("nan") if v is None else v for v in x["curve"]]}) for x in r["runs"]]
+        for x in r["runs"]:  # a run repeated in two reports (the deterministic grid) is kept once
+            key = (x["problem"], x["reconstruct"], x["method"], x["seed"])
+            if key not in seen:
+                seen.add(key)
+                out.runs.append(Run(**{**x, "curve": [float("nan") if v is None else v for v in x["curve"]]}))
         out.seconds += r["seconds"]
     # the rows are recomputed from the runs (a report of an older version may lack a column)
-    rows = sorted((row for r in reports for row in r["summary"]), key=lambda row: (PROBLEMS.index(row["problem"]), not row["reconstruct"]))
-    for row in rows:
+    rows = {(row["problem"], row["reconstruct"]): row for r in reports for row in r["summary"]}
+    for row in sorted(rows.values(), key=lambda row: (PROBLEMS.index(row["problem"]), not row["reconstruct"])):
         out.summary.append(summarise(out.runs, row["problem"], row["reconstruct"], row["budget"]))
         if row["problem"] == "ref4":
             out.fifth[str(row["reconstruct"])] = fifth_of_grid(out.runs, row["reconstruct"])
