@@ -19,6 +19,14 @@ seeds (ref4 and TD-MPC on one: their evaluations are the dear ones); the grid is
 
     python -m tools.bench.search --out docs/search_bench.json     # the bench (PNG and Markdown table beside it)
     python -m tools.bench.search --quick --out /tmp/sb.json       # a minute: the test's run
+
+docs/search_bench.json was made in parallel processes and merged (a repeated grid run is kept once)::
+
+    python -m tools.bench.search --problems ref4 --out ref4.json
+    python -m tools.bench.search --problems ref2 autoencoder tdmpc --out rest.json
+    python -m tools.bench.search --problems ref4 --modes refit --seeds 1 --out ref4s1.json
+    python -m tools.bench.search --problems tdmpc --seeds 1 --out tdmpcs1.json
+    python -m tools.bench.search --merge rest.json ref4.json ref4s1.json tdmpcs1.json --out docs/search_bench.json
 """
 
 from __future__ import annotations
