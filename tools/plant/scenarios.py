@@ -27,8 +27,10 @@ The standard set is ``robust`` (:func:`scenario_set`); its members and sizes per
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -241,13 +243,11 @@ def _reset_noise_kwargs(env_id: str, scale: float) -> dict:
     """make() kwargs that widen the env's reset noise by ``scale`` (its own ``reset_noise_scale``)."""
     if scale == 1.0:
         return {}
-    import inspect
-
     import gymnasium as gym
 
     spec = gym.spec(env_id)
     entry = spec.entry_point if callable(spec.entry_point) else gym.envs.registration.load_env_creator(str(spec.entry_point))
-    param = inspect.signature(entry).parameters.get("reset_noise_scale")  # type: ignore[arg-type]
+    param = inspect.signature(entry).parameters.get("reset_noise_scale")
     if param is None or not isinstance(param.default, float):
         raise ToolsError(f"scenario reset_scale: {env_id} has no reset_noise_scale to widen")
     base = float(spec.kwargs.get("reset_noise_scale", param.default))
@@ -275,13 +275,14 @@ def rollout_vector_scenario(policy: Policy, scenario: Scenario, seeds: Sequence[
     import gymnasium as gym
 
     n = len(seeds)
-    envs = gym.make_vec(env_id, num_envs=n, vectorization_mode="sync", **_reset_noise_kwargs(env_id, scenario.reset_scale))
+    # Any: a SyncVectorEnv's sub-envs (.envs) and per-episode reset seeds are beyond VectorEnv's annotations.
+    envs: Any = gym.make_vec(env_id, num_envs=n, vectorization_mode="sync", **_reset_noise_kwargs(env_id, scenario.reset_scale))
     try:
-        subs = [e.unwrapped for e in envs.envs]  # type: ignore[attr-defined]
+        subs = [e.unwrapped for e in envs.envs]
         for sub in subs:
             _perturb_model(sub, scenario, env_id)
         obs, _ = envs.reset(seed=[int(s) for s in seeds])
-        steps = envs.envs[0].spec.max_episode_steps or DEFAULT_MAX_STEPS  # type: ignore[attr-defined]
+        steps = envs.envs[0].spec.max_episode_steps or DEFAULT_MAX_STEPS
         world = _Perturbed(scenario, seeds, steps, obs.shape[1])
         total = np.zeros(n)
         done = np.zeros(n, dtype=bool)
