@@ -11,7 +11,7 @@ one way the world differs from the simulator the controller was trained in:
 | ``length``     | l x this (gravity and torque terms both change)     | not offered (inertia is compiled from geoms)   |
 | ``damping``    | viscous friction ``- damping * theta_dot`` added    | added to every ``dof_damping``                 |
 | ``sensor_noise``| Gaussian, std this, on every observation component | the same                                       |
-| ``delay``      | 1: the torque applied at step t was computed at t-1 (zero at t = 0)               | the same |
+| ``delay``      | 1: torque applied at t computed at t-1 (0 at t = 0) | the same                                       |
 
 Timing: at step t the controller observes, then the push (if t == push_step) changes the velocity,
 then the plant steps with the (possibly delayed) action; the controller sees the push at t + 1.
@@ -122,7 +122,9 @@ class ScenarioSet:
 # impossible: the torque limit (2 N m against a 5 N m gravity torque at horizontal) is what the
 # controller has in hand, so mass and length stay within +-30% and the push within what it can catch.
 ROBUST_PENDULUM = ScenarioSet("robust", (
-    Scenario("reset_wide", reset_scale=4.0, seed=1),  # start theta_dot in [-4, 4] rad/s instead of [-1, 1]
+    # Start theta_dot in [-4, 4] rad/s instead of [-1, 1]: outside the starts a controller was trained on. The
+    # bundled controller scores better there (-118 against -140 nominal, seeds 0..49): the spin hands it energy.
+    Scenario("reset_wide", reset_scale=4.0, seed=1),
     Scenario("push", push=1.0, push_step=100, seed=2),  # a 1 rad/s kick halfway, when a good controller is upright
     Scenario("push_large", push=2.0, push_step=100, seed=3),  # twice that: near the edge of the 2 N m catch
     Scenario("heavy", mass=1.3, seed=4),  # 30% more mass: 23% less angular acceleration per N m

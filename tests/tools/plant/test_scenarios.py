@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch
 from prune import find_groups, prune
 from tools.errors import ToolsError
 from tools.plant.evaluate import closed_loop_return
+from tools.plant.expert import energy_shaping_expert
 from tools.plant.pendulum import BatchedPendulum
 from tools.plant.robust import Aggregate, combine, robust_objective, robust_returns
 from tools.plant.rollouts import rollout_fast, rollout_vector
@@ -48,8 +50,7 @@ def schedule():
 
 
 def expert(obs: np.ndarray) -> np.ndarray:
-    from tools.plant.expert import energy_shaping_expert
-
+    """The hand-designed swing-up controller: a closed loop that needs no torch."""
     return energy_shaping_expert(obs)
 
 
@@ -182,8 +183,6 @@ def test_mujoco_scenarios_edit_the_model_and_kick_the_hinge() -> None:
     assert (kicked.returns < nominal.returns).all()  # a kicked pole falls sooner
     with pytest.raises(ToolsError, match="length"):
         rollout_vector_scenario(zero, Scenario("l", length=1.2), seeds, env)
-    import gymnasium as gym
-
     one: Any = gym.make(env).unwrapped
     mass, damping = one.model.body_mass.copy(), one.model.dof_damping.copy()
     _perturb_model(one, Scenario("h", mass=1.3, damping=0.5), env)
