@@ -13,6 +13,7 @@ from prune import find_groups, prune
 from tools.errors import ToolsError
 from tools.plant.evaluate import closed_loop_return
 from tools.plant.expert import energy_shaping_expert
+from tools.plant.objectives import return_objective
 from tools.plant.pendulum import BatchedPendulum
 from tools.plant.robust import Aggregate, combine, robust_objective, robust_returns
 from tools.plant.rollouts import rollout_fast, rollout_vector
@@ -187,3 +188,10 @@ def test_mujoco_scenarios_edit_the_model_and_kick_the_hinge() -> None:
     mass, damping = one.model.body_mass.copy(), one.model.dof_damping.copy()
     _perturb_model(one, Scenario("h", mass=1.3, damping=0.5), env)
     assert np.allclose(one.model.body_mass, 1.3 * mass) and np.allclose(one.model.dof_damping, damping + 0.5)
+
+
+def test_a_set_of_the_nominal_scenario_alone_is_the_nominal_objective(small_controller: torch.nn.Module) -> None:
+    nominal = ScenarioSet("nominal", (Scenario("nominal"),))
+    for how in ("mean", "worst", "cvar:0.2"):
+        robust = robust_objective(nominal, how, episodes=6, seed=2000)(small_controller)
+        assert np.array_equal(robust, return_objective(6, 2000)(small_controller))
