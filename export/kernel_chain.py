@@ -70,7 +70,7 @@ def kernel_chain(mod, where: str, int8: bool = False) -> KernelChain:
 
     Shared by both runtime-free paths: the generated microcontroller C (:mod:`export.mcu.codegen`) and
     the armv7 stub's plan file (:func:`export.stub.kernel_plan`). ``int8``: the caller carries int8
-    weight constants (the microcontroller C does; the plan file holds float32 only).
+    weight constants (both do; without it an int8 constant is refused, named).
     """
     chain = KernelChain()
     index: dict = {}
@@ -103,8 +103,7 @@ def kernel_chain(mod, where: str, int8: bool = False) -> KernelChain:
                     arr = (a.value if hasattr(a, "value") else a.data).numpy()
                     if arr.dtype == np.int8 and not int8:
                         raise ExportError(f"{where}: int8 weights of kernel {v.args[0].name_hint}: this runtime-free "
-                                          "path holds float32 constants only (int8 weights run on x86_64 libraries "
-                                          "and microcontrollers)")
+                                          "path holds float32 constants only")
                     if arr.dtype not in (np.float32, np.int8):
                         raise ExportError(f"{where}: constant of dtype {arr.dtype} (only float32 is supported)")
                     if not np.all(np.isfinite(arr)):

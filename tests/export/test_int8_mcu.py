@@ -9,12 +9,12 @@ import onnx
 import pytest
 import torch
 
-from export import DoesNotFit, ExportError, export_bundle, export_onnx, read_manifest
+from export import DoesNotFit, ExportError, export_onnx
 from export.kernel_chain import kernel_chain
 from export.mcu.firmware import build_mcu_artifact, lower_for_mcu, run_host_check
 from export.onnx_export import ort_actions, ort_session
 from prune import quantize
-from targets import get_target, parse_target_list
+from targets import get_target
 
 REFERENCE = [256, 256]  # the bundled reference controller's shape (tools/controllers/native.py)
 WEIGHTS = 3 * 256 + 256 * 256 + 256 * 1
@@ -60,19 +60,8 @@ def test_reference_shape_fits_the_256k_part_only_in_int8(onnx_models, pendulum, 
     assert int8["flash_bytes"] <= float_flash - 2 * WEIGHTS, (float_flash, int8["flash_bytes"])
 
 
-def test_int8_bundle_verified_under_qemu_on_the_256k_part(reference, pendulum, tmp_path):
-    out = tmp_path / "bundle"
-    export_bundle(quantize(reference), pendulum, parse_target_list("x86_64,cortex-m4-256k"), out, n_parity=100, seed=4)
-    manifest = read_manifest(out).to_dict()
-    assert "DequantizeLinear" in manifest["onnx"]["op_types"]
-    for name in ("x86_64", "cortex-m4-256k"):
-        check = manifest["artifacts"][name]["verification"]
-        assert check["status"] == "verified" and check["max_abs_err"] <= 1e-5, check
-    assert "qemu-system-arm" in manifest["artifacts"]["cortex-m4-256k"]["verification"]["method"]
-    assert manifest["artifacts"]["cortex-m4-256k"]["firmware_check"]["max_abs_err"] <= 1e-5
-
-
-def test_the_float_only_plan_path_refuses_int8_weights_by_name(onnx_models, pendulum):
+def test_kernel_chain_refuses_int8_weights_by_name_unless_the_caller_carries_them(onnx_models, pendulum):
     mod, _ = lower_for_mcu(onnx_models["int8"], pendulum, get_target("cortex-m4"), fast_math=True)
     with pytest.raises(ExportError, match=r"int8 weights of kernel .*float32 constants only"):
         kernel_chain(mod, "plan")
+    assert {t.dtype for t in kernel_chain(mod, "plan", int8=True).tensors} == {"float32", "int8"}
