@@ -154,6 +154,7 @@ def kernel_plan(bundle_dir: Path, target_name: str) -> bytes:
     library's own sha256 goes in too: the stub refuses a plan made for another library.
     """
     kind_code = {INPUT: 0, CONSTANT: 1, INTERMEDIATE: 2}  # the plan's tensor kinds (model_kernels.c)
+    int8_constant = 3  # weight-only int8 codes (export/int8_kernels.py), one byte each
 
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
@@ -168,13 +169,14 @@ def kernel_plan(bundle_dir: Path, target_name: str) -> bytes:
     spec = manifest.controller_spec
     mod, _ = lower(import_onnx(onnx.load_from_string(data), spec), linux_target(target_name), pipeline,
                    bool(flags.get("fast_math", pipeline == "scheduled")))
-    chain = kernel_chain(mod, f"{bundle_dir}: target {target_name!r}")
+    chain = kernel_chain(mod, f"{bundle_dir}: target {target_name!r}", int8=True)
     blob = bytearray(b"PAEP" + struct.pack("<I", 1) + str(art.get("sha256", "")).encode().ljust(64, b"0")[:64])
     blob += struct.pack("<I", len(chain.tensors))
     for t in chain.tensors:
-        blob += struct.pack(f"<II{len(t.shape)}I", kind_code[t.kind], len(t.shape), *t.shape)
+        kind = int8_constant if t.dtype == "int8" else kind_code[t.kind]
+        blob += struct.pack(f"<II{len(t.shape)}I", kind, len(t.shape), *t.shape)
         if t.data is not None:
-            blob += t.data.astype("<f4").tobytes()
+            blob += t.data.astype("i1" if t.dtype == "int8" else "<f4").tobytes()
     blob += struct.pack("<I", len(chain.calls))
     for name, args in chain.calls:
         raw = name.encode()
