@@ -8,8 +8,9 @@ and each search method (gd, and tpe, which won the hard rows of the search bench
    from the previous budget's best points), with the bound as the search's ``floor`` constraint, the
    least-squares re-fit, and the fine-tune (distillation toward the unpruned autoencoder on the
    training images, kept only if validation PSNR does not drop and the floor still holds);
-2. between the smallest budget that met the bound and the next one that did not, a short bisection
-   (each step started from the best points of the feasible end) sharpens the answer;
+2. between the smallest budget that met the bound (1.0, the unpruned model, when none did) and the
+   next one that did not, a short bisection (each step started from the best points of the feasible
+   end) sharpens the answer;
 3. the point reported is the largest parameter reduction whose validation PSNR stays within the
    bound; its test PSNR (images no search or fit saw) is reported beside it. A model that meets a
    tighter bound meets a looser one too, so each bound's choice is made among the points of its own
@@ -88,6 +89,7 @@ class SweepPoint:
     val_psnr: float
     test_psnr: float
     widths: dict[str, list[int]]
+    coefficients: dict[str, float]  # the searched point: fraction of units removed per component (equal values: the uniform point)
     metric: str
     finetune_kept: bool | None
     evaluations: int
@@ -144,7 +146,8 @@ def measured(result: PruneResult, data: DigitSplits, base_params: int, seconds: 
     """A pruned autoencoder's budget, size, validation and test PSNR."""
     model = cast(Autoencoder, result.model)
     return SweepPoint(result.search.keep, result.feasible, result.after.params, 1.0 - result.after.params / base_params,
-                      result.objective_after, mean_psnr(model, data.test), linear_widths(model), result.metric,
+                      result.objective_after, mean_psnr(model, data.test), linear_widths(model),
+                      result.search.component_coefficients, result.metric,
                       result.finetune_kept, result.search.evaluations, seconds, refined, result.why_infeasible)
 
 
@@ -162,19 +165,19 @@ def sweep(model: Autoencoder, data: DigitSplits, method: str, floor: float, cfg:
     points = [measured(r, data, base_params, each) for r in results]
     for p in points:
         console.print(f"  {method} floor {floor:.2f}: keep {p.keep:.3f} {'ok ' if p.feasible else 'no '} reduction {p.reduction:6.1%} "
-                      f"val {p.val_psnr:6.2f} test {p.test_psnr:6.2f} dB widths {p.widths} fine-tune kept {p.finetune_kept}")
+                      f"val {p.val_psnr:6.2f} test {p.test_psnr:6.2f} dB widths {p.widths} c {p.coefficients} {p.metric} fine-tune kept {p.finetune_kept}")
     by_keep = dict(zip(cfg.keeps, results))
     ordered = sorted(cfg.keeps, reverse=True)
     feasible = [k for k in ordered if by_keep[k].feasible]
-    if not feasible:
-        return points
-    lo_keep = min(feasible)
-    below = [k for k in ordered if k < lo_keep]
-    hi, lo, good = lo_keep, (max(below) if below else None), by_keep[lo_keep]
+    # bisect between the smallest feasible budget (the unpruned model, 1.0, when none is) and the next one below it
+    hi = min(feasible) if feasible else 1.0
+    good: PruneResult | None = by_keep[hi] if feasible else None
+    below = [k for k in ordered if k < hi]
+    lo = max(below) if below else None
     for _ in range(cfg.refine_steps if lo is not None else 0):
         mid = round(0.5 * (hi + cast(float, lo)), 4)
         t = time.perf_counter()
-        starts = good.search.best_points or [good.search.component_coefficients]
+        starts = (good.search.best_points or [good.search.component_coefficients]) if good is not None else []
         r = prune(model, groups, mid, objective, starts=starts, **options)  # type: ignore[arg-type]  # per-image PSNR as an ndarray: prune reads any sequence
         p = measured(r, data, base_params, time.perf_counter() - t, refined=True)
         points.append(p)
