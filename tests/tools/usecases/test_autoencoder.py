@@ -176,3 +176,13 @@ def test_headline_quick_writes_the_schema_and_a_looser_bound_allows_at_least_the
         assert {p["keep"] for p in row["sweep"] if not p["refined"]} == {0.5, 0.2}
         assert set(row["widths"]) == {"encoder", "decoder"} and row["widths"]["encoder"][-1] == 16  # the code is protected
     assert rows[(2.0, "gd")]["reduction"] >= rows[(1.0, "gd")]["reduction"]
+
+
+def test_headline_bisects_down_from_the_unpruned_model_when_no_swept_budget_meets_the_bound(tmp_path):
+    out = tmp_path / "headline.json"
+    headline_main(["--quick", "--no-finetune", "--bounds", "1", "--out", str(out)])
+    (row,) = json.loads(out.read_text())["rows"]
+    swept, refined = [p for p in row["sweep"] if not p["refined"]], [p for p in row["sweep"] if p["refined"]]
+    assert [(p["keep"], p["feasible"]) for p in swept] == [(0.5, False), (0.2, False)]  # without the fine-tune 50% kept breaks 1 dB
+    assert [p["keep"] for p in refined] == [0.75] and refined[0]["feasible"]
+    assert row["found"] and row["keep"] == 0.75 and row["val_psnr"] >= row["floor_db"]
