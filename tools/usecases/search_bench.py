@@ -17,16 +17,16 @@ each with and without the least-squares re-fit (``reconstruct``). gd, cmaes and 
 seeds (ref4 and TD-MPC on one: their evaluations are the dear ones); the grid is deterministic and runs once. The importance metric of a problem is fixed up front
 (prune's ``auto`` choice at the uniform point, made once) so every evaluation on a curve is a search step.
 
-    python -m tools.bench.search --out docs/search_bench.json     # the bench (PNG and Markdown table beside it)
-    python -m tools.bench.search --quick --out /tmp/sb.json       # a minute: the test's run
+    python -m tools.usecases.search_bench --out docs/search_bench.json     # the bench (PNG and Markdown table beside it)
+    python -m tools.usecases.search_bench --quick --out /tmp/sb.json       # a minute: the test's run
 
 docs/search_bench.json was made in parallel processes and merged (a repeated grid run is kept once)::
 
-    python -m tools.bench.search --problems ref4 --out ref4.json
-    python -m tools.bench.search --problems ref2 autoencoder tdmpc --out rest.json
-    python -m tools.bench.search --problems ref4 --modes refit --seeds 1 --out ref4s1.json
-    python -m tools.bench.search --problems tdmpc --seeds 1 --out tdmpcs1.json
-    python -m tools.bench.search --merge rest.json ref4.json ref4s1.json tdmpcs1.json --out docs/search_bench.json
+    python -m tools.usecases.search_bench --problems ref4 --out ref4.json
+    python -m tools.usecases.search_bench --problems ref2 autoencoder tdmpc --out rest.json
+    python -m tools.usecases.search_bench --problems ref4 --modes refit --seeds 1 --out ref4s1.json
+    python -m tools.usecases.search_bench --problems tdmpc --seeds 1 --out tdmpcs1.json
+    python -m tools.usecases.search_bench --merge rest.json ref4.json ref4s1.json tdmpcs1.json --out docs/search_bench.json
 """
 
 from __future__ import annotations
@@ -406,7 +406,7 @@ def json_safe(value: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the bench, print the tables, write JSON + PNG + Markdown."""
-    p = argparse.ArgumentParser(prog="python -m tools.bench.search", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m tools.usecases.search_bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("docs/search_bench.json"), help="JSON report (PNG and .md beside it)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: one seed, a few evaluations (the test's run)")
     p.add_argument("--problems", nargs="*", default=list(PROBLEMS), choices=PROBLEMS)

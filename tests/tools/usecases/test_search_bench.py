@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from tools.bench import search
+from tools.usecases import search_bench as search
 
 PROBLEMS = ("ref4", "autoencoder")  # ref4 carries the fifth-of-the-grid verdict; the autoencoder is the cheapest
 
