@@ -1,9 +1,10 @@
 """The Linux stub: build ``firmware_stub/`` for a target, lay out a bundle for it, run it.
 
-``build_stub(target)`` compiles ``firmware_stub/`` with the target's (cross) compiler against the TVM
-runtime of the target's architecture (:mod:`export.runtime`: the installed wheels for this machine's;
-the manylinux wheels fetched with pip for aarch64; none for armv7, whose stub calls the library's
-kernels from a plan made by :func:`kernel_plan`) into a cache folder, never into the source tree.
+``build_stub(target)`` compiles ``firmware_stub/`` with the target's (cross) compiler into a cache
+folder, never into the source tree. By default the stub links no TVM runtime and calls the library's
+kernels from a plan made by :func:`kernel_plan` (x86_64, aarch64, armv7); ``PAE_STUB_MODEL=tvm``
+links the TVM runtime of the target's architecture instead (:mod:`export.runtime`: the installed
+wheels for this machine's, the manylinux wheels fetched with pip for aarch64; none exists for armv7).
 :class:`StubSession` starts ``pae_stub serve`` through the target's runner (native, qemu-user, ssh)
 and speaks the frame protocol with it (:class:`export.session.DeviceSession`);
 :func:`run_stub_bench` runs ``pae_stub bench`` there.
