@@ -1,8 +1,9 @@
 """The lowered Relax ``main`` read as a chain of ``call_tir`` kernels: what a runtime-free driver runs.
 
-TVM 0.27 has no runtime for a microcontroller and none for armv7, so there the kernels are called
-without the Relax VM: by generated C on a microcontroller (:mod:`export.mcu.codegen`), from a plan
-file by the armv7 stub (:func:`export.stub.kernel_plan`). Both need the same facts: the tensors
+TVM 0.27 has no runtime for a microcontroller and none for armv7, and on x86_64 and aarch64 the
+Relax VM costs more per call than a small controller's kernels, so the kernels are called without
+it: by generated C on a microcontroller (:mod:`export.mcu.codegen`), from a plan file by the Linux
+stub (:func:`export.stub.kernel_plan`). Both need the same facts: the tensors
 (input, folded constants, intermediates) and the kernel calls in order.
 """
 
@@ -69,7 +70,7 @@ def kernel_chain(mod, where: str, int8: bool = False) -> KernelChain:
     """Read the lowered Relax ``main`` as a chain of call_tir kernels; anything else is refused, named.
 
     Shared by both runtime-free paths: the generated microcontroller C (:mod:`export.mcu.codegen`) and
-    the armv7 stub's plan file (:func:`export.stub.kernel_plan`). ``int8``: the caller carries int8
+    the Linux stub's plan file (:func:`export.stub.kernel_plan`). ``int8``: the caller carries int8
     weight constants (both do; without it an int8 constant is refused, named).
     """
     chain = KernelChain()

@@ -1,6 +1,7 @@
 /* model_kernels.c - run a bundle's compiled kernels without the TVM runtime.
  *
- * For targets with no TVM runtime build (armv7), export/stub.py lowers the bundle's model.onnx
+ * For every Linux target (armv7 has no TVM runtime build; on x86_64 and aarch64 it is faster than the
+ * Relax VM, which costs about 1.2 us per call), export/stub.py lowers the bundle's model.onnx
  * through the same TVM pipeline that compiled the library and writes a plan: the tensors (input,
  * folded weights, intermediates) and the kernel calls of the Relax main function, in order. This
  * file dlopens the hash-checked library and calls its kernels (exported as __tvm_ffi_<name>, the
