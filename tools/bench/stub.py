@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                 console.print(f"bench_stub: {label}: {e}")
                 return 1
             worst = max(c["max_error"] for c in checks[label].values())
-            console.print(f"{label}: stub actions match torch on {args.check_n} non-saturating inputs per target "
+            inputs = min(c["inputs"] for c in checks[label].values())
+            console.print(f"{label}: stub actions match torch on {inputs} non-saturating inputs per target "
                           f"(max error {worst:.2g})")
             stub = run_stub_bench(bundle, "x86_64", n=args.n, warmup=200, observations=obs)
             lat = stub["latency_us"]
