@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import ray
 import ray.cloudpickle
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 import torch
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from prune import PruneResult, find_groups, prune
 from tools.pipeline.hil import FIDELITY, EpisodeReport, run_hil
