@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ from tools.scale import Board, Episode, Farm, LocalExecutor, RayExecutor, ScaleE
 # The helpers below run inside Ray workers: ship them by value (this test module is not importable there).
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-SEARCHES = {"grid": dict(resolution=0.25), "gd": dict(max_evaluations=16), "cmaes": dict(max_evaluations=18, population=6)}
+SEARCHES: dict[str, dict[str, Any]] = {"grid": dict(resolution=0.25), "gd": dict(max_evaluations=16), "cmaes": dict(max_evaluations=18, population=6)}
 
 
 def search(model: torch.nn.Module, method: str, objective) -> PruneResult:
