@@ -20,12 +20,19 @@ The API, in short (every function has type hints and a docstring):
 - ``prune(model, groups, keep, objective, method="gd", metric="l1", states=None, seed=0,
   tolerance=0.01, floor=None, radius_check=None, resolution=0.1, max_evaluations=60,
   gradient="spsa", reconstruct=False, finetune=None, progress=False, stability="strict",
-  stability_tolerance=0.01, starts=(), population=None, radius_before=None) -> PruneResult``.
+  stability_tolerance=0.01, starts=(), population=None, radius_before=None, ceiling=None,
+  stop_within=None) -> PruneResult``.
   ``objective(model) -> float | per-episode scores`` (higher is better; may offer
-  ``objective.batch(models)``, see :mod:`prune.problem`); ``method`` in :data:`SEARCH_METHODS`
+  ``objective.batch(models)``, the contract below); ``method`` in :data:`SEARCH_METHODS`
   (gd, grid, uniform, global, cmaes, tpe); ``radius_check(model) -> spectral radius`` turns on
   the stability constraint, judged under ``stability`` in :data:`STABILITY_MODES`
   (strict | relative | off; default strict, reason in :mod:`prune.constraints`).
+  Early stop: a feasible candidate whose objective reaches ``ceiling`` (the best there is, e.g. an
+  env's maximum return; within a relative 1e-6) or comes within ``stop_within`` of the unpruned
+  model's objective (a noise margin, e.g. its standard error) ends the search;
+  ``result.search.stopped`` / ``to_dict()["stopped"]`` is one of :data:`STOP_REASONS`:
+  ceiling | within_noise | max_evaluations (a budgeted method, gd/cmaes/tpe, spent them all) |
+  converged (the method ended on its own). Both None (default): no early stop, results as before.
 - ``prune_budgets(model, groups, keeps, objective, method="gd", ...same options...) -> list[PruneResult]``:
   budgets solved largest first, each starting from the previous budget's best points
   (:mod:`prune.continuation`).
@@ -39,6 +46,25 @@ The API, in short (every function has type hints and a docstring):
   ``radius_after``, ``constraint_failures``, ``starts``).
 - ``Constraint`` (one judged constraint: name, ok, value, bound, detail) and ``Rules`` (the
   constraints of one problem) from :mod:`prune.constraints`.
+
+The batch contract (the one fan-out seam of every search, :meth:`prune.problem.Problem.evaluate_many`):
+an objective may carry ``objective.batch(models: list[nn.Module]) -> Sequence[score]``.
+
+- It returns one score per model, **in the order given**, each exactly what ``objective(model)``
+  returns for that model (a number or the per-episode scores), deterministically: the search
+  judges the scores in order, one by one, as without ``batch``, so the candidates, the cache, the
+  evaluation counter, the ``max_evaluations`` cut-off, the winner's-curse guard, the early stop
+  and the whole ``PruneResult`` are the same with or without it for the same seed.
+- It is handed the uncached candidates of one fan-out: grid points (chunks of
+  ``prune.search.GRID_CHUNK``), gd's starting points, a run's start with its first gradient's
+  probes, each gradient's probes (SPSA's + and - pair, fd's 2K points), a CMA-ES generation, a
+  TPE batch (``population``). Sizes vary from 1 up; it is called under ``torch.no_grad()`` with
+  candidates in eval mode.
+- It may evaluate the models anywhere, e.g. in other processes (a Ray-backed wrapper lives in
+  tools/): the models are sent as they are, and they pickle (``pickle`` and ``cloudpickle``):
+  an ``nn.Module`` or a traced / onnx2torch GraphModule as built, a torch.export module as a plain
+  GraphModule of the same graph (:func:`portable`, which the caller may also apply to the
+  unpruned model). Scores it computes for candidates after one that stops the search are dropped.
 """
 
 from prune.api import PruneResult, prune
@@ -51,15 +77,16 @@ from prune.groups import Group, Groups, find_groups
 from prune.importance import METRICS, register_metric, score
 from prune.io import SavedModel, load_program, load_state_dict, save_pruned, sidecar_paths
 from prune.ops import SUPPORTED
-from prune.problem import Start
+from prune.portable import portable
+from prune.problem import STOP_REASONS, Start
 from prune.search import SEARCH_METHODS, SearchResult
 from prune.stability import Stability, stability
 from prune.surgery import keep_indices, masked_copy, reconstruct, shrink, widths
 
 __all__ = [
-    "METRICS", "SEARCH_METHODS", "STABILITY_MODES", "STABILITY_TOLERANCE", "SUPPORTED", "Constraint", "Footprint", "FinetuneReport",
+    "METRICS", "SEARCH_METHODS", "STABILITY_MODES", "STABILITY_TOLERANCE", "STOP_REASONS", "SUPPORTED", "Constraint", "Footprint", "FinetuneReport",
     "Group", "Groups", "PruneError", "PruneResult", "Rules", "SavedModel", "SearchResult", "Stability", "Start",
     "distill", "find_groups", "footprint", "keep_fraction", "keep_indices", "kept_from_coefficients", "load_program",
-    "load_state_dict", "masked_copy", "prune", "prune_budgets", "reconstruct", "register_metric", "save_pruned", "score",
+    "load_state_dict", "masked_copy", "portable", "prune", "prune_budgets", "reconstruct", "register_metric", "save_pruned", "score",
     "shrink", "sidecar_paths", "stability", "widths",
 ]

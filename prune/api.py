@@ -27,6 +27,7 @@ from prune.search import (
     Problem,
     RadiusCheck,
     SearchResult,
+    SearchStopped,
     objective_value,
     run_search,
     search_uniform,
@@ -108,6 +109,7 @@ class PruneResult:
             "constraints": {name: {k: v for k, v in con.to_dict().items() if k != "name"} for name, con in self.constraints.items()},
             "why_infeasible": self.why_infeasible, "constraint_failures": self.search.failures,
             "starts": [{"from": s.origin, "coefficients": s.coefficients} for s in self.search.starts],
+            "stopped": self.search.stopped,
         })
 
 
@@ -126,7 +128,9 @@ def choose_metric(model: nn.Module, groups: Groups, metric: str, states, seed: i
     A named metric is used as is. ``auto`` judges the uniform point (the same coefficient for every
     component) under each of :func:`auto_metrics` on the caller's objective and keeps the best, so
     a search that starts there (gd, and the grid, whose snapped origin it is) can never end below
-    any uniform baseline; those evaluations are counted as the search's own.
+    any uniform baseline; those evaluations are counted as the search's own. A uniform point that
+    stops the search (ceiling or noise margin, see :meth:`Problem.stop_reason`) ends the trials:
+    no other metric can beat it by more than the caller's margin.
     """
     if metric != AUTO:
         scores = score(model, groups, metric, states=states, seed=seed)
@@ -135,15 +139,21 @@ def choose_metric(model: nn.Module, groups: Groups, metric: str, states, seed: i
     for name in auto_metrics(states):
         scores = score(model, groups, name, states=states, seed=seed)
         problem = make(scores)
-        c = search_uniform(problem)
-        value = problem.value(c)  # cached: the objective, penalised if the point breaks a constraint
-        trials[name] = next(iter(problem.cache.values())).objective
+        try:
+            search_uniform(problem)
+        except SearchStopped:
+            pass  # problem.stopped says why; the point is judged and cached
+        first = next(iter(problem.cache.values()))
+        value = problem.penalised(first)  # the objective, penalised if the point breaks a constraint
+        trials[name] = first.objective
         if best is None or value > best_value:
             if best is not None:
                 spent += best[2].evaluations
             best, best_value = (name, scores, problem), value
         else:
             spent += problem.evaluations
+        if problem.stopped is not None and best[2] is problem:
+            break
     assert best is not None  # auto_metrics() is never empty
     return best[0], best[1], best[2], trials, spent
 
@@ -154,7 +164,8 @@ def prune(model: nn.Module, groups: Groups, keep: float, objective: Objective, m
           max_evaluations: int = 60, gradient: str = "spsa", reconstruct: bool = False,
           finetune: Visit | None = None, progress: bool = False, stability: str = "strict",
           stability_tolerance: float = STABILITY_TOLERANCE, starts: Sequence[Mapping[str, float]] = (),
-          population: int | None = None, radius_before: float | None = None) -> PruneResult:
+          population: int | None = None, radius_before: float | None = None, ceiling: float | None = None,
+          stop_within: float | None = None) -> PruneResult:
     """Search coefficients for ``keep`` (fraction of prunable parameters kept) and shrink ``model``.
 
     ``method`` is one of :data:`SEARCH_METHODS` (gd, grid, uniform, global, cmaes, tpe); ``metric`` ranks units inside a group (l1, l2, random,
@@ -168,6 +179,11 @@ def prune(model: nn.Module, groups: Groups, keep: float, objective: Objective, m
     :mod:`prune.constraints`; ``radius_before``, the unpruned radius, is measured when not given).
     ``starts`` are extra starting points (coefficients per component, e.g. a larger budget's
     ``result.search.best_points``) for gd, cmaes and tpe; ``population`` sizes a CMA-ES generation / TPE batch.
+    The search ends early when a feasible candidate reaches ``ceiling`` (the best objective there
+    is, e.g. an env's maximum return) or comes within ``stop_within`` of the unpruned model's
+    objective (e.g. its standard error); ``result.search.stopped`` (and ``to_dict()['stopped']``)
+    says why the search ended: ceiling, within_noise, max_evaluations or converged. None (the
+    default) for both: no early stop.
     """
     keep = check_keep(keep)
     if method not in SEARCH_METHODS:
@@ -188,7 +204,8 @@ def prune(model: nn.Module, groups: Groups, keep: float, objective: Objective, m
     try:
         start = time.perf_counter()
         make = lambda s: Problem(model, groups, s, objective, keep, tolerance, floor, radius_check, bar, fit_states,  # noqa: E731
-                                 stability, stability_tolerance, radius_before)
+                                 stability, stability_tolerance, radius_before, ceiling=ceiling, stop_within=stop_within,
+                                 reference=objective_before)
         metric, scores, problem, trials, spent = choose_metric(model, groups, metric, states, seed, make)
         result = run_search(problem, method, resolution, max(1, max_evaluations - spent), gradient, seed,
                             starts=starts, population=population)

@@ -9,8 +9,19 @@ unless a candidate beats it by more than two paired standard errors (:meth:`Prob
 since among thousands of candidates the best mean is partly luck of the fixed episodes.
 
 An objective may also offer a batch form, ``objective.batch(models) -> [score per model]`` (same
-scores as calling it on each model): :meth:`Problem.evaluate_many` then hands a whole population
-(CMA-ES, batched TPE) to it at once, e.g. to a plant that simulates many controllers together.
+scores, in the same order, as calling it on each model): :meth:`Problem.evaluate_many` is the one
+seam every search fans out through (grid chunks, gd's probe pairs and starting points, CMA-ES
+generations, TPE batches) and hands the uncached candidates to it at once, e.g. to a plant that
+simulates many controllers together or to workers in other processes (the models are handed over
+as :func:`prune.portable.portable` makes them: they pickle). The results are judged in the order
+given, one by one, exactly as without ``batch``: the cache, the evaluation counter, the
+``max_evaluations`` cut-off, the guard and every result are the same either way.
+
+A search may end before its budget when no candidate can do better (:meth:`Problem.stop_reason`):
+a feasible candidate at the objective's ``ceiling`` (within :data:`CEILING_TOLERANCE`), or within
+``stop_within`` of the unpruned model's objective (the caller's noise margin, e.g. its standard
+error). The candidate that stops the search is judged and cached as any other; candidates a batch
+evaluated after it are dropped unjudged, so a batched search stops where the one-by-one search does.
 """
 
 from __future__ import annotations
@@ -30,12 +41,19 @@ from prune.errors import PruneError
 from prune.groups import Groups
 from prune.jsonable import jsonable
 from prune.modes import set_mode
+from prune.portable import portable
 from prune.surgery import keep_indices, reconstruct, shrink
 
 Objective = Callable[[nn.Module], "float | Sequence[float]"]  # a number, or one score per episode
 RadiusCheck = Callable[[nn.Module], float]  # spectral radius of the closed loop with this model
 SIGNIFICANCE = 2.0  # standard errors a candidate must beat the search's start by (per-episode objectives only)
 BEST_POINTS = 3  # feasible candidates a result lists as starting points for the next, smaller budget
+CEILING_TOLERANCE = 1e-6  # relative: a candidate within 1e-6 * max(1, |ceiling|) of the ceiling has reached it
+STOP_REASONS = ("ceiling", "within_noise", "max_evaluations", "converged")  # why a search stopped (SearchResult.stopped)
+
+
+class SearchStopped(Exception):
+    """Raised by :meth:`Problem.judge` when a candidate ends the search (caught by the search runner; not an error)."""
 
 
 def objective_value(raw) -> tuple[float, np.ndarray | None]:
@@ -102,6 +120,7 @@ class SearchResult:
     failures: dict[str, int] = field(default_factory=dict)  # candidates that failed each constraint
     starts: list[Start] = field(default_factory=list)  # the points the search started from, in order
     best_points: list[dict[str, float]] = field(default_factory=list)  # best feasible candidates' coefficients per component
+    stopped: str = "converged"  # why the search ended, one of STOP_REASONS (converged: the method ran to its own end)
 
     def coefficients(self, groups: Groups) -> dict[str, float]:
         """Fraction of units removed per group (what the budget really took from each)."""
@@ -119,7 +138,8 @@ class Problem:
                  keep: float, tolerance: float = 0.01, floor: float | None = None,
                  radius_check: RadiusCheck | None = None, progress: tqdm | None = None,
                  reconstruct_states: torch.Tensor | None = None, stability: str = "strict",
-                 stability_tolerance: float = STABILITY_TOLERANCE, radius_before: float | None = None) -> None:
+                 stability_tolerance: float = STABILITY_TOLERANCE, radius_before: float | None = None,
+                 ceiling: float | None = None, stop_within: float | None = None, reference: float | None = None) -> None:
         if not groups.groups:
             raise PruneError("the model has no prunable groups (see Groups.excluded / Groups.protected)")
         if tolerance < 0:
@@ -138,6 +158,15 @@ class Problem:
         self.starts: list[Start] = []
         self.progress = progress
         self.reconstruct_states = reconstruct_states  # re-fit layers that lost inputs on these states
+        if ceiling is not None and not math.isfinite(ceiling):
+            raise PruneError(f"ceiling must be a finite number, got {ceiling}")
+        if stop_within is not None:
+            if not (math.isfinite(stop_within) and stop_within >= 0):
+                raise PruneError(f"stop_within must be a finite margin >= 0, got {stop_within}")
+            if reference is None or not math.isfinite(reference):
+                raise PruneError(f"stop_within needs the unpruned model's finite objective as reference, got {reference}")
+        self.ceiling, self.stop_within, self.reference = ceiling, stop_within, reference
+        self.stopped: str | None = None  # set when a candidate ended the search (see stop_reason)
 
     # -- coefficients <-> units --
     def kept_of(self, c: np.ndarray) -> dict[str, int]:
@@ -214,22 +243,33 @@ class Problem:
             self.progress.update(1)
             if self.best is not None:
                 self.progress.set_postfix(best=f"{self.best.objective:.2f}")
+        if cand.feasible and self.stopped is None and (reason := self.stop_reason(cand.objective)):
+            self.stopped = reason
+            raise SearchStopped(reason)
         return cand
 
+    def stop_reason(self, objective: float) -> str | None:
+        """Why a feasible candidate with this objective ends the search ('ceiling', 'within_noise'), or None."""
+        if self.ceiling is not None and objective >= self.ceiling - CEILING_TOLERANCE * max(1.0, abs(self.ceiling)):
+            return "ceiling"
+        if self.stop_within is not None and self.reference is not None and objective >= self.reference - self.stop_within:
+            return "within_noise"
+        return None
+
     def evaluate_kept(self, kept: dict[str, int]) -> Candidate:
-        key = self.key(kept)
-        if key in self.cache:
-            return self.cache[key]
-        small = self.build(kept)
-        with torch.no_grad():
-            raw = self.objective(small)
-        return self.judge(kept, small, raw)
+        """Judge one point (cached: no evaluation), through the same seam as a population (a batch of one)."""
+        cand = self.evaluate_many([kept])[0]
+        assert cand is not None  # no max_evaluations cut-off was asked
+        return cand
 
     def evaluate_many(self, kepts: Sequence[dict[str, int]], max_evaluations: int | None = None) -> list[Candidate | None]:
-        """Judge a population: uncached points go to the objective's batch form at once, if it has one.
+        """Judge a population in order: uncached points go to the objective's batch form at once, if it has one.
 
         Points past ``max_evaluations`` (counting evaluations already spent) are left out and come
-        back as None; duplicates and cached points cost nothing.
+        back as None; duplicates and cached points cost nothing. The batch form gets the candidates
+        as :func:`prune.portable.portable` makes them (they pickle); its scores are judged in order,
+        as the one-by-one path judges them, so a candidate that stops the search
+        (:class:`SearchStopped`) leaves the rest of the batch unjudged and uncounted.
         """
         new: dict[tuple[int, ...], dict[str, int]] = {}
         for kept in kepts:
@@ -242,14 +282,17 @@ class Problem:
         if new and batch is not None:
             models = [self.build(k) for k in new.values()]
             with torch.no_grad():
-                raws = list(batch(models))
+                raws = list(batch([portable(m) for m in models]))
             if len(raws) != len(models):
                 raise PruneError(f"objective.batch returned {len(raws)} results for {len(models)} models")
             for kept, small, raw in zip(new.values(), models, raws):
                 self.judge(kept, small, raw)
         else:
             for kept in new.values():
-                self.evaluate_kept(kept)
+                small = self.build(kept)
+                with torch.no_grad():
+                    raw = self.objective(small)
+                self.judge(kept, small, raw)
         return [self.cache.get(self.key(k)) for k in kepts]
 
     def penalised(self, cand: Candidate) -> float:

@@ -2,7 +2,10 @@
 
 Candidates are built, judged against the constraints, cached and counted by the shared
 :class:`prune.problem.Problem` (every method below climbs the same penalised objective, spends the
-same evaluation counter and returns through the same winner's-curse guard).
+same evaluation counter and returns through the same winner's-curse guard), and every method hands
+them over in batches through its one seam, :meth:`prune.problem.Problem.evaluate_many` (grid
+chunks, gd's starts and probes, CMA-ES generations, TPE batches), which an objective's ``batch``
+may fan out; the results are the same with or without it.
 
 Methods:
 - ``grid``: every point of {0, r, 2r, .., 1}^K snapped onto the budget by the same projection as
@@ -41,6 +44,7 @@ from prune.problem import (
     Problem,
     RadiusCheck,
     SearchResult,
+    SearchStopped,
     Start,
     objective_value,
 )
@@ -50,6 +54,8 @@ __all__ = [
     "grid_points", "objective_value", "run_search", "search_gd", "search_global", "search_grid", "search_uniform",
 ]
 SEARCH_METHODS = ("gd", "grid", "uniform", "global", "cmaes", "tpe")
+BUDGETED = ("gd", "cmaes", "tpe")  # the methods max_evaluations bounds (grid, uniform and global run to their end)
+GRID_CHUNK = 64  # grid points judged per batch (Problem.evaluate_many)
 
 
 def search_uniform(problem: Problem) -> np.ndarray:
@@ -82,15 +88,15 @@ def grid_points(problem: Problem, resolution: float = 0.1) -> list[dict[str, int
 
 
 def search_grid(problem: Problem, resolution: float = 0.1) -> None:
-    """Every grid point snapped onto the budget (see :func:`grid_points`), judged once each."""
+    """Every grid point snapped onto the budget (see :func:`grid_points`), judged once each, ``GRID_CHUNK`` points per batch."""
     points = grid_points(problem, resolution)
     if not points:
         raise PruneError(f"grid at resolution {resolution} has no point within the budget [{problem.keep - problem.tolerance:.4f}, {problem.keep}]; "
                          "raise the tolerance or refine the resolution")
     if problem.progress is not None:
         problem.progress.reset(total=len(points))
-    for kept in points:
-        problem.evaluate_kept(kept)
+    for i in range(0, len(points), GRID_CHUNK):  # chunks: a batch objective gets many points, memory holds few models
+        problem.evaluate_many(points[i:i + GRID_CHUNK])
 
 
 def search_gd(problem: Problem, step: float = 0.3, probe: float = 0.15, max_evaluations: int = 60,
@@ -104,6 +110,11 @@ def search_gd(problem: Problem, step: float = 0.3, probe: float = 0.15, max_eval
     ``max_evaluations`` is spent; the given starts count as restarts too). The objective of a pruned controller is rugged in c (a unit more or
     less changes the closed loop), so one local ascent stalls early; restarts spend the rest of the
     budget on other basins.
+
+    Fan-out (:meth:`Problem.evaluate_many`): the starting points are judged as one batch, each
+    gradient's probes (SPSA's + and - pair, or fd's 2K points) as one batch, and a run's starting
+    point together with its first gradient's probes; the points, their order and the evaluations
+    spent are the ones judging them in turn gives (the probes never depend on the start's score).
     """
     if gradient not in ("fd", "spsa"):
         raise PruneError(f"gradient must be 'fd' or 'spsa', got {gradient!r}")
@@ -111,19 +122,36 @@ def search_gd(problem: Problem, step: float = 0.3, probe: float = 0.15, max_eval
     unit = np.array([1.0 / min(problem.groups[n].size for n in problem.groups.components[c]) for c in problem.components])
     min_step = float(unit.max()) if min_step is None else min_step
     rng = np.random.default_rng(seed)
+
+    def probes(x: np.ndarray, h: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """The points one gradient at x judges, in order (fd: +e0, -e0, +e1, ..; spsa: +, - along a seeded direction)."""
+        if gradient == "fd":
+            points = []
+            for i in range(k):
+                e = np.zeros(k)
+                e[i] = h[i]
+                points += [problem.project(x + e), problem.project(x - e)]
+            return points, None
+        delta = rng.choice([-1.0, 1.0], size=k)
+        return [problem.project(x + h * delta), problem.project(x - h * delta)], delta
+
+    def new_evaluations(points: Sequence[np.ndarray]) -> int:
+        """Evaluations judging these points in turn would spend (distinct, uncached units kept)."""
+        return len({problem.key(kept) for kept in map(problem.kept_of, points)} - problem.cache.keys())
+
     # the uniform point first (the guard's start), then the given starts, judged up front; runs go from the best of them down
     ordered = [problem.note_start("uniform", problem.uniform_point())]
     if starts:
-        problem.value(ordered[0])
-    for s in starts:
-        if problem.evaluations >= max_evaluations:
-            break
-        ordered.append(problem.note_start("previous", problem.point_of(s)))
-        problem.value(ordered[-1])
+        for s in starts:
+            if problem.evaluations + new_evaluations(ordered) >= max_evaluations:
+                break
+            ordered.append(problem.note_start("previous", problem.point_of(s)))
+        problem.evaluate_many([problem.kept_of(p) for p in ordered])
     if len(ordered) > 1:
         ordered.sort(key=lambda x: -problem.value(x))  # stable: ties keep the uniform point first; all cached
     best_x, best_f = None, -math.inf
     run, stale = -1, 0
+    need = (2 * k if gradient == "fd" else 2) + 1  # one gradient and one step: never spend past the cap
     while (restarts is None or run < restarts) and stale < 20:  # stale: runs that met only cached points
         run += 1
         if problem.evaluations >= max_evaluations:
@@ -133,21 +161,22 @@ def search_gd(problem: Problem, step: float = 0.3, probe: float = 0.15, max_eval
             x = ordered[run]
         else:  # the random draw only here: without starts, the same seed gives the same runs as before
             x = problem.note_start("random", problem.project(rng.uniform(0.0, 1.0, k)))
-        fx = problem.value(x)
         h = np.maximum(probe, unit)  # a probe must move at least one unit, or it sees a flat objective
         lr = step
-        need = (2 * k if gradient == "fd" else 2) + 1  # one gradient and one step: never spend past the cap
-        while problem.evaluations + need <= max_evaluations and lr >= min_step:
-            if gradient == "fd":
-                g = np.zeros(k)
-                for i in range(k):
-                    e = np.zeros(k)
-                    e[i] = h[i]
-                    g[i] = (problem.value(problem.project(x + e)) - problem.value(problem.project(x - e))) / (2 * h[i])
+        ahead = None  # the first gradient's probes, judged with x when the budget affords both
+        if problem.evaluations + new_evaluations([x]) + need <= max_evaluations and lr >= min_step:
+            ahead = probes(x, h)
+            problem.evaluate_many([problem.kept_of(p) for p in [x, *ahead[0]]])
+        fx = problem.value(x)
+        while ahead is not None or (problem.evaluations + need <= max_evaluations and lr >= min_step):
+            points, delta = ahead if ahead is not None else probes(x, h)
+            ahead = None
+            cands = problem.evaluate_many([problem.kept_of(p) for p in points])
+            values = np.array([problem.penalised(c) for c in cands if c is not None])
+            if delta is None:
+                g = (values[0::2] - values[1::2]) / (2 * h)
             else:
-                delta = rng.choice([-1.0, 1.0], size=k)
-                diff = problem.value(problem.project(x + h * delta)) - problem.value(problem.project(x - h * delta))
-                g = diff / (2 * h) * delta
+                g = (values[0] - values[1]) / (2 * h) * delta
             if not np.any(g):
                 lr *= 0.5
                 h = np.minimum(h * 2.0, 0.5)  # flat around x: look further out
@@ -185,24 +214,35 @@ def search_global(problem: Problem) -> None:
 def run_search(problem: Problem, method: str, resolution: float = 0.1, max_evaluations: int = 60,
                gradient: str = "spsa", seed: int = 0, starts: Sequence[Mapping[str, float]] = (),
                population: int | None = None, **gd_options) -> SearchResult:
-    """Run one method on ``problem`` and return its best feasible candidate with the cost.
+    """Run one method on ``problem`` and return its best feasible candidate with the cost and why it stopped.
 
     ``starts`` (gd, cmaes, tpe; ignored by the others) are extra starting points, coefficients per
     component; ``population`` is the CMA-ES population / TPE batch size (None: the method's default).
+    A problem already stopped (a candidate judged before reached its ceiling or the noise margin)
+    runs no method. ``SearchResult.stopped``: the stop reason, else ``max_evaluations`` when a
+    budgeted method spent them all, else ``converged`` (the method ended on its own).
     """
-    start = time.perf_counter()
-    if method == "grid":
-        search_grid(problem, resolution)
-    elif method == "gd":
-        search_gd(problem, max_evaluations=max_evaluations, gradient=gradient, seed=seed, starts=starts, **gd_options)
-    elif method == "cmaes":
-        search_cmaes(problem, max_evaluations=max_evaluations, seed=seed, starts=starts, population=population)
-    elif method == "tpe":
-        search_tpe(problem, max_evaluations=max_evaluations, seed=seed, starts=starts, population=population)
-    elif method == "uniform":
-        search_uniform(problem)
-    elif method == "global":
-        search_global(problem)
-    else:
+    if method not in SEARCH_METHODS:
         raise PruneError(f"unknown search method {method!r}; known: {', '.join(SEARCH_METHODS)}")
-    return problem.result(method, time.perf_counter() - start)
+    start = time.perf_counter()
+    try:
+        if problem.stopped is not None:
+            pass
+        elif method == "grid":
+            search_grid(problem, resolution)
+        elif method == "gd":
+            search_gd(problem, max_evaluations=max_evaluations, gradient=gradient, seed=seed, starts=starts, **gd_options)
+        elif method == "cmaes":
+            search_cmaes(problem, max_evaluations=max_evaluations, seed=seed, starts=starts, population=population)
+        elif method == "tpe":
+            search_tpe(problem, max_evaluations=max_evaluations, seed=seed, starts=starts, population=population)
+        elif method == "uniform":
+            search_uniform(problem)
+        else:
+            search_global(problem)
+    except SearchStopped:
+        pass  # problem.stopped says why
+    result = problem.result(method, time.perf_counter() - start)
+    result.stopped = problem.stopped or ("max_evaluations" if method in BUDGETED and problem.evaluations >= max_evaluations
+                                         else "converged")
+    return result
