@@ -99,8 +99,8 @@ def grid_search(cfg: ScalingConfig, executor: Executor | None) -> tuple[str, int
     example = torch.as_tensor(controller.spec.sample_observations(8, cfg.seed))
     groups = find_groups(model, example)
     objective = return_objective(cfg.episodes, SEARCH_SEED)
-    result = prune(model, groups, cfg.keep, objective if executor is None else batched(objective, executor),
-                   method="grid", resolution=cfg.resolution, seed=cfg.seed)
+    searched = objective if executor is None else batched(objective, executor)
+    result = prune(model, groups, cfg.keep, searched, method="grid", resolution=cfg.resolution, seed=cfg.seed)  # type: ignore[arg-type]  # per-episode scores as an ndarray: prune reads any sequence
     return summary_json(result), result.search.evaluations
 
 
@@ -113,7 +113,7 @@ def sweep_cell(cell: Cell) -> tuple[str, int]:
     example = torch.as_tensor(controller.spec.sample_observations(8, cell.seed))
     groups = find_groups(model, example)
     objective = return_objective(cell.options["episodes"], SEARCH_SEED)
-    result = prune(model, groups, cell.keep, objective, method=cell.method, seed=cell.seed,
+    result = prune(model, groups, cell.keep, objective, method=cell.method, seed=cell.seed,  # type: ignore[arg-type]  # as above
                    max_evaluations=cell.options["evaluations"])
     return summary_json(result), result.search.evaluations
 
