@@ -22,6 +22,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from prune import PruneResult, find_groups, prune
 from tools.pipeline.hil import FIDELITY, EpisodeReport, run_hil
+from tools.pipeline.hil_farm import run_hil_farm
 from tools.plant.episodes import SEARCH_SEED
 from tools.plant.objectives import radius_check, return_objective
 from tools.plant.policy import as_policy
@@ -176,3 +177,15 @@ def test_a_farm_whose_boards_the_cluster_does_not_offer_is_refused_naming_the_re
         run_on_farm(farm, [Episode(0, "cortex-a72", 0)], hil_episode, ray_cluster.address)
     with pytest.raises(ScaleError, match="no board of target\\(s\\) x86_64"):
         run_on_farm(farm, [Episode(0, "x86_64", 0)], hil_episode, ray_cluster.address)
+
+
+def test_hil_on_a_farm_reports_the_episodes_a_single_device_runs(ray_cluster, small_bundle, small_controller):
+    farm = Farm((Board("x86-a", "x86_64", "native"), Board("x86-b", "x86_64", "native")), "farm.toml")
+    policy = as_policy(small_controller)
+    report, run = run_hil_farm(farm, small_bundle, "x86_64", policy, episodes=4, seed=5, address=ray_cluster.address)
+    alone = run_hil(small_bundle, "x86_64", policy, episodes=4, seed=5).to_dict()
+    d = report.to_dict()
+    assert d["ok"] and d["seeds"] == alone["seeds"] == [5, 6, 7, 8]
+    assert d["returns"] == pytest.approx(alone["returns"], abs=1e-9)
+    assert d["runner"].startswith("farm x86-a (stub for 'x86_64' (native))")
+    assert run.dead_boards == [] and set(run.boards) <= {"x86-a", "x86-b"}
