@@ -26,6 +26,7 @@ class Executor(Protocol):
     """Where work runs: ``map`` keeps the order of ``items``; ``close`` releases what the executor started."""
 
     name: str
+    workers: int  # items that may run at once
 
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]: ...
 
@@ -36,6 +37,7 @@ class LocalExecutor:
     """In this process, one item after the other (the default; no dependency)."""
 
     name = "local"
+    workers = 1
 
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """``[fn(item) for item in items]``."""

@@ -13,7 +13,7 @@ OBJECT_STORE = 100_000_000  # bytes per node: the smallest store Ray accepts; ca
 FAST_FAILURE = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500, "health_check_failure_threshold": 4}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # one module uses it: stopped when it is done, idle Ray processes do not slow the rest
 def ray_cluster() -> Iterator[Cluster]:
     """Head (1 CPU, one x86_64 board) and worker node (1 CPU, an x86_64 and a cortex-a7 board) on this machine; this process its driver."""
     cluster = Cluster(initialize_head=True, head_node_args={

@@ -189,3 +189,14 @@ def test_hil_on_a_farm_reports_the_episodes_a_single_device_runs(ray_cluster, sm
     assert d["returns"] == pytest.approx(alone["returns"], abs=1e-9)
     assert d["runner"].startswith("farm x86-a (stub for 'x86_64' (native))")
     assert run.dead_boards == [] and set(run.boards) <= {"x86-a", "x86-b"}
+
+
+def test_prune_on_the_cluster_prints_the_json_it_prints_locally(cli, ray_cluster):
+    args = ("prune", "--method", "grid", "--resolution", "0.5", "--keep", "0.5", "--search-episodes", "4",
+            "--judge-episodes", "0", "--json")
+    local = cli(*args)
+    on_ray = cli(*args, "--executor", "ray", "--ray-address", ray_cluster.address)
+    assert local.returncode == 0 and on_ray.returncode == 0, local.stderr[-2000:] + on_ray.stderr[-2000:]
+    assert "search candidates evaluated on ray (2 workers)" in on_ray.stderr  # the cluster's two CPUs
+    drop = lambda d: {k: v for k, v in d.items() if k != "seconds"}  # noqa: E731
+    assert drop(json.loads(on_ray.stdout)) == drop(json.loads(local.stdout))

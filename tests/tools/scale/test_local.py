@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tools.pipeline import choices as pipeline_choices
 from tools.scale import (
+    EXECUTORS,
     Board,
     Cell,
     LocalExecutor,
@@ -97,3 +99,7 @@ def test_a_bad_farm_file_is_refused_naming_the_board(text, fragment):
 def test_a_missing_farm_file_is_named(tmp_path):
     with pytest.raises(ScaleError, match="farm file .*nope.toml"):
         read_farm(tmp_path / "nope.toml")
+
+
+def test_the_command_lines_executor_choices_are_tools_scales():
+    assert EXECUTORS == pipeline_choices.EXECUTORS
