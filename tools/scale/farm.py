@@ -147,10 +147,9 @@ class FarmRun:
     dead_boards: list[str] = field(default_factory=list)
     reruns: list[Rerun] = field(default_factory=list)
 
-    def to_dict(self, result: Callable[[Any], Any] = lambda r: r) -> dict:
-        """JSON-ready: ``result`` turns one episode's result into JSON (default: as it is)."""
-        return {"episodes": [{"board": b, "result": result(r)} for r, b in zip(self.results, self.boards)],
-                "dead_boards": list(self.dead_boards), "reruns": [asdict(r) for r in self.reruns]}
+    def to_dict(self) -> dict:
+        """JSON-ready: the board of each episode, the boards lost, the reruns (the results are the caller's to report)."""
+        return {"boards": list(self.boards), "dead_boards": list(self.dead_boards), "reruns": [asdict(r) for r in self.reruns]}
 
 
 EpisodeFn = Callable[[Board, Episode], Any]  # runs one episode on one board (inside that board's actor)

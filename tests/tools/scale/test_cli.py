@@ -25,3 +25,12 @@ def test_prune_help_offers_the_executor_without_importing_ray_or_torch():
 def test_prune_refuses_a_ray_address_without_the_ray_executor(cli, assert_one_line_error):
     assert_one_line_error(cli("prune", "--ray-address", "auto", "--keep", "0.5"), "--ray-address auto: only with --executor ray")
 
+
+
+def test_hil_refuses_a_ray_address_without_a_farm_and_a_runner_with_one(cli, assert_one_line_error, tmp_path):
+    assert_one_line_error(cli("hil", "--bundle", str(tmp_path), "--target", "x86_64", "--ray-address", "auto"),
+                          "--ray-address auto: only with --farm")
+    assert_one_line_error(cli("hil", "--bundle", str(tmp_path), "--target", "x86_64", "--farm", "f.toml", "--runner", "qemu"),
+                          "each board of a farm names its own runner")
+    assert_one_line_error(cli("hil", "--bundle", str(tmp_path), "--target", "x86_64", "--farm", str(tmp_path / "f.toml")),
+                          "farm file", "f.toml")

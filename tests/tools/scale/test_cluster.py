@@ -21,6 +21,8 @@ import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from prune import PruneResult, find_groups, prune
+from tools.cli import main
+from tools.controllers.native import mlp_architecture, pendulum_spec, save_controller
 from tools.pipeline.hil import FIDELITY, EpisodeReport, run_hil
 from tools.pipeline.hil_farm import run_hil_farm
 from tools.plant.episodes import SEARCH_SEED
@@ -200,3 +202,18 @@ def test_prune_on_the_cluster_prints_the_json_it_prints_locally(cli, ray_cluster
     assert "search candidates evaluated on ray (2 workers)" in on_ray.stderr  # the cluster's two CPUs
     drop = lambda d: {k: v for k, v in d.items() if k != "seconds"}  # noqa: E731
     assert drop(json.loads(on_ray.stdout)) == drop(json.loads(local.stdout))
+
+
+def test_hil_with_a_farm_file_spreads_the_episodes_and_reports_the_boards(ray_cluster, small_bundle, small_controller, tmp_path, capsys):
+    path = tmp_path / "c.pt"
+    save_controller(path, small_controller, pendulum_spec(), mlp_architecture(small_controller, "elu"))
+    farm = tmp_path / "farm.toml"
+    farm.write_text('[[board]]\nname = "x86-a"\ntarget = "x86_64"\nrunner = "native"\n\n'
+                    '[[board]]\nname = "x86-b"\ntarget = "x86_64"\nrunner = "native"\n')
+    code = main(["hil", "--bundle", str(small_bundle), "--target", "x86_64", "--episodes", "3", "--seed", "2",
+                 "--controller", str(path), "--compare-other-controller", "--farm", str(farm),
+                 "--ray-address", ray_cluster.address, "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["ok"] and out["seeds"] == [2, 3, 4]
+    assert out["farm"]["file"] == str(farm) and out["farm"]["dead_boards"] == [] and len(out["farm"]["boards"]) == 3
+    assert out["runner"].startswith("farm x86-a")
