@@ -82,6 +82,10 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> dict:
+    if args.ray_address and args.farm is None:
+        raise ToolsError(f"--ray-address {args.ray_address}: only with --farm")
+    if args.farm is not None and args.runner is not None:
+        raise ToolsError(f"--farm {args.farm} and --runner {args.runner}: each board of a farm names its own runner")
     # Deferred: the loop imports torch, gymnasium and the device session (and tables need rich), which --help must not pay for.
     from rich.progress import Progress
     from rich.table import Table
@@ -92,10 +96,6 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     from tools.plant.policy import as_policy
     from tools.scale import read_farm
 
-    if args.ray_address and args.farm is None:
-        raise ToolsError(f"--ray-address {args.ray_address}: only with --farm")
-    if args.farm is not None and args.runner is not None:
-        raise ToolsError(f"--farm {args.farm} and --runner {args.runner}: each board of a farm names its own runner")
     farm = read_farm(args.farm) if args.farm is not None else None
 
     if args.plot is not None:

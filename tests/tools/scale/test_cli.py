@@ -5,6 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+from tools.cli import main
+
 PROBE = """
 import sys
 from tools.cli import main
@@ -22,15 +26,20 @@ def test_prune_help_offers_the_executor_without_importing_ray_or_torch():
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY []"
 
 
-def test_prune_refuses_a_ray_address_without_the_ray_executor(cli, assert_one_line_error):
-    assert_one_line_error(cli("prune", "--ray-address", "auto", "--keep", "0.5"), "--ray-address auto: only with --executor ray")
+def test_prune_refuses_a_ray_address_without_the_ray_executor(capsys):
+    assert main(["prune", "--ray-address", "auto", "--keep", "0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("--ray-address auto: only with --executor ray")
 
 
 
-def test_hil_refuses_a_ray_address_without_a_farm_and_a_runner_with_one(cli, assert_one_line_error, tmp_path):
-    assert_one_line_error(cli("hil", "--bundle", str(tmp_path), "--target", "x86_64", "--ray-address", "auto"),
-                          "--ray-address auto: only with --farm")
-    assert_one_line_error(cli("hil", "--bundle", str(tmp_path), "--target", "x86_64", "--farm", "f.toml", "--runner", "qemu"),
-                          "each board of a farm names its own runner")
-    assert_one_line_error(cli("hil", "--bundle", str(tmp_path), "--target", "x86_64", "--farm", str(tmp_path / "f.toml")),
-                          "farm file", "f.toml")
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--ray-address", "auto"], "--ray-address auto: only with --farm"),
+    (["--farm", "f.toml", "--runner", "qemu"], "each board of a farm names its own runner"),
+    (["--farm", "missing.toml"], "farm file missing.toml"),
+])
+def test_hil_refuses_a_ray_address_without_a_farm_a_runner_with_one_and_a_missing_farm_file(extra, fragment, tmp_path, capsys):
+    assert main(["hil", "--bundle", str(tmp_path), "--target", "x86_64", *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0]
