@@ -38,4 +38,5 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     table.add_row(stats.judge, f"{stats.mean:.1f}", f"{stats.std:.1f}", f"{stats.min:.1f}", f"{seconds:.2f}")
     console.print(table)
     return {"controller": str(controller.path), "sha256": controller.sha256, "seed": args.seed,
-            "episodes": args.episodes, "seconds": seconds, **stats.to_dict()}
+            "episodes": args.episodes, "seconds": seconds, **stats.to_dict(),
+            **{k: controller.architecture[k] for k in ("obs_norm", "notes") if k in controller.architecture}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,7 +85,7 @@ def runner_name(text: str) -> str:
 
 
 def add_controller(p: argparse.ArgumentParser) -> None:
-    """--controller and the flags that say how to read it (--format, --env, --factory, --clip-actions)."""
+    """--controller and the flags that say how to read it (--format, --env, --factory, --clip-actions, --obs-norm)."""
     p.add_argument("--controller", type=Path, default=None, metavar="PATH",
                    help="controller file (default: the bundled Pendulum-v1 reference controller); also TorchScript, "
                         "torch.export .pt2, a state dict (with --factory), ONNX or a stable-baselines3 zip")
@@ -97,12 +98,16 @@ def add_controller(p: argparse.ArgumentParser) -> None:
                    help="for a state dict: a function returning the untrained nn.Module it fits")
     p.add_argument("--clip-actions", action="store_true",
                    help="accept a foreign controller whose actions leave the env's bounds: clip them (host and device alike)")
+    p.add_argument("--obs-norm", type=Path, default=None, metavar="FILE",
+                   help="observation statistics a foreign controller was trained with (VecNormalize .pkl, or .npz/.json "
+                        "with mean, var[, clip_obs, epsilon]); they become the graph's first ops, so the device takes "
+                        "raw observations (an SB3 zip's vecnormalize.pkl beside it is found without this)")
 
 
 def source_from_args(args: argparse.Namespace) -> ControllerSource:
     """The controller file the flags of add_controller name, and how to read it."""
     return ControllerSource(args.controller, getattr(args, "format", None), getattr(args, "env", None),
-                            getattr(args, "factory", None), getattr(args, "clip_actions", False))
+                            getattr(args, "factory", None), getattr(args, "clip_actions", False), getattr(args, "obs_norm", None))
 
 
 def controller_from_args(args: argparse.Namespace) -> Controller:
@@ -110,7 +115,10 @@ def controller_from_args(args: argparse.Namespace) -> Controller:
     # Deferred: loading imports torch, which --help and a mistyped flag must not pay for.
     from tools.controllers.load import load_source
 
-    return load_source(source_from_args(args))
+    controller = load_source(source_from_args(args))
+    for note in controller.architecture.get("notes", []):  # e.g. a PPO zip running on raw observations: said, one line each
+        print(f"note: {note}", file=sys.stderr)
+    return controller
 
 
 def add_seed(p: argparse.ArgumentParser, default: int = 0) -> None:

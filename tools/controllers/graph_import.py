@@ -62,14 +62,18 @@ MATCH_TOL = 1e-5
 
 def to_graph(path: Path, fmt: str, *, obs_dim: int | None = None, factory: str | None = None,
              method: str | None = None, output: int | str | None = 0, obs_norm: ObsNorm | None = None,
-             check_obs: torch.Tensor | None = None) -> fx.GraphModule:
+             check_obs: torch.Tensor | None = None, env_spaces: tuple[Any, Any] | None = None,
+             obs_dim_hint: str = "") -> fx.GraphModule:
     """The controller in ``path`` (format ``fmt``) as a canonical GraphModule computing its action.
 
     ``output`` picks the action among several outputs: an index into the returned tuple (a dict's values
     in their order; 0 by default), or a name (a returned dict's key, an ONNX output's name);
     ``method`` the method computing it (state dict + factory). ``obs_dim`` is needed where the file
     does not say it (state dict, TorchScript). ``check_obs`` (default: seeded normal samples) is what
-    the result is compared with the original on. ``gm.meta["import"]`` says how it was read.
+    the result is compared with the original on. ``env_spaces`` (gymnasium Boxes) give an SB3 zip the env's
+    exact bounds; ``obs_dim_hint`` ends the message when the file's observation size is not ``obs_dim``
+    (e.g. "env X gives 2; pass --env ..."). ``gm.meta["import"]`` says how it was read (``gm.meta["sb3"]``:
+    what was read from an SB3 zip).
     """
     path = Path(path)
     if fmt == "torch-export":
@@ -81,24 +85,37 @@ def to_graph(path: Path, fmt: str, *, obs_dim: int | None = None, factory: str |
     elif fmt == "onnx":
         read = _from_onnx(path)
     elif fmt == "sb3":
-        policy = read_sb3_zip(path)
+        policy = read_sb3_zip(path, env_spaces)
+        if obs_dim is not None and policy.obs_dim != obs_dim:
+            _wrong_obs_dim(path, policy.obs_dim, obs_dim, obs_dim_hint)
         actor = policy.with_obs_norm(obs_norm).eval()
         read = _Read(actor, actor, "torch.export of the actor read from the zip (nothing unpickled)", policy.obs_dim)
+        read.sb3 = policy.summary()
     else:
         raise ControllerError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if obs_dim is not None and read.obs_dim is not None and read.obs_dim != obs_dim:
+        _wrong_obs_dim(path, read.obs_dim, obs_dim, obs_dim_hint)
     obs_dim = obs_dim or read.obs_dim
     if obs_dim is None:
         raise ControllerError(f"{path}: cannot tell how many observations the model takes; pass obs_dim")
+    obs = check_obs if check_obs is not None else _samples(obs_dim)
+    _check_deterministic(path, read.reference, obs[:64])
     module = read.module
     gm = module if read.traced and isinstance(module, fx.GraphModule) else _export(path, module, obs_dim)
     prefix = "model." if isinstance(module, ActionMethod) else ""
     index = _output_index(path, gm, output, read.output_names)
     gm = canonicalize(gm, output=index, prefix=prefix)
     check_ops(gm, str(path))
-    obs = check_obs if check_obs is not None else _samples(obs_dim)
     _check_parity(path, gm, read.reference, obs, output, index)
     gm.meta["import"] = {"format": fmt, "traced_by": read.traced_by, "obs_dim": obs_dim, "output": output, "method": method}
+    if read.sb3 is not None:
+        gm.meta["sb3"] = read.sb3
     return gm
+
+
+def _wrong_obs_dim(path: Path, found: int, expected: int, hint: str) -> None:
+    """Refuse a model whose observation size is not the one asked for."""
+    raise ControllerError(f"{path}: the model takes {found} observations, " + (hint or f"not {expected}"))
 
 
 # ---------------------------------------------------------------- readers
@@ -113,6 +130,7 @@ class _Read:
     obs_dim: int | None = None
     traced: bool = False  # module is already an aten-level GraphModule (a program's module)
     output_names: list[str] | None = None  # ONNX output names, in order
+    sb3: dict | None = None  # an SB3 zip: what was read (Sb3Policy.summary)
 
 
 def _output_index(path: Path, gm: fx.GraphModule, output: int | str | None, names: list[str] | None) -> int | None:
@@ -210,23 +228,36 @@ def _weights_only(path: Path, archive: zipfile.ZipFile, member: str, what: str) 
 
 def _from_factory(path: Path, ref: str | None, method: str | None) -> _Read:
     if not ref:
-        raise ControllerError(f"{path}: a state dict holds no architecture; pass a factory package.module:function "
+        raise ControllerError(f"{path}: a state dict holds no architecture; pass --factory package.module:function "
                               "(a function returning the untrained nn.Module)")
     module_name, sep, func_name = ref.partition(":")
     if not sep or not module_name or not func_name:
-        raise ControllerError(f"factory {ref!r}: expected package.module:function")
+        raise ControllerError(f"--factory {ref!r}: expected package.module:function")
     try:
         func = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError) as e:
-        raise ControllerError(f"factory {ref!r}: {e}") from e
-    model = func()
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ControllerError(f"--factory {ref!r}: {e}") from e
+    if not callable(func):
+        raise ControllerError(f"--factory {ref!r}: {func_name} is a {type(func).__name__}, not a function")
+    try:
+        model = func()
+    except Exception as e:  # noqa: BLE001 - user code: a factory needing arguments raises TypeError, others anything
+        raise ControllerError(f"--factory {ref!r}: calling it with no arguments failed ({type(e).__name__}: {_first_line(e)})") from e
     if not isinstance(model, nn.Module):
-        raise ControllerError(f"factory {ref!r}: returned {type(model).__name__}, expected an nn.Module")
+        raise ControllerError(f"--factory {ref!r}: returned {type(model).__name__}, expected an nn.Module")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch's unpickler raises anything (UnpicklingError, EOFError...) on garbage
+        raise ControllerError(f"{path}: not a state dict that loads with weights_only=True ({type(e).__name__}: {_first_line(e)})") from e
+    if not isinstance(state, dict):
+        raise ControllerError(f"{path}: holds a {type(state).__name__}, expected a state dict (names -> tensors)")
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ControllerError(f"{path}: tensor {key!r} holds non-finite values (NaN or Inf); a controller needs finite weights")
+    try:
         model.load_state_dict(state)
     except (RuntimeError, ValueError) as e:
-        raise ControllerError(f"{path}: weights do not fit factory {ref}: {str(e).strip().splitlines()[0]}") from e
+        raise ControllerError(f"{path}: weights do not fit --factory {ref}: {str(e).strip().splitlines()[0]}") from e
     model.eval()
     if method is not None:
         if not callable(getattr(model, method, None)):
@@ -246,6 +277,13 @@ class ActionMethod(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Any:
         return getattr(self.model, self.method)(x)
+
+
+def _first_line(e: BaseException, limit: int = 160) -> str:
+    """An exception's first line, cut to ``limit`` characters."""
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else type(e).__name__
+    return first if len(first) <= limit else first[: limit - 3] + "..."
 
 
 def _from_torchscript(path: Path, obs_dim: int | None) -> _Read:
@@ -429,14 +467,39 @@ def call_rows(fn: Any, obs: torch.Tensor, output: int | str | None = 0, index: i
             return torch.cat([_pick(fn(row[None]), output, index).float() for row in obs])
 
 
+def _check_deterministic(path: Path, reference: Any, obs: torch.Tensor) -> None:
+    """Refuse a model whose outputs change between two calls on the same observations (before tracing it)."""
+    def leaves(out: Any) -> list[torch.Tensor]:
+        return [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+
+    try:
+        with torch.no_grad():
+            first, second = leaves(_rows(reference, obs)), leaves(_rows(reference, obs))
+    except Exception:  # noqa: BLE001 - a model that cannot run is reported by the tracing or the parity check
+        return
+    if len(first) != len(second) or any(a.shape != b.shape or not torch.equal(a, b) for a, b in zip(first, second)):
+        raise ControllerError(f"{path}: the model's output changes between two calls on the same observations: "
+                              "a stochastic policy (sampling, noise or dropout); give its deterministic action "
+                              "(method=, output=), e.g. the mean of the action distribution")
+
+
+def _rows(fn: Any, obs: torch.Tensor) -> Any:
+    """``fn(obs)``, or its rows' outputs concatenated when fn refuses the batch."""
+    try:
+        return fn(obs)
+    except Exception:  # noqa: BLE001 - a fixed-batch program: feed it row by row
+        outs = [fn(row[None]) for row in obs]
+        return pytree.tree_map(lambda *ts: torch.cat(ts), outs[0], *outs[1:])
+
+
 def _check_parity(path: Path, gm: fx.GraphModule, reference: Any, obs: torch.Tensor, output: int | str | None,
                   index: int | None) -> None:
     expected = call_rows(reference, obs, output, index)
     again = call_rows(reference, obs, output, index)
     if expected.shape != again.shape or not torch.equal(expected, again):
-        raise ControllerError(f"{path}: the model's output changes between two calls on the same observations "
-                              "(sampling, noise or dropout); give its deterministic action (method=, output=), "
-                              "e.g. the mean of the action distribution")
+        raise ControllerError(f"{path}: the model's output changes between two calls on the same observations: "
+                              "a stochastic policy (sampling, noise or dropout); give its deterministic action "
+                              "(method=, output=), e.g. the mean of the action distribution")
     with torch.no_grad():
         got = gm(obs)
     err = float((got - expected.reshape(got.shape)).abs().max()) if got.numel() == expected.numel() else float("inf")

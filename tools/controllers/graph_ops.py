@@ -550,3 +550,183 @@ def _problem(gm: fx.GraphModule, node: fx.Node, const: set[fx.Node]) -> str | No
         last = (val.dim() - 1) if isinstance(val, torch.Tensor) else 1
         return None if isinstance(dim, int) and dim % (last + 1) == last else "concatenation along another axis than the features"
     return "-"
+
+
+# ---------------------------------------------------------------- affine maps added at the ends
+
+def _free_name(gm: fx.GraphModule, name: str) -> str:
+    """``name``, or ``name_<k>`` if the module already has an attribute of that name."""
+    taken, k, candidate = set(dict(gm.named_children())) | set(dir(gm)), 1, name
+    while candidate in taken:
+        candidate, k = f"{name}_{k}", k + 1
+    return candidate
+
+
+def _holder(**tensors: torch.Tensor) -> nn.Module:
+    """A parameterless module holding float32 buffers (the constants of a map added to a graph)."""
+    module = nn.Module()
+    for key, value in tensors.items():
+        module.register_buffer(key, torch.as_tensor(value, dtype=torch.float32).clone())
+    return module
+
+
+def prepend_normaliser(gm: fx.GraphModule, mean: torch.Tensor, std: torch.Tensor, clip: float | None,
+                       name: str = "obs_norm") -> fx.GraphModule:
+    """``gm`` applied to ``clamp((x - mean) / std, -clip, clip)``: the observation normaliser inside the graph."""
+    name = _free_name(gm, name)
+    gm.add_submodule(name, _holder(mean=mean, std=std))
+    graph = gm.graph
+    obs = next(n for n in graph.nodes if n.op == "placeholder")
+    users = list(obs.users)
+    with graph.inserting_after(obs):
+        mean_node = graph.get_attr(f"{name}.mean")
+    with graph.inserting_after(mean_node):
+        std_node = graph.get_attr(f"{name}.std")
+    with graph.inserting_after(std_node):
+        centred = graph.call_function(operator.sub, (obs, mean_node))
+    with graph.inserting_after(centred):
+        scaled = graph.call_function(operator.truediv, (centred, std_node))
+    last = scaled
+    if clip is not None:
+        with graph.inserting_after(scaled):
+            last = graph.call_function(torch.clamp, (scaled, -float(clip), float(clip)))
+    for user in users:
+        user.replace_input_with(obs, last)
+    graph.lint()
+    gm.recompile()
+    return gm
+
+
+def ends_in_clip(gm: fx.GraphModule, low: torch.Tensor, high: torch.Tensor) -> bool:
+    """Whether the graph's output is already ``maximum(minimum(x, high), low)`` with these bounds."""
+    out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+
+    def const(arg: Any) -> torch.Tensor | None:
+        if isinstance(arg, fx.Node) and arg.op == "get_attr":
+            obj: Any = gm
+            for part in str(arg.target).split("."):
+                obj = getattr(obj, part)
+            return obj if isinstance(obj, torch.Tensor) else None
+        return None
+
+    if not (_is_call(out, torch.maximum) and _is_call(out.args[0], torch.minimum)):
+        return False
+    lo, hi = const(out.args[1]), const(out.args[0].args[1])
+    return (lo is not None and hi is not None and lo.shape == low.shape and hi.shape == high.shape
+            and bool(torch.equal(lo.float(), low.float())) and bool(torch.equal(hi.float(), high.float())))
+
+
+def _get_attr(gm: fx.GraphModule, arg: Any) -> torch.Tensor | float | None:
+    """A constant argument: a number, or the tensor a ``get_attr`` node reads; None for anything else."""
+    if isinstance(arg, (int, float)) and not isinstance(arg, bool):
+        return float(arg)
+    if isinstance(arg, fx.Node) and arg.op == "get_attr":
+        obj: Any = gm
+        for part in str(arg.target).split("."):
+            obj = getattr(obj, part)
+        return obj.detach().float() if isinstance(obj, torch.Tensor) else None
+    return None
+
+
+def output_interval(gm: fx.GraphModule) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Bounds the graph's output provably stays in whatever the observation (interval arithmetic back from the
+    output through tanh, sigmoid, clamps and affine maps with constants); None when it is not bounded that way."""
+    def interval(node: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if not isinstance(node, fx.Node) or node.op != "call_function":
+            return None
+        t, args = node.target, node.args
+        if t is torch.tanh:
+            return torch.tensor(-1.0), torch.tensor(1.0)
+        if t is torch.sigmoid:
+            return torch.tensor(0.0), torch.tensor(1.0)
+        if t is torch.clamp:
+            lo, hi = node.kwargs.get("min", args[1] if len(args) > 1 else None), node.kwargs.get("max", args[2] if len(args) > 2 else None)
+            lo_c, hi_c = _get_attr(gm, lo), _get_attr(gm, hi)
+            if lo_c is None or hi_c is None:
+                return None
+            return torch.as_tensor(lo_c), torch.as_tensor(hi_c)
+        if t in (torch.minimum, torch.maximum):
+            inner, bound = interval(args[0]), _get_attr(gm, args[1])
+            if bound is None:
+                return None
+            b = torch.as_tensor(bound)
+            if t is torch.minimum:
+                return None if inner is None else (torch.minimum(inner[0], b), torch.minimum(inner[1], b))
+            return None if inner is None else (torch.maximum(inner[0], b), torch.maximum(inner[1], b))
+        if t in (operator.add, operator.sub, operator.mul, operator.truediv) and len(args) == 2:
+            (x, c), swapped = (args, False) if _get_attr(gm, args[1]) is not None else ((args[1], args[0]), True)
+            const = _get_attr(gm, c)
+            inner = interval(x)
+            if const is None or inner is None:
+                return None
+            k = torch.as_tensor(const)
+            lo, hi = inner
+            if t is operator.add:
+                return lo + k, hi + k
+            if t is operator.sub:
+                return (k - hi, k - lo) if swapped else (lo - k, hi - k)
+            if t is operator.mul:
+                a, b = lo * k, hi * k
+                return torch.minimum(a, b), torch.maximum(a, b)
+            if swapped or bool((k == 0).any()):
+                return None
+            a, b = lo / k, hi / k
+            return torch.minimum(a, b), torch.maximum(a, b)
+        return None
+
+    out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+    return interval(out)
+
+
+def append_clip(gm: fx.GraphModule, low: torch.Tensor, high: torch.Tensor, name: str = "action_box") -> fx.GraphModule:
+    """``gm`` followed by ``maximum(minimum(a, high), low)`` (per-action bounds; ONNX Min/Max), unless it ends in it
+    or its output provably stays inside the bounds already (``2 * tanh(x)`` for [-2, 2]): then the clip would be a no-op."""
+    if ends_in_clip(gm, low, high):
+        return gm
+    bounds = output_interval(gm)
+    if bounds is not None and bool((bounds[0] >= low).all()) and bool((bounds[1] <= high).all()):
+        return gm
+    name = _free_name(gm, name)
+    gm.add_submodule(name, _holder(low=low, high=high))
+    graph = gm.graph
+    out = next(n for n in graph.nodes if n.op == "output")
+    value = out.args[0]
+    with graph.inserting_before(out):
+        high_node = graph.get_attr(f"{name}.high")
+        low_node = graph.get_attr(f"{name}.low")
+        upper = graph.call_function(torch.minimum, (value, high_node))
+        lower = graph.call_function(torch.maximum, (upper, low_node))
+    out.args = (lower,)
+    graph.lint()
+    gm.recompile()
+    return gm
+
+
+def clamps_as_min_max(gm: fx.GraphModule, name: str = "clamp_bounds") -> fx.GraphModule:
+    """Every ``torch.clamp`` with constant number bounds as ``maximum(minimum(x, hi), lo)`` (the same function).
+
+    ONNX writes the former as ``Clip``, which export's firmware stub fails on (cortex-a7: "row 0 got error
+    'inference'"), and the latter as ``Min``/``Max``, which it runs; the bounds become float32 buffers.
+    """
+    graph, k = gm.graph, 0
+    for node in list(graph.nodes):
+        if not _is_call(node, torch.clamp):
+            continue
+        lo = node.kwargs.get("min", node.args[1] if len(node.args) > 1 else None)
+        hi = node.kwargs.get("max", node.args[2] if len(node.args) > 2 else None)
+        if not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in (lo, hi)) or lo > hi:
+            continue
+        holder = _free_name(gm, f"{name}_{k}")
+        k += 1
+        gm.add_submodule(holder, _holder(low=torch.tensor(float(lo)), high=torch.tensor(float(hi))))
+        with graph.inserting_before(node):
+            high_node = graph.get_attr(f"{holder}.high")
+            low_node = graph.get_attr(f"{holder}.low")
+            upper = graph.call_function(torch.minimum, (node.args[0], high_node))
+            lower = graph.call_function(torch.maximum, (upper, low_node))
+        node.replace_all_uses_with(lower)
+        graph.erase_node(node)
+    if k:
+        graph.lint()
+        gm.recompile()
+    return gm

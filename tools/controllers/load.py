@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+import torch.fx as fx
+from torch import nn
+
 from tools.controllers.formats import detect_format, load_foreign, spec_from_env
-from tools.controllers.native import Controller, brief, default_controller_path, load_native, save_controller
+from tools.controllers.graph_ops import ACTIVATION_FUNCTIONS
+from tools.controllers.native import (
+    ACTIVATIONS,
+    Controller,
+    brief,
+    build_mlp,
+    default_controller_path,
+    load_native,
+    save_controller,
+)
 from tools.controllers.source import FORMATS, ControllerSource
 from tools.errors import ControllerError
 
 
 def load_controller(path: str | Path | None = None, format: str | None = None, env: str | None = None,
-                    factory: str | None = None, clip_actions: bool = False) -> Controller:
+                    factory: str | None = None, clip_actions: bool = False, obs_norm: str | Path | None = None) -> Controller:
     """Load a controller file, native or foreign (tools.controllers.formats); problems raise ControllerError naming the file.
 
     Whatever the format, the result has finite weights and fits its env (observation and action sizes).
@@ -34,7 +47,10 @@ def load_controller(path: str | Path | None = None, format: str | None = None, e
     try:
         format = format or detect_format(path)
         if format != "controller":
-            return load_foreign(path, format, env, factory, clip_actions)
+            return load_foreign(path, format, env, factory, clip_actions, obs_norm=None if obs_norm is None else Path(obs_norm))
+        if obs_norm is not None:
+            raise ControllerError(f"--obs-norm applies to a controller trained elsewhere; {path} is a prune-and-export "
+                                  "controller file (its normalisation, if any, is in its weights)")
         controller = load_native(path)
     except ControllerError:
         raise
@@ -61,7 +77,7 @@ def check_fits_env(controller: Controller) -> None:
 
 def load_source(source: ControllerSource) -> Controller:
     """The controller ``source`` names."""
-    return load_controller(source.path, source.format, source.env, source.factory, source.clip_actions)
+    return load_controller(source.path, source.format, source.env, source.factory, source.clip_actions, source.obs_norm)
 
 
 def is_foreign(source: ControllerSource) -> bool:
@@ -70,9 +86,60 @@ def is_foreign(source: ControllerSource) -> bool:
 
 
 def native_copy(source: ControllerSource, path: Path) -> Path | None:
-    """For a foreign controller file: write its canonical MLP as a native controller file at path (else None)."""
+    """For a foreign controller file: write its graph as a native controller file at path (else None).
+
+    Only a graph that is a plain MLP (Linear/activation pairs, a Linear head, the clip to the action box)
+    has a native form; any other graph is a ControllerError naming what it holds.
+    """
     if not is_foreign(source):
         return None
     controller = load_source(source)
-    save_controller(path, controller.module, controller.spec, controller.architecture)
+    module, arch = plain_mlp(controller)
+    save_controller(path, module, controller.spec, arch)
     return path
+
+
+def plain_mlp(controller: Controller) -> tuple[nn.Sequential, dict]:
+    """A foreign controller's graph as the native MLP (tools.controllers.native.build_mlp) and its architecture record.
+
+    The graph must be Linear/activation pairs and a Linear head, followed by a map to the action box that
+    computes what the native ``ClipOutput`` or ``BoundedOutput`` computes (checked on sampled observations).
+    """
+    gm = controller.module
+    where = controller.path
+    if not isinstance(gm, fx.GraphModule):
+        raise ControllerError(f"{where}: not a graph")
+    names = {fn: fn.__name__ for fn in ACTIVATION_FUNCTIONS if fn.__name__ in ACTIVATIONS}
+    nodes = [n for n in gm.graph.nodes if n.op not in ("placeholder", "output", "get_attr")]
+    linear_at = [i for i, n in enumerate(nodes) if n.op == "call_module" and isinstance(gm.get_submodule(str(n.target)), nn.Linear)]
+    if len(linear_at) < 2:
+        raise ControllerError(f"{where}: not a plain MLP (fewer than two Linear layers); only a Linear/activation chain "
+                              "has a native controller file")
+    linears: list[nn.Linear] = []
+    activations: list[str] = []
+    for node in nodes[: linear_at[-1] + 1]:
+        mod = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        if isinstance(mod, nn.Linear) and len(linears) == len(activations):
+            linears.append(mod)
+        elif node.op == "call_function" and node.target in names and not node.kwargs and len(node.args) == 1 \
+                and len(activations) == len(linears) - 1:
+            activations.append(names[node.target])
+        else:
+            raise ControllerError(f"{where}: not a plain MLP (node {node.name!r}); only a Linear/activation chain "
+                                  "has a native controller file")
+    if len(set(activations)) != 1:
+        raise ControllerError(f"{where}: not a plain MLP (activations {activations}: one kind throughout)")
+    hidden = [m.out_features for m in linears[:-1]]
+    obs = torch.as_tensor(controller.spec.sample_observations(256, 0))
+    with torch.no_grad():
+        expected = gm(obs)
+        for output in ("clip", "bounded"):
+            module = build_mlp(controller.spec, hidden, activations[0], output)
+            for dst, src in zip([m for m in module if isinstance(m, nn.Linear)], linears):
+                dst.weight.copy_(src.weight)
+                dst.bias.copy_(src.bias if src.bias is not None else torch.zeros_like(dst.bias))
+            if float((module(obs) - expected).abs().max()) <= 1e-5 * max(1.0, float(expected.abs().max())):
+                arch = {"kind": "mlp", "hidden": hidden, "activation": activations[0]}
+                return module.eval(), {**arch, "output": "clip"} if output == "clip" else arch
+    raise ControllerError(f"{where}: not a plain MLP (what follows the head is neither the clip to the action box "
+                          "nor tanh rescaled to it)")

@@ -231,5 +231,7 @@ def find_vecnormalize(zip_path: Path, env_id: str | None = None) -> Path | None:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
+    if env_id:  # the env is known: its own zoo folder was tried above; another folder's statistics are not guessed
+        return None
     nested = sorted(folder.glob("*/vecnormalize.pkl"))
     return nested[0] if len(nested) == 1 else None

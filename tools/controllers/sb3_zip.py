@@ -220,7 +220,7 @@ def _read_members(path: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
-        raise ControllerError(f"{path}: not a stable-baselines3 zip (not a readable zip archive: {e})") from e
+        raise ControllerError(f"{path}: not a stable-baselines3 zip, cannot be read as sb3 (not a readable zip archive: {e})") from e
     with archive:
         names = set(archive.namelist())
         for member in ("data", "policy.pth"):
@@ -242,7 +242,8 @@ def _read_members(path: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
         state = torch.load(io.BytesIO(raw_policy), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - weights_only refusals are UnpicklingError; corrupt files raise several types
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ControllerError(f"{path}: zip member 'policy.pth' cannot be loaded as plain tensors "
+        first = first[: first.index(". ") + 1] if ". " in first[:160] else first[:160]
+        raise ControllerError(f"{path}: zip member 'policy.pth' cannot be loaded as plain tensors, so the file cannot be read as sb3 "
                               f"(torch.load weights_only=True: {first})") from e
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise ControllerError(f"{path}: zip member 'policy.pth' is not a state dict of tensors")
@@ -254,7 +255,7 @@ def _member_bytes(path: Path, archive: zipfile.ZipFile, member: str) -> bytes:
     try:
         return archive.read(member)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise ControllerError(f"{path}: zip member {member!r} is corrupt ({e})") from e
+        raise ControllerError(f"{path}: zip member {member!r} is corrupt, so the file cannot be read as sb3 ({e})") from e
 
 
 def _policy_class(path: Path, data: dict) -> tuple[str, str]:
@@ -337,7 +338,7 @@ def _env_bounds(path: Path, env_spaces: tuple[Any, Any], obs_shape: tuple[int, .
     for what, space, shape in (("observation", obs_space, obs_shape), ("action", act_space, act_shape)):
         if tuple(getattr(space, "shape", ()) or ()) != shape:
             raise ControllerError(f"{path}: the env's {what} space has shape {getattr(space, 'shape', None)}, "
-                                  f"the policy was trained on {shape}")
+                                  f"the policy was trained on {shape}; pass --env with the env it was trained on")
     exact = [np.asarray(b, dtype=np.float64).reshape(-1)
              for b in (obs_space.low, obs_space.high, act_space.low, act_space.high)]
     names = ("observation low", "observation high", "action low", "action high")

@@ -345,4 +345,4 @@ def host_controller(bundle: Path, source: ControllerSource, compare_other: bool 
         raise ToolsError(f"{path}: sha256 {actual[:12]}... is not the {(expected or 'none')[:12]}... the bundle "
                          "was exported from; pass --controller explicitly")
     env = source.env or manifest.spec.get("env_id")  # a foreign file takes its sizes from the env
-    return load_source(ControllerSource(path, source.format, env, source.factory, source.clip_actions))
+    return load_source(ControllerSource(path, source.format, env, source.factory, source.clip_actions, source.obs_norm))

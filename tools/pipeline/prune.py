@@ -69,24 +69,32 @@ def parse_components(specs: list[str]) -> dict[str, list[str]]:
 
 
 def _write(out: Path, small: torch.nn.Module, controller: Controller, example: torch.Tensor, widths: dict, summary: dict) -> dict:
-    """Controller file plus sidecars, written in a temp dir and renamed into place together."""
+    """Controller file plus sidecars, written in a temp dir and renamed into place together.
+
+    The native controller file is written for the native MLP (an ``nn.Sequential``); a controller read
+    from another format is a graph, saved as the ``.pt2`` program (plus state dict and widths) only, which
+    ``--controller`` reads back (its env from the widths file).
+    """
     out = Path(out)
     if out.is_dir():
         raise PruneError(f"--out {out}: is a directory, expected a file path")
     out.parent.mkdir(parents=True, exist_ok=True)
+    native = isinstance(small, torch.nn.Sequential)
     tmp = Path(tempfile.mkdtemp(prefix=".prune-out-", dir=out.parent))
     try:
         tmp_out = tmp / out.name
-        activation = controller.architecture.get("activation", "")
-        save_controller(tmp_out, small, controller.spec, mlp_architecture(small, activation))
+        if native:
+            activation = controller.architecture.get("activation", "")
+            save_controller(tmp_out, small, controller.spec, mlp_architecture(small, activation))
         side = save_pruned(small, example, tmp_out, widths, extra={"summary": summary})
         final = sidecar_paths(out)
         for src, dst in ((side.program, final.program), (side.state_dict, final.state_dict), (side.widths, final.widths)):
             Path(src).replace(dst)
-        tmp_out.replace(out)
+        if native:
+            tmp_out.replace(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"controller": str(out), **final.to_dict()}
+    return {"controller": str(out) if native else final.program, **final.to_dict()}
 
 
 def budget_path(out: Path, keep: float) -> Path:
@@ -176,6 +184,9 @@ def prune_controller_budgets(controller: Controller, keeps: Sequence[float], met
         summary = {"method": method, **result.to_dict(), "controller": str(controller.path), "sha256": controller.sha256,
                    "stability_constraint": check is not None, "env_id": env_id,
                    "failed_constraints": [name for name, c in result.constraints.items() if not c.ok]}
+        for key in ("obs_norm", "notes"):  # a foreign controller: which statistics it runs with (None: raw), what was assumed
+            if key in controller.architecture:
+                summary[key] = controller.architecture[key]
         if before is not None and after is not None:
             summary.update(stability_before=before.to_dict(), stability_after=after.to_dict())
         if judge_episodes:

@@ -216,3 +216,18 @@ def test_find_nothing_gives_none(tmp_path):
     _touch(tmp_path / "a" / "vecnormalize.pkl")
     _touch(tmp_path / "b" / "vecnormalize.pkl")  # two candidates: ambiguous, not guessed
     assert find_vecnormalize(tmp_path / "model.zip") is None
+
+
+def test_a_zoo_config_saying_normalize_is_named_when_the_statistics_are_missing(tmp_path):
+    from tools.controllers.formats import choose_obs_norm, zoo_config_says_normalize
+
+    run = tmp_path / "logs" / "sac" / "Pendulum-v1_1"
+    config = run / "Pendulum-v1" / "config.yml"
+    config.parent.mkdir(parents=True)
+    config.write_text("!!python/object/apply:collections.OrderedDict\n- - - batch_size\n    - 256\n  - - normalize\n    - true\n")
+    assert zoo_config_says_normalize(run / "Pendulum-v1.zip", "Pendulum-v1") == config
+    choice = choose_obs_norm(run / "Pendulum-v1.zip", "sb3", "Pendulum-v1", None, "SAC")
+    assert choice.norm is None and choice.record is None
+    assert "config.yml says it was trained with VecNormalize" in choice.notes[0] and "--obs-norm" in choice.notes[0]
+    config.write_text("!!python/object/apply:collections.OrderedDict\n- - - normalize\n    - false\n")
+    assert zoo_config_says_normalize(run / "Pendulum-v1.zip", "Pendulum-v1") is None

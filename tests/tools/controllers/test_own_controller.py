@@ -76,7 +76,9 @@ def test_a_raw_policy_loads_as_the_same_function_clipped_to_the_env_bounds(files
     with torch.no_grad():
         expected = small_mlp()(torch.as_tensor(obs)).clamp(-2.0, 2.0).numpy()
     np.testing.assert_allclose(ctrl.act(obs), expected, atol=1e-5)
-    assert ctrl.architecture["hidden"] == [16, 16] and ctrl.architecture["output"] == "clip"
+    assert ctrl.architecture["kind"] == "graph" and ctrl.architecture["hidden"] == [16, 16]
+    assert isinstance(ctrl.module, torch.fx.GraphModule)
+    assert {"minimum", "maximum"} <= set(ctrl.architecture["functions"])  # the clip to the box is in the graph
     assert ctrl.spec.env_id == "Pendulum-v1" and ctrl.spec.act_high == (2.0,)
 
 
@@ -90,7 +92,8 @@ def test_an_sb3_zip_gives_the_deterministic_actor_sb3_predicts(files, algo):
     obs = observations()
     expected = getattr(sb3, algo).load(path, device="cpu").predict(obs, deterministic=True)[0]
     np.testing.assert_allclose(ctrl.act(obs), expected, atol=1e-5)
-    assert all(isinstance(m, (nn.Linear, nn.ReLU, nn.Tanh)) for m in list(ctrl.module)[:-1])
+    assert isinstance(ctrl.module, torch.fx.GraphModule) and ctrl.architecture["sb3"]["algorithm"] == algo
+    assert ctrl.architecture["hidden"] == [16, 16]  # the actor only: critics and log_std are not in the graph
 
 
 @pytest.mark.parametrize("kind", ["torchscript", "torch-export", "state-dict", "onnx", "sac", "td3", "ddpg", "ppo"])
@@ -101,7 +104,8 @@ def test_prune_export_and_hil_take_each_input_kind(files, kind, tmp_path, capsys
                                 "--out", str(tmp_path / "pruned.pt"))
     assert code == 0, err
     assert pruned["params_after"] < pruned["params_before"] and pruned["keep_fraction"] <= 0.5
-    assert load_controller(tmp_path / "pruned.pt").architecture["hidden"] != [16, 16]
+    assert pruned["files"]["controller"] == str(tmp_path / "pruned.pt2") and not (tmp_path / "pruned.pt").exists()
+    assert load_controller(tmp_path / "pruned.pt2").architecture["hidden"] != [16, 16]  # its env from the widths file
     code, bundle, err = run_cli(capsys, "export", "--controller", str(path), *flags, "--targets", "x86_64,cortex-a7",
                                 "--parity-samples", "100", "--out", str(tmp_path / "bundle"))
     assert code == 0, err
@@ -155,18 +159,18 @@ def test_a_stochastic_model_is_refused(tmp_path, capsys):
     assert "stochastic" in err and "deterministic action" in err
 
 
-def test_an_unsupported_layer_is_named_with_its_type(tmp_path, capsys):
-    model = nn.Sequential(nn.Linear(3, 16), nn.LayerNorm(16), nn.Tanh(), nn.Linear(16, 1))
-    torch.jit.save(torch.jit.script(model), tmp_path / "ln.pt")
-    err = one_line_error(capsys, "eval", "--controller", str(tmp_path / "ln.pt"), "--episodes", "1")
-    assert "unsupported layer '1' (LayerNorm)" in err
+def test_an_unsupported_layer_is_named_with_its_op(tmp_path, capsys):
+    model = nn.Sequential(nn.Linear(3, 16), nn.Softmax(dim=-1), nn.Linear(16, 1))
+    torch.jit.save(torch.jit.script(model), tmp_path / "soft.pt")
+    err = one_line_error(capsys, "eval", "--controller", str(tmp_path / "soft.pt"), "--episodes", "1")
+    assert "soft.pt" in err and "unsupported node" in err and "softmax" in err and "supported:" in err
 
 
 def test_an_unsupported_onnx_op_is_named_with_node_and_op_type(tmp_path, capsys):
     model = nn.Sequential(nn.Linear(3, 16), nn.Softmax(dim=-1), nn.Linear(16, 1))
     torch.onnx.export(model, (torch.zeros(1, 3),), str(tmp_path / "soft.onnx"), dynamo=False)
     err = one_line_error(capsys, "eval", "--controller", str(tmp_path / "soft.onnx"), "--episodes", "1")
-    assert "unsupported layer '/1/Softmax' (ONNX op Softmax)" in err
+    assert "soft.onnx" in err and "unsupported node" in err and "softmax" in err.lower() and "supported:" in err
 
 
 def test_a_state_dict_without_a_factory_asks_for_one(files, capsys):
@@ -181,10 +185,13 @@ def test_a_format_override_that_does_not_fit_the_file_is_an_error(files, capsys)
     assert "not a TorchScript file" in err
 
 
-def test_an_sb3_zip_without_sb3_installed_names_the_extra(files, monkeypatch, capsys):
+def test_an_sb3_zip_loads_without_sb3_installed(files, monkeypatch):
+    import stable_baselines3 as sb3
+
+    expected = sb3.SAC.load(files["sac"][0], device="cpu").predict(observations(), deterministic=True)[0]
     monkeypatch.setitem(sys.modules, "stable_baselines3", None)  # import raises ImportError, as when not installed
-    err = one_line_error(capsys, "eval", "--controller", str(files["sac"][0]), "--episodes", "1")
-    assert "pip install prune-and-export[sb3]" in err
+    ctrl = load_controller(files["sac"][0])  # read from the zip's JSON and weights: nothing of SB3 runs
+    np.testing.assert_allclose(ctrl.act(observations()), expected, atol=1e-5)
 
 
 def test_a_zip_that_is_not_a_controller_is_not_taken_for_one(tmp_path, capsys):
@@ -237,7 +244,7 @@ def test_another_box_env_is_judged_searched_and_run_in_the_loop(tmp_path, capsys
     mlp = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 1), nn.Tanh()).eval()
     torch.jit.save(torch.jit.script(mlp), tmp_path / "mc.pt")
     ctrl = load_controller(tmp_path / "mc.pt", env="MountainCarContinuous-v0")
-    assert ctrl.spec.obs_dim == 2 and ctrl.spec.act_low == (-1.0,) and ctrl.architecture["output_activation"] == "tanh"
+    assert ctrl.spec.obs_dim == 2 and ctrl.spec.act_low == (-1.0,) and "tanh" in ctrl.architecture["functions"]
     fast = closed_loop_return(ctrl.module, 2, 0, "fast", "MountainCarContinuous-v0")
     gym = closed_loop_return(ctrl.module, 2, 0, "gym", "MountainCarContinuous-v0")
     np.testing.assert_allclose(fast.returns, gym.returns, atol=1e-5)
@@ -247,9 +254,49 @@ def test_another_box_env_is_judged_searched_and_run_in_the_loop(tmp_path, capsys
                                 "--judge-episodes", "1", "--out", str(tmp_path / "mc_pruned.pt"))
     assert code == 0, err
     assert pruned["env_id"] == "MountainCarContinuous-v0" and "stability_before" not in pruned
-    assert load_controller(tmp_path / "mc_pruned.pt").spec.env_id == "MountainCarContinuous-v0"
-    code, _, err = run_cli(capsys, "export", "--controller", str(tmp_path / "mc_pruned.pt"), "--out", str(tmp_path / "b"))
+    assert load_controller(tmp_path / "mc_pruned.pt2").spec.env_id == "MountainCarContinuous-v0"  # from the widths file
+    code, _, err = run_cli(capsys, "export", "--controller", str(tmp_path / "mc_pruned.pt2"), "--out", str(tmp_path / "b"))
     assert code == 0, err
     code, hil, err = run_cli(capsys, "hil", "--bundle", str(tmp_path / "b"), "--target", "x86_64", "--episodes", "1")
     assert code == 0, err
     assert hil["ok"] and abs(hil["returns"][0] - hil["host_returns"][0]) <= 1e-3
+
+
+@pytest.mark.parametrize("kind", ["sac", "ppo", "onnx"])
+def test_a_plain_mlp_graph_has_a_native_copy_acting_the_same(files, kind, tmp_path):
+    from tools.controllers.load import native_copy
+    from tools.controllers.source import ControllerSource
+
+    path, _ = files[kind]
+    copy = native_copy(ControllerSource(path), tmp_path / "native.pt")
+    assert copy == tmp_path / "native.pt"
+    native, graph = load_controller(copy), load_controller(path)
+    assert native.architecture["kind"] == "mlp" and native.architecture["hidden"] == [16, 16]
+    np.testing.assert_allclose(native.act(observations()), graph.act(observations()), atol=1e-5)
+
+
+def test_a_graph_that_is_not_a_plain_mlp_has_no_native_copy(tmp_path, capsys):
+    from tools.controllers.load import native_copy
+    from tools.controllers.source import ControllerSource
+    from tools.errors import ControllerError
+
+    model = nn.Sequential(nn.Linear(3, 16), nn.LayerNorm(16), nn.Tanh(), nn.Linear(16, 1)).eval()
+    torch.jit.save(torch.jit.script(model), tmp_path / "ln.pt")
+    with pytest.raises(ControllerError, match=r"ln\.pt: not a plain MLP"):
+        native_copy(ControllerSource(tmp_path / "ln.pt"), tmp_path / "native.pt")
+    assert not (tmp_path / "native.pt").exists()
+
+
+def test_obs_norm_statistics_become_the_first_ops_of_any_foreign_graph(files, tmp_path, capsys):
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({"mean": [0.1, -0.2, 0.5], "var": [0.5, 0.4, 4.0], "clip_obs": 5.0}))
+    path, _ = files["onnx"]
+    ctrl = load_controller(path, obs_norm=stats)
+    obs = observations()
+    normalised = np.clip((obs - [0.1, -0.2, 0.5]) / np.sqrt(np.array([0.5, 0.4, 4.0]) + 1e-8), -5.0, 5.0)
+    with torch.no_grad():
+        expected = small_mlp()(torch.as_tensor(normalised, dtype=torch.float32)).clamp(-2.0, 2.0).numpy()
+    np.testing.assert_allclose(ctrl.act(obs), expected, atol=1e-5)
+    assert ctrl.architecture["obs_norm"] == {"source": str(stats), "how": "--obs-norm"}
+    err = one_line_error(capsys, "eval", "--obs-norm", str(stats), "--episodes", "1")  # the bundled native controller
+    assert "--obs-norm applies to a controller trained elsewhere" in err

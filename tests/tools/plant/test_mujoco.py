@@ -1,0 +1,67 @@
+"""A MuJoCo env through every command: a stable-baselines3 PPO trained briefly on InvertedPendulum-v5 with
+VecNormalize, given as its zip (statistics beside it), is evaluated, pruned, exported and run in the loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tools.cli import main
+from tools.controllers.load import load_controller
+
+ENV = "InvertedPendulum-v5"
+
+
+@pytest.fixture(scope="module")
+def ppo_zip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object, object]:
+    """(zip, model, VecNormalize) of a PPO trained 2048 steps on InvertedPendulum-v5, its statistics saved beside it."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("mujoco")
+    venv = VecNormalize(make_vec_env(ENV, n_envs=1, seed=0))
+    model = PPO("MlpPolicy", venv, policy_kwargs={"net_arch": [32, 32]}, n_steps=512, seed=0, device="cpu")
+    model.learn(2048)
+    model.save(folder / "ppo.zip")
+    venv.save(str(folder / "vecnormalize.pkl"))
+    venv.training = False
+    return folder / "ppo.zip", model, venv
+
+
+def run_cli(capsys, *argv: str) -> dict:
+    code = main([*argv, "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return json.loads(captured.out)
+
+
+def test_the_zip_runs_with_its_statistics_as_sb3_predicts(ppo_zip) -> None:
+    path, model, venv = ppo_zip
+    ctrl = load_controller(path, env=ENV)
+    assert ctrl.architecture["obs_norm"] == {"source": str(path.parent / "vecnormalize.pkl"), "how": "found beside the zip"}
+    obs = np.random.default_rng(0).normal(0.0, 0.5, size=(1000, 4)).astype(np.float32)
+    expected = model.predict(venv.normalize_obs(obs), deterministic=True)[0]
+    assert np.abs(ctrl.act(obs) - expected).max() <= 1e-5
+
+
+def test_eval_prune_export_and_hil_take_a_mujoco_env(ppo_zip, tmp_path: Path, capsys) -> None:
+    path, _, _ = ppo_zip
+    flags = ["--controller", str(path), "--env", ENV]
+    evaluated = run_cli(capsys, "eval", *flags, "--episodes", "2")
+    assert evaluated["obs_norm"]["source"].endswith("vecnormalize.pkl") and len(evaluated["returns"]) == 2
+    pruned = run_cli(capsys, "prune", *flags, "--keep", "0.25", "--tolerance", "0.1", "--method", "uniform-l1",
+                     "--search-episodes", "2", "--judge-episodes", "2", "--out", str(tmp_path / "pruned.pt"))
+    assert pruned["feasible"] and pruned["env_id"] == ENV and pruned["keep_fraction"] <= 0.25
+    program = pruned["files"]["controller"]
+    bundle = run_cli(capsys, "export", "--controller", program, "--targets", "x86_64,cortex-a7", "--parity-samples", "100",
+                     "--out", str(tmp_path / "bundle"))
+    assert bundle["unverified"] == []
+    hil = run_cli(capsys, "hil", "--bundle", str(tmp_path / "bundle"), "--target", "cortex-a7", "--episodes", "3")
+    assert hil["ok"] and len(hil["returns"]) == 3
+    assert np.max(np.abs(np.subtract(hil["returns"], hil["host_returns"]))) <= 1e-3
