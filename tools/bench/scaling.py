@@ -131,14 +131,20 @@ def warm_up(_: int) -> int:
     return os.getpid()
 
 
-PARTS: dict[str, Callable[[ScalingConfig, Executor | None], tuple[str, int]]] = {"grid": grid_search, "sweep": bench_sweep}
+Part = Callable[[ScalingConfig, Executor | None], tuple[str, int]]  # (cfg, executor or None: here) -> (result JSON, evaluations)
+PARTS: dict[str, Part] = {"grid": grid_search, "sweep": bench_sweep}
 
 
-def measure(cfg: ScalingConfig, console: Console) -> ScalingReport:
-    """Every part locally, then on Ray with each worker count; equality checked, ratios computed."""
+def measure(cfg: ScalingConfig, console: Console, parts: dict[str, Part] | None = None) -> ScalingReport:
+    """Every part (default :data:`PARTS`) locally, then on Ray with each worker count; equality checked, ratios computed.
+
+    A part's numbers must not depend on process-wide settings other than the torch thread count
+    (which travels with each candidate): set anything else (e.g. flush-denormal) inside its objective.
+    """
+    parts = PARTS if parts is None else parts
     report = ScalingReport(asdict(cfg), load_average=os.getloadavg()[0], cores=os.cpu_count() or 1)
     reference: dict[str, tuple[str, float]] = {}
-    for part, run in PARTS.items():
+    for part, run in parts.items():
         console.print(f"{part}: local ...")
         t0 = time.perf_counter()
         text, evaluations = run(cfg, None)
@@ -153,7 +159,7 @@ def measure(cfg: ScalingConfig, console: Console) -> ScalingReport:
         startup = time.perf_counter() - t0
         console.print(f"ray with {workers} worker(s) up in {startup:.1f} s ({len(pids)} worker process(es) warmed)")
         try:
-            for part, run in PARTS.items():
+            for part, run in parts.items():
                 t0 = time.perf_counter()
                 text, evaluations = run(cfg, executor)
                 seconds = time.perf_counter() - t0
