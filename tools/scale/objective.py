@@ -5,7 +5,9 @@ population) to ``objective.batch(models)`` when the objective offers it (see :mo
 :func:`batched` gives any objective that form, each model evaluated by the executor. A single call
 ``objective(model)`` stays in this process: one candidate is not worth a round trip. The scores are
 the objective's own (its seeds travel inside it, the torch thread count with it), so a search takes
-the same path and returns the same model whichever executor ran it.
+the same path and returns the same model whichever executor ran it. Other process-wide numeric
+settings (``torch.set_flush_denormal``, the default dtype) do not travel: an objective that depends
+on them sets them itself when it runs.
 """
 
 from __future__ import annotations
