@@ -184,6 +184,8 @@ def run_on_farm(farm: Farm, episodes: Sequence[Episode], fn: EpisodeFn, address:
     one ``board:<target>`` slot per board. ``on_result(episode, board name, result)`` is called as
     results arrive (progress).
     """
+    if len({e.index for e in episodes}) != len(episodes):
+        raise ScaleError("farm episodes need distinct indexes (their places in the run)")
     missing = sorted({e.target for e in episodes} - set(farm.targets()))
     if missing:
         raise ScaleError(f"{farm.source}: no board of target(s) {', '.join(missing)}; boards: "

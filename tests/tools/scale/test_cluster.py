@@ -173,6 +173,13 @@ def test_a_board_that_dies_is_taken_out_and_its_episode_rerun_on_another_board(r
     assert all(r.return_diff <= FIDELITY for r in run.results)
 
 
+def test_a_farm_whose_every_board_of_a_target_died_stops_naming_the_boards(ray_cluster, tmp_path):
+    farm = Farm((Board("only", "x86_64", "native"),), "farm.toml")
+    fn = functools.partial(dies_once, str(tmp_path / "died"), "only", lambda board, episode: episode.seed)
+    with pytest.raises(ScaleError, match="farm.toml: every board of target x86_64 died \\(only\\); 2 episode\\(s\\) not run"):
+        run_on_farm(farm, [Episode(0, "x86_64", 0), Episode(1, "x86_64", 1)], fn, ray_cluster.address)
+
+
 def test_a_farm_whose_boards_the_cluster_does_not_offer_is_refused_naming_the_resource(ray_cluster):
     farm = Farm((Board("pi", "cortex-a72", "native"),), "lab.toml")
     with pytest.raises(ScaleError, match="lab.toml: 1 board\\(s\\) need the Ray resource 'board:cortex-a72'"):

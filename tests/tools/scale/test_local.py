@@ -9,6 +9,7 @@ from tools.scale import (
     EXECUTORS,
     Board,
     Cell,
+    Episode,
     LocalExecutor,
     ScaleError,
     batched,
@@ -16,6 +17,7 @@ from tools.scale import (
     parse_farm,
     read_farm,
     run_cells,
+    run_on_farm,
     sweep,
 )
 from tools.scale.executor import chunks
@@ -103,3 +105,9 @@ def test_a_missing_farm_file_is_named(tmp_path):
 
 def test_the_command_lines_executor_choices_are_tools_scales():
     assert EXECUTORS == pipeline_choices.EXECUTORS
+
+
+def test_farm_episodes_with_the_same_index_are_refused_before_ray_starts():
+    farm = parse_farm("[[board]]\nname = 'a'\ntarget = 'x86_64'\n", "farm.toml")
+    with pytest.raises(ScaleError, match="distinct indexes"):
+        run_on_farm(farm, [Episode(0, "x86_64", 0), Episode(0, "x86_64", 1)], lambda board, episode: None)
