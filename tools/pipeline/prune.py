@@ -134,11 +134,13 @@ def prune_controller_budgets(controller: Controller, keeps: Sequence[float], met
                              max_evaluations: int = 150, search_episodes: int = SEARCH_EPISODES, judge_episodes: int = 100,
                              console: Console | None = None, stability_mode: str = "strict",
                              stability_tolerance: float = STABILITY_TOLERANCE,
-                             write_infeasible: bool = True, executor: Executor | None = None) -> list[PrunedController]:
+                             write_infeasible: bool = True, outs: Sequence[Path] | None = None,
+                             executor: Executor | None = None) -> list[PrunedController]:
     """:func:`prune_controller` at several budgets solved as one continuation (:func:`prune.prune_budgets`).
 
     One budget is exactly :func:`prune_controller`. With several, each is written to
-    :func:`budget_path` (``<stem>.keep<KEEP><suffix>``) of ``out``; the results follow the order of ``keeps``.
+    :func:`budget_path` (``<stem>.keep<KEEP><suffix>``) of ``out``, or to ``outs`` (one path per budget, in the
+    order of ``keeps``) if given; the results follow the order of ``keeps``.
     """
     console = console or Console(quiet=True)
     torch.manual_seed(seed)
@@ -178,7 +180,7 @@ def prune_controller_budgets(controller: Controller, keeps: Sequence[float], met
     else:
         results = prune_budgets(model, groups, list(keeps), objective, **options)
     return_before = closed_loop_return(model, judge_episodes, 0, "gym", env_id).mean if judge_episodes else None
-    pruned = []
+    pruned: list[PrunedController] = []
     for keep, result in zip(keeps, results):
         after = pendulum_stability(result.model) if pendulum else None
         summary = {"method": method, **result.to_dict(), "controller": str(controller.path), "sha256": controller.sha256,
@@ -192,7 +194,7 @@ def prune_controller_budgets(controller: Controller, keeps: Sequence[float], met
         if judge_episodes:
             summary["return_before"] = return_before
             summary["return_after"] = closed_loop_return(result.model, judge_episodes, 0, "gym", env_id).mean
-        target = out if out is None or len(keeps) == 1 else budget_path(out, keep)
+        target = outs[len(pruned)] if outs is not None else out if out is None or len(keeps) == 1 else budget_path(out, keep)
         if target is not None and (write_infeasible or result.feasible):
             summary["files"] = _write(target, result.model, controller, example, result.widths, summary)
         pruned.append(PrunedController(result.model, result, summary, list(groups.warnings)))
