@@ -29,6 +29,7 @@ from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED
 from tools.plant.evaluate import closed_loop_return
 from tools.plant.objectives import pendulum_stability, radius_check, search_callables
 from tools.plant.pendulum import ENV_ID
+from tools.scale import Executor, batched
 
 
 @dataclass
@@ -108,19 +109,22 @@ def prune_controller(controller: Controller, keep: float = 0.25, method: str = "
                      stability: bool = True, resolution: float = 0.1, max_evaluations: int = 150,
                      search_episodes: int = SEARCH_EPISODES, judge_episodes: int = 100,
                      console: Console | None = None, stability_mode: str = "strict",
-                     stability_tolerance: float = STABILITY_TOLERANCE, write_infeasible: bool = True) -> PrunedController:
+                     stability_tolerance: float = STABILITY_TOLERANCE, write_infeasible: bool = True,
+                     executor: Executor | None = None) -> PrunedController:
     """Prune ``controller`` to keep a fraction of its prunable parameters; write it (and sidecars) to ``out`` if given.
 
     The objective is the closed-loop return on the batched plant (Pendulum-v1) or a gymnasium vector env;
     for the pendulum the closed loop must stay stable at upright unless ``stability`` is False
     (judged under ``stability_mode``: strict, relative or off, see :mod:`prune.constraints`).
     ``write_infeasible`` False leaves ``out`` unwritten when the returned model misses a constraint.
+    ``executor`` (:mod:`tools.scale`): where the search's batches of candidates are evaluated (None: here).
     """
     return prune_controller_budgets(
         controller, [keep], method, metric, seed=seed, out=out, components=components, reconstruct=reconstruct,
         finetune=finetune, tolerance=tolerance, floor=floor, stability=stability, resolution=resolution,
         max_evaluations=max_evaluations, search_episodes=search_episodes, judge_episodes=judge_episodes, console=console,
-        stability_mode=stability_mode, stability_tolerance=stability_tolerance, write_infeasible=write_infeasible)[0]
+        stability_mode=stability_mode, stability_tolerance=stability_tolerance, write_infeasible=write_infeasible,
+        executor=executor)[0]
 
 
 def prune_controller_budgets(controller: Controller, keeps: Sequence[float], method: str = "gd", metric: str | None = None, *,
@@ -130,7 +134,8 @@ def prune_controller_budgets(controller: Controller, keeps: Sequence[float], met
                              max_evaluations: int = 150, search_episodes: int = SEARCH_EPISODES, judge_episodes: int = 100,
                              console: Console | None = None, stability_mode: str = "strict",
                              stability_tolerance: float = STABILITY_TOLERANCE,
-                             write_infeasible: bool = True, outs: Sequence[Path] | None = None) -> list[PrunedController]:
+                             write_infeasible: bool = True, outs: Sequence[Path] | None = None,
+                             executor: Executor | None = None) -> list[PrunedController]:
     """:func:`prune_controller` at several budgets solved as one continuation (:func:`prune.prune_budgets`).
 
     One budget is exactly :func:`prune_controller`. With several, each is written to
@@ -155,6 +160,7 @@ def prune_controller_budgets(controller: Controller, keeps: Sequence[float], met
         console.print(f"[yellow]warning:[/] {w}")
     env_id = controller.spec.env_id
     objective, visit_for = search_callables(env_id, search_episodes, SEARCH_SEED)
+    objective = objective if executor is None else batched(objective, executor)  # same scores, batches fanned out
     pendulum = env_id == ENV_ID  # the closed-loop linearisation exists for the pendulum plant only
     before = pendulum_stability(model) if pendulum else None
     check = None if not stability or not pendulum else radius_check
