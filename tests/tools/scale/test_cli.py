@@ -1,4 +1,4 @@
-"""``prune --executor``: the flags are offered without importing Ray or torch, and checked before any work (the cluster run: test_cluster.py)."""
+"""``prune --executor``: the flags are offered without importing Ray or torch, and checked before any work."""
 
 from __future__ import annotations
 
