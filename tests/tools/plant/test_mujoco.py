@@ -65,3 +65,16 @@ def test_eval_prune_export_and_hil_take_a_mujoco_env(ppo_zip, tmp_path: Path, ca
     hil = run_cli(capsys, "hil", "--bundle", str(tmp_path / "bundle"), "--target", "cortex-a7", "--episodes", "3")
     assert hil["ok"] and len(hil["returns"]) == 3
     assert np.max(np.abs(np.subtract(hil["returns"], hil["host_returns"]))) <= 1e-3
+
+
+def test_prune_stops_at_the_ceiling_and_says_why(ppo_zip, capsys) -> None:
+    path, _, _ = ppo_zip
+    flags = ["--controller", str(path), "--env", ENV, "--keep", "0.25", "--search-episodes", "2", "--judge-episodes", "0",
+             "--max-evaluations", "12"]
+    automatic = run_cli(capsys, "prune", *flags)
+    assert automatic["early_stop"]["ceiling"] == 1000.0  # 1000 steps x reward 1: the best return there is
+    assert automatic["stopped"] in ("ceiling", "max_evaluations", "converged")
+    low = run_cli(capsys, "prune", *flags, "--ceiling", "1")  # every balancing attempt scores above 1
+    assert low["stopped"] == "ceiling" and low["evaluations"] < 12
+    code = main(["prune", *flags, "--stop-within", "1000"])
+    assert code == 0 and "objective within 1000 of the unpruned one" in capsys.readouterr().out
