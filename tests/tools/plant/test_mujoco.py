@@ -3,7 +3,9 @@ VecNormalize, given as its zip (statistics beside it), is evaluated, pruned, exp
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +46,9 @@ def run_cli(capsys, *argv: str) -> dict:
 def test_the_zip_runs_with_its_statistics_as_sb3_predicts(ppo_zip) -> None:
     path, model, venv = ppo_zip
     ctrl = load_controller(path, env=ENV)
-    assert ctrl.architecture["obs_norm"] == {"source": str(path.parent / "vecnormalize.pkl"), "how": "found beside the zip"}
+    stats = path.parent / "vecnormalize.pkl"
+    assert ctrl.architecture["obs_norm"] == {"source": str(stats), "how": "found beside the zip",
+                                             "sha256": hashlib.sha256(stats.read_bytes()).hexdigest()}
     obs = np.random.default_rng(0).normal(0.0, 0.5, size=(1000, 4)).astype(np.float32)
     expected = model.predict(venv.normalize_obs(obs), deterministic=True)[0]
     assert np.abs(ctrl.act(obs) - expected).max() <= 1e-5
@@ -78,3 +82,21 @@ def test_prune_stops_at_the_ceiling_and_says_why(ppo_zip, capsys) -> None:
     assert low["stopped"] == "ceiling" and low["evaluations"] < 12
     code = main(["prune", *flags, "--stop-within", "1000"])
     assert code == 0 and "objective within 1000 of the unpruned one" in capsys.readouterr().out
+
+
+def test_the_bundle_names_its_statistics_and_hil_checks_them_before_reading(ppo_zip, tmp_path: Path, capsys) -> None:
+    path, _, _ = ppo_zip
+    for name in ("ppo.zip", "vecnormalize.pkl"):  # a copy: the statistics are altered below
+        shutil.copy(path.parent / name, tmp_path / name)
+    stats = tmp_path / "vecnormalize.pkl"
+    bundle = run_cli(capsys, "export", "--controller", str(tmp_path / "ppo.zip"), "--env", ENV, "--targets", "x86_64",
+                     "--parity-samples", "100", "--out", str(tmp_path / "bundle"))
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    record = manifest["source"]["architecture"]["obs_norm"]
+    assert record["source"] == str(stats) and record["sha256"] == hashlib.sha256(stats.read_bytes()).hexdigest()
+    assert bundle["unverified"] == []
+    hil = run_cli(capsys, "hil", "--bundle", str(tmp_path / "bundle"), "--target", "x86_64", "--episodes", "1")
+    assert hil["ok"]
+    stats.write_bytes(stats.read_bytes() + b"\0")  # other statistics than the bundle's: refused before they are read
+    assert main(["hil", "--bundle", str(tmp_path / "bundle"), "--target", "x86_64", "--episodes", "1"]) == 2
+    assert "observation statistics the bundle was exported with" in capsys.readouterr().err
