@@ -100,3 +100,18 @@ def test_the_bundle_names_its_statistics_and_hil_checks_them_before_reading(ppo_
     stats.write_bytes(stats.read_bytes() + b"\0")  # other statistics than the bundle's: refused before they are read
     assert main(["hil", "--bundle", str(tmp_path / "bundle"), "--target", "x86_64", "--episodes", "1"]) == 2
     assert "observation statistics the bundle was exported with" in capsys.readouterr().err
+
+
+def test_bench_measures_a_mujoco_env(ppo_zip, tmp_path: Path, capsys) -> None:
+    """bench on InvertedPendulum-v5: the PPO graph (normaliser inside) as the bench's controller.pt2, reward on the env."""
+    path, _, _ = ppo_zip
+    report = run_cli(capsys, "bench", "--controller", str(path), "--env", ENV, "--quick", "--episodes", "2",
+                     "--methods", "uniform-l1", "--out", str(tmp_path / "bench"))
+    assert report["ok"] and report["config"]["env_id"] == ENV
+    assert report["config"]["controller"].endswith("controller.pt2")
+    rows = {(r["model"], r["runtime"]): r for r in report["reward"]}
+    assert set(rows) == {(m, rt) for m in ("unpruned", "uniform-l1@0.25") for rt in ("torch", "stub:x86_64")}
+    unpruned = rows[("unpruned", "stub:x86_64")]
+    assert unpruned["stats"]["upright_share"] is None and len(unpruned["stats"]["returns"]) == 2
+    assert all(r["vs_torch_max_abs"] <= 1e-3 for r in report["reward"] if r["runtime"] != "torch")
+    assert [m["label"] for m in report["models"]][0] == "unpruned"
