@@ -9,6 +9,7 @@ from export.keys import read_public_key
 from export.mcu.firmware import DoesNotFit
 from export.mcu.session import FirmwareSession, qemu_available
 from export.onnx_export import OPSET, export_onnx, ort_actions, ort_session
+from export.parity import PARITY_TOLERANCE
 from export.pipeline import export_bundle
 from export.runtime import cache_root
 from export.scratch import scratch_dir, scratch_in
@@ -26,7 +27,7 @@ from export.tvm_compile import build, check_supported_ops, import_onnx, lower
 from export.verify import run_library_in_process
 
 __all__ = [
-    "OPSET", "STUB_SOURCES", "ControllerSpec", "DeviceSession", "DoesNotFit", "ExportError", "FirmwareSession",
+    "OPSET", "PARITY_TOLERANCE", "STUB_SOURCES", "ControllerSpec", "DeviceSession", "DoesNotFit", "ExportError", "FirmwareSession",
     "Manifest", "Reply", "SignatureRefused", "StubFailed", "StubSession", "build", "cache_root", "check_supported_ops", "export_bundle",
     "export_onnx", "frames", "generate_keypair", "import_onnx", "load_bundle", "lower", "move_into_place", "open_session", "ort_actions",
     "ort_session", "public_key_hex", "qemu_available", "read_manifest", "read_public_key", "run_library_in_process",

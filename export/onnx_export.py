@@ -11,7 +11,8 @@ import onnx
 import torch
 from torch import nn
 
-from export.errors import ExportError
+from export.errors import ExportError, ParityFailed
+from export.parity import compare
 from export.spec import ControllerSpec
 
 OPSET = 17
@@ -30,7 +31,7 @@ class OnnxReport:
     param_count: int
     n_parity: int
     parity_seed: int
-    parity_max_abs_err: float  # onnxruntime vs torch on n_parity observations from the spec's box
+    parity_max_abs_err: float  # onnxruntime vs torch on the n_parity observations of the gate (export/parity.py)
 
     def to_dict(self) -> dict:
         """The report as JSON-ready data."""
@@ -102,9 +103,14 @@ def ort_actions(session, spec: ControllerSpec, obs: np.ndarray, batch_one: bool)
 
 
 def export_onnx(module: nn.Module, spec: ControllerSpec, *, opset: int = OPSET, dynamic_batch: bool = False,
-                n_parity: int = 1000, seed: int = 0, tolerance: float = PARITY_TOLERANCE) -> tuple[onnx.ModelProto, OnnxReport]:
-    """Export, simplify, check and parity-test a controller; raises ExportError on any failed step."""
-    if n_parity < 1:
+                n_parity: int = 1000, seed: int = 0, tolerance: float | np.ndarray = PARITY_TOLERANCE,
+                observations: np.ndarray | None = None) -> tuple[onnx.ModelProto, OnnxReport]:
+    """Export, simplify, check and parity-test a controller; raises ExportError on any failed step.
+
+    Parity: onnxruntime against torch on ``observations`` (default: ``n_parity`` from the spec's box, seeded),
+    within ``tolerance`` (absolute; one number or one per action dimension).
+    """
+    if observations is None and n_parity < 1:
         raise ExportError(f"n_parity must be >= 1, got {n_parity}")
     module = module.eval()
     model = _torch_to_onnx(module, spec, opset, dynamic_batch)
@@ -120,7 +126,7 @@ def export_onnx(module: nn.Module, spec: ControllerSpec, *, opset: int = OPSET, 
                           f"[{spec.input_name!r}] and [{spec.output_name!r}]")
     weight_shapes = check_weight_shapes(model, module)
 
-    obs = spec.sample_observations(n_parity, seed)
+    obs = spec.sample_observations(n_parity, seed) if observations is None else np.asarray(observations, np.float32)
     with torch.no_grad():
         expected = module(torch.from_numpy(obs)).numpy()
     try:
@@ -129,11 +135,12 @@ def export_onnx(module: nn.Module, spec: ControllerSpec, *, opset: int = OPSET, 
         raise ExportError(f"onnxruntime cannot run the exported graph: {str(e).strip().splitlines()[0]}") from e
     if got.shape != expected.shape:
         raise ExportError(f"onnxruntime output shape {list(got.shape)} differs from torch's {list(expected.shape)}")
-    err = float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
-    if not np.isfinite(err) or err > tolerance:
-        raise ExportError(f"onnxruntime differs from torch by {err:.3g} (> {tolerance:g}) on {n_parity} observations "
-                          f"(seed {seed})")
+    c = compare(got, expected, tolerance)
+    err = c.max_abs_err
+    if not c.ok:
+        raise ParityFailed(f"onnxruntime differs from torch by {err:.3g} on action {c.action} at observation {c.row} "
+                           f"(> {c.threshold:g}) on {len(obs)} observations (seed {seed})", c.action, c.row)
     params = int(sum(p.numel() for p in module.parameters()))
     report = OnnxReport(opset, dynamic_batch, simplified, sorted({n.op_type for n in model.graph.node}),
-                        weight_shapes, params, n_parity, seed, err)
+                        weight_shapes, params, len(obs), seed, err)
     return model, report

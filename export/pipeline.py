@@ -13,19 +13,21 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import onnx
 from torch import nn
 
 from export.bundle import FORMAT_VERSION, MANIFEST, ONNX_FILE, Manifest, move_into_place, sha256_file, versions
-from export.errors import ExportError
+from export.errors import ExportError, ParityFailed
 from export.mcu.firmware import McuArtifact, build_mcu_artifact, verify_mcu
 from export.onnx_export import OPSET, export_onnx, ort_actions, ort_session
+from export.parity import parity_gate
 from export.scratch import remove_stale, scratch_dir
 from export.signing import load_private_key, sign_bundle
 from export.spec import ControllerSpec
 from export.stub import uses_kernel_plan, write_plan
 from export.tvm_compile import compile_library
-from export.verification import FAILED, TOLERANCE
+from export.verification import FAILED
 from export.verify import verify_library
 from targets import Target
 
@@ -83,21 +85,33 @@ def _compile_artifact(model: onnx.ModelProto, spec: ControllerSpec, t: Target, f
 def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target], out_dir: Path, *,
                   source_path: Path | None = None, source_sha256: str = "", architecture: dict | None = None,
                   dynamic_batch: bool = False, opset: int = OPSET, n_parity: int = 1000, seed: int = 0,
-                  tolerance: float = TOLERANCE, runner: str | None = None, force: bool = False,
+                  tolerance: float | None = None, runner: str | None = None, force: bool = False,
                   fast_math: bool = True, progress: Callable[[str], None] | None = None,
-                  sign: Path | None = None) -> Manifest:
+                  sign: Path | None = None, parity_observations: np.ndarray | None = None,
+                  obs_bounds: tuple | None = None, parity_tolerance: float | None = None) -> Manifest:
     """Export ``module`` to ONNX and one verified TVM library per target, into the bundle folder ``out_dir``.
 
     Any failure raises ExportError (or TargetError) and leaves nothing at ``out_dir``. A library that
     could not be executed here is kept but marked "not verified" with the reason; one that ran and
-    disagrees with onnxruntime beyond ``tolerance`` fails the export. ``sign``: a private key file
-    (:func:`export.signing.generate_keypair`); the finished bundle is signed with it (``manifest.sig``).
+    disagrees with onnxruntime beyond the parity gate's tolerance fails the export. ``sign``: a private
+    key file (:func:`export.signing.generate_keypair`); the finished bundle is signed with it (``manifest.sig``).
+
+    The parity gate (:mod:`export.parity`, recorded as the manifest's ``onnx.parity_gate``):
+    ``parity_observations`` [n, obs_dim], states the controller visits in its env, are checked, plus
+    ``n_parity`` samples (``seed``) from the observation box where it is bounded; ``obs_bounds`` (low, high),
+    numbers or one per dimension, is the box in the dimensions ``spec.obs_unbounded`` names (``--obs-bounds``);
+    ``parity_tolerance`` (``--parity-tolerance``, default :data:`export.parity.PARITY_TOLERANCE`) allows
+    ``|device - reference| <= parity_tolerance * (act_high - act_low)`` per action dimension;
+    ``tolerance``, instead, an absolute error.
     """
     say = progress or (lambda _msg: None)
     out_dir = Path(out_dir).resolve()  # absolute: the firmware build runs make in another folder
     _check_targets(targets)
     if sign is not None:
         load_private_key(sign)  # a bad key file fails before any work
+    gate = parity_gate(spec, n_parity, seed, parity_observations=parity_observations, obs_bounds=obs_bounds,
+                       parity_tolerance=parity_tolerance, tolerance=tolerance)  # bad gate options, too
+    obs, thresholds = gate.observations, gate.thresholds
     _prepare_destination(out_dir, force)
     remove_stale(out_dir.parent, f".{out_dir.name}.mcu-work-")  # a killed export's leftovers (export/scratch.py)
     tmp = scratch_dir(out_dir.parent, f".{out_dir.name}.tmp-")
@@ -105,8 +119,11 @@ def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target]
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be copied and read by others
         say("ONNX: export, simplify, check, parity with onnxruntime")
-        model, onnx_report = export_onnx(module, spec, opset=opset, dynamic_batch=dynamic_batch,
-                                         n_parity=n_parity, seed=seed, tolerance=tolerance)
+        try:
+            model, onnx_report = export_onnx(module, spec, opset=opset, dynamic_batch=dynamic_batch, n_parity=gate.n,
+                                             seed=seed, tolerance=thresholds, observations=obs)
+        except ParityFailed as e:
+            raise ExportError(gate.failure(f"ONNX parity: {e}", e.row)) from e
         onnx_path = tmp / ONNX_FILE
         onnx.save(model, str(onnx_path))
         inputs, outputs = _io_records(spec, dynamic_batch)
@@ -118,7 +135,7 @@ def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target]
             spec=spec.to_dict(), inputs=inputs, outputs=outputs, param_count=onnx_report.param_count,
             versions=versions(),
             onnx={"file": ONNX_FILE, "sha256": sha256_file(onnx_path), "bytes": onnx_path.stat().st_size,
-                  **onnx_report.to_dict()},
+                  **onnx_report.to_dict(), "parity_gate": gate.to_dict()},
         )
         mcu_built: dict[str, McuArtifact] = {}
         for t in targets:
@@ -132,24 +149,24 @@ def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target]
             _add_plan(tmp, manifest, t)
         _write_manifest(tmp, manifest)  # the stub checks hashes against it during verification
 
-        obs = spec.sample_observations(n_parity, seed)
         reference = ort_actions(ort_session(onnx_path.read_bytes()), spec, obs, batch_one=not dynamic_batch)
         for t in targets:
-            say(f"{t.name}: verify against onnxruntime on {n_parity} observations")
+            say(f"{t.name}: verify against onnxruntime on {gate.n} observations")
             if t.kind == "mcu":
-                v = verify_mcu(tmp, t, mcu_built[t.name], obs, reference, tolerance)
+                v = verify_mcu(tmp, t, mcu_built[t.name], obs, reference, thresholds)
                 if v.status == FAILED and fast_math:  # as for libraries below: exact exp/tanh if fast math crossed it
                     say(f"{t.name}: {v.reason} with fast math; rebuilding with exact exp/tanh")
                     mcu_built[t.name] = build_mcu_artifact(model, spec, t, tmp, mcu_work, False)
                     manifest.artifacts[t.name] = mcu_built[t.name].record
                     manifest.artifacts[t.name]["compile_flags"]["fast_math_fallback"] = v.reason
                     _write_manifest(tmp, manifest)
-                    v = verify_mcu(tmp, t, mcu_built[t.name], obs, reference, tolerance)
+                    v = verify_mcu(tmp, t, mcu_built[t.name], obs, reference, thresholds)
                 if v.status == FAILED:
-                    raise ExportError(f"target {t.name!r}: {v.reason} on {v.n} observations (seed {seed})")
+                    raise ExportError(gate.failure(f"target {t.name!r}: {v.reason} on {v.n} observations (seed {seed})",
+                                                   v.worst_row))
                 manifest.artifacts[t.name]["verification"] = v.to_dict()
                 continue
-            v = verify_library(tmp, t, obs, reference, tolerance, runner=runner)
+            v = verify_library(tmp, t, obs, reference, thresholds, runner=runner)
             if v.status == FAILED and fast_math:
                 # fast exp/tanh cost a few ulps; on a model where that crosses the tolerance, ship exact math
                 say(f"{t.name}: {v.reason} with fast math; recompiling with exact exp/tanh")
@@ -157,9 +174,10 @@ def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target]
                 manifest.artifacts[t.name]["compile_flags"]["fast_math_fallback"] = v.reason
                 _add_plan(tmp, manifest, t)
                 _write_manifest(tmp, manifest)
-                v = verify_library(tmp, t, obs, reference, tolerance, runner=runner)
+                v = verify_library(tmp, t, obs, reference, thresholds, runner=runner)
             if v.status == FAILED:
-                raise ExportError(f"target {t.name!r}: {t.name}.so {v.reason} on {v.n} observations (seed {seed})")
+                raise ExportError(gate.failure(f"target {t.name!r}: {t.name}.so {v.reason} on {v.n} observations "
+                                               f"(seed {seed})", v.worst_row))
             manifest.artifacts[t.name]["verification"] = v.to_dict()
         _write_manifest(tmp, manifest)
         if sign is not None:

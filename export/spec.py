@@ -21,6 +21,7 @@ class ControllerSpec:
     input_name: str = "obs"
     output_name: str = "action"
     extra: dict = field(default_factory=dict)
+    obs_unbounded: tuple[int, ...] = ()  # observation dimensions whose env bound is infinite (obs_low/high: a stand-in)
 
     def __post_init__(self) -> None:
         for name, values, dim in (
@@ -35,9 +36,11 @@ class ControllerSpec:
             lo > hi for lo, hi in zip(self.act_low, self.act_high)
         ):
             raise ValueError("ControllerSpec bounds have low > high")
+        if any(not 0 <= i < self.obs_dim for i in self.obs_unbounded):
+            raise ValueError(f"ControllerSpec.obs_unbounded {list(self.obs_unbounded)} names a dimension outside 0..{self.obs_dim - 1}")
 
     def sample_observations(self, n: int, seed: int) -> np.ndarray:
-        """Draw n float32 observations uniformly from the observation box (seeded)."""
+        """Draw n float32 observations uniformly from the observation box (seeded; stand-in bounds where unbounded)."""
         rng = np.random.default_rng(seed)
         lo, hi = np.array(self.obs_low), np.array(self.obs_high)
         return rng.uniform(lo, hi, size=(n, self.obs_dim)).astype(np.float32)
@@ -61,6 +64,7 @@ class ControllerSpec:
                 input_name=str(d.get("input_name", "obs")),
                 output_name=str(d.get("output_name", "action")),
                 extra=dict(d.get("extra", {})),
+                obs_unbounded=tuple(int(i) for i in d.get("obs_unbounded", ())),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"controller spec is malformed: {e}") from e

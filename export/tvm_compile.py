@@ -14,7 +14,8 @@ from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx, onnx_frontend
 
 from export.errors import ExportError
-from export.schedule import schedule_module
+from export.fast_math import fast_math as fast_math_transform
+from export.schedule import schedule_module, schedule_rule
 from export.spec import ControllerSpec
 from targets import Target
 
@@ -61,7 +62,8 @@ def import_onnx(model: onnx.ModelProto, spec: ControllerSpec, where: str = "mode
 def lower(mod, target: Target, pipeline: str = "scheduled", fast_math: bool = True):
     """Relax IRModule -> IRModule ready for ``tvm.compile``, plus the names of the hand-scheduled kernels.
 
-    ``fast_math`` (scheduled pipeline only) swaps exp/tanh for TVM's vectorisable polynomial versions:
+    ``fast_math`` (scheduled pipeline only) swaps exp/tanh for TVM's vectorisable polynomial versions
+    (exp's floor without a library call, :mod:`export.fast_math`):
     1-3 µs less per call for ELU/tanh MLPs; every library is still checked against onnxruntime at 1e-5.
     """
     if pipeline not in PIPELINES:
@@ -69,7 +71,7 @@ def lower(mod, target: Target, pipeline: str = "scheduled", fast_math: bool = Tr
     if pipeline == "default":
         return mod, []
     if pipeline == "scheduled" and fast_math:
-        mod = relax.transform.FastMathTransform()(mod)
+        mod = fast_math_transform(mod)
     # "zero" = legalize, annotate op patterns, fold constants (weights transposed once), fuse ops and TIR.
     mod = relax.get_pipeline("zero")(mod)
     if pipeline == "fused":
@@ -117,9 +119,7 @@ def compile_library(model: onnx.ModelProto, spec: ControllerSpec, target: Target
                           f"{str(e).strip().splitlines()[0]}") from e
     seconds = time.perf_counter() - start
     flags = {"pipeline": pipeline, "relax_pipeline": "zero" if pipeline != "default" else "default",
-             "schedule": {"rule": "matvec: reduction outermost, output split (unroll 2 x lanes), vectorised; "
-                                  "elementwise inlined and vectorised", "lanes": target.vector_lanes, "unroll": 2}
-             if pipeline == "scheduled" else None,
+             "schedule": schedule_rule(target.vector_lanes, 2) if pipeline == "scheduled" else None,
              "fast_math": bool(fast_math and pipeline == "scheduled"), "cc": target.cc, "batch": 1}
     return CompileReport(target.name, pipeline, len(kernels), calls, kernels, scheduled, Path(out_path).stat().st_size,
                          round(seconds, 3), flags)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-TOLERANCE = 1e-5
+TOLERANCE = 1e-5  # the absolute default of a direct verify_library call; export_bundle's gate is relative (export/parity.py)
 VERIFIED, FAILED, NOT_VERIFIED = "verified", "failed", "not verified"
 
 
@@ -21,8 +21,10 @@ class Verification:
     method: str  # how the library was executed
     n: int  # observations compared
     max_abs_err: float | None  # None when it did not run
-    tolerance: float
+    tolerance: float | list[float]  # allowed absolute error (one per action dimension when they differ)
     reason: str = ""  # why it failed or was not verified
+    worst_action: int | None = None  # where max |error| relative to its tolerance was found (None: did not run)
+    worst_row: int | None = None  # ... the observation's row in the gate
 
     def to_dict(self) -> dict:
         """The outcome as JSON-ready data (the manifest's ``verification``)."""

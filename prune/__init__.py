@@ -21,7 +21,7 @@ The API, in short (every function has type hints and a docstring):
   tolerance=0.01, floor=None, radius_check=None, resolution=0.1, max_evaluations=60,
   gradient="spsa", reconstruct=False, finetune=None, progress=False, stability="strict",
   stability_tolerance=0.01, starts=(), population=None, radius_before=None, ceiling=None,
-  stop_within=None) -> PruneResult``.
+  stop_within=None, precision="off", flash_budget=None) -> PruneResult``.
   ``objective(model) -> float | per-episode scores`` (higher is better; may offer
   ``objective.batch(models)``, the contract below); ``method`` in :data:`SEARCH_METHODS`
   (gd, grid, uniform, global, cmaes, tpe); ``radius_check(model) -> spectral radius`` turns on
@@ -33,6 +33,16 @@ The API, in short (every function has type hints and a docstring):
   ``result.search.stopped`` / ``to_dict()["stopped"]`` is one of :data:`STOP_REASONS`:
   ceiling | within_noise | max_evaluations (a budgeted method, gd/cmaes/tpe, spent them all) |
   converged (the method ended on its own). Both None (default): no early stop, results as before.
+- Weight-only int8 (:mod:`prune.quantize`, the contract an exporter and a device reproduce, in its
+  module doc): ``Int8Linear`` (``weight_q`` int8 [out, in], ``scale`` float32 [out], ``bias``
+  float32; ``y = F.linear(x, weight_q.to(float32)) * scale + bias``), ``quantize(model,
+  components=None, groups=None) -> model`` (a copy; every nn.Linear, or the Linears of the named
+  components), ``quantize_weight``, ``dequantized_error``, ``bytes_footprint(model)`` (4 B per float
+  parameter, 1 B per code, 4 B per scale). ``prune(..., precision="int8"|"auto", flash_budget=bytes)``
+  searches the precision too (:mod:`prune.precision`; ``keep=None``: a budget in bytes only);
+  ``result.precision`` ({component: "float"|"int8"}), ``result.weight_bytes`` and
+  ``to_dict()["precision" | "weight_bytes" | "flash_budget" | "precision_search"]`` say what was
+  chosen and why (keys present only when precision or a flash budget was asked).
 - ``prune_budgets(model, groups, keeps, objective, method="gd", ...same options...) -> list[PruneResult]``:
   budgets solved largest first, each starting from the previous budget's best points
   (:mod:`prune.continuation`).
@@ -78,15 +88,17 @@ from prune.importance import METRICS, register_metric, score
 from prune.io import SavedModel, load_program, load_state_dict, save_pruned, sidecar_paths
 from prune.ops import SUPPORTED
 from prune.portable import portable
+from prune.precision import PRECISIONS, PrecisionReport
 from prune.problem import STOP_REASONS, Start
+from prune.quantize import Int8Linear, bytes_footprint, component_linears, dequantized_error, quantize, quantize_weight
 from prune.search import SEARCH_METHODS, SearchResult
 from prune.stability import Stability, stability
 from prune.surgery import keep_indices, masked_copy, reconstruct, shrink, widths
 
 __all__ = [
-    "METRICS", "SEARCH_METHODS", "STABILITY_MODES", "STABILITY_TOLERANCE", "STOP_REASONS", "SUPPORTED", "Constraint", "Footprint", "FinetuneReport",
-    "Group", "Groups", "PruneError", "PruneResult", "Rules", "SavedModel", "SearchResult", "Stability", "Start",
-    "distill", "find_groups", "footprint", "keep_fraction", "keep_indices", "kept_from_coefficients", "load_program",
-    "load_state_dict", "masked_copy", "portable", "prune", "prune_budgets", "reconstruct", "register_metric", "save_pruned", "score",
+    "METRICS", "PRECISIONS", "SEARCH_METHODS", "STABILITY_MODES", "STABILITY_TOLERANCE", "STOP_REASONS", "SUPPORTED", "Constraint", "Footprint", "FinetuneReport",
+    "Group", "Groups", "Int8Linear", "PrecisionReport", "PruneError", "PruneResult", "Rules", "SavedModel", "SearchResult", "Stability", "Start",
+    "bytes_footprint", "component_linears", "dequantized_error", "distill", "find_groups", "footprint", "keep_fraction", "keep_indices", "kept_from_coefficients", "load_program",
+    "load_state_dict", "masked_copy", "portable", "prune", "prune_budgets", "quantize", "quantize_weight", "reconstruct", "register_metric", "save_pruned", "score",
     "shrink", "sidecar_paths", "stability", "widths",
 ]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from prune.budget import Footprint, check_keep, footprint
+from prune.budget import ByteCounter, Footprint, check_keep, footprint
 from prune.constraints import STABILITY_TOLERANCE, Constraint, failed, why
 from prune.errors import PruneError
 from prune.finetune import FinetuneReport, Visit, distill
@@ -21,6 +21,17 @@ from prune.groups import Groups
 from prune.importance import score
 from prune.jsonable import jsonable
 from prune.modes import set_mode
+from prune.precision import (
+    PrecisionReport,
+    PrecisionTrial,
+    Ranked,
+    assignment,
+    bytes_keep,
+    check_precision,
+    counter_for,
+    greedy_order,
+)
+from prune.quantize import quantize_modules, quantized_modules
 from prune.search import (
     SEARCH_METHODS,
     Objective,
@@ -64,6 +75,9 @@ class PruneResult:
     finetune: FinetuneReport | None = None
     reconstructed: bool = False
     constraints: dict[str, Constraint] = field(default_factory=dict)  # each constraint on the returned model
+    precision: dict[str, str] | None = None  # each component's precision ('float' | 'int8'); None: precision off, no flash budget
+    weight_bytes: int | None = None  # the returned model's weight bytes at its precision (prune.quantize.bytes_footprint)
+    precision_report: PrecisionReport | None = None  # how the precision was chosen (prune.precision)
 
     @property
     def feasible(self) -> bool:
@@ -89,8 +103,8 @@ class PruneResult:
         return self
 
     def to_dict(self) -> dict:
-        """The JSON summary (the model left out; non-finite numbers as None)."""
-        return jsonable({
+        """The JSON summary (the model left out; non-finite numbers as None); precision keys only when precision was asked."""
+        out = jsonable({
             "method": self.search.method, "metric": self.metric, "seed": self.seed, "reconstructed": self.reconstructed, "keep": self.search.keep,
             "tolerance": self.search.tolerance, "keep_fraction": self.search.keep_fraction,
             "feasible": self.feasible, "params_before": self.before.params, "params_after": self.after.params,
@@ -111,6 +125,11 @@ class PruneResult:
             "starts": [{"from": s.origin, "coefficients": s.coefficients} for s in self.search.starts],
             "stopped": self.search.stopped,
         })
+        if self.precision_report is not None:
+            out.update(jsonable({"precision": self.precision, "weight_bytes": self.weight_bytes,
+                                 "flash_budget": self.precision_report.flash_budget,
+                                 "precision_search": self.precision_report.to_dict()}))
+        return out
 
 
 AUTO = "auto"
@@ -158,14 +177,14 @@ def choose_metric(model: nn.Module, groups: Groups, metric: str, states, seed: i
     return best[0], best[1], best[2], trials, spent
 
 
-def prune(model: nn.Module, groups: Groups, keep: float, objective: Objective, method: str = "gd",
+def prune(model: nn.Module, groups: Groups, keep: float | None, objective: Objective, method: str = "gd",
           metric: str = "l1", states: torch.Tensor | None = None, seed: int = 0, tolerance: float = 0.01,
           floor: float | None = None, radius_check: RadiusCheck | None = None, resolution: float = 0.1,
           max_evaluations: int = 60, gradient: str = "spsa", reconstruct: bool = False,
           finetune: Visit | None = None, progress: bool = False, stability: str = "strict",
           stability_tolerance: float = STABILITY_TOLERANCE, starts: Sequence[Mapping[str, float]] = (),
           population: int | None = None, radius_before: float | None = None, ceiling: float | None = None,
-          stop_within: float | None = None) -> PruneResult:
+          stop_within: float | None = None, precision: str = "off", flash_budget: int | None = None) -> PruneResult:
     """Search coefficients for ``keep`` (fraction of prunable parameters kept) and shrink ``model``.
 
     ``method`` is one of :data:`SEARCH_METHODS` (gd, grid, uniform, global, cmaes, tpe); ``metric`` ranks units inside a group (l1, l2, random,
@@ -184,8 +203,16 @@ def prune(model: nn.Module, groups: Groups, keep: float, objective: Objective, m
     objective (e.g. its standard error); ``result.search.stopped`` (and ``to_dict()['stopped']``)
     says why the search ended: ceiling, within_noise, max_evaluations or converged. None (the
     default) for both: no early stop.
+    ``precision`` (off | int8 | auto, :data:`prune.precision.PRECISIONS`) and ``flash_budget``
+    (weight bytes) make the weights' precision part of the result, see :mod:`prune.precision`:
+    int8 quantizes every component after the search and measures and judges the quantized model
+    again; auto chooses float or int8 per component under ``flash_budget``; ``keep=None`` means a
+    budget in bytes only. ``result.precision`` / ``to_dict()['precision']`` gives each component's
+    precision, ``weight_bytes`` the returned model's weight bytes. The default (off, no flash
+    budget) is exactly the float search.
     """
-    keep = check_keep(keep)
+    check_precision(precision, keep, flash_budget)
+    keep = check_keep(keep) if keep is not None else None
     if method not in SEARCH_METHODS:
         raise PruneError(f"unknown method {method!r}; known: {', '.join(SEARCH_METHODS)}")
     set_mode(model, False)
@@ -198,49 +225,133 @@ def prune(model: nn.Module, groups: Groups, keep: float, objective: Objective, m
         objective_before = objective_value(objective(model))[0]
     if radius_check is not None and radius_before is None:
         radius_before = float(radius_check(model))  # once, not once per metric 'auto' tries
-    # a log file (stderr not a terminal) gets a line every 10 s, not a carriage-return redraw per evaluation
-    bar = tqdm(total=max_evaluations if method in ("gd", "cmaes", "tpe") else None, desc=f"{method} keep={keep}", disable=not progress, leave=False,
-               mininterval=0.1 if sys.stderr.isatty() else 10.0)
-    try:
-        start = time.perf_counter()
-        make = lambda s: Problem(model, groups, s, objective, keep, tolerance, floor, radius_check, bar, fit_states,  # noqa: E731
-                                 stability, stability_tolerance, radius_before, ceiling=ceiling, stop_within=stop_within,
-                                 reference=objective_before)
-        metric, scores, problem, trials, spent = choose_metric(model, groups, metric, states, seed, make)
-        result = run_search(problem, method, resolution, max(1, max_evaluations - spent), gradient, seed,
-                            starts=starts, population=population)
-        result.evaluations += spent
-        result.seconds = time.perf_counter() - start
-        result.metric_trials = trials
-    finally:
-        bar.close()
+    asked_metric = metric
+
+    def search(budget: float, quantized: Sequence[str] = (), counter: ByteCounter | None = None
+               ) -> tuple[str, dict, Problem, SearchResult]:
+        """One coefficient search at ``budget`` (parameters, or bytes when keep is None), candidates int8 in ``quantized``."""
+        # a log file (stderr not a terminal) gets a line every 10 s, not a carriage-return redraw per evaluation
+        bar = tqdm(total=max_evaluations if method in ("gd", "cmaes", "tpe") else None, desc=f"{method} keep={budget}", disable=not progress,
+                   leave=False, mininterval=0.1 if sys.stderr.isatty() else 10.0)
+        try:
+            start = time.perf_counter()
+            make = lambda s: Problem(model, groups, s, objective, budget, tolerance, floor, radius_check, bar, fit_states,  # noqa: E731
+                                     stability, stability_tolerance, radius_before, ceiling=ceiling, stop_within=stop_within,
+                                     reference=objective_before, quantized=quantized, bytes_counter=counter,
+                                     flash_budget=flash_budget, budget_in_bytes=keep is None)
+            chosen_metric, scores, problem, trials, spent = choose_metric(model, groups, asked_metric, states, seed, make)
+            result = run_search(problem, method, resolution, max(1, max_evaluations - spent), gradient, seed,
+                                starts=starts, population=population)
+            result.evaluations += spent
+            result.seconds = time.perf_counter() - start
+            result.metric_trials = trials
+        finally:
+            bar.close()
+        return chosen_metric, scores, problem, result
+
+    report = None
+    if precision == "off" and flash_budget is None:
+        metric, scores, problem, result = search(keep if keep is not None else 1.0)
+        plan, counter = None, None
+    else:
+        metric, scores, problem, result, plan, counter, report = _search_precision(
+            model, groups, objective, keep, precision, flash_budget, objective_before, search)
     keep_idx = keep_indices(scores, result.kept)
     small = shrink(model, groups, keep_idx)
     if fit_states is not None:
         reconstruct_layers(model, small, groups, keep_idx, fit_states)
     set_mode(small, False)
-    report = None
+    int8 = sorted(quantized_modules(plan, groups)) if plan is not None else []
+    weight_bytes = counter.weight_bytes(result.kept) if counter is not None else None
+
+    def judged(candidate: nn.Module) -> tuple[float, dict[str, Constraint]]:
+        """The objective of ``candidate`` at the chosen precision and every constraint judged on it."""
+        deployed = set_mode(quantize_modules(candidate, int8, groups), False) if int8 else candidate
+        with torch.no_grad():
+            value = objective_value(objective(deployed))[0]
+        radius = float(radius_check(deployed)) if radius_check is not None else None
+        return value, problem.rules.judge(result.keep_fraction, value, radius, weight_bytes)
+
+    tuning = None
     objective_after = result.objective
     constraints = dict(result.constraints)
+    if precision == "int8":  # searched in float: what is deployed is measured and judged again
+        objective_after, constraints = judged(small)
     if finetune is not None:
         searched = copy.deepcopy(small.state_dict())
-        report = distill(small, model, finetune, seed=seed)
+        tuning = distill(small, model, finetune, seed=seed)
         set_mode(small, False)
-        with torch.no_grad():
-            tuned = objective_value(objective(small))[0]
-        radius = float(radius_check(small)) if radius_check is not None else None
         # fine-tuned weights face every constraint again: distillation matches the teacher's actions, not the return
-        rechecked = problem.rules.judge(result.keep_fraction, tuned, radius)
+        tuned, rechecked = judged(small)
         broken = [c for c in failed(rechecked) if c.name not in {f.name for f in failed(constraints)}]
-        reasons = ([f"objective {tuned:.4g} below the searched model's {result.objective:.4g}"] if not tuned >= result.objective else [])
+        reasons = ([f"objective {tuned:.4g} below the searched model's {objective_after:.4g}"] if not tuned >= objective_after else [])
         reasons += [f"{c.name}: {c.detail}" for c in broken]
-        report.objective_before, report.objective_after, report.kept = result.objective, tuned, not reasons
-        report.constraints = {name: c.to_dict() for name, c in rechecked.items()}
-        report.why_not_kept = "; ".join(reasons)
-        if report.kept:
+        tuning.objective_before, tuning.objective_after, tuning.kept = objective_after, tuned, not reasons
+        tuning.constraints = {name: c.to_dict() for name, c in rechecked.items()}
+        tuning.why_not_kept = "; ".join(reasons)
+        if tuning.kept:
             objective_after, constraints = tuned, rechecked
         else:
             small.load_state_dict(searched)
-    return PruneResult(small, result, metric, seed, result.coefficients(groups), widths(small, groups),
-                       footprint(groups), footprint(groups, result.kept), objective_before, objective_after, report,
-                       fit_states is not None, constraints)
+    shape = widths(small, groups)  # read from the float layers, before their weights become codes
+    if int8:
+        small = set_mode(quantize_modules(small, int8, groups, inplace=True), False)
+    return PruneResult(small, result, metric, seed, result.coefficients(groups), shape,
+                       footprint(groups), footprint(groups, result.kept), objective_before, objective_after, tuning,
+                       fit_states is not None, constraints, dict(plan) if plan is not None else None, weight_bytes, report)
+
+
+
+Search = Callable[..., tuple[str, dict, Problem, SearchResult]]
+
+
+def _search_precision(model: nn.Module, groups: Groups, objective: Objective, keep: float | None, precision: str,
+                      flash_budget: int | None, objective_before: float, search: Search
+                      ) -> tuple[str, dict, Problem, SearchResult, dict[str, str], ByteCounter, PrecisionReport]:
+    """The coefficient search at each precision assignment :mod:`prune.precision` tries, and the one chosen.
+
+    Returns the chosen search (metric, scores, problem, result; its ``evaluations`` and ``seconds``
+    cover every assignment tried and the ranking), the assignment, its byte counter and the report.
+    """
+    start = time.perf_counter()
+    ranking: list[Ranked] = []
+    if precision == "auto":
+        def measure(m: nn.Module) -> float:
+            with torch.no_grad():
+                return objective_value(objective(set_mode(m, False)))[0]
+        ranking = greedy_order(model, groups, objective_before, measure)
+        plans = [assignment(groups, [r.component for r in ranking[:k]]) for k in range(len(ranking) + 1)]
+    else:
+        plans = [assignment(groups, list(groups.components) if precision == "int8" else [])]
+    counters = [counter_for(groups, plan) for plan in plans]
+    if flash_budget is not None:
+        smallest = min(c.smallest() for c in counters)
+        if flash_budget < smallest:
+            raise PruneError(f"flash_budget={flash_budget} bytes is below the smallest reachable size, {smallest} bytes "
+                             f"(one unit per group, precision {precision}: "
+                             f"{'int8 where it saves bytes' if precision == 'auto' else precision if precision == 'int8' else 'float'})")
+    trials: list[PrecisionTrial] = []
+    runs = []
+    for plan, counter in zip(plans, counters):
+        budget = keep
+        if budget is None:
+            assert flash_budget is not None  # check_precision: keep=None needs a flash budget
+            budget = bytes_keep(counter, flash_budget)
+            if budget is None:
+                trials.append(PrecisionTrial(dict(plan), None, None, False, None, 0,
+                                             f"smallest model at this precision takes {counter.smallest()} bytes > flash_budget {flash_budget}"))
+                continue
+        quantized = sorted(quantized_modules(plan, groups)) if precision == "auto" else []
+        found = search(budget, quantized, counter)
+        result = found[3]
+        trials.append(PrecisionTrial(dict(plan), budget, result.objective, result.feasible, counter.weight_bytes(result.kept),
+                                     result.evaluations))
+        runs.append((found, plan, counter))
+        if flash_budget is not None and counter.weight_bytes() <= flash_budget:
+            break  # the unpruned model fits at this precision: more int8 would only add quantization error (by the ranking)
+    best = max(range(len(runs)), key=lambda i: (runs[i][0][3].feasible, runs[i][0][3].objective, -i))
+    (metric, scores, problem, result), plan, counter = runs[best]
+    result.evaluations = sum(r[0][3].evaluations for r in runs) + len(ranking)
+    result.seconds = time.perf_counter() - start
+    report = PrecisionReport(precision, flash_budget, dict(plan), counter.weight_bytes(result.kept), ranking, trials, len(ranking))
+    return metric, scores, problem, result, dict(plan), counter, report

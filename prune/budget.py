@@ -3,6 +3,9 @@
 A coefficient c in [0, 1] is the fraction of a group's units removed (at least one unit stays).
 A budget ``keep`` is the fraction of the *prunable* parameters kept: the parameters of every Linear
 and LayerNorm some group touches. Counts are exact, computed from the shapes the surgery will build.
+A budget in bytes (:class:`ByteCounter`) counts the same shapes in weight bytes under a precision:
+a Linear quantized to int8 stores 1 byte per weight, 4 per scale and bias entry
+(:mod:`prune.quantize`), everything else 4 bytes per parameter.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 from prune.errors import PruneError
 from prune.groups import Groups
+from prune.quantize import int8_bytes
 
 BYTES_PER_PARAM = 4  # float32
 
@@ -119,3 +123,47 @@ class BudgetCounter:
     def fraction_of(self, coefficients: Mapping[str, float]) -> float:
         """Fraction kept for coefficients per component."""
         return self.fraction(kept_from_coefficients(self.groups, coefficients))
+
+
+class ByteCounter(BudgetCounter):
+    """Weight bytes of a candidate whose Linears ``int8`` are quantized (same shapes as :func:`footprint`).
+
+    ``fraction(kept)`` is the fraction of the prunable bytes kept (a budget measured in bytes, the
+    same interface as :class:`BudgetCounter`); ``weight_bytes(kept)`` the whole model's weight
+    bytes: the prunable modules at their precision plus everything no group touches at 4 bytes per
+    parameter. For an ``nn.Module`` it equals :func:`prune.quantize.bytes_footprint` of the built candidate.
+    """
+
+    def __init__(self, groups: Groups, int8: set[str] | frozenset[str] = frozenset()) -> None:
+        self.groups = groups
+        self.int8 = frozenset(int8)
+        self.touched = sorted(prunable_modules(groups))
+        full = module_sizes(groups, {g.name: g.size for g in groups.groups})
+        self.fixed = footprint(groups).bytes - sum(_module_params(groups.modules[m], full[m]) * BYTES_PER_PARAM for m in self.touched)
+        self.before = self.prunable_bytes({g.name: g.size for g in groups.groups})
+        if self.before == 0:
+            raise PruneError("the model has no prunable parameters")
+
+    def prunable_bytes(self, kept: Mapping[str, int]) -> int:
+        """Bytes of the modules some group touches, each at its precision."""
+        sizes = module_sizes(self.groups, kept)
+        total = 0
+        for m in self.touched:
+            info, size = self.groups.modules[m], sizes[m]
+            if info.kind == "linear" and m in self.int8:
+                total += int8_bytes(size["in"], size["out"], info.bias)
+            else:
+                total += _module_params(info, size) * BYTES_PER_PARAM
+        return total
+
+    def fraction(self, kept: Mapping[str, int]) -> float:
+        """Fraction of the prunable bytes kept."""
+        return self.prunable_bytes(kept) / self.before
+
+    def weight_bytes(self, kept: Mapping[str, int] | None = None) -> int:
+        """The model's weight bytes with ``kept`` units per group (None: unpruned)."""
+        return self.fixed + self.prunable_bytes(kept or {g.name: g.size for g in self.groups.groups})
+
+    def smallest(self) -> int:
+        """Weight bytes of the smallest model the groups allow (one unit per group)."""
+        return self.weight_bytes({g.name: 1 for g in self.groups.groups})

@@ -6,6 +6,8 @@ A candidate is *feasible* when every constraint holds:
   (the budget is a cap);
 - ``finite``: its objective is a finite number;
 - ``floor``: its objective is at least ``floor`` (only when a floor is given);
+- ``flash``: the model's weight bytes are at most ``flash_budget`` (only when a flash budget is
+  given; see :mod:`prune.precision`);
 - ``stability``: the spectral radius of the closed loop linearised at its equilibrium (only when a
   radius check is given), judged under a *stability mode*:
 
@@ -34,7 +36,7 @@ from prune.jsonable import jsonable
 
 STABILITY_MODES = ("strict", "relative", "off")
 STABILITY_TOLERANCE = 0.01  # radius a 'relative' candidate may lose against the unpruned controller
-CONSTRAINT_NAMES = ("budget", "finite", "floor", "stability")
+CONSTRAINT_NAMES = ("budget", "finite", "floor", "stability", "flash")
 
 
 @dataclass
@@ -61,6 +63,8 @@ class Rules:
     stability: str = "strict"
     stability_tolerance: float = STABILITY_TOLERANCE
     radius_before: float | None = None  # the unpruned controller's spectral radius (relative mode needs it)
+    flash_budget: int | None = None  # the largest weight bytes allowed (None: no flash constraint)
+    measure: str = "prunable parameters"  # what the budget band counts ("prunable weight bytes" for a budget in bytes)
 
     def __post_init__(self) -> None:
         if self.stability not in STABILITY_MODES:
@@ -89,12 +93,16 @@ class Rules:
             return True
         return self.stability == "relative" and self.radius_before is not None and radius <= self.radius_before + self.stability_tolerance
 
-    def judge(self, fraction: float, objective: float, radius: float | None) -> dict[str, Constraint]:
-        """Every applicable constraint on a candidate that keeps ``fraction`` and scores ``objective``."""
+    def names(self) -> tuple[str, ...]:
+        """The constraints these rules can judge (``flash`` only with a flash budget)."""
+        return tuple(n for n in CONSTRAINT_NAMES if n != "flash" or self.flash_budget is not None)
+
+    def judge(self, fraction: float, objective: float, radius: float | None, weight_bytes: int | None = None) -> dict[str, Constraint]:
+        """Every applicable constraint on a candidate that keeps ``fraction``, scores ``objective`` and stores ``weight_bytes``."""
         low, high = self.band
         ok = low - 1e-12 <= fraction <= high + 1e-12
         out = {"budget": Constraint("budget", ok, fraction, [low, high],
-                                    f"keeps {fraction:.4f} of prunable parameters, budget [{low:.4f}, {high}]")}
+                                    f"keeps {fraction:.4f} of {self.measure}, budget [{low:.4f}, {high}]")}
         finite = math.isfinite(objective)
         out["finite"] = Constraint("finite", finite, objective, None, f"objective is {objective}")
         if self.floor is not None:
@@ -103,6 +111,10 @@ class Rules:
         if radius is not None:
             out["stability"] = Constraint("stability", self.stable_enough(radius), radius, self.stability_bound(),
                                           self.stability_detail(radius))
+        if self.flash_budget is not None and weight_bytes is not None:
+            fits = weight_bytes <= self.flash_budget
+            out["flash"] = Constraint("flash", fits, weight_bytes, self.flash_budget,
+                                      f"weights take {weight_bytes} bytes, flash_budget {self.flash_budget} bytes")
         return out
 
     def stability_detail(self, radius: float) -> str:

@@ -33,13 +33,14 @@ def prune_budgets(model: nn.Module, groups: Groups, keeps: Sequence[float], obje
                   finetune: Visit | None = None, progress: bool = False, stability: str = "strict",
                   stability_tolerance: float = STABILITY_TOLERANCE, population: int | None = None,
                   starts: Sequence[Mapping[str, float]] = (), ceiling: float | None = None,
-                  stop_within: float | None = None) -> list[PruneResult]:
+                  stop_within: float | None = None, precision: str = "off", flash_budget: int | None = None) -> list[PruneResult]:
     """One :func:`prune` per budget in ``keeps``, solved largest first, each started from the previous best points.
 
     Returns the results in the order of ``keeps``. Every option means what it means for
     :func:`prune` and applies to every budget (``max_evaluations`` is per budget); ``starts`` are
     extra starting points for the first (largest) budget only. The unpruned radius is measured once.
-    ``ceiling`` and ``stop_within`` end each budget's search early (see :func:`prune`).
+    ``ceiling`` and ``stop_within`` end each budget's search early (see :func:`prune`); ``precision``
+    and ``flash_budget`` apply to every budget (see :mod:`prune.precision`).
     """
     budgets = [check_keep(k) for k in keeps]
     if not budgets:
@@ -55,7 +56,7 @@ def prune_budgets(model: nn.Module, groups: Groups, keeps: Sequence[float], obje
                        max_evaluations=max_evaluations, gradient=gradient, reconstruct=reconstruct, finetune=finetune,
                        progress=progress, stability=stability, stability_tolerance=stability_tolerance,
                        starts=previous, population=population, radius_before=radius_before, ceiling=ceiling,
-                       stop_within=stop_within)
+                       stop_within=stop_within, precision=precision, flash_budget=flash_budget)
         solved[keep] = result
         # an infeasible budget still hands on where it ended: the shape may fit the next band
         previous = result.search.best_points or [result.search.component_coefficients]

@@ -35,13 +35,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from prune.budget import BudgetCounter, check_keep, kept_from_coefficients
-from prune.constraints import CONSTRAINT_NAMES, STABILITY_TOLERANCE, Constraint, Rules, failed, why
+from prune.budget import BudgetCounter, ByteCounter, check_keep, kept_from_coefficients
+from prune.constraints import STABILITY_TOLERANCE, Constraint, Rules, failed, why
 from prune.errors import PruneError
 from prune.groups import Groups
 from prune.jsonable import jsonable
 from prune.modes import set_mode
 from prune.portable import portable
+from prune.quantize import quantize_modules
 from prune.surgery import keep_indices, reconstruct, shrink
 
 Objective = Callable[[nn.Module], "float | Sequence[float]"]  # a number, or one score per episode
@@ -84,6 +85,7 @@ class Candidate:
     why_infeasible: str = ""
     samples: np.ndarray | None = field(default=None, repr=False)  # per-episode scores, when the objective gives them
     constraints: dict[str, Constraint] = field(default_factory=dict, repr=False)
+    weight_bytes: int | None = None  # the candidate's weight bytes at its precision, when the problem counts bytes
 
 
 @dataclass
@@ -139,7 +141,9 @@ class Problem:
                  radius_check: RadiusCheck | None = None, progress: tqdm | None = None,
                  reconstruct_states: torch.Tensor | None = None, stability: str = "strict",
                  stability_tolerance: float = STABILITY_TOLERANCE, radius_before: float | None = None,
-                 ceiling: float | None = None, stop_within: float | None = None, reference: float | None = None) -> None:
+                 ceiling: float | None = None, stop_within: float | None = None, reference: float | None = None,
+                 quantized: Sequence[str] = (), bytes_counter: ByteCounter | None = None, flash_budget: int | None = None,
+                 budget_in_bytes: bool = False) -> None:
         if not groups.groups:
             raise PruneError("the model has no prunable groups (see Groups.excluded / Groups.protected)")
         if tolerance < 0:
@@ -148,8 +152,14 @@ class Problem:
         self.keep, self.tolerance, self.floor, self.radius_check = check_keep(keep), tolerance, floor, radius_check
         if radius_check is not None and radius_before is None:
             radius_before = float(radius_check(model))  # the margin a failure is explained against
-        self.rules = Rules(self.keep, tolerance, floor, stability, stability_tolerance, radius_before)
-        self.counter = BudgetCounter(groups)
+        if (flash_budget is not None or budget_in_bytes) and bytes_counter is None:
+            raise PruneError("a flash budget or a budget in bytes needs a bytes_counter (prune.budget.ByteCounter)")
+        self.rules = Rules(self.keep, tolerance, floor, stability, stability_tolerance, radius_before, flash_budget,
+                           "prunable weight bytes" if budget_in_bytes else "prunable parameters")
+        # the budget band's measure: parameters (the default) or weight bytes at the candidates' precision
+        self.counter: BudgetCounter = bytes_counter if budget_in_bytes and bytes_counter is not None else BudgetCounter(groups)
+        self.bytes_counter = bytes_counter
+        self.quantized = tuple(quantized)  # Linears every candidate has in int8 (prune.quantize), after shrink and re-fit
         self.components = list(groups.components)
         self.cache: dict[tuple[int, ...], Candidate] = {}  # in evaluation order: also the evaluation log
         self.evaluations = 0
@@ -223,6 +233,8 @@ class Problem:
         small = shrink(self.model, self.groups, keep)
         if self.reconstruct_states is not None:
             reconstruct(self.model, small, self.groups, keep, self.reconstruct_states)
+        if self.quantized:
+            quantize_modules(small, self.quantized, self.groups, inplace=True)
         set_mode(small, False)
         return small
 
@@ -232,9 +244,10 @@ class Problem:
         self.evaluations += 1
         fraction = self.counter.fraction(kept)
         radius = float(self.radius_check(small)) if self.radius_check is not None else None
-        constraints = self.rules.judge(fraction, value, radius)
+        weight_bytes = self.bytes_counter.weight_bytes(kept) if self.bytes_counter is not None else None
+        constraints = self.rules.judge(fraction, value, radius, weight_bytes)
         verdict = why(constraints)
-        cand = Candidate(dict(kept), fraction, value, radius, not verdict, verdict, samples, constraints)
+        cand = Candidate(dict(kept), fraction, value, radius, not verdict, verdict, samples, constraints, weight_bytes)
         self.cache[self.key(kept)] = cand
         if cand.feasible and (self.best is None or cand.objective > self.best.objective):
             self.best = cand
@@ -343,7 +356,7 @@ class Problem:
 
     def failure_counts(self) -> dict[str, int]:
         """How many cached candidates fail each constraint."""
-        counts = {name: 0 for name in CONSTRAINT_NAMES}
+        counts = {name: 0 for name in self.rules.names()}
         for cand in self.cache.values():
             for c in failed(cand.constraints):
                 counts[c.name] += 1

@@ -14,14 +14,32 @@ from __future__ import annotations
 import tvm
 from tvm import s_tir
 
-from export.schedule import ScheduleReport, matvec_nest
+from export.schedule import ScheduleReport, matvec_nest, reduction_blocks
 
-UNROLL = 4  # accumulators per group: 4 stay in FPU registers with room for the loads
+UNROLL = 8  # accumulators per group: 8 of the 32 single-precision registers, 8 more for a row piece of weights
 
 
 def _group(extent: int, unroll: int) -> int:
     """The largest group size <= unroll that divides the output width."""
     return next(u for u in range(unroll, 0, -1) if extent % u == 0)
+
+
+def _groups_and_a_tail(sch: s_tir.Schedule, red, n_loop, k_loop, extent: int, unroll: int) -> None:
+    """A width with no divisor near ``unroll`` (a prime such as 163): groups of ``unroll`` and one short tail group.
+
+    The group loop is partitioned; each part keeps its accumulators in registers. The epilogue stays a
+    loop of its own over an N-float buffer (the kernel's scratch, in the arena), read once.
+    """
+    n_outer, n_inner = sch.split(n_loop, [None, unroll])
+    sch.reorder(n_outer, k_loop, n_inner)
+    sch.loop_partition(n_outer, [extent // unroll, None])
+    for block in reduction_blocks(sch, sch.get_sblock("root")):
+        group, k, lanes = sch.get_loops(block)[-3:]
+        acc = sch.cache_write(block, 0, "local")
+        sch.reverse_compute_at(acc, group)
+        sch.unroll(lanes)
+        sch.unroll(sch.get_loops(acc)[-1])
+        sch.decompose_reduction(block, k)
 
 
 def schedule_dense_scalar(func: tvm.tirx.PrimFunc, unroll: int = UNROLL) -> tvm.tirx.PrimFunc:
@@ -30,11 +48,14 @@ def schedule_dense_scalar(func: tvm.tirx.PrimFunc, unroll: int = UNROLL) -> tvm.
     red, loops, extents, names = matvec_nest(sch, leading=True)
     for name in names[1:-1]:  # the elementwise chain, folded into the output block
         sch.compute_inline(sch.get_sblock(name))
+    _, n_loop, k_loop = loops
+    u = _group(extents[1], unroll)
+    if u < unroll // 2 and extents[1] > unroll:
+        _groups_and_a_tail(sch, red, n_loop, k_loop, extents[1], unroll)
+        return sch.mod["main"]
     out = sch.get_sblock(names[-1])
     acc = sch.cache_write(red, 0, "local")
     sch.reverse_compute_inline(out)  # the epilogue reads the accumulators, not an N-float buffer
-    _, n_loop, k_loop = loops
-    u = _group(extents[1], unroll)
     n_outer, n_inner = sch.split(n_loop, [None, u])
     sch.reorder(n_outer, k_loop, n_inner)
     sch.unroll(n_inner)

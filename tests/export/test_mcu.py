@@ -80,6 +80,10 @@ def test_weights_live_in_flash_and_nothing_allocates(bundle):
     assert weights and all(symbols[w][0] < 0x20000000 for w in weights)  # flash, not RAM
     assert symbols["arena"][0] >= 0x20000000 and symbols["arena"][1] == art["memory"]["arena_bytes"]
     assert not {"malloc", "_malloc_r", "free", "_sbrk"} & set(symbols)
+    # kernel entries without TVM's argument asserts (the generated C passes the plan's own tensors): a few
+    # dozen bytes each, not ~3 KB of checks run on every call
+    entries = {name: size for name, (_, size) in symbols.items() if name.startswith("__tvm_ffi_")}
+    assert len(entries) == 3 and max(entries.values()) < 256, entries
 
 
 def test_scalar_schedule_takes_widths_no_group_divides(pendulum, make_mlp):
@@ -87,6 +91,21 @@ def test_scalar_schedule_takes_widths_no_group_divides(pendulum, make_mlp):
     model, _ = export_onnx(make_mlp([7, 13], "elu", seed=0), spec, n_parity=10)  # primes: groups of one
     _, schedule = lower_for_mcu(model, spec, get_target("cortex-m7"), True)
     assert len(schedule.scheduled) == 3 and not schedule.default
+
+
+def test_a_prime_width_runs_in_groups_of_eight_and_a_tail_not_one_output_at_a_time(pendulum, make_mlp, tmp_path):
+    # 163 (what pruning left of 256 at 25%) has no divisor near 8: 20 groups of 8 accumulators and a tail
+    # of 3, instead of 163 groups of one (3x the code, a quarter more instructions).
+    spec = pendulum
+    module = make_mlp([98, 163], "elu", seed=0)
+    model, _ = export_onnx(module, spec, n_parity=10)
+    mod, schedule = lower_for_mcu(model, spec, get_target("cortex-m4"), True)
+    assert len(schedule.scheduled) == 3 and not schedule.default
+    body = mod[next(n for n in schedule.scheduled if n.startswith("fused_matmul1_"))].script()
+    assert "T.unroll(T.int64(8))" in body and "range(T.int64(20), T.int64(21))" in body, body
+    m = export_bundle(module, spec, [get_target("cortex-m4")], tmp_path / "b", n_parity=20)
+    v = m.artifacts["cortex-m4"]["verification"]
+    assert v["status"] == "verified" and v["max_abs_err"] <= 1e-5, v
 
 
 def test_kernel_chain_and_arena_are_planned_from_the_lowered_module(controller, pendulum):
@@ -98,7 +117,7 @@ def test_kernel_chain_and_arena_are_planned_from_the_lowered_module(controller, 
     assert len(chain.calls) == 3
     assert chain.tensors[chain.input].shape == [1, 3] and chain.tensors[chain.output].shape == [1, 1]
     scratch = arena_bytes(mod)
-    # four register accumulators per step of the 260-wide layer (not the whole row), one 64-byte block
+    # a group of register accumulators per step of the 260-wide layer (not the whole row), one 64-byte block
     assert sorted(scratch.values()) == [64, 64, 64]
 
 

@@ -63,14 +63,47 @@ def test_scheduled_library_matches_onnxruntime_for_odd_widths(tmp_path, hidden, 
 
 def test_a_pruned_width_that_misses_the_simd_tile_is_vectorised_with_a_scalar_tail(tmp_path, pendulum, make_mlp):
     # Pruning leaves widths like 75 and 212; a whole-row scalar fallback made such a model slower
-    # than the unpruned one. The row is split into a vectorised multiple of the tile plus a tail.
+    # than the unpruned one. The row is split into vectorised register tiles plus one guarded partial tile.
     spec = pendulum
     model, _ = export_onnx(make_mlp([75, 212], "elu", seed=2), spec, n_parity=200)
     fused = relax.get_pipeline("zero")(import_onnx(model, spec))
     mod, report = schedule_module(fused, lanes=4, unroll=2)
     assert len(report.scheduled) == 3 and report.default == []
     body = mod[next(n for n in report.scheduled if n.startswith("fused_matmul1_"))].script()
-    assert "T.vectorized(T.int64(4))" in body and "range(T.int64(208), T.int64(212))" in body, body
+    # 212 = 6 full tiles of 8 x 4 outputs + 20 left over: the tile loop is partitioned at 6
+    assert "T.vectorized(T.int64(4))" in body and "T.unroll(T.int64(8))" in body, body
+    assert "range(T.int64(6), T.int64(7))" in body, body
+    ex, _, _, _ = build(model, spec, get_target("x86_64"), "scheduled")
+    ex.export_library(str(tmp_path / "m.so"))
+    obs = spec.sample_observations(200, seed=5)
+    ref = ort_actions(ort_session(model), spec, obs, batch_one=True)
+    assert np.max(np.abs(run_library_in_process(tmp_path / "m.so", obs) - ref)) <= 1e-5
+
+
+def test_128_bit_simd_keeps_a_tile_of_accumulators_in_registers_and_stores_it_through_the_epilogue(onnx_model):
+    # SSE2/NEON: no N-float accumulator row loaded and stored every reduction step; a local tile of
+    # 8 vectors x 4 lanes, and the activation computed from it (no N-float product buffer at all).
+    # The local buffer is declared over the row and compacted to one tile when lowered.
+    spec, model = onnx_model
+    fused = relax.get_pipeline("zero")(import_onnx(model, spec))
+    mod, report = schedule_module(fused, lanes=4, unroll=2)
+    assert len(report.scheduled) == 3 and report.default == []
+    body = mod[next(n for n in report.scheduled if n.startswith("fused_matmul1_"))].script()
+    allocs = re.findall(r"T\.sblock_alloc_buffer\((.*)\)", body)
+    assert len(allocs) == 1 and 'scope="local"' in allocs[0], allocs  # accumulators only (compacted to the tile)
+    loop = re.search(r"for k, \w+ in T\.grid\(T\.int64\(256\), T\.int64\(1\)\):", body)
+    assert loop and "T.unroll(T.int64(8))" in body[loop.end():] and "T.vectorized(T.int64(4))" in body[loop.end():], body
+
+
+def test_a_single_output_sums_the_reduction_in_vector_partial_sums(onnx_model, tmp_path):
+    # The action layer (256 -> 1): not one chain of 256 dependent additions but 4 x 4 partial sums.
+    spec, model = onnx_model
+    fused = relax.get_pipeline("zero")(import_onnx(model, spec))
+    mod, report = schedule_module(fused, lanes=4, unroll=2)
+    body = mod[next(n for n in report.scheduled if n.startswith("fused_matmul2_"))].script()
+    assert 'T.sblock_alloc_buffer((T.int64(16), T.int64(1), T.int64(1)), scope="local")' in body, body
+    loop = re.search(r"for k_0, \w+ in T\.grid\(T\.int64\(16\), T\.int64\(1\)\):", body)
+    assert loop and "T.unroll(T.int64(4))" in body[loop.end():] and "T.vectorized(T.int64(4))" in body[loop.end():], body
     ex, _, _, _ = build(model, spec, get_target("x86_64"), "scheduled")
     ex.export_library(str(tmp_path / "m.so"))
     obs = spec.sample_observations(200, seed=5)

@@ -50,7 +50,10 @@ def test_a_wrong_library_fails_naming_its_max_error(case, pendulum, make_mlp, tm
     v = verify_library(tmp_path, get_target("x86_64"), obs, reference)
     assert v.status == FAILED and v.n == 64
     assert want_err > 1e-2 and v.max_abs_err == pytest.approx(want_err, abs=1e-5)
-    assert v.reason == f"differs from onnxruntime by {v.max_abs_err:.3g} (> {TOLERANCE:g})"
+    assert v.reason == (f"differs from onnxruntime by {v.max_abs_err:.3g} on action 0 at observation {v.worst_row} "
+                        f"(> {TOLERANCE:g})")
+    diff = np.abs(ort_actions(ort_session(other), pendulum, obs, batch_one=True) - reference)[:, 0]
+    assert v.worst_action == 0 and diff[v.worst_row] == pytest.approx(want_err, abs=1e-5)
 
 
 def test_an_error_just_over_the_tolerance_fails(case):
