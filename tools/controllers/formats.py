@@ -127,6 +127,7 @@ def spec_from_env(env_id: str) -> ControllerSpec:
         obs_dim=int(obs.shape[0]), act_dim=int(act.shape[0]),
         obs_low=tuple(float(v) for v in obs_low), obs_high=tuple(float(v) for v in obs_high),
         act_low=tuple(float(v) for v in act.low), act_high=tuple(float(v) for v in act.high), env_id=env_id,
+        obs_unbounded=tuple(int(i) for i in np.flatnonzero(~(np.isfinite(obs.low) & np.isfinite(obs.high)))),
     )
 
 

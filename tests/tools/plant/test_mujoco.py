@@ -115,3 +115,23 @@ def test_bench_measures_a_mujoco_env(ppo_zip, tmp_path: Path, capsys) -> None:
     assert unpruned["stats"]["upright_share"] is None and len(unpruned["stats"]["returns"]) == 2
     assert all(r["vs_torch_max_abs"] <= 1e-3 for r in report["reward"] if r["runtime"] != "torch")
     assert [m["label"] for m in report["models"]][0] == "unpruned"
+
+
+def test_the_parity_gate_checks_visited_states_with_a_tolerance_relative_to_the_action_range(ppo_zip, tmp_path: Path,
+                                                                                              capsys) -> None:
+    path, _, _ = ppo_zip
+    flags = ["--controller", str(path), "--env", ENV, "--targets", "x86_64", "--parity-samples", "50"]
+    visited = run_cli(capsys, "export", *flags, "--parity-episodes", "2", "--out", str(tmp_path / "visited"))
+    gate = visited["manifest"]["onnx"]["parity_gate"]
+    assert gate["visited_states"] > 0 and gate["box_samples"] == 0  # every observation dimension of the env is unbounded
+    assert gate["unbounded_dims"] == [0, 1, 2, 3]
+    assert gate["tolerance"]["abs_per_action"] == pytest.approx([1e-5 * 6.0])  # InvertedPendulum's actions: [-3, 3]
+    boxed = run_cli(capsys, "export", *flags, "--parity-episodes", "0", "--obs-bounds=-0.5,0.5", "--parity-tolerance", "1e-4",
+                    "--out", str(tmp_path / "boxed"))
+    gate = boxed["manifest"]["onnx"]["parity_gate"]
+    assert (gate["visited_states"], gate["box_samples"]) == (0, 50) and gate["box"]["high"] == [0.5] * 4
+    assert gate["tolerance"]["relative_to_action_range"] == 1e-4
+    assert main(["export", *flags, "--parity-episodes", "1", "--parity-tolerance", "1e-12", "--out", str(tmp_path / "strict")]) == 2
+    err = capsys.readouterr().err
+    assert "visited state" in err and "--parity-tolerance" in err and "--obs-bounds" in err
+    assert not (tmp_path / "strict").exists()
