@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -335,6 +335,7 @@ def host_controller(bundle: Path, source: ControllerSource, compare_other: bool 
                 recorded = f"the {expected[:12]}... the bundle was exported from" if expected else "recorded in the bundle (none is)"
                 raise ToolsError(f"{path}: sha256 {actual[:12]}... is not {recorded}; pass --compare-other-controller "
                                  "to compare the device with another controller")
+            return load_source(replace(source, obs_norm=checked_obs_norm(manifest, source.obs_norm)))
         return load_source(source)
     path_text = manifest.source.get("path")
     if not path_text or not Path(path_text).is_file():
@@ -354,7 +355,7 @@ def checked_obs_norm(manifest: Manifest, given: Path | None) -> Path | None:
 
     The manifest's source record names the statistics the bundle was exported with (``architecture.obs_norm``:
     file, how it was chosen, sha256). ``given`` (hil's ``--obs-norm``) must be that file's bytes; without it, the
-    recorded file is used (``--obs-norm`` at export) or found again beside the zip, and must match too.
+    recorded file (given at export or found beside the zip then) is used, and must match too.
     """
     record = ((manifest.source or {}).get("architecture") or {}).get("obs_norm") or {}
     expected = record.get("sha256")
@@ -369,4 +370,4 @@ def checked_obs_norm(manifest: Manifest, given: Path | None) -> Path | None:
     if actual != expected:
         raise ToolsError(f"{path}: sha256 {actual[:12]}... is not the {expected[:12]}... of the observation statistics "
                          "the bundle was exported with; pass --obs-norm with that file, or --controller to compare another controller")
-    return path if given is not None or record.get("how") == "--obs-norm" else None  # found beside the zip: found again
+    return path  # named explicitly: the bytes just checked, wherever the controller file now is

@@ -98,8 +98,9 @@ def test_the_bundle_names_its_statistics_and_hil_checks_them_before_reading(ppo_
     hil = run_cli(capsys, "hil", "--bundle", str(tmp_path / "bundle"), "--target", "x86_64", "--episodes", "1")
     assert hil["ok"]
     stats.write_bytes(stats.read_bytes() + b"\0")  # other statistics than the bundle's: refused before they are read
-    assert main(["hil", "--bundle", str(tmp_path / "bundle"), "--target", "x86_64", "--episodes", "1"]) == 2
-    assert "observation statistics the bundle was exported with" in capsys.readouterr().err
+    for extra in ([], ["--controller", str(tmp_path / "ppo.zip"), "--env", ENV]):  # reloaded from the bundle, or named
+        assert main(["hil", "--bundle", str(tmp_path / "bundle"), "--target", "x86_64", "--episodes", "1", *extra]) == 2
+        assert "observation statistics the bundle was exported with" in capsys.readouterr().err
 
 
 def test_bench_measures_a_mujoco_env(ppo_zip, tmp_path: Path, capsys) -> None:
