@@ -1,8 +1,9 @@
 """The lowered Relax ``main`` read as a chain of ``call_tir`` kernels: what a runtime-free driver runs.
 
-TVM 0.27 has no runtime for a microcontroller and none for armv7, so there the kernels are called
-without the Relax VM: by generated C on a microcontroller (:mod:`export.mcu.codegen`), from a plan
-file by the armv7 stub (:func:`export.stub.kernel_plan`). Both need the same facts: the tensors
+TVM 0.27 has no runtime for a microcontroller and none for armv7, and on x86_64 and aarch64 the
+Relax VM costs more per call than a small controller's kernels, so the kernels are called without
+it: by generated C on a microcontroller (:mod:`export.mcu.codegen`), from a plan file by the Linux
+stub (:func:`export.stub.kernel_plan`). Both need the same facts: the tensors
 (input, folded constants, intermediates) and the kernel calls in order.
 """
 
@@ -21,16 +22,22 @@ INPUT, CONSTANT, INTERMEDIATE = "input", "constant", "intermediate"
 
 @dataclass
 class Tensor:
-    """One float32 tensor of the chain: the input, a folded constant, or a kernel's result."""
+    """One tensor of the chain: the input, a folded constant, or a kernel's result (float32; int8 weights if allowed)."""
 
     kind: str
     shape: list[int]
-    data: np.ndarray | None = None  # constants only, float32, flattened
+    data: np.ndarray | None = None  # constants only, flattened, of ``dtype``
+    dtype: str = "float32"  # "int8" only for int8 weights (kernel_chain(..., int8=True))
 
     @property
     def numel(self) -> int:
-        """Number of float32 values."""
+        """Number of values."""
         return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the tensor's values take (4 per float32, 1 per int8)."""
+        return self.numel * np.dtype(self.dtype).itemsize
 
 
 @dataclass
@@ -44,7 +51,11 @@ class KernelChain:
 
     def floats(self, kind: str) -> int:
         """Number of float32 values held by tensors of ``kind``."""
-        return sum(t.numel for t in self.tensors if t.kind == kind)
+        return sum(t.numel for t in self.tensors if t.kind == kind and t.dtype == "float32")
+
+    def nbytes(self, kind: str) -> int:
+        """Bytes held by tensors of ``kind`` (int8 weights 1 per value, everything else 4)."""
+        return sum(t.nbytes for t in self.tensors if t.kind == kind)
 
 
 def _ty(var):
@@ -55,17 +66,18 @@ def _name(var) -> str:
     return str(getattr(var, "name", None) or getattr(var, "name_hint", "?"))
 
 
-def kernel_chain(mod, where: str) -> KernelChain:
+def kernel_chain(mod, where: str, int8: bool = False) -> KernelChain:
     """Read the lowered Relax ``main`` as a chain of call_tir kernels; anything else is refused, named.
 
     Shared by both runtime-free paths: the generated microcontroller C (:mod:`export.mcu.codegen`) and
-    the armv7 stub's plan file (:func:`export.stub.kernel_plan`).
+    the Linux stub's plan file (:func:`export.stub.kernel_plan`). ``int8``: the caller carries int8
+    weight constants (both do; without it an int8 constant is refused, named).
     """
     chain = KernelChain()
     index: dict = {}
 
-    def add(kind: str, shape, data=None) -> int:
-        chain.tensors.append(Tensor(kind, [int(d) for d in shape], data))
+    def add(kind: str, shape, data=None, dtype: str = "float32") -> int:
+        chain.tensors.append(Tensor(kind, [int(d) for d in shape], data, dtype))
         return len(chain.tensors) - 1
 
     def float_shape(ty, what: str) -> list[int]:
@@ -90,11 +102,15 @@ def kernel_chain(mod, where: str) -> KernelChain:
             for a in v.args[1].fields:
                 if isinstance(a, tvm.ir.expr.Constant):  # TVM 0.27: GenericConst, tensor in .value
                     arr = (a.value if hasattr(a, "value") else a.data).numpy()
-                    if arr.dtype != np.float32:
+                    if arr.dtype == np.int8 and not int8:
+                        raise ExportError(f"{where}: int8 weights of kernel {v.args[0].name_hint}: this runtime-free "
+                                          "path holds float32 constants only")
+                    if arr.dtype not in (np.float32, np.int8):
                         raise ExportError(f"{where}: constant of dtype {arr.dtype} (only float32 is supported)")
                     if not np.all(np.isfinite(arr)):
                         raise ExportError(f"{where}: a folded constant of kernel {v.args[0].name_hint} is not finite")
-                    args.append(add(CONSTANT, arr.shape if arr.ndim else (1,), np.ascontiguousarray(arr).reshape(-1)))
+                    # a scalar (Clip's bounds) stays rank 0: the kernel checks the rank it was given
+                    args.append(add(CONSTANT, arr.shape, np.ascontiguousarray(arr).reshape(-1), str(arr.dtype)))
                 elif a in index:
                     args.append(index[a])
                 else:

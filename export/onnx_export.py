@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from export.errors import ExportError, ParityFailed
+from export.int8 import export_form, int8_initializers, int8_linear_shapes, int8_tensors, is_int8_linear
 from export.parity import compare
 from export.spec import ControllerSpec
 
@@ -39,7 +40,8 @@ class OnnxReport:
 
 
 def _linear_shapes(module: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
-    return [(name, tuple(m.weight.shape)) for name, m in module.named_modules() if isinstance(m, nn.Linear)]
+    floats = [(name, tuple(m.weight.shape)) for name, m in module.named_modules() if isinstance(m, nn.Linear)]
+    return floats + int8_linear_shapes(module)
 
 
 def _torch_to_onnx(module: nn.Module, spec: ControllerSpec, opset: int, dynamic_batch: bool) -> onnx.ModelProto:
@@ -67,6 +69,16 @@ def _simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
     except Exception:  # onnxsim failing is not fatal: the unsimplified graph is still valid ONNX
         return model, False
     return (simplified, True) if ok else (model, False)
+
+
+def _param_count(module: nn.Module) -> int:
+    """Float parameters, plus each int8 Linear's codes and bias (the count of its float twin; scales not counted)."""
+    n = sum(p.numel() for p in module.parameters())
+    for m in module.modules():
+        if is_int8_linear(m):
+            codes, _, bias = int8_tensors(m)
+            n += codes.numel() + (bias.numel() if bias is not None else 0)
+    return int(n)
 
 
 def check_weight_shapes(model: onnx.ModelProto, module: nn.Module) -> list[list[int]]:
@@ -113,8 +125,17 @@ def export_onnx(module: nn.Module, spec: ControllerSpec, *, opset: int = OPSET, 
     if observations is None and n_parity < 1:
         raise ExportError(f"n_parity must be >= 1, got {n_parity}")
     module = module.eval()
-    model = _torch_to_onnx(module, spec, opset, dynamic_batch)
-    model, simplified = _simplify(model)
+    model = _torch_to_onnx(export_form(module), spec, opset, dynamic_batch)  # int8 Linears as INT8 codes (export/int8.py)
+    codes = int8_initializers(model)
+    n_int8 = len(int8_linear_shapes(module))
+    if len(codes) < n_int8:
+        raise ExportError(f"the ONNX graph holds {len(codes)} INT8 weight(s) for {n_int8} int8 Linear(s): "
+                          "torch.onnx folded int8 codes into float weights")
+    simplified_model, simplified = _simplify(model)
+    if simplified and len(int8_initializers(simplified_model)) < len(codes):
+        simplified = False  # onnxsim folded int8 codes back into float weights: keep the graph as exported
+    else:
+        model = simplified_model
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as e:
@@ -140,7 +161,7 @@ def export_onnx(module: nn.Module, spec: ControllerSpec, *, opset: int = OPSET, 
     if not c.ok:
         raise ParityFailed(f"onnxruntime differs from torch by {err:.3g} on action {c.action} at observation {c.row} "
                            f"(> {c.threshold:g}) on {len(obs)} observations (seed {seed})", c.action, c.row)
-    params = int(sum(p.numel() for p in module.parameters()))
+    params = _param_count(module)
     report = OnnxReport(opset, dynamic_batch, simplified, sorted({n.op_type for n in model.graph.node}),
                         weight_shapes, params, len(obs), seed, err)
     return model, report

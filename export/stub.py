@@ -1,9 +1,10 @@
 """The Linux stub: build ``firmware_stub/`` for a target, lay out a bundle for it, run it.
 
-``build_stub(target)`` compiles ``firmware_stub/`` with the target's (cross) compiler against the TVM
-runtime of the target's architecture (:mod:`export.runtime`: the installed wheels for this machine's;
-the manylinux wheels fetched with pip for aarch64; none for armv7, whose stub calls the library's
-kernels from a plan made by :func:`kernel_plan`) into a cache folder, never into the source tree.
+``build_stub(target)`` compiles ``firmware_stub/`` with the target's (cross) compiler into a cache
+folder, never into the source tree. By default the stub links no TVM runtime and calls the library's
+kernels from a plan made by :func:`kernel_plan` (x86_64, aarch64, armv7); ``PAE_STUB_MODEL=tvm``
+links the TVM runtime of the target's architecture instead (:mod:`export.runtime`: the installed
+wheels for this machine's, the manylinux wheels fetched with pip for aarch64; none exists for armv7).
 :class:`StubSession` starts ``pae_stub serve`` through the target's runner (native, qemu-user, ssh)
 and speaks the frame protocol with it (:class:`export.session.DeviceSession`);
 :func:`run_stub_bench` runs ``pae_stub bench`` there.
@@ -42,8 +43,9 @@ from export.tvm_compile import import_onnx, lower
 from targets import Target, get_target, host_arch, runner_for
 
 STUB_SOURCES = Path(__file__).resolve().parent.parent / "firmware_stub"
-# architectures without any TVM runtime build: the stub calls the library's kernels from a plan instead
-KERNEL_PLAN_ARCHS = ("armv7",)
+# architectures whose stub calls the library's kernels from a plan instead of running the Relax VM
+# (armv7 has no TVM runtime build; on x86_64 and aarch64 the plan is faster: no VM in the hot path)
+KERNEL_PLAN_ARCHS = ("x86_64", "aarch64", "armv7")
 EXIT_CODES = {2: "usage error", 3: "bundle refused", 4: "model failed to load", 5: "I/O error",
               6: "signature refused"}
 PLAN_SUFFIX = ".plan"  # <target>.plan in the bundle: the kernel plan of a runtime-free target
@@ -87,23 +89,45 @@ def _cached_build_intact(folder: Path) -> bool:
     return isinstance(recorded, dict) and recorded == _build_files(folder)
 
 
-def uses_kernel_plan(target_name: str) -> bool:
-    """Whether the stub for this target runs without the TVM runtime (kernels called from a plan file)."""
+# PAE_STUB_MODEL=tvm|kernels: choose the stub for every target that has a TVM runtime build (default: kernels)
+STUB_MODEL_ENV = "PAE_STUB_MODEL"
+
+
+def has_runtime(target_name: str) -> bool:
+    """Whether a TVM runtime build exists for this target's architecture (this machine's, or a fetched wheel)."""
     arch = linux_target(target_name).arch
-    return arch in KERNEL_PLAN_ARCHS and arch != host_arch() and arch not in WHEEL_PLATFORMS
+    return arch == host_arch() or arch in WHEEL_PLATFORMS
 
 
-def build_stub(target_name: str) -> Path:
+def uses_kernel_plan(target_name: str) -> bool:
+    """Whether the stub for this target runs without the TVM runtime (kernels called from a plan file).
+
+    Every architecture of ``KERNEL_PLAN_ARCHS`` does: with no runtime in the hot path a call costs the
+    kernels alone (the Relax VM added 1.3-2.2 µs per call on x86_64). ``PAE_STUB_MODEL=tvm`` keeps the
+    TVM runtime where one exists; armv7 has none, so its stub always runs from the plan.
+    """
+    arch = linux_target(target_name).arch
+    choice = os.environ.get(STUB_MODEL_ENV, "")
+    if choice not in ("", "kernels", "tvm"):
+        raise ExportError(f"{STUB_MODEL_ENV}={choice!r}: expected 'kernels' or 'tvm'")
+    if not has_runtime(target_name):
+        return arch in KERNEL_PLAN_ARCHS
+    return choice == "kernels" if choice else arch in KERNEL_PLAN_ARCHS
+
+
+def build_stub(target_name: str, kernels: bool | None = None) -> Path:
     """Build (or reuse from the cache) the stub for ``target_name``; returns the ``pae_stub`` executable.
 
     Its folder holds ``pae_stub`` and ``lib/`` with the runtime libraries (found through the rpath
     ``$ORIGIN/lib``), so the folder can be copied to a board as it is. One build serves every
     target of the same architecture: the stub's own code is not performance critical. On armv7,
-    where no TVM runtime exists, the stub is built without one (``MODEL=kernels``, see
-    ``firmware_stub/model_kernels.c``) and ``lib/`` stays empty.
+    where no TVM runtime exists, and by default on x86_64 and aarch64 (:func:`uses_kernel_plan`), the
+    stub is built without one (``MODEL=kernels``, see ``firmware_stub/model_kernels.c``) and ``lib/``
+    stays empty. ``kernels`` overrides that choice (False needs a runtime for the architecture).
     """
     target = linux_target(target_name)
-    kernels = uses_kernel_plan(target_name)
+    if kernels is None:
+        kernels = uses_kernel_plan(target_name)
     runtime = None if kernels else runtime_for(target.arch)
     cc, cxx = shutil.which(target.cc), shutil.which(target.cxx)
     if cc is None or cxx is None:
@@ -154,6 +178,7 @@ def kernel_plan(bundle_dir: Path, target_name: str) -> bytes:
     library's own sha256 goes in too: the stub refuses a plan made for another library.
     """
     kind_code = {INPUT: 0, CONSTANT: 1, INTERMEDIATE: 2}  # the plan's tensor kinds (model_kernels.c)
+    int8_constant = 3  # weight-only int8 codes (export/int8_kernels.py), one byte each
 
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
@@ -168,13 +193,14 @@ def kernel_plan(bundle_dir: Path, target_name: str) -> bytes:
     spec = manifest.controller_spec
     mod, _ = lower(import_onnx(onnx.load_from_string(data), spec), linux_target(target_name), pipeline,
                    bool(flags.get("fast_math", pipeline == "scheduled")))
-    chain = kernel_chain(mod, f"{bundle_dir}: target {target_name!r}")
+    chain = kernel_chain(mod, f"{bundle_dir}: target {target_name!r}", int8=True)
     blob = bytearray(b"PAEP" + struct.pack("<I", 1) + str(art.get("sha256", "")).encode().ljust(64, b"0")[:64])
     blob += struct.pack("<I", len(chain.tensors))
     for t in chain.tensors:
-        blob += struct.pack(f"<II{len(t.shape)}I", kind_code[t.kind], len(t.shape), *t.shape)
+        kind = int8_constant if t.dtype == "int8" else kind_code[t.kind]
+        blob += struct.pack(f"<II{len(t.shape)}I", kind, len(t.shape), *t.shape)
         if t.data is not None:
-            blob += t.data.astype("<f4").tobytes()
+            blob += t.data.astype("i1" if t.dtype == "int8" else "<f4").tobytes()
     blob += struct.pack("<I", len(chain.calls))
     for name, args in chain.calls:
         raw = name.encode()
@@ -215,7 +241,12 @@ def stage(bundle_dir: Path, target_name: str, into: Path, public_key: Path | Non
     the signature covers is used), ``--public-key public_key`` when ``public_key`` is given (the
     stub then refuses anything not signed with its private key, before loading anything).
     """
-    exe = build_stub(target_name)
+    plan = (read_manifest(bundle_dir).artifacts.get(target_name) or {}).get("plan")
+    planned = isinstance(plan, dict) and Path(str(plan.get("file", ""))).name == plan.get("file")
+    kernels = uses_kernel_plan(target_name)
+    if kernels and not planned and public_key is not None and has_runtime(target_name):
+        kernels = False  # a signed bundle exported for the TVM runtime stub: its signature covers no plan
+    exe = build_stub(target_name, kernels)
     lib = artifact_file(bundle_dir, target_name)
     if not lib.exists():
         raise ExportError(f"{lib}: no such file (named by the manifest for target {target_name!r})")
@@ -233,9 +264,8 @@ def stage(bundle_dir: Path, target_name: str, into: Path, public_key: Path | Non
     if public_key is not None:
         shutil.copy2(public_key, into / "public_key")
         extra += ["--public-key", "public_key"]
-    if uses_kernel_plan(target_name):
-        plan = (read_manifest(bundle_dir).artifacts.get(target_name) or {}).get("plan")
-        if isinstance(plan, dict) and Path(str(plan.get("file", ""))).name == plan.get("file"):
+    if kernels:
+        if isinstance(plan, dict) and planned:
             shutil.copy2(Path(bundle_dir) / str(plan["file"]), into / "plan.bin")  # the stub checks its sha256
         elif public_key is None:
             (into / "plan.bin").write_bytes(kernel_plan(bundle_dir, target_name))

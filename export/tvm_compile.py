@@ -15,6 +15,7 @@ from tvm.relax.frontend.onnx import from_onnx, onnx_frontend
 
 from export.errors import ExportError
 from export.fast_math import fast_math as fast_math_transform
+from export.int8_kernels import keep_int8_weights
 from export.schedule import schedule_module, schedule_rule
 from export.spec import ControllerSpec
 from targets import Target
@@ -51,12 +52,17 @@ def check_supported_ops(model: onnx.ModelProto, where: str = "model.onnx") -> No
 
 
 def import_onnx(model: onnx.ModelProto, spec: ControllerSpec, where: str = "model.onnx"):
-    """ONNX -> Relax IRModule with the input fixed to batch 1 (the device calls the controller one frame at a time)."""
+    """ONNX -> Relax IRModule with the input fixed to batch 1 (the device calls the controller one frame at a time).
+
+    Int8 weights (:mod:`export.int8`) are read by their matmuls as int8 (:mod:`export.int8_kernels`), so
+    constant folding cannot turn them back into float arrays; a float graph is imported as it always was.
+    """
     check_supported_ops(model, where)
     try:
-        return from_onnx(model, shape_dict={spec.input_name: [1, spec.obs_dim]}, keep_params_in_input=False)
+        mod = from_onnx(model, shape_dict={spec.input_name: [1, spec.obs_dim]}, keep_params_in_input=False)
     except Exception as e:  # the importer raises assorted TVM errors; keep the first line
         raise ExportError(f"{where}: TVM's ONNX importer rejects the graph: {str(e).strip().splitlines()[0]}") from e
+    return keep_int8_weights(mod)
 
 
 def lower(mod, target: Target, pipeline: str = "scheduled", fast_math: bool = True):

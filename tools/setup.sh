@@ -29,7 +29,7 @@ PY=${PYTHON:-python3}
 "$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]}"'
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-echo "setup: pip install -e .[test,sb3] into .venv"
-.venv/bin/python -m pip install -q -e '.[test,sb3]'
+echo "setup: pip install -e .[test,sb3,ray] into .venv"
+.venv/bin/python -m pip install -q -e '.[test,sb3,ray]'
 .venv/bin/python -c 'import sklearn.datasets; sklearn.datasets.load_digits()'  # the autoencoder's data ships with scikit-learn
 echo "setup: done ($(.venv/bin/python -c 'import torch, tvm, onnxruntime; print("torch", torch.__version__, "tvm", tvm.__version__, "onnxruntime", onnxruntime.__version__)'))"

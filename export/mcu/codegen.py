@@ -3,7 +3,8 @@
 TVM 0.27 has no microcontroller runtime (microTVM, the C runtime and the AOT executor are gone), so
 the Relax ``main`` that ``tvm.compile`` would run in its VM is turned into plain C here: the lowered
 module must be a chain of ``call_tir`` kernels on float32 tensors (an MLP is); the C file holds the
-folded weights as ``static const float`` arrays (flash), one static buffer per input and
+folded weights as ``static const float`` arrays (flash; weight-only int8 weights as ``static const
+int8_t``, :mod:`export.int8_kernels`), one static buffer per input and
 intermediate tensor (RAM), a fixed workspace arena for the kernels' larger scratch buffers, and
 calls the kernels (``__tvm_ffi_<name>``, compiled by TVM into an object file) in order.
 """
@@ -81,6 +82,12 @@ def _c_floats(values: np.ndarray, per_line: int = 8) -> str:
     return ",\n".join("    " + ", ".join(lits[i : i + per_line]) for i in range(0, len(lits), per_line))
 
 
+def _c_ints(values: np.ndarray, per_line: int = 16) -> str:
+    """int8 codes as C literals."""
+    lits = [str(int(v)) for v in values]
+    return ",\n".join("    " + ", ".join(lits[i : i + per_line]) for i in range(0, len(lits), per_line))
+
+
 def generate_c(chain: KernelChain, arena: int, header: str, workspace_slots: bool) -> str:
     """The driver C file for ``chain`` with a workspace arena of ``arena`` bytes (see pae_mcu_model.h).
 
@@ -88,15 +95,18 @@ def generate_c(chain: KernelChain, arena: int, header: str, workspace_slots: boo
     (it does when some buffer outgrows the stack). They are filled, never defined here: the object
     addresses its own copy directly, so a second definition would be a different, empty slot.
     """
-    deep = [i for i, t in enumerate(chain.tensors) if not 1 <= len(t.shape) <= 4]
+    deep = [i for i, t in enumerate(chain.tensors) if len(t.shape) > 4]
     if deep:
-        raise ExportError(f"tensor {deep[0]} has rank {len(chain.tensors[deep[0]].shape)}: the driver supports 1 to 4")
+        raise ExportError(f"tensor {deep[0]} has rank {len(chain.tensors[deep[0]].shape)}: the driver supports 0 to 4")
     kernels = sorted({name for name, _ in chain.calls})
     w_floats, t_floats = chain.floats(CONSTANT), chain.floats(INPUT) + chain.floats(INTERMEDIATE)
+    codes = sum(t.numel for t in chain.tensors if t.kind == CONSTANT and t.dtype == "int8")
+    weights = f"{w_floats} floats ({4 * w_floats} bytes, flash)" if not codes else (
+        f"{codes} int8 codes and {w_floats} floats ({chain.nbytes(CONSTANT)} bytes, flash)")
     obs_dim, act_dim = chain.tensors[chain.input].numel, chain.tensors[chain.output].numel
     out = [f"/* {line} */" if line else "" for line in header.splitlines()]
     out += [
-        f"/* {len(chain.calls)} kernel calls; weights {w_floats} floats ({4 * w_floats} bytes, flash); tensors "
+        f"/* {len(chain.calls)} kernel calls; weights {weights}; tensors "
         f"{t_floats} floats ({4 * t_floats} bytes, RAM);",
         f" * workspace arena {arena} bytes (RAM), the largest scratch need of one kernel, computed at export. */",
         "#include <stdint.h>",
@@ -116,6 +126,10 @@ def generate_c(chain: KernelChain, arena: int, header: str, workspace_slots: boo
     for i, t in enumerate(chain.tensors):
         if t.kind == CONSTANT:
             assert t.data is not None  # kernel_chain gives every constant its values
+            if t.dtype == "int8":  # weight-only int8: the kernel converts each code to float inside its sum
+                out += [f"static const int8_t c{i}[{t.numel}] __attribute__((aligned(64))) = {{  /* {t.shape} */",
+                        _c_ints(t.data), "};"]
+                continue
             out += [f"static const float c{i}[{t.numel}] __attribute__((aligned(64))) = {{  /* {t.shape} */",
                     _c_floats(t.data), "};"]
     out += ["", "/* The input and every kernel's result: one static buffer each, in RAM. */"]
@@ -123,14 +137,17 @@ def generate_c(chain: KernelChain, arena: int, header: str, workspace_slots: boo
         if t.kind != CONSTANT:
             out.append(f"static float t{i}[{t.numel}] __attribute__((aligned(64)));  /* {t.kind} {t.shape} */")
     out += ["", "static const int64_t shapes[][4] = {"]
-    out += [f"    {{{', '.join(str(d) for d in t.shape)}}},  /* {i} */" for i, t in enumerate(chain.tensors)]
+    out += [f"    {{{', '.join(str(d) for d in t.shape) or '0'}}},  /* {i} */" for i, t in enumerate(chain.tensors)]
     out += ["};", "", "/* DLTensor views of the buffers: const, the kernels only read them (and write the data). */",
             "#define TENSOR(ptr, i, ndim) {(void*)(ptr), {kDLCPU, 0}, (ndim), {kDLFloat, 32, 1}, "
-            "(int64_t*)shapes[i], NULL, 0}",
-            "static const DLTensor tensors[] = {"]
+            "(int64_t*)shapes[i], NULL, 0}"]
+    if codes:
+        out.append("#define TENSOR_I8(ptr, i, ndim) {(void*)(ptr), {kDLCPU, 0}, (ndim), {kDLInt, 8, 1}, "
+                   "(int64_t*)shapes[i], NULL, 0}")
+    out.append("static const DLTensor tensors[] = {")
     for i, t in enumerate(chain.tensors):
         buf = f"c{i}" if t.kind == CONSTANT else f"t{i}"
-        out.append(f"    TENSOR({buf}, {i}, {len(t.shape)}),")
+        out.append(f"    {'TENSOR_I8' if t.dtype == 'int8' else 'TENSOR'}({buf}, {i}, {len(t.shape)}),")
     out += ["};", "#define ARG(i) {.type_index = kTVMFFIDLTensorPtr, .v_ptr = (void*)&tensors[i]}"]
     for c, (_name, args) in enumerate(chain.calls):
         out.append(f"static const TVMFFIAny args{c}[] = {{{', '.join(f'ARG({a})' for a in args)}}};")

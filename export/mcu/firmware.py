@@ -249,10 +249,10 @@ def build_mcu_artifact(model: onnx.ModelProto, spec: ControllerSpec, target: Tar
     where = f"target {target.name!r}"
     _tool(target.cc, target)
     mod, schedule = lower_for_mcu(model, spec, target, fast_math)
-    chain = kernel_chain(mod, where)
+    chain = kernel_chain(mod, where, int8=True)
     scratch = arena_bytes(mod)
     arena = max(scratch.values(), default=0)
-    weights = 4 * chain.floats(CONSTANT)
+    weights = chain.nbytes(CONSTANT)  # 4 bytes a float, 1 an int8 code
     tensors = 4 * (chain.tensors[chain.input].numel + chain.floats("intermediate"))
     # the bundle's ONNX graph is the source of truth: the header names its digest
     onnx_sha = hashlib.sha256(model.SerializeToString()).hexdigest()

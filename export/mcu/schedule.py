@@ -66,7 +66,7 @@ def schedule_dense_scalar(func: tvm.tirx.PrimFunc, unroll: int = UNROLL) -> tvm.
 
 
 def schedule_module_scalar(mod: tvm.IRModule, unroll: int = UNROLL) -> tuple[tvm.IRModule, ScheduleReport]:
-    """Apply :func:`schedule_dense_scalar` to every PrimFunc it fits; the others keep TVM's default lowering."""
+    """Apply :func:`schedule_dense_scalar` to every PrimFunc it fits (the others keep TVM's default lowering); all exported."""
     report = ScheduleReport(lanes=1, unroll=unroll)
     funcs = dict(mod.functions)
     for gv, func in list(mod.functions.items()):
@@ -76,7 +76,11 @@ def schedule_module_scalar(mod: tvm.IRModule, unroll: int = UNROLL) -> tuple[tvm
             scheduled = schedule_dense_scalar(func, unroll)
         except (ValueError, s_tir.ScheduleError) as e:
             report.default.append(f"{gv.name_hint}: {str(e).splitlines()[0]}")
-            continue
+            scheduled = func
+        else:
+            report.scheduled.append(gv.name_hint)
+        # Every kernel is called by name from the generated C: an unscheduled one (the normaliser's sub/div, a
+        # clip, LayerNorm) is still private after fusion, and without a global symbol TVM's MakePackedAPI skips it
+        # and a later pass fails ("This pass must be called after MakePackedAPI").
         funcs[gv] = scheduled.with_attr("global_symbol", gv.name_hint)
-        report.scheduled.append(gv.name_hint)
     return tvm.IRModule(funcs, attrs=mod.attrs, global_infos=mod.global_infos), report

@@ -149,18 +149,37 @@ def test_a_bad_public_key_file_is_a_usage_error(signed, tmp_path):
     assert b"64 hex digits" in r.stderr
 
 
-def test_a_changed_kernel_plan_is_refused_on_armv7_before_loading(signed, keys, tmp_path):
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_changed_kernel_plan_is_refused_before_loading(signed, keys, target, tmp_path):
+    # every Linux stub runs from the plan, so the signature must cover it on every target
     into = tmp_path / "s"
     into.mkdir()
-    extra = stage(signed, "cortex-a7", into, keys["public"])
+    extra = stage(signed, target, into, keys["public"])
     assert extra[-2:] == ["--plan", "plan.bin"]
     plan = bytearray((into / "plan.bin").read_bytes())
     plan[-8] ^= 1  # a weight or the output index: anything the stub would use
     (into / "plan.bin").write_bytes(bytes(plan))
-    r = runner_for(linux_target("cortex-a7")).run(
-        into, ["./pae_stub", "info", "--bundle", "bundle", "--target", "cortex-a7", *extra], timeout=300)
+    r = runner_for(linux_target(target)).run(
+        into, ["./pae_stub", "info", "--bundle", "bundle", "--target", target, *extra], timeout=300)
     assert r.returncode == BUNDLE_REFUSED, r.stderr.decode()
     assert b"plan.bin: sha256" in r.stderr and b"refusing to load" in r.stderr
+
+
+def test_a_signed_bundle_without_a_plan_runs_on_the_runtime_stub(bundle_copy, keys, tmp_path, small_controller,
+                                                                 pendulum):
+    # exported before x86_64 ran from a plan: its signature covers no plan, so the TVM runtime stub runs it
+    path = bundle_copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    (bundle_copy / manifest["artifacts"]["x86_64"].pop("plan")["file"]).unlink()
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    sign_bundle(bundle_copy, keys["private"])
+    into = tmp_path / "s"
+    into.mkdir()
+    assert "--plan" not in stage(bundle_copy, "x86_64", into, keys["public"])
+    assert (into / "lib" / "libtvm_runtime.so").is_file()
+    obs = pendulum.sample_observations(5, seed=13)
+    got = run_stub_batch(bundle_copy, "x86_64", obs, public_key=keys["public"])
+    np.testing.assert_allclose(got, small_controller(torch.tensor(obs)).detach().numpy(), atol=1e-5)
 
 
 def test_a_cached_stub_build_that_changed_is_rebuilt(tmp_path, monkeypatch):

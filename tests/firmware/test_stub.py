@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from export import StubFailed, StubSession, frames, run_stub_batch, run_stub_bench
-from export.stub import build_stub
+from export.stub import build_stub, uses_kernel_plan
 
 TARGET = "x86_64"
 OBS = [0.6, 0.8, -1.5]
@@ -190,9 +190,16 @@ def test_end_of_input_inside_a_frame_is_reported_and_the_stub_exits_cleanly(smal
         assert s.proc.wait(timeout=10) == 0
 
 
+def test_bench_with_the_tvm_runtime_on_request_loads_it(small_bundle, monkeypatch):
+    monkeypatch.setenv("PAE_STUB_MODEL", "tvm")
+    r = run_stub_bench(small_bundle, TARGET, n=300, warmup=10)
+    assert r["runtime"] == "tvm-relax-vm" and r["library_bytes"] > 1_000_000
+
+
 def _serve(bundle, *args):
     exe = build_stub(TARGET)
-    cmd = [str(exe), "serve", "--bundle", str(bundle), "--target", TARGET, *args]
+    plan = ["--plan", str(bundle / f"{TARGET}.plan")] if uses_kernel_plan(TARGET) else []  # written by the export
+    cmd = [str(exe), "serve", "--bundle", str(bundle), "--target", TARGET, *plan, *args]
     return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -238,5 +245,6 @@ def test_bench_reports_latency_memory_and_sizes(small_bundle):
     lat = r["latency_us"]
     assert 0 < lat["min"] <= lat["p50"] <= lat["p99"] <= lat["max"]
     assert lat["min"] <= lat["mean"] <= lat["max"]
-    assert r["peak_rss_kb"] > 0 and r["library_bytes"] > 1_000_000
+    assert r["peak_rss_kb"] > 0
+    assert r["runtime"] == "tvm-kernels (no runtime)" and r["library_bytes"] == 0  # the default: no runtime loaded
     assert r["model_bytes"] == (small_bundle / f"{TARGET}.so").stat().st_size

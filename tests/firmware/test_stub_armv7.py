@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from torch import nn
@@ -78,3 +79,28 @@ def test_armv7_runs_a_reference_sized_mlp_whose_kernels_need_the_workspace_alloc
     record = manifest.verifications()[TARGET]
     assert record["status"] == "verified", record["reason"]
     assert record["max_abs_err"] <= 1e-5
+
+
+def test_armv7_runs_a_model_ending_in_an_onnx_clip(pendulum, tmp_path):
+    # Clip's bounds are rank-0 constants: the plan used to record them as shape (1,), and the library's
+    # kernel refused the rank ("row 0 got error 'inference'"). The scaled head saturates on some rows.
+    class Clipped(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(2)
+            self.net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.clamp(10.0 * self.net(x), -2.0, 2.0)
+
+    model = Clipped().eval()
+    bundle = tmp_path / "b"
+    manifest = export_bundle(model, pendulum, parse_target_list(TARGET), bundle, n_parity=20)
+    assert "Clip" in [n.op_type for n in onnx.load(bundle / "model.onnx").graph.node]
+    record = manifest.verifications()[TARGET]
+    assert record["status"] == "verified", record["reason"]
+    obs = pendulum.sample_observations(50, seed=3)
+    got = run_stub_batch(bundle, TARGET, obs)
+    want = model(torch.tensor(obs)).detach().numpy()
+    assert np.abs(want).max() == 2.0  # some rows are clipped
+    np.testing.assert_allclose(got, want, atol=1e-5)

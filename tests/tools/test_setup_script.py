@@ -23,7 +23,7 @@ from targets import all_targets, host_arch
 ROOT = Path(__file__).resolve().parents[2]
 SETUP = ROOT / "tools" / "setup.sh"
 PROJECT_PACKAGES = ("prune", "export", "targets", "tools", "tests")
-EXTRAS = ("test", "sb3")  # what setup.sh installs: pip install -e .[test,sb3]
+EXTRAS = ("test", "sb3", "ray")  # what setup.sh installs: pip install -e .[test,sb3,ray]
 # Programs called outside the target registry (the fuzzer, the ssh runner tests, the stub builds).
 PROGRAMS = ("clang", "make", "ssh", "scp", "ssh-keygen", "sshd")
 

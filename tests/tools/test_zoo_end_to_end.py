@@ -126,7 +126,6 @@ def test_family_loads_prunes_exports_and_runs_in_the_loop(zoo_files, family: Fam
     assert np.max(np.abs(np.subtract(hil["returns"], hil["host_returns"]))) <= HIL_TOL
 
 
-@pytest.mark.xfail(strict=True, reason=MCU_LOWERING)
 @pytest.mark.parametrize("family", [f for f in FAMILIES if not f.mcu], ids=lambda f: f.name)
 def test_cortex_m4_takes_every_family(zoo_files, family: Family, tmp_path: Path, capsys) -> None:
     file = zoo_files[family.name]

@@ -2,15 +2,15 @@
 
     report = run_bench(BenchConfig(keeps=[0.25], targets=["x86_64", "cortex-a72"]), workdir, console)
 
-Pruning goes through :func:`tools.pipeline.prune.prune_controller` (the objective, stability check and
-re-fit of ``prune-and-export prune``), export through :func:`export.export_bundle`, latency through
-:mod:`tools.bench.latency`, reward through lockstep HIL (:mod:`tools.bench.reward`). Linux targets share
+Pruning goes through :func:`tools.pipeline.prune.prune_controller_budgets` (the objective, stability check
+and re-fit of ``prune-and-export prune``; a method's budgets solved as one continuation, largest first,
+each budget's model saved), export through :func:`export.export_bundle`, latency through :mod:`tools.bench.latency`, reward through lockstep HIL (:mod:`tools.bench.reward`). Linux targets share
 one bundle per model; each microcontroller target gets its own bundle per model (:mod:`tools.bench.mcu`),
 so a firmware that does not fit its part is reported with its sizes instead of ending the run.
 The caller owns ``workdir``; :func:`bench_to_folder` runs the bench into a temp folder, writes the report
 files and renames it into place.
 
-The bench sits above tools/pipeline/: it calls prune_controller, export and HIL for every model.
+The bench sits above tools/pipeline/: it calls prune_controller_budgets, export and HIL for every model.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from tools.controllers.native import Controller
 from tools.controllers.source import ControllerSource
 from tools.errors import ToolsError
 from tools.pipeline.hil import FIDELITY
-from tools.pipeline.prune import print_prune_table, prune_controller
+from tools.pipeline.prune import print_prune_table, prune_controller_budgets
 from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED, episode_seeds
 from tools.plant.policy import as_policy
 
@@ -100,15 +100,26 @@ def _footprint(module: torch.nn.Module, example: torch.Tensor):
         return footprint(find_groups(module, example))
 
 
-def _prune(config: BenchConfig, method: str, keep: float, out: Path, sizes: Sizes, console: Console) -> tuple[Controller, bool]:
-    """One pruned controller, made as ``prune-and-export prune`` makes it (same objective, checks and re-fit)."""
-    pruned = prune_controller(load_controller(config.controller), keep, method, seed=config.seed, out=out,
-                              judge_episodes=0, search_episodes=sizes.search_episodes,
-                              max_evaluations=sizes.max_evaluations, console=console)
-    print_prune_table(console, pruned.summary, sizes.search_episodes, 0)
-    if not pruned.feasible:
-        console.print(f"[red]no feasible candidate[/] at keep {keep:g} ({method}): {pruned.result.why_infeasible}")
-    return load_controller(pruned.summary["files"]["controller"]), pruned.feasible  # a graph's: <stem>.pt2
+def _prune(config: BenchConfig, method: str, keeps: list[float], folder: Path, sizes: Sizes,
+           console: Console) -> list[tuple[Controller, bool]]:
+    """One pruned controller per budget, made as ``prune-and-export prune`` makes it (same objective, checks and re-fit).
+
+    The budgets are solved as one continuation (:func:`tools.pipeline.prune.prune_controller_budgets`,
+    largest first, each search starting from the previous budget's best points); each budget's model is
+    written to ``folder/<method>@<keep>.pt``. One budget is exactly one ``prune-and-export prune``.
+    """
+    order = sorted(keeps, reverse=True)
+    outs = [folder / f"{method}@{keep:g}.pt" for keep in order]
+    pruned = prune_controller_budgets(load_controller(config.controller), order, method, seed=config.seed, outs=outs,
+                                      judge_episodes=0, search_episodes=sizes.search_episodes,
+                                      max_evaluations=sizes.max_evaluations, console=console)
+    made = {}
+    for keep, p, out in zip(order, pruned, outs):
+        print_prune_table(console, p.summary, sizes.search_episodes, 0)
+        if not p.feasible:
+            console.print(f"[red]no feasible candidate[/] at keep {keep:g} ({method}): {p.result.why_infeasible}")
+        made[keep] = (load_controller(p.summary["files"]["controller"]), p.feasible)  # a graph's: <stem>.pt2
+    return [made[k] for k in keeps]
 
 
 def _machine() -> dict:
@@ -283,11 +294,10 @@ def _make_models(config: BenchConfig, base: Controller, folder: Path, sizes: Siz
     meta: dict[str, tuple] = {UNPRUNED: (None, None, True)}
     folder.mkdir(parents=True)
     for method in config.methods:
-        for keep in config.keeps:
+        stages.say(f"pruning {method} at {', '.join(f'{k:g}' for k in sorted(config.keeps, reverse=True))}")
+        for keep, (controller, feasible) in zip(config.keeps, _prune(config, method, config.keeps, folder, sizes, console)):
             label = f"{method}@{keep:g}"
-            stages.say(f"pruning {label}")
-            models[label], feasible = _prune(config, method, keep, folder / f"{label}.pt", sizes, console)
-            meta[label] = (method, keep, feasible)
+            models[label], meta[label] = controller, (method, keep, feasible)
             stages.tick()
     return models, meta
 

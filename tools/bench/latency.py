@@ -17,7 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export import run_stub_bench
+from export import (
+    PARITY_TOLERANCE,
+    ControllerSpec,
+    ort_actions,
+    ort_session,
+    read_manifest,
+    run_stub_batch,
+    run_stub_bench,
+)
+from tools.errors import ToolsError
 
 PYTHON_RUNTIMES = ("torch", "onnxruntime", "tvm-python")
 Call = Callable[[np.ndarray], object]
@@ -111,26 +120,99 @@ def measure_python(calls_by_model: dict[str, dict[str, Call]], obs: np.ndarray, 
     return {key: stats_from_rounds(rs) for key, rs in samples.items()}
 
 
+class StubMismatch(ToolsError):
+    """The stub's actions disagreed with the reference beyond the export tolerance: its timings would mean nothing."""
+
+
+@dataclass
+class StubCheck:
+    """The stub's actions checked against a reference before it is timed (recorded next to its latency)."""
+
+    target: str
+    reference: str  # torch (the module exported) or onnxruntime (the bundle's model.onnx)
+    inputs: int  # observations checked, all with actions clear of the action bounds
+    max_error: float  # largest |stub - reference| over those inputs and every action dimension
+    tolerance: float  # the smallest allowed error: PARITY_TOLERANCE x the action range
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def non_saturating(spec: ControllerSpec, reference: Callable[[np.ndarray], np.ndarray], n: int, seed: int,
+                   margin: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``n`` sampled observations whose reference actions stay ``margin`` x range inside the bounds.
+
+    A saturated action (clipped, or squashed flat) hides an error in the network before it: such inputs
+    check nothing, so they are left out.
+    """
+    pool = spec.sample_observations(max(20 * n, 1000), seed + 1).astype(np.float32)
+    actions = np.asarray(reference(pool), np.float64).reshape(len(pool), -1)
+    low, high = np.asarray(spec.act_low, np.float64), np.asarray(spec.act_high, np.float64)
+    pad = np.where(np.isfinite(high - low), margin * (high - low), 0.0)
+    inside = np.all((actions > low + pad) & (actions < high - pad), axis=1)
+    return pool[inside][:n], actions[inside][:n]
+
+
+def check_stub(bundle: Path, target: str, module: torch.nn.Module | None = None, n: int = 1000,
+               seed: int = 0, public_key: Path | None = None) -> StubCheck:
+    """The stub's actions on ``n`` non-saturating inputs vs torch (``module``) or the bundle's ONNX; raises above tolerance.
+
+    Run before timing: a stub that computes something else would be timed just as happily.
+    """
+    spec = read_manifest(bundle).controller_spec
+    if module is not None:
+        def reference(o: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return module(torch.from_numpy(o)).numpy()
+        name = "torch"
+    else:
+        sess = ort_session(str(bundle / "model.onnx"))
+        batch_one = sess.get_inputs()[0].shape[0] == 1
+
+        def reference(o: np.ndarray) -> np.ndarray:
+            return ort_actions(sess, spec, o, batch_one)
+        name = "onnxruntime"
+    obs, expected = non_saturating(spec, reference, n, seed)
+    if len(obs) == 0:
+        raise StubMismatch(f"stub check for {target!r}: no sampled observation gives an action clear of the bounds")
+    got = np.asarray(run_stub_batch(bundle, target, obs, public_key=public_key), np.float64).reshape(expected.shape)
+    span = np.asarray(spec.act_high, np.float64) - np.asarray(spec.act_low, np.float64)
+    allowed = PARITY_TOLERANCE * np.where(np.isfinite(span) & (span > 0), span, 1.0)
+    err = np.abs(got - expected)
+    check = StubCheck(target, name, len(obs), float(err.max()), float(allowed.min()))
+    if not np.all(err <= allowed):
+        row, dim = np.unravel_index(int(np.argmax(err / allowed)), err.shape)
+        raise StubMismatch(f"stub check for {target!r} ({bundle}): max |stub - {name}| {check.max_error:.3g} on "
+                           f"{check.inputs} non-saturating inputs (row {row}, action {dim}: stub {got[row, dim]:.6g}, "
+                           f"{name} {expected[row, dim]:.6g}) exceeds the export tolerance {allowed[dim]:.3g}; "
+                           "not timing it")
+    return check
+
+
 @dataclass
 class StubBench:
     """The stub's own bench on one target: latency pooled over rounds, peak RSS and sizes as it reports them."""
 
     latency: LatencyStats
     runner: str
-    runtime: str  # tvm-relax-vm, or the runtime-free kernel plan on armv7
+    runtime: str  # tvm-relax-vm, or the runtime-free kernel plan (as the stub reports; any target)
     peak_rss_kb: int  # the stub process (under qemu-user: the emulator process, guest included)
     runtime_library_bytes: int  # libtvm_runtime + libtvm_ffi as loaded on the device (0 without a runtime)
+    check: StubCheck | None = None  # the stub's actions vs onnxruntime, checked before timing
 
 
 def measure_stub(bundles: dict[str, Path], target: str, obs: np.ndarray, rounds: int, warmup: int,
-                 tick: Callable[[], None] = lambda: None, public_key: Path | None = None) -> dict[str, StubBench]:
+                 tick: Callable[[], None] = lambda: None, public_key: Path | None = None,
+                 check_n: int = 1000) -> dict[str, StubBench]:
     """model -> the stub's ``bench`` mode for ``target`` (native, qemu-user or ssh), rounds interleaved over models.
 
     With ``public_key`` the stub runs a bundle only if it is signed with its private half.
 
     The stub reports each round's min/p50/p99/max; pooled, the median is the median of round medians,
-    p99 the median of round p99s, max the largest max.
+    p99 the median of round p99s, max the largest max. Before timing, each model's stub actions are
+    checked against onnxruntime on its bundle (:func:`check_stub`, ``check_n`` inputs); a mismatch raises.
     """
+    checks = {m: check_stub(bundle, target, n=check_n, public_key=public_key) for m, bundle in bundles.items()}
     raw: dict[str, list[dict]] = {m: [] for m in bundles}
     for _ in range(rounds):
         for m, bundle in bundles.items():
@@ -145,5 +227,5 @@ def measure_stub(bundles: dict[str, Path], target: str, obs: np.ndarray, rounds:
                            float(np.median([r["latency_us"]["p99"] for r in runs])),
                            float(max(r["latency_us"]["max"] for r in runs)), relative_spread(p50, median))
         out[m] = StubBench(lat, runs[0]["runner"], runs[0]["runtime"], max(int(r["peak_rss_kb"]) for r in runs),
-                           int(runs[0]["library_bytes"]))
+                           int(runs[0]["library_bytes"]), checks[m])
     return out

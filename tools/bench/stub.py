@@ -6,6 +6,8 @@ One run, one machine, the same observations for every engine: the unpruned contr
 one are exported (ONNX + TVM for x86_64 and an ARM target), then timed one observation at a time
 (batch 1, as a controller runs) in the stub natively, in onnxruntime, in TVM's Python VM, and in torch.
 Under qemu-user ARM times are emulated, so ARM is reported only as the pruned/unpruned ratio.
+Before any timing, each stub's actions are checked against torch on ``--check-n`` observations whose
+actions are clear of the action bounds (every target); above the export tolerance the run stops, exit 1.
 Writes ``bench_stub.json`` and ``bench_stub.png`` into ``--out`` and prints a table.
 """
 
@@ -25,7 +27,7 @@ from rich.table import Table
 from export import export_bundle, run_stub_bench, scratch_in
 from prune import find_groups, prune
 from targets import parse_target_list
-from tools.bench.latency import python_runtimes, time_per_call
+from tools.bench.latency import StubMismatch, check_stub, python_runtimes, time_per_call
 from tools.controllers.load import load_controller
 from tools.controllers.native import mlp_architecture
 from tools.plant.evaluate import closed_loop_return
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arm-targets", default="cortex-a72,cortex-a7",
                    help="ARM targets timed under qemu, reported as pruned/unpruned ratios (default cortex-a72,cortex-a7)")
     p.add_argument("--arm-n", type=int, default=1000, help="timed inferences under qemu (default 1000)")
+    p.add_argument("--check-n", type=int, default=1000,
+                   help="non-saturating observations on which the stub's actions are checked before timing (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="observations and pruning seed (default 0)")
     p.add_argument("--out", type=Path, default=Path("bench_stub_out"), help="folder for JSON, PNG and bundles")
     args = p.parse_args(argv)
@@ -85,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     arm: dict[str, dict[str, dict]] = {t: {} for t in arm_targets}
     arch: dict[str, dict] = {}
+    checks: dict[str, dict[str, dict]] = {}
     with scratch_in(args.out, "bench_stub.") as tmp:  # a killed run's folder goes with the next run
         for label, module in models.items():
             params = sum(t.numel() for t in module.parameters())
@@ -92,6 +97,16 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"{label}: {arch[label]['hidden']} hidden, {params} parameters: exporting")
             bundle = Path(tmp) / label
             export_bundle(module, spec, targets, bundle, n_parity=200, seed=args.seed)
+            try:
+                checks[label] = {t: check_stub(bundle, t, module, args.check_n, args.seed).to_dict()
+                                 for t in ["x86_64", *arm_targets]}
+            except StubMismatch as e:
+                console.print(f"bench_stub: {label}: {e}")
+                return 1
+            worst = max(c["max_error"] for c in checks[label].values())
+            inputs = min(c["inputs"] for c in checks[label].values())
+            console.print(f"{label}: stub actions match torch on {inputs} non-saturating inputs per target "
+                          f"(max error {worst:.2g})")
             stub = run_stub_bench(bundle, "x86_64", n=args.n, warmup=200, observations=obs)
             lat = stub["latency_us"]
             rows.append(Row(label, "stub", params, lat["p50"], lat["mean"], lat["p99"], lat["min"], lat["max"]))
@@ -125,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"{', '.join(arm_targets)} under qemu-user: emulated times, reported only as the ratios above")
     result = {
         "seed": args.seed, "n": args.n, "controller": str(unpruned.path), "architectures": arch,
-        "rows": [asdict(r) for r in rows], "unpruned_over_pruned_p50": ratios,
+        "stub_check": checks, "rows": [asdict(r) for r in rows], "unpruned_over_pruned_p50": ratios,
         "stub_speedup_p50": {f"{m}/{e}": by[(m, e)].p50_us / by[(m, "stub")].p50_us
                              for m in models for e in ("onnxruntime", "tvm-python", "torch")},
         "arm": {t: {"n": args.arm_n, "runner": arm[t]["unpruned"]["runner"], "runtime": arm[t]["unpruned"]["runtime"],

@@ -71,19 +71,32 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--public-key", type=Path, default=None, metavar="FILE",
                    help="run only a bundle signed with this key's private half (from 'prune-and-export keygen'): the "
                         "signature is checked here first, then by the device before it loads anything")
+    p.add_argument("--farm", type=Path, default=None, metavar="TOML",
+                   help="spread the episodes over the boards of --target listed in this farm file ([[board]] name, target, "
+                        "runner), each a Ray actor; a board that dies is taken out and its episode rerun on another")
+    p.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="--farm: the Ray cluster whose nodes hold the boards (else RAY_ADDRESS, else a Ray instance started here)")
     p.add_argument("--compare-other-controller", action="store_true",
                    help="allow a host controller that is not the file the bundle was exported from (sha256 differs): "
                         "the run then compares the device with that other controller")
 
 
 def run(args: argparse.Namespace, console: Console) -> dict:
+    if args.ray_address and args.farm is None:
+        raise ToolsError(f"--ray-address {args.ray_address}: only with --farm")
+    if args.farm is not None and args.runner is not None:
+        raise ToolsError(f"--farm {args.farm} and --runner {args.runner}: each board of a farm names its own runner")
     # Deferred: the loop imports torch, gymnasium and the device session (and tables need rich), which --help must not pay for.
     from rich.progress import Progress
     from rich.table import Table
 
     from export import verify_bundle, verify_bundle_signature
     from tools.pipeline.hil import ACTION_FIDELITY, FIDELITY, host_controller, run_hil
+    from tools.pipeline.hil_farm import run_hil_farm
     from tools.plant.policy import as_policy
+    from tools.scale import read_farm
+
+    farm = read_farm(args.farm) if args.farm is not None else None
 
     if args.plot is not None:
         if args.plot.suffix.lower() not in PLOT_SUFFIXES:
@@ -120,10 +133,18 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     start = time.perf_counter()
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"{args.target} {args.mode}", total=args.episodes)
-        report = run_hil(args.bundle, args.target, as_policy(controller.module), args.episodes, args.seed, args.mode,
-                         rate_hz=args.rate_hz, deadline_ms=args.deadline_ms, device_args=tuple(device_args),
-                         runner=args.runner, progress=lambda i, ep: bar.advance(task), env_id=controller.spec.env_id,
-                         public_key=args.public_key)
+        farm_run = None
+        if farm is None:
+            report = run_hil(args.bundle, args.target, as_policy(controller.module), args.episodes, args.seed, args.mode,
+                             rate_hz=args.rate_hz, deadline_ms=args.deadline_ms, device_args=tuple(device_args),
+                             runner=args.runner, progress=lambda i, ep: bar.advance(task), env_id=controller.spec.env_id,
+                             public_key=args.public_key)
+        else:
+            report, farm_run = run_hil_farm(farm, args.bundle, args.target, as_policy(controller.module), args.episodes,
+                                            args.seed, args.mode, rate_hz=args.rate_hz, deadline_ms=args.deadline_ms,
+                                            device_args=tuple(device_args), env_id=controller.spec.env_id,
+                                            public_key=args.public_key, address=args.ray_address,
+                                            progress=lambda i, board: bar.advance(task))
     seconds = time.perf_counter() - start
     result = report.to_dict()
     table = Table(title=f"HIL {args.target} ({report.runner}), {args.mode}"
@@ -157,6 +178,10 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         result["plot"] = str(args.plot)
     if public_hex is not None:
         console.print(f"signature: the bundle is signed with public key {public_hex} (checked here and on the device)")
+    if farm_run is not None:
+        for r in farm_run.reruns:
+            console.print(f"[yellow]board {r.failed_board} died[/] ({r.reason}); its episode (seed {r.seed}) ran again on {r.rerun_on}")
+        result["farm"] = {"file": str(args.farm), **farm_run.to_dict()}
     result.update(seconds=seconds, bundle=str(args.bundle), controller=str(controller.path),
                   controller_sha256=controller.sha256, public_key_hex=public_hex)
     return result

@@ -19,7 +19,7 @@ from tools.cli.options import (
 )
 from tools.cli.outputs import check_output
 from tools.errors import ToolsError
-from tools.pipeline.choices import DEFAULT_METRIC, METHODS, METRICS, STABILITY_MODES, STABILITY_TOLERANCE
+from tools.pipeline.choices import DEFAULT_METRIC, EXECUTORS, METHODS, METRICS, STABILITY_MODES, STABILITY_TOLERANCE
 from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED
 
 if TYPE_CHECKING:
@@ -74,6 +74,11 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help=f"fast-plant episodes per objective evaluation, seeds {SEARCH_SEED}.. (default {SEARCH_EPISODES})")
     p.add_argument("--judge-episodes", type=non_negative_int, default=100,
                    help="gymnasium episodes of the controller's env (seeds 0..N-1) judging before and after; 0 skips (default 100)")
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="where the search's candidates are evaluated: local (this process, the default) or ray (a Ray "
+                        "cluster: --ray-address, else RAY_ADDRESS, else a Ray instance started here); same result either way")
+    p.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="--executor ray: the cluster to use (auto, HOST:PORT or ray://HOST:PORT)")
     add_early_stop(p)
 
 
@@ -96,6 +101,8 @@ def _check_before_work(args: argparse.Namespace) -> None:
     from tools.pipeline.prune import budget_path, metric_for
 
     metric_for(args.method, args.metric)  # a contradictory --metric is refused before the controller loads
+    if args.ray_address and args.executor != "ray":
+        raise ToolsError(f"--ray-address {args.ray_address}: only with --executor ray")
     for keep in args.keep:
         if args.tolerance >= keep:
             raise ToolsError(f"--tolerance {args.tolerance:g}: the band [keep - tolerance, keep] must stay above 0 for --keep {keep:g}")
@@ -117,17 +124,26 @@ def _report(console: Console, summary: dict, keep: float, out_asked: bool) -> No
 def run(args: argparse.Namespace, console: Console) -> dict:
     # Deferred: pruning imports torch and gymnasium, which --help must not pay for.
     from tools.pipeline.prune import parse_components, print_prune_table, prune_controller_budgets
+    from tools.scale import make_executor
 
     _check_before_work(args)
     components = parse_components(args.component)
     controller = controller_from_args(args)
-    pruned = prune_controller_budgets(
-        controller, args.keep, args.method, args.metric, seed=args.seed, out=args.out,
-        components=components, reconstruct=not args.no_reconstruct, finetune=args.finetune,
-        tolerance=args.tolerance, floor=args.floor, stability=not args.no_stability, resolution=args.resolution,
-        max_evaluations=args.max_evaluations, search_episodes=args.search_episodes, judge_episodes=args.judge_episodes,
-        console=console, stability_mode=args.stability, stability_tolerance=args.stability_tolerance,
-        write_infeasible=False, ceiling=args.ceiling, stop_within=args.stop_within, auto_stop=not args.no_early_stop)
+    executor = make_executor(args.executor, args.ray_address) if args.executor != "local" else None
+    if executor is not None:
+        console.print(f"search candidates evaluated on {executor.name} ({executor.workers} workers)")
+    try:
+        pruned = prune_controller_budgets(
+            controller, args.keep, args.method, args.metric, seed=args.seed, out=args.out,
+            components=components, reconstruct=not args.no_reconstruct, finetune=args.finetune,
+            tolerance=args.tolerance, floor=args.floor, stability=not args.no_stability, resolution=args.resolution,
+            max_evaluations=args.max_evaluations, search_episodes=args.search_episodes, judge_episodes=args.judge_episodes,
+            console=console, stability_mode=args.stability, stability_tolerance=args.stability_tolerance,
+            write_infeasible=False, executor=executor, ceiling=args.ceiling, stop_within=args.stop_within,
+            auto_stop=not args.no_early_stop)
+    finally:
+        if executor is not None:
+            executor.close()
     for keep, one in zip(args.keep, pruned):
         summary = one.summary
         summary["ok"] = one.feasible

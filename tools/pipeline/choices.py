@@ -20,3 +20,4 @@ HIL_MODES = ("lockstep", "free")
 MAX_RATE_HZ = 1000.0  # hil free mode: the fastest loop offered (host timer, pipe round trip and plant step per tick)
 STABILITY_MODES = ("strict", "relative", "off")  # prune.STABILITY_MODES, here so --help needs no torch (a test keeps them equal)
 STABILITY_TOLERANCE = 0.01  # prune.STABILITY_TOLERANCE, likewise
+EXECUTORS = ("local", "ray")  # tools.scale.EXECUTORS, likewise (--executor)

@@ -30,6 +30,7 @@ from tools.plant.evaluate import closed_loop_return
 from tools.plant.objectives import pendulum_stability, radius_check, search_callables
 from tools.plant.pendulum import ENV_ID
 from tools.plant.stopping import EarlyStop, choose, needs_scores
+from tools.scale import Executor, batched
 
 
 @dataclass
@@ -131,13 +132,15 @@ def prune_controller(controller: Controller, keep: float = 0.25, method: str = "
                      search_episodes: int = SEARCH_EPISODES, judge_episodes: int = 100,
                      console: Console | None = None, stability_mode: str = "strict",
                      stability_tolerance: float = STABILITY_TOLERANCE, write_infeasible: bool = True,
-                     ceiling: float | None = None, stop_within: float | None = None, auto_stop: bool = True) -> PrunedController:
+                     executor: Executor | None = None, ceiling: float | None = None,
+                     stop_within: float | None = None, auto_stop: bool = True) -> PrunedController:
     """Prune ``controller`` to keep a fraction of its prunable parameters; write it (and sidecars) to ``out`` if given.
 
     The objective is the closed-loop return on the batched plant (Pendulum-v1) or a gymnasium vector env;
     for the pendulum the closed loop must stay stable at upright unless ``stability`` is False
     (judged under ``stability_mode``: strict, relative or off, see :mod:`prune.constraints`).
     ``write_infeasible`` False leaves ``out`` unwritten when the returned model misses a constraint.
+    ``executor`` (:mod:`tools.scale`): where the search's batches of candidates are evaluated (None: here).
     ``ceiling`` / ``stop_within`` end the search early (:func:`prune.prune`); when neither is given and
     ``auto_stop``, :func:`tools.plant.stopping.choose` picks them for the env (none for Pendulum-v1).
     """
@@ -146,7 +149,7 @@ def prune_controller(controller: Controller, keep: float = 0.25, method: str = "
         finetune=finetune, tolerance=tolerance, floor=floor, stability=stability, resolution=resolution,
         max_evaluations=max_evaluations, search_episodes=search_episodes, judge_episodes=judge_episodes, console=console,
         stability_mode=stability_mode, stability_tolerance=stability_tolerance, write_infeasible=write_infeasible,
-        ceiling=ceiling, stop_within=stop_within, auto_stop=auto_stop)[0]
+        executor=executor, ceiling=ceiling, stop_within=stop_within, auto_stop=auto_stop)[0]
 
 
 def prune_controller_budgets(controller: Controller, keeps: Sequence[float], method: str = "gd", metric: str | None = None, *,
@@ -156,12 +159,14 @@ def prune_controller_budgets(controller: Controller, keeps: Sequence[float], met
                              max_evaluations: int = 150, search_episodes: int = SEARCH_EPISODES, judge_episodes: int = 100,
                              console: Console | None = None, stability_mode: str = "strict",
                              stability_tolerance: float = STABILITY_TOLERANCE,
-                             write_infeasible: bool = True, ceiling: float | None = None,
+                             write_infeasible: bool = True, outs: Sequence[Path] | None = None,
+                             executor: Executor | None = None, ceiling: float | None = None,
                              stop_within: float | None = None, auto_stop: bool = True) -> list[PrunedController]:
     """:func:`prune_controller` at several budgets solved as one continuation (:func:`prune.prune_budgets`).
 
     One budget is exactly :func:`prune_controller`. With several, each is written to
-    :func:`budget_path` (``<stem>.keep<KEEP><suffix>``) of ``out``; the results follow the order of ``keeps``.
+    :func:`budget_path` (``<stem>.keep<KEEP><suffix>``) of ``out``, or to ``outs`` (one path per budget, in the
+    order of ``keeps``) if given; the results follow the order of ``keeps``.
     """
     console = console or Console(quiet=True)
     torch.manual_seed(seed)
@@ -181,6 +186,7 @@ def prune_controller_budgets(controller: Controller, keeps: Sequence[float], met
         console.print(f"[yellow]warning:[/] {w}")
     env_id = controller.spec.env_id
     objective, visit_for = search_callables(env_id, search_episodes, SEARCH_SEED)
+    objective = objective if executor is None else batched(objective, executor)  # same scores, batches fanned out
     pendulum = env_id == ENV_ID  # the closed-loop linearisation exists for the pendulum plant only
     before = pendulum_stability(model) if pendulum else None
     check = None if not stability or not pendulum else radius_check
@@ -203,7 +209,7 @@ def prune_controller_budgets(controller: Controller, keeps: Sequence[float], met
     else:
         results = prune_budgets(model, groups, list(keeps), objective, **options)
     return_before = closed_loop_return(model, judge_episodes, 0, "gym", env_id).mean if judge_episodes else None
-    pruned = []
+    pruned: list[PrunedController] = []
     for keep, result in zip(keeps, results):
         after = pendulum_stability(result.model) if pendulum else None
         summary = {"method": method, **result.to_dict(), "controller": str(controller.path), "sha256": controller.sha256,
@@ -218,7 +224,7 @@ def prune_controller_budgets(controller: Controller, keeps: Sequence[float], met
         if judge_episodes:
             summary["return_before"] = return_before
             summary["return_after"] = closed_loop_return(result.model, judge_episodes, 0, "gym", env_id).mean
-        target = out if out is None or len(keeps) == 1 else budget_path(out, keep)
+        target = outs[len(pruned)] if outs is not None else out if out is None or len(keeps) == 1 else budget_path(out, keep)
         if target is not None and (write_infeasible or result.feasible):
             summary["files"] = _write(target, result.model, controller, example, result.widths, summary)
         pruned.append(PrunedController(result.model, result, summary, list(groups.warnings)))

@@ -39,6 +39,7 @@ class BatchedPendulum:
     m = 1.0
     l = 1.0  # noqa: E741 - gymnasium's name for the length
     max_episode_steps = 200
+    damping = 0.0  # viscous friction (1/s); 0 in Pendulum-v1, set off nominal by tools.plant.scenarios
 
     def __init__(self) -> None:
         self.state = np.zeros((0, 2))
@@ -71,6 +72,8 @@ class BatchedPendulum:
         costs = angle_normalize(th) ** 2 + 0.1 * thdot**2 + 0.001 * (u**2)
 
         newthdot = thdot + (3 * g / (2 * l) * np.sin(th) + 3.0 / (m * l**2) * u) * dt
+        if self.damping:  # only off nominal: Pendulum-v1's own step stays the line above, bit for bit
+            newthdot = newthdot - self.damping * thdot * dt
         newthdot = np.clip(newthdot, -self.max_speed, self.max_speed)
         newth = th + newthdot * dt
 

@@ -59,7 +59,8 @@ def test_export_writes_a_bundle_with_every_artifact_verified(exported, controlle
     code, result, out = exported
     assert code == 0 and result["ok"] and result["unverified"] == []
     m = result["manifest"]
-    assert sorted(p.name for p in out.iterdir()) == sorted(["manifest.json", "model.onnx", "x86_64.so", f"{ARM}.so"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(  # each Linux stub runs the kernels from its plan
+        ["manifest.json", "model.onnx", "x86_64.so", f"{ARM}.so", "x86_64.plan", f"{ARM}.plan"])
     assert m["format_version"] == 1 and m["source"]["sha256"] == load_controller(controller).sha256
     assert m["inputs"] == [{"name": "obs", "shape": [1, 3], "dtype": "float32", "low": [-1.0, -1.0, -8.0],
                             "high": [1.0, 1.0, 8.0]}]

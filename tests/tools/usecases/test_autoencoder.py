@@ -14,6 +14,7 @@ from prune import keep_indices, masked_copy, score, shrink
 from tools.cli import main as cli_main
 from tools.errors import ToolsError
 from tools.usecases.autoencoder.digits import load_digits, load_mnist, read_idx, write_idx
+from tools.usecases.autoencoder.headline import main as headline_main
 from tools.usecases.autoencoder.model import (
     Autoencoder,
     autoencoder_groups,
@@ -158,3 +159,30 @@ def test_bench_autoencoder_trains_on_mnist_idx_files_and_refuses_controller_flag
     assert report["data"]["side"] == 28 and report["unpruned"]["widths"]["decoder"][-1] == 784
     assert cli_main(["bench", "--model", "autoencoder", "--targets", "cortex-m4", "--out", str(tmp_path / "x")]) == 2
     assert "--targets" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_headline_quick_writes_the_schema_and_a_looser_bound_allows_at_least_the_same_reduction(tmp_path):
+    out = tmp_path / "headline.json"
+    headline_main(["--quick", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert report["schema"] == "prune-and-export.autoencoder-headline/1" and "70%" in report["paper"]
+    rows = {(r["bound_db"], r["method"]): r for r in report["rows"]}
+    assert set(rows) == {(1.0, "gd"), (2.0, "gd")}
+    unpruned = report["unpruned"]
+    for (bound, _), row in rows.items():
+        assert row["floor_db"] == pytest.approx(unpruned["val_psnr"] - bound)
+        assert row["found"] and row["val_psnr"] >= row["floor_db"] and 0.0 < row["reduction"] < 1.0
+        assert row["reduction"] == pytest.approx(1.0 - row["params"] / unpruned["params"])
+        assert {p["keep"] for p in row["sweep"] if not p["refined"]} == {0.5, 0.2}
+        assert set(row["widths"]) == {"encoder", "decoder"} and row["widths"]["encoder"][-1] == 16  # the code is protected
+    assert rows[(2.0, "gd")]["reduction"] >= rows[(1.0, "gd")]["reduction"]
+
+
+def test_headline_bisects_down_from_the_unpruned_model_when_no_swept_budget_meets_the_bound(tmp_path):
+    out = tmp_path / "headline.json"
+    headline_main(["--quick", "--no-finetune", "--bounds", "1", "--out", str(out)])
+    (row,) = json.loads(out.read_text())["rows"]
+    swept, refined = [p for p in row["sweep"] if not p["refined"]], [p for p in row["sweep"] if p["refined"]]
+    assert [(p["keep"], p["feasible"]) for p in swept] == [(0.5, False), (0.2, False)]  # without the fine-tune 50% kept breaks 1 dB
+    assert [p["keep"] for p in refined] == [0.75] and refined[0]["feasible"]
+    assert row["found"] and row["keep"] == 0.75 and row["val_psnr"] >= row["floor_db"]
