@@ -114,7 +114,7 @@ def _prune(config: BenchConfig, method: str, keeps: list[float], folder: Path, s
                                       judge_episodes=0, search_episodes=sizes.search_episodes,
                                       max_evaluations=sizes.max_evaluations, console=console)
     made = {}
-    for keep, p, out in zip(order, pruned, outs):
+    for keep, p in zip(order, pruned):
         print_prune_table(console, p.summary, sizes.search_episodes, 0)
         if not p.feasible:
             console.print(f"[red]no feasible candidate[/] at keep {keep:g} ({method}): {p.result.why_infeasible}")
