@@ -41,7 +41,7 @@ from tools.bench.mcu import check_mcu_target, export_mcu, mcu_notes, mcu_version
 from tools.bench.report import UNPRUNED, BenchReport, LatencyRow, ModelRecord, RewardRow, write_json, write_markdown
 from tools.bench.report_plots import write_plots
 from tools.bench.reward import DeviceReward, Paired, RewardStats, device_reward, torch_reward
-from tools.controllers.load import load_controller, native_copy
+from tools.controllers.load import bench_copy, load_controller
 from tools.controllers.native import Controller
 from tools.controllers.source import ControllerSource
 from tools.errors import ToolsError
@@ -114,11 +114,11 @@ def _prune(config: BenchConfig, method: str, keeps: list[float], folder: Path, s
                                       judge_episodes=0, search_episodes=sizes.search_episodes,
                                       max_evaluations=sizes.max_evaluations, console=console)
     made = {}
-    for keep, p, out in zip(order, pruned, outs):
+    for keep, p in zip(order, pruned):
         print_prune_table(console, p.summary, sizes.search_episodes, 0)
         if not p.feasible:
             console.print(f"[red]no feasible candidate[/] at keep {keep:g} ({method}): {p.result.why_infeasible}")
-        made[keep] = (load_controller(out), p.feasible)
+        made[keep] = (load_controller(p.summary["files"]["controller"]), p.feasible)  # a graph's: <stem>.pt2
     return [made[k] for k in keeps]
 
 
@@ -231,7 +231,7 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
             for m, c in models.items():
                 stages.say(f"reward: {m} through the stub on {name} ({config.episodes} episodes)")
                 rewards[(m, name)] = device_reward(bundles[m], name, as_policy(c.module), config.episodes, config.seed,
-                                                   public_key=config.public_key)
+                                                   public_key=config.public_key, env_id=base.spec.env_id)
                 stages.tick()
         for t in mcus:
             for m, c in models.items():
@@ -239,10 +239,11 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
                     stages.say(f"reward: {m} through the firmware on {t.name} under qemu-system-arm "
                                f"({config.episodes} episodes)")
                     rewards[(m, t.name)] = device_reward(mcu.bundles[(m, t.name)], t.name, as_policy(c.module),
-                                                         config.episodes, config.seed, public_key=config.public_key)
+                                                         config.episodes, config.seed, public_key=config.public_key,
+                                                         env_id=base.spec.env_id)
                 stages.tick()
         # the torch reference of a model that runs on no requested device (it fits none of the parts)
-        torch_only = {m: torch_reward(as_policy(c.module), config.episodes, config.seed) for m, c in models.items()
+        torch_only = {m: torch_reward(as_policy(c.module), config.episodes, config.seed, base.spec.env_id) for m, c in models.items()
                       if not any(m == k[0] for k in rewards)}
 
     example = torch.as_tensor(base.spec.sample_observations(8, config.seed))
@@ -390,18 +391,19 @@ def bench_to_folder(config: BenchConfig, out: Path, force: bool = False, source:
     """Run the bench and write ``out`` (report.json, report.md, plots, models/, bundles/) atomically.
 
     ``source`` says how to read ``config.controller`` when it is a foreign file: its canonical MLP is
-    written as ``out/controller.pt`` and benchmarked.
+    written as ``out/controller.pt`` and benchmarked (a graph that is no plain MLP, e.g. with its
+    observation normaliser: ``out/controller.pt2``, see :func:`tools.controllers.load.bench_copy`).
     """
     console = console or Console(quiet=True)
     tmp = temp_dir_for(out, force)
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; a report is meant to be read by others
         original = config.controller
-        native = native_copy(source, tmp / "controller.pt") if source is not None else None
+        native = bench_copy(source, tmp / "controller.pt") if source is not None else None  # a graph: controller.pt2
         config.controller = native or original
         report = run_bench(config, tmp, console, command=command)
         if native:
-            report.config.update(controller=str(out / "controller.pt"), source_controller=str(original))
+            report.config.update(controller=str(out / native.name), source_controller=str(original))
         report.files = {**write_plots(report, tmp), "json": "report.json", "markdown": "report.md"}
         write_json(report, tmp / "report.json")
         write_markdown(report, tmp / "report.md")

@@ -167,9 +167,14 @@ def reward_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
     rows = []
     for r in report.reward:
         s = r.stats
-        rows.append([r.model, r.runtime, f"{s.mean:.2f}", f"{s.std:.2f}", f"{s.worst:.2f}", f"{s.upright_share:.0%}",
+        rows.append([r.model, r.runtime, f"{s.mean:.2f}", f"{s.std:.2f}", f"{s.worst:.2f}", _share(s.upright_share),
                      _paired(r.vs_unpruned), "-" if r.vs_torch_max_abs is None else f"{r.vs_torch_max_abs:.1e}"])
     return head, rows
+
+
+def _share(x: float | None) -> str:
+    """A share as a percentage; None (not measured: an env other than Pendulum-v1) as '-'."""
+    return "-" if x is None else f"{x:.0%}"
 
 
 def _kb(n: int) -> str:
@@ -197,7 +202,9 @@ def _titles(report: BenchReport) -> dict[str, str]:
                    "qemu-user rows only as a ratio to the unpruned model; spread: interquartile range of the "
                    "per-round medians over the median)",
         "reward": f"closed-loop return, gymnasium {report.config['env_id']}, {report.config['episodes']} episodes, "
-                  f"seeds {seeds['episodes'][0]}..{seeds['episodes'][-1]}; upright = |angle| < 0.1 rad over the last 50 steps",
+                  f"seeds {seeds['episodes'][0]}..{seeds['episodes'][-1]}; "
+                  + ("upright = |angle| < 0.1 rad over the last 50 steps" if report.config["env_id"] == "Pendulum-v1"
+                     else "upright: measured on Pendulum-v1 only"),
         "mcu_memory": "microcontroller firmware: flash (code + constants + .data image) and RAM (.data + .bss + stack) "
                       "of the linked image (arm-none-eabi-size) against each part's budget (KB = 1024 bytes); "
                       "instructions executed per inference under qemu-system-arm -icount (mean; an instruction "

@@ -51,7 +51,7 @@ def plot_return_vs_params(report: BenchReport, path: Path) -> None:
     ax.set_xticks(ticks, [f"{t:g}%" for t in ticks])
     ax.minorticks_off()
     ax.set_xlabel("parameters kept (% of the unpruned controller, log)")
-    ax.set_ylabel("mean return, gymnasium Pendulum-v1 (torch)")
+    ax.set_ylabel(f"mean return, gymnasium {report.config.get('env_id', 'Pendulum-v1')} (torch)")
     seeds = report.seeds["episodes"]
     ax.set_title(f"return vs parameters kept ({len(seeds)} episodes, seeds {seeds[0]}..{seeds[-1]}; "
                  "bars: paired s.e.)", fontsize=10)

@@ -1,11 +1,13 @@
-"""Closed-loop reward on gymnasium's Pendulum-v1: torch and the compiled artifact through the stub, same seeds.
+"""Closed-loop reward on the controller's gymnasium env (Pendulum-v1 by default): torch and the compiled artifact
+through the stub, same seeds.
 
 The device episodes are lockstep HIL (:func:`tools.hil.run_hil`), which also plays the torch
 controller in gymnasium on the same seeds as its reference. The observations each controller acted
 on are recorded on the way (the host policy sees every observation of both runs), so the share of
 episodes that end upright is measured on gymnasium's own trajectories, not recomputed.
 Returns vary far more between start states (std about 80) than between models, so models are
-compared per seed: the paired difference's mean and its standard error.
+compared per seed: the paired difference's mean and its standard error. On an env other than Pendulum-v1
+episodes may end early and "upright" means nothing: the share is not measured there (None, shown as "-").
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 from tools.errors import ToolsError
 from tools.pipeline.hil import run_hil
 from tools.plant.episodes import episode_seeds
-from tools.plant.pendulum import BatchedPendulum
+from tools.plant.pendulum import ENV_ID, BatchedPendulum
 from tools.plant.policy import Policy
 from tools.plant.rollouts import rollout_gym
 
@@ -37,13 +39,15 @@ class RewardStats:
     mean: float
     std: float
     worst: float
-    upright_share: float
+    upright_share: float | None  # None: not measured (an env other than Pendulum-v1)
 
     @classmethod
     def of(cls, seeds: list[int], returns, upright) -> RewardStats:
+        """``upright`` None: not measured (an env other than Pendulum-v1), share None."""
         r = np.asarray(returns, dtype=np.float64)
-        u = [bool(x) for x in upright]
-        return cls(list(seeds), r.tolist(), u, float(r.mean()), float(r.std()), float(r.min()), float(np.mean(u)))
+        u = [] if upright is None else [bool(x) for x in upright]
+        share = float(np.mean(u)) if upright is not None else None
+        return cls(list(seeds), r.tolist(), u, float(r.mean()), float(r.std()), float(r.min()), share)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,11 +107,15 @@ def ends_upright(observations: np.ndarray) -> np.ndarray:
 
 
 def device_reward(bundle: Path, target: str, policy: Policy, episodes: int, seed: int,
-                  public_key: Path | None = None) -> DeviceReward:
+                  public_key: Path | None = None, env_id: str = ENV_ID) -> DeviceReward:
     """Lockstep HIL through the stub for ``target``; ``policy`` is the same controller in torch (the reference).
 
     With ``public_key`` the device runs the bundle only if it is signed with its private half.
     """
+    if env_id != ENV_ID:  # no upright to measure: the returns alone, on the env's own episodes
+        d = run_hil(bundle, target, policy, episodes, seed, mode="lockstep", public_key=public_key, env_id=env_id).to_dict()
+        return DeviceReward(RewardStats.of(d["seeds"], d["host_returns"], None), RewardStats.of(d["seeds"], d["returns"], None),
+                            d["runner"], float(d["max_return_diff"]), float(d["max_abs_action_diff"]))
     rec = _Recorder(policy)
     report = run_hil(bundle, target, rec, episodes, seed, mode="lockstep", public_key=public_key)
     d = report.to_dict()
@@ -121,9 +129,11 @@ def device_reward(bundle: Path, target: str, policy: Policy, episodes: int, seed
                         float(d["max_return_diff"]), float(d["max_abs_action_diff"]))
 
 
-def torch_reward(policy: Policy, episodes: int, seed: int) -> RewardStats:
+def torch_reward(policy: Policy, episodes: int, seed: int, env_id: str = ENV_ID) -> RewardStats:
     """The torch controller alone in gymnasium on the same seeds (HIL's host reference, for a model no device runs)."""
-    rec = _Recorder(policy)
     seeds = episode_seeds(episodes, seed)
+    if env_id != ENV_ID:
+        return RewardStats.of(seeds, rollout_gym(policy, seeds, env_id), None)
+    rec = _Recorder(policy)
     returns = rollout_gym(rec, seeds)
     return RewardStats.of(seeds, returns, ends_upright(rec.episodes(episodes)))

@@ -79,6 +79,21 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "cluster: --ray-address, else RAY_ADDRESS, else a Ray instance started here); same result either way")
     p.add_argument("--ray-address", default=None, metavar="ADDRESS",
                    help="--executor ray: the cluster to use (auto, HOST:PORT or ray://HOST:PORT)")
+    add_early_stop(p)
+
+
+def add_early_stop(p: argparse.ArgumentParser) -> None:
+    """--ceiling, --stop-within, --no-early-stop: when a search may end before its budget is spent."""
+    p.add_argument("--ceiling", type=finite_float, default=None, metavar="X",
+                   help="end the search at the first feasible candidate whose objective (mean search return) reaches X, "
+                        "the best there is (default: the env's maximum return where its reward is a known constant per "
+                        "step, e.g. 1000 on InvertedPendulum-v5)")
+    p.add_argument("--stop-within", type=non_negative_float, default=None, metavar="X",
+                   help="end the search at the first feasible candidate within X of the unpruned objective (default, for "
+                        "an env without a known ceiling other than Pendulum-v1: the unpruned return's standard error over "
+                        "the search episodes)")
+    p.add_argument("--no-early-stop", action="store_true",
+                   help="no automatic --ceiling / --stop-within: the search spends its budget (Pendulum-v1 never stops early unless asked)")
 
 
 def _check_before_work(args: argparse.Namespace) -> None:
@@ -124,7 +139,8 @@ def run(args: argparse.Namespace, console: Console) -> dict:
             tolerance=args.tolerance, floor=args.floor, stability=not args.no_stability, resolution=args.resolution,
             max_evaluations=args.max_evaluations, search_episodes=args.search_episodes, judge_episodes=args.judge_episodes,
             console=console, stability_mode=args.stability, stability_tolerance=args.stability_tolerance,
-            write_infeasible=False, executor=executor)
+            write_infeasible=False, executor=executor, ceiling=args.ceiling, stop_within=args.stop_within,
+            auto_stop=not args.no_early_stop)
     finally:
         if executor is not None:
             executor.close()

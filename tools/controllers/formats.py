@@ -127,6 +127,7 @@ def spec_from_env(env_id: str) -> ControllerSpec:
         obs_dim=int(obs.shape[0]), act_dim=int(act.shape[0]),
         obs_low=tuple(float(v) for v in obs_low), obs_high=tuple(float(v) for v in obs_high),
         act_low=tuple(float(v) for v in act.low), act_high=tuple(float(v) for v in act.high), env_id=env_id,
+        obs_unbounded=tuple(int(i) for i in np.flatnonzero(~(np.isfinite(obs.low) & np.isfinite(obs.high)))),
     )
 
 
@@ -165,21 +166,26 @@ class ObsNormChoice:
     """Which observation statistics a foreign controller runs with, and what the user must be told."""
 
     norm: ObsNorm | None
-    record: dict | None  # JSON: {"source": file, "how": "--obs-norm" | "found beside the zip"}; None: raw observations
+    record: dict | None  # JSON: {"source": file, "how": "--obs-norm" | "found beside the zip", "sha256"}; None: raw observations
     notes: list[str] = field(default_factory=list)
+
+
+def obs_norm_record(path: Path, how: str) -> dict:
+    """The statistics file as the manifest's source record names it: path, how it was chosen, sha256 of its bytes."""
+    return {"source": str(path), "how": how, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
 
 
 def choose_obs_norm(path: Path, fmt: str, env_id: str, explicit: Path | None, algorithm: str | None) -> ObsNormChoice:
     """``--obs-norm FILE`` if given; for an SB3 zip a ``vecnormalize.pkl`` kept beside it; else none (with a note for PPO/A2C)."""
     if explicit is not None:
-        return ObsNormChoice(read_obs_norm_file(Path(explicit)), {"source": str(explicit), "how": "--obs-norm"})
+        return ObsNormChoice(read_obs_norm_file(Path(explicit)), obs_norm_record(Path(explicit), "--obs-norm"))
     if fmt != "sb3":
         return ObsNormChoice(None, None)
     found = find_vecnormalize(path, env_id)
     if found is not None:
         stats = read_vecnormalize_pkl(found)
         if stats is not None:
-            return ObsNormChoice(stats, {"source": str(found), "how": "found beside the zip"})
+            return ObsNormChoice(stats, obs_norm_record(found, "found beside the zip"))
         return ObsNormChoice(None, None, [f"{found}: VecNormalize normalised rewards only (norm_obs False); "
                                           "the policy runs on raw observations"])
     config = zoo_config_says_normalize(path, env_id)

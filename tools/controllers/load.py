@@ -8,6 +8,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from prune import save_pruned
 from tools.controllers.formats import detect_format, load_foreign, spec_from_env
 from tools.controllers.graph_ops import ACTIVATION_FUNCTIONS
 from tools.controllers.native import (
@@ -95,6 +96,27 @@ def native_copy(source: ControllerSource, path: Path) -> Path | None:
         return None
     controller = load_source(source)
     module, arch = plain_mlp(controller)
+    save_controller(path, module, controller.spec, arch)
+    return path
+
+
+def bench_copy(source: ControllerSource, path: Path) -> Path | None:
+    """For a foreign controller file: the copy the bench runs (else None), written beside ``path``.
+
+    A plain MLP becomes the native file at ``path`` (:func:`native_copy`); any other graph (a normaliser, LayerNorm,
+    residual sums) is written as prune writes a pruned graph: ``<stem>.pt2`` with its state dict and a
+    ``.widths.json`` naming its env, which :func:`load_controller` reads back. Returns the file to load.
+    """
+    if not is_foreign(source):
+        return None
+    controller = load_source(source)
+    try:
+        module, arch = plain_mlp(controller)
+    except ControllerError:
+        example = torch.as_tensor(controller.spec.sample_observations(8, 0))
+        summary = {"env_id": controller.spec.env_id, "controller": str(controller.path), "sha256": controller.sha256,
+                   **{k: controller.architecture[k] for k in ("obs_norm", "notes") if k in controller.architecture}}
+        return Path(save_pruned(controller.module, example, path, {}, extra={"summary": summary}).program)
     save_controller(path, module, controller.spec, arch)
     return path
 

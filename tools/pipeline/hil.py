@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -335,6 +335,7 @@ def host_controller(bundle: Path, source: ControllerSource, compare_other: bool 
                 recorded = f"the {expected[:12]}... the bundle was exported from" if expected else "recorded in the bundle (none is)"
                 raise ToolsError(f"{path}: sha256 {actual[:12]}... is not {recorded}; pass --compare-other-controller "
                                  "to compare the device with another controller")
+            return load_source(replace(source, obs_norm=checked_obs_norm(manifest, source.obs_norm)))
         return load_source(source)
     path_text = manifest.source.get("path")
     if not path_text or not Path(path_text).is_file():
@@ -344,5 +345,29 @@ def host_controller(bundle: Path, source: ControllerSource, compare_other: bool 
     if not expected or actual != expected:
         raise ToolsError(f"{path}: sha256 {actual[:12]}... is not the {(expected or 'none')[:12]}... the bundle "
                          "was exported from; pass --controller explicitly")
+    obs_norm = checked_obs_norm(manifest, source.obs_norm)
     env = source.env or manifest.spec.get("env_id")  # a foreign file takes its sizes from the env
-    return load_source(ControllerSource(path, source.format, env, source.factory, source.clip_actions, source.obs_norm))
+    return load_source(ControllerSource(path, source.format, env, source.factory, source.clip_actions, obs_norm))
+
+
+def checked_obs_norm(manifest: Manifest, given: Path | None) -> Path | None:
+    """The observation statistics to reload the bundle's source with, their sha256 checked before they are read.
+
+    The manifest's source record names the statistics the bundle was exported with (``architecture.obs_norm``:
+    file, how it was chosen, sha256). ``given`` (hil's ``--obs-norm``) must be that file's bytes; without it, the
+    recorded file (given at export or found beside the zip then) is used, and must match too.
+    """
+    record = ((manifest.source or {}).get("architecture") or {}).get("obs_norm") or {}
+    expected = record.get("sha256")
+    if not record.get("source"):
+        return given  # exported on raw observations (or before the record held statistics): nothing to check
+    path = Path(given) if given is not None else Path(record["source"])
+    if expected is None:  # a bundle written before the sha256 was recorded: the file is trusted as named
+        return given if given is not None else (path if record.get("how") == "--obs-norm" else None)
+    if not path.is_file():
+        raise ToolsError(f"{path}: the observation statistics the bundle was exported with are not here; pass --obs-norm FILE")
+    actual = file_sha256(path)
+    if actual != expected:
+        raise ToolsError(f"{path}: sha256 {actual[:12]}... is not the {expected[:12]}... of the observation statistics "
+                         "the bundle was exported with; pass --obs-norm with that file, or --controller to compare another controller")
+    return path  # named explicitly: the bytes just checked, wherever the controller file now is

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED
 from tools.plant.evaluate import closed_loop_return
 from tools.plant.objectives import pendulum_stability, radius_check, search_callables
 from tools.plant.pendulum import ENV_ID
+from tools.plant.stopping import EarlyStop, choose, needs_scores
 from tools.scale import Executor, batched
 
 
@@ -103,6 +104,27 @@ def budget_path(out: Path, keep: float) -> Path:
     return out.with_name(f"{out.stem}.keep{keep:g}{out.suffix}")
 
 
+def search_early_stop(env_id: str, model: torch.nn.Module, objective: Callable, ceiling: float | None, stop_within: float | None,
+                auto: bool) -> tuple[EarlyStop, Callable]:
+    """The search's early stop for env_id, and the objective to search with.
+
+    The noise margin needs the unpruned controller's per-episode search returns: measured once here,
+    and the objective answers prune's own first call (the unpruned model) from them, so the margin costs
+    no extra evaluation.
+    """
+    if not needs_scores(env_id, ceiling, stop_within, auto):
+        return choose(env_id, ceiling, stop_within, auto), objective
+    with torch.no_grad():
+        scores = objective(model)
+
+    def searched(candidate: torch.nn.Module):
+        return scores if candidate is model else objective(candidate)
+
+    if hasattr(objective, "batch"):
+        searched.batch = objective.batch  # type: ignore[attr-defined]  # prune's batch contract, passed through
+    return choose(env_id, ceiling, stop_within, auto, list(map(float, scores))), searched
+
+
 def prune_controller(controller: Controller, keep: float = 0.25, method: str = "gd", metric: str | None = None, *,
                      seed: int = 0, out: Path | None = None, components: dict[str, list[str]] | None = None,
                      reconstruct: bool = True, finetune: bool = False, tolerance: float = 0.01, floor: float | None = None,
@@ -110,7 +132,8 @@ def prune_controller(controller: Controller, keep: float = 0.25, method: str = "
                      search_episodes: int = SEARCH_EPISODES, judge_episodes: int = 100,
                      console: Console | None = None, stability_mode: str = "strict",
                      stability_tolerance: float = STABILITY_TOLERANCE, write_infeasible: bool = True,
-                     executor: Executor | None = None) -> PrunedController:
+                     executor: Executor | None = None, ceiling: float | None = None,
+                     stop_within: float | None = None, auto_stop: bool = True) -> PrunedController:
     """Prune ``controller`` to keep a fraction of its prunable parameters; write it (and sidecars) to ``out`` if given.
 
     The objective is the closed-loop return on the batched plant (Pendulum-v1) or a gymnasium vector env;
@@ -118,13 +141,15 @@ def prune_controller(controller: Controller, keep: float = 0.25, method: str = "
     (judged under ``stability_mode``: strict, relative or off, see :mod:`prune.constraints`).
     ``write_infeasible`` False leaves ``out`` unwritten when the returned model misses a constraint.
     ``executor`` (:mod:`tools.scale`): where the search's batches of candidates are evaluated (None: here).
+    ``ceiling`` / ``stop_within`` end the search early (:func:`prune.prune`); when neither is given and
+    ``auto_stop``, :func:`tools.plant.stopping.choose` picks them for the env (none for Pendulum-v1).
     """
     return prune_controller_budgets(
         controller, [keep], method, metric, seed=seed, out=out, components=components, reconstruct=reconstruct,
         finetune=finetune, tolerance=tolerance, floor=floor, stability=stability, resolution=resolution,
         max_evaluations=max_evaluations, search_episodes=search_episodes, judge_episodes=judge_episodes, console=console,
         stability_mode=stability_mode, stability_tolerance=stability_tolerance, write_infeasible=write_infeasible,
-        executor=executor)[0]
+        executor=executor, ceiling=ceiling, stop_within=stop_within, auto_stop=auto_stop)[0]
 
 
 def prune_controller_budgets(controller: Controller, keeps: Sequence[float], method: str = "gd", metric: str | None = None, *,
@@ -135,7 +160,8 @@ def prune_controller_budgets(controller: Controller, keeps: Sequence[float], met
                              console: Console | None = None, stability_mode: str = "strict",
                              stability_tolerance: float = STABILITY_TOLERANCE,
                              write_infeasible: bool = True, outs: Sequence[Path] | None = None,
-                             executor: Executor | None = None) -> list[PrunedController]:
+                             executor: Executor | None = None, ceiling: float | None = None,
+                             stop_within: float | None = None, auto_stop: bool = True) -> list[PrunedController]:
     """:func:`prune_controller` at several budgets solved as one continuation (:func:`prune.prune_budgets`).
 
     One budget is exactly :func:`prune_controller`. With several, each is written to
@@ -171,10 +197,13 @@ def prune_controller_budgets(controller: Controller, keeps: Sequence[float], met
                       "the stability constraint is off")
         check = None
     states = visit_for(search_episodes, SEARCH_SEED)(model)  # data-aware metrics and the least-squares re-fit
+    stop, objective = search_early_stop(env_id, model, objective, ceiling, stop_within, auto_stop)
+    if stop.ceiling is not None or stop.stop_within is not None:
+        console.print(f"early stop: {stop.why}")
     options = dict(method=search_method, metric=metric, states=states, seed=seed, tolerance=tolerance, floor=floor,
                    radius_check=check, resolution=resolution, max_evaluations=max_evaluations, reconstruct=reconstruct,
                    finetune=visit_for(seed=3000) if finetune else None, progress=True, stability=stability_mode,
-                   stability_tolerance=stability_tolerance)
+                   stability_tolerance=stability_tolerance, ceiling=stop.ceiling, stop_within=stop.stop_within)
     if len(keeps) == 1:
         results = [prune(model, groups, keeps[0], objective, **options)]
     else:
@@ -185,7 +214,8 @@ def prune_controller_budgets(controller: Controller, keeps: Sequence[float], met
         after = pendulum_stability(result.model) if pendulum else None
         summary = {"method": method, **result.to_dict(), "controller": str(controller.path), "sha256": controller.sha256,
                    "stability_constraint": check is not None, "env_id": env_id,
-                   "failed_constraints": [name for name, c in result.constraints.items() if not c.ok]}
+                   "failed_constraints": [name for name, c in result.constraints.items() if not c.ok],
+                   "early_stop": stop.to_dict()}
         for key in ("obs_norm", "notes"):  # a foreign controller: which statistics it runs with (None: raw), what was assumed
             if key in controller.architecture:
                 summary[key] = controller.architecture[key]
@@ -225,4 +255,21 @@ def print_prune_table(console: Console, s: dict, search_episodes: int, judge_epi
         table.add_row("fine-tune objective", f"{ft['objective_before']:.1f}", f"{ft['objective_after']:.1f}"
                       + ("" if ft["kept"] else " (worse: searched weights kept)"))
     table.add_row("evaluations / seconds", "", f"{s['evaluations']} / {s['seconds']:.1f}")
+    if s.get("stopped"):
+        table.add_row("search stopped", "", stop_text(s))
     console.print(table)
+
+
+def stop_text(s: dict) -> str:
+    """Why the search of a prune summary ended, in words."""
+    stop = s.get("early_stop") or {}
+    reason = s.get("stopped")
+    if reason == "ceiling":
+        return f"objective reached the ceiling {stop.get('ceiling'):g} ({stop.get('why', '')}): it cannot improve"
+    if reason == "within_noise":
+        return (f"objective within {stop.get('stop_within'):.4g} of the unpruned one ({stop.get('why', '')}): "
+                "no better candidate could be told apart on the search episodes")
+    if reason == "max_evaluations":
+        return f"evaluation budget spent ({s.get('evaluations')} evaluations)"
+    return "the method ran to its end"
+

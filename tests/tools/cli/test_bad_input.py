@@ -226,10 +226,16 @@ _case("prune", "metric-contradicts-method", lambda f, out: BASE["prune"](f, out)
       "ranks units by l1")
 _case("prune", "bad-component", lambda f, out: BASE["prune"](f, out) + ["--component", "nameonly"], "--component", "NAME=PATTERN")
 _case("bench", "methods-bogus", lambda f, out: BASE["bench"](f, out) + ["--methods", "gd,bogus"], "--methods", "bogus")
-_case("bench", "env-not-judged", lambda f, out: BASE["bench"](f, out) + ["--env", "InvertedPendulum-v5"], "--env InvertedPendulum-v5")
-_case("run", "env-not-judged", lambda f, out: BASE["run"](f, out) + ["--controller", str(f.random_onnx), "--env", "InvertedPendulum-v5"],
-      "--env InvertedPendulum-v5", "Pendulum-v1 only")
+# bench and run measure any Box env; an --env that is not the native controller's own is refused before any work
+_case("bench", "env-not-the-controllers", lambda f, out: BASE["bench"](f, out) + ["--env", "InvertedPendulum-v5"],
+      "--env InvertedPendulum-v5", "a controller for Pendulum-v1")
+_case("run", "env-not-the-controllers", lambda f, out: BASE["run"](f, out) + ["--env", "InvertedPendulum-v5"],
+      "--env InvertedPendulum-v5", "a controller for Pendulum-v1")
 _case("export", "targets-bogus", lambda f, out: BASE["export"](f, out) + ["--targets", "bogus"], "bogus")
+_case("export", "obs-bounds-reversed", lambda f, out: BASE["export"](f, out) + ["--obs-bounds=1,0"], "argument --obs-bounds", "LOW < HIGH")
+_case("export", "obs-bounds-bounded-env", lambda f, out: BASE["export"](f, out) + ["--obs-bounds=-1,1"],
+      "--obs-bounds", "bounded in every dimension")
+_case("export", "parity-tolerance-zero", lambda f, out: BASE["export"](f, out) + ["--parity-tolerance", "0"], "argument --parity-tolerance")
 # hil: bundles and the controller the bundle was made from
 _case("hil", "bundle-missing", lambda f, out: ["hil", "--bundle", str(f.root / "none"), "--target", "x86_64"], "none", "not a bundle")
 _case("hil", "bundle-no-manifest", lambda f, out: ["hil", "--bundle", str(f.root), "--target", "x86_64"], "not a bundle")

@@ -1,6 +1,7 @@
 """Bring your own controller: every input kind, built from one small untrained MLP, goes through
 prune, export (x86_64 + cortex-a7) and a 3-episode HIL via the CLI; the common mistakes are errors that name the fix."""
 
+import hashlib
 import json
 import sys
 import textwrap
@@ -297,6 +298,7 @@ def test_obs_norm_statistics_become_the_first_ops_of_any_foreign_graph(files, tm
     with torch.no_grad():
         expected = small_mlp()(torch.as_tensor(normalised, dtype=torch.float32)).clamp(-2.0, 2.0).numpy()
     np.testing.assert_allclose(ctrl.act(obs), expected, atol=1e-5)
-    assert ctrl.architecture["obs_norm"] == {"source": str(stats), "how": "--obs-norm"}
+    assert ctrl.architecture["obs_norm"] == {"source": str(stats), "how": "--obs-norm",
+                                             "sha256": hashlib.sha256(stats.read_bytes()).hexdigest()}
     err = one_line_error(capsys, "eval", "--obs-norm", str(stats), "--episodes", "1")  # the bundled native controller
     assert "--obs-norm applies to a controller trained elsewhere" in err
