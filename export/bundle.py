@@ -122,7 +122,9 @@ def parse_manifest(data: bytes, path: Path) -> Manifest:
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
         raise ExportError(f"{path}: malformed manifest ({type(e).__name__}: {e})") from e
     if manifest.format_version != FORMAT_VERSION:
-        raise ExportError(f"{path}: bundle format_version {manifest.format_version!r}, this tool reads {FORMAT_VERSION}")
+        raise ExportError(
+            f"{path}: bundle format_version {manifest.format_version!r}, this tool reads {FORMAT_VERSION}"
+        )
     return manifest
 
 
@@ -138,8 +140,10 @@ def _check_file(bundle_dir: Path, record: dict, what: str) -> None:
         raise ExportError(f"{path}: {size} bytes, manifest says {record.get('bytes')} ({what} was changed)")
     digest = sha256_file(path)
     if digest != record.get("sha256"):
-        raise ExportError(f"{path}: sha256 {digest[:12]}... does not match the manifest's "
-                          f"{str(record.get('sha256'))[:12]}... ({what} was changed)")
+        raise ExportError(
+            f"{path}: sha256 {digest[:12]}... does not match the manifest's "
+            f"{str(record.get('sha256'))[:12]}... ({what} was changed)"
+        )
 
 
 def verify_bundle(bundle_dir: Path) -> Manifest:

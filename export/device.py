@@ -17,20 +17,35 @@ from export.stub import StubSession
 from targets import get_target
 
 
-def open_session(bundle_dir: Path, target_name: str, extra_args: tuple[str, ...] = (),
-                 runner: str | None = None, public_key: Path | None = None) -> DeviceSession:
+def open_session(
+    bundle_dir: Path,
+    target_name: str,
+    extra_args: tuple[str, ...] = (),
+    runner: str | None = None,
+    public_key: Path | None = None,
+) -> DeviceSession:
     """The device for ``target_name``: the Linux stub, or for a microcontroller target its firmware under qemu-system-arm.
 
     With ``public_key`` (a file, ``export.signing``'s format) the device runs only a bundle signed with
     its private key: the stub checks ``manifest.sig`` itself, the firmware's boot stage checks the image.
     """
     cls = FirmwareSession if get_target(target_name).kind == "mcu" else StubSession
-    return cls(bundle_dir, target_name, extra_args=tuple(extra_args), runner=runner,
-               public_key=Path(public_key) if public_key is not None else None)
+    return cls(
+        bundle_dir,
+        target_name,
+        extra_args=tuple(extra_args),
+        runner=runner,
+        public_key=Path(public_key) if public_key is not None else None,
+    )
 
 
-def run_stub_batch(bundle_dir: Path, target_name: str, observations: np.ndarray, runner: str | None = None,
-                   public_key: Path | None = None) -> np.ndarray:
+def run_stub_batch(
+    bundle_dir: Path,
+    target_name: str,
+    observations: np.ndarray,
+    runner: str | None = None,
+    public_key: Path | None = None,
+) -> np.ndarray:
     """The device's actions for each observation row: the stub run natively, under qemu-user or over ssh.
 
     ``runner`` overrides the target's own (``native``, ``qemu``, ``ssh://user@host``). Any ERROR reply

@@ -15,10 +15,35 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
-    "PROTOCOL_VERSION", "MAGIC", "HEADER_BYTES", "CRC_BYTES", "MAX_PAYLOAD", "MAX_FLOATS", "MAX_FRAME",
-    "OBS", "ACTION", "ERROR", "HELLO", "STATS", "E_CRC", "E_OVERSIZED", "E_BAD_LENGTH", "E_WRONG_SIZE",
-    "E_TRUNCATED", "E_OUT_OF_ORDER", "E_NONFINITE", "E_DEADLINE", "E_INFERENCE", "E_BAD_TYPE", "ERROR_NAMES",
-    "STATS_FIELDS", "Frame", "FrameError", "FrameParser", "encode", "encode_raw",
+    "PROTOCOL_VERSION",
+    "MAGIC",
+    "HEADER_BYTES",
+    "CRC_BYTES",
+    "MAX_PAYLOAD",
+    "MAX_FLOATS",
+    "MAX_FRAME",
+    "OBS",
+    "ACTION",
+    "ERROR",
+    "HELLO",
+    "STATS",
+    "E_CRC",
+    "E_OVERSIZED",
+    "E_BAD_LENGTH",
+    "E_WRONG_SIZE",
+    "E_TRUNCATED",
+    "E_OUT_OF_ORDER",
+    "E_NONFINITE",
+    "E_DEADLINE",
+    "E_INFERENCE",
+    "E_BAD_TYPE",
+    "ERROR_NAMES",
+    "STATS_FIELDS",
+    "Frame",
+    "FrameError",
+    "FrameParser",
+    "encode",
+    "encode_raw",
 ]
 
 PROTOCOL_VERSION = 1
@@ -91,8 +116,9 @@ def encode(type: int, seq: int, payload=(), code: int = 0, aux: int = 0) -> byte
     return MAGIC + body + struct.pack("<I", zlib.crc32(body))
 
 
-def encode_raw(type: int, seq: int, payload: bytes, code: int = 0, aux: int = 0, length: int | None = None,
-               crc: int | None = None) -> bytes:
+def encode_raw(
+    type: int, seq: int, payload: bytes, code: int = 0, aux: int = 0, length: int | None = None, crc: int | None = None
+) -> bytes:
     """A frame with any payload bytes, declared length or CRC: for tests and the fuzzer to send bad frames."""
     length = len(payload) if length is None else length
     body = HEADER.pack(MAGIC, type, code, seq & 0xFFFFFFFF, aux & 0xFFFFFFFF, length & 0xFFFF)[2:] + payload

@@ -26,8 +26,12 @@ from export.errors import ExportError
 def is_int8_linear(module: nn.Module) -> bool:
     """True for a module holding the weight-only int8 contract's ``weight_q`` (int8, rank 2) and ``scale``."""
     q = getattr(module, "weight_q", None)
-    return (isinstance(q, torch.Tensor) and q.dtype == torch.int8 and q.ndim == 2
-            and isinstance(getattr(module, "scale", None), torch.Tensor))
+    return (
+        isinstance(q, torch.Tensor)
+        and q.dtype == torch.int8
+        and q.ndim == 2
+        and isinstance(getattr(module, "scale", None), torch.Tensor)
+    )
 
 
 def has_int8(module: nn.Module) -> bool:

@@ -50,7 +50,9 @@ def constant_dtypes(mod: tvm.IRModule, function: str = "main") -> list[tuple[tup
     found: list[tuple[tuple[int, ...], str]] = []
 
     def visit(expr) -> None:
-        if isinstance(expr, tvm.ir.expr.Constant) and hasattr(getattr(expr, "value", getattr(expr, "data", None)), "numpy"):
+        if isinstance(expr, tvm.ir.expr.Constant) and hasattr(
+            getattr(expr, "value", getattr(expr, "data", None)), "numpy"
+        ):
             arr = _value(expr)  # a tensor constant (integer constants of shapes are Constants too)
             if arr.ndim == 2:
                 found.append((tuple(arr.shape), str(arr.dtype)))

@@ -82,8 +82,10 @@ def kernel_chain(mod, where: str, int8: bool = False) -> KernelChain:
 
     def float_shape(ty, what: str) -> list[int]:
         if type(ty).__name__ not in ("TensorType", "TensorStructInfo") or ty.dtype != "float32" or ty.shape is None:
-            raise ExportError(f"{where}: {what} is not a float32 tensor of known shape; the runtime-free path "
-                              "supports only float32 MLP-like graphs")
+            raise ExportError(
+                f"{where}: {what} is not a float32 tensor of known shape; the runtime-free path "
+                "supports only float32 MLP-like graphs"
+            )
         return [int(d) for d in ty.shape.values]
 
     main = mod["main"]
@@ -96,15 +98,19 @@ def kernel_chain(mod, where: str, int8: bool = False) -> KernelChain:
             v = b.value
             op_name = getattr(getattr(v, "op", None), "name", "")
             if not isinstance(b, relax.VarBinding) or op_name != "relax.call_tir" or len(v.args) != 2:
-                raise ExportError(f"{where}: binding {_name(b.var)} is not a plain call_tir kernel call "
-                                  "(the runtime-free path runs only kernel chains)")
+                raise ExportError(
+                    f"{where}: binding {_name(b.var)} is not a plain call_tir kernel call "
+                    "(the runtime-free path runs only kernel chains)"
+                )
             args = []
             for a in v.args[1].fields:
                 if isinstance(a, tvm.ir.expr.Constant):  # TVM 0.27: GenericConst, tensor in .value
                     arr = (a.value if hasattr(a, "value") else a.data).numpy()
                     if arr.dtype == np.int8 and not int8:
-                        raise ExportError(f"{where}: int8 weights of kernel {v.args[0].name_hint}: this runtime-free "
-                                          "path holds float32 constants only")
+                        raise ExportError(
+                            f"{where}: int8 weights of kernel {v.args[0].name_hint}: this runtime-free "
+                            "path holds float32 constants only"
+                        )
                     if arr.dtype not in (np.float32, np.int8):
                         raise ExportError(f"{where}: constant of dtype {arr.dtype} (only float32 is supported)")
                     if not np.all(np.isfinite(arr)):

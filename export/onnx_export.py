@@ -51,13 +51,23 @@ def _torch_to_onnx(module: nn.Module, spec: ControllerSpec, opset: int, dynamic_
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice is not the user's problem
-            torch.onnx.export(module, (example,), buf,  # type: ignore[arg-type]  # a BytesIO works; the hint says path
-                              input_names=[spec.input_name], output_names=[spec.output_name],
-                              opset_version=opset, dynamic_axes=dynamic_axes, dynamo=False, do_constant_folding=True)
+            torch.onnx.export(
+                module,
+                (example,),
+                buf,  # type: ignore[arg-type]  # a BytesIO works; the hint says path
+                input_names=[spec.input_name],
+                output_names=[spec.output_name],
+                opset_version=opset,
+                dynamic_axes=dynamic_axes,
+                dynamo=False,
+                do_constant_folding=True,
+            )
     except Exception as e:  # torch raises many types here; the user needs the cause, in one line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ExportError(f"torch.onnx.export failed for the controller (input {spec.input_name} of shape "
-                          f"[1, {spec.obs_dim}]): {first}") from e
+        raise ExportError(
+            f"torch.onnx.export failed for the controller (input {spec.input_name} of shape "
+            f"[1, {spec.obs_dim}]): {first}"
+        ) from e
     return onnx.load_from_string(buf.getvalue())
 
 
@@ -91,8 +101,10 @@ def check_weight_shapes(model: onnx.ModelProto, module: nn.Module) -> list[list[
                 pool.remove(candidate)
                 break
         else:
-            raise ExportError(f"ONNX graph has no weight of shape [{out_f}, {in_f}] for layer {name!r} "
-                              f"(ONNX rank-2 weights: {onnx_shapes})")
+            raise ExportError(
+                f"ONNX graph has no weight of shape [{out_f}, {in_f}] for layer {name!r} "
+                f"(ONNX rank-2 weights: {onnx_shapes})"
+            )
     return onnx_shapes
 
 
@@ -114,9 +126,17 @@ def ort_actions(session, spec: ControllerSpec, obs: np.ndarray, batch_one: bool)
     return np.concatenate([session.run(None, {spec.input_name: obs[i : i + 1]})[0] for i in range(len(obs))])
 
 
-def export_onnx(module: nn.Module, spec: ControllerSpec, *, opset: int = OPSET, dynamic_batch: bool = False,
-                n_parity: int = 1000, seed: int = 0, tolerance: float | np.ndarray = PARITY_TOLERANCE,
-                observations: np.ndarray | None = None) -> tuple[onnx.ModelProto, OnnxReport]:
+def export_onnx(
+    module: nn.Module,
+    spec: ControllerSpec,
+    *,
+    opset: int = OPSET,
+    dynamic_batch: bool = False,
+    n_parity: int = 1000,
+    seed: int = 0,
+    tolerance: float | np.ndarray = PARITY_TOLERANCE,
+    observations: np.ndarray | None = None,
+) -> tuple[onnx.ModelProto, OnnxReport]:
     """Export, simplify, check and parity-test a controller; raises ExportError on any failed step.
 
     Parity: onnxruntime against torch on ``observations`` (default: ``n_parity`` from the spec's box, seeded),
@@ -125,12 +145,16 @@ def export_onnx(module: nn.Module, spec: ControllerSpec, *, opset: int = OPSET, 
     if observations is None and n_parity < 1:
         raise ExportError(f"n_parity must be >= 1, got {n_parity}")
     module = module.eval()
-    model = _torch_to_onnx(export_form(module), spec, opset, dynamic_batch)  # int8 Linears as INT8 codes (export/int8.py)
+    model = _torch_to_onnx(
+        export_form(module), spec, opset, dynamic_batch
+    )  # int8 Linears as INT8 codes (export/int8.py)
     codes = int8_initializers(model)
     n_int8 = len(int8_linear_shapes(module))
     if len(codes) < n_int8:
-        raise ExportError(f"the ONNX graph holds {len(codes)} INT8 weight(s) for {n_int8} int8 Linear(s): "
-                          "torch.onnx folded int8 codes into float weights")
+        raise ExportError(
+            f"the ONNX graph holds {len(codes)} INT8 weight(s) for {n_int8} int8 Linear(s): "
+            "torch.onnx folded int8 codes into float weights"
+        )
     simplified_model, simplified = _simplify(model)
     if simplified and len(int8_initializers(simplified_model)) < len(codes):
         simplified = False  # onnxsim folded int8 codes back into float weights: keep the graph as exported
@@ -143,8 +167,10 @@ def export_onnx(module: nn.Module, spec: ControllerSpec, *, opset: int = OPSET, 
     names_in = [i.name for i in model.graph.input]
     names_out = [o.name for o in model.graph.output]
     if names_in != [spec.input_name] or names_out != [spec.output_name]:
-        raise ExportError(f"exported graph has inputs {names_in} and outputs {names_out}, expected "
-                          f"[{spec.input_name!r}] and [{spec.output_name!r}]")
+        raise ExportError(
+            f"exported graph has inputs {names_in} and outputs {names_out}, expected "
+            f"[{spec.input_name!r}] and [{spec.output_name!r}]"
+        )
     weight_shapes = check_weight_shapes(model, module)
 
     obs = spec.sample_observations(n_parity, seed) if observations is None else np.asarray(observations, np.float32)
@@ -159,9 +185,22 @@ def export_onnx(module: nn.Module, spec: ControllerSpec, *, opset: int = OPSET, 
     c = compare(got, expected, tolerance)
     err = c.max_abs_err
     if not c.ok:
-        raise ParityFailed(f"onnxruntime differs from torch by {err:.3g} on action {c.action} at observation {c.row} "
-                           f"(> {c.threshold:g}) on {len(obs)} observations (seed {seed})", c.action, c.row)
+        raise ParityFailed(
+            f"onnxruntime differs from torch by {err:.3g} on action {c.action} at observation {c.row} "
+            f"(> {c.threshold:g}) on {len(obs)} observations (seed {seed})",
+            c.action,
+            c.row,
+        )
     params = _param_count(module)
-    report = OnnxReport(opset, dynamic_batch, simplified, sorted({n.op_type for n in model.graph.node}),
-                        weight_shapes, params, len(obs), seed, err)
+    report = OnnxReport(
+        opset,
+        dynamic_batch,
+        simplified,
+        sorted({n.op_type for n in model.graph.node}),
+        weight_shapes,
+        params,
+        len(obs),
+        seed,
+        err,
+    )
     return model, report

@@ -26,9 +26,11 @@ InvertedPendulum's [-3, 3]). Wherever the action range is at least 1 it is no st
 the gate used before, so every bundle that passed then passes now; a wrong library misses it by orders of
 magnitude (its error is a fraction of the range, not of a float32 ulp)."""
 
-OPTIONS_HINT = ("if the device is right and the gate too strict, loosen it with --parity-tolerance "
-                "(a fraction of the action range) or sample the states the controller visits / narrow the box "
-                "of unbounded dimensions with --obs-bounds LOW,HIGH")
+OPTIONS_HINT = (
+    "if the device is right and the gate too strict, loosen it with --parity-tolerance "
+    "(a fraction of the action range) or sample the states the controller visits / narrow the box "
+    "of unbounded dimensions with --obs-bounds LOW,HIGH"
+)
 
 
 @dataclass(frozen=True)
@@ -48,15 +50,19 @@ def thresholds_for(spec: ControllerSpec, parity_tolerance: float | None, toleran
     An action dimension whose range is not a positive finite number takes ``parity_tolerance`` as absolute.
     """
     if parity_tolerance is not None and tolerance is not None:
-        raise ExportError("give parity_tolerance (a fraction of the action range, --parity-tolerance) or an "
-                          "absolute tolerance, not both")
+        raise ExportError(
+            "give parity_tolerance (a fraction of the action range, --parity-tolerance) or an "
+            "absolute tolerance, not both"
+        )
     if tolerance is not None:
         if not (np.isfinite(tolerance) and tolerance > 0):
             raise ExportError(f"the absolute parity tolerance must be a positive number, got {tolerance!r}")
         return np.full(spec.act_dim, float(tolerance))
     rel = PARITY_TOLERANCE if parity_tolerance is None else float(parity_tolerance)
     if not (np.isfinite(rel) and rel > 0):
-        raise ExportError(f"--parity-tolerance must be a positive fraction of the action range, got {parity_tolerance!r}")
+        raise ExportError(
+            f"--parity-tolerance must be a positive fraction of the action range, got {parity_tolerance!r}"
+        )
     span = np.asarray(spec.act_high, np.float64) - np.asarray(spec.act_low, np.float64)
     span = np.where(np.isfinite(span) & (span > 0), span, 1.0)
     return rel * span
@@ -119,8 +125,12 @@ class ParityGate:
         """Which observation ``row`` is, for an error message: a visited state or a box sample, and its values."""
         if row < 0 or row >= self.n:
             return "the output's shape"
-        what = f"visited state {row}" if row < self.n_visited else f"box sample {row - self.n_visited} of seed {self.seed}"
-        values = ", ".join(f"{v:.4g}" for v in self.observations[row][:8]) + (", ..." if self.observations.shape[1] > 8 else "")
+        what = (
+            f"visited state {row}" if row < self.n_visited else f"box sample {row - self.n_visited} of seed {self.seed}"
+        )
+        values = ", ".join(f"{v:.4g}" for v in self.observations[row][:8]) + (
+            ", ..." if self.observations.shape[1] > 8 else ""
+        )
         return f"{what} [{values}]"
 
     def failure(self, what: str, row: int | None) -> str:
@@ -132,8 +142,10 @@ class ParityGate:
             return what
         how = f"{self.relative:g} x the action range" if self.relative is not None else "absolute"
         at = f"; observation {row} is {self.where(row)}" if row >= 0 else ""
-        return (f"{what}{at}; the gate: {self.n_visited} visited states + {self.n_box} box samples, "
-                f"tolerance {how}; {OPTIONS_HINT}")
+        return (
+            f"{what}{at}; the gate: {self.n_visited} visited states + {self.n_box} box samples, "
+            f"tolerance {how}; {OPTIONS_HINT}"
+        )
 
     def to_dict(self) -> dict:
         """How the gate was sampled and its tolerance (the manifest's ``onnx.parity_gate``)."""
@@ -144,13 +156,23 @@ class ParityGate:
             "seed": self.seed,
             "unbounded_dims": self.unbounded_dims,
             "obs_bounds": self.obs_bounds_given,
-            "tolerance": {"relative_to_action_range": self.relative, "abs_per_action": [float(v) for v in self.thresholds]},
+            "tolerance": {
+                "relative_to_action_range": self.relative,
+                "abs_per_action": [float(v) for v in self.thresholds],
+            },
         }
 
 
-def parity_gate(spec: ControllerSpec, n_parity: int, seed: int, *, parity_observations: np.ndarray | None = None,
-                obs_bounds: tuple | None = None, parity_tolerance: float | None = None,
-                tolerance: float | None = None) -> ParityGate:
+def parity_gate(
+    spec: ControllerSpec,
+    n_parity: int,
+    seed: int,
+    *,
+    parity_observations: np.ndarray | None = None,
+    obs_bounds: tuple | None = None,
+    parity_tolerance: float | None = None,
+    tolerance: float | None = None,
+) -> ParityGate:
     """The gate for one export: visited states plus ``n_parity`` box samples where a box applies (see the module doc)."""
     thresholds = thresholds_for(spec, parity_tolerance, tolerance)
     unbounded = sorted({int(i) for i in spec.obs_unbounded})
@@ -158,15 +180,18 @@ def parity_gate(spec: ControllerSpec, n_parity: int, seed: int, *, parity_observ
     if parity_observations is not None:
         visited = np.asarray(parity_observations, dtype=np.float32)
         if visited.ndim != 2 or visited.shape[1] != spec.obs_dim or len(visited) == 0:
-            raise ExportError(f"parity observations must be a non-empty [n, {spec.obs_dim}] array, "
-                              f"got shape {list(visited.shape)}")
+            raise ExportError(
+                f"parity observations must be a non-empty [n, {spec.obs_dim}] array, got shape {list(visited.shape)}"
+            )
         if not np.all(np.isfinite(visited)):
             raise ExportError("parity observations hold a non-finite value")
     low, high = np.array(spec.obs_low, np.float64), np.array(spec.obs_high, np.float64)
     if obs_bounds is not None:
         if not unbounded:
-            raise ExportError(f"--obs-bounds: the observation space of {spec.env_id} is bounded in every dimension; "
-                              "there is no unbounded dimension to give bounds for")
+            raise ExportError(
+                f"--obs-bounds: the observation space of {spec.env_id} is bounded in every dimension; "
+                "there is no unbounded dimension to give bounds for"
+            )
         if len(obs_bounds) != 2:
             raise ExportError(f"--obs-bounds takes LOW,HIGH, got {obs_bounds!r}")
         o_low, o_high = _as_bounds(obs_bounds[0], spec.obs_dim, "LOW"), _as_bounds(obs_bounds[1], spec.obs_dim, "HIGH")
@@ -178,7 +203,15 @@ def parity_gate(spec: ControllerSpec, n_parity: int, seed: int, *, parity_observ
         raise ExportError(f"n_parity must be >= 1, got {n_parity}")
     n_box = n_parity if use_box else 0
     box = np.random.default_rng(seed).uniform(low, high, size=(n_box, spec.obs_dim)).astype(np.float32)
-    return ParityGate(np.concatenate([visited, box]), len(visited), n_box,
-                      [float(v) for v in low] if n_box else None, [float(v) for v in high] if n_box else None,
-                      seed, unbounded, obs_bounds is not None, None if tolerance is not None else
-                      (PARITY_TOLERANCE if parity_tolerance is None else float(parity_tolerance)), thresholds)
+    return ParityGate(
+        np.concatenate([visited, box]),
+        len(visited),
+        n_box,
+        [float(v) for v in low] if n_box else None,
+        [float(v) for v in high] if n_box else None,
+        seed,
+        unbounded,
+        obs_bounds is not None,
+        None if tolerance is not None else (PARITY_TOLERANCE if parity_tolerance is None else float(parity_tolerance)),
+        thresholds,
+    )

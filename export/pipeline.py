@@ -34,10 +34,24 @@ from targets import Target
 
 def _io_records(spec: ControllerSpec, dynamic_batch: bool) -> tuple[list[dict], list[dict]]:
     batch = "batch" if dynamic_batch else 1
-    inputs = [{"name": spec.input_name, "shape": [batch, spec.obs_dim], "dtype": "float32",
-               "low": list(spec.obs_low), "high": list(spec.obs_high)}]
-    outputs = [{"name": spec.output_name, "shape": [batch, spec.act_dim], "dtype": "float32",
-                "low": list(spec.act_low), "high": list(spec.act_high)}]
+    inputs = [
+        {
+            "name": spec.input_name,
+            "shape": [batch, spec.obs_dim],
+            "dtype": "float32",
+            "low": list(spec.obs_low),
+            "high": list(spec.obs_high),
+        }
+    ]
+    outputs = [
+        {
+            "name": spec.output_name,
+            "shape": [batch, spec.act_dim],
+            "dtype": "float32",
+            "low": list(spec.act_low),
+            "high": list(spec.act_high),
+        }
+    ]
     return inputs, outputs
 
 
@@ -75,20 +89,45 @@ def _compile_artifact(model: onnx.ModelProto, spec: ControllerSpec, t: Target, f
     report = compile_library(model, spec, t, folder / f"{t.name}.so", fast_math=fast_math)
     lib = folder / f"{t.name}.so"
     return {
-        "file": lib.name, "sha256": sha256_file(lib), "bytes": lib.stat().st_size, "arch": t.arch,
-        "tvm_target": dict(t.tvm), "target": t.to_dict(), "entry": "main", "input_shape": [1, spec.obs_dim],
-        "kernels": report.kernels, "kernel_calls": report.kernel_calls, "compile_seconds": report.compile_seconds,
-        "compile_flags": report.compile_flags, "compile": report.to_dict(),
+        "file": lib.name,
+        "sha256": sha256_file(lib),
+        "bytes": lib.stat().st_size,
+        "arch": t.arch,
+        "tvm_target": dict(t.tvm),
+        "target": t.to_dict(),
+        "entry": "main",
+        "input_shape": [1, spec.obs_dim],
+        "kernels": report.kernels,
+        "kernel_calls": report.kernel_calls,
+        "compile_seconds": report.compile_seconds,
+        "compile_flags": report.compile_flags,
+        "compile": report.to_dict(),
     }
 
 
-def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target], out_dir: Path, *,
-                  source_path: Path | None = None, source_sha256: str = "", architecture: dict | None = None,
-                  dynamic_batch: bool = False, opset: int = OPSET, n_parity: int = 1000, seed: int = 0,
-                  tolerance: float | None = None, runner: str | None = None, force: bool = False,
-                  fast_math: bool = True, progress: Callable[[str], None] | None = None,
-                  sign: Path | None = None, parity_observations: np.ndarray | None = None,
-                  obs_bounds: tuple | None = None, parity_tolerance: float | None = None) -> Manifest:
+def export_bundle(
+    module: nn.Module,
+    spec: ControllerSpec,
+    targets: list[Target],
+    out_dir: Path,
+    *,
+    source_path: Path | None = None,
+    source_sha256: str = "",
+    architecture: dict | None = None,
+    dynamic_batch: bool = False,
+    opset: int = OPSET,
+    n_parity: int = 1000,
+    seed: int = 0,
+    tolerance: float | None = None,
+    runner: str | None = None,
+    force: bool = False,
+    fast_math: bool = True,
+    progress: Callable[[str], None] | None = None,
+    sign: Path | None = None,
+    parity_observations: np.ndarray | None = None,
+    obs_bounds: tuple | None = None,
+    parity_tolerance: float | None = None,
+) -> Manifest:
     """Export ``module`` to ONNX and one verified TVM library per target, into the bundle folder ``out_dir``.
 
     Any failure raises ExportError (or TargetError) and leaves nothing at ``out_dir``. A library that
@@ -109,8 +148,15 @@ def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target]
     _check_targets(targets)
     if sign is not None:
         load_private_key(sign)  # a bad key file fails before any work
-    gate = parity_gate(spec, n_parity, seed, parity_observations=parity_observations, obs_bounds=obs_bounds,
-                       parity_tolerance=parity_tolerance, tolerance=tolerance)  # bad gate options, too
+    gate = parity_gate(
+        spec,
+        n_parity,
+        seed,
+        parity_observations=parity_observations,
+        obs_bounds=obs_bounds,
+        parity_tolerance=parity_tolerance,
+        tolerance=tolerance,
+    )  # bad gate options, too
     obs, thresholds = gate.observations, gate.thresholds
     _prepare_destination(out_dir, force)
     remove_stale(out_dir.parent, f".{out_dir.name}.mcu-work-")  # a killed export's leftovers (export/scratch.py)
@@ -120,8 +166,16 @@ def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target]
         tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be copied and read by others
         say("ONNX: export, simplify, check, parity with onnxruntime")
         try:
-            model, onnx_report = export_onnx(module, spec, opset=opset, dynamic_batch=dynamic_batch, n_parity=gate.n,
-                                             seed=seed, tolerance=thresholds, observations=obs)
+            model, onnx_report = export_onnx(
+                module,
+                spec,
+                opset=opset,
+                dynamic_batch=dynamic_batch,
+                n_parity=gate.n,
+                seed=seed,
+                tolerance=thresholds,
+                observations=obs,
+            )
         except ParityFailed as e:
             raise ExportError(gate.failure(f"ONNX parity: {e}", e.row)) from e
         onnx_path = tmp / ONNX_FILE
@@ -130,12 +184,23 @@ def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target]
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
-            source={"path": str(Path(source_path).resolve()) if source_path else None, "sha256": source_sha256 or None,
-                    "architecture": architecture},
-            spec=spec.to_dict(), inputs=inputs, outputs=outputs, param_count=onnx_report.param_count,
+            source={
+                "path": str(Path(source_path).resolve()) if source_path else None,
+                "sha256": source_sha256 or None,
+                "architecture": architecture,
+            },
+            spec=spec.to_dict(),
+            inputs=inputs,
+            outputs=outputs,
+            param_count=onnx_report.param_count,
             versions=versions(),
-            onnx={"file": ONNX_FILE, "sha256": sha256_file(onnx_path), "bytes": onnx_path.stat().st_size,
-                  **onnx_report.to_dict(), "parity_gate": gate.to_dict()},
+            onnx={
+                "file": ONNX_FILE,
+                "sha256": sha256_file(onnx_path),
+                "bytes": onnx_path.stat().st_size,
+                **onnx_report.to_dict(),
+                "parity_gate": gate.to_dict(),
+            },
         )
         mcu_built: dict[str, McuArtifact] = {}
         for t in targets:
@@ -162,8 +227,9 @@ def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target]
                     _write_manifest(tmp, manifest)
                     v = verify_mcu(tmp, t, mcu_built[t.name], obs, reference, thresholds)
                 if v.status == FAILED:
-                    raise ExportError(gate.failure(f"target {t.name!r}: {v.reason} on {v.n} observations (seed {seed})",
-                                                   v.worst_row))
+                    raise ExportError(
+                        gate.failure(f"target {t.name!r}: {v.reason} on {v.n} observations (seed {seed})", v.worst_row)
+                    )
                 manifest.artifacts[t.name]["verification"] = v.to_dict()
                 continue
             v = verify_library(tmp, t, obs, reference, thresholds, runner=runner)
@@ -176,8 +242,11 @@ def export_bundle(module: nn.Module, spec: ControllerSpec, targets: list[Target]
                 _write_manifest(tmp, manifest)
                 v = verify_library(tmp, t, obs, reference, thresholds, runner=runner)
             if v.status == FAILED:
-                raise ExportError(gate.failure(f"target {t.name!r}: {t.name}.so {v.reason} on {v.n} observations "
-                                               f"(seed {seed})", v.worst_row))
+                raise ExportError(
+                    gate.failure(
+                        f"target {t.name!r}: {t.name}.so {v.reason} on {v.n} observations (seed {seed})", v.worst_row
+                    )
+                )
             manifest.artifacts[t.name]["verification"] = v.to_dict()
         _write_manifest(tmp, manifest)
         if sign is not None:

@@ -96,8 +96,10 @@ def runtime_for(arch: str) -> Runtime:
     if arch == host_arch():
         tvm_lib, ffi_lib = _site_package("tvm") / "lib", _site_package("tvm_ffi") / "lib"
         d = cache_root() / "runtime" / f"{arch}-{TVM_VERSION}-{TVM_FFI_VERSION}-installed"
-        installed = {"libtvm_runtime.so": (tvm_lib / "libtvm_runtime.so").read_bytes(),
-                     "libtvm_ffi.so": (ffi_lib / "libtvm_ffi.so").read_bytes()}
+        installed = {
+            "libtvm_runtime.so": (tvm_lib / "libtvm_runtime.so").read_bytes(),
+            "libtvm_ffi.so": (ffi_lib / "libtvm_ffi.so").read_bytes(),
+        }
         if not _cache_matches(d, {n: _sha256(data) for n, data in installed.items()}):
             _discard(d)
             _fill_atomically(d, installed)
@@ -132,9 +134,27 @@ def _fetch_wheel_runtime(arch: str, dest: Path) -> None:
     py = f"{sys.version_info.major}.{sys.version_info.minor}"
     with tempfile.TemporaryDirectory() as tmp:
         requirements = Path(tmp) / "requirements.txt"  # each wheel pinned by its sha256: pip refuses any other
-        requirements.write_text("".join(f"{req} --hash=sha256:{digest}\n" for req, digest in WHEEL_HASHES[arch].items()))
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--no-deps",
-               "--require-hashes", "--platform", platform, "--python-version", py, "-d", tmp, "-r", str(requirements)]
+        requirements.write_text(
+            "".join(f"{req} --hash=sha256:{digest}\n" for req, digest in WHEEL_HASHES[arch].items())
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--only-binary=:all:",
+            "--no-deps",
+            "--require-hashes",
+            "--platform",
+            platform,
+            "--python-version",
+            py,
+            "-d",
+            tmp,
+            "-r",
+            str(requirements),
+        ]
         print(f"fetching the {arch} TVM runtime: {' '.join(cmd[2:])}", file=sys.stderr)
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
@@ -152,7 +172,8 @@ def _fetch_wheel_runtime(arch: str, dest: Path) -> None:
             raise ExportError(f"the {arch} wheels hold no {', '.join(sorted(missing))}")
         for name, data in found.items():
             if _sha256(data) != LIBRARY_HASHES[arch][name]:
-                raise ExportError(f"{name} of the {arch} wheels has sha256 {_sha256(data)[:12]}..., not the pinned "
-                                  f"{LIBRARY_HASHES[arch][name][:12]}... (export/runtime.py): not used")
+                raise ExportError(
+                    f"{name} of the {arch} wheels has sha256 {_sha256(data)[:12]}..., not the pinned "
+                    f"{LIBRARY_HASHES[arch][name][:12]}... (export/runtime.py): not used"
+                )
         _fill_atomically(dest, found)
-

@@ -245,11 +245,19 @@ def schedule_dense(func: tvm.tirx.PrimFunc, lanes: int, unroll: int) -> tvm.tirx
 def schedule_rule(lanes: int, unroll: int) -> dict:
     """What :func:`schedule_dense` does for this SIMD width, as the manifest records it."""
     if lanes <= REGISTER_TILE_LANES:
-        return {"rule": f"matvec: register tiles (up to {REGISTER_UNROLL} x lanes outputs accumulated in registers, "
-                        "reduction inside, weights read row piece by row piece); elementwise epilogue computed from "
-                        "the registers", "lanes": lanes, "unroll": REGISTER_UNROLL}
-    return {"rule": f"matvec: reduction outermost, output split (unroll {unroll} x lanes), vectorised; "
-                    "elementwise inlined and vectorised", "lanes": lanes, "unroll": unroll}
+        return {
+            "rule": f"matvec: register tiles (up to {REGISTER_UNROLL} x lanes outputs accumulated in registers, "
+            "reduction inside, weights read row piece by row piece); elementwise epilogue computed from "
+            "the registers",
+            "lanes": lanes,
+            "unroll": REGISTER_UNROLL,
+        }
+    return {
+        "rule": f"matvec: reduction outermost, output split (unroll {unroll} x lanes), vectorised; "
+        "elementwise inlined and vectorised",
+        "lanes": lanes,
+        "unroll": unroll,
+    }
 
 
 def schedule_module(mod: tvm.IRModule, lanes: int, unroll: int = 2) -> tuple[tvm.IRModule, ScheduleReport]:

@@ -150,7 +150,9 @@ class DeviceSession:
             if item.type == frames.ERROR:
                 raise StubFailed(f"{self.where}: row {row} got error '{item.error_name}' from the device")
             if item.type != frames.ACTION or row != received:
-                raise StubFailed(f"{self.where}: expected the action for row {received}, got type {item.type} seq {item.seq}")
+                raise StubFailed(
+                    f"{self.where}: expected the action for row {received}, got type {item.type} seq {item.seq}"
+                )
             out[row] = item.payload
             aux[row] = item.aux
             received += 1

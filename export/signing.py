@@ -54,8 +54,7 @@ def generate_keypair(private_path: Path, public_path: Path) -> str:
         if not p.parent.is_dir():
             raise ExportError(f"{p.parent}: no such folder")
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     public_hex = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
     try:
         fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -150,8 +149,10 @@ def check_signature(data: bytes, signature: bytes, public_key: bytes, where: str
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, data)
     except InvalidSignature as e:
-        raise SignatureRefused(f"{where}: the signature does not match the manifest for public key "
-                               f"{public_key.hex()[:16]}... (wrong key, or the manifest was changed)") from e
+        raise SignatureRefused(
+            f"{where}: the signature does not match the manifest for public key "
+            f"{public_key.hex()[:16]}... (wrong key, or the manifest was changed)"
+        ) from e
 
 
 def verify_bundle_signature(bundle_dir: Path, public_key_path: Path) -> Manifest:
@@ -165,8 +166,10 @@ def verify_bundle_signature(bundle_dir: Path, public_key_path: Path) -> Manifest
     data = _manifest_bytes(bundle_dir)
     sig_path = bundle_dir / SIGNATURE
     if not sig_path.is_file():
-        raise SignatureRefused(f"{bundle_dir}: unsigned bundle (no {SIGNATURE}); a public key was given, "
-                               "so only bundles signed with its private key are accepted")
+        raise SignatureRefused(
+            f"{bundle_dir}: unsigned bundle (no {SIGNATURE}); a public key was given, "
+            "so only bundles signed with its private key are accepted"
+        )
     check_signature(data, sig_path.read_bytes(), public_key, str(sig_path))
     manifest = parse_manifest(data, bundle_dir / MANIFEST)
     check_manifest_files(bundle_dir, manifest)

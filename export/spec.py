@@ -37,7 +37,9 @@ class ControllerSpec:
         ):
             raise ValueError("ControllerSpec bounds have low > high")
         if any(not 0 <= i < self.obs_dim for i in self.obs_unbounded):
-            raise ValueError(f"ControllerSpec.obs_unbounded {list(self.obs_unbounded)} names a dimension outside 0..{self.obs_dim - 1}")
+            raise ValueError(
+                f"ControllerSpec.obs_unbounded {list(self.obs_unbounded)} names a dimension outside 0..{self.obs_dim - 1}"
+            )
 
     def sample_observations(self, n: int, seed: int) -> np.ndarray:
         """Draw n float32 observations uniformly from the observation box (seeded; stand-in bounds where unbounded)."""

@@ -46,8 +46,7 @@ STUB_SOURCES = Path(__file__).resolve().parent.parent / "firmware_stub"
 # architectures whose stub calls the library's kernels from a plan instead of running the Relax VM
 # (armv7 has no TVM runtime build; on x86_64 and aarch64 the plan is faster: no VM in the hot path)
 KERNEL_PLAN_ARCHS = ("x86_64", "aarch64", "armv7")
-EXIT_CODES = {2: "usage error", 3: "bundle refused", 4: "model failed to load", 5: "I/O error",
-              6: "signature refused"}
+EXIT_CODES = {2: "usage error", 3: "bundle refused", 4: "model failed to load", 5: "I/O error", 6: "signature refused"}
 PLAN_SUFFIX = ".plan"  # <target>.plan in the bundle: the kernel plan of a runtime-free target
 BUILD_RECORD = "build.json"  # in a cached stub build: the sha256 of each file, re-checked on every reuse
 
@@ -131,8 +130,10 @@ def build_stub(target_name: str, kernels: bool | None = None) -> Path:
     runtime = None if kernels else runtime_for(target.arch)
     cc, cxx = shutil.which(target.cc), shutil.which(target.cxx)
     if cc is None or cxx is None:
-        raise ExportError(f"target {target_name!r}: compilers {target.cc!r}/{target.cxx!r} not found on PATH "
-                          f"(Debian: apt-get install {target.toolchain_package})")
+        raise ExportError(
+            f"target {target_name!r}: compilers {target.cc!r}/{target.cxx!r} not found on PATH "
+            f"(Debian: apt-get install {target.toolchain_package})"
+        )
     origin = "kernels" if runtime is None else runtime.origin
     key = _sources_digest(f"{target.arch}|{cc}|{cxx}|{origin}|{TVM_VERSION}|{TVM_FFI_VERSION}")
     out = cache_root() / "stub" / f"{target.arch}-{key}"
@@ -146,8 +147,17 @@ def build_stub(target_name: str, kernels: bool | None = None) -> Path:
     tmp = scratch_dir(out.parent, f".{out.name}.build-")
     try:
         (tmp / "lib").mkdir()
-        cmd = ["make", "--no-print-directory", "-C", str(STUB_SOURCES), f"OUT={tmp}", f"CC={cc}", f"CXX={cxx}",
-               f"FFI_INC={ffi_include_dir()}", f"-j{min(2, os.cpu_count() or 1)}"]
+        cmd = [
+            "make",
+            "--no-print-directory",
+            "-C",
+            str(STUB_SOURCES),
+            f"OUT={tmp}",
+            f"CC={cc}",
+            f"CXX={cxx}",
+            f"FFI_INC={ffi_include_dir()}",
+            f"-j{min(2, os.cpu_count() or 1)}",
+        ]
         if runtime is None:
             cmd.append("MODEL=kernels")
         else:
@@ -191,8 +201,12 @@ def kernel_plan(bundle_dir: Path, target_name: str) -> bytes:
     flags = art.get("compile_flags") or {}
     pipeline = flags.get("pipeline", "scheduled")
     spec = manifest.controller_spec
-    mod, _ = lower(import_onnx(onnx.load_from_string(data), spec), linux_target(target_name), pipeline,
-                   bool(flags.get("fast_math", pipeline == "scheduled")))
+    mod, _ = lower(
+        import_onnx(onnx.load_from_string(data), spec),
+        linux_target(target_name),
+        pipeline,
+        bool(flags.get("fast_math", pipeline == "scheduled")),
+    )
     chain = kernel_chain(mod, f"{bundle_dir}: target {target_name!r}", int8=True)
     blob = bytearray(b"PAEP" + struct.pack("<I", 1) + str(art.get("sha256", "")).encode().ljust(64, b"0")[:64])
     blob += struct.pack("<I", len(chain.tensors))
@@ -213,8 +227,9 @@ def artifact_file(bundle_dir: Path, target_name: str) -> Path:
     """The bundle's compiled library for ``target_name`` (as named by its manifest)."""
     art = read_manifest(bundle_dir).artifacts.get(target_name)
     if not isinstance(art, dict) or "file" not in art:
-        raise ExportError(f"{bundle_dir}/manifest.json: no artifact for target {target_name!r} "
-                          "(export the bundle with this target)")
+        raise ExportError(
+            f"{bundle_dir}/manifest.json: no artifact for target {target_name!r} (export the bundle with this target)"
+        )
     return Path(bundle_dir) / str(art["file"])
 
 
@@ -317,19 +332,40 @@ class StubSession(DeviceSession):
             code = self.proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
             code = None
-        why = f"exit {code} ({EXIT_CODES.get(code, 'crashed' if code and code < 0 else 'stopped')})" if code is not None else what
+        why = (
+            f"exit {code} ({EXIT_CODES.get(code, 'crashed' if code and code < 0 else 'stopped')})"
+            if code is not None
+            else what
+        )
         tail = self.stderr_tail()
         return StubFailed(f"{self.where}: {why}{': ' + tail if tail else ''}")
 
 
-def run_stub_bench(bundle_dir: Path, target_name: str, n: int = 2000, warmup: int = 100,
-                   observations: np.ndarray | None = None, public_key: Path | None = None) -> dict:
+def run_stub_bench(
+    bundle_dir: Path,
+    target_name: str,
+    n: int = 2000,
+    warmup: int = 100,
+    observations: np.ndarray | None = None,
+    public_key: Path | None = None,
+) -> dict:
     """``pae_stub bench`` on the device: latency min/p50/p99/max/mean (us), peak RSS, model and library bytes."""
 
     with scratch("pae_stage.") as d:
         extra = stage(bundle_dir, target_name, d, public_key)
-        cmd = ["./pae_stub", "bench", "--bundle", "bundle", "--target", target_name, *extra, "--n", str(n),
-               "--warmup", str(warmup)]
+        cmd = [
+            "./pae_stub",
+            "bench",
+            "--bundle",
+            "bundle",
+            "--target",
+            target_name,
+            *extra,
+            "--n",
+            str(n),
+            "--warmup",
+            str(warmup),
+        ]
         if observations is not None:
             np.asarray(observations, dtype="<f4").tofile(d / "obs.f32")
             cmd += ["--obs", "obs.f32"]

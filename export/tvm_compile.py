@@ -47,8 +47,10 @@ def check_supported_ops(model: onnx.ModelProto, where: str = "model.onnx") -> No
     known = onnx_frontend._get_convert_map()  # TVM has no public list of the ops its importer converts
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx") or node.op_type not in known:
-            raise ExportError(f"{where}: TVM's ONNX importer does not support op {node.op_type!r} "
-                              f"(node {node.name or '?'}); use another activation or layer")
+            raise ExportError(
+                f"{where}: TVM's ONNX importer does not support op {node.op_type!r} "
+                f"(node {node.name or '?'}); use another activation or layer"
+            )
 
 
 def import_onnx(model: onnx.ModelProto, spec: ControllerSpec, where: str = "model.onnx"):
@@ -90,8 +92,9 @@ def _prim_func_names(mod) -> list[str]:
     return sorted(gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc))
 
 
-def build(model: onnx.ModelProto, spec: ControllerSpec, target: Target, pipeline: str = "scheduled",
-          fast_math: bool = True):
+def build(
+    model: onnx.ModelProto, spec: ControllerSpec, target: Target, pipeline: str = "scheduled", fast_math: bool = True
+):
     """Compile the ONNX graph for ``target``: (executable, kernel names, scheduled kernel names, kernel calls)."""
     tvm_target = target.tvm_target()
     mod, scheduled = lower(import_onnx(model, spec), target, pipeline, fast_math)
@@ -101,31 +104,56 @@ def build(model: onnx.ModelProto, spec: ControllerSpec, target: Target, pipeline
         with contextlib.redirect_stdout(io.StringIO()):  # TVM prints notices on stdout; keep --json output clean
             ex = tvm.compile(mod, target=tvm_target)
     except Exception as e:
-        raise ExportError(f"target {target.name!r}: TVM failed to compile the model: "
-                          f"{str(e).strip().splitlines()[0]}") from e
+        raise ExportError(
+            f"target {target.name!r}: TVM failed to compile the model: {str(e).strip().splitlines()[0]}"
+        ) from e
     if pipeline == "default":  # tvm.compile legalizes internally; count the kernels it will make
         legal = relax.transform.LegalizeOps()(mod)
         kernels, calls = _prim_func_names(legal), legal["main"].script().count("R.call_tir(")
     return ex, kernels, scheduled, calls
 
 
-def compile_library(model: onnx.ModelProto, spec: ControllerSpec, target: Target, out_path: Path,
-                    pipeline: str = "scheduled", fast_math: bool = True) -> CompileReport:
+def compile_library(
+    model: onnx.ModelProto,
+    spec: ControllerSpec,
+    target: Target,
+    out_path: Path,
+    pipeline: str = "scheduled",
+    fast_math: bool = True,
+) -> CompileReport:
     """Compile for ``target`` and link ``out_path`` with the target's (cross) C compiler."""
     if target.kind != "linux":
-        raise ExportError(f"target {target.name!r} is a {target.kind} target: shared libraries are built only for "
-                          "Linux targets (bare-metal firmware is not built yet)")
+        raise ExportError(
+            f"target {target.name!r} is a {target.kind} target: shared libraries are built only for "
+            "Linux targets (bare-metal firmware is not built yet)"
+        )
     cc = target.require_compiler()
     start = time.perf_counter()
     ex, kernels, scheduled, calls = build(model, spec, target, pipeline, fast_math)
     try:
         ex.export_library(str(out_path), cc=cc)
     except Exception as e:
-        raise ExportError(f"target {target.name!r}: linking {Path(out_path).name} with {target.cc} failed: "
-                          f"{str(e).strip().splitlines()[0]}") from e
+        raise ExportError(
+            f"target {target.name!r}: linking {Path(out_path).name} with {target.cc} failed: "
+            f"{str(e).strip().splitlines()[0]}"
+        ) from e
     seconds = time.perf_counter() - start
-    flags = {"pipeline": pipeline, "relax_pipeline": "zero" if pipeline != "default" else "default",
-             "schedule": schedule_rule(target.vector_lanes, 2) if pipeline == "scheduled" else None,
-             "fast_math": bool(fast_math and pipeline == "scheduled"), "cc": target.cc, "batch": 1}
-    return CompileReport(target.name, pipeline, len(kernels), calls, kernels, scheduled, Path(out_path).stat().st_size,
-                         round(seconds, 3), flags)
+    flags = {
+        "pipeline": pipeline,
+        "relax_pipeline": "zero" if pipeline != "default" else "default",
+        "schedule": schedule_rule(target.vector_lanes, 2) if pipeline == "scheduled" else None,
+        "fast_math": bool(fast_math and pipeline == "scheduled"),
+        "cc": target.cc,
+        "batch": 1,
+    }
+    return CompileReport(
+        target.name,
+        pipeline,
+        len(kernels),
+        calls,
+        kernels,
+        scheduled,
+        Path(out_path).stat().st_size,
+        round(seconds, 3),
+        flags,
+    )

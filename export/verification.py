@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-TOLERANCE = 1e-5  # the absolute default of a direct verify_library call; export_bundle's gate is relative (export/parity.py)
+TOLERANCE = (
+    1e-5  # the absolute default of a direct verify_library call; export_bundle's gate is relative (export/parity.py)
+)
 VERIFIED, FAILED, NOT_VERIFIED = "verified", "failed", "not verified"
 
 

@@ -31,22 +31,45 @@ def _tolerance_record(tolerance: float | np.ndarray) -> float | list[float]:
     return values[0] if len(set(values)) == 1 else values
 
 
-def _compare(target: Target, method: str, got: np.ndarray, reference: np.ndarray,
-             tolerance: float | np.ndarray) -> Verification:
+def _compare(
+    target: Target, method: str, got: np.ndarray, reference: np.ndarray, tolerance: float | np.ndarray
+) -> Verification:
     record = _tolerance_record(tolerance)
     if got.shape != reference.shape:
-        return Verification(target.name, FAILED, method, len(reference), None, record,
-                            f"output shape {list(got.shape)} differs from onnxruntime's {list(reference.shape)}")
+        return Verification(
+            target.name,
+            FAILED,
+            method,
+            len(reference),
+            None,
+            record,
+            f"output shape {list(got.shape)} differs from onnxruntime's {list(reference.shape)}",
+        )
     c = compare(got, reference, tolerance)
     if not c.ok:
-        return Verification(target.name, FAILED, method, len(reference), c.max_abs_err, record,
-                            f"differs from onnxruntime by {c.max_abs_err:.3g} on action {c.action} at observation "
-                            f"{c.row} (> {c.threshold:g})", c.action, c.row)
+        return Verification(
+            target.name,
+            FAILED,
+            method,
+            len(reference),
+            c.max_abs_err,
+            record,
+            f"differs from onnxruntime by {c.max_abs_err:.3g} on action {c.action} at observation "
+            f"{c.row} (> {c.threshold:g})",
+            c.action,
+            c.row,
+        )
     return Verification(target.name, VERIFIED, method, len(reference), c.max_abs_err, record, "", c.action, c.row)
 
 
-def verify_library(bundle_dir: Path, target: Target, obs: np.ndarray, reference: np.ndarray,
-                   tolerance: float | np.ndarray = TOLERANCE, runner: str | None = None) -> Verification:
+def verify_library(
+    bundle_dir: Path,
+    target: Target,
+    obs: np.ndarray,
+    reference: np.ndarray,
+    tolerance: float | np.ndarray = TOLERANCE,
+    runner: str | None = None,
+) -> Verification:
     """Execute ``<target>.so`` of the bundle on ``obs`` and compare with ``reference`` (onnxruntime's outputs).
 
     ``tolerance``: the allowed absolute error, one number or one per action dimension (export/parity.py).
@@ -57,9 +80,15 @@ def verify_library(bundle_dir: Path, target: Target, obs: np.ndarray, reference:
     if target.arch == host_arch() and not on_board:
         if not target.runs_on_host:
             missing = sorted(set(target.host_flags) - host_cpu_flags())
-            return Verification(target.name, NOT_VERIFIED, "relax.VirtualMachine (in-process)", 0, None,
-                                _tolerance_record(tolerance),
-                                f"this CPU lacks {', '.join(missing)}")
+            return Verification(
+                target.name,
+                NOT_VERIFIED,
+                "relax.VirtualMachine (in-process)",
+                0,
+                None,
+                _tolerance_record(tolerance),
+                f"this CPU lacks {', '.join(missing)}",
+            )
         got = run_library_in_process(library, obs)
         return _compare(target, "relax.VirtualMachine (in-process)", got, reference, tolerance)
     how = {"auto": "native" if target.arch == host_arch() else "qemu-user"}.get(chosen, chosen).split("?")[0]
@@ -68,7 +97,9 @@ def verify_library(bundle_dir: Path, target: Target, obs: np.ndarray, reference:
         got = np.asarray(run_stub_batch(Path(bundle_dir), target.name, obs, runner=runner), dtype=np.float32)
     except Exception as e:  # the stub build/run names its own cause; record it instead of hiding it
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return Verification(target.name, NOT_VERIFIED, method, 0, None, _tolerance_record(tolerance),
-                            f"stub run failed: {first}")
-    return _compare(target, method, got.reshape(reference.shape) if got.size == reference.size else got,
-                    reference, tolerance)
+        return Verification(
+            target.name, NOT_VERIFIED, method, 0, None, _tolerance_record(tolerance), f"stub run failed: {first}"
+        )
+    return _compare(
+        target, method, got.reshape(reference.shape) if got.size == reference.size else got, reference, tolerance
+    )

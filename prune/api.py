@@ -75,8 +75,12 @@ class PruneResult:
     finetune: FinetuneReport | None = None
     reconstructed: bool = False
     constraints: dict[str, Constraint] = field(default_factory=dict)  # each constraint on the returned model
-    precision: dict[str, str] | None = None  # each component's precision ('float' | 'int8'); None: precision off, no flash budget
-    weight_bytes: int | None = None  # the returned model's weight bytes at its precision (prune.quantize.bytes_footprint)
+    precision: dict[str, str] | None = (
+        None  # each component's precision ('float' | 'int8'); None: precision off, no flash budget
+    )
+    weight_bytes: int | None = (
+        None  # the returned model's weight bytes at its precision (prune.quantize.bytes_footprint)
+    )
     precision_report: PrecisionReport | None = None  # how the precision was chosen (prune.precision)
 
     @property
@@ -104,31 +108,61 @@ class PruneResult:
 
     def to_dict(self) -> dict:
         """The JSON summary (the model left out; non-finite numbers as None); precision keys only when precision was asked."""
-        out = jsonable({
-            "method": self.search.method, "metric": self.metric, "seed": self.seed, "reconstructed": self.reconstructed, "keep": self.search.keep,
-            "tolerance": self.search.tolerance, "keep_fraction": self.search.keep_fraction,
-            "feasible": self.feasible, "params_before": self.before.params, "params_after": self.after.params,
-            "prunable_params_before": self.before.prunable_params, "prunable_params_after": self.after.prunable_params,
-            "bytes_before": self.before.bytes, "bytes_after": self.after.bytes,
-            "macs_before": self.before.macs, "macs_after": self.after.macs,
-            "objective_before": self.objective_before, "objective_after": self.objective_after,
-            "objective_searched": self.search.objective, "objective_best_seen": self.search.best_seen, "metric_trials": self.search.metric_trials,
-            "evaluations": self.search.evaluations,
-            "seconds": self.search.seconds, "coefficients": self.coefficients,
-            "component_coefficients": self.search.component_coefficients, "kept": self.search.kept,
-            "widths": self.widths, "finetune": self.finetune.to_dict() if self.finetune else None,
-            "finetune_kept": self.finetune_kept, "stability_mode": self.search.stability,
-            "radius_before": self.search.radius_before,
-            "radius_after": c.value if (c := self.constraints.get("stability")) is not None else self.search.radius,
-            "constraints": {name: {k: v for k, v in con.to_dict().items() if k != "name"} for name, con in self.constraints.items()},
-            "why_infeasible": self.why_infeasible, "constraint_failures": self.search.failures,
-            "starts": [{"from": s.origin, "coefficients": s.coefficients} for s in self.search.starts],
-            "stopped": self.search.stopped,
-        })
+        out = jsonable(
+            {
+                "method": self.search.method,
+                "metric": self.metric,
+                "seed": self.seed,
+                "reconstructed": self.reconstructed,
+                "keep": self.search.keep,
+                "tolerance": self.search.tolerance,
+                "keep_fraction": self.search.keep_fraction,
+                "feasible": self.feasible,
+                "params_before": self.before.params,
+                "params_after": self.after.params,
+                "prunable_params_before": self.before.prunable_params,
+                "prunable_params_after": self.after.prunable_params,
+                "bytes_before": self.before.bytes,
+                "bytes_after": self.after.bytes,
+                "macs_before": self.before.macs,
+                "macs_after": self.after.macs,
+                "objective_before": self.objective_before,
+                "objective_after": self.objective_after,
+                "objective_searched": self.search.objective,
+                "objective_best_seen": self.search.best_seen,
+                "metric_trials": self.search.metric_trials,
+                "evaluations": self.search.evaluations,
+                "seconds": self.search.seconds,
+                "coefficients": self.coefficients,
+                "component_coefficients": self.search.component_coefficients,
+                "kept": self.search.kept,
+                "widths": self.widths,
+                "finetune": self.finetune.to_dict() if self.finetune else None,
+                "finetune_kept": self.finetune_kept,
+                "stability_mode": self.search.stability,
+                "radius_before": self.search.radius_before,
+                "radius_after": c.value if (c := self.constraints.get("stability")) is not None else self.search.radius,
+                "constraints": {
+                    name: {k: v for k, v in con.to_dict().items() if k != "name"}
+                    for name, con in self.constraints.items()
+                },
+                "why_infeasible": self.why_infeasible,
+                "constraint_failures": self.search.failures,
+                "starts": [{"from": s.origin, "coefficients": s.coefficients} for s in self.search.starts],
+                "stopped": self.search.stopped,
+            }
+        )
         if self.precision_report is not None:
-            out.update(jsonable({"precision": self.precision, "weight_bytes": self.weight_bytes,
-                                 "flash_budget": self.precision_report.flash_budget,
-                                 "precision_search": self.precision_report.to_dict()}))
+            out.update(
+                jsonable(
+                    {
+                        "precision": self.precision,
+                        "weight_bytes": self.weight_bytes,
+                        "flash_budget": self.precision_report.flash_budget,
+                        "precision_search": self.precision_report.to_dict(),
+                    }
+                )
+            )
         return out
 
 
@@ -140,8 +174,9 @@ def auto_metrics(states) -> tuple[str, ...]:
     return ("l1", "l2", "random") + (("activation", "contribution") if states is not None else ())
 
 
-def choose_metric(model: nn.Module, groups: Groups, metric: str, states, seed: int,
-                  make: Callable[[dict], Problem]) -> tuple[str, dict, Problem, dict[str, float], int]:
+def choose_metric(
+    model: nn.Module, groups: Groups, metric: str, states, seed: int, make: Callable[[dict], Problem]
+) -> tuple[str, dict, Problem, dict[str, float], int]:
     """The metric to search with, its scores, a fresh problem, each tried metric's objective, evaluations spent.
 
     A named metric is used as is. ``auto`` judges the uniform point (the same coefficient for every
@@ -177,14 +212,34 @@ def choose_metric(model: nn.Module, groups: Groups, metric: str, states, seed: i
     return best[0], best[1], best[2], trials, spent
 
 
-def prune(model: nn.Module, groups: Groups, keep: float | None, objective: Objective, method: str = "gd",
-          metric: str = "l1", states: torch.Tensor | None = None, seed: int = 0, tolerance: float = 0.01,
-          floor: float | None = None, radius_check: RadiusCheck | None = None, resolution: float = 0.1,
-          max_evaluations: int = 60, gradient: str = "spsa", reconstruct: bool = False,
-          finetune: Visit | None = None, progress: bool = False, stability: str = "strict",
-          stability_tolerance: float = STABILITY_TOLERANCE, starts: Sequence[Mapping[str, float]] = (),
-          population: int | None = None, radius_before: float | None = None, ceiling: float | None = None,
-          stop_within: float | None = None, precision: str = "off", flash_budget: int | None = None) -> PruneResult:
+def prune(
+    model: nn.Module,
+    groups: Groups,
+    keep: float | None,
+    objective: Objective,
+    method: str = "gd",
+    metric: str = "l1",
+    states: torch.Tensor | None = None,
+    seed: int = 0,
+    tolerance: float = 0.01,
+    floor: float | None = None,
+    radius_check: RadiusCheck | None = None,
+    resolution: float = 0.1,
+    max_evaluations: int = 60,
+    gradient: str = "spsa",
+    reconstruct: bool = False,
+    finetune: Visit | None = None,
+    progress: bool = False,
+    stability: str = "strict",
+    stability_tolerance: float = STABILITY_TOLERANCE,
+    starts: Sequence[Mapping[str, float]] = (),
+    population: int | None = None,
+    radius_before: float | None = None,
+    ceiling: float | None = None,
+    stop_within: float | None = None,
+    precision: str = "off",
+    flash_budget: int | None = None,
+) -> PruneResult:
     """Search coefficients for ``keep`` (fraction of prunable parameters kept) and shrink ``model``.
 
     ``method`` is one of :data:`SEARCH_METHODS` (gd, grid, uniform, global, cmaes, tpe); ``metric`` ranks units inside a group (l1, l2, random,
@@ -227,21 +282,55 @@ def prune(model: nn.Module, groups: Groups, keep: float | None, objective: Objec
         radius_before = float(radius_check(model))  # once, not once per metric 'auto' tries
     asked_metric = metric
 
-    def search(budget: float, quantized: Sequence[str] = (), counter: ByteCounter | None = None
-               ) -> tuple[str, dict, Problem, SearchResult]:
+    def search(
+        budget: float, quantized: Sequence[str] = (), counter: ByteCounter | None = None
+    ) -> tuple[str, dict, Problem, SearchResult]:
         """One coefficient search at ``budget`` (parameters, or bytes when keep is None), candidates int8 in ``quantized``."""
         # a log file (stderr not a terminal) gets a line every 10 s, not a carriage-return redraw per evaluation
-        bar = tqdm(total=max_evaluations if method in ("gd", "cmaes", "tpe") else None, desc=f"{method} keep={budget}", disable=not progress,
-                   leave=False, mininterval=0.1 if sys.stderr.isatty() else 10.0)
+        bar = tqdm(
+            total=max_evaluations if method in ("gd", "cmaes", "tpe") else None,
+            desc=f"{method} keep={budget}",
+            disable=not progress,
+            leave=False,
+            mininterval=0.1 if sys.stderr.isatty() else 10.0,
+        )
         try:
             start = time.perf_counter()
-            make = lambda s: Problem(model, groups, s, objective, budget, tolerance, floor, radius_check, bar, fit_states,  # noqa: E731
-                                     stability, stability_tolerance, radius_before, ceiling=ceiling, stop_within=stop_within,
-                                     reference=objective_before, quantized=quantized, bytes_counter=counter,
-                                     flash_budget=flash_budget, budget_in_bytes=keep is None)
-            chosen_metric, scores, problem, trials, spent = choose_metric(model, groups, asked_metric, states, seed, make)
-            result = run_search(problem, method, resolution, max(1, max_evaluations - spent), gradient, seed,
-                                starts=starts, population=population)
+            make = lambda s: Problem(
+                model,
+                groups,
+                s,
+                objective,
+                budget,
+                tolerance,
+                floor,
+                radius_check,
+                bar,
+                fit_states,  # noqa: E731
+                stability,
+                stability_tolerance,
+                radius_before,
+                ceiling=ceiling,
+                stop_within=stop_within,
+                reference=objective_before,
+                quantized=quantized,
+                bytes_counter=counter,
+                flash_budget=flash_budget,
+                budget_in_bytes=keep is None,
+            )
+            chosen_metric, scores, problem, trials, spent = choose_metric(
+                model, groups, asked_metric, states, seed, make
+            )
+            result = run_search(
+                problem,
+                method,
+                resolution,
+                max(1, max_evaluations - spent),
+                gradient,
+                seed,
+                starts=starts,
+                population=population,
+            )
             result.evaluations += spent
             result.seconds = time.perf_counter() - start
             result.metric_trials = trials
@@ -255,7 +344,8 @@ def prune(model: nn.Module, groups: Groups, keep: float | None, objective: Objec
         plan, counter = None, None
     else:
         metric, scores, problem, result, plan, counter, report = _search_precision(
-            model, groups, objective, keep, precision, flash_budget, objective_before, search)
+            model, groups, objective, keep, precision, flash_budget, objective_before, search
+        )
     keep_idx = keep_indices(scores, result.kept)
     small = shrink(model, groups, keep_idx)
     if fit_states is not None:
@@ -284,7 +374,11 @@ def prune(model: nn.Module, groups: Groups, keep: float | None, objective: Objec
         # fine-tuned weights face every constraint again: distillation matches the teacher's actions, not the return
         tuned, rechecked = judged(small)
         broken = [c for c in failed(rechecked) if c.name not in {f.name for f in failed(constraints)}]
-        reasons = ([f"objective {tuned:.4g} below the searched model's {objective_after:.4g}"] if not tuned >= objective_after else [])
+        reasons = (
+            [f"objective {tuned:.4g} below the searched model's {objective_after:.4g}"]
+            if not tuned >= objective_after
+            else []
+        )
         reasons += [f"{c.name}: {c.detail}" for c in broken]
         tuning.objective_before, tuning.objective_after, tuning.kept = objective_after, tuned, not reasons
         tuning.constraints = {name: c.to_dict() for name, c in rechecked.items()}
@@ -296,18 +390,39 @@ def prune(model: nn.Module, groups: Groups, keep: float | None, objective: Objec
     shape = widths(small, groups)  # read from the float layers, before their weights become codes
     if int8:
         small = set_mode(quantize_modules(small, int8, groups, inplace=True), False)
-    return PruneResult(small, result, metric, seed, result.coefficients(groups), shape,
-                       footprint(groups), footprint(groups, result.kept), objective_before, objective_after, tuning,
-                       fit_states is not None, constraints, dict(plan) if plan is not None else None, weight_bytes, report)
-
+    return PruneResult(
+        small,
+        result,
+        metric,
+        seed,
+        result.coefficients(groups),
+        shape,
+        footprint(groups),
+        footprint(groups, result.kept),
+        objective_before,
+        objective_after,
+        tuning,
+        fit_states is not None,
+        constraints,
+        dict(plan) if plan is not None else None,
+        weight_bytes,
+        report,
+    )
 
 
 Search = Callable[..., tuple[str, dict, Problem, SearchResult]]
 
 
-def _search_precision(model: nn.Module, groups: Groups, objective: Objective, keep: float | None, precision: str,
-                      flash_budget: int | None, objective_before: float, search: Search
-                      ) -> tuple[str, dict, Problem, SearchResult, dict[str, str], ByteCounter, PrecisionReport]:
+def _search_precision(
+    model: nn.Module,
+    groups: Groups,
+    objective: Objective,
+    keep: float | None,
+    precision: str,
+    flash_budget: int | None,
+    objective_before: float,
+    search: Search,
+) -> tuple[str, dict, Problem, SearchResult, dict[str, str], ByteCounter, PrecisionReport]:
     """The coefficient search at each precision assignment :mod:`prune.precision` tries, and the one chosen.
 
     Returns the chosen search (metric, scores, problem, result; its ``evaluations`` and ``seconds``
@@ -316,9 +431,11 @@ def _search_precision(model: nn.Module, groups: Groups, objective: Objective, ke
     start = time.perf_counter()
     ranking: list[Ranked] = []
     if precision == "auto":
+
         def measure(m: nn.Module) -> float:
             with torch.no_grad():
                 return objective_value(objective(set_mode(m, False)))[0]
+
         ranking = greedy_order(model, groups, objective_before, measure)
         plans = [assignment(groups, [r.component for r in ranking[:k]]) for k in range(len(ranking) + 1)]
     else:
@@ -327,9 +444,11 @@ def _search_precision(model: nn.Module, groups: Groups, objective: Objective, ke
     if flash_budget is not None:
         smallest = min(c.smallest() for c in counters)
         if flash_budget < smallest:
-            raise PruneError(f"flash_budget={flash_budget} bytes is below the smallest reachable size, {smallest} bytes "
-                             f"(one unit per group, precision {precision}: "
-                             f"{'int8 where it saves bytes' if precision == 'auto' else precision if precision == 'int8' else 'float'})")
+            raise PruneError(
+                f"flash_budget={flash_budget} bytes is below the smallest reachable size, {smallest} bytes "
+                f"(one unit per group, precision {precision}: "
+                f"{'int8 where it saves bytes' if precision == 'auto' else precision if precision == 'int8' else 'float'})"
+            )
     trials: list[PrecisionTrial] = []
     runs = []
     for plan, counter in zip(plans, counters):
@@ -338,14 +457,31 @@ def _search_precision(model: nn.Module, groups: Groups, objective: Objective, ke
             assert flash_budget is not None  # check_precision: keep=None needs a flash budget
             budget = bytes_keep(counter, flash_budget)
             if budget is None:
-                trials.append(PrecisionTrial(dict(plan), None, None, False, None, 0,
-                                             f"smallest model at this precision takes {counter.smallest()} bytes > flash_budget {flash_budget}"))
+                trials.append(
+                    PrecisionTrial(
+                        dict(plan),
+                        None,
+                        None,
+                        False,
+                        None,
+                        0,
+                        f"smallest model at this precision takes {counter.smallest()} bytes > flash_budget {flash_budget}",
+                    )
+                )
                 continue
         quantized = sorted(quantized_modules(plan, groups)) if precision == "auto" else []
         found = search(budget, quantized, counter)
         result = found[3]
-        trials.append(PrecisionTrial(dict(plan), budget, result.objective, result.feasible, counter.weight_bytes(result.kept),
-                                     result.evaluations))
+        trials.append(
+            PrecisionTrial(
+                dict(plan),
+                budget,
+                result.objective,
+                result.feasible,
+                counter.weight_bytes(result.kept),
+                result.evaluations,
+            )
+        )
         runs.append((found, plan, counter))
         if flash_budget is not None and counter.weight_bytes() <= flash_budget:
             break  # the unpruned model fits at this precision: more int8 would only add quantization error (by the ranking)
@@ -353,5 +489,7 @@ def _search_precision(model: nn.Module, groups: Groups, objective: Objective, ke
     (metric, scores, problem, result), plan, counter = runs[best]
     result.evaluations = sum(r[0][3].evaluations for r in runs) + len(ranking)
     result.seconds = time.perf_counter() - start
-    report = PrecisionReport(precision, flash_budget, dict(plan), counter.weight_bytes(result.kept), ranking, trials, len(ranking))
+    report = PrecisionReport(
+        precision, flash_budget, dict(plan), counter.weight_bytes(result.kept), ranking, trials, len(ranking)
+    )
     return metric, scores, problem, result, dict(plan), counter, report

@@ -53,7 +53,9 @@ def kept_from_coefficients(groups: Groups, coefficients: Mapping[str, float]) ->
     for g in groups.groups:
         c = coefficients.get(g.name, coefficients.get(g.component))
         if c is None:
-            raise PruneError(f"no coefficient for group '{g.name}' (component '{g.component}'); given: {', '.join(coefficients)}")
+            raise PruneError(
+                f"no coefficient for group '{g.name}' (component '{g.component}'); given: {', '.join(coefficients)}"
+            )
         kept[g.name] = units_kept(g.size, float(c))
     return kept
 
@@ -62,7 +64,9 @@ def module_sizes(groups: Groups, kept: Mapping[str, int]) -> dict[str, dict[str,
     """New feature sizes per module ({'in', 'out'} for Linear, {'norm'} for LayerNorm)."""
     sizes = {}
     for name, info in groups.modules.items():
-        sizes[name] = {"in": info.in_features, "out": info.out_features} if info.kind == "linear" else {"norm": info.norm_size}
+        sizes[name] = (
+            {"in": info.in_features, "out": info.out_features} if info.kind == "linear" else {"norm": info.norm_size}
+        )
     for g in groups.groups:
         removed = g.size - int(kept.get(g.name, g.size))
         if removed < 0 or kept.get(g.name, g.size) < 1:
@@ -91,9 +95,15 @@ def footprint(groups: Groups, kept: Mapping[str, int] | None = None) -> Footprin
     base = module_sizes(groups, {g.name: g.size for g in groups.groups})
     touched = prunable_modules(groups)
     prunable = sum(_module_params(groups.modules[m], sizes[m]) for m in touched)
-    delta = sum(_module_params(groups.modules[m], base[m]) - _module_params(groups.modules[m], sizes[m]) for m in touched)
+    delta = sum(
+        _module_params(groups.modules[m], base[m]) - _module_params(groups.modules[m], sizes[m]) for m in touched
+    )
     params = groups.total_params - delta
-    macs = sum(s["in"] * s["out"] * groups.modules[m].rows_per_sample for m, s in sizes.items() if groups.modules[m].kind == "linear")
+    macs = sum(
+        s["in"] * s["out"] * groups.modules[m].rows_per_sample
+        for m, s in sizes.items()
+        if groups.modules[m].kind == "linear"
+    )
     return Footprint(params, prunable, params * BYTES_PER_PARAM, macs)
 
 
@@ -139,7 +149,9 @@ class ByteCounter(BudgetCounter):
         self.int8 = frozenset(int8)
         self.touched = sorted(prunable_modules(groups))
         full = module_sizes(groups, {g.name: g.size for g in groups.groups})
-        self.fixed = footprint(groups).bytes - sum(_module_params(groups.modules[m], full[m]) * BYTES_PER_PARAM for m in self.touched)
+        self.fixed = footprint(groups).bytes - sum(
+            _module_params(groups.modules[m], full[m]) * BYTES_PER_PARAM for m in self.touched
+        )
         self.before = self.prunable_bytes({g.name: g.size for g in groups.groups})
         if self.before == 0:
             raise PruneError("the model has no prunable parameters")

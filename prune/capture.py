@@ -26,7 +26,9 @@ def linear_inputs(model: nn.Module, groups: Groups, names: list[str], states, se
     """Run ``model`` on ``states`` once and call ``seen(name, x)`` with the input of every Linear in ``names``."""
     hooked = [n for n in names if not groups.modules[n].weight]
     by_node = {groups.modules[n].node: n for n in names if groups.modules[n].weight}
-    handles = [model.get_submodule(n).register_forward_pre_hook(lambda mod, args, n=n: seen(n, args[0])) for n in hooked]
+    handles = [
+        model.get_submodule(n).register_forward_pre_hook(lambda mod, args, n=n: seen(n, args[0])) for n in hooked
+    ]
     inputs = states if isinstance(states, tuple) else (states,)
     try:
         with torch.no_grad():

@@ -91,43 +91,78 @@ class Rules:
             return True
         if radius < 1.0:
             return True
-        return self.stability == "relative" and self.radius_before is not None and radius <= self.radius_before + self.stability_tolerance
+        return (
+            self.stability == "relative"
+            and self.radius_before is not None
+            and radius <= self.radius_before + self.stability_tolerance
+        )
 
     def names(self) -> tuple[str, ...]:
         """The constraints these rules can judge (``flash`` only with a flash budget)."""
         return tuple(n for n in CONSTRAINT_NAMES if n != "flash" or self.flash_budget is not None)
 
-    def judge(self, fraction: float, objective: float, radius: float | None, weight_bytes: int | None = None) -> dict[str, Constraint]:
+    def judge(
+        self, fraction: float, objective: float, radius: float | None, weight_bytes: int | None = None
+    ) -> dict[str, Constraint]:
         """Every applicable constraint on a candidate that keeps ``fraction``, scores ``objective`` and stores ``weight_bytes``."""
         low, high = self.band
         ok = low - 1e-12 <= fraction <= high + 1e-12
-        out = {"budget": Constraint("budget", ok, fraction, [low, high],
-                                    f"keeps {fraction:.4f} of {self.measure}, budget [{low:.4f}, {high}]")}
+        out = {
+            "budget": Constraint(
+                "budget",
+                ok,
+                fraction,
+                [low, high],
+                f"keeps {fraction:.4f} of {self.measure}, budget [{low:.4f}, {high}]",
+            )
+        }
         finite = math.isfinite(objective)
         out["finite"] = Constraint("finite", finite, objective, None, f"objective is {objective}")
         if self.floor is not None:
-            out["floor"] = Constraint("floor", finite and objective >= self.floor, objective, self.floor,
-                                      f"objective {objective:.3f} {'below' if not objective >= self.floor else 'at or above'} the floor {self.floor}")
+            out["floor"] = Constraint(
+                "floor",
+                finite and objective >= self.floor,
+                objective,
+                self.floor,
+                f"objective {objective:.3f} {'below' if not objective >= self.floor else 'at or above'} the floor {self.floor}",
+            )
         if radius is not None:
-            out["stability"] = Constraint("stability", self.stable_enough(radius), radius, self.stability_bound(),
-                                          self.stability_detail(radius))
+            out["stability"] = Constraint(
+                "stability", self.stable_enough(radius), radius, self.stability_bound(), self.stability_detail(radius)
+            )
         if self.flash_budget is not None and weight_bytes is not None:
             fits = weight_bytes <= self.flash_budget
-            out["flash"] = Constraint("flash", fits, weight_bytes, self.flash_budget,
-                                      f"weights take {weight_bytes} bytes, flash_budget {self.flash_budget} bytes")
+            out["flash"] = Constraint(
+                "flash",
+                fits,
+                weight_bytes,
+                self.flash_budget,
+                f"weights take {weight_bytes} bytes, flash_budget {self.flash_budget} bytes",
+            )
         return out
 
     def stability_detail(self, radius: float) -> str:
         """The radius against its bound, with the margins before and after pruning."""
         bound = self.stability_bound()
-        rule = {"strict": "must be < 1", "off": "not binding",
-                "relative": (f"must be < 1 or <= unpruned + {self.stability_tolerance}" if self.radius_before is not None
-                             else "must be < 1 (unpruned radius unknown)")}[self.stability]
-        before = (f"unpruned radius {self.radius_before:.4f} (margin {1.0 - self.radius_before:.4f})"
-                  if self.radius_before is not None else "unpruned radius not measured")
+        rule = {
+            "strict": "must be < 1",
+            "off": "not binding",
+            "relative": (
+                f"must be < 1 or <= unpruned + {self.stability_tolerance}"
+                if self.radius_before is not None
+                else "must be < 1 (unpruned radius unknown)"
+            ),
+        }[self.stability]
+        before = (
+            f"unpruned radius {self.radius_before:.4f} (margin {1.0 - self.radius_before:.4f})"
+            if self.radius_before is not None
+            else "unpruned radius not measured"
+        )
         shown = f", bound {bound:.4f}" if bound is not None and self.stability == "relative" else ""
-        return (f"closed loop spectral radius {radius:.4f} (margin {1.0 - radius:.4f}; {self.stability}: {rule}{shown}); "
-                f"{before}")
+        return (
+            f"closed loop spectral radius {radius:.4f} (margin {1.0 - radius:.4f}; {self.stability}: {rule}{shown}); "
+            f"{before}"
+        )
 
     def penalty(self, objective: float, constraints: Mapping[str, Constraint]) -> float:
         """What a failed floor or stability constraint subtracts from the objective a search climbs."""

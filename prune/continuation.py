@@ -26,14 +26,33 @@ from prune.groups import Groups
 from prune.problem import Objective, RadiusCheck
 
 
-def prune_budgets(model: nn.Module, groups: Groups, keeps: Sequence[float], objective: Objective, method: str = "gd",
-                  metric: str = "l1", states: torch.Tensor | None = None, seed: int = 0, tolerance: float = 0.01,
-                  floor: float | None = None, radius_check: RadiusCheck | None = None, resolution: float = 0.1,
-                  max_evaluations: int = 60, gradient: str = "spsa", reconstruct: bool = False,
-                  finetune: Visit | None = None, progress: bool = False, stability: str = "strict",
-                  stability_tolerance: float = STABILITY_TOLERANCE, population: int | None = None,
-                  starts: Sequence[Mapping[str, float]] = (), ceiling: float | None = None,
-                  stop_within: float | None = None, precision: str = "off", flash_budget: int | None = None) -> list[PruneResult]:
+def prune_budgets(
+    model: nn.Module,
+    groups: Groups,
+    keeps: Sequence[float],
+    objective: Objective,
+    method: str = "gd",
+    metric: str = "l1",
+    states: torch.Tensor | None = None,
+    seed: int = 0,
+    tolerance: float = 0.01,
+    floor: float | None = None,
+    radius_check: RadiusCheck | None = None,
+    resolution: float = 0.1,
+    max_evaluations: int = 60,
+    gradient: str = "spsa",
+    reconstruct: bool = False,
+    finetune: Visit | None = None,
+    progress: bool = False,
+    stability: str = "strict",
+    stability_tolerance: float = STABILITY_TOLERANCE,
+    population: int | None = None,
+    starts: Sequence[Mapping[str, float]] = (),
+    ceiling: float | None = None,
+    stop_within: float | None = None,
+    precision: str = "off",
+    flash_budget: int | None = None,
+) -> list[PruneResult]:
     """One :func:`prune` per budget in ``keeps``, solved largest first, each started from the previous best points.
 
     Returns the results in the order of ``keeps``. Every option means what it means for
@@ -51,12 +70,34 @@ def prune_budgets(model: nn.Module, groups: Groups, keeps: Sequence[float], obje
     solved: dict[float, PruneResult] = {}
     previous: Sequence[Mapping[str, float]] = starts
     for keep in sorted(budgets, reverse=True):
-        result = prune(model, groups, keep, objective, method=method, metric=metric, states=states, seed=seed,
-                       tolerance=tolerance, floor=floor, radius_check=radius_check, resolution=resolution,
-                       max_evaluations=max_evaluations, gradient=gradient, reconstruct=reconstruct, finetune=finetune,
-                       progress=progress, stability=stability, stability_tolerance=stability_tolerance,
-                       starts=previous, population=population, radius_before=radius_before, ceiling=ceiling,
-                       stop_within=stop_within, precision=precision, flash_budget=flash_budget)
+        result = prune(
+            model,
+            groups,
+            keep,
+            objective,
+            method=method,
+            metric=metric,
+            states=states,
+            seed=seed,
+            tolerance=tolerance,
+            floor=floor,
+            radius_check=radius_check,
+            resolution=resolution,
+            max_evaluations=max_evaluations,
+            gradient=gradient,
+            reconstruct=reconstruct,
+            finetune=finetune,
+            progress=progress,
+            stability=stability,
+            stability_tolerance=stability_tolerance,
+            starts=previous,
+            population=population,
+            radius_before=radius_before,
+            ceiling=ceiling,
+            stop_within=stop_within,
+            precision=precision,
+            flash_budget=flash_budget,
+        )
         solved[keep] = result
         # an infeasible budget still hands on where it ended: the shape may fit the next band
         previous = result.search.best_points or [result.search.component_coefficients]

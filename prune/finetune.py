@@ -44,8 +44,16 @@ class FinetuneReport:
         return jsonable(asdict(self))
 
 
-def distill(student: nn.Module, teacher: nn.Module, visit: Visit, rounds: int = 3, steps: int = 300,
-            lr: float = 2e-3, batch: int = 1024, seed: int = 0) -> FinetuneReport:
+def distill(
+    student: nn.Module,
+    teacher: nn.Module,
+    visit: Visit,
+    rounds: int = 3,
+    steps: int = 300,
+    lr: float = 2e-3,
+    batch: int = 1024,
+    seed: int = 0,
+) -> FinetuneReport:
     """Train ``student`` in place to output what ``teacher`` outputs on closed-loop states."""
     if rounds < 1 or steps < 1 or batch < 1:
         raise PruneError(f"finetune needs rounds, steps and batch >= 1, got {rounds}, {steps}, {batch}")
@@ -76,5 +84,12 @@ def distill(student: nn.Module, teacher: nn.Module, visit: Visit, rounds: int = 
         set_mode(student, False)
         with torch.no_grad():
             loss_after = float(nn.functional.mse_loss(student(states), target))
-    return FinetuneReport(rounds, rounds * steps, loss_before, loss_after, int(sum(len(p) for p in pool)),
-                          time.perf_counter() - start, int(seed))
+    return FinetuneReport(
+        rounds,
+        rounds * steps,
+        loss_before,
+        loss_after,
+        int(sum(len(p) for p in pool)),
+        time.perf_counter() - start,
+        int(seed),
+    )

@@ -95,8 +95,10 @@ def _check_shared(model: nn.Module, gm: fx.GraphModule) -> None:
     seen: dict[int, str] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         if id(p) in seen:
-            raise PruneError(f"parameters '{seen[id(p)]}' and '{name}' are the same tensor (tied or shared weights); "
-                             "prune/ refuses to shrink one without the other: untie them or exclude the modules")
+            raise PruneError(
+                f"parameters '{seen[id(p)]}' and '{name}' are the same tensor (tied or shared weights); "
+                "prune/ refuses to shrink one without the other: untie them or exclude the modules"
+            )
         seen[id(p)] = name
     calls: dict[str, int] = {}
     for node in gm.graph.nodes:
@@ -104,7 +106,9 @@ def _check_shared(model: nn.Module, gm: fx.GraphModule) -> None:
             calls[node.target] = calls.get(node.target, 0) + 1
     for name, n in calls.items():
         if n > 1:
-            raise PruneError(f"module '{name}' is called {n} times in forward (shared weights); prune/ refuses to shrink it")
+            raise PruneError(
+                f"module '{name}' is called {n} times in forward (shared weights); prune/ refuses to shrink it"
+            )
 
 
 def _component_of(producers: list[str], patterns: Mapping[str, Sequence[str]]) -> str | None:
@@ -157,11 +161,15 @@ def find_groups(
     for comp, pats in patterns.items():
         for p in pats:
             if not any(fnmatch.fnmatchcase(m, p) or fnmatch.fnmatchcase(m, p + ".*") for m in module_names):
-                raise PruneError(f"component {comp!r}: pattern {p!r} matches no module of {type(model).__name__} "
-                                 f"(modules: {', '.join(module_names[:12])}{' ...' if len(module_names) > 12 else ''})")
+                raise PruneError(
+                    f"component {comp!r}: pattern {p!r} matches no module of {type(model).__name__} "
+                    f"(modules: {', '.join(module_names[:12])}{' ...' if len(module_names) > 12 else ''})"
+                )
 
     merged: dict[int, list[Dim]] = {}
-    for d in sorted(tracer.dims, key=lambda d: (d.const, d.id)):  # a group is ordered and named by its features, not its constants
+    for d in sorted(
+        tracer.dims, key=lambda d: (d.const, d.id)
+    ):  # a group is ordered and named by its features, not its constants
         merged.setdefault(tracer.root(d.id), []).append(d)
     groups, excluded, protected = [], {}, {}
     modules = dict(tracer.modules)
@@ -184,18 +192,28 @@ def find_groups(
             top = anchor.split(".")[0]
             # onnx2torch keeps every initializer under one 'initializers' module: a layer there is its own component
             comp = _component_of(producers or [anchor], patterns) or (anchor if top == "initializers" else top)
-            groups.append(Group(name, comp, members[0].size, producers, slices, [c for d in members for c in d.couplings]))
+            groups.append(
+                Group(name, comp, members[0].size, producers, slices, [c for d in members for c in d.couplings])
+            )
             for s in slices:
                 if s.kind == "const":
                     modules[s.module] = tracer.const_info[s.module]
     if strict and excluded:
-        raise PruneError("cannot prune " + "; ".join(f"'{k}': {v}" for k, v in excluded.items()) + f" (supported: {SUPPORTED})")
+        raise PruneError(
+            "cannot prune " + "; ".join(f"'{k}': {v}" for k, v in excluded.items()) + f" (supported: {SUPPORTED})"
+        )
     comps: dict[str, list[str]] = {}
     for g in groups:
         comps.setdefault(g.component, []).append(g.name)
     warnings = [f"dimension '{k}' left unpruned: {v}" for k, v in excluded.items()]
     total = sum(p.numel() for p in model.parameters())
     # weights a graph holds as buffers or constants (onnx2torch's initializers) count as the parameters they are
-    held = {path for info in tracer.modules.values() if info.kind in ("linear", "layernorm") for path in (info.weight, info.bias_path) if path}
+    held = {
+        path
+        for info in tracer.modules.values()
+        if info.kind in ("linear", "layernorm")
+        for path in (info.weight, info.bias_path)
+        if path
+    }
     total += sum(tensor_at(gm, path).numel() for path in held if path not in tracer.params)
     return Groups(groups, comps, excluded, protected, modules, total, warnings)

@@ -69,18 +69,18 @@ def _unit_parts(model: nn.Module, groups: Groups, group: Group) -> list[torch.Te
         info = groups.modules[s.module]
         if s.kind == "linear.out":
             bias = linear_bias(model, s.module, info)
-            parts.append(linear_weight(model, s.module, info)[s.offset: s.offset + n])
+            parts.append(linear_weight(model, s.module, info)[s.offset : s.offset + n])
             if bias is not None:
-                parts.append(bias[s.offset: s.offset + n, None])
+                parts.append(bias[s.offset : s.offset + n, None])
         elif s.kind == "linear.in":
-            parts.append(linear_weight(model, s.module, info)[:, s.offset: s.offset + n].T)
+            parts.append(linear_weight(model, s.module, info)[:, s.offset : s.offset + n].T)
         elif s.kind == "layernorm":
             for p in norm_affine(model, s.module, info):
                 if p is not None:
-                    parts.append(p[s.offset: s.offset + n, None])
+                    parts.append(p[s.offset : s.offset + n, None])
         elif s.kind == "const" and info.affine_params:
             t = tensor_at(model, s.module)
-            parts.append(t.reshape(-1, t.shape[-1])[:, s.offset: s.offset + n].T)
+            parts.append(t.reshape(-1, t.shape[-1])[:, s.offset : s.offset + n].T)
     return parts
 
 
@@ -88,15 +88,19 @@ def _unit_parts(model: nn.Module, groups: Groups, group: Group) -> list[torch.Te
 @torch.no_grad()
 def l1(model: nn.Module, groups: Groups, ctx: MetricContext) -> Scores:
     """Sum of |w| over every slice of a unit."""
-    return {g.name: cast(torch.Tensor, sum(p.abs().sum(1) for p in _unit_parts(model, groups, g))) for g in groups.groups}
+    return {
+        g.name: cast(torch.Tensor, sum(p.abs().sum(1) for p in _unit_parts(model, groups, g))) for g in groups.groups
+    }
 
 
 @register_metric("l2")
 @torch.no_grad()
 def l2(model: nn.Module, groups: Groups, ctx: MetricContext) -> Scores:
     """Euclidean norm over every slice of a unit."""
-    return {g.name: torch.sqrt(cast(torch.Tensor, sum(p.pow(2).sum(1) for p in _unit_parts(model, groups, g))))
-            for g in groups.groups}
+    return {
+        g.name: torch.sqrt(cast(torch.Tensor, sum(p.pow(2).sum(1) for p in _unit_parts(model, groups, g))))
+        for g in groups.groups
+    }
 
 
 @register_metric("random")
@@ -129,10 +133,10 @@ def _activation_scores(model: nn.Module, groups: Groups, ctx: MetricContext, wei
         for s in g.slices:
             if s.kind != "linear.in":
                 continue
-            act = means[s.module][s.offset: s.offset + g.size]
+            act = means[s.module][s.offset : s.offset + g.size]
             if weighted:
                 weight = linear_weight(model, s.module, groups.modules[s.module])
-                col = weight[:, s.offset: s.offset + g.size].detach().double()
+                col = weight[:, s.offset : s.offset + g.size].detach().double()
                 act = act * col.norm(dim=0)
             total += act
             found = True

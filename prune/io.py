@@ -43,8 +43,13 @@ def sidecar_paths(stem_path: Path) -> SavedModel:
     return SavedModel(str(base) + ".pt2", str(base) + ".state_dict.pt", str(base) + ".widths.json")
 
 
-def save_pruned(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...], stem_path: Path,
-                widths: dict, extra: dict | None = None) -> SavedModel:
+def save_pruned(
+    model: nn.Module,
+    example_input: torch.Tensor | tuple[torch.Tensor, ...],
+    stem_path: Path,
+    widths: dict,
+    extra: dict | None = None,
+) -> SavedModel:
     """Write the .pt2 program, the state dict and the widths JSON beside ``stem_path`` atomically."""
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
     target = sidecar_paths(stem_path)
@@ -84,4 +89,6 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         return torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise PruneError(f"{path}: not a state dict that loads with weights_only=True ({str(e).splitlines()[0]})") from e
+        raise PruneError(
+            f"{path}: not a state dict that loads with weights_only=True ({str(e).splitlines()[0]})"
+        ) from e

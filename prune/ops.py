@@ -18,53 +18,194 @@ from torch import nn
 
 # Modules that act on each feature independently: a unit can be removed through them.
 ELEMENTWISE_MODULES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ELU, nn.Tanh, nn.SiLU, nn.Mish, nn.LeakyReLU, nn.GELU, nn.Sigmoid, nn.Softplus,
-    nn.Hardtanh, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.CELU, nn.SELU, nn.Softsign,
-    nn.Tanhshrink, nn.LogSigmoid, nn.Dropout, nn.AlphaDropout, nn.Identity,
+    nn.ReLU,
+    nn.ELU,
+    nn.Tanh,
+    nn.SiLU,
+    nn.Mish,
+    nn.LeakyReLU,
+    nn.GELU,
+    nn.Sigmoid,
+    nn.Softplus,
+    nn.Hardtanh,
+    nn.ReLU6,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.CELU,
+    nn.SELU,
+    nn.Softsign,
+    nn.Tanhshrink,
+    nn.LogSigmoid,
+    nn.Dropout,
+    nn.AlphaDropout,
+    nn.Identity,
 )
 ELEMENTWISE_FUNCTIONS = {
-    torch.relu, torch.tanh, torch.sigmoid, torch.exp, torch.abs, torch.neg, torch.sin, torch.cos,
-    torch.square, torch.clamp, torch.clip, operator.neg, F.relu, F.elu, F.silu, F.mish, F.leaky_relu,
-    F.gelu, F.softplus, F.hardtanh, F.relu6, F.hardswish, F.celu, F.selu, F.tanh, F.sigmoid,
-    F.dropout, F.alpha_dropout, torch.erf, torch.sqrt, torch.rsqrt, torch.reciprocal, F.logsigmoid,
-    F.softsign, F.hardsigmoid, F.tanhshrink,
+    torch.relu,
+    torch.tanh,
+    torch.sigmoid,
+    torch.exp,
+    torch.abs,
+    torch.neg,
+    torch.sin,
+    torch.cos,
+    torch.square,
+    torch.clamp,
+    torch.clip,
+    operator.neg,
+    F.relu,
+    F.elu,
+    F.silu,
+    F.mish,
+    F.leaky_relu,
+    F.gelu,
+    F.softplus,
+    F.hardtanh,
+    F.relu6,
+    F.hardswish,
+    F.celu,
+    F.selu,
+    F.tanh,
+    F.sigmoid,
+    F.dropout,
+    F.alpha_dropout,
+    torch.erf,
+    torch.sqrt,
+    torch.rsqrt,
+    torch.reciprocal,
+    F.logsigmoid,
+    F.softsign,
+    F.hardsigmoid,
+    F.tanhshrink,
 }
 ELEMENTWISE_METHODS = {
-    "relu", "tanh", "sigmoid", "exp", "abs", "neg", "sin", "cos", "square", "clamp", "clip",
-    "contiguous", "float", "double", "to", "detach", "clone", "type_as",
+    "relu",
+    "tanh",
+    "sigmoid",
+    "exp",
+    "abs",
+    "neg",
+    "sin",
+    "cos",
+    "square",
+    "clamp",
+    "clip",
+    "contiguous",
+    "float",
+    "double",
+    "to",
+    "detach",
+    "clone",
+    "type_as",
 }
-BINARY_FUNCTIONS = {operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul, torch.div,
-                    torch.minimum, torch.maximum, torch.pow, operator.pow}
+BINARY_FUNCTIONS = {
+    operator.add,
+    operator.sub,
+    operator.mul,
+    operator.truediv,
+    torch.add,
+    torch.sub,
+    torch.mul,
+    torch.div,
+    torch.minimum,
+    torch.maximum,
+    torch.pow,
+    operator.pow,
+}
 BINARY_METHODS = {"add", "sub", "mul", "div", "minimum", "maximum", "pow"}
 CAT_FUNCTIONS = {torch.cat, torch.concat}
 
 # ATen overload packets by name (torch.export spells every op this way).
 ATEN_ELEMENTWISE = {
-    "relu", "tanh", "sigmoid", "elu", "silu", "mish", "leaky_relu", "gelu", "softplus", "hardtanh",
-    "relu6", "hardswish", "hardsigmoid", "celu", "selu", "erf", "exp", "abs", "neg", "sqrt", "rsqrt",
-    "reciprocal", "sin", "cos", "square", "log_sigmoid", "clone", "alias", "detach", "_to_copy",
-    "contiguous", "dropout", "alpha_dropout", "feature_dropout", "lift_fresh_copy", "clamp", "clip",
-    "clamp_min", "clamp_max", "to", "type_as", "log1p", "expm1", "log", "logical_not", "sign",
+    "relu",
+    "tanh",
+    "sigmoid",
+    "elu",
+    "silu",
+    "mish",
+    "leaky_relu",
+    "gelu",
+    "softplus",
+    "hardtanh",
+    "relu6",
+    "hardswish",
+    "hardsigmoid",
+    "celu",
+    "selu",
+    "erf",
+    "exp",
+    "abs",
+    "neg",
+    "sqrt",
+    "rsqrt",
+    "reciprocal",
+    "sin",
+    "cos",
+    "square",
+    "log_sigmoid",
+    "clone",
+    "alias",
+    "detach",
+    "_to_copy",
+    "contiguous",
+    "dropout",
+    "alpha_dropout",
+    "feature_dropout",
+    "lift_fresh_copy",
+    "clamp",
+    "clip",
+    "clamp_min",
+    "clamp_max",
+    "to",
+    "type_as",
+    "log1p",
+    "expm1",
+    "log",
+    "logical_not",
+    "sign",
 }
 ATEN_BINARY = {"add", "sub", "mul", "div", "rsub", "pow", "maximum", "minimum", "gt", "lt", "ge", "le", "eq", "ne"}
 ATEN_COMBINE = {"where"}  # element-wise over several equally wide tensors (core ATen's softplus, ELU, hardtanh)
-ATEN_SHAPE = {"sym_size", "sym_numel", "sym_stride", "_assert_tensor_metadata", "_assert_scalar",
-              "sym_constrain_range_for_size", "sym_constrain_range"}
+ATEN_SHAPE = {
+    "sym_size",
+    "sym_numel",
+    "sym_stride",
+    "_assert_tensor_metadata",
+    "_assert_scalar",
+    "sym_constrain_range_for_size",
+    "sym_constrain_range",
+}
 ATEN_RESHAPE = {"view", "reshape", "_unsafe_view", "flatten"}
 ATEN_TRANSPOSE = {"t", "transpose", "permute", "numpy_T"}
 
 # onnx2torch's own modules, by class name (prune/ does not import onnx2torch).
-ONNX_ELEMENTWISE = {"OnnxErf", "OnnxFunction", "OnnxClip", "OnnxHardSigmoid", "OnnxSqrt", "OnnxNeg", "OnnxReciprocal", "OnnxCast",
-                    "OnnxCopyIdentity"}
-ONNX_COMBINE = {"OnnxMinMax", "OnnxSum", "OnnxMean", "OnnxWhere"}  # element-wise over several tensors (Max/Min: clamp with tensor bounds)
+ONNX_ELEMENTWISE = {
+    "OnnxErf",
+    "OnnxFunction",
+    "OnnxClip",
+    "OnnxHardSigmoid",
+    "OnnxSqrt",
+    "OnnxNeg",
+    "OnnxReciprocal",
+    "OnnxCast",
+    "OnnxCopyIdentity",
+}
+ONNX_COMBINE = {
+    "OnnxMinMax",
+    "OnnxSum",
+    "OnnxMean",
+    "OnnxWhere",
+}  # element-wise over several tensors (Max/Min: clamp with tensor bounds)
 # Ops that hand their input on unchanged: looked through when finding a constant weight (an exporter's Identity on an initializer).
 PASS_THROUGH = {"clone", "alias", "detach", "contiguous", "_to_copy", "lift_fresh_copy", "to", "float", "type_as"}
 
-SUPPORTED = ("Linear (nn.Linear, F.linear, aten.linear/addmm/mm, matmul with a constant weight), "
-             "LayerNorm over the features (module, F.layer_norm, aten.layer_norm/native_layer_norm), "
-             "element-wise activations (ReLU, ELU, Tanh, SiLU, Mish, LeakyReLU, GELU, Softplus, Sigmoid, ...), "
-             "dropout/identity, clamp/clip/minimum/maximum, + - * / with scalars, per-feature constants or an equally wide "
-             "tensor (residual sums), cat along the features, reshapes that keep the shape")
+SUPPORTED = (
+    "Linear (nn.Linear, F.linear, aten.linear/addmm/mm, matmul with a constant weight), "
+    "LayerNorm over the features (module, F.layer_norm, aten.layer_norm/native_layer_norm), "
+    "element-wise activations (ReLU, ELU, Tanh, SiLU, Mish, LeakyReLU, GELU, Softplus, Sigmoid, ...), "
+    "dropout/identity, clamp/clip/minimum/maximum, + - * / with scalars, per-feature constants or an equally wide "
+    "tensor (residual sums), cat along the features, reshapes that keep the shape"
+)
 
 
 def aten_name(target: object) -> str | None:
@@ -87,7 +228,11 @@ def is_transpose(node: fx.Node) -> bool:
     t, name = node.target, aten_name(node.target)
     if node.op == "call_function" and t is getattr and len(node.args) > 1 and node.args[1] in ("T", "mT"):
         return True
-    if name in ATEN_TRANSPOSE or (node.op == "call_method" and t in ("t", "transpose", "permute")) or t in (torch.t, torch.transpose, torch.permute):
+    if (
+        name in ATEN_TRANSPOSE
+        or (node.op == "call_method" and t in ("t", "transpose", "permute"))
+        or t in (torch.t, torch.transpose, torch.permute)
+    ):
         rest: list = list(node.args[1:])
         if name == "permute" or t in ("permute", torch.permute):
             dims = list(rest[0]) if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest
@@ -146,9 +291,18 @@ def role(node: fx.Node, mod: nn.Module | None = None) -> str:
             return "binary"
         if name in ATEN_COMBINE:
             return "combine"
-        table = {"cat": "cat", "concat": "cat", "linear": "linear", "mm": "matmul", "matmul": "matmul",
-                 "addmm": "addmm", "layer_norm": "layer_norm", "native_layer_norm": "native_layer_norm",
-                 "unsqueeze": "squeeze", "squeeze": "squeeze"}
+        table = {
+            "cat": "cat",
+            "concat": "cat",
+            "linear": "linear",
+            "mm": "matmul",
+            "matmul": "matmul",
+            "addmm": "addmm",
+            "layer_norm": "layer_norm",
+            "native_layer_norm": "native_layer_norm",
+            "unsqueeze": "squeeze",
+            "squeeze": "squeeze",
+        }
         if name in table:
             return table[name]
         if name in ATEN_RESHAPE:

@@ -42,8 +42,14 @@ def _first_points(problem: Problem, starts: Sequence[Mapping[str, float]]) -> li
     return points
 
 
-def search_cmaes(problem: Problem, max_evaluations: int = 60, seed: int = 0, starts: Sequence[Mapping[str, float]] = (),
-                 population: int | None = None, sigma: float = SIGMA) -> None:
+def search_cmaes(
+    problem: Problem,
+    max_evaluations: int = 60,
+    seed: int = 0,
+    starts: Sequence[Mapping[str, float]] = (),
+    population: int | None = None,
+    sigma: float = SIGMA,
+) -> None:
     """CMA-ES on the projected coefficients until ``max_evaluations`` are spent (see module doc)."""
     import cma  # deferred: only this method needs it, and importing it costs a noticeable fraction of a second
 
@@ -57,8 +63,13 @@ def search_cmaes(problem: Problem, max_evaluations: int = 60, seed: int = 0, sta
     mean, inject = ranked[0], ranked[1:]
     stale = 0
     while problem.evaluations < max_evaluations and stale < STALE:
-        opts = {"bounds": [0.0, 1.0], "seed": math.nan, "randn": lambda *shape: rng.standard_normal(shape),
-                "verbose": -9, "tolflatfitness": 3}
+        opts = {
+            "bounds": [0.0, 1.0],
+            "seed": math.nan,
+            "randn": lambda *shape: rng.standard_normal(shape),
+            "verbose": -9,
+            "tolflatfitness": 3,
+        }
         if population is not None:
             opts["popsize"] = int(population)
         es = cma.CMAEvolutionStrategy(list(mean), sigma, opts)
@@ -77,8 +88,13 @@ def search_cmaes(problem: Problem, max_evaluations: int = 60, seed: int = 0, sta
         mean = problem.note_start("random", problem.project(rng.uniform(0.0, 1.0, k)))
 
 
-def search_tpe(problem: Problem, max_evaluations: int = 60, seed: int = 0, starts: Sequence[Mapping[str, float]] = (),
-               population: int | None = None) -> None:
+def search_tpe(
+    problem: Problem,
+    max_evaluations: int = 60,
+    seed: int = 0,
+    starts: Sequence[Mapping[str, float]] = (),
+    population: int | None = None,
+) -> None:
     """Optuna's TPE on the projected coefficients until ``max_evaluations`` are spent (see module doc)."""
     import optuna  # deferred: a heavy import (SQLAlchemy, alembic) only this method needs
 
@@ -88,7 +104,9 @@ def search_tpe(problem: Problem, max_evaluations: int = 60, seed: int = 0, start
         return
     batch = max(1, int(population or 1))
     names = [f"c{i}" for i in range(k)]  # component names may be any string; optuna's need not clash
-    space: dict[str, optuna.distributions.BaseDistribution] = {n: optuna.distributions.FloatDistribution(0.0, 1.0) for n in names}
+    space: dict[str, optuna.distributions.BaseDistribution] = {
+        n: optuna.distributions.FloatDistribution(0.0, 1.0) for n in names
+    }
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # constant_liar is 'experimental'

@@ -67,5 +67,7 @@ def norm_affine(model: nn.Module, name: str, info: LayerInfo) -> tuple[torch.Ten
     if not (info.weight or info.bias_path or info.node):
         mod = cast(nn.LayerNorm, model.get_submodule(name))
         return mod.weight, mod.bias
-    return (tensor_at(model, info.weight) if info.weight else None,
-            tensor_at(model, info.bias_path) if info.bias_path else None)
+    return (
+        tensor_at(model, info.weight) if info.weight else None,
+        tensor_at(model, info.bias_path) if info.bias_path else None,
+    )

@@ -97,12 +97,16 @@ def check_precision(precision: str, keep: float | None, flash_budget: int | None
     """Refuse an unknown precision, a bad flash budget, or options that leave no budget."""
     if precision not in PRECISIONS:
         raise PruneError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if flash_budget is not None and (isinstance(flash_budget, bool) or not isinstance(flash_budget, int) or flash_budget <= 0):
+    if flash_budget is not None and (
+        isinstance(flash_budget, bool) or not isinstance(flash_budget, int) or flash_budget <= 0
+    ):
         raise PruneError(f"flash_budget must be a positive number of bytes, got {flash_budget!r}")
     if keep is None and flash_budget is None:
         raise PruneError("keep=None means a budget in bytes only: give flash_budget (bytes), or a keep fraction")
     if precision == "auto" and flash_budget is None:
-        raise PruneError("precision='auto' chooses float or int8 per component under a memory budget: give flash_budget (bytes)")
+        raise PruneError(
+            "precision='auto' chooses float or int8 per component under a memory budget: give flash_budget (bytes)"
+        )
 
 
 def assignment(groups: Groups, int8: Sequence[str] = ()) -> dict[str, str]:

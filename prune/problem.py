@@ -45,12 +45,17 @@ from prune.portable import portable
 from prune.quantize import quantize_modules
 from prune.surgery import keep_indices, reconstruct, shrink
 
-Objective = Callable[[nn.Module], "float | Sequence[float]"]  # a number, or one score per episode
+Objective = Callable[[nn.Module], "float | Sequence[float] | np.ndarray"]  # a number, or one score per episode
 RadiusCheck = Callable[[nn.Module], float]  # spectral radius of the closed loop with this model
 SIGNIFICANCE = 2.0  # standard errors a candidate must beat the search's start by (per-episode objectives only)
 BEST_POINTS = 3  # feasible candidates a result lists as starting points for the next, smaller budget
 CEILING_TOLERANCE = 1e-6  # relative: a candidate within 1e-6 * max(1, |ceiling|) of the ceiling has reached it
-STOP_REASONS = ("ceiling", "within_noise", "max_evaluations", "converged")  # why a search stopped (SearchResult.stopped)
+STOP_REASONS = (
+    "ceiling",
+    "within_noise",
+    "max_evaluations",
+    "converged",
+)  # why a search stopped (SearchResult.stopped)
 
 
 class SearchStopped(Exception):
@@ -63,7 +68,9 @@ def objective_value(raw) -> tuple[float, np.ndarray | None]:
     if arr.ndim == 0:
         return float(arr), None
     if arr.ndim != 1 or arr.size == 0:
-        raise PruneError(f"objective must return a number or a 1-D sequence of per-episode scores, got shape {arr.shape}")
+        raise PruneError(
+            f"objective must return a number or a 1-D sequence of per-episode scores, got shape {arr.shape}"
+        )
     return float(arr.mean()), arr
 
 
@@ -114,14 +121,18 @@ class SearchResult:
     seconds: float
     history: list[float] = field(default_factory=list)  # best feasible objective after each evaluation
     metric_trials: dict[str, float] = field(default_factory=dict)  # metric='auto': uniform-point objective per metric
-    best_seen: float = float("nan")  # highest feasible objective met; ``objective`` is the selected one (see Problem.selected)
+    best_seen: float = float(
+        "nan"
+    )  # highest feasible objective met; ``objective`` is the selected one (see Problem.selected)
     stability: str = "strict"  # the stability mode judged under (see prune.constraints)
     radius_before: float | None = None  # the unpruned controller's spectral radius, when a radius check is given
     constraints: dict[str, Constraint] = field(default_factory=dict)  # each constraint on the returned candidate
     why_infeasible: str = ""  # empty when feasible; else each failed constraint with its numbers
     failures: dict[str, int] = field(default_factory=dict)  # candidates that failed each constraint
     starts: list[Start] = field(default_factory=list)  # the points the search started from, in order
-    best_points: list[dict[str, float]] = field(default_factory=list)  # best feasible candidates' coefficients per component
+    best_points: list[dict[str, float]] = field(
+        default_factory=list
+    )  # best feasible candidates' coefficients per component
     stopped: str = "converged"  # why the search ended, one of STOP_REASONS (converged: the method ran to its own end)
 
     def coefficients(self, groups: Groups) -> dict[str, float]:
@@ -136,14 +147,29 @@ class SearchResult:
 class Problem:
     """A budgeted coefficient problem: builds, judges and caches candidates."""
 
-    def __init__(self, model: nn.Module, groups: Groups, scores: Mapping[str, torch.Tensor], objective: Objective,
-                 keep: float, tolerance: float = 0.01, floor: float | None = None,
-                 radius_check: RadiusCheck | None = None, progress: tqdm | None = None,
-                 reconstruct_states: torch.Tensor | None = None, stability: str = "strict",
-                 stability_tolerance: float = STABILITY_TOLERANCE, radius_before: float | None = None,
-                 ceiling: float | None = None, stop_within: float | None = None, reference: float | None = None,
-                 quantized: Sequence[str] = (), bytes_counter: ByteCounter | None = None, flash_budget: int | None = None,
-                 budget_in_bytes: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        groups: Groups,
+        scores: Mapping[str, torch.Tensor],
+        objective: Objective,
+        keep: float,
+        tolerance: float = 0.01,
+        floor: float | None = None,
+        radius_check: RadiusCheck | None = None,
+        progress: tqdm | None = None,
+        reconstruct_states: torch.Tensor | None = None,
+        stability: str = "strict",
+        stability_tolerance: float = STABILITY_TOLERANCE,
+        radius_before: float | None = None,
+        ceiling: float | None = None,
+        stop_within: float | None = None,
+        reference: float | None = None,
+        quantized: Sequence[str] = (),
+        bytes_counter: ByteCounter | None = None,
+        flash_budget: int | None = None,
+        budget_in_bytes: bool = False,
+    ) -> None:
         if not groups.groups:
             raise PruneError("the model has no prunable groups (see Groups.excluded / Groups.protected)")
         if tolerance < 0:
@@ -154,12 +180,24 @@ class Problem:
             radius_before = float(radius_check(model))  # the margin a failure is explained against
         if (flash_budget is not None or budget_in_bytes) and bytes_counter is None:
             raise PruneError("a flash budget or a budget in bytes needs a bytes_counter (prune.budget.ByteCounter)")
-        self.rules = Rules(self.keep, tolerance, floor, stability, stability_tolerance, radius_before, flash_budget,
-                           "prunable weight bytes" if budget_in_bytes else "prunable parameters")
+        self.rules = Rules(
+            self.keep,
+            tolerance,
+            floor,
+            stability,
+            stability_tolerance,
+            radius_before,
+            flash_budget,
+            "prunable weight bytes" if budget_in_bytes else "prunable parameters",
+        )
         # the budget band's measure: parameters (the default) or weight bytes at the candidates' precision
-        self.counter: BudgetCounter = bytes_counter if budget_in_bytes and bytes_counter is not None else BudgetCounter(groups)
+        self.counter: BudgetCounter = (
+            bytes_counter if budget_in_bytes and bytes_counter is not None else BudgetCounter(groups)
+        )
         self.bytes_counter = bytes_counter
-        self.quantized = tuple(quantized)  # Linears every candidate has in int8 (prune.quantize), after shrink and re-fit
+        self.quantized = tuple(
+            quantized
+        )  # Linears every candidate has in int8 (prune.quantize), after shrink and re-fit
         self.components = list(groups.components)
         self.cache: dict[tuple[int, ...], Candidate] = {}  # in evaluation order: also the evaluation log
         self.evaluations = 0
@@ -174,7 +212,9 @@ class Problem:
             if not (math.isfinite(stop_within) and stop_within >= 0):
                 raise PruneError(f"stop_within must be a finite margin >= 0, got {stop_within}")
             if reference is None or not math.isfinite(reference):
-                raise PruneError(f"stop_within needs the unpruned model's finite objective as reference, got {reference}")
+                raise PruneError(
+                    f"stop_within needs the unpruned model's finite objective as reference, got {reference}"
+                )
         self.ceiling, self.stop_within, self.reference = ceiling, stop_within, reference
         self.stopped: str | None = None  # set when a candidate ended the search (see stop_reason)
 
@@ -195,8 +235,10 @@ class Problem:
         lo, hi = -1.0, 1.0
         if self.fraction(np.clip(c + hi, 0, 1)) > self.keep:
             smallest = self.fraction(np.ones_like(c))
-            raise PruneError(f"budget keep={self.keep} is below the smallest model these groups allow "
-                             f"({smallest:.4f} of the prunable parameters, one unit per group)")
+            raise PruneError(
+                f"budget keep={self.keep} is below the smallest model these groups allow "
+                f"({smallest:.4f} of the prunable parameters, one unit per group)"
+            )
         if self.fraction(np.clip(c + lo, 0, 1)) <= self.keep:
             return np.clip(c + lo, 0, 1)
         while hi - lo > 1e-9:  # units are discrete: 1e-9 in the shift is far below one unit of any group
@@ -215,12 +257,16 @@ class Problem:
         """Coefficients per component (e.g. another budget's best point) as a vector, projected onto this budget."""
         missing = [c for c in self.components if c not in coefficients]
         if missing:
-            raise PruneError(f"starting point has no coefficient for component(s) {', '.join(missing)}; given: {', '.join(coefficients)}")
+            raise PruneError(
+                f"starting point has no coefficient for component(s) {', '.join(missing)}; given: {', '.join(coefficients)}"
+            )
         return self.project(np.clip(np.array([float(coefficients[c]) for c in self.components]), 0.0, 1.0))
 
     def note_start(self, origin: str, c: np.ndarray) -> np.ndarray:
         """Record that a search starts from ``c`` (already on the budget) and return it."""
-        self.starts.append(Start(origin, dict(zip(self.components, np.asarray(c, dtype=float).tolist())), self.kept_of(c)))
+        self.starts.append(
+            Start(origin, dict(zip(self.components, np.asarray(c, dtype=float).tolist())), self.kept_of(c))
+        )
         return c
 
     # -- judging --
@@ -265,7 +311,11 @@ class Problem:
         """Why a feasible candidate with this objective ends the search ('ceiling', 'within_noise'), or None."""
         if self.ceiling is not None and objective >= self.ceiling - CEILING_TOLERANCE * max(1.0, abs(self.ceiling)):
             return "ceiling"
-        if self.stop_within is not None and self.reference is not None and objective >= self.reference - self.stop_within:
+        if (
+            self.stop_within is not None
+            and self.reference is not None
+            and objective >= self.reference - self.stop_within
+        ):
             return "within_noise"
         return None
 
@@ -275,7 +325,9 @@ class Problem:
         assert cand is not None  # no max_evaluations cut-off was asked
         return cand
 
-    def evaluate_many(self, kepts: Sequence[dict[str, int]], max_evaluations: int | None = None) -> list[Candidate | None]:
+    def evaluate_many(
+        self, kepts: Sequence[dict[str, int]], max_evaluations: int | None = None
+    ) -> list[Candidate | None]:
         """Judge a population in order: uncached points go to the objective's batch form at once, if it has one.
 
         Points past ``max_evaluations`` (counting evaluations already spent) are left out and come
@@ -331,7 +383,12 @@ class Problem:
             return self.best
         chosen, bound = start, 0.0
         for cand in self.cache.values():
-            if not cand.feasible or cand.samples is None or len(cand.samples) != len(start.samples) or len(start.samples) < 2:
+            if (
+                not cand.feasible
+                or cand.samples is None
+                or len(cand.samples) != len(start.samples)
+                or len(start.samples) < 2
+            ):
                 continue
             d = cand.samples - start.samples
             lower = float(d.mean() - SIGNIFICANCE * d.std(ddof=1) / math.sqrt(len(d)))
@@ -351,8 +408,10 @@ class Problem:
         """Why nothing was feasible: the returned candidate's failed constraints and failure counts over all candidates."""
         counts = self.failure_counts()
         tally = ", ".join(f"{name} {n}/{len(self.cache)}" for name, n in counts.items() if n)
-        return (f"no feasible candidate among {len(self.cache)} evaluated; the best one found (objective {best.objective:.4g}) "
-                f"fails {why(best.constraints)}; candidates failing each constraint: {tally}")
+        return (
+            f"no feasible candidate among {len(self.cache)} evaluated; the best one found (objective {best.objective:.4g}) "
+            f"fails {why(best.constraints)}; candidates failing each constraint: {tally}"
+        )
 
     def failure_counts(self) -> dict[str, int]:
         """How many cached candidates fail each constraint."""
@@ -366,14 +425,34 @@ class Problem:
         best = self.selected()
         if best is None:  # nothing feasible: report the highest objective met, honestly marked infeasible
             if not self.cache:
-                raise PruneError(f"{method}: no candidate within the budget [{self.keep - self.tolerance:.4f}, {self.keep}] was evaluated")
-            best = max(self.cache.values(), key=lambda cand: cand.objective if math.isfinite(cand.objective) else -math.inf)
+                raise PruneError(
+                    f"{method}: no candidate within the budget [{self.keep - self.tolerance:.4f}, {self.keep}] was evaluated"
+                )
+            best = max(
+                self.cache.values(), key=lambda cand: cand.objective if math.isfinite(cand.objective) else -math.inf
+            )
         ranked = sorted((cand for cand in self.cache.values() if cand.feasible), key=lambda cand: -cand.objective)
         points = [self.component_coefficients(cand.kept) for cand in ([best] if best.feasible else []) + ranked]
         unique = [p for i, p in enumerate(points) if p not in points[:i]][:BEST_POINTS]
-        return SearchResult(method, self.keep, self.tolerance, self.component_coefficients(best.kept), best.kept,
-                            best.keep_fraction, best.objective, best.radius, best.feasible, self.evaluations, seconds,
-                            list(self.history), best_seen=self.best.objective if self.best is not None else float("nan"),
-                            stability=self.rules.stability, radius_before=self.rules.radius_before,
-                            constraints=dict(best.constraints), why_infeasible="" if best.feasible else self.explain(best),
-                            failures=self.failure_counts(), starts=list(self.starts), best_points=unique)
+        return SearchResult(
+            method,
+            self.keep,
+            self.tolerance,
+            self.component_coefficients(best.kept),
+            best.kept,
+            best.keep_fraction,
+            best.objective,
+            best.radius,
+            best.feasible,
+            self.evaluations,
+            seconds,
+            list(self.history),
+            best_seen=self.best.objective if self.best is not None else float("nan"),
+            stability=self.rules.stability,
+            radius_before=self.rules.radius_before,
+            constraints=dict(best.constraints),
+            why_infeasible="" if best.feasible else self.explain(best),
+            failures=self.failure_counts(),
+            starts=list(self.starts),
+            best_points=unique,
+        )

@@ -128,7 +128,11 @@ class Int8Linear(nn.Module):
 
 def int8_bytes(in_features: int, out_features: int, bias: bool) -> int:
     """Bytes an :class:`Int8Linear` of this shape stores: codes, scales, bias."""
-    return in_features * out_features * CODE_BYTES + out_features * SCALE_BYTES + (out_features * FLOAT_BYTES if bias else 0)
+    return (
+        in_features * out_features * CODE_BYTES
+        + out_features * SCALE_BYTES
+        + (out_features * FLOAT_BYTES if bias else 0)
+    )
 
 
 def float_bytes(in_features: int, out_features: int, bias: bool) -> int:
@@ -189,8 +193,9 @@ def linears_of(groups: Groups, components: Iterable[str]) -> list[str]:
     return [m for c in names for m in comps[c]]
 
 
-def quantize(model: nn.Module, components: Iterable[str] | None = None, groups: Groups | None = None,
-             inplace: bool = False) -> nn.Module:
+def quantize(
+    model: nn.Module, components: Iterable[str] | None = None, groups: Groups | None = None, inplace: bool = False
+) -> nn.Module:
     """``model`` with Linears swapped for :class:`Int8Linear` (a copy unless ``inplace``): all, or those of ``components``.
 
     ``components`` (names of ``groups.components``) needs ``groups`` (from :func:`prune.find_groups`
@@ -199,7 +204,9 @@ def quantize(model: nn.Module, components: Iterable[str] | None = None, groups: 
     Linear they list too. A Linear already quantized stays as it is.
     """
     if components is not None and groups is None:
-        raise PruneError("quantize(components=...) needs groups (find_groups on the unpruned model) to know each component's Linears")
+        raise PruneError(
+            "quantize(components=...) needs groups (find_groups on the unpruned model) to know each component's Linears"
+        )
     if components is None:
         names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
         if groups is not None:
@@ -210,7 +217,9 @@ def quantize(model: nn.Module, components: Iterable[str] | None = None, groups: 
     return quantize_modules(model, names, groups, inplace)
 
 
-def quantize_modules(model: nn.Module, names: Iterable[str], groups: Groups | None = None, inplace: bool = False) -> nn.Module:
+def quantize_modules(
+    model: nn.Module, names: Iterable[str], groups: Groups | None = None, inplace: bool = False
+) -> nn.Module:
     """``model`` (a copy unless ``inplace``) with the Linears named ``names`` swapped for :class:`Int8Linear`."""
     out = model if inplace else copy.deepcopy(model)
     modules = dict(out.named_modules())
@@ -225,8 +234,10 @@ def quantize_modules(model: nn.Module, names: Iterable[str], groups: Groups | No
         elif isinstance(mod, nn.Linear):
             _set_submodule(out, name, Int8Linear.from_linear(mod))
         else:
-            raise PruneError(f"cannot quantize Linear '{name}': it is a {type(mod).__name__}, neither an nn.Linear nor "
-                             "a Linear op of a GraphModule the groups were found on")
+            raise PruneError(
+                f"cannot quantize Linear '{name}': it is a {type(mod).__name__}, neither an nn.Linear nor "
+                "a Linear op of a GraphModule the groups were found on"
+            )
     if edited:
         assert isinstance(out, fx.GraphModule)
         out.recompile()
@@ -281,7 +292,10 @@ def precision_of(model: nn.Module, groups: Groups) -> dict[str, str]:
         info = groups.modules[name]
         return isinstance(modules.get(name), Int8Linear) or bool(info.weight and info.node not in nodes)
 
-    return {c: ("int8" if names and all(int8(n) for n in names) else "float") for c, names in component_linears(groups).items()}
+    return {
+        c: ("int8" if names and all(int8(n) for n in names) else "float")
+        for c, names in component_linears(groups).items()
+    }
 
 
 def quantized_modules(precision: Mapping[str, str], groups: Groups) -> set[str]:

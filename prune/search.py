@@ -50,8 +50,21 @@ from prune.problem import (
 )
 
 __all__ = [
-    "SEARCH_METHODS", "SIGNIFICANCE", "Candidate", "Objective", "Problem", "RadiusCheck", "SearchResult", "Start",
-    "grid_points", "objective_value", "run_search", "search_gd", "search_global", "search_grid", "search_uniform",
+    "SEARCH_METHODS",
+    "SIGNIFICANCE",
+    "Candidate",
+    "Objective",
+    "Problem",
+    "RadiusCheck",
+    "SearchResult",
+    "Start",
+    "grid_points",
+    "objective_value",
+    "run_search",
+    "search_gd",
+    "search_global",
+    "search_grid",
+    "search_uniform",
 ]
 SEARCH_METHODS = ("gd", "grid", "uniform", "global", "cmaes", "tpe")
 BUDGETED = ("gd", "cmaes", "tpe")  # the methods max_evaluations bounds (grid, uniform and global run to their end)
@@ -91,17 +104,27 @@ def search_grid(problem: Problem, resolution: float = 0.1) -> None:
     """Every grid point snapped onto the budget (see :func:`grid_points`), judged once each, ``GRID_CHUNK`` points per batch."""
     points = grid_points(problem, resolution)
     if not points:
-        raise PruneError(f"grid at resolution {resolution} has no point within the budget [{problem.keep - problem.tolerance:.4f}, {problem.keep}]; "
-                         "raise the tolerance or refine the resolution")
+        raise PruneError(
+            f"grid at resolution {resolution} has no point within the budget [{problem.keep - problem.tolerance:.4f}, {problem.keep}]; "
+            "raise the tolerance or refine the resolution"
+        )
     if problem.progress is not None:
         problem.progress.reset(total=len(points))
     for i in range(0, len(points), GRID_CHUNK):  # chunks: a batch objective gets many points, memory holds few models
-        problem.evaluate_many(points[i:i + GRID_CHUNK])
+        problem.evaluate_many(points[i : i + GRID_CHUNK])
 
 
-def search_gd(problem: Problem, step: float = 0.3, probe: float = 0.15, max_evaluations: int = 60,
-              gradient: str = "spsa", seed: int = 0, min_step: float | None = None, restarts: int | None = None,
-              starts: Sequence[Mapping[str, float]] = ()) -> np.ndarray:
+def search_gd(
+    problem: Problem,
+    step: float = 0.3,
+    probe: float = 0.15,
+    max_evaluations: int = 60,
+    gradient: str = "spsa",
+    seed: int = 0,
+    min_step: float | None = None,
+    restarts: int | None = None,
+    starts: Sequence[Mapping[str, float]] = (),
+) -> np.ndarray:
     """Projected gradient ascent on the coefficients with a numerical gradient (see module doc).
 
     Judges the uniform point and each of ``starts`` (coefficients per component, projected onto this
@@ -119,7 +142,9 @@ def search_gd(problem: Problem, step: float = 0.3, probe: float = 0.15, max_eval
     if gradient not in ("fd", "spsa"):
         raise PruneError(f"gradient must be 'fd' or 'spsa', got {gradient!r}")
     k = len(problem.components)
-    unit = np.array([1.0 / min(problem.groups[n].size for n in problem.groups.components[c]) for c in problem.components])
+    unit = np.array(
+        [1.0 / min(problem.groups[n].size for n in problem.groups.components[c]) for c in problem.components]
+    )
     min_step = float(unit.max()) if min_step is None else min_step
     rng = np.random.default_rng(seed)
 
@@ -211,9 +236,17 @@ def search_global(problem: Problem) -> None:
     problem.evaluate_kept(kept)
 
 
-def run_search(problem: Problem, method: str, resolution: float = 0.1, max_evaluations: int = 60,
-               gradient: str = "spsa", seed: int = 0, starts: Sequence[Mapping[str, float]] = (),
-               population: int | None = None, **gd_options) -> SearchResult:
+def run_search(
+    problem: Problem,
+    method: str,
+    resolution: float = 0.1,
+    max_evaluations: int = 60,
+    gradient: str = "spsa",
+    seed: int = 0,
+    starts: Sequence[Mapping[str, float]] = (),
+    population: int | None = None,
+    **gd_options,
+) -> SearchResult:
     """Run one method on ``problem`` and return its best feasible candidate with the cost and why it stopped.
 
     ``starts`` (gd, cmaes, tpe; ignored by the others) are extra starting points, coefficients per
@@ -231,7 +264,9 @@ def run_search(problem: Problem, method: str, resolution: float = 0.1, max_evalu
         elif method == "grid":
             search_grid(problem, resolution)
         elif method == "gd":
-            search_gd(problem, max_evaluations=max_evaluations, gradient=gradient, seed=seed, starts=starts, **gd_options)
+            search_gd(
+                problem, max_evaluations=max_evaluations, gradient=gradient, seed=seed, starts=starts, **gd_options
+            )
         elif method == "cmaes":
             search_cmaes(problem, max_evaluations=max_evaluations, seed=seed, starts=starts, population=population)
         elif method == "tpe":
@@ -243,6 +278,7 @@ def run_search(problem: Problem, method: str, resolution: float = 0.1, max_evalu
     except SearchStopped:
         pass  # problem.stopped says why
     result = problem.result(method, time.perf_counter() - start)
-    result.stopped = problem.stopped or ("max_evaluations" if method in BUDGETED and problem.evaluations >= max_evaluations
-                                         else "converged")
+    result.stopped = problem.stopped or (
+        "max_evaluations" if method in BUDGETED and problem.evaluations >= max_evaluations else "converged"
+    )
     return result

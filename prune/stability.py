@@ -43,7 +43,9 @@ def closed_loop_jacobian(step: ClosedLoopStep, model: nn.Module, equilibrium: to
     with torch.enable_grad():
         jac = torch.autograd.functional.jacobian(f, x0)
     if jac.shape != (x0.numel(), x0.numel()):
-        raise PruneError(f"closed-loop step maps a state of size {x0.numel()} to shape {tuple(jac.shape[:1])}: it must return the next state")
+        raise PruneError(
+            f"closed-loop step maps a state of size {x0.numel()} to shape {tuple(jac.shape[:1])}: it must return the next state"
+        )
     return jac
 
 

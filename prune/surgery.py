@@ -63,7 +63,7 @@ def _axis_keep(groups: Groups, keep: Keep) -> dict[tuple[str, str], torch.Tensor
         removed[idx] = False
         for s in g.slices:
             axis = {"linear.in": "in", "linear.out": "out"}.get(s.kind, "norm")
-            masks[(s.module, axis)][s.offset: s.offset + g.size] &= ~removed
+            masks[(s.module, axis)][s.offset : s.offset + g.size] &= ~removed
     return {k: torch.nonzero(m).flatten() for k, m in masks.items()}
 
 
@@ -82,8 +82,13 @@ def _shrunk_linear(old: nn.Linear, rows: torch.Tensor, cols: torch.Tensor) -> nn
 
 
 def _shrunk_layernorm(old: nn.LayerNorm, idx: torch.Tensor) -> nn.LayerNorm:
-    new = nn.LayerNorm(len(idx), eps=old.eps, elementwise_affine=old.weight is not None,
-                       bias=old.bias is not None, device=old.weight.device if old.weight is not None else None)
+    new = nn.LayerNorm(
+        len(idx),
+        eps=old.eps,
+        elementwise_affine=old.weight is not None,
+        bias=old.bias is not None,
+        device=old.weight.device if old.weight is not None else None,
+    )
     if old.weight is not None:
         new.weight.copy_(old.weight[idx])
     if old.bias is not None:
@@ -113,7 +118,9 @@ def _graph_layernorm(small: nn.Module, info: ModuleInfo, idx: torch.Tensor) -> N
         if path:
             set_tensor(small, path, tensor_at(small, path)[idx])
     node = _node(cast(fx.GraphModule, small), info.node) if isinstance(small, fx.GraphModule) and info.node else None
-    if node is not None and node.op == "call_function":  # a literal normalized_shape (onnx2torch's module reads the input's shape)
+    if (
+        node is not None and node.op == "call_function"
+    ):  # a literal normalized_shape (onnx2torch's module reads the input's shape)
         if isinstance(node.kwargs.get("normalized_shape"), (list, tuple)):
             node.update_kwarg("normalized_shape", [len(idx)])
         elif len(node.args) > 1 and isinstance(node.args[1], (list, tuple)):
@@ -135,7 +142,11 @@ def shrink(model: nn.Module, groups: Groups, keep: Keep) -> nn.Module:
     small = copy.deepcopy(model)
     edited = False
     for name, info in groups.modules.items():
-        old = model.get_submodule(name) if not (info.weight or info.bias_path or info.node or info.kind == "const") else None
+        old = (
+            model.get_submodule(name)
+            if not (info.weight or info.bias_path or info.node or info.kind == "const")
+            else None
+        )
         new: nn.Module
         if info.kind == "linear":
             rows, cols = axes[(name, "out")], axes[(name, "in")]
@@ -203,7 +214,11 @@ def widths(model: nn.Module, groups: Groups) -> dict[str, dict[str, int]]:
                 out[name] = {"norm": int(cast(nn.LayerNorm, model.get_submodule(name)).normalized_shape[0])}
             else:
                 vec = next((p for p in norm_affine(model, name, info) if p is not None), None)
-                shape = cast(Sequence[int], _node(cast(fx.GraphModule, model), info.node).args[1]) if vec is None else [len(vec)]
+                shape = (
+                    cast(Sequence[int], _node(cast(fx.GraphModule, model), info.node).args[1])
+                    if vec is None
+                    else [len(vec)]
+                )
                 size = int(shape[0])
                 out[name] = {"norm": size}
     return out
@@ -212,8 +227,9 @@ def widths(model: nn.Module, groups: Groups) -> dict[str, dict[str, int]]:
 def _linear_inputs(model: nn.Module, groups: Groups, names: list[str], states) -> dict[str, torch.Tensor]:
     """Inputs of the named Linears on ``states`` (flattened to rows)."""
     seen: dict[str, torch.Tensor] = {}
-    linear_inputs(model, groups, names, states,
-                  lambda n, x: seen.__setitem__(n, x.detach().reshape(-1, x.shape[-1]).double()))
+    linear_inputs(
+        model, groups, names, states, lambda n, x: seen.__setitem__(n, x.detach().reshape(-1, x.shape[-1]).double())
+    )
     return seen
 
 
@@ -227,8 +243,9 @@ def reconstruct(original: nn.Module, small: nn.Module, groups: Groups, keep: Kee
     re-expressed with the units that stay, as far as the visited states allow.
     """
     axes = _axis_keep(groups, keep)
-    names = [n for n, info in groups.modules.items()
-             if info.kind == "linear" and len(axes[(n, "in")]) < info.in_features]
+    names = [
+        n for n, info in groups.modules.items() if info.kind == "linear" and len(axes[(n, "in")]) < info.in_features
+    ]
     if not names:
         return
     target_in = _linear_inputs(original, groups, names, states)

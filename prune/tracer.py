@@ -50,7 +50,9 @@ class ModuleInfo:
     out_features: int = 0
     bias: bool = False
     norm_size: int = 0  # LayerNorm: features; const / reshape: width of the sliced axis
-    affine_params: int = 0  # parameters per unit: LayerNorm 0, 1 or 2 vectors; const: numel/width if a parameter, else 0
+    affine_params: int = (
+        0  # parameters per unit: LayerNorm 0, 1 or 2 vectors; const: numel/width if a parameter, else 0
+    )
     rows_per_sample: int = 1  # how often a Linear is applied per sample (sequence positions)
     weight: str = ""
     bias_path: str = ""
@@ -168,15 +170,21 @@ class Tracer:
             self.consts[path] = d
             self.dims[d].slices.append(Slice(path, "const", 0))
             numel = math.prod(int(s) for s in shape)
-            self.const_info[path] = ModuleInfo("const", norm_size=width, affine_params=numel // width if path in self.params else 0)
+            self.const_info[path] = ModuleInfo(
+                "const", norm_size=width, affine_params=numel // width if path in self.params else 0
+            )
             if self.module_owned(path):
-                self.dims[d].blocked.append(f"node '{node.name}' reads '{path}' outside its module (shared weights); prune/ leaves it whole")
+                self.dims[d].blocked.append(
+                    f"node '{node.name}' reads '{path}' outside its module (shared weights); prune/ leaves it whole"
+                )
             if not self.graph_input:
                 try:
                     tensor_at(self.model, path)
                 except AttributeError:
-                    self.dims[d].blocked.append(f"node '{node.name}' is a tensor made in forward ('{path}' exists only in the trace); "
-                                                "pass torch.fx.symbolic_trace(model) to prune through it")
+                    self.dims[d].blocked.append(
+                        f"node '{node.name}' is a tensor made in forward ('{path}' exists only in the trace); "
+                        "pass torch.fx.symbolic_trace(model) to prune through it"
+                    )
         return ((d, width),)
 
     def source(self, arg) -> tuple[str, bool] | None:
@@ -200,7 +208,11 @@ class Tracer:
     def module_owned(self, path: str) -> str | None:
         """The nn.Linear / nn.LayerNorm called in the graph that owns parameter ``path`` (None if none does)."""
         parent = path.rpartition(".")[0]
-        return parent if parent in self.called and isinstance(self.gm.get_submodule(parent), (nn.Linear, nn.LayerNorm)) else None
+        return (
+            parent
+            if parent in self.called and isinstance(self.gm.get_submodule(parent), (nn.Linear, nn.LayerNorm))
+            else None
+        )
 
     def claim(self, path: str, layer: str) -> None:
         """Record that ``path`` is a weight/bias of graph-form layer ``layer`` (a second claim is a shared tensor)."""
@@ -213,8 +225,10 @@ class Tracer:
 
     def share(self, path: str, layers: list[str], how: str) -> None:
         """Leave whole every dimension a shared graph tensor's layers touch (tied weights, or equal initial values an exporter merged)."""
-        reason = (f"parameter '{path}' {how} (tied or shared weights, or equal values an exporter merged into one initializer); "
-                  "prune/ leaves them whole")
+        reason = (
+            f"parameter '{path}' {how} (tied or shared weights, or equal values an exporter merged into one initializer); "
+            "prune/ leaves them whole"
+        )
         for d in self.dims:
             if any(s.module in layers for s in d.slices):
                 d.blocked.append(reason)
@@ -237,12 +251,23 @@ class Tracer:
                 reads.setdefault(str(node.target), []).append(node)
         for path, nodes in reads.items():
             users = [u for n in nodes for u in n.users]
-            while len(users) == 1 and users[0].op in ("call_function", "call_method", "call_module") and (
-                    is_transpose(users[0]) if users[0].op != "call_module" else passes_through(users[0], self.gm.get_submodule(str(users[0].target)))):
+            while (
+                len(users) == 1
+                and users[0].op in ("call_function", "call_method", "call_module")
+                and (
+                    is_transpose(users[0])
+                    if users[0].op != "call_module"
+                    else passes_through(users[0], self.gm.get_submodule(str(users[0].target)))
+                )
+            ):
                 users = list(users[0].users)
             if len(users) > 1:
-                self.share(path, [self.graph_params[path]], f"of '{self.graph_params[path]}' is read by {len(users)} nodes "
-                                                            f"({', '.join(u.name for u in users)})")
+                self.share(
+                    path,
+                    [self.graph_params[path]],
+                    f"of '{self.graph_params[path]}' is read by {len(users)} nodes "
+                    f"({', '.join(u.name for u in users)})",
+                )
 
     def visit(self, node: fx.Node, protect_input: bool, protect_outputs: bool) -> Layout | None:
         if node.op == "placeholder":
@@ -278,9 +303,11 @@ class Tracer:
                 return self.unknown(node, "is called with extra arguments")
             shape = self.shape(node.args[0])
             rows = 1
-            for s in (shape[1:-1] if shape is not None and len(shape) > 2 else ()):
+            for s in shape[1:-1] if shape is not None and len(shape) > 2 else ():
                 rows *= int(s)
-            self.modules[name] = ModuleInfo("linear", mod.in_features, mod.out_features, mod.bias is not None, rows_per_sample=rows)
+            self.modules[name] = ModuleInfo(
+                "linear", mod.in_features, mod.out_features, mod.bias is not None, rows_per_sample=rows
+            )
             self.segments(src, name, "linear.in")
             d = self.new_dim(name, mod.out_features, name)
             self.dims[d].slices.append(Slice(name, "linear.out", 0))
@@ -305,8 +332,13 @@ class Tracer:
             axis = getattr(mod, "axis", None)
             if shape is None or not isinstance(axis, int) or axis % len(shape) != len(shape) - 1:
                 return self.unknown(node, "normalises over more than the feature axis")
-            return self.visit_layernorm(node, node.args[0], None, node.args[1] if len(node.args) > 1 else None,
-                                        node.args[2] if len(node.args) > 2 else None)
+            return self.visit_layernorm(
+                node,
+                node.args[0],
+                None,
+                node.args[1] if len(node.args) > 1 else None,
+                node.args[2] if len(node.args) > 2 else None,
+            )
         if kind == "unknown":
             return self.unknown(node, "is not a module prune/ can shrink through")
         return self.visit_function(node, kind)
@@ -338,7 +370,9 @@ class Tracer:
         if kind == "reshape":
             return self.visit_reshape(node, inputs)
         if kind == "linear":
-            return self.visit_linear(node, node.args[0], self.arg(node, 1, "weight"), self.arg(node, 2, "bias"), out_in=True)
+            return self.visit_linear(
+                node, node.args[0], self.arg(node, 1, "weight"), self.arg(node, 2, "bias"), out_in=True
+            )
         if kind == "matmul":
             return self.visit_linear(node, node.args[0], node.args[1], None, out_in=False)
         if kind == "addmm":
@@ -346,8 +380,13 @@ class Tracer:
                 return self.unknown(node, "scales its product (alpha/beta)")
             return self.visit_linear(node, node.args[1], node.args[2], node.args[0], out_in=False)
         if kind in ("layer_norm", "native_layer_norm"):
-            out = self.visit_layernorm(node, node.args[0], self.arg(node, 1, "normalized_shape"),
-                                       self.arg(node, 2, "weight"), self.arg(node, 3, "bias"))
+            out = self.visit_layernorm(
+                node,
+                node.args[0],
+                self.arg(node, 1, "normalized_shape"),
+                self.arg(node, 2, "weight"),
+                self.arg(node, 3, "bias"),
+            )
             if kind == "native_layer_norm":
                 self.tuples[node] = out
                 return None
@@ -382,8 +421,17 @@ class Tracer:
         for p in (path, bias_path):
             if p:
                 self.claim(p, name)
-        self.modules[name] = ModuleInfo("linear", int(in_features), int(out_features), bool(bias_path), rows_per_sample=rows,
-                                        weight=path, bias_path=bias_path, transposed=transposed, node=node.name)
+        self.modules[name] = ModuleInfo(
+            "linear",
+            int(in_features),
+            int(out_features),
+            bool(bias_path),
+            rows_per_sample=rows,
+            weight=path,
+            bias_path=bias_path,
+            transposed=transposed,
+            node=node.name,
+        )
         self.segments(src, name, "linear.in")
         d = self.new_dim(name, int(out_features), name)
         self.dims[d].slices.append(Slice(name, "linear.out", 0))
@@ -407,13 +455,22 @@ class Tracer:
                 return self.unknown(node, "has an affine weight or bias that is not a constant vector")
             paths.append(found[0])
         if literal and not self.graph_input and any(d != FIXED for d, _ in src):
-            return self.unknown(node, "has a literal normalized_shape in Python code; pass torch.fx.symbolic_trace(model) to prune through it")
+            return self.unknown(
+                node,
+                "has a literal normalized_shape in Python code; pass torch.fx.symbolic_trace(model) to prune through it",
+            )
         name = self.key(paths[0], node) if paths[0] else node.name
         for p in paths:
             if p:
                 self.claim(p, name)
-        self.modules[name] = ModuleInfo("layernorm", norm_size=width, affine_params=sum(bool(p) for p in paths),
-                                        weight=paths[0], bias_path=paths[1], node=node.name)
+        self.modules[name] = ModuleInfo(
+            "layernorm",
+            norm_size=width,
+            affine_params=sum(bool(p) for p in paths),
+            weight=paths[0],
+            bias_path=paths[1],
+            node=node.name,
+        )
         self.segments(src, name, "layernorm")
         return src
 
@@ -432,11 +489,16 @@ class Tracer:
             return a
 
         fx.node.map_aggregate((node.args[1:], node.kwargs), collect)
-        literal = any(a == width and isinstance(a, int) for a in spelled) or any(self.shape(a) is not None for a in spelled)
+        literal = any(a == width and isinstance(a, int) for a in spelled) or any(
+            self.shape(a) is not None for a in spelled
+        )
         if all(d == FIXED for d, _ in src or ()) or not literal:
             return src
         if not self.graph_input:
-            return self.unknown(node, "reshapes in Python code (shapes it cannot rewrite); pass torch.fx.symbolic_trace(model) to prune through it")
+            return self.unknown(
+                node,
+                "reshapes in Python code (shapes it cannot rewrite); pass torch.fx.symbolic_trace(model) to prune through it",
+            )
         self.modules[node.name] = ModuleInfo("reshape", norm_size=width, node=node.name)
         self.segments(src, node.name, "reshape")
         return src
@@ -456,7 +518,9 @@ class Tracer:
                 return self.layouts[inputs[0]]  # scalar or broadcast along the features
             if self.layouts[inputs[0]] == ((FIXED, other_shape[-1]),):
                 return self.layouts[inputs[0]]
-            return self.unknown(node, f"combines the features with a per-feature tensor of width {other_shape[-1]} it cannot slice")
+            return self.unknown(
+                node, f"combines the features with a per-feature tensor of width {other_shape[-1]} it cannot slice"
+            )
         if len(inputs) != 2:
             return self.unknown(node, "has more tensor operands than modelled")
         return self.combine(node, inputs[0], inputs[1], self.layouts[inputs[0]])
@@ -469,7 +533,10 @@ class Tracer:
             hidden, const = (b, sa) if fixed_a else (a, sb)
             if const is None or len(const) == 0 or const[-1] == 1:
                 return hidden  # broadcast along the features: shrinks with them
-            self.block(hidden, f"{self.describe(node)} combines the features with a per-feature tensor of width {const[-1]} it cannot slice")
+            self.block(
+                hidden,
+                f"{self.describe(node)} combines the features with a per-feature tensor of width {const[-1]} it cannot slice",
+            )
             return hidden
         # Broadcast of a (.., 1) operand leaves the other's features intact.
         if sb is not None and len(sb) and sb[-1] == 1 and (sa is None or not len(sa) or sa[-1] != 1):
@@ -483,10 +550,15 @@ class Tracer:
         if len(a) == 1 and len(b) == 1 and a[0][1] == b[0][1]:
             (da, _), (db, _) = a[0], b[0]
             if da == FIXED or db == FIXED:
-                self.block(a + b, f"{self.describe(node)} adds a fixed-width tensor to the features (a residual it cannot shrink)")
+                self.block(
+                    a + b,
+                    f"{self.describe(node)} adds a fixed-width tensor to the features (a residual it cannot shrink)",
+                )
                 return a
             if not self.dims[da].const and not self.dims[db].const and self.root(da) != self.root(db):
-                self.dims[da].couplings.append(f"{node.name} ({target_name(node) if node.op != 'call_module' else node.target})")
+                self.dims[da].couplings.append(
+                    f"{node.name} ({target_name(node) if node.op != 'call_module' else node.target})"
+                )
             self.union(da, db)  # a residual sum (or a per-feature constant): both sides lose the same units
             return a
         return self.unknown(node, "combines two tensors whose features do not line up (residual it does not model)")

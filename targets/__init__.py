@@ -16,6 +16,24 @@ from targets.registry import (
 from targets.runners import NativeRunner, QemuRunner, Runner, Session, SshRunner, parse_ssh_url, runner_for
 
 __all__ = [
-    "CACHE_ENV", "USER_DIR_ENV", "cache_root", "TargetError", "Target", "host_arch", "host_cpu_flags", "user_target_dirs", "all_targets", "get_target", "make_target", "native_target", "parse_target_list",
-    "Runner", "Session", "NativeRunner", "QemuRunner", "SshRunner", "parse_ssh_url", "runner_for",
+    "CACHE_ENV",
+    "USER_DIR_ENV",
+    "cache_root",
+    "TargetError",
+    "Target",
+    "host_arch",
+    "host_cpu_flags",
+    "user_target_dirs",
+    "all_targets",
+    "get_target",
+    "make_target",
+    "native_target",
+    "parse_target_list",
+    "Runner",
+    "Session",
+    "NativeRunner",
+    "QemuRunner",
+    "SshRunner",
+    "parse_ssh_url",
+    "runner_for",
 ]

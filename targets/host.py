@@ -58,7 +58,9 @@ def _host_key() -> str:
         tvm_version = "?"
     model = ""
     try:
-        model = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "")
+        model = next(
+            (line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), ""
+        )
     except OSError:
         pass
     text = "|".join([platform.machine(), model, " ".join(sorted(host_cpu_flags())), tvm_version])

@@ -135,40 +135,79 @@ def _aarch64(name: str, mcpu: str | None, description: str) -> Target:
     tvm = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
     if mcpu:
         tvm["mcpu"] = mcpu
-    return make_target(name=name, arch="aarch64", tvm=tvm, description=description, vector_bits=128,
-                       qemu_cpu=mcpu or "cortex-a72")
+    return make_target(
+        name=name, arch="aarch64", tvm=tvm, description=description, vector_bits=128, qemu_cpu=mcpu or "cortex-a72"
+    )
 
 
 BUILTIN: tuple[Target, ...] = (
-    make_target(name="x86_64", arch="x86_64", tvm={"kind": "llvm", "mtriple": "x86_64-linux-gnu"},
-                description="any x86-64 CPU (SSE2 baseline)", vector_bits=128),
-    make_target(name="x86_64-avx2", arch="x86_64",
-                tvm={"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "haswell"},
-                description="x86-64 with AVX2 and FMA (Intel Haswell+, AMD Zen+)", vector_bits=256,
-                host_flags=("avx2", "fma")),
+    make_target(
+        name="x86_64",
+        arch="x86_64",
+        tvm={"kind": "llvm", "mtriple": "x86_64-linux-gnu"},
+        description="any x86-64 CPU (SSE2 baseline)",
+        vector_bits=128,
+    ),
+    make_target(
+        name="x86_64-avx2",
+        arch="x86_64",
+        tvm={"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "haswell"},
+        description="x86-64 with AVX2 and FMA (Intel Haswell+, AMD Zen+)",
+        vector_bits=256,
+        host_flags=("avx2", "fma"),
+    ),
     _aarch64("aarch64", None, "any 64-bit ARMv8-A Linux board (NEON)"),
     _aarch64("cortex-a53", "cortex-a53", "Raspberry Pi 3, Pi Zero 2 W (Cortex-A53)"),
     _aarch64("cortex-a72", "cortex-a72", "Raspberry Pi 4 (Cortex-A72)"),
     _aarch64("cortex-a76", "cortex-a76", "Raspberry Pi 5 (Cortex-A76)"),
-    make_target(name="cortex-a7", arch="armv7",
-                tvm={"kind": "llvm", "mtriple": "armv7a-linux-gnueabihf", "mcpu": "cortex-a7",
-                     "mattr": ["+neon", "+vfp4"], "mfloat-abi": "hard"},
-                description="32-bit ARMv7-A hard-float boards (Raspberry Pi 2, BeagleBone-class)", vector_bits=128),
+    make_target(
+        name="cortex-a7",
+        arch="armv7",
+        tvm={
+            "kind": "llvm",
+            "mtriple": "armv7a-linux-gnueabihf",
+            "mcpu": "cortex-a7",
+            "mattr": ["+neon", "+vfp4"],
+            "mfloat-abi": "hard",
+        },
+        description="32-bit ARMv7-A hard-float boards (Raspberry Pi 2, BeagleBone-class)",
+        vector_bits=128,
+    ),
     # Microcontrollers (kind "mcu"): a firmware image with the generated C driver (export/mcu.py), run
     # under qemu-system-arm; flash_kb/ram_kb are the part's budget the linked image is checked against.
-    make_target(name="cortex-m4", arch="cortex-m", kind="mcu",
-                tvm={"kind": "llvm", "mtriple": "thumbv7em-none-eabihf", "mcpu": "cortex-m4", "mfloat-abi": "hard"},
-                description="Cortex-M4F microcontroller, 1 MB flash / 192 KB RAM (STM32F407-class; qemu: mps2-an386)",
-                vector_bits=32, qemu_machine="mps2-an386", flash_kb=1024, ram_kb=192),
-    make_target(name="cortex-m4-256k", arch="cortex-m", kind="mcu",
-                tvm={"kind": "llvm", "mtriple": "thumbv7em-none-eabihf", "mcpu": "cortex-m4", "mfloat-abi": "hard"},
-                description="small Cortex-M4F part, 256 KB flash / 64 KB RAM (STM32F401CC-class; qemu: mps2-an386)",
-                vector_bits=32, qemu_machine="mps2-an386", flash_kb=256, ram_kb=64),
-    make_target(name="cortex-m7", arch="cortex-m", kind="mcu",
-                tvm={"kind": "llvm", "mtriple": "thumbv7em-none-eabihf", "mcpu": "cortex-m7", "mfloat-abi": "hard"},
-                description="Cortex-M7 microcontroller, 2 MB flash / 512 KB RAM (STM32F767-class; qemu: mps2-an500)",
-                vector_bits=32,
-                qemu_machine="mps2-an500", flash_kb=2048, ram_kb=512),
+    make_target(
+        name="cortex-m4",
+        arch="cortex-m",
+        kind="mcu",
+        tvm={"kind": "llvm", "mtriple": "thumbv7em-none-eabihf", "mcpu": "cortex-m4", "mfloat-abi": "hard"},
+        description="Cortex-M4F microcontroller, 1 MB flash / 192 KB RAM (STM32F407-class; qemu: mps2-an386)",
+        vector_bits=32,
+        qemu_machine="mps2-an386",
+        flash_kb=1024,
+        ram_kb=192,
+    ),
+    make_target(
+        name="cortex-m4-256k",
+        arch="cortex-m",
+        kind="mcu",
+        tvm={"kind": "llvm", "mtriple": "thumbv7em-none-eabihf", "mcpu": "cortex-m4", "mfloat-abi": "hard"},
+        description="small Cortex-M4F part, 256 KB flash / 64 KB RAM (STM32F401CC-class; qemu: mps2-an386)",
+        vector_bits=32,
+        qemu_machine="mps2-an386",
+        flash_kb=256,
+        ram_kb=64,
+    ),
+    make_target(
+        name="cortex-m7",
+        arch="cortex-m",
+        kind="mcu",
+        tvm={"kind": "llvm", "mtriple": "thumbv7em-none-eabihf", "mcpu": "cortex-m7", "mfloat-abi": "hard"},
+        description="Cortex-M7 microcontroller, 2 MB flash / 512 KB RAM (STM32F767-class; qemu: mps2-an500)",
+        vector_bits=32,
+        qemu_machine="mps2-an500",
+        flash_kb=2048,
+        ram_kb=512,
+    ),
 )
 
 
@@ -180,9 +219,18 @@ def native_target() -> Target:
     flags = host_cpu_flags()
     bits = 512 if "avx512f" in flags else 256 if "avx2" in flags else 128
     triple = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu", "armv7": "armv7a-linux-gnueabihf"}[arch]
-    return make_target(name="native", arch=arch, tvm={"kind": "llvm", "mtriple": triple, "mcpu": host_cpu()},
-                       description=f"this machine ({host_cpu()})", vector_bits=bits, runner="native",
-                       cc="gcc", cxx="g++", toolchain_package="gcc g++", source="detected")
+    return make_target(
+        name="native",
+        arch=arch,
+        tvm={"kind": "llvm", "mtriple": triple, "mcpu": host_cpu()},
+        description=f"this machine ({host_cpu()})",
+        vector_bits=bits,
+        runner="native",
+        cc="gcc",
+        cxx="g++",
+        toolchain_package="gcc g++",
+        source="detected",
+    )
 
 
 _FIELDS = {f.name for f in fields(Target)} - {"source"}

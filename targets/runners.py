@@ -38,13 +38,25 @@ class Session:
         """Host-side argv that runs ``command`` inside the staged folder."""
         return self.runner.wrap(self, list(command), dict(env or {}))
 
-    def run(self, command: Sequence[str], *, stdin: bytes | None = None, env: dict[str, str] | None = None,
-            timeout: float = 120.0) -> subprocess.CompletedProcess:
+    def run(
+        self,
+        command: Sequence[str],
+        *,
+        stdin: bytes | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 120.0,
+    ) -> subprocess.CompletedProcess:
         """Run ``command`` to completion, capturing stdout and stderr as bytes."""
         argv = self.argv(command, env)
         try:
-            return subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout, cwd=self.runner.cwd(self),
-                                  env=self.runner.local_env(env))
+            return subprocess.run(
+                argv,
+                input=stdin,
+                capture_output=True,
+                timeout=timeout,
+                cwd=self.runner.cwd(self),
+                env=self.runner.local_env(env),
+            )
         except subprocess.TimeoutExpired as e:
             raise TargetError(f"{self.runner.describe()}: {' '.join(command)} timed out after {timeout:g} s") from e
         except OSError as e:
@@ -54,8 +66,9 @@ class Session:
         """Start ``command`` with stdin/stdout pipes (override with kwargs); the caller waits for it."""
         kwargs.setdefault("stdin", subprocess.PIPE)
         kwargs.setdefault("stdout", subprocess.PIPE)
-        return subprocess.Popen(self.argv(command, env), cwd=self.runner.cwd(self), env=self.runner.local_env(env),
-                                **kwargs)
+        return subprocess.Popen(
+            self.argv(command, env), cwd=self.runner.cwd(self), env=self.runner.local_env(env), **kwargs
+        )
 
 
 class Runner:
@@ -148,19 +161,23 @@ def _is_ip(host: str) -> bool:
 def check_user_host(user: str, host: str, where: str) -> None:
     """Raise TargetError (naming ``where``) unless ``user`` is a login name and ``host`` a hostname or IP literal."""
     if not _USER.fullmatch(user) or len(user) > 64:
-        raise TargetError(f"runner {where}: user {user!r} is not a login name (letters, digits, '_', '.', '-'; "
-                          "starting with a letter or '_')")
+        raise TargetError(
+            f"runner {where}: user {user!r} is not a login name (letters, digits, '_', '.', '-'; "
+            "starting with a letter or '_')"
+        )
     if _is_ip(host):
         return
     labels = host.split(".")
     if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
-        raise TargetError(f"runner {where}: host {host!r} is not a hostname or an IPv4/IPv6 address "
-                          "(letters, digits, '-', '_' in dot-separated labels, none starting or ending with '-')")
+        raise TargetError(
+            f"runner {where}: host {host!r} is not a hostname or an IPv4/IPv6 address "
+            "(letters, digits, '-', '_' in dot-separated labels, none starting or ending with '-')"
+        )
 
 
 def _ssh_option_value(value: str) -> str:
     """``value`` quoted for an ``ssh -o key=value`` argument (ssh splits option values at blanks)."""
-    if not any(c in value for c in ' \t"\'\\'):
+    if not any(c in value for c in " \t\"'\\"):
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -188,8 +205,9 @@ class SshRunner(Runner):
         if not 1 <= self.port <= 65535:
             raise TargetError(f"runner {self.describe()!r}: port {self.port} is not in 1..65535")
         if self.host_key not in HOST_KEY_POLICIES:
-            raise TargetError(f"runner {self.describe()!r}: host_key {self.host_key!r} is not one of "
-                              f"{', '.join(HOST_KEY_POLICIES)}")
+            raise TargetError(
+                f"runner {self.describe()!r}: host_key {self.host_key!r} is not one of {', '.join(HOST_KEY_POLICIES)}"
+            )
 
     def describe(self) -> str:
         return f"ssh://{self.user}@{self.host}:{self.port}"
@@ -200,13 +218,23 @@ class SshRunner(Runner):
                 raise TargetError(f"{tool!r} not found on PATH (Debian: apt-get install openssh-client)")
 
     def _options(self) -> list[str]:
-        opts = ["-o", "BatchMode=yes", "-o", f"StrictHostKeyChecking={HOST_KEY_POLICIES[self.host_key]}",
-                "-o", "ConnectTimeout=10"]
+        opts = [
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"StrictHostKeyChecking={HOST_KEY_POLICIES[self.host_key]}",
+            "-o",
+            "ConnectTimeout=10",
+        ]
         if self.identity:
             opts += ["-i", self.identity, "-o", "IdentitiesOnly=yes"]
         if self.known_hosts:  # pinned to this one file: the system-wide list is not consulted
-            opts += ["-o", f"UserKnownHostsFile={_ssh_option_value(self.known_hosts)}",
-                     "-o", "GlobalKnownHostsFile=/dev/null"]
+            opts += [
+                "-o",
+                f"UserKnownHostsFile={_ssh_option_value(self.known_hosts)}",
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+            ]
         return opts
 
     def _destination(self) -> str:
@@ -222,10 +250,14 @@ class SshRunner(Runner):
             return None
         where = self.known_hosts or "~/.ssh/known_hosts"
         if "REMOTE HOST IDENTIFICATION HAS CHANGED" in err:
-            return (f"host key verification failed: the board's host key differs from the one in {where} "
-                    "(if the board was reinstalled, check its new fingerprint and replace that line)")
-        return (f"host key verification failed: {where} holds no key for {self.host} port {self.port}; pin it "
-                "(see targets/README.md, 'ssh runner and host keys') or add host_key=accept-new to the runner URL")
+            return (
+                f"host key verification failed: the board's host key differs from the one in {where} "
+                "(if the board was reinstalled, check its new fingerprint and replace that line)"
+            )
+        return (
+            f"host key verification failed: {where} holds no key for {self.host} port {self.port}; pin it "
+            "(see targets/README.md, 'ssh runner and host keys') or add host_key=accept-new to the runner URL"
+        )
 
     def _call(self, argv: list[str], what: str) -> str:
         try:
@@ -251,8 +283,20 @@ class SshRunner(Runner):
             items = [str(p) for p in sorted(Path(local_dir).resolve().iterdir())]
             if items:
                 host = f"[{self.host}]" if ":" in self.host else self.host  # scp needs an IPv6 literal bracketed
-                self._call(["scp", *self._options(), "-q", "-r", "-P", str(self.port), "--", *items,
-                            f"{self.user}@{host}:{remote}/"], "copy to board")
+                self._call(
+                    [
+                        "scp",
+                        *self._options(),
+                        "-q",
+                        "-r",
+                        "-P",
+                        str(self.port),
+                        "--",
+                        *items,
+                        f"{self.user}@{host}:{remote}/",
+                    ],
+                    "copy to board",
+                )
             yield Session(self, remote)
         finally:
             subprocess.run(self._ssh() + [f"rm -rf {shlex.quote(remote)}"], capture_output=True, timeout=60)
@@ -279,18 +323,23 @@ def parse_ssh_url(url: str) -> SshRunner:
     if u.scheme != "ssh" or not u.hostname or not u.username:
         raise TargetError(f"runner {url!r}: expected ssh://user@host[:port]")
     if u.password is not None:
-        raise TargetError(f"runner {url!r}: a password in the URL is never used (ssh runs in batch mode); "
-                          "use identity=KEY or an ssh agent")
+        raise TargetError(
+            f"runner {url!r}: a password in the URL is never used (ssh runs in batch mode); "
+            "use identity=KEY or an ssh agent"
+        )
     check_user_host(u.username, u.hostname, repr(url))
     q = {k: v[-1] for k, v in parse_qs(u.query).items()}
     unknown = set(q) - set(SSH_OPTIONS)
     if unknown:
-        raise TargetError(f"runner {url!r}: unknown option(s) {', '.join(sorted(unknown))} (known: {', '.join(SSH_OPTIONS)})")
+        raise TargetError(
+            f"runner {url!r}: unknown option(s) {', '.join(sorted(unknown))} (known: {', '.join(SSH_OPTIONS)})"
+        )
     host_key = q.get("host_key", "strict")
     if host_key not in HOST_KEY_POLICIES:
         raise TargetError(f"runner {url!r}: host_key={host_key} is not one of {', '.join(HOST_KEY_POLICIES)}")
-    return SshRunner(u.username, u.hostname, port, q.get("identity", ""), q.get("known_hosts", ""), q.get("dir", "/tmp"),
-                     host_key)
+    return SshRunner(
+        u.username, u.hostname, port, q.get("identity", ""), q.get("known_hosts", ""), q.get("dir", "/tmp"), host_key
+    )
 
 
 def runner_for(target: Target, runner: str | None = None) -> Runner:
@@ -308,4 +357,6 @@ def runner_for(target: Target, runner: str | None = None) -> Runner:
         return QemuRunner(target.qemu, target.sysroot, target.qemu_cpu)
     if spec.startswith("ssh://"):
         return parse_ssh_url(spec)
-    raise TargetError(f"target {target.name!r}: unknown runner {spec!r} (expected auto, native, qemu or ssh://user@host[:port])")
+    raise TargetError(
+        f"target {target.name!r}: unknown runner {spec!r} (expected auto, native, qemu or ssh://user@host[:port])"
+    )

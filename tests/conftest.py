@@ -37,7 +37,9 @@ def small_bundle(small_controller: torch.nn.Module, tmp_path_factory: pytest.Tem
     """export_bundle of small_controller for x86_64, cortex-a72 and cortex-a7 (the ARM ones verified through the stub)."""
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("small_bundle") / "bundle"
-    export_bundle(small_controller, pendulum_spec(), parse_target_list("x86_64,cortex-a72,cortex-a7"), out, n_parity=100)
+    export_bundle(
+        small_controller, pendulum_spec(), parse_target_list("x86_64,cortex-a72,cortex-a7"), out, n_parity=100
+    )
     return out
 
 

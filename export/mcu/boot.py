@@ -38,22 +38,24 @@ def flash_image(elf: bytes) -> bytes:
     """
     if elf[:4] != b"\x7fELF" or elf[4] != 1 or elf[5] != 1:
         raise ExportError("not a little-endian 32-bit ELF image")
-    phoff, = struct.unpack_from("<I", elf, 28)
+    (phoff,) = struct.unpack_from("<I", elf, 28)
     phentsize, phnum = struct.unpack_from("<HH", elf, 42)
     segments = []
     for i in range(phnum):
         p_type, p_offset, _vaddr, p_paddr, p_filesz = struct.unpack_from("<IIIII", elf, phoff + i * phentsize)
         if p_type == 1 and p_filesz:  # PT_LOAD
             if p_paddr < APP_BASE or p_paddr + p_filesz > FLASH_END:
-                raise ExportError(f"the image loads {p_filesz} bytes at {p_paddr:#x}, outside the application's "
-                                  f"flash [{APP_BASE:#x}, {FLASH_END:#x})")
-            segments.append((p_paddr, elf[p_offset:p_offset + p_filesz]))
+                raise ExportError(
+                    f"the image loads {p_filesz} bytes at {p_paddr:#x}, outside the application's "
+                    f"flash [{APP_BASE:#x}, {FLASH_END:#x})"
+                )
+            segments.append((p_paddr, elf[p_offset : p_offset + p_filesz]))
     if not segments:
         raise ExportError("the image has no loadable bytes")
     end = max(addr + len(data) for addr, data in segments)
     image = bytearray(end - APP_BASE)
     for addr, data in segments:
-        image[addr - APP_BASE:addr - APP_BASE + len(data)] = data
+        image[addr - APP_BASE : addr - APP_BASE + len(data)] = data
     return bytes(image)
 
 
@@ -107,8 +109,20 @@ def build_boot_stage(public_key: bytes | None, mcpu: str = "cortex-m4", cc: str 
     tmp = scratch_dir(out.parent, f".{out.name}.build-")
     try:
         (tmp / "boot_key.h").write_text(header)
-        r = subprocess.run(["make", "--no-print-directory", "-C", str(BOOT_SOURCES / "mcu"), "boot", f"OUT={tmp}",
-                            f"MCPU={mcpu}", f"ARM_CC={cc}"], capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                "make",
+                "--no-print-directory",
+                "-C",
+                str(BOOT_SOURCES / "mcu"),
+                "boot",
+                f"OUT={tmp}",
+                f"MCPU={mcpu}",
+                f"ARM_CC={cc}",
+            ],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0:
             errors = [ln for ln in r.stderr.splitlines() if "error" in ln] or r.stderr.splitlines()[-5:]
             raise ExportError(f"building the boot stage failed: {' | '.join(errors[:5])}")

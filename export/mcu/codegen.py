@@ -70,8 +70,14 @@ def arena_bytes(mod) -> dict[str, int]:
     (a schedule declares a whole-row accumulator but uses a few registers' worth of it per step).
     """
     prims = tvm.IRModule({gv: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)})
-    compact = tvm.ir.transform.Sequential([st.LowerInitBlock(), st.PlanAndUpdateBufferAllocationLocation(),
-                                           st.ConvertBlocksToOpaque(), st.CompactBufferAllocation()])
+    compact = tvm.ir.transform.Sequential(
+        [
+            st.LowerInitBlock(),
+            st.PlanAndUpdateBufferAllocationLocation(),
+            st.ConvertBlocksToOpaque(),
+            st.CompactBufferAllocation(),
+        ]
+    )
     return {gv.name_hint: kernel_scratch_bytes(f, gv.name_hint) for gv, f in compact(prims).functions.items()}
 
 
@@ -101,8 +107,11 @@ def generate_c(chain: KernelChain, arena: int, header: str, workspace_slots: boo
     kernels = sorted({name for name, _ in chain.calls})
     w_floats, t_floats = chain.floats(CONSTANT), chain.floats(INPUT) + chain.floats(INTERMEDIATE)
     codes = sum(t.numel for t in chain.tensors if t.kind == CONSTANT and t.dtype == "int8")
-    weights = f"{w_floats} floats ({4 * w_floats} bytes, flash)" if not codes else (
-        f"{codes} int8 codes and {w_floats} floats ({chain.nbytes(CONSTANT)} bytes, flash)")
+    weights = (
+        f"{w_floats} floats ({4 * w_floats} bytes, flash)"
+        if not codes
+        else (f"{codes} int8 codes and {w_floats} floats ({chain.nbytes(CONSTANT)} bytes, flash)")
+    )
     obs_dim, act_dim = chain.tensors[chain.input].numel, chain.tensors[chain.output].numel
     out = [f"/* {line} */" if line else "" for line in header.splitlines()]
     out += [
@@ -120,30 +129,43 @@ def generate_c(chain: KernelChain, arena: int, header: str, workspace_slots: boo
         "",
         "/* The kernels, compiled by TVM into the kernels object (TVM FFI calling convention). */",
     ]
-    out += [f"int __tvm_ffi_{k}(void* self, const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result);"
-            for k in kernels]
+    out += [
+        f"int __tvm_ffi_{k}(void* self, const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result);" for k in kernels
+    ]
     out += ["", "/* Folded weights and biases, in flash. */"]
     for i, t in enumerate(chain.tensors):
         if t.kind == CONSTANT:
             assert t.data is not None  # kernel_chain gives every constant its values
             if t.dtype == "int8":  # weight-only int8: the kernel converts each code to float inside its sum
-                out += [f"static const int8_t c{i}[{t.numel}] __attribute__((aligned(64))) = {{  /* {t.shape} */",
-                        _c_ints(t.data), "};"]
+                out += [
+                    f"static const int8_t c{i}[{t.numel}] __attribute__((aligned(64))) = {{  /* {t.shape} */",
+                    _c_ints(t.data),
+                    "};",
+                ]
                 continue
-            out += [f"static const float c{i}[{t.numel}] __attribute__((aligned(64))) = {{  /* {t.shape} */",
-                    _c_floats(t.data), "};"]
+            out += [
+                f"static const float c{i}[{t.numel}] __attribute__((aligned(64))) = {{  /* {t.shape} */",
+                _c_floats(t.data),
+                "};",
+            ]
     out += ["", "/* The input and every kernel's result: one static buffer each, in RAM. */"]
     for i, t in enumerate(chain.tensors):
         if t.kind != CONSTANT:
             out.append(f"static float t{i}[{t.numel}] __attribute__((aligned(64)));  /* {t.kind} {t.shape} */")
     out += ["", "static const int64_t shapes[][4] = {"]
     out += [f"    {{{', '.join(str(d) for d in t.shape) or '0'}}},  /* {i} */" for i, t in enumerate(chain.tensors)]
-    out += ["};", "", "/* DLTensor views of the buffers: const, the kernels only read them (and write the data). */",
-            "#define TENSOR(ptr, i, ndim) {(void*)(ptr), {kDLCPU, 0}, (ndim), {kDLFloat, 32, 1}, "
-            "(int64_t*)shapes[i], NULL, 0}"]
+    out += [
+        "};",
+        "",
+        "/* DLTensor views of the buffers: const, the kernels only read them (and write the data). */",
+        "#define TENSOR(ptr, i, ndim) {(void*)(ptr), {kDLCPU, 0}, (ndim), {kDLFloat, 32, 1}, "
+        "(int64_t*)shapes[i], NULL, 0}",
+    ]
     if codes:
-        out.append("#define TENSOR_I8(ptr, i, ndim) {(void*)(ptr), {kDLCPU, 0}, (ndim), {kDLInt, 8, 1}, "
-                   "(int64_t*)shapes[i], NULL, 0}")
+        out.append(
+            "#define TENSOR_I8(ptr, i, ndim) {(void*)(ptr), {kDLCPU, 0}, (ndim), {kDLInt, 8, 1}, "
+            "(int64_t*)shapes[i], NULL, 0}"
+        )
     out.append("static const DLTensor tensors[] = {")
     for i, t in enumerate(chain.tensors):
         buf = f"c{i}" if t.kind == CONSTANT else f"t{i}"
@@ -151,12 +173,22 @@ def generate_c(chain: KernelChain, arena: int, header: str, workspace_slots: boo
     out += ["};", "#define ARG(i) {.type_index = kTVMFFIDLTensorPtr, .v_ptr = (void*)&tensors[i]}"]
     for c, (_name, args) in enumerate(chain.calls):
         out.append(f"static const TVMFFIAny args{c}[] = {{{', '.join(f'ARG({a})' for a in args)}}};")
-    out += ["", "typedef int (*kernel_fn)(void*, const TVMFFIAny*, int32_t, TVMFFIAny*);",
-            "static const struct { kernel_fn fn; const TVMFFIAny* args; int32_t n; const char* name; } calls[] = {"]
+    out += [
+        "",
+        "typedef int (*kernel_fn)(void*, const TVMFFIAny*, int32_t, TVMFFIAny*);",
+        "static const struct { kernel_fn fn; const TVMFFIAny* args; int32_t n; const char* name; } calls[] = {",
+    ]
     out += [f'    {{__tvm_ffi_{name}, args{c}, {len(args)}, "{name}"}},' for c, (name, args) in enumerate(chain.calls)]
-    out += ["};", "", ARENA_AND_DRIVER.replace("@ARENA@", str(max(arena, ARENA_ALIGN))).replace(
-        "@ALIGN@", str(ARENA_ALIGN)).replace("@SLOTS@", SLOTS if workspace_slots else "").replace(
-        "@FILL@", FILL if workspace_slots else "    /* the kernels need no workspace */").replace("@IN@", f"t{chain.input}").replace("@OUT@", f"t{chain.output}")]
+    out += [
+        "};",
+        "",
+        ARENA_AND_DRIVER.replace("@ARENA@", str(max(arena, ARENA_ALIGN)))
+        .replace("@ALIGN@", str(ARENA_ALIGN))
+        .replace("@SLOTS@", SLOTS if workspace_slots else "")
+        .replace("@FILL@", FILL if workspace_slots else "    /* the kernels need no workspace */")
+        .replace("@IN@", f"t{chain.input}")
+        .replace("@OUT@", f"t{chain.output}"),
+    ]
     return "\n".join(out) + "\n"
 
 

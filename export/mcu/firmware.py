@@ -50,12 +50,22 @@ FPU_OF_CPU = {"cortex-m4": "fpv4-sp-d16", "cortex-m7": "fpv5-d16", "cortex-m33":
 STACK_BYTES = 4096  # reserved stack; verification fails if the firmware under qemu used more than STACK_LIMIT of it
 STACK_LIMIT = 0.75
 HOST_TVM = {"kind": "llvm", "mtriple": "x86_64-linux-gnu"}  # the kernels again, for the host check of the same C
-FLASH_SECTIONS = (".isr_vector", ".text", ".rodata", ".got", ".ARM.extab", ".ARM.exidx", ".data")  # .data's initial values too
+FLASH_SECTIONS = (
+    ".isr_vector",
+    ".text",
+    ".rodata",
+    ".got",
+    ".ARM.extab",
+    ".ARM.exidx",
+    ".data",
+)  # .data's initial values too
 RAM_SECTIONS = (".stack", ".data", ".bss")
 INSTRUCTION_RESOLUTION = 40  # one SysTick tick at 25 MHz = 40 instructions at qemu -icount shift=0
-INSTRUCTIONS_HOW = ("instructions executed per inference under qemu-system-arm -icount shift=0 (SysTick-timed, "
-                    "40-instruction resolution); not a cycle count: a Cortex-M4 needs at least one cycle per "
-                    "instruction, the dual-issue Cortex-M7 can need fewer")
+INSTRUCTIONS_HOW = (
+    "instructions executed per inference under qemu-system-arm -icount shift=0 (SysTick-timed, "
+    "40-instruction resolution); not a cycle count: a Cortex-M4 needs at least one cycle per "
+    "instruction, the dual-issue Cortex-M7 can need fewer"
+)
 WORKSPACE_SLOTS = {"__TVMBackendAllocWorkspace", "__TVMBackendFreeWorkspace"}  # filled by the driver when defined
 
 
@@ -94,8 +104,10 @@ def _file_record(path: Path) -> dict:
 def _tool(name: str, target: Target) -> str:
     path = shutil.which(name)
     if path is None:
-        raise ExportError(f"target {target.name!r}: {name!r} not found on PATH (Debian: apt-get install "
-                          f"{target.toolchain_package or 'gcc-arm-none-eabi libnewlib-arm-none-eabi'})")
+        raise ExportError(
+            f"target {target.name!r}: {name!r} not found on PATH (Debian: apt-get install "
+            f"{target.toolchain_package or 'gcc-arm-none-eabi libnewlib-arm-none-eabi'})"
+        )
     return path
 
 
@@ -136,14 +148,17 @@ def compile_kernels(mod, tvm_target: dict, path: Path, where: str) -> None:
             lib = tvm.compile(prims, target=tvm.target.Target(dict(tvm_target)))
         lib.mod.write_to_file(str(path))
     except Exception as e:  # TVM raises assorted error types; keep the first line and name the target
-        raise ExportError(f"{where}: TVM failed to compile the kernels for {tvm_target}: "
-                          f"{str(e).strip().splitlines()[0]}") from e
+        raise ExportError(
+            f"{where}: TVM failed to compile the kernels for {tvm_target}: {str(e).strip().splitlines()[0]}"
+        ) from e
 
 
 def _fpu(target: Target) -> str:
     cpu = str(target.tvm.get("mcpu", ""))
     if cpu not in FPU_OF_CPU:
-        raise ExportError(f"target {target.name!r}: no firmware build for mcpu {cpu!r} (known: {', '.join(FPU_OF_CPU)})")
+        raise ExportError(
+            f"target {target.name!r}: no firmware build for mcpu {cpu!r} (known: {', '.join(FPU_OF_CPU)})"
+        )
     return FPU_OF_CPU[cpu]
 
 
@@ -157,10 +172,24 @@ def defined_symbols(obj: Path, target: Target) -> set[str]:
 def build_firmware(target: Target, model_c: Path, kernels_o: Path, out_dir: Path) -> Path:
     """Link the firmware image for ``target`` from the generated C and the kernels object; returns the ELF."""
     cc = _tool(target.cc, target)
-    _run(["make", "--no-print-directory", "-C", str(FIRMWARE_SOURCES), "firmware", f"OUT={out_dir}",
-          f"MODEL_C={model_c}", f"KERNELS_O={kernels_o}", f"MCPU={target.tvm['mcpu']}", f"FPU={_fpu(target)}",
-          f"STACK_BYTES={STACK_BYTES}", f"FFI_INC={ffi_include_dir()}", f"ARM_CC={cc}"],
-         f"target {target.name!r}: linking the firmware with {target.cc}")
+    _run(
+        [
+            "make",
+            "--no-print-directory",
+            "-C",
+            str(FIRMWARE_SOURCES),
+            "firmware",
+            f"OUT={out_dir}",
+            f"MODEL_C={model_c}",
+            f"KERNELS_O={kernels_o}",
+            f"MCPU={target.tvm['mcpu']}",
+            f"FPU={_fpu(target)}",
+            f"STACK_BYTES={STACK_BYTES}",
+            f"FFI_INC={ffi_include_dir()}",
+            f"ARM_CC={cc}",
+        ],
+        f"target {target.name!r}: linking the firmware with {target.cc}",
+    )
     return out_dir / "firmware.elf"
 
 
@@ -181,9 +210,17 @@ def measure_memory(elf: Path, target: Target, weights_bytes: int, tensor_bytes: 
     sections = section_sizes(elf, target)
     flash = sum(sections.get(s, 0) for s in FLASH_SECTIONS)
     ram = sum(sections.get(s, 0) for s in RAM_SECTIONS)
-    return MemoryReport(flash, ram, {k: v for k, v in sections.items() if k in FLASH_SECTIONS + RAM_SECTIONS},
-                        weights_bytes, tensor_bytes, arena, sections.get(".stack", STACK_BYTES),
-                        target.flash_kb * 1024, target.ram_kb * 1024)
+    return MemoryReport(
+        flash,
+        ram,
+        {k: v for k, v in sections.items() if k in FLASH_SECTIONS + RAM_SECTIONS},
+        weights_bytes,
+        tensor_bytes,
+        arena,
+        sections.get(".stack", STACK_BYTES),
+        target.flash_kb * 1024,
+        target.ram_kb * 1024,
+    )
 
 
 class DoesNotFit(ExportError):
@@ -198,14 +235,22 @@ def check_fits(target: Target, mem: MemoryReport, where: str) -> None:
     """Raise :class:`DoesNotFit` (an ExportError) naming the sizes when the firmware does not fit the target's flash or RAM."""
     problems = []
     if mem.flash_bytes > mem.flash_budget_bytes:
-        problems.append(f"flash {mem.flash_bytes} bytes ({mem.flash_bytes / 1024:.1f} KB, of which weights "
-                        f"{mem.weights_bytes / 1024:.1f} KB) > {target.flash_kb} KB")
+        problems.append(
+            f"flash {mem.flash_bytes} bytes ({mem.flash_bytes / 1024:.1f} KB, of which weights "
+            f"{mem.weights_bytes / 1024:.1f} KB) > {target.flash_kb} KB"
+        )
     if mem.ram_bytes > mem.ram_budget_bytes:
-        problems.append(f"RAM {mem.ram_bytes} bytes ({mem.ram_bytes / 1024:.1f} KB: stack {mem.stack_bytes}, "
-                        f"arena {mem.arena_bytes}, tensors {mem.tensor_bytes}) > {target.ram_kb} KB")
+        problems.append(
+            f"RAM {mem.ram_bytes} bytes ({mem.ram_bytes / 1024:.1f} KB: stack {mem.stack_bytes}, "
+            f"arena {mem.arena_bytes}, tensors {mem.tensor_bytes}) > {target.ram_kb} KB"
+        )
     if problems:
-        raise DoesNotFit(f"{where}: the firmware does not fit: {'; '.join(problems)} "
-                         "(prune the controller further, or pick a target with more memory)", target.name, mem)
+        raise DoesNotFit(
+            f"{where}: the firmware does not fit: {'; '.join(problems)} "
+            "(prune the controller further, or pick a target with more memory)",
+            target.name,
+            mem,
+        )
 
 
 def build_host_check(model_c: Path, host_kernels_o: Path, out_dir: Path) -> Path:
@@ -213,9 +258,21 @@ def build_host_check(model_c: Path, host_kernels_o: Path, out_dir: Path) -> Path
     cc = shutil.which("gcc")
     if cc is None:
         raise ExportError("gcc not found on PATH: the generated C is checked on the host first (apt-get install gcc)")
-    _run(["make", "--no-print-directory", "-C", str(FIRMWARE_SOURCES), "host", f"OUT={out_dir}",
-          f"MODEL_C={model_c}", f"KERNELS_O={host_kernels_o}", f"FFI_INC={ffi_include_dir()}", f"HOST_CC={cc}"],
-         "building the host check of the generated C")
+    _run(
+        [
+            "make",
+            "--no-print-directory",
+            "-C",
+            str(FIRMWARE_SOURCES),
+            "host",
+            f"OUT={out_dir}",
+            f"MODEL_C={model_c}",
+            f"KERNELS_O={host_kernels_o}",
+            f"FFI_INC={ffi_include_dir()}",
+            f"HOST_CC={cc}",
+        ],
+        "building the host check of the generated C",
+    )
     return out_dir / "host_check"
 
 
@@ -225,7 +282,9 @@ def run_host_check(exe: Path, obs: np.ndarray, act_dim: int) -> tuple[np.ndarray
     r = subprocess.run([str(exe)], input=data, capture_output=True, timeout=120)
     err = r.stderr.decode(errors="replace").strip()
     if r.returncode != 0:
-        raise ExportError(f"the generated C failed on the host: {err.splitlines()[-1] if err else f'exit {r.returncode}'}")
+        raise ExportError(
+            f"the generated C failed on the host: {err.splitlines()[-1] if err else f'exit {r.returncode}'}"
+        )
     peak = int(err.split()[-1]) if err.startswith("arena_peak_bytes") else -1
     return np.frombuffer(r.stdout, dtype="<f4").reshape(-1, act_dim), peak
 
@@ -238,8 +297,9 @@ class McuArtifact:
     host_check: Path  # the host build of the generated C (kept in a temp folder for verification)
 
 
-def build_mcu_artifact(model: onnx.ModelProto, spec: ControllerSpec, target: Target, folder: Path, work: Path,
-                       fast_math: bool = True) -> McuArtifact:
+def build_mcu_artifact(
+    model: onnx.ModelProto, spec: ControllerSpec, target: Target, folder: Path, work: Path, fast_math: bool = True
+) -> McuArtifact:
     """Write ``<t>.elf``, ``<t>_model.c``, ``<t>_kernels.o`` (and the model header) into ``folder``.
 
     ``work`` is a scratch folder for build products that do not ship (the host kernels and check
@@ -256,11 +316,13 @@ def build_mcu_artifact(model: onnx.ModelProto, spec: ControllerSpec, target: Tar
     tensors = 4 * (chain.tensors[chain.input].numel + chain.floats("intermediate"))
     # the bundle's ONNX graph is the source of truth: the header names its digest
     onnx_sha = hashlib.sha256(model.SerializeToString()).hexdigest()
-    header = (f"{target.name}_model.c - generated by prune-and-export; do not edit.\n"
-              f"The controller of model.onnx (sha256 {onnx_sha[:16]}...) as plain C for {target.name} "
-              f"({target.tvm.get('mcpu')}).\n"
-              f"Build with {MODEL_HEADER}, the kernels object {target.name}_kernels.o and the tvm_ffi headers "
-              "(c_api.h, dlpack.h).")
+    header = (
+        f"{target.name}_model.c - generated by prune-and-export; do not edit.\n"
+        f"The controller of model.onnx (sha256 {onnx_sha[:16]}...) as plain C for {target.name} "
+        f"({target.tvm.get('mcpu')}).\n"
+        f"Build with {MODEL_HEADER}, the kernels object {target.name}_kernels.o and the tvm_ffi headers "
+        "(c_api.h, dlpack.h)."
+    )
     kernels_o = folder / f"{target.name}_kernels.o"
     tvm_target = dict(target.tvm)
     compile_kernels(mod, tvm_target, kernels_o, where)
@@ -285,23 +347,43 @@ def build_mcu_artifact(model: onnx.ModelProto, spec: ControllerSpec, target: Tar
     host_exe = build_host_check(model_c, host_o, work / f"{target.name}-host")
     kernels = sorted({name for name, _ in chain.calls})
     record = {
-        **_file_record(image), "arch": target.arch, "kind": "mcu", "tvm_target": tvm_target,
-        "target": target.to_dict(), "entry": "pae_mcu_infer", "input_shape": [1, spec.obs_dim],
-        "kernels": len(kernels), "kernel_calls": len(chain.calls), "kernel_names": kernels,
+        **_file_record(image),
+        "arch": target.arch,
+        "kind": "mcu",
+        "tvm_target": tvm_target,
+        "target": target.to_dict(),
+        "entry": "pae_mcu_infer",
+        "input_shape": [1, spec.obs_dim],
+        "kernels": len(kernels),
+        "kernel_calls": len(chain.calls),
+        "kernel_names": kernels,
         "compile_seconds": round(time.perf_counter() - start, 3),
-        "compile_flags": {"pipeline": "mcu-scalar", "relax_pipeline": "zero", "fast_math": bool(fast_math),
-                          "schedule": {"rule": "matvec: groups of outputs accumulated in registers, reduction "
-                                               "inside, elementwise epilogue from the registers (export/mcu/schedule.py)",
-                                       **schedule.to_dict()},
-                          "cc": target.cc, "batch": 1, "stack_bytes": STACK_BYTES},
-        "sources": {"model_c": _file_record(model_c), "kernels_o": _file_record(kernels_o),
-                    "header": _file_record(folder / MODEL_HEADER)},
+        "compile_flags": {
+            "pipeline": "mcu-scalar",
+            "relax_pipeline": "zero",
+            "fast_math": bool(fast_math),
+            "schedule": {
+                "rule": "matvec: groups of outputs accumulated in registers, reduction "
+                "inside, elementwise epilogue from the registers (export/mcu/schedule.py)",
+                **schedule.to_dict(),
+            },
+            "cc": target.cc,
+            "batch": 1,
+            "stack_bytes": STACK_BYTES,
+        },
+        "sources": {
+            "model_c": _file_record(model_c),
+            "kernels_o": _file_record(kernels_o),
+            "header": _file_record(folder / MODEL_HEADER),
+        },
         "qemu_machine": target.qemu_machine,
-        "flash_bytes": mem.flash_bytes, "ram_bytes": mem.ram_bytes, "memory": mem.to_dict(),
+        "flash_bytes": mem.flash_bytes,
+        "ram_bytes": mem.ram_bytes,
+        "memory": mem.to_dict(),
         "arena_per_kernel": scratch,
         "cycles_per_inference": None,
         "cycles_note": "qemu-system-arm models no timing and reads the DWT cycle counter as 0: no cycle count "
-                       "here (see instructions_per_inference; on a board, time it with the DWT counter)",
+        "here (see instructions_per_inference; on a board, time it with the DWT counter)",
     }
     return McuArtifact(record, host_exe)
 
@@ -318,12 +400,20 @@ def _err(c: Comparison) -> float:
 def _differs(what: str, c: Comparison) -> str:
     if c.action < 0:
         return f"{what} gives outputs of another shape than onnxruntime's"
-    return (f"{what} differs from onnxruntime by {c.max_abs_err:.3g} on action {c.action} at observation {c.row} "
-            f"(> {c.threshold:g})")
+    return (
+        f"{what} differs from onnxruntime by {c.max_abs_err:.3g} on action {c.action} at observation {c.row} "
+        f"(> {c.threshold:g})"
+    )
 
 
-def verify_mcu(bundle_dir: Path, target: Target, artifact: McuArtifact, obs: np.ndarray, reference: np.ndarray,
-               tolerance: float | np.ndarray):
+def verify_mcu(
+    bundle_dir: Path,
+    target: Target,
+    artifact: McuArtifact,
+    obs: np.ndarray,
+    reference: np.ndarray,
+    tolerance: float | np.ndarray,
+):
     """Run the generated C on the host and the firmware under qemu; both must match onnxruntime within ``tolerance``.
 
     ``tolerance``: the allowed absolute error, one number or one per action dimension (export/parity.py).
@@ -337,34 +427,74 @@ def verify_mcu(bundle_dir: Path, target: Target, artifact: McuArtifact, obs: np.
     host_err = _err(host)
     method = "generated C on the host (x86_64 kernels)"
     if not host.ok:
-        return Verification(target.name, FAILED, method, len(obs), host_err, tol,
-                            _differs("the generated C on the host", host), host.action, host.row)
+        return Verification(
+            target.name,
+            FAILED,
+            method,
+            len(obs),
+            host_err,
+            tol,
+            _differs("the generated C on the host", host),
+            host.action,
+            host.row,
+        )
     if peak > rec["memory"]["arena_bytes"]:
-        return Verification(target.name, FAILED, method, len(obs), host_err, tol,
-                            f"the kernels used {peak} arena bytes, more than the {rec['memory']['arena_bytes']} computed")
+        return Verification(
+            target.name,
+            FAILED,
+            method,
+            len(obs),
+            host_err,
+            tol,
+            f"the kernels used {peak} arena bytes, more than the {rec['memory']['arena_bytes']} computed",
+        )
     rec["host_check"] = {"max_abs_err": host_err, "n": len(obs), "arena_peak_bytes": peak}
     why_not = qemu_available(target)
     if why_not:
-        return Verification(target.name, NOT_VERIFIED, method, len(obs), host_err, tol,
-                            f"the generated C matches onnxruntime on the host, but the firmware did not run: {why_not}")
+        return Verification(
+            target.name,
+            NOT_VERIFIED,
+            method,
+            len(obs),
+            host_err,
+            tol,
+            f"the generated C matches onnxruntime on the host, but the firmware did not run: {why_not}",
+        )
     method = f"generated C on the host + firmware under qemu-system-arm -machine {target.qemu_machine}"
     with FirmwareSession(Path(bundle_dir), target.name) as session:
         fw_actions, instructions = session.infer_batch(obs)
         stats = session.stats_extended()
     fw = compare(fw_actions, reference, tolerance)
     fw_err = _err(fw)
-    rec["firmware_check"] = {"max_abs_err": fw_err, "n": len(obs), "arena_peak_bytes": stats["arena_peak_bytes"],
-                             "stack_peak_bytes": stats["stack_peak_bytes"], "runner": session.where}
-    rec["instructions_per_inference"] = {"min": int(instructions.min()), "mean": float(instructions.mean()),
-                                         "max": int(instructions.max()), "resolution": INSTRUCTION_RESOLUTION,
-                                         "how": INSTRUCTIONS_HOW}
+    rec["firmware_check"] = {
+        "max_abs_err": fw_err,
+        "n": len(obs),
+        "arena_peak_bytes": stats["arena_peak_bytes"],
+        "stack_peak_bytes": stats["stack_peak_bytes"],
+        "runner": session.where,
+    }
+    rec["instructions_per_inference"] = {
+        "min": int(instructions.min()),
+        "mean": float(instructions.mean()),
+        "max": int(instructions.max()),
+        "resolution": INSTRUCTION_RESOLUTION,
+        "how": INSTRUCTIONS_HOW,
+    }
     err = max(host_err, fw_err)
     if not fw.ok:
-        return Verification(target.name, FAILED, method, len(obs), err, tol, _differs("the firmware", fw),
-                            fw.action, fw.row)
+        return Verification(
+            target.name, FAILED, method, len(obs), err, tol, _differs("the firmware", fw), fw.action, fw.row
+        )
     if stats["stack_peak_bytes"] > STACK_LIMIT * STACK_BYTES:
-        return Verification(target.name, FAILED, method, len(obs), err, tol,
-                            f"the firmware used {stats['stack_peak_bytes']} of its {STACK_BYTES} stack bytes")
+        return Verification(
+            target.name,
+            FAILED,
+            method,
+            len(obs),
+            err,
+            tol,
+            f"the firmware used {stats['stack_peak_bytes']} of its {STACK_BYTES} stack bytes",
+        )
     return Verification(target.name, VERIFIED, method, len(obs), err, tol, "", fw.action, fw.row)
 
 
@@ -375,8 +505,17 @@ def memory_table(records: dict[str, dict]) -> list[dict]:
         if rec.get("kind") != "mcu":
             continue
         m = rec["memory"]
-        rows.append({"target": name, "flash_bytes": m["flash_bytes"], "flash_budget_bytes": m["flash_budget_bytes"],
-                     "ram_bytes": m["ram_bytes"], "ram_budget_bytes": m["ram_budget_bytes"],
-                     "weights_bytes": m["weights_bytes"], "arena_bytes": m["arena_bytes"],
-                     "stack_bytes": m["stack_bytes"], "fits": m["fits"]})
+        rows.append(
+            {
+                "target": name,
+                "flash_bytes": m["flash_bytes"],
+                "flash_budget_bytes": m["flash_budget_bytes"],
+                "ram_bytes": m["ram_bytes"],
+                "ram_budget_bytes": m["ram_budget_bytes"],
+                "weights_bytes": m["weights_bytes"],
+                "arena_bytes": m["arena_bytes"],
+                "stack_bytes": m["stack_bytes"],
+                "fits": m["fits"],
+            }
+        )
     return rows

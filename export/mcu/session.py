@@ -55,10 +55,26 @@ def qemu_command(machine: str, boot: Path, elf: Path, record: Path | None = None
     firmware's SysTick-timed ``aux`` is the instruction count of each inference (deterministic; not
     cycles: qemu models no pipeline, memory wait states or FPU latencies).
     """
-    return [QEMU, "-machine", machine, "-display", "none", "-monitor", "none", "-serial", "stdio",
-            "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(boot),
-            "-device", f"loader,file={elf}",
-            *(["-device", f"loader,file={record},addr={RECORD_ADDR:#x},force-raw=on"] if record else [])]
+    return [
+        QEMU,
+        "-machine",
+        machine,
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        "stdio",
+        "-semihosting-config",
+        "enable=on,target=native",
+        "-icount",
+        "shift=0",
+        "-kernel",
+        str(boot),
+        "-device",
+        f"loader,file={elf}",
+        *(["-device", f"loader,file={record},addr={RECORD_ADDR:#x},force-raw=on"] if record else []),
+    ]
 
 
 class FirmwareSession(DeviceSession):
@@ -74,8 +90,10 @@ class FirmwareSession(DeviceSession):
         if target.kind != "mcu":
             raise ExportError(f"target {self.target_name!r} is not a microcontroller target")
         if self.extra_args:
-            raise ExportError(f"target {self.target_name!r}: the firmware takes no options "
-                              f"({' '.join(self.extra_args)}): deadlines and safe actions need the Linux stub")
+            raise ExportError(
+                f"target {self.target_name!r}: the firmware takes no options "
+                f"({' '.join(self.extra_args)}): deadlines and safe actions need the Linux stub"
+            )
         if self.runner not in (None, "auto", "qemu"):
             raise ExportError(f"target {self.target_name!r}: firmware runs only under qemu here, not {self.runner!r}")
         why_not = qemu_available(target)
@@ -88,8 +106,13 @@ class FirmwareSession(DeviceSession):
             elf.write_bytes(self._verified_image())  # run the bytes that were hashed, not the path again
             boot, record = self._boot_stage(target, tmp)
             self._stderr = self._stack.enter_context(tempfile.TemporaryFile())
-            self.proc = subprocess.Popen(qemu_command(target.qemu_machine, boot, elf, record), stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0)
+            self.proc = subprocess.Popen(
+                qemu_command(target.qemu_machine, boot, elf, record),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                bufsize=0,
+            )
             self._stack.callback(self._stop)
             self._check_hello(self._hello())
         except BaseException:
@@ -113,8 +136,10 @@ class FirmwareSession(DeviceSession):
     def _verified_image(self) -> bytes:
         rec = read_manifest(self.bundle_dir).artifacts.get(self.target_name)
         if not isinstance(rec, dict) or rec.get("kind") != "mcu":
-            raise ExportError(f"{self.bundle_dir}/manifest.json: no firmware for target {self.target_name!r} "
-                              "(export the bundle with this target)")
+            raise ExportError(
+                f"{self.bundle_dir}/manifest.json: no firmware for target {self.target_name!r} "
+                "(export the bundle with this target)"
+            )
         path = self.bundle_dir / str(rec["file"])
         try:
             data = path.read_bytes()
@@ -122,8 +147,10 @@ class FirmwareSession(DeviceSession):
             raise ExportError(f"{path}: cannot read the firmware ({e})") from e
         digest = hashlib.sha256(data).hexdigest()
         if len(data) != rec.get("bytes") or digest != rec.get("sha256"):
-            raise ExportError(f"{path}: {len(data)} bytes, sha256 {digest[:12]}...; the manifest says "
-                              f"{rec.get('bytes')} bytes, {str(rec.get('sha256'))[:12]}...: refusing to run it")
+            raise ExportError(
+                f"{path}: {len(data)} bytes, sha256 {digest[:12]}...; the manifest says "
+                f"{rec.get('bytes')} bytes, {str(rec.get('sha256'))[:12]}...: refusing to run it"
+            )
         return data
 
     def _hello(self) -> frames.Frame:
@@ -165,8 +192,10 @@ class FirmwareSession(DeviceSession):
         if code == 1:
             why = "the firmware faulted (semihosting exit 1)"
         elif code == EXIT_SIGNATURE_REFUSED:
-            why = (f"signature refused: the boot stage found no valid signature of the image for "
-                   f"{self.public_key} (exit {code}); nothing of the image ran")
+            why = (
+                f"signature refused: the boot stage found no valid signature of the image for "
+                f"{self.public_key} (exit {code}); nothing of the image ran"
+            )
         elif code is not None:
             why = f"{QEMU} exited with status {code}"
         else:

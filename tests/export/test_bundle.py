@@ -27,11 +27,13 @@ def test_export_writes_a_bundle_with_every_artifact_verified(small_bundle):
     m = read_manifest(small_bundle)
     assert isinstance(m, Manifest)
     assert sorted(p.name for p in small_bundle.iterdir()) == sorted(
-        ["manifest.json", "model.onnx", *(f"{t}.so" for t in SMALL_TARGETS), *(f"{t}.plan" for t in SMALL_TARGETS)])
+        ["manifest.json", "model.onnx", *(f"{t}.so" for t in SMALL_TARGETS), *(f"{t}.plan" for t in SMALL_TARGETS)]
+    )
     # every Linux stub calls the kernels from a plan (no Relax VM in the hot path): each target's plan is in the bundle
     assert m.format_version == 1
-    assert m.inputs == [{"name": "obs", "shape": [1, 3], "dtype": "float32", "low": [-1.0, -1.0, -8.0],
-                         "high": [1.0, 1.0, 8.0]}]
+    assert m.inputs == [
+        {"name": "obs", "shape": [1, 3], "dtype": "float32", "low": [-1.0, -1.0, -8.0], "high": [1.0, 1.0, 8.0]}
+    ]
     assert m.outputs[0]["name"] == "action" and m.outputs[0]["high"] == [2.0]
     assert m.param_count == 3 * 32 + 32 + 32 * 32 + 32 + 32 + 1
     assert m.versions["apache-tvm"].startswith("0.27") and m.versions["onnx"]
@@ -155,8 +157,9 @@ def _wrong_once(monkeypatch, times: int):
     return calls
 
 
-def test_a_library_that_disagrees_with_onnxruntime_fails_the_export_and_leaves_nothing(tmp_path, monkeypatch,
-                                                                                       pendulum, make_mlp):
+def test_a_library_that_disagrees_with_onnxruntime_fails_the_export_and_leaves_nothing(
+    tmp_path, monkeypatch, pendulum, make_mlp
+):
     calls = _wrong_once(monkeypatch, times=99)
     with pytest.raises(ExportError, match=r"'x86_64': x86_64\.so differs from onnxruntime by 0\.001"):
         export_bundle(make_mlp([8], "tanh"), pendulum, [get_target("x86_64")], tmp_path / "b", n_parity=20)

@@ -48,7 +48,9 @@ def test_the_floor_free_exp_equals_tvms_fast_exp_bit_for_bit_without_calling_flo
     assert "floorf" in their_asm and "floorf" not in asm  # the call per unit is gone on SSE2
     assert np.array_equal(ours.view(np.uint32), theirs.view(np.uint32))
     finite = np.abs(inputs) < 80
-    np.testing.assert_allclose(ours[finite], np.exp(inputs[finite].astype(np.float64)), rtol=5e-6)  # TVM's polynomial: a few ulps
+    np.testing.assert_allclose(
+        ours[finite], np.exp(inputs[finite].astype(np.float64)), rtol=5e-6
+    )  # TVM's polynomial: a few ulps
 
 
 def test_tanh_still_goes_through_tvms_fast_math():

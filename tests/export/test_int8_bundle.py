@@ -20,8 +20,9 @@ INT8_CONSTANT = 3  # the plan's tensor kind of int8 codes (firmware_stub/model_k
 def bundle(make_mlp, pendulum, tmp_path_factory) -> Path:
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("int8") / "bundle"
-    export_bundle(quantize(make_mlp([64, 48], "elu", seed=6)), pendulum, parse_target_list(TARGETS), out,
-                  n_parity=100, seed=4)
+    export_bundle(
+        quantize(make_mlp([64, 48], "elu", seed=6)), pendulum, parse_target_list(TARGETS), out, n_parity=100, seed=4
+    )
     return out
 
 
@@ -31,8 +32,12 @@ def test_every_target_runs_the_int8_controller_like_onnxruntime(bundle, target):
     assert "DequantizeLinear" in manifest["onnx"]["op_types"]
     check = manifest["artifacts"][target]["verification"]
     assert check["status"] == "verified" and check["n"] == 100 and check["max_abs_err"] <= 1e-5, check
-    method = {"x86_64": "in-process", "cortex-a72": "qemu-user", "cortex-a7": "qemu-user",
-              "cortex-m4-256k": "qemu-system-arm"}[target]
+    method = {
+        "x86_64": "in-process",
+        "cortex-a72": "qemu-user",
+        "cortex-a7": "qemu-user",
+        "cortex-m4-256k": "qemu-system-arm",
+    }[target]
     assert method in check["method"]
 
 

@@ -28,8 +28,10 @@ def reference(make_mlp) -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def onnx_models(reference, pendulum) -> dict[str, onnx.ModelProto]:
-    return {"float": export_onnx(reference, pendulum, n_parity=50)[0],
-            "int8": export_onnx(quantize(reference), pendulum, n_parity=50)[0]}
+    return {
+        "float": export_onnx(reference, pendulum, n_parity=50)[0],
+        "int8": export_onnx(quantize(reference), pendulum, n_parity=50)[0],
+    }
 
 
 def test_generated_c_holds_int8_weights_and_runs_like_onnxruntime_on_the_host(onnx_models, pendulum, tmp_path):
@@ -41,7 +43,9 @@ def test_generated_c_holds_int8_weights_and_runs_like_onnxruntime_on_the_host(on
     assert sorted(map(int, int8_arrays)) == [256, 768, 256 * 256]
     assert max(float_arrays) == 256  # scales and biases only: no float weight matrix is left
     assert "TENSOR_I8(" in source and f"{WEIGHTS} int8 codes" in source
-    assert art.record["memory"]["weights_bytes"] == WEIGHTS + 4 * (2 * 256 + 2 * 256 + 4)  # codes + scales, biases, output box
+    assert art.record["memory"]["weights_bytes"] == WEIGHTS + 4 * (
+        2 * 256 + 2 * 256 + 4
+    )  # codes + scales, biases, output box
     obs = pendulum.sample_observations(200, seed=5)
     got, _ = run_host_check(art.host_check, obs, 1)
     assert np.max(np.abs(got - ort_actions(ort_session(model), pendulum, obs, batch_one=True))) <= 1e-5

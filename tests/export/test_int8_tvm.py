@@ -20,8 +20,10 @@ from targets import get_target
 @pytest.fixture(scope="module")
 def models(pendulum, make_mlp) -> dict[str, onnx.ModelProto]:
     module = make_mlp([128, 96], seed=2)
-    return {"float": export_onnx(module, pendulum, n_parity=100)[0],
-            "int8": export_onnx(quantize(module), pendulum, n_parity=100)[0]}
+    return {
+        "float": export_onnx(module, pendulum, n_parity=100)[0],
+        "int8": export_onnx(quantize(module), pendulum, n_parity=100)[0],
+    }
 
 
 N_WEIGHTS = 3 * 128 + 128 * 96 + 96 * 1
@@ -40,7 +42,8 @@ def test_lowered_int8_module_passes_int8_constants_to_its_kernels(models, pendul
 
 def test_without_the_rewrite_constant_folding_would_make_the_weights_float(models, pendulum):
     raw = from_onnx(  # the importer alone, without export's int8 rewrite
-        models["int8"], shape_dict={"obs": [1, 3]}, keep_params_in_input=False)
+        models["int8"], shape_dict={"obs": [1, 3]}, keep_params_in_input=False
+    )
     folded, _ = lower(raw, get_target("x86_64"), "fused")
     assert {dtype for _, dtype in constant_dtypes(folded)} == {"float32"}
     kept, _ = lower(keep_int8_weights(raw), get_target("x86_64"), "fused")
@@ -66,11 +69,17 @@ def test_a_real_dequantisation_is_left_to_tvm(pendulum):
     codes = numpy_helper.from_array(np.arange(6, dtype=np.int8).reshape(3, 2), "codes")
     half = numpy_helper.from_array(np.array(0.5, np.float32), "half")
     zero = numpy_helper.from_array(np.array(0, np.int8), "zero")
-    nodes = [helper.make_node("DequantizeLinear", ["codes", "half", "zero"], ["w"]),
-             helper.make_node("MatMul", ["obs", "w"], ["action"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("obs", TensorProto.FLOAT, [1, 3])],
-                              [helper.make_tensor_value_info("action", TensorProto.FLOAT, [1, 2])],
-                              initializer=[codes, half, zero])
+    nodes = [
+        helper.make_node("DequantizeLinear", ["codes", "half", "zero"], ["w"]),
+        helper.make_node("MatMul", ["obs", "w"], ["action"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("action", TensorProto.FLOAT, [1, 2])],
+        initializer=[codes, half, zero],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     mod = import_onnx(model, pendulum)
     assert "R.dequantize" in mod["main"].script()  # scale 0.5: not the exact int8 -> float conversion

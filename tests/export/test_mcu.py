@@ -72,10 +72,14 @@ def test_weights_live_in_flash_and_nothing_allocates(bundle):
     art = manifest(bundle)["artifacts"]["cortex-m4"]
     source = (bundle / art["sources"]["model_c"]["file"]).read_text()
     assert "static const float c" in source and "malloc" not in source
-    nm = subprocess.run(["arm-none-eabi-nm", "-S", str(bundle / art["file"])], capture_output=True, text=True,
-                        check=True).stdout
-    symbols = {parts[-1]: (int(parts[0], 16), int(parts[1], 16)) for parts in map(str.split, nm.splitlines())
-               if len(parts) == 4}
+    nm = subprocess.run(
+        ["arm-none-eabi-nm", "-S", str(bundle / art["file"])], capture_output=True, text=True, check=True
+    ).stdout
+    symbols = {
+        parts[-1]: (int(parts[0], 16), int(parts[1], 16))
+        for parts in map(str.split, nm.splitlines())
+        if len(parts) == 4
+    }
     weights = [name for name in symbols if re.fullmatch(r"c\d+", name)]
     assert weights and all(symbols[w][0] < 0x20000000 for w in weights)  # flash, not RAM
     assert symbols["arena"][0] >= 0x20000000 and symbols["arena"][1] == art["memory"]["arena_bytes"]
@@ -211,9 +215,15 @@ def test_a_changed_firmware_image_is_refused(bundle, tmp_path):
 
 
 def test_export_fails_naming_the_sizes_when_the_firmware_does_not_fit(controller, pendulum, tmp_path):
-    tiny = make_target(name="tiny-m4", arch="cortex-m", kind="mcu", qemu_machine="mps2-an386", flash_kb=16, ram_kb=4,
-                       tvm={"kind": "llvm", "mtriple": "thumbv7em-none-eabihf", "mcpu": "cortex-m4",
-                            "mfloat-abi": "hard"})
+    tiny = make_target(
+        name="tiny-m4",
+        arch="cortex-m",
+        kind="mcu",
+        qemu_machine="mps2-an386",
+        flash_kb=16,
+        ram_kb=4,
+        tvm={"kind": "llvm", "mtriple": "thumbv7em-none-eabihf", "mcpu": "cortex-m4", "mfloat-abi": "hard"},
+    )
     out = tmp_path / "bundle"
     with pytest.raises(ExportError) as e:
         export_bundle(controller, pendulum, [tiny], out, n_parity=10)
@@ -226,5 +236,3 @@ def test_export_fails_naming_the_sizes_when_the_firmware_does_not_fit(controller
 def test_the_small_part_target_has_the_256k_flash_64k_ram_budget():
     t = get_target("cortex-m4-256k")
     assert (t.kind, t.flash_kb, t.ram_kb, t.qemu_machine) == ("mcu", 256, 64, "mps2-an386")
-
-

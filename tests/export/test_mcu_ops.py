@@ -39,8 +39,9 @@ def normaliser(m: Net, x: torch.Tensor) -> torch.Tensor:
 
 def min_max_clip(m: Net, x: torch.Tensor) -> torch.Tensor:
     """A plain head clipped to the action box with Min/Max."""
-    return torch.minimum(torch.maximum(m.head(torch.relu(m.l2(torch.relu(m.l1(x))))), torch.tensor(-2.0)),
-                         torch.tensor(2.0))
+    return torch.minimum(
+        torch.maximum(m.head(torch.relu(m.l2(torch.relu(m.l1(x))))), torch.tensor(-2.0)), torch.tensor(2.0)
+    )
 
 
 def layer_norm(m: Net, x: torch.Tensor) -> torch.Tensor:

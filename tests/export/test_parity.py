@@ -15,8 +15,9 @@ from export.tvm_compile import compile_library
 from targets import get_target
 
 # InvertedPendulum-v5's contract: 4 unbounded observations (+-10 stands in for them), one force in [-3, 3]
-UNBOUNDED = ControllerSpec(4, 1, (-10.0,) * 4, (10.0,) * 4, (-3.0,), (3.0,), env_id="InvertedPendulum-v5",
-                           obs_unbounded=(0, 1, 2, 3))
+UNBOUNDED = ControllerSpec(
+    4, 1, (-10.0,) * 4, (10.0,) * 4, (-3.0,), (3.0,), env_id="InvertedPendulum-v5", obs_unbounded=(0, 1, 2, 3)
+)
 
 
 def _unsquashed(seed: int = 0, gain: float = 4.0) -> nn.Sequential:
@@ -43,8 +44,14 @@ def test_box_sampling_at_10_fails_an_absolute_gate_where_visited_states_and_a_re
     assert "--parity-tolerance" in msg and "--obs-bounds" in msg
     assert not (tmp_path / "old").exists()
 
-    m = export_bundle(_unsquashed(), UNBOUNDED, [get_target("x86_64")], tmp_path / "new", n_parity=1000,
-                      parity_observations=_visited())
+    m = export_bundle(
+        _unsquashed(),
+        UNBOUNDED,
+        [get_target("x86_64")],
+        tmp_path / "new",
+        n_parity=1000,
+        parity_observations=_visited(),
+    )
     gate = m.onnx["parity_gate"]
     assert gate["visited_states"] == 200 and gate["box_samples"] == 0 and gate["box"] is None
     assert gate["unbounded_dims"] == [0, 1, 2, 3]
@@ -56,12 +63,21 @@ def test_box_sampling_at_10_fails_an_absolute_gate_where_visited_states_and_a_re
 
 def test_a_wrong_library_still_fails_and_the_error_names_the_options_and_where(tmp_path, monkeypatch):
     wrong, _ = export_onnx(_unsquashed(seed=1), UNBOUNDED, n_parity=10, tolerance=1.0)  # other weights, same shapes
-    monkeypatch.setattr(pipeline_mod, "compile_library",
-                        lambda model, spec, t, path, fast_math: compile_library(wrong, spec, t, path, fast_math=fast_math))
+    monkeypatch.setattr(
+        pipeline_mod,
+        "compile_library",
+        lambda model, spec, t, path, fast_math: compile_library(wrong, spec, t, path, fast_math=fast_math),
+    )
     visited = _visited()
     with pytest.raises(ExportError) as e:
-        export_bundle(_unsquashed(), UNBOUNDED, [get_target("x86_64")], tmp_path / "b", parity_observations=visited,
-                      parity_tolerance=1e-2)
+        export_bundle(
+            _unsquashed(),
+            UNBOUNDED,
+            [get_target("x86_64")],
+            tmp_path / "b",
+            parity_observations=visited,
+            parity_tolerance=1e-2,
+        )
     msg = str(e.value)
     assert msg.startswith("target 'x86_64': x86_64.so differs from onnxruntime by ")
     assert "on action 0 at observation " in msg and "(> 0.06)" in msg  # 1e-2 of the range 6
@@ -93,12 +109,18 @@ def test_without_visited_states_or_bounds_the_gate_is_the_old_box_and_bounded_en
     assert parity_gate(UNBOUNDED, 100, 3, parity_observations=_visited()).n_box == 0  # unbounded: no +-10 box
 
 
-@pytest.mark.parametrize(("kwargs", "words"), [
-    ({"obs_bounds": (-1.0, 1.0)}, "--obs-bounds: the observation space of Pendulum-v1 is bounded in every dimension"),
-    ({"parity_tolerance": 0.0}, "--parity-tolerance must be a positive fraction of the action range"),
-    ({"parity_tolerance": 1e-3, "tolerance": 1e-5}, "not both"),
-    ({"parity_observations": np.zeros((5, 4), np.float32)}, "must be a non-empty [n, 3] array, got shape [5, 4]"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        (
+            {"obs_bounds": (-1.0, 1.0)},
+            "--obs-bounds: the observation space of Pendulum-v1 is bounded in every dimension",
+        ),
+        ({"parity_tolerance": 0.0}, "--parity-tolerance must be a positive fraction of the action range"),
+        ({"parity_tolerance": 1e-3, "tolerance": 1e-5}, "not both"),
+        ({"parity_observations": np.zeros((5, 4), np.float32)}, "must be a non-empty [n, 3] array, got shape [5, 4]"),
+    ],
+)
 def test_bad_gate_options_are_refused_naming_the_option(pendulum, kwargs, words):
     with pytest.raises(ExportError, match=None) as e:
         parity_gate(pendulum, 10, 0, **kwargs)

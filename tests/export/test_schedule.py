@@ -46,7 +46,7 @@ def test_schedule_puts_the_reduction_outermost_and_vectorises(onnx_model):
     # the reduction loop k (256) is the outer loop of the product; the output loop is split 2 x 8 inside it
     loop = re.search(r"for k, (\w+) in T\.grid\(T\.int64\(256\), T\.int64\(16\)\):", body)
     assert loop, body
-    assert "T.unroll(T.int64(2))" in body[loop.end():] and "T.vectorized(T.int64(8))" in body[loop.end():]
+    assert "T.unroll(T.int64(2))" in body[loop.end() :] and "T.vectorized(T.int64(8))" in body[loop.end() :]
 
 
 @pytest.mark.parametrize("hidden", [[37, 11], [1, 5]])
@@ -92,7 +92,9 @@ def test_128_bit_simd_keeps_a_tile_of_accumulators_in_registers_and_stores_it_th
     allocs = re.findall(r"T\.sblock_alloc_buffer\((.*)\)", body)
     assert len(allocs) == 1 and 'scope="local"' in allocs[0], allocs  # accumulators only (compacted to the tile)
     loop = re.search(r"for k, \w+ in T\.grid\(T\.int64\(256\), T\.int64\(1\)\):", body)
-    assert loop and "T.unroll(T.int64(8))" in body[loop.end():] and "T.vectorized(T.int64(4))" in body[loop.end():], body
+    assert loop and "T.unroll(T.int64(8))" in body[loop.end() :] and "T.vectorized(T.int64(4))" in body[loop.end() :], (
+        body
+    )
 
 
 def test_a_single_output_sums_the_reduction_in_vector_partial_sums(onnx_model, tmp_path):
@@ -103,7 +105,9 @@ def test_a_single_output_sums_the_reduction_in_vector_partial_sums(onnx_model, t
     body = mod[next(n for n in report.scheduled if n.startswith("fused_matmul2_"))].script()
     assert 'T.sblock_alloc_buffer((T.int64(16), T.int64(1), T.int64(1)), scope="local")' in body, body
     loop = re.search(r"for k_0, \w+ in T\.grid\(T\.int64\(16\), T\.int64\(1\)\):", body)
-    assert loop and "T.unroll(T.int64(4))" in body[loop.end():] and "T.vectorized(T.int64(4))" in body[loop.end():], body
+    assert loop and "T.unroll(T.int64(4))" in body[loop.end() :] and "T.vectorized(T.int64(4))" in body[loop.end() :], (
+        body
+    )
     ex, _, _, _ = build(model, spec, get_target("x86_64"), "scheduled")
     ex.export_library(str(tmp_path / "m.so"))
     obs = spec.sample_observations(200, seed=5)

@@ -22,16 +22,25 @@ def onnx_model(pendulum, make_mlp) -> onnx.ModelProto:
 
 def _graph_with(op_type: str, node_name: str, domain: str = "") -> onnx.ModelProto:
     """obs -> Relu -> <op_type> -> action: one supported node, then the node under test."""
-    nodes = [helper.make_node("Relu", ["obs"], ["h"], name="relu0"),
-             helper.make_node(op_type, ["h"], ["action"], name=node_name, domain=domain)]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("obs", TensorProto.FLOAT, [1, 3])],
-                              [helper.make_tensor_value_info("action", TensorProto.FLOAT, [1, 3])])
+    nodes = [
+        helper.make_node("Relu", ["obs"], ["h"], name="relu0"),
+        helper.make_node(op_type, ["h"], ["action"], name=node_name, domain=domain),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("action", TensorProto.FLOAT, [1, 3])],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def test_an_op_without_a_converter_is_refused_naming_the_node_and_the_op():
-    with pytest.raises(ExportError, match=r"^ctrl\.onnx: TVM's ONNX importer does not support op 'FrobnicateX' "
-                                          r"\(node head\); use another activation or layer$"):
+    with pytest.raises(
+        ExportError,
+        match=r"^ctrl\.onnx: TVM's ONNX importer does not support op 'FrobnicateX' "
+        r"\(node head\); use another activation or layer$",
+    ):
         check_supported_ops(_graph_with("FrobnicateX", "head"), "ctrl.onnx")
 
 

@@ -50,8 +50,9 @@ def test_a_wrong_library_fails_naming_its_max_error(case, pendulum, make_mlp, tm
     v = verify_library(tmp_path, get_target("x86_64"), obs, reference)
     assert v.status == FAILED and v.n == 64
     assert want_err > 1e-2 and v.max_abs_err == pytest.approx(want_err, abs=1e-5)
-    assert v.reason == (f"differs from onnxruntime by {v.max_abs_err:.3g} on action 0 at observation {v.worst_row} "
-                        f"(> {TOLERANCE:g})")
+    assert v.reason == (
+        f"differs from onnxruntime by {v.max_abs_err:.3g} on action 0 at observation {v.worst_row} (> {TOLERANCE:g})"
+    )
     diff = np.abs(ort_actions(ort_session(other), pendulum, obs, batch_one=True) - reference)[:, 0]
     assert v.worst_action == 0 and diff[v.worst_row] == pytest.approx(want_err, abs=1e-5)
 
@@ -75,8 +76,12 @@ def test_a_non_finite_or_misshapen_output_fails(case):
 
 def test_a_host_library_this_cpu_cannot_run_is_not_verified_and_says_why(case):
     folder, obs, reference = case
-    future = make_target(name="x86_64", arch="x86_64", host_flags=["no_such_cpu_flag"],
-                         tvm={"kind": "llvm", "mtriple": "x86_64-linux-gnu"})
+    future = make_target(
+        name="x86_64",
+        arch="x86_64",
+        host_flags=["no_such_cpu_flag"],
+        tvm={"kind": "llvm", "mtriple": "x86_64-linux-gnu"},
+    )
     v = verify_library(folder, future, obs, reference)
     assert (v.status, v.max_abs_err, v.n) == (NOT_VERIFIED, None, 0)
     assert v.reason == "this CPU lacks no_such_cpu_flag"

@@ -21,8 +21,14 @@ def test_encode_layout_matches_the_protocol_table():
 
 def test_round_trip_of_random_frames_fed_byte_by_byte():
     rng = np.random.default_rng(0)
-    sent = [(int(rng.integers(1, 6)), int(rng.integers(0, 2**32)), rng.normal(size=int(rng.integers(0, 65))).astype(np.float32))
-            for _ in range(50)]
+    sent = [
+        (
+            int(rng.integers(1, 6)),
+            int(rng.integers(0, 2**32)),
+            rng.normal(size=int(rng.integers(0, 65))).astype(np.float32),
+        )
+        for _ in range(50)
+    ]
     stream = b"".join(frames.encode(t, s, p) for t, s, p in sent)
     parser = frames.FrameParser()
     got = [item for byte in stream for item in parser.feed(bytes([byte]))]
@@ -48,11 +54,14 @@ def test_garbage_before_a_frame_is_skipped_and_counted():
     assert parser.skipped_bytes == 500
 
 
-@pytest.mark.parametrize("bad, code", [
-    (frames.encode_raw(frames.OBS, 5, b"\0" * 12, crc=0xDEADBEEF), frames.E_CRC),
-    (frames.encode_raw(frames.OBS, 5, b"", length=300), frames.E_OVERSIZED),
-    (frames.encode_raw(frames.OBS, 5, b"\0" * 6), frames.E_BAD_LENGTH),
-])
+@pytest.mark.parametrize(
+    "bad, code",
+    [
+        (frames.encode_raw(frames.OBS, 5, b"\0" * 12, crc=0xDEADBEEF), frames.E_CRC),
+        (frames.encode_raw(frames.OBS, 5, b"", length=300), frames.E_OVERSIZED),
+        (frames.encode_raw(frames.OBS, 5, b"\0" * 6), frames.E_BAD_LENGTH),
+    ],
+)
 def test_each_bad_frame_is_rejected_and_the_next_good_frame_still_arrives(bad, code):
     parser = frames.FrameParser()
     got = parser.feed(bad + frames.encode(frames.OBS, 6, [4, 5, 6]))

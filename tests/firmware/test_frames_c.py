@@ -18,8 +18,12 @@ def mutated_stream(seed: int) -> bytes:
     parts = []
     for _ in range(150):
         kind = rng.integers(0, 6)
-        f = frames.encode(int(rng.integers(1, 6)), int(rng.integers(0, 2**32)),
-                          rng.normal(size=int(rng.integers(0, 65))).astype(np.float32), aux=int(rng.integers(0, 2**32)))
+        f = frames.encode(
+            int(rng.integers(1, 6)),
+            int(rng.integers(0, 2**32)),
+            rng.normal(size=int(rng.integers(0, 65))).astype(np.float32),
+            aux=int(rng.integers(0, 2**32)),
+        )
         if kind == 0:
             f = f[: int(rng.integers(1, len(f)))]  # cut short
         elif kind == 1:
@@ -44,4 +48,6 @@ def test_same_events_on_seeded_corrupted_streams():
         data = mutated_stream(seed)
         c, py = c_events(data), python_events(data)
         assert any(e.startswith("E ") for e in c) and any(e.startswith("F ") for e in c)
-        assert c == py, f"seed {seed}: first difference at event {next(i for i, (a, b) in enumerate(zip(c, py)) if a != b) if len(c) == len(py) else 'count'}"
+        assert c == py, (
+            f"seed {seed}: first difference at event {next(i for i, (a, b) in enumerate(zip(c, py)) if a != b) if len(c) == len(py) else 'count'}"
+        )

@@ -55,8 +55,9 @@ def run_info(bundle: Path, target: str, into: Path, public_key: Path | None) -> 
     """``pae_stub info`` on the staged bundle, through the target's runner (native or qemu-user)."""
     into.mkdir()
     extra = stage(bundle, target, into, public_key)
-    return runner_for(linux_target(target)).run(into, ["./pae_stub", "info", "--bundle", "bundle", "--target",
-                                                       target, *extra], timeout=300)
+    return runner_for(linux_target(target)).run(
+        into, ["./pae_stub", "info", "--bundle", "bundle", "--target", target, *extra], timeout=300
+    )
 
 
 def rehash(bundle: Path, target: str) -> None:
@@ -81,7 +82,13 @@ def evil_library(target: str, marker: Path, out: Path) -> Path:
 def test_vendored_monocypher_matches_the_recorded_sha256():
     folder = STUB_SOURCES / "third_party" / "monocypher"
     recorded = dict(re.findall(r"\| `([^`]+)` \| `([0-9a-f]{64})` \|", (folder / "README.md").read_text()))
-    assert set(recorded) == {"LICENCE.md", "monocypher.c", "monocypher.h", "monocypher-ed25519.c", "monocypher-ed25519.h"}
+    assert set(recorded) == {
+        "LICENCE.md",
+        "monocypher.c",
+        "monocypher.h",
+        "monocypher-ed25519.c",
+        "monocypher-ed25519.h",
+    }
     for name, digest in recorded.items():
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
     assert (folder / "monocypher.c").read_text().startswith("// Monocypher version 4.0.3\n")
@@ -89,7 +96,8 @@ def test_vendored_monocypher_matches_the_recorded_sha256():
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_signed_bundle_runs_and_a_replaced_library_with_a_rehashed_manifest_is_refused_before_loading(
-        signed, keys, target, tmp_path, small_controller, pendulum):
+    signed, keys, target, tmp_path, small_controller, pendulum
+):
     obs = pendulum.sample_observations(5, seed=12)
     got = run_stub_batch(signed, target, obs, public_key=keys["public"])
     np.testing.assert_allclose(got, small_controller(torch.tensor(obs)).detach().numpy(), atol=1e-5)
@@ -160,13 +168,15 @@ def test_a_changed_kernel_plan_is_refused_before_loading(signed, keys, target, t
     plan[-8] ^= 1  # a weight or the output index: anything the stub would use
     (into / "plan.bin").write_bytes(bytes(plan))
     r = runner_for(linux_target(target)).run(
-        into, ["./pae_stub", "info", "--bundle", "bundle", "--target", target, *extra], timeout=300)
+        into, ["./pae_stub", "info", "--bundle", "bundle", "--target", target, *extra], timeout=300
+    )
     assert r.returncode == BUNDLE_REFUSED, r.stderr.decode()
     assert b"plan.bin: sha256" in r.stderr and b"refusing to load" in r.stderr
 
 
-def test_a_signed_bundle_without_a_plan_runs_on_the_runtime_stub(bundle_copy, keys, tmp_path, small_controller,
-                                                                 pendulum):
+def test_a_signed_bundle_without_a_plan_runs_on_the_runtime_stub(
+    bundle_copy, keys, tmp_path, small_controller, pendulum
+):
     # exported before x86_64 ran from a plan: its signature covers no plan, so the TVM runtime stub runs it
     path = bundle_copy / "manifest.json"
     manifest = json.loads(path.read_text())
@@ -237,8 +247,13 @@ def test_stub_exits_5_when_its_output_is_closed(small_bundle, tmp_path):
     from export import frames
 
     extra = stage(small_bundle, "x86_64", tmp_path)
-    proc = subprocess.Popen(["./pae_stub", "serve", "--bundle", "bundle", "--target", "x86_64", *extra], cwd=tmp_path,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        ["./pae_stub", "serve", "--bundle", "bundle", "--target", "x86_64", *extra],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     proc.stdout.close()
     proc.stdin.write(frames.encode(frames.HELLO, 1, []))
     proc.stdin.flush()

@@ -75,9 +75,23 @@ def evil_image(marker: Path, out: Path) -> Path:
     """A Cortex-M image at APP_BASE whose reset handler creates ``marker`` on the host (semihosting)."""
     (out.parent / "evil.c").write_text(EVIL_C)
     (out.parent / "evil.ld").write_text(EVIL_LD)
-    subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb", "-Os", "-nostdlib", "-nostartfiles",
-                    f'-DMARKER="{marker}"', "-T", str(out.parent / "evil.ld"), str(out.parent / "evil.c"),
-                    "-o", str(out)], check=True)
+    subprocess.run(
+        [
+            "arm-none-eabi-gcc",
+            "-mcpu=cortex-m4",
+            "-mthumb",
+            "-Os",
+            "-nostdlib",
+            "-nostartfiles",
+            f'-DMARKER="{marker}"',
+            "-T",
+            str(out.parent / "evil.ld"),
+            str(out.parent / "evil.c"),
+            "-o",
+            str(out),
+        ],
+        check=True,
+    )
     return out
 
 

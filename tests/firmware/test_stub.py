@@ -167,7 +167,9 @@ def test_tampered_library_is_refused_by_hash(bundle_copy):
     data = bytearray(lib.read_bytes())
     data[len(data) // 2] ^= 0x01
     lib.write_bytes(bytes(data))
-    with pytest.raises(StubFailed, match=r"exit 3 .*sha256 [0-9a-f]{64} does not match the manifest's .*refusing to load"):
+    with pytest.raises(
+        StubFailed, match=r"exit 3 .*sha256 [0-9a-f]{64} does not match the manifest's .*refusing to load"
+    ):
         with StubSession(bundle, TARGET):
             pass
 

@@ -65,7 +65,9 @@ def test_plan_made_for_another_library_is_refused_by_the_stub(small_bundle, tmp_
     plan = bytearray((tmp_path / "plan.bin").read_bytes())
     plan[8:72] = b"f" * 64
     (tmp_path / "plan.bin").write_bytes(bytes(plan))
-    r = runner_for(linux_target(TARGET)).run(tmp_path, ["./pae_stub", "info", "--bundle", "bundle", "--target", TARGET, *extra])
+    r = runner_for(linux_target(TARGET)).run(
+        tmp_path, ["./pae_stub", "info", "--bundle", "bundle", "--target", TARGET, *extra]
+    )
     assert r.returncode == 4
     assert b"made for library sha256 ffff" in r.stderr
 
@@ -74,7 +76,9 @@ def test_armv7_runs_a_reference_sized_mlp_whose_kernels_need_the_workspace_alloc
     # 256-wide layers outgrow TVM's stack buffers: the kernels then allocate through function
     # pointers that only a runtime fills, so a runtime-free stub must fill them (it crashed before).
     torch.manual_seed(1)
-    model = nn.Sequential(nn.Linear(3, 256), nn.ELU(), nn.Linear(256, 256), nn.ELU(), nn.Linear(256, 1), nn.Tanh()).eval()
+    model = nn.Sequential(
+        nn.Linear(3, 256), nn.ELU(), nn.Linear(256, 256), nn.ELU(), nn.Linear(256, 1), nn.Tanh()
+    ).eval()
     manifest = export_bundle(model, pendulum, parse_target_list(TARGET), tmp_path / "b", n_parity=50)
     record = manifest.verifications()[TARGET]
     assert record["status"] == "verified", record["reason"]

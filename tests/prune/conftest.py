@@ -36,7 +36,9 @@ def tanh_mlp() -> Callable[..., nn.Sequential]:
 def layernorm_mlp() -> nn.Sequential:
     """A seeded 3-16-LayerNorm-ELU-8-ReLU-1 MLP in eval mode: Linear and LayerNorm slices in one group."""
     torch.manual_seed(1)
-    return nn.Sequential(nn.Linear(3, 16), nn.LayerNorm(16), nn.ELU(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 1)).eval()
+    return nn.Sequential(
+        nn.Linear(3, 16), nn.LayerNorm(16), nn.ELU(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 1)
+    ).eval()
 
 
 @pytest.fixture

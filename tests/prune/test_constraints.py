@@ -28,7 +28,11 @@ def test_rules_bound_the_radius_by_mode():
     relative = Rules(0.3, stability="relative", stability_tolerance=0.02, radius_before=0.99)
     off = Rules(0.3, stability="off", radius_before=0.99)
     assert strict.stability_bound() == 1.0 and not strict.stable_enough(1.0) and strict.stable_enough(0.999)
-    assert relative.stability_bound() == pytest.approx(1.01) and relative.stable_enough(1.005) and not relative.stable_enough(1.02)
+    assert (
+        relative.stability_bound() == pytest.approx(1.01)
+        and relative.stable_enough(1.005)
+        and not relative.stable_enough(1.02)
+    )
     assert relative.stable_enough(0.5)  # a stable candidate always passes, however far below the unpruned radius
     assert off.stability_bound() is None and off.stable_enough(7.0) and off.stable_enough(math.nan)
     assert not strict.stable_enough(math.nan) and not relative.stable_enough(math.nan)
@@ -36,7 +40,9 @@ def test_rules_bound_the_radius_by_mode():
         Rules(0.3, stability="loose")
 
 
-def test_stability_failure_is_named_with_both_margins_not_blamed_on_the_budget(four_layer, fidelity, states, edgy_radius):
+def test_stability_failure_is_named_with_both_margins_not_blamed_on_the_budget(
+    four_layer, fidelity, states, edgy_radius
+):
     g = find_groups(four_layer, states[:2])
     r = prune(four_layer, g, 0.3, fidelity(four_layer), method="uniform", tolerance=0.03, radius_check=edgy_radius)
     assert not r.feasible and not r.search.feasible
@@ -50,15 +56,33 @@ def test_stability_failure_is_named_with_both_margins_not_blamed_on_the_budget(f
     d = json.loads(json.dumps(r.to_dict(), allow_nan=False))  # the infeasible best_seen (NaN) is null
     assert json.loads(json.dumps(r.search.to_dict(), allow_nan=False))["constraints"]["stability"]["ok"] is False
     assert d["feasible"] is False and d["objective_best_seen"] is None and d["stability_mode"] == "strict"
-    assert d["constraints"]["stability"] == {"ok": False, "value": 1.003, "bound": 1.0, "detail": r.constraints["stability"].detail}
+    assert d["constraints"]["stability"] == {
+        "ok": False,
+        "value": 1.003,
+        "bound": 1.0,
+        "detail": r.constraints["stability"].detail,
+    }
     assert d["radius_before"] == 0.99 and d["radius_after"] == 1.003 and d["why_infeasible"] == why
 
 
-@pytest.mark.parametrize(("mode", "tolerance", "feasible"), [("relative", 0.02, True), ("relative", 0.005, False), ("off", 0.01, True)])
-def test_relative_and_off_modes_admit_what_strict_refuses(four_layer, fidelity, states, edgy_radius, mode, tolerance, feasible):
+@pytest.mark.parametrize(
+    ("mode", "tolerance", "feasible"), [("relative", 0.02, True), ("relative", 0.005, False), ("off", 0.01, True)]
+)
+def test_relative_and_off_modes_admit_what_strict_refuses(
+    four_layer, fidelity, states, edgy_radius, mode, tolerance, feasible
+):
     g = find_groups(four_layer, states[:2])
-    r = prune(four_layer, g, 0.3, fidelity(four_layer), method="uniform", tolerance=0.03, radius_check=edgy_radius,
-              stability=mode, stability_tolerance=tolerance)
+    r = prune(
+        four_layer,
+        g,
+        0.3,
+        fidelity(four_layer),
+        method="uniform",
+        tolerance=0.03,
+        radius_check=edgy_radius,
+        stability=mode,
+        stability_tolerance=tolerance,
+    )
     assert r.feasible is feasible and r.search.stability == mode
     assert r.constraints["stability"].value == pytest.approx(1.003)  # measured and reported in every mode
     if not feasible:
@@ -76,9 +100,13 @@ def test_floor_failure_is_named_with_the_objective_and_the_floor(four_layer, fid
 
 def test_budget_failure_is_named_with_the_fraction_and_the_band(four_layer, fidelity, states):
     g = find_groups(four_layer, states[:2])
-    r = prune(four_layer, g, 0.3, fidelity(four_layer), method="uniform", tolerance=0.0)  # no unit count hits 0.3 exactly
+    r = prune(
+        four_layer, g, 0.3, fidelity(four_layer), method="uniform", tolerance=0.0
+    )  # no unit count hits 0.3 exactly
     assert not r.feasible and r.constraints["budget"].bound == [0.3, 0.3]
-    assert f"budget: keeps {r.search.keep_fraction:.4f} of prunable parameters, budget [0.3000, 0.3]" in r.why_infeasible
+    assert (
+        f"budget: keeps {r.search.keep_fraction:.4f} of prunable parameters, budget [0.3000, 0.3]" in r.why_infeasible
+    )
     assert "floor" not in r.why_infeasible and "stability" not in r.why_infeasible
 
 
@@ -101,12 +129,23 @@ def copies_teacher_rows(teacher: nn.Sequential):
 def test_a_finetune_that_breaks_stability_is_not_kept_and_the_result_says_so(four_layer, fidelity, states):
     g = find_groups(four_layer, states[:2])
     kw = dict(method="uniform", metric="l2", tolerance=0.03, seed=1)
-    r = prune(four_layer, g, 0.3, fidelity(four_layer), radius_check=copies_teacher_rows(four_layer), finetune=lambda m: states, **kw)
+    r = prune(
+        four_layer,
+        g,
+        0.3,
+        fidelity(four_layer),
+        radius_check=copies_teacher_rows(four_layer),
+        finetune=lambda m: states,
+        **kw,
+    )
     plain = prune(four_layer, g, 0.3, fidelity(four_layer), **kw)
     assert r.finetune is not None and r.finetune_kept is False and not r.finetune.kept
     assert r.finetune.objective_after > r.finetune.objective_before  # distilling did help the objective ...
     assert r.finetune.constraints["stability"]["ok"] is False  # ... but left the closed loop unstable
-    assert "stability: closed loop spectral radius 1.5000" in r.finetune.why_not_kept and "objective" not in r.finetune.why_not_kept
+    assert (
+        "stability: closed loop spectral radius 1.5000" in r.finetune.why_not_kept
+        and "objective" not in r.finetune.why_not_kept
+    )
     assert r.feasible and r.constraints["stability"].value == 0.5 and r.objective_after == r.search.objective
     assert all(torch.equal(a, b) for a, b in zip(r.model.state_dict().values(), plain.model.state_dict().values()))
     d = json.loads(json.dumps(r.to_dict(), allow_nan=False))
@@ -116,8 +155,19 @@ def test_a_finetune_that_breaks_stability_is_not_kept_and_the_result_says_so(fou
 
 def test_a_finetune_that_meets_every_constraint_is_kept_and_rejudged(four_layer, fidelity, states):
     g = find_groups(four_layer, states[:2])
-    r = prune(four_layer, g, 0.3, fidelity(four_layer), method="uniform", metric="l2", tolerance=0.03, seed=1,
-              radius_check=lambda model: 0.5, floor=-1.0, finetune=lambda m: states)
+    r = prune(
+        four_layer,
+        g,
+        0.3,
+        fidelity(four_layer),
+        method="uniform",
+        metric="l2",
+        tolerance=0.03,
+        seed=1,
+        radius_check=lambda model: 0.5,
+        floor=-1.0,
+        finetune=lambda m: states,
+    )
     assert r.finetune_kept is True and r.finetune is not None and r.finetune.why_not_kept == ""
     assert r.objective_after > r.search.objective and r.constraints["floor"].value == r.objective_after
     assert r.feasible and set(r.constraints) == {"budget", "finite", "floor", "stability"}

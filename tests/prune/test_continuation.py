@@ -18,10 +18,13 @@ def projected(model, groups, objective, keep, point) -> dict[str, int]:
 
 @pytest.mark.parametrize("method", ["gd", "cmaes", "tpe"])
 def test_every_budget_is_no_worse_than_its_uniform_point_and_starts_from_the_previous_best(
-        four_layer, fidelity, states, hidden_widths, method):
+    four_layer, fidelity, states, hidden_widths, method
+):
     g = find_groups(four_layer, states[:2])
     log = []
-    results = prune_budgets(four_layer, g, KEEPS, fidelity(four_layer, log), method=method, tolerance=0.02, max_evaluations=20)
+    results = prune_budgets(
+        four_layer, g, KEEPS, fidelity(four_layer, log), method=method, tolerance=0.02, max_evaluations=20
+    )
     assert [r.search.keep for r in results] == KEEPS
     for keep, r in zip(KEEPS, results):
         uniform = prune(four_layer, g, keep, fidelity(four_layer), method="uniform", tolerance=0.02)
@@ -36,25 +39,33 @@ def test_every_budget_is_no_worse_than_its_uniform_point_and_starts_from_the_pre
     # the evaluation log (prune() first judges the unpruned model, then the search's candidates): right after
     # the second budget's uniform point comes the first budget's best point, projected
     assert log[0] == log[1 + results[0].search.evaluations] == (16, 16, 16, 16)
-    second = log[2 + results[0].search.evaluations:]
+    second = log[2 + results[0].search.evaluations :]
     first_start = [s for s in results[1].search.starts if s.origin == "previous"][0]
     uniform_widths = second[0]
     assert uniform_widths == tuple(results[1].search.starts[0].kept.values())
-    assert tuple(first_start.kept.values()) in second[:1 + len(results[0].search.best_points)]
+    assert tuple(first_start.kept.values()) in second[: 1 + len(results[0].search.best_points)]
 
 
 def test_budgets_come_back_in_the_callers_order_but_are_solved_largest_first(four_layer, fidelity, states):
     g = find_groups(four_layer, states[:2])
     log = []
-    small, large = prune_budgets(four_layer, g, [0.1, 0.5], fidelity(four_layer, log), tolerance=0.02, max_evaluations=10)
+    small, large = prune_budgets(
+        four_layer, g, [0.1, 0.5], fidelity(four_layer, log), tolerance=0.02, max_evaluations=10
+    )
     assert (small.search.keep, large.search.keep) == (0.1, 0.5)
-    assert any(s.origin == "previous" for s in small.search.starts) and not any(s.origin == "previous" for s in large.search.starts)
-    assert tuple(large.search.starts[0].kept.values()) == log[1]  # after the unpruned model, the 0.5 budget was judged first
+    assert any(s.origin == "previous" for s in small.search.starts) and not any(
+        s.origin == "previous" for s in large.search.starts
+    )
+    assert (
+        tuple(large.search.starts[0].kept.values()) == log[1]
+    )  # after the unpruned model, the 0.5 budget was judged first
 
 
 def test_the_grid_ignores_starting_points(four_layer, fidelity, states):
     g = find_groups(four_layer, states[:2])
-    chain = prune_budgets(four_layer, g, [0.5, 0.25], fidelity(four_layer), method="grid", tolerance=0.03, resolution=0.5)
+    chain = prune_budgets(
+        four_layer, g, [0.5, 0.25], fidelity(four_layer), method="grid", tolerance=0.03, resolution=0.5
+    )
     alone = prune(four_layer, g, 0.25, fidelity(four_layer), method="grid", tolerance=0.03, resolution=0.5)
     assert chain[1].search.kept == alone.search.kept and chain[1].search.evaluations == alone.search.evaluations
 

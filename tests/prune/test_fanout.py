@@ -36,7 +36,11 @@ def without_seconds(d: dict) -> dict:
     return d
 
 
-def with_batch(objective: Callable[[nn.Module], object], sizes: list[int], transport: Callable[[nn.Module], nn.Module] = lambda m: m):
+def with_batch(
+    objective: Callable[[nn.Module], object],
+    sizes: list[int],
+    transport: Callable[[nn.Module], nn.Module] = lambda m: m,
+):
     """The same objective offering ``batch(models)``, which records each batch's size and scores ``transport(model)``."""
 
     def batched(model):
@@ -79,8 +83,9 @@ def per_episode(states) -> Callable[[nn.Module], Callable[[nn.Module], np.ndarra
 
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("kind", ["mean", "episodes"])
-def test_a_batch_objective_gives_the_same_result_in_batches_larger_than_one(four_layer, fidelity, per_episode, states,
-                                                                            hidden_widths, case, kind):
+def test_a_batch_objective_gives_the_same_result_in_batches_larger_than_one(
+    four_layer, fidelity, per_episode, states, hidden_widths, case, kind
+):
     g = find_groups(four_layer, states[:2])
     method = case.split("-")[0]
     base = fidelity(four_layer) if kind == "mean" else per_episode(four_layer)
@@ -120,7 +125,7 @@ def test_a_batch_that_stops_the_search_midway_drops_the_rest_of_the_batch(tanh_m
     plain = prune(model, g, 0.3, fidelity(model), ceiling=ceiling, **opts)
     batched = prune(model, g, 0.3, with_batch(fidelity(model), sizes), ceiling=ceiling, **opts)
     assert plain.search.stopped == "ceiling" and plain.search.evaluations < full.search.evaluations
-    assert plain.search.history == full.search.history[:plain.search.evaluations]
+    assert plain.search.history == full.search.history[: plain.search.evaluations]
     assert without_seconds(batched.to_dict()) == without_seconds(plain.to_dict())
     assert sum(sizes) > batched.search.evaluations  # the batch evaluated past the stop; those scores were dropped
 
@@ -152,7 +157,9 @@ def test_a_shrunk_graph_module_candidate_pickles_and_computes_the_same(layernorm
 
 def test_a_torch_export_module_does_not_pickle_as_it_is_hence_portable(layernorm_mlp, states):
     gm = graph_form(layernorm_mlp, states, "export")
-    with pytest.raises((AttributeError, TypeError, pickle.PicklingError)):  # torch 2.13: a local pre-hook lambda, a local guard function
+    with pytest.raises(
+        (AttributeError, TypeError, pickle.PicklingError)
+    ):  # torch 2.13: a local pre-hook lambda, a local guard function
         pickle.dumps(gm)
     assert portable(layernorm_mlp) is layernorm_mlp  # an nn.Module is handed over as it is
     traced = fx.symbolic_trace(layernorm_mlp)

@@ -58,8 +58,15 @@ class SimBa(nn.Module):
 
 def tdmpc2() -> nn.Sequential:
     """TD-MPC2-style MLP: Linear -> LayerNorm -> Mish, twice, then a Linear head."""
-    return nn.Sequential(nn.Linear(OBS, 24), nn.LayerNorm(24), nn.Mish(), nn.Linear(24, 24), nn.LayerNorm(24), nn.Mish(),
-                         nn.Linear(24, 2))
+    return nn.Sequential(
+        nn.Linear(OBS, 24),
+        nn.LayerNorm(24),
+        nn.Mish(),
+        nn.Linear(24, 24),
+        nn.LayerNorm(24),
+        nn.Mish(),
+        nn.Linear(24, 2),
+    )
 
 
 class SACActor(nn.Module):
@@ -141,9 +148,17 @@ def mlp(act: type[nn.Module]) -> Callable[[], nn.Module]:
 
 
 ZOO: dict[str, Callable[[], nn.Module]] = {
-    "simba": SimBa, "tdmpc2": tdmpc2, "sac": SACActor, "cleanrl": CleanRLActor, "affine": Affine, "functional": Functional,
+    "simba": SimBa,
+    "tdmpc2": tdmpc2,
+    "sac": SACActor,
+    "cleanrl": CleanRLActor,
+    "affine": Affine,
+    "functional": Functional,
     "ppo_clipped": PPOClipped,
-    "gelu": mlp(nn.GELU), "silu": mlp(nn.SiLU), "softplus": mlp(nn.Softplus), "sigmoid": mlp(nn.Sigmoid),
+    "gelu": mlp(nn.GELU),
+    "silu": mlp(nn.SiLU),
+    "softplus": mlp(nn.Softplus),
+    "sigmoid": mlp(nn.Sigmoid),
 }
 FORMS = ("module", "fx", "export", "core")
 
@@ -160,7 +175,9 @@ def make(name: str, form: str) -> nn.Module:
         return fx.symbolic_trace(model)
     if form in ("export", "core"):
         program = torch.export.export(model, (states(4),), dynamic_shapes=({0: torch.export.Dim.AUTO},))
-        return (program.run_decompositions() if form == "core" else program).module()  # core: addmm, permute, native_layer_norm
+        return (
+            program.run_decompositions() if form == "core" else program
+        ).module()  # core: addmm, permute, native_layer_norm
     return model
 
 
@@ -168,7 +185,9 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def masked_reference(model: nn.Module, groups: Groups, keep: dict[str, torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+def masked_reference(
+    model: nn.Module, groups: Groups, keep: dict[str, torch.Tensor]
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """The masked original, with every LayerNorm normalising over its kept units only (what the shrunk model computes)."""
     masked = masked_copy(model, groups, keep)
     gm = masked if isinstance(masked, fx.GraphModule) else fx.symbolic_trace(masked)
@@ -181,19 +200,28 @@ def masked_reference(model: nn.Module, groups: Groups, keep: dict[str, torch.Ten
         gone[keep[g.name]] = False
         for s in g.slices:
             if s.kind == "layernorm":
-                kept[groups.modules[s.module].node or s.module][s.offset: s.offset + g.size] &= ~gone
+                kept[groups.modules[s.module].node or s.module][s.offset : s.offset + g.size] &= ~gone
     by_node = {n.name: str(n.target) for n in gm.graph.nodes if n.op == "call_module"}  # node name -> module name
 
     def norm(x, mask, weight, bias, eps):
         out = torch.zeros_like(x)
-        out[..., mask] = F.layer_norm(x[..., mask], (int(mask.sum()),), None if weight is None else weight[mask],
-                                      None if bias is None else bias[mask], eps)
+        out[..., mask] = F.layer_norm(
+            x[..., mask],
+            (int(mask.sum()),),
+            None if weight is None else weight[mask],
+            None if bias is None else bias[mask],
+            eps,
+        )
         return out
 
     class Reference(fx.Interpreter):
         def run_node(self, n):
             mod = self.module.get_submodule(by_node[n.name]) if n.name in by_node else None
-            mask = kept.get(n.name, kept.get(by_node.get(n.name, ""))) if n.op in ("call_function", "call_module") else None
+            mask = (
+                kept.get(n.name, kept.get(by_node.get(n.name, "")))
+                if n.op in ("call_function", "call_module")
+                else None
+            )
             if mask is None:
                 return super().run_node(n)
             args, kwargs = self.fetch_args_kwargs_from_env(n)
@@ -201,7 +229,10 @@ def masked_reference(model: nn.Module, groups: Groups, keep: dict[str, torch.Ten
                 return norm(args[0], mask, mod.weight, mod.bias, mod.eps)
             if mod is not None:  # onnx2torch's OnnxLayerNorm(x, scale, bias)
                 return norm(args[0], mask, args[1], args[2], mod.epsilon)
-            w, b, eps = (args[i] if len(args) > i else kwargs.get(k, d) for i, k, d in ((2, "weight", None), (3, "bias", None), (4, "eps", 1e-5)))
+            w, b, eps = (
+                args[i] if len(args) > i else kwargs.get(k, d)
+                for i, k, d in ((2, "weight", None), (3, "bias", None), (4, "eps", 1e-5))
+            )
             out = norm(args[0], mask, w, b, eps)
             return (out, None, None) if "native" in str(n.target) else out  # native_layer_norm: (out, mean, rstd)
 
@@ -220,8 +251,9 @@ def test_every_form_finds_the_same_groups(name):
     found = [find_groups(make(name, form), states(2), strict=True) for form in FORMS]
     assert all(f.names == found[0].names for f in found) and found[0].names
     for f in found[1:]:
-        assert [[(s.module, s.kind, s.offset) for s in g.slices] for g in f.groups] == \
-               [[(s.module, s.kind, s.offset) for s in g.slices] for g in found[0].groups]
+        assert [[(s.module, s.kind, s.offset) for s in g.slices] for g in f.groups] == [
+            [(s.module, s.kind, s.offset) for s in g.slices] for g in found[0].groups
+        ]
         assert f.total_params == found[0].total_params
 
 
@@ -243,8 +275,16 @@ def test_uniform_l1_prune_equals_the_masked_model_and_still_exports(name, form):
     buf = io.BytesIO()
     # a torch.export module refuses .train(), which the TorchScript-based exporter calls: re-wrap its graph as a plain GraphModule
     onnx_ready = fx.GraphModule(small, small.graph) if form in ("export", "core") else small
-    torch.onnx.export(onnx_ready, (x[:1],), buf, input_names=["obs"], output_names=["action"], opset_version=17,
-                      dynamic_axes={"obs": {0: "batch"}}, dynamo=False)
+    torch.onnx.export(
+        onnx_ready,
+        (x[:1],),
+        buf,
+        input_names=["obs"],
+        output_names=["action"],
+        opset_version=17,
+        dynamic_axes={"obs": {0: "batch"}},
+        dynamo=False,
+    )
     got = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"]).run(None, {"obs": x.numpy()})[0]
     with torch.no_grad():
         np.testing.assert_allclose(got, small(x).numpy(), atol=1e-5)
@@ -258,9 +298,16 @@ def test_simba_residual_stream_is_one_coupled_group(form):
     assert stream.producers == ["inp", "blocks.0.down", "blocks.1.down"]
     assert len(stream.couplings) == 2  # the two residual sums
     assert {(s.module, s.kind) for s in stream.slices} == {
-        ("inp", "linear.out"), ("blocks.0.ln", "layernorm"), ("blocks.0.up", "linear.in"), ("blocks.0.down", "linear.out"),
-        ("blocks.1.ln", "layernorm"), ("blocks.1.up", "linear.in"), ("blocks.1.down", "linear.out"), ("norm", "layernorm"),
-        ("head", "linear.in")}
+        ("inp", "linear.out"),
+        ("blocks.0.ln", "layernorm"),
+        ("blocks.0.up", "linear.in"),
+        ("blocks.0.down", "linear.out"),
+        ("blocks.1.ln", "layernorm"),
+        ("blocks.1.up", "linear.in"),
+        ("blocks.1.down", "linear.out"),
+        ("norm", "layernorm"),
+        ("head", "linear.in"),
+    }
     assert g.names == ["inp+blocks.0.down+blocks.1.down", "blocks.0.up", "blocks.1.up"]
     assert g.protected.keys() == {"input:x", "head"}  # the normaliser sits on the (protected) input
 
@@ -275,7 +322,11 @@ def test_simba_shrinks_the_stream_and_every_layer_on_it(form):
         assert torch.allclose(small(x), masked_reference(model, g, keep)(x), atol=1e-5)
     weights = dict(small.named_parameters())
     assert weights["inp.weight"].shape == (8, OBS) and weights["blocks.1.down.weight"].shape == (8, 32)
-    assert weights["blocks.0.ln.weight"].shape == (8,) and weights["norm.bias"].shape == (8,) and weights["head.weight"].shape == (2, 8)
+    assert (
+        weights["blocks.0.ln.weight"].shape == (8,)
+        and weights["norm.bias"].shape == (8,)
+        and weights["head.weight"].shape == (2, 8)
+    )
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -285,7 +336,9 @@ def test_per_feature_constants_are_sliced_with_their_group(form):
     assert g.names == ["a", "b"]
     assert {(s.module, s.kind) for s in g["a"].slices} >= {("gain", "const"), ("shift", "const")}
     assert {("low", "const"), ("high", "const")} <= {(s.module, s.kind) for s in g["b"].slices}
-    assert g.modules["gain"].affine_params == 1 and g.modules["shift"].affine_params == 0  # a parameter counts, a buffer not
+    assert (
+        g.modules["gain"].affine_params == 1 and g.modules["shift"].affine_params == 0
+    )  # a parameter counts, a buffer not
     small = shrink(model, g, {"a": torch.tensor([0, 5, 9]), "b": torch.tensor([1, 2])})
     assert dict(small.named_parameters())["gain"].shape == (3,)
     assert dict(small.named_buffers())["shift"].shape == (3,) and dict(small.named_buffers())["high"].shape == (2,)
@@ -330,7 +383,9 @@ def test_an_unsupported_op_is_refused_naming_the_node_its_op_and_the_supported_s
         model = (program.run_decompositions() if form == "core" else program).module()
     g = find_groups(model, states(2))
     assert "a" in g.excluded and f"'{node}" in g.excluded["a"] and op in g.excluded["a"]
-    with pytest.raises(PruneError, match=rf"cannot prune .*'a': node '{node}\w*' \(call_\w+ [\w.]*{op}[\w.]*\).*supported: Linear"):
+    with pytest.raises(
+        PruneError, match=rf"cannot prune .*'a': node '{node}\w*' \(call_\w+ [\w.]*{op}[\w.]*\).*supported: Linear"
+    ):
         find_groups(model, states(2), strict=True)
 
 
@@ -346,7 +401,9 @@ def test_aten_addmm_and_mm_forms_are_linears():
     keep = {"0": torch.tensor([1, 3, 5, 7, 9]), "2": torch.tensor([0, 4])}
     small = shrink(decomposed, g, keep)
     with torch.no_grad():
-        assert torch.allclose(small(states()), masked_copy(model, find_groups(model, states(2)), keep)(states()), atol=1e-6)
+        assert torch.allclose(
+            small(states()), masked_copy(model, find_groups(model, states(2)), keep)(states()), atol=1e-6
+        )
 
 
 class AtW(nn.Module):
@@ -374,7 +431,10 @@ def test_matmul_with_a_constant_weight_is_a_linear_and_its_bias_add_a_sliced_con
     assert g.names == ["w1"] and g.modules["w1"].transposed and g.modules["b1"].kind == "const"
     keep = {"w1": torch.tensor([0, 3, 4, 10])}
     small = shrink(model, g, keep)
-    assert dict(small.named_parameters())["w1"].shape == (OBS, 4) and dict(small.named_parameters())["w2"].shape == (2, 4)
+    assert dict(small.named_parameters())["w1"].shape == (OBS, 4) and dict(small.named_parameters())["w2"].shape == (
+        2,
+        4,
+    )
     with torch.no_grad():
         assert torch.allclose(small(states()), masked_copy(model, g, keep)(states()), atol=1e-5)
 
@@ -402,7 +462,9 @@ def test_data_aware_metrics_and_refit_read_graph_form_inputs():
     for metric in ("activation", "contribution", "l2"):
         a, b = score(model, g, metric, states=x), score(make("sac", "module"), ref, metric, states=x)
         assert all(torch.allclose(a[k], b[k]) for k in a)
-    result = prune(model, g, keep=0.3, objective=fidelity(model), method="uniform", metric="activation", states=x, reconstruct=True)
+    result = prune(
+        model, g, keep=0.3, objective=fidelity(model), method="uniform", metric="activation", states=x, reconstruct=True
+    )
     plain = prune(model, g, keep=0.3, objective=fidelity(model), method="uniform", metric="activation", states=x)
     assert result.objective_after > plain.objective_after
 
@@ -461,7 +523,7 @@ class OnnxLayerNorm(nn.Module):
         self.axis, self.epsilon = -1, 1e-5
 
     def forward(self, x, scale, bias):
-        return F.layer_norm(x, x.shape[self.axis:], scale, bias, self.epsilon)
+        return F.layer_norm(x, x.shape[self.axis :], scale, bias, self.epsilon)
 
 
 class OnnxCopyIdentity(nn.Module):
@@ -503,23 +565,48 @@ def onnx2torch_like() -> fx.GraphModule:
     torch.manual_seed(5)
     root = nn.Module()
     init = nn.Module()
-    values = {"mean": torch.randn(OBS), "std": torch.rand(OBS) + 0.5, "w_mm": torch.randn(OBS, 12) * 0.5, "b_mm": torch.randn(12) * 0.1,
-              "ln_w": torch.rand(16) + 0.5, "ln_b": torch.randn(16) * 0.1, "shape": torch.tensor([-1, 16]),
-              "lo": -torch.rand(16) - 0.5, "hi": torch.rand(16) + 0.5}
+    values = {
+        "mean": torch.randn(OBS),
+        "std": torch.rand(OBS) + 0.5,
+        "w_mm": torch.randn(OBS, 12) * 0.5,
+        "b_mm": torch.randn(12) * 0.1,
+        "ln_w": torch.rand(16) + 0.5,
+        "ln_b": torch.randn(16) * 0.1,
+        "shape": torch.tensor([-1, 16]),
+        "lo": -torch.rand(16) - 0.5,
+        "hi": torch.rand(16) + 0.5,
+    }
     for k, v in values.items():
         init.register_buffer(k, v)
     root.add_module("initializers", init)
     mods: dict[str, nn.Module] = {
-        "Sub": OnnxBinaryMathOperation(torch.sub), "Div": OnnxBinaryMathOperation(torch.div), "Clip": OnnxClip(-5.0, 5.0),
-        "MatMul": OnnxMatMul(), "Add": OnnxBinaryMathOperation(torch.add), "Relu": nn.ReLU(),
-        "side/Gemm": nn.Linear(OBS, 4), "side/Elu": nn.ELU(), "Concat": OnnxConcat(),
-        "net/net/2/Gemm": nn.Linear(16, 16), "Max": OnnxMinMax(torch.amax), "Min": OnnxMinMax(torch.amin),
-        "Identity_0": OnnxCopyIdentity(), "ln/LayerNormalization": OnnxLayerNorm(),
-        "Constant_2": OnnxConstant(torch.tensor(1.4142135)), "Div_1": OnnxBinaryMathOperation(torch.div), "Erf": OnnxErf(),
-        "Constant_3": OnnxConstant(torch.tensor(1.0)), "Add_1": OnnxBinaryMathOperation(torch.add),
-        "Mul": OnnxBinaryMathOperation(torch.mul), "Constant_4": OnnxConstant(torch.tensor(0.5)),
-        "Mul_1": OnnxBinaryMathOperation(torch.mul), "Add_2": OnnxBinaryMathOperation(torch.add), "Reshape": OnnxReshape(),
-        "mu/Gemm": nn.Linear(16, 2), "Tanh": OnnxFunction(), "Constant_5": OnnxConstant(torch.tensor(2.0)),
+        "Sub": OnnxBinaryMathOperation(torch.sub),
+        "Div": OnnxBinaryMathOperation(torch.div),
+        "Clip": OnnxClip(-5.0, 5.0),
+        "MatMul": OnnxMatMul(),
+        "Add": OnnxBinaryMathOperation(torch.add),
+        "Relu": nn.ReLU(),
+        "side/Gemm": nn.Linear(OBS, 4),
+        "side/Elu": nn.ELU(),
+        "Concat": OnnxConcat(),
+        "net/net/2/Gemm": nn.Linear(16, 16),
+        "Max": OnnxMinMax(torch.amax),
+        "Min": OnnxMinMax(torch.amin),
+        "Identity_0": OnnxCopyIdentity(),
+        "ln/LayerNormalization": OnnxLayerNorm(),
+        "Constant_2": OnnxConstant(torch.tensor(1.4142135)),
+        "Div_1": OnnxBinaryMathOperation(torch.div),
+        "Erf": OnnxErf(),
+        "Constant_3": OnnxConstant(torch.tensor(1.0)),
+        "Add_1": OnnxBinaryMathOperation(torch.add),
+        "Mul": OnnxBinaryMathOperation(torch.mul),
+        "Constant_4": OnnxConstant(torch.tensor(0.5)),
+        "Mul_1": OnnxBinaryMathOperation(torch.mul),
+        "Add_2": OnnxBinaryMathOperation(torch.add),
+        "Reshape": OnnxReshape(),
+        "mu/Gemm": nn.Linear(16, 2),
+        "Tanh": OnnxFunction(),
+        "Constant_5": OnnxConstant(torch.tensor(2.0)),
         "Mul_2": OnnxBinaryMathOperation(torch.mul),
     }
     for k, m in mods.items():
@@ -536,8 +623,11 @@ def onnx2torch_like() -> fx.GraphModule:
     h = call("Concat", a, call("side/Elu", call("side/Gemm", h)))
     z = call("Min", call("Max", call("net/net/2/Gemm", h), ini["lo"]), ini["hi"])  # Clip with per-feature bounds
     n = call("ln/LayerNormalization", z, call("Identity_0", ini["ln_w"]), ini["ln_b"])
-    gelu = call("Mul_1", call("Mul", n, call("Add_1", call("Erf", call("Div_1", n, call("Constant_2"))), call("Constant_3"))),
-                call("Constant_4"))
+    gelu = call(
+        "Mul_1",
+        call("Mul", n, call("Add_1", call("Erf", call("Div_1", n, call("Constant_2"))), call("Constant_3"))),
+        call("Constant_4"),
+    )
     r = call("Reshape", call("Add_2", z, gelu), ini["shape"])
     g.output(call("Mul_2", call("Tanh", call("mu/Gemm", r)), call("Constant_5")))
     return fx.GraphModule(root, g)
@@ -550,14 +640,21 @@ def test_an_onnx2torch_graph_is_pruned_through_its_own_modules():
     assert g.components == {name: [name] for name in g.names}  # one component per layer, not one for all initializers
     assert g.modules["initializers.w_mm"].transposed and g.modules["initializers.b_mm"].kind == "const"
     assert {(s.module, s.kind) for s in g["net/net/2/Gemm"].slices} == {
-        ("net/net/2/Gemm", "linear.out"), ("initializers.ln_w", "layernorm"), ("mu/Gemm", "linear.in"), ("reshape", "reshape"),
-        ("initializers.lo", "const"), ("initializers.hi", "const")}
+        ("net/net/2/Gemm", "linear.out"),
+        ("initializers.ln_w", "layernorm"),
+        ("mu/Gemm", "linear.in"),
+        ("reshape", "reshape"),
+        ("initializers.lo", "const"),
+        ("initializers.hi", "const"),
+    }
     assert ("net/net/2/Gemm", "linear.in", 12) in {(s.module, s.kind, s.offset) for s in g["side/Gemm"].slices}
     result = prune(model, g, keep=0.5, objective=fidelity(model), method="uniform", metric="l1")
     keep = keep_indices(score(model, g, "l1"), result.search.kept)
     with torch.no_grad():
         assert torch.allclose(result.model(x), masked_reference(model, g, keep)(x), atol=1e-5)
-    held = sum(b.numel() for k, b in result.model.named_buffers() if k.split(".")[-1] in ("w_mm", "ln_w", "ln_b"))  # weights as buffers
+    held = sum(
+        b.numel() for k, b in result.model.named_buffers() if k.split(".")[-1] in ("w_mm", "ln_w", "ln_b")
+    )  # weights as buffers
     assert n_params(result.model) + held == result.after.params < result.before.params
     assert "Reshape" not in {n.target for n in result.model.graph.nodes}  # its literal shape was taken out with it
     torch.export.export(result.model, (x[:3],))
@@ -585,7 +682,11 @@ def test_widths_spelled_in_python_need_the_trace_which_rewrites_them():
     traced = fx.symbolic_trace(model)
     g = find_groups(traced, x[:2], strict=True)
     assert g.names == ["a"] and {(s.module, s.kind) for s in g["a"].slices} == {
-        ("a", "linear.out"), ("w", "layernorm"), ("view", "reshape"), ("b", "linear.in")}
+        ("a", "linear.out"),
+        ("w", "layernorm"),
+        ("view", "reshape"),
+        ("b", "linear.in"),
+    }
     keep = {"a": torch.tensor([0, 2, 3, 8, 15])}
     small = shrink(traced, g, keep)
     norm = next(n for n in small.graph.nodes if n.target is F.layer_norm)

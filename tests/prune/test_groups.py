@@ -55,13 +55,17 @@ class Residual(nn.Module):
 
 
 def ln_mlp() -> nn.Sequential:
-    return nn.Sequential(nn.Linear(3, 16), nn.LayerNorm(16), nn.ELU(), nn.Dropout(0.1), nn.Linear(16, 8), nn.LeakyReLU(), nn.Linear(8, 1))
+    return nn.Sequential(
+        nn.Linear(3, 16), nn.LayerNorm(16), nn.ELU(), nn.Dropout(0.1), nn.Linear(16, 8), nn.LeakyReLU(), nn.Linear(8, 1)
+    )
 
 
 def half(groups, seed=0):
     """Keep a seeded random half of every group."""
     gen = torch.Generator().manual_seed(seed)
-    return {g.name: torch.sort(torch.randperm(g.size, generator=gen)[: max(1, g.size // 2)]).values for g in groups.groups}
+    return {
+        g.name: torch.sort(torch.randperm(g.size, generator=gen)[: max(1, g.size // 2)]).values for g in groups.groups
+    }
 
 
 def test_plain_mlp_has_one_group_per_hidden_linear_and_protects_input_and_output():
@@ -78,7 +82,11 @@ def test_plain_mlp_has_one_group_per_hidden_linear_and_protects_input_and_output
 def test_two_headed_actor_couples_both_heads_and_protects_both_outputs():
     g = find_groups(Actor(), torch.randn(2, 3))
     trunk_out = g["trunk.2"]
-    assert {(s.module, s.kind) for s in trunk_out.slices} == {("trunk.2", "linear.out"), ("mu", "linear.in"), ("log_std", "linear.in")}
+    assert {(s.module, s.kind) for s in trunk_out.slices} == {
+        ("trunk.2", "linear.out"),
+        ("mu", "linear.in"),
+        ("log_std", "linear.in"),
+    }
     assert trunk_out.component == "trunk"
     assert set(g.protected) >= {"mu", "log_std"}
     assert g.components == {"trunk": ["trunk.0", "trunk.2"]}
@@ -112,12 +120,18 @@ def test_concatenating_q_network_offsets_consumer_columns():
     assert {"input:obs", "input:act", "out"} <= set(g.protected)
 
 
-@pytest.mark.parametrize("make, inputs", [
-    (lambda: nn.Sequential(nn.Linear(3, 32), nn.ELU(), nn.Linear(32, 24), nn.Tanh(), nn.Linear(24, 1)), (torch.randn(64, 3),)),
-    (Actor, (torch.randn(64, 3),)),
-    (QNet, (torch.randn(64, 3), torch.randn(64, 2))),
-    (Residual, (torch.randn(64, 3),)),
-])
+@pytest.mark.parametrize(
+    "make, inputs",
+    [
+        (
+            lambda: nn.Sequential(nn.Linear(3, 32), nn.ELU(), nn.Linear(32, 24), nn.Tanh(), nn.Linear(24, 1)),
+            (torch.randn(64, 3),),
+        ),
+        (Actor, (torch.randn(64, 3),)),
+        (QNet, (torch.randn(64, 3), torch.randn(64, 2))),
+        (Residual, (torch.randn(64, 3),)),
+    ],
+)
 def test_shrink_equals_masked_original(make, inputs):
     torch.manual_seed(1)
     m = make().eval()

@@ -12,7 +12,9 @@ LIBRARY_METHODS = ("cmaes", "tpe")
 
 
 @pytest.mark.parametrize("method", LIBRARY_METHODS)
-def test_library_methods_return_a_feasible_point_in_the_band_no_worse_than_uniform(four_layer, fidelity, states, method):
+def test_library_methods_return_a_feasible_point_in_the_band_no_worse_than_uniform(
+    four_layer, fidelity, states, method
+):
     g = find_groups(four_layer, states[:2])
     uniform = prune(four_layer, g, 0.3, fidelity(four_layer), method="uniform", tolerance=0.02)
     r = prune(four_layer, g, 0.3, fidelity(four_layer), method=method, tolerance=0.02, max_evaluations=30)
@@ -28,7 +30,9 @@ def test_library_methods_are_seed_deterministic(four_layer, fidelity, states, me
 
     def run(seed):
         log = []
-        r = prune(four_layer, g, 0.3, fidelity(four_layer, log), method=method, tolerance=0.02, max_evaluations=25, seed=seed)
+        r = prune(
+            four_layer, g, 0.3, fidelity(four_layer, log), method=method, tolerance=0.02, max_evaluations=25, seed=seed
+        )
         return r.search.kept, r.search.objective, r.search.history, log
 
     a, b, c = run(0), run(0), run(1)
@@ -39,8 +43,16 @@ def test_library_methods_are_seed_deterministic(four_layer, fidelity, states, me
 @pytest.mark.parametrize("method", LIBRARY_METHODS)
 def test_library_methods_share_the_constraints_and_explain_failures(four_layer, fidelity, states, method):
     g = find_groups(four_layer, states[:2])
-    r = prune(four_layer, g, 0.3, fidelity(four_layer), method=method, tolerance=0.02, max_evaluations=12,
-              radius_check=lambda model: 1.5)
+    r = prune(
+        four_layer,
+        g,
+        0.3,
+        fidelity(four_layer),
+        method=method,
+        tolerance=0.02,
+        max_evaluations=12,
+        radius_check=lambda model: 1.5,
+    )
     assert not r.feasible and r.search.evaluations > 1
     assert r.search.failures["stability"] == r.search.evaluations and "stability" in r.why_infeasible
 
@@ -61,7 +73,11 @@ def test_cmaes_hands_a_generation_to_the_objectives_batch_form_with_the_same_sco
     plain = prune(four_layer, g, 0.3, one_by_one, method="cmaes", tolerance=0.02, max_evaluations=30, population=8)
     fast = prune(four_layer, g, 0.3, batched, method="cmaes", tolerance=0.02, max_evaluations=30, population=8)
     assert max(sizes) > 1 and sum(sizes) == fast.search.evaluations
-    assert (fast.search.kept, fast.search.objective, fast.search.history) == (plain.search.kept, plain.search.objective, plain.search.history)
+    assert (fast.search.kept, fast.search.objective, fast.search.history) == (
+        plain.search.kept,
+        plain.search.objective,
+        plain.search.history,
+    )
 
 
 @pytest.mark.parametrize("method", LIBRARY_METHODS)
@@ -87,5 +103,7 @@ def test_one_component_leaves_nothing_to_search(tanh_mlp, fidelity, states):
 
 def test_a_population_is_cut_at_max_evaluations(four_layer, fidelity, states):
     g = find_groups(four_layer, states[:2])
-    r = prune(four_layer, g, 0.3, fidelity(four_layer), method="cmaes", tolerance=0.02, max_evaluations=10, population=12)
+    r = prune(
+        four_layer, g, 0.3, fidelity(four_layer), method="cmaes", tolerance=0.02, max_evaluations=10, population=12
+    )
     assert r.search.evaluations == 10

@@ -41,7 +41,9 @@ def test_int8_quantizes_every_component_and_reports_the_quantized_objective(wide
 def test_int8_judges_every_constraint_again_on_the_quantized_model(wide, states, fidelity):
     groups = find_groups(wide, states[:2])
     radius = lambda m: 1.5 if quantized(m) else 0.5  # noqa: E731 - stable in float, not once quantized
-    r = prune(wide, groups, 0.5, fidelity(wide), method="uniform", radius_check=radius, tolerance=0.03, precision="int8")
+    r = prune(
+        wide, groups, 0.5, fidelity(wide), method="uniform", radius_check=radius, tolerance=0.03, precision="int8"
+    )
     assert r.search.feasible
     assert not r.feasible
     assert r.constraints["stability"].value == 1.5
@@ -57,8 +59,18 @@ def test_auto_quantizes_where_it_costs_least_and_meets_the_flash_budget(wide, st
     def objective(m: nn.Module) -> float:  # int8 in the first layer costs a lot, elsewhere almost nothing
         return base(m) - (1.0 if isinstance(m.get_submodule("0"), Int8Linear) else 0.0)
 
-    r = prune(wide, groups, None, objective, method="gd", seed=0, max_evaluations=12, tolerance=0.03,
-              precision="auto", flash_budget=6000)
+    r = prune(
+        wide,
+        groups,
+        None,
+        objective,
+        method="gd",
+        seed=0,
+        max_evaluations=12,
+        tolerance=0.03,
+        precision="auto",
+        flash_budget=6000,
+    )
     assert r.precision == {"0": "float", "2": "int8"}
     assert quantized(r.model) == ["2", "4"]
     assert r.feasible and r.constraints["flash"].ok
@@ -77,7 +89,9 @@ def test_auto_with_a_keep_budget_judges_flash_as_a_constraint(wide, states, fide
     groups = find_groups(wide, states[:2])
     r = prune(wide, groups, 0.5, fidelity(wide), method="uniform", tolerance=0.03, precision="auto", flash_budget=4000)
     trials = r.to_dict()["precision_search"]["trials"]
-    assert trials[0]["precision"] == {"0": "float", "2": "float"} and not trials[0]["feasible"]  # 0.5 of 17924 bytes > 4000
+    assert (
+        trials[0]["precision"] == {"0": "float", "2": "float"} and not trials[0]["feasible"]
+    )  # 0.5 of 17924 bytes > 4000
     assert r.feasible and r.weight_bytes == bytes_footprint(r.model) <= 4000
     assert r.precision["2"] == "int8"
     assert r.constraints["flash"].bound == 4000
@@ -89,13 +103,17 @@ def test_an_impossible_flash_budget_is_refused_naming_it_and_the_smallest_size(w
     assert ByteCounter(groups, quantized_modules({"0": "int8", "2": "int8"}, groups)).smallest() == 29
     with pytest.raises(PruneError, match=r"flash_budget=28 bytes .* smallest reachable size, 29 bytes"):
         prune(wide, groups, None, fidelity(wide), precision="auto", flash_budget=28)
-    with pytest.raises(PruneError, match=r"flash_budget=31 bytes .* smallest reachable size, 32 bytes"):  # float: 4 * (3+1 + 1+1 + 1+1)
+    with pytest.raises(
+        PruneError, match=r"flash_budget=31 bytes .* smallest reachable size, 32 bytes"
+    ):  # float: 4 * (3+1 + 1+1 + 1+1)
         prune(wide, groups, None, fidelity(wide), precision="off", flash_budget=31)
 
 
 def test_bytes_only_budget_in_float_fits_the_flash_budget(wide, states, fidelity):
     groups = find_groups(wide, states[:2])
-    r = prune(wide, groups, None, fidelity(wide), method="gd", seed=1, max_evaluations=10, tolerance=0.05, flash_budget=9000)
+    r = prune(
+        wide, groups, None, fidelity(wide), method="gd", seed=1, max_evaluations=10, tolerance=0.05, flash_budget=9000
+    )
     assert r.precision == {"0": "float", "2": "float"} and not quantized(r.model)
     assert r.feasible and r.weight_bytes == bytes_footprint(r.model) <= 9000
     assert "prunable weight bytes" in r.constraints["budget"].detail
@@ -116,8 +134,21 @@ def test_options_are_checked_at_the_door(wide, states, fidelity):
 
 def test_same_seed_gives_the_same_auto_result(wide, states, fidelity):
     groups = find_groups(wide, states[:2])
-    runs = [prune(wide, groups, None, fidelity(wide), method="cmaes", seed=4, max_evaluations=10, tolerance=0.05,
-                  precision="auto", flash_budget=3000).to_dict() for _ in range(2)]
+    runs = [
+        prune(
+            wide,
+            groups,
+            None,
+            fidelity(wide),
+            method="cmaes",
+            seed=4,
+            max_evaluations=10,
+            tolerance=0.05,
+            precision="auto",
+            flash_budget=3000,
+        ).to_dict()
+        for _ in range(2)
+    ]
     for d in runs:
         d.pop("seconds")
     assert runs[0] == runs[1]
@@ -162,8 +193,21 @@ def test_auto_gives_the_same_result_through_a_batch_objective_of_pickled_candida
         def batch(self, models: list[nn.Module]) -> list[float]:
             return [one(pickle.loads(pickle.dumps(m))) for m in models]  # as a worker in another process would get them
 
-    runs = [prune(wide, groups, None, f, method="gd", seed=3, max_evaluations=8, tolerance=0.05, precision="auto",
-                  flash_budget=3000).to_dict() for f in (one, Batched())]
+    runs = [
+        prune(
+            wide,
+            groups,
+            None,
+            f,
+            method="gd",
+            seed=3,
+            max_evaluations=8,
+            tolerance=0.05,
+            precision="auto",
+            flash_budget=3000,
+        ).to_dict()
+        for f in (one, Batched())
+    ]
     for d in runs:
         d.pop("seconds")
     assert runs[0] == runs[1]
@@ -179,12 +223,34 @@ def test_an_exported_module_prunes_and_quantizes_like_the_module_it_came_from(wi
             return one(m)
 
         def batch(self, models: list[nn.Module]) -> list[float]:
-            return [one(pickle.loads(pickle.dumps(m))) for m in models]  # candidates handed over as portable() makes them
+            return [
+                one(pickle.loads(pickle.dumps(m))) for m in models
+            ]  # candidates handed over as portable() makes them
 
-    graph = prune(exported, groups, None, Batched(), method="gd", seed=3, max_evaluations=8, tolerance=0.05,
-                  precision="auto", flash_budget=3000).to_dict()
-    plain = prune(wide, find_groups(wide, states[:2]), None, one, method="gd", seed=3, max_evaluations=8, tolerance=0.05,
-                  precision="auto", flash_budget=3000).to_dict()
+    graph = prune(
+        exported,
+        groups,
+        None,
+        Batched(),
+        method="gd",
+        seed=3,
+        max_evaluations=8,
+        tolerance=0.05,
+        precision="auto",
+        flash_budget=3000,
+    ).to_dict()
+    plain = prune(
+        wide,
+        find_groups(wide, states[:2]),
+        None,
+        one,
+        method="gd",
+        seed=3,
+        max_evaluations=8,
+        tolerance=0.05,
+        precision="auto",
+        flash_budget=3000,
+    ).to_dict()
     for d in (graph, plain):
         d.pop("seconds")
     assert graph == plain

@@ -79,7 +79,11 @@ def test_float_weight_is_replaced_not_kept_and_error_is_at_most_half_a_scale():
     lin = nn.Linear(8, 4)
     q8 = Int8Linear.from_linear(lin)
     assert list(q8.parameters()) == []
-    assert {k: v.dtype for k, v in q8.state_dict().items()} == {"weight_q": torch.int8, "scale": torch.float32, "bias": torch.float32}
+    assert {k: v.dtype for k, v in q8.state_dict().items()} == {
+        "weight_q": torch.int8,
+        "scale": torch.float32,
+        "bias": torch.float32,
+    }
     err = dequantized_error(lin.weight)
     assert 0 < err <= float(q8.scale.max()) / 2 + 1e-9
     assert torch.allclose(dequantize(q8.weight_q, q8.scale), q8.dequantized().weight)
@@ -124,7 +128,9 @@ def test_quantized_model_traces_exports_and_pickles(tanh_mlp, states):
     # the codes stay int8 in the exported graph: the float weight is not folded back in
     graph_tensors = dict(exported.named_buffers())
     assert any(t.dtype == torch.int8 for t in graph_tensors.values())
-    assert not any(t.dtype == torch.float32 and t.ndim == 2 for t in list(graph_tensors.values()) + list(exported.parameters()))
+    assert not any(
+        t.dtype == torch.float32 and t.ndim == 2 for t in list(graph_tensors.values()) + list(exported.parameters())
+    )
 
 
 def test_quantize_swaps_call_module_linears_in_a_graph_module(tanh_mlp, states):

@@ -28,8 +28,17 @@ torch.set_num_threads(1)
 
 def four_layer(seed=0):
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(),
-                         nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 1)).eval()
+    return nn.Sequential(
+        nn.Linear(3, 16),
+        nn.Tanh(),
+        nn.Linear(16, 16),
+        nn.Tanh(),
+        nn.Linear(16, 16),
+        nn.Tanh(),
+        nn.Linear(16, 16),
+        nn.Tanh(),
+        nn.Linear(16, 1),
+    ).eval()
 
 
 X = torch.randn(256, 3, generator=torch.Generator().manual_seed(0))
@@ -66,7 +75,12 @@ def test_gd_budget_is_met_by_projection_at_every_budget():
     m = four_layer()
     g = find_groups(m, X[:2])
     for keep in (0.5, 0.1, 0.05):
-        r = run_search(Problem(m, g, score(m, g, "l1"), fidelity(m), keep=keep, tolerance=0.01), "gd", max_evaluations=12, gradient="spsa")
+        r = run_search(
+            Problem(m, g, score(m, g, "l1"), fidelity(m), keep=keep, tolerance=0.01),
+            "gd",
+            max_evaluations=12,
+            gradient="spsa",
+        )
         assert r.keep_fraction <= keep + 1e-12 and r.keep_fraction >= keep - 0.01
 
 
@@ -143,8 +157,7 @@ def test_distillation_reduces_the_gap_to_the_teacher_and_is_seeded():
     g = find_groups(teacher, X[:2])
 
     def run():
-        r = prune(teacher, g, 0.2, fidelity(teacher), method="uniform", metric="l1",
-                  finetune=lambda model: X, seed=3)
+        r = prune(teacher, g, 0.2, fidelity(teacher), method="uniform", metric="l1", finetune=lambda model: X, seed=3)
         return r
 
     r1, r2 = run(), run()
@@ -158,8 +171,16 @@ def test_prune_result_reports_the_public_fields():
     g = find_groups(m, X[:2])
     r = prune(m, g, 0.5, fidelity(m), method="gd", max_evaluations=10)
     d = r.to_dict()
-    for key in ("params_before", "params_after", "objective_before", "objective_after", "evaluations", "seconds",
-                "coefficients", "widths"):
+    for key in (
+        "params_before",
+        "params_after",
+        "objective_before",
+        "objective_after",
+        "evaluations",
+        "seconds",
+        "coefficients",
+        "widths",
+    ):
         assert key in d
     assert d["params_after"] == sum(p.numel() for p in r.model.parameters())
     assert set(d["coefficients"]) == set(g.names)
@@ -273,7 +294,9 @@ def test_a_candidate_must_beat_the_start_by_two_standard_errors_to_be_selected()
     r = run_search(Problem(m, g, score(m, g, "l2"), per_episode, keep=0.3, tolerance=0.03), "grid", resolution=0.5)
     assert r.kept == far.kept and r.objective == r.best_seen
     with pytest.raises(PruneError, match="per-episode scores"):
-        run_search(Problem(m, g, score(m, g, "l2"), lambda model: np.zeros((2, 2)), keep=0.3, tolerance=0.03), "uniform")
+        run_search(
+            Problem(m, g, score(m, g, "l2"), lambda model: np.zeros((2, 2)), keep=0.3, tolerance=0.03), "uniform"
+        )
 
 
 def test_with_nothing_feasible_the_best_infeasible_candidate_is_reported_as_such():

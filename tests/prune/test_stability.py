@@ -35,8 +35,11 @@ def sorted_eigenvalues(values) -> list[complex]:
 CASES = {
     "real": (np.array([[0.5, 0.1], [0.0, 1.0]]), np.array([[0.0], [1.0]]), np.array([[0.0, -0.2]])),
     "complex pair": (np.array([[0.9, -0.4], [0.4, 0.9]]), np.array([[0.0], [1.0]]), np.array([[0.1, -0.05]])),
-    "three states": (np.array([[1.0, 0.05, 0.0], [0.0, 1.0, 0.05], [0.1, -0.2, 0.95]]),
-                     np.array([[0.0], [0.0], [0.05]]), np.array([[-1.0, -2.0, -1.5]])),
+    "three states": (
+        np.array([[1.0, 0.05, 0.0], [0.0, 1.0, 0.05], [0.1, -0.2, 0.95]]),
+        np.array([[0.0], [0.0], [0.05]]),
+        np.array([[-1.0, -2.0, -1.5]]),
+    ),
     "unstable": (np.array([[1.2, 0.0], [0.0, 0.5]]), np.array([[0.0], [1.0]]), np.array([[0.0, 0.3]])),
 }
 

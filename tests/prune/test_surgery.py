@@ -51,14 +51,19 @@ def test_shrink_keeps_the_training_mode_and_frozen_parameters(tanh_mlp, states):
 def test_shrink_shrinks_layernorm_with_its_group_and_widths_reports_every_layer(layernorm_mlp, states):
     g = find_groups(layernorm_mlp, states[:2])
     small = shrink(layernorm_mlp, g, {"0": torch.tensor([1, 4, 9, 15, 2]), "3": torch.tensor([0, 7, 5])})
-    assert widths(small, g) == {"0": {"in": 3, "out": 5}, "1": {"norm": 5}, "3": {"in": 5, "out": 3},
-                                "5": {"in": 3, "out": 1}}
+    assert widths(small, g) == {
+        "0": {"in": 3, "out": 5},
+        "1": {"norm": 5},
+        "3": {"in": 5, "out": 3},
+        "5": {"in": 3, "out": 1},
+    }
     assert torch.equal(small[1].weight, layernorm_mlp[1].weight[[1, 2, 4, 9, 15]])
     assert widths(layernorm_mlp, g)["1"] == {"norm": 16}
 
 
-@pytest.mark.parametrize("bad", [torch.tensor([0, 0, 3]), torch.tensor([2, 16]), torch.tensor([-1, 2]),
-                                 torch.tensor([], dtype=torch.long)])
+@pytest.mark.parametrize(
+    "bad", [torch.tensor([0, 0, 3]), torch.tensor([2, 16]), torch.tensor([-1, 2]), torch.tensor([], dtype=torch.long)]
+)
 def test_shrink_refuses_indices_that_are_repeated_out_of_range_or_empty(tanh_mlp, states, bad):
     m = tanh_mlp()
     g = find_groups(m, states[:2])

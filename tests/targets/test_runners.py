@@ -72,7 +72,9 @@ def test_ssh_url_parsing_and_errors():
         parse_ssh_url("ssh://board")
     with pytest.raises(TargetError, match="unknown option"):
         parse_ssh_url("ssh://pi@board?password=x")
-    with pytest.raises(TargetError, match=r"'ssh://pi@board\?host_key=no': host_key=no is not one of strict, accept-new"):
+    with pytest.raises(
+        TargetError, match=r"'ssh://pi@board\?host_key=no': host_key=no is not one of strict, accept-new"
+    ):
         parse_ssh_url("ssh://pi@board?host_key=no")
     with pytest.raises(TargetError, match="password in the URL is never used"):
         parse_ssh_url("ssh://pi:secret@board")
@@ -137,7 +139,7 @@ def test_every_ssh_and_scp_command_ends_options_before_the_destination(tmp_path,
         assert argv[dd + 1].startswith("pi@board") or argv[dd + 1].startswith(str(tmp_path))
         assert "StrictHostKeyChecking=yes" in argv[:dd] and 'UserKnownHostsFile="/my kh"' in argv[:dd]
         assert "GlobalKnownHostsFile=/dev/null" in argv[:dd]
-        assert not any(a.startswith("-") for a in argv[dd + 1:])
+        assert not any(a.startswith("-") for a in argv[dd + 1 :])
     assert calls[1][-1] == "pi@board:/tmp/pae.abc123/"
 
 
@@ -173,11 +175,16 @@ def test_ssh_runner_with_a_wrong_client_key_fails_in_one_line(tmp_path, pinned_s
     assert len(str(err.value).splitlines()) == 1
 
 
-def test_a_host_key_that_differs_from_the_pinned_one_is_refused(tmp_path, sshd, sshd_known_hosts, impostor_key, known_hosts_line):
+def test_a_host_key_that_differs_from_the_pinned_one_is_refused(
+    tmp_path, sshd, sshd_known_hosts, impostor_key, known_hosts_line
+):
     sshd_known_hosts.write_text(known_hosts_line(sshd, impostor_key))
     for url in (sshd, sshd + "&host_key=accept-new"):  # trust on first use does not trust a changed key
-        with pytest.raises(TargetError, match=rf"mktemp failed: host key verification failed: the board's host key "
-                                              rf"differs from the one in {sshd_known_hosts}"):
+        with pytest.raises(
+            TargetError,
+            match=rf"mktemp failed: host key verification failed: the board's host key "
+            rf"differs from the one in {sshd_known_hosts}",
+        ):
             runner_for(get_target("x86_64"), url).run(tmp_path, ["true"])
     assert sshd_known_hosts.read_text() == known_hosts_line(sshd, impostor_key)  # the pin was not replaced
 

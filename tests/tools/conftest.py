@@ -54,16 +54,29 @@ def sb3_models(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tupl
     small = lambda: dict(net_arch=[32, 32])  # fresh each time: SB3 adds keys (use_sde) to the dict it is given
     recipes: dict[str, Callable[[], object]] = {
         "sac": lambda: SAC("MlpPolicy", "Pendulum-v1", policy_kwargs=small(), seed=0),
-        "sac_elu": lambda: SAC("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(net_arch=[32, 24], activation_fn=torch.nn.ELU), seed=0),
+        "sac_elu": lambda: SAC(
+            "MlpPolicy", "Pendulum-v1", policy_kwargs=dict(net_arch=[32, 24], activation_fn=torch.nn.ELU), seed=0
+        ),
         "sac_gsde": lambda: SAC("MlpPolicy", "Pendulum-v1", policy_kwargs=small(), use_sde=True, seed=0),
         "td3": lambda: TD3("MlpPolicy", "Pendulum-v1", policy_kwargs=small(), seed=0),
-        "td3_tanh": lambda: TD3("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(net_arch=[16], activation_fn=torch.nn.Tanh), seed=0),
+        "td3_tanh": lambda: TD3(
+            "MlpPolicy", "Pendulum-v1", policy_kwargs=dict(net_arch=[16], activation_fn=torch.nn.Tanh), seed=0
+        ),
         "ddpg": lambda: DDPG("MlpPolicy", "Pendulum-v1", policy_kwargs=small(), seed=0),
         "ppo": lambda: PPO("MlpPolicy", "Pendulum-v1", seed=0),
-        "ppo_pi_vf": lambda: PPO("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(net_arch=dict(pi=[16, 24], vf=[8]), activation_fn=torch.nn.GELU), seed=0),
+        "ppo_pi_vf": lambda: PPO(
+            "MlpPolicy",
+            "Pendulum-v1",
+            policy_kwargs=dict(net_arch=dict(pi=[16, 24], vf=[8]), activation_fn=torch.nn.GELU),
+            seed=0,
+        ),
         "ppo_gsde": lambda: PPO("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(net_arch=[32]), use_sde=True, seed=0),
-        "ppo_gsde_squash": lambda: PPO("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(net_arch=[32], squash_output=True), use_sde=True, seed=0),
-        "a2c": lambda: A2C("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(net_arch=[32, 32], activation_fn=torch.nn.SiLU), seed=0),
+        "ppo_gsde_squash": lambda: PPO(
+            "MlpPolicy", "Pendulum-v1", policy_kwargs=dict(net_arch=[32], squash_output=True), use_sde=True, seed=0
+        ),
+        "a2c": lambda: A2C(
+            "MlpPolicy", "Pendulum-v1", policy_kwargs=dict(net_arch=[32, 32], activation_fn=torch.nn.SiLU), seed=0
+        ),
     }
     folder = tmp_path_factory.mktemp("sb3_models")
     built: dict[str, tuple[Path, object]] = {}
@@ -334,8 +347,15 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ZooEntry]:
         entry.files["torchscript"] = folder / f"{family}.ts"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(exported, (example,), str(folder / f"{family}.onnx"), dynamo=False, input_names=["obs"],
-                              dynamic_axes={"obs": {0: "batch"}}, opset_version=17)
+            torch.onnx.export(
+                exported,
+                (example,),
+                str(folder / f"{family}.onnx"),
+                dynamo=False,
+                input_names=["obs"],
+                dynamic_axes={"obs": {0: "batch"}},
+                opset_version=17,
+            )
         entry.files["onnx"] = folder / f"{family}.onnx"
         entries[family] = entry
     return entries

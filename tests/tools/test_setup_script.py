@@ -40,9 +40,21 @@ def _setup_apt_packages() -> list[str]:
 def _apt_closure() -> frozenset[str]:
     """The listed packages and everything they depend on (not recommends: setup installs without them)."""
     out = subprocess.run(
-        ["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks",
-         "--no-replaces", "--no-enhances", *_setup_apt_packages()],
-        capture_output=True, text=True, check=True,
+        [
+            "apt-cache",
+            "depends",
+            "--recurse",
+            "--no-recommends",
+            "--no-suggests",
+            "--no-conflicts",
+            "--no-breaks",
+            "--no-replaces",
+            "--no-enhances",
+            *_setup_apt_packages(),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     names = {line.strip().strip("<>").split(":")[0] for line in out.splitlines() if not line.startswith(" ")}
     return frozenset(names)
@@ -74,7 +86,9 @@ def test_every_program_the_suite_calls_comes_from_a_package_setup_installs(progr
 
 
 def test_the_libfuzzer_runtime_comes_from_a_package_setup_installs() -> None:
-    runtime_dir = subprocess.run(["clang", "-print-runtime-dir"], capture_output=True, text=True, check=True).stdout.strip()
+    runtime_dir = subprocess.run(
+        ["clang", "-print-runtime-dir"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     runtime = Path(runtime_dir) / "libclang_rt.fuzzer-x86_64.a"
     assert runtime.is_file(), f"{runtime}: missing, clang cannot link -fsanitize=fuzzer"
     assert _owning_package(runtime) in _apt_closure()

@@ -1,6 +1,6 @@
 """The zoo end to end: each family of controllers people train, in one format each, goes through the command
 line as a user's file would: loaded (equal to the original on 1000 observations), pruned to 25%, the pruned
-graph exported to x86_64 and cortex-a7 (cortex-m4 for the families its lowering takes) and run for 3 lockstep
+graph exported to x86_64, cortex-a7 and cortex-m4 and run for 3 lockstep
 HIL episodes whose returns equal the host's. The rest of the format matrix is covered by the readers' parity
 tests (tests/tools/controllers/test_graph_import.py); models are small (widths 16-64) and untrained."""
 
@@ -19,9 +19,6 @@ from tools.controllers.load import load_controller
 
 torch.set_num_threads(1)
 HIL_TOL = 1e-3
-MCU_LOWERING = ("export's Cortex-M lowering (TVM, cortex-m4) fails on kernels other than dense + activation "
-                "chains (the observation normaliser's sub/div, the Min/Max clip to the action box, LayerNorm): "
-                "'Check failed: (!param->ty.as<BufferTypeNode>()) is false: This pass must be called after MakePackedAPI'")
 
 
 @dataclass(frozen=True)
@@ -30,17 +27,16 @@ class Family:
 
     name: str
     fmt: str
-    mcu: bool  # whether cortex-m4 is expected to export (see MCU_LOWERING)
 
 
 FAMILIES = (
-    Family("sb3_sac", "sb3", True),  # tanh rescaled to the box: no clip, no normaliser
-    Family("sb3_ppo_vecnormalize", "sb3", False),
-    Family("cleanrl_agent", "state-dict", False),
-    Family("rsl_rl_actor_critic", "torch-export", False),
-    Family("simba", "torchscript", False),
-    Family("tdmpc2", "onnx", False),  # tanh(mu) stays in [-2, 2]: no clip is added; LayerNorm stops cortex-m4
-    Family("sac_actor", "torch-export", True),  # 2 * tanh stays in [-2, 2]: the clip is provably a no-op, not added
+    Family("sb3_sac", "sb3"),  # tanh rescaled to the box: no clip, no normaliser
+    Family("sb3_ppo_vecnormalize", "sb3"),
+    Family("cleanrl_agent", "state-dict"),
+    Family("rsl_rl_actor_critic", "torch-export"),
+    Family("simba", "torchscript"),
+    Family("tdmpc2", "onnx"),  # tanh(mu) stays in [-2, 2]: no clip is added
+    Family("sac_actor", "torch-export"),  # 2 * tanh stays in [-2, 2]: the clip is provably a no-op, not added
 )
 
 
@@ -72,8 +68,9 @@ def zoo_files(zoo, sb3_models, tmp_path_factory: pytest.TempPathFactory) -> dict
     rms.var = np.array([0.5, 0.4, 4.0])
     venv.save(str(folder / "vecnormalize.pkl"))
     venv.training = False
-    files["sb3_ppo_vecnormalize"] = ZooFile(folder / "ppo.zip", [], lambda obs: ppo.predict(
-        venv.normalize_obs(obs), deterministic=True)[0])
+    files["sb3_ppo_vecnormalize"] = ZooFile(
+        folder / "ppo.zip", [], lambda obs: ppo.predict(venv.normalize_obs(obs), deterministic=True)[0]
+    )
     for family in FAMILIES[2:]:
         entry = zoo[family.name]
         flags = ["--factory", entry.factory] if family.fmt == "state-dict" else []
@@ -107,31 +104,50 @@ def test_family_loads_prunes_exports_and_runs_in_the_loop(zoo_files, family: Fam
     assert np.abs(ctrl.act(obs) - file.action(obs)).max() <= 1e-5
     assert isinstance(ctrl.module, torch.fx.GraphModule)
 
-    pruned = run_cli(capsys, "prune", "--controller", str(file.path), *file.flags, "--keep", "0.25", "--tolerance", "0.1",
-                     "--method", "uniform-l1", "--no-stability", "--search-episodes", "2", "--judge-episodes", "0",
-                     "--out", str(tmp_path / "pruned.pt"))
+    pruned = run_cli(
+        capsys,
+        "prune",
+        "--controller",
+        str(file.path),
+        *file.flags,
+        "--keep",
+        "0.25",
+        "--tolerance",
+        "0.1",
+        "--method",
+        "uniform-l1",
+        "--no-stability",
+        "--search-episodes",
+        "2",
+        "--judge-episodes",
+        "0",
+        "--out",
+        str(tmp_path / "pruned.pt"),
+    )
     assert pruned["feasible"] and pruned["keep_fraction"] <= 0.25
     assert pruned["params_after"] < pruned["params_before"]
     program = Path(pruned["files"]["controller"])
     assert program == tmp_path / "pruned.pt2" and load_controller(program).spec.env_id == "Pendulum-v1"
 
-    targets = "x86_64,cortex-a7" + (",cortex-m4" if family.mcu else "")
-    bundle = run_cli(capsys, "export", "--controller", str(program), "--targets", targets, "--parity-samples", "100",
-                     "--out", str(tmp_path / "bundle"))
+    targets = "x86_64,cortex-a7,cortex-m4"
+    bundle = run_cli(
+        capsys,
+        "export",
+        "--controller",
+        str(program),
+        "--targets",
+        targets,
+        "--parity-samples",
+        "100",
+        "--out",
+        str(tmp_path / "bundle"),
+    )
     assert bundle["unverified"] == [] and set(bundle["parity"]) == {"onnx", *targets.split(",")}
     assert max(bundle["parity"].values()) < 1e-4
 
     hil = run_cli(capsys, "hil", "--bundle", str(tmp_path / "bundle"), "--target", "cortex-a7", "--episodes", "3")
     assert hil["ok"] and len(hil["returns"]) == 3
     assert np.max(np.abs(np.subtract(hil["returns"], hil["host_returns"]))) <= HIL_TOL
-
-
-@pytest.mark.parametrize("family", [f for f in FAMILIES if not f.mcu], ids=lambda f: f.name)
-def test_cortex_m4_takes_every_family(zoo_files, family: Family, tmp_path: Path, capsys) -> None:
-    file = zoo_files[family.name]
-    bundle = run_cli(capsys, "export", "--controller", str(file.path), *file.flags, "--targets", "cortex-m4",
-                     "--parity-samples", "100", "--out", str(tmp_path / "bundle"))
-    assert bundle["unverified"] == []
 
 
 def test_a_ppo_zip_without_statistics_says_it_runs_on_raw_observations(sb3_models, tmp_path: Path, capsys) -> None:

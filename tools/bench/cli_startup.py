@@ -62,8 +62,10 @@ def check(probe: Probe) -> None:
     """Run once and fail loudly if the command does not do what it should."""
     proc = subprocess.run(probe.argv, capture_output=True, text=True, timeout=300)
     if proc.returncode != probe.exit_code or probe.expect not in proc.stdout + proc.stderr:
-        raise SystemExit(f"{probe.name}: exit {proc.returncode} (expected {probe.exit_code}), "
-                         f"output lacks {probe.expect!r}:\n{proc.stdout}{proc.stderr}")
+        raise SystemExit(
+            f"{probe.name}: exit {proc.returncode} (expected {probe.exit_code}), "
+            f"output lacks {probe.expect!r}:\n{proc.stdout}{proc.stderr}"
+        )
 
 
 def wall_times(argv: list[str], runs: int) -> list[float]:
@@ -84,14 +86,25 @@ def measure(runs: int) -> list[StartupRow]:
         t = wall_times(probe.argv, runs)
         median = statistics.median(t)
         base = rows[0].median_ms / 1e3 if rows else median
-        rows.append(StartupRow(probe.name, " ".join(probe.argv[1:]) if probe.argv[0] == sys.executable else " ".join(probe.argv),
-                               median * 1e3, min(t) * 1e3, max(t) * 1e3, median / base, runs))
+        rows.append(
+            StartupRow(
+                probe.name,
+                " ".join(probe.argv[1:]) if probe.argv[0] == sys.executable else " ".join(probe.argv),
+                median * 1e3,
+                min(t) * 1e3,
+                max(t) * 1e3,
+                median / base,
+                runs,
+            )
+        )
     return rows
 
 
 def print_table(rows: list[StartupRow], console: Console) -> None:
     """The table of medians and ratios."""
-    table = Table(title=f"command-line start-up, wall time over {rows[0].runs} runs each (python {platform.python_version()})")
+    table = Table(
+        title=f"command-line start-up, wall time over {rows[0].runs} runs each (python {platform.python_version()})"
+    )
     for col in ("command", "median ms", "min ms", "max ms", "x python -c pass"):
         table.add_column(col, justify="left" if col == "command" else "right")
     for r in rows:

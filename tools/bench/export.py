@@ -121,8 +121,18 @@ def bench(models: dict[str, nn.Module], spec, rounds: int, calls: int, seed: int
         err = float(np.max(np.abs(np.asarray(table[m][b][2]) - ref)))
         hidden = [layer.out_features for layer in models[m].modules() if isinstance(layer, nn.Linear)][:-1]
         cpu = [c for c, _ in times]
-        rows.append(BenchRow(m, hidden, b, statistics.median(cpu), min(cpu), statistics.median(w for _, w in times),
-                             table[m][b][1], err))
+        rows.append(
+            BenchRow(
+                m,
+                hidden,
+                b,
+                statistics.median(cpu),
+                min(cpu),
+                statistics.median(w for _, w in times),
+                table[m][b][1],
+                err,
+            )
+        )
     return rows
 
 
@@ -179,8 +189,10 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         pruned, pruned_name = build_mlp(spec, [64, 64], activation).eval(), f"random 3-64-64-1 {activation} (seeded)"
     models = {"unpruned": unpruned.eval(), "pruned": pruned.eval()}
-    console.print(f"seed {args.seed}; unpruned: {ref_name}; pruned: {pruned_name}; "
-                  f"{args.rounds} rounds x {args.calls} calls, interleaved")
+    console.print(
+        f"seed {args.seed}; unpruned: {ref_name}; pruned: {pruned_name}; "
+        f"{args.rounds} rounds x {args.calls} calls, interleaved"
+    )
 
     rows = bench(models, spec, args.rounds, args.calls, args.seed)
     mhz = _cpu_mhz()
@@ -193,29 +205,51 @@ def main(argv: list[str] | None = None) -> dict:
     for col in ("model", "backend", "kernels", "µs/call", "wall µs", "vs onnxruntime", "vs tvm-sched", "max|err|"):
         table.add_column(col, no_wrap=True)
     for r in rows:
-        table.add_row(f"{r.model} {r.hidden}", r.backend, "-" if r.kernels is None else str(r.kernels),
-                      f"{r.us_per_call:.2f}", f"{r.wall_us_per_call:.2f}", f"{by[(r.model, 'onnxruntime')].us_per_call / r.us_per_call:.2f}x",
-                      f"{r.us_per_call / by[(r.model, 'tvm-scheduled')].us_per_call:.2f}x", f"{r.max_abs_err_vs_torch:.1e}")
+        table.add_row(
+            f"{r.model} {r.hidden}",
+            r.backend,
+            "-" if r.kernels is None else str(r.kernels),
+            f"{r.us_per_call:.2f}",
+            f"{r.wall_us_per_call:.2f}",
+            f"{by[(r.model, 'onnxruntime')].us_per_call / r.us_per_call:.2f}x",
+            f"{r.us_per_call / by[(r.model, 'tvm-scheduled')].us_per_call:.2f}x",
+            f"{r.max_abs_err_vs_torch:.1e}",
+        )
     console.print(table)
     ratios = {
-        "ort_over_tvm_scheduled_unpruned": by[("unpruned", "onnxruntime")].us_per_call / by[("unpruned", "tvm-scheduled")].us_per_call,
-        "ort_over_tvm_scheduled_pruned": by[("pruned", "onnxruntime")].us_per_call / by[("pruned", "tvm-scheduled")].us_per_call,
-        "tvm_default_over_scheduled_unpruned": by[("unpruned", "tvm-default")].us_per_call / by[("unpruned", "tvm-scheduled")].us_per_call,
-        "torch_over_tvm_scheduled_unpruned": by[("unpruned", "torch")].us_per_call / by[("unpruned", "tvm-scheduled")].us_per_call,
-        "unpruned_over_pruned_tvm_scheduled": by[("unpruned", "tvm-scheduled")].us_per_call / by[("pruned", "tvm-scheduled")].us_per_call,
+        "ort_over_tvm_scheduled_unpruned": by[("unpruned", "onnxruntime")].us_per_call
+        / by[("unpruned", "tvm-scheduled")].us_per_call,
+        "ort_over_tvm_scheduled_pruned": by[("pruned", "onnxruntime")].us_per_call
+        / by[("pruned", "tvm-scheduled")].us_per_call,
+        "tvm_default_over_scheduled_unpruned": by[("unpruned", "tvm-default")].us_per_call
+        / by[("unpruned", "tvm-scheduled")].us_per_call,
+        "torch_over_tvm_scheduled_unpruned": by[("unpruned", "torch")].us_per_call
+        / by[("unpruned", "tvm-scheduled")].us_per_call,
+        "unpruned_over_pruned_tvm_scheduled": by[("unpruned", "tvm-scheduled")].us_per_call
+        / by[("pruned", "tvm-scheduled")].us_per_call,
         "tvm_scheduled_over_floor_unpruned": by[("unpruned", "tvm-scheduled")].us_per_call / floors["unpruned"],
     }
     weight_bytes = {m: 4 * sum(p.numel() for p in mod.parameters()) for m, mod in models.items()}
     for m, mod in models.items():
-        console.print(f"compute floor {m}: {_macs(mod)} multiply-adds / ({mhz:.0f} MHz x 2 FMA x {lanes} lanes) "
-                      f"= {floors[m]:.2f} µs; {weight_bytes[m] / 1024:.0f} KiB of weights read per call")
+        console.print(
+            f"compute floor {m}: {_macs(mod)} multiply-adds / ({mhz:.0f} MHz x 2 FMA x {lanes} lanes) "
+            f"= {floors[m]:.2f} µs; {weight_bytes[m] / 1024:.0f} KiB of weights read per call"
+        )
     for k, v in ratios.items():
         console.print(f"{k}: {v:.2f}")
-    result = {"seed": args.seed, "models": {"unpruned": ref_name, "pruned": pruned_name},
-              "rows": [asdict(r) for r in rows], "ratios": ratios,
-              "compute_floor_us": floors, "macs": {m: _macs(mod) for m, mod in models.items()},
-              "weight_bytes": weight_bytes,
-              "cpu_mhz": mhz, "fma_lanes": lanes, "rounds": args.rounds, "calls": args.calls}
+    result = {
+        "seed": args.seed,
+        "models": {"unpruned": ref_name, "pruned": pruned_name},
+        "rows": [asdict(r) for r in rows],
+        "ratios": ratios,
+        "compute_floor_us": floors,
+        "macs": {m: _macs(mod) for m, mod in models.items()},
+        "weight_bytes": weight_bytes,
+        "cpu_mhz": mhz,
+        "fma_lanes": lanes,
+        "rounds": args.rounds,
+        "calls": args.calls,
+    }
     args.out.write_text(json.dumps(result, indent=2))
     png = args.out.with_suffix(".png")
     _plot(rows, floors, png)

@@ -68,9 +68,18 @@ class Sizes:
     @classmethod
     def of(cls, quick: bool) -> Sizes:
         if quick:
-            return cls(rounds=2, stub_rounds=2, calls=60, emulated_calls=20, warmup=20, search_episodes=8, max_evaluations=4)
-        return cls(rounds=5, stub_rounds=9, calls=2000, emulated_calls=300, warmup=200, search_episodes=SEARCH_EPISODES,
-                   max_evaluations=60)
+            return cls(
+                rounds=2, stub_rounds=2, calls=60, emulated_calls=20, warmup=20, search_episodes=8, max_evaluations=4
+            )
+        return cls(
+            rounds=5,
+            stub_rounds=9,
+            calls=2000,
+            emulated_calls=300,
+            warmup=200,
+            search_episodes=SEARCH_EPISODES,
+            max_evaluations=60,
+        )
 
 
 @dataclass
@@ -100,8 +109,9 @@ def _footprint(module: torch.nn.Module, example: torch.Tensor):
         return footprint(find_groups(module, example))
 
 
-def _prune(config: BenchConfig, method: str, keeps: list[float], folder: Path, sizes: Sizes,
-           console: Console) -> list[tuple[Controller, bool]]:
+def _prune(
+    config: BenchConfig, method: str, keeps: list[float], folder: Path, sizes: Sizes, console: Console
+) -> list[tuple[Controller, bool]]:
     """One pruned controller per budget, made as ``prune-and-export prune`` makes it (same objective, checks and re-fit).
 
     The budgets are solved as one continuation (:func:`tools.pipeline.prune.prune_controller_budgets`,
@@ -110,9 +120,17 @@ def _prune(config: BenchConfig, method: str, keeps: list[float], folder: Path, s
     """
     order = sorted(keeps, reverse=True)
     outs = [folder / f"{method}@{keep:g}.pt" for keep in order]
-    pruned = prune_controller_budgets(load_controller(config.controller), order, method, seed=config.seed, outs=outs,
-                                      judge_episodes=0, search_episodes=sizes.search_episodes,
-                                      max_evaluations=sizes.max_evaluations, console=console)
+    pruned = prune_controller_budgets(
+        load_controller(config.controller),
+        order,
+        method,
+        seed=config.seed,
+        outs=outs,
+        judge_episodes=0,
+        search_episodes=sizes.search_episodes,
+        max_evaluations=sizes.max_evaluations,
+        console=console,
+    )
     made = {}
     for keep, p in zip(order, pruned):
         print_prune_table(console, p.summary, sizes.search_episodes, 0)
@@ -125,13 +143,22 @@ def _prune(config: BenchConfig, method: str, keeps: list[float], folder: Path, s
 def _machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                   if ln.startswith("model name"))
+        cpu = next(
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "arch": platform.machine(), "cores": os.cpu_count() or 1, "os": platform.platform(),
-            "python": platform.python_version(), "load_average_1min_at_start": _load_average(),
-            "torch_threads": torch.get_num_threads()}
+    return {
+        "cpu": cpu,
+        "arch": platform.machine(),
+        "cores": os.cpu_count() or 1,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_1min_at_start": _load_average(),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def _load_average() -> float | None:
@@ -162,8 +189,10 @@ def check_target(target) -> None:
         check_mcu_target(target)
         return
     if target.kind != "linux":
-        raise ToolsError(f"target {target.name!r} is a {target.kind} target: the bench runs the Linux stub or "
-                         "microcontroller firmware")
+        raise ToolsError(
+            f"target {target.name!r} is a {target.kind} target: the bench runs the Linux stub or "
+            "microcontroller firmware"
+        )
     target.require_compiler()
     runner_for(target).check()
 
@@ -172,8 +201,14 @@ class _Stages:
     """A rich progress bar over the bench's stages (transient: the tables replace it)."""
 
     def __init__(self, console: Console, total: int) -> None:
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                            TimeElapsedColumn(), console=console, transient=True)
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
         self.task = self.bar.add_task("bench", total=total)
 
     def say(self, what: str) -> None:
@@ -199,19 +234,37 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
     emulated = {t.name for t in linux if isinstance(runner_for(t), QemuRunner)}
     host = next((t.name for t in linux if t.runs_on_host), None)  # whose library TVM-from-Python loads
     base = load_controller(config.controller)
-    console.print(f"bench: controller {base.path} (sha256 {base.sha256[:12]}), seed {config.seed}, "
-                  f"keep {', '.join(f'{k:g}' for k in config.keeps)}, methods {', '.join(config.methods)}, "
-                  f"targets {', '.join(t.name for t in targets)}, {config.episodes} episodes" + (" (quick)" if config.quick else ""))
+    console.print(
+        f"bench: controller {base.path} (sha256 {base.sha256[:12]}), seed {config.seed}, "
+        f"keep {', '.join(f'{k:g}' for k in config.keeps)}, methods {', '.join(config.methods)}, "
+        f"targets {', '.join(t.name for t in targets)}, {config.episodes} episodes"
+        + (" (quick)" if config.quick else "")
+    )
 
     n_models = 1 + len(config.keeps) * len(config.methods)
-    total = (n_models - 1 + n_models * (bool(linux) + len(mcus)) + (sizes.rounds if host else 0)
-             + sizes.stub_rounds * len(linux) + n_models * len(targets))
+    total = (
+        n_models
+        - 1
+        + n_models * (bool(linux) + len(mcus))
+        + (sizes.rounds if host else 0)
+        + sizes.stub_rounds * len(linux)
+        + n_models * len(targets)
+    )
     stages = _Stages(console, total=total)
     with stages.bar:
         models, meta = _make_models(config, base, workdir / "models", sizes, stages, console)
         bundles = _export(models, linux, workdir / "bundles", config, stages) if linux else {}
-        mcu = export_mcu(models, mcus, workdir / "bundles", _n_parity(config), config.seed, stages.say, stages.tick,
-                         sign=config.sign, public_key=config.public_key)
+        mcu = export_mcu(
+            models,
+            mcus,
+            workdir / "bundles",
+            _n_parity(config),
+            config.seed,
+            stages.say,
+            stages.tick,
+            sign=config.sign,
+            public_key=config.public_key,
+        )
         obs = base.spec.sample_observations(sizes.calls, config.seed)
         latency: dict[tuple[str, str, str], LatencyStats] = {}
         if host is not None:
@@ -223,79 +276,137 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
         for name in runners:
             stages.say(f"latency: stub on {name}")
             n, warmup = (sizes.emulated_calls, sizes.warmup // 10) if name in emulated else (sizes.calls, sizes.warmup)
-            stubs[name] = measure_stub(bundles, name, obs[:n], sizes.stub_rounds, warmup, stages.tick,
-                                       public_key=config.public_key)
+            stubs[name] = measure_stub(
+                bundles, name, obs[:n], sizes.stub_rounds, warmup, stages.tick, public_key=config.public_key
+            )
             latency.update({(m, "stub", name): sb.latency for m, sb in stubs[name].items()})
         rewards: dict[tuple[str, str], DeviceReward] = {}
         for name in runners:
             for m, c in models.items():
                 stages.say(f"reward: {m} through the stub on {name} ({config.episodes} episodes)")
-                rewards[(m, name)] = device_reward(bundles[m], name, as_policy(c.module), config.episodes, config.seed,
-                                                   public_key=config.public_key, env_id=base.spec.env_id)
+                rewards[(m, name)] = device_reward(
+                    bundles[m],
+                    name,
+                    as_policy(c.module),
+                    config.episodes,
+                    config.seed,
+                    public_key=config.public_key,
+                    env_id=base.spec.env_id,
+                )
                 stages.tick()
         for t in mcus:
             for m, c in models.items():
                 if mcu.fits(m, t.name):
-                    stages.say(f"reward: {m} through the firmware on {t.name} under qemu-system-arm "
-                               f"({config.episodes} episodes)")
-                    rewards[(m, t.name)] = device_reward(mcu.bundles[(m, t.name)], t.name, as_policy(c.module),
-                                                         config.episodes, config.seed, public_key=config.public_key,
-                                                         env_id=base.spec.env_id)
+                    stages.say(
+                        f"reward: {m} through the firmware on {t.name} under qemu-system-arm "
+                        f"({config.episodes} episodes)"
+                    )
+                    rewards[(m, t.name)] = device_reward(
+                        mcu.bundles[(m, t.name)],
+                        t.name,
+                        as_policy(c.module),
+                        config.episodes,
+                        config.seed,
+                        public_key=config.public_key,
+                        env_id=base.spec.env_id,
+                    )
                 stages.tick()
         # the torch reference of a model that runs on no requested device (it fits none of the parts)
-        torch_only = {m: torch_reward(as_policy(c.module), config.episodes, config.seed, base.spec.env_id) for m, c in models.items()
-                      if not any(m == k[0] for k in rewards)}
+        torch_only = {
+            m: torch_reward(as_policy(c.module), config.episodes, config.seed, base.spec.env_id)
+            for m, c in models.items()
+            if not any(m == k[0] for k in rewards)
+        }
 
     example = torch.as_tensor(base.spec.sample_observations(8, config.seed))
-    any_bundle = {m: bundles.get(m) or next((mcu.bundles[(m, t.name)] for t in mcus if mcu.fits(m, t.name)), None)
-                  for m in models}
-    records = [_record(m, c, meta[m], _manifest_or_onnx(any_bundle[m], c, config),
-                       {t: stubs[t][m].peak_rss_kb for t in runners}, example)
-               for m, c in models.items()]
+    any_bundle = {
+        m: bundles.get(m) or next((mcu.bundles[(m, t.name)] for t in mcus if mcu.fits(m, t.name)), None) for m in models
+    }
+    records = [
+        _record(
+            m,
+            c,
+            meta[m],
+            _manifest_or_onnx(any_bundle[m], c, config),
+            {t: stubs[t][m].peak_rss_kb for t in runners},
+            example,
+        )
+        for m, c in models.items()
+    ]
     for rec in records:
         rec.params_kept = rec.params / records[0].params
     rows = _latency_rows(latency, runners, emulated, list(models))
-    notes = [f"{t} runs under {runners[t]}: its times are emulated, so only ratios to the unpruned model are shown; "
-             "its peak RSS is the emulator's process" for t in sorted(emulated)]
-    notes += [f"{m}: the search did not meet its budget; the best candidate found is benchmarked"
-              for m, (_, _, ok) in meta.items() if not ok]
+    notes = [
+        f"{t} runs under {runners[t]}: its times are emulated, so only ratios to the unpruned model are shown; "
+        "its peak RSS is the emulator's process"
+        for t in sorted(emulated)
+    ]
+    notes += [
+        f"{m}: the search did not meet its budget; the best candidate found is benchmarked"
+        for m, (_, _, ok) in meta.items()
+        if not ok
+    ]
     noisy = [f"{r.model} {r.runtime} on {r.target} ({r.spread:.0%})" for r in rows if r.spread > NOISY_SPREAD]
     if noisy:
-        notes.append(f"latency rounds disagree by more than {NOISY_SPREAD:.0%} for: {'; '.join(noisy)}: other work was "
-                     "sharing the CPU (load average at start and end in 'machine'); rerun on an idle machine for tighter figures")
+        notes.append(
+            f"latency rounds disagree by more than {NOISY_SPREAD:.0%} for: {'; '.join(noisy)}: other work was "
+            "sharing the CPU (load average at start and end in 'machine'); rerun on an idle machine for tighter figures"
+        )
     device_names = {**{t: f"stub:{t}" for t in runners}, **{t.name: f"firmware:{t.name}" for t in mcus}}
     reward_rows = _reward_rows(rewards, torch_only, list(models), device_names)
     notes += mcu_notes(mcu)
-    notes += [f"{r.model} on {r.runtime}: no paired difference: the unpruned controller does not fit {r.runtime.split(':', 1)[1]}"
-              for r in reward_rows if r.model != UNPRUNED and r.runtime != "torch" and r.vs_unpruned is None]
+    notes += [
+        f"{r.model} on {r.runtime}: no paired difference: the unpruned controller does not fit {r.runtime.split(':', 1)[1]}"
+        for r in reward_rows
+        if r.model != UNPRUNED and r.runtime != "torch" and r.vs_unpruned is None
+    ]
     # export already held every action to 1e-5 of onnxruntime; over 200 closed-loop steps such float differences
     # can grow, which HIL's lockstep contract bounds per episode: say so where a model crosses it
-    notes += [f"{r.model} on {r.runtime}: the device's return differs from torch's by up to {r.vs_torch_max_abs:.1e} "
-              f"in an episode (HIL's lockstep tolerance is {FIDELITY:g})"
-              for r in reward_rows if r.vs_torch_max_abs is not None and r.vs_torch_max_abs > FIDELITY]
+    notes += [
+        f"{r.model} on {r.runtime}: the device's return differs from torch's by up to {r.vs_torch_max_abs:.1e} "
+        f"in an episode (HIL's lockstep tolerance is {FIDELITY:g})"
+        for r in reward_rows
+        if r.vs_torch_max_abs is not None and r.vs_torch_max_abs > FIDELITY
+    ]
     if host is None:
-        notes.append(("no requested Linux target runs on this machine" if linux else "no Linux target requested")
-                     + ": torch, onnxruntime and TVM from Python were not timed")
+        notes.append(
+            ("no requested Linux target runs on this machine" if linux else "no Linux target requested")
+            + ": torch, onnxruntime and TVM from Python were not timed"
+        )
     machine["load_average_1min_at_end"] = _load_average()
     return BenchReport(
-        created_utc=datetime.now(UTC).isoformat(timespec="seconds"), seconds=time.perf_counter() - start,
+        created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
+        seconds=time.perf_counter() - start,
         command=command or " ".join(shlex.quote(a) for a in ["prune-and-export", *sys.argv[1:]]),
         config={**config.to_dict(), **asdict(sizes), "env_id": base.spec.env_id, "library_for_python": host},
-        machine=machine, versions=_versions(_bundle_versions(any_bundle), targets),
-        seeds={"seed": config.seed, "episodes": episode_seeds(config.episodes, config.seed),
-               "prune_search_episodes": [SEARCH_SEED, SEARCH_SEED + sizes.search_episodes - 1], "observations": config.seed},
-        models=records, latency=rows, reward=reward_rows, notes=notes, mcu_memory=mcu.rows)
+        machine=machine,
+        versions=_versions(_bundle_versions(any_bundle), targets),
+        seeds={
+            "seed": config.seed,
+            "episodes": episode_seeds(config.episodes, config.seed),
+            "prune_search_episodes": [SEARCH_SEED, SEARCH_SEED + sizes.search_episodes - 1],
+            "observations": config.seed,
+        },
+        models=records,
+        latency=rows,
+        reward=reward_rows,
+        notes=notes,
+        mcu_memory=mcu.rows,
+    )
 
 
-def _make_models(config: BenchConfig, base: Controller, folder: Path, sizes: Sizes, stages: _Stages,
-                 console: Console) -> tuple[dict[str, Controller], dict[str, tuple]]:
+def _make_models(
+    config: BenchConfig, base: Controller, folder: Path, sizes: Sizes, stages: _Stages, console: Console
+) -> tuple[dict[str, Controller], dict[str, tuple]]:
     """label -> controller (the unpruned one first, then one per method and budget), and (method, keep, feasible)."""
     models: dict[str, Controller] = {UNPRUNED: base}
     meta: dict[str, tuple] = {UNPRUNED: (None, None, True)}
     folder.mkdir(parents=True)
     for method in config.methods:
         stages.say(f"pruning {method} at {', '.join(f'{k:g}' for k in sorted(config.keeps, reverse=True))}")
-        for keep, (controller, feasible) in zip(config.keeps, _prune(config, method, config.keeps, folder, sizes, console)):
+        for keep, (controller, feasible) in zip(
+            config.keeps, _prune(config, method, config.keeps, folder, sizes, console)
+        ):
             label = f"{method}@{keep:g}"
             models[label], meta[label] = controller, (method, keep, feasible)
             stages.tick()
@@ -307,15 +418,27 @@ def _n_parity(config: BenchConfig) -> int:
     return 200 if config.quick else 1000
 
 
-def _export(models: dict[str, Controller], targets, folder: Path, config: BenchConfig, stages: _Stages) -> dict[str, Path]:
+def _export(
+    models: dict[str, Controller], targets, folder: Path, config: BenchConfig, stages: _Stages
+) -> dict[str, Path]:
     """One verified bundle per model (ONNX + a TVM library per Linux target), signed with ``config.sign`` if given
     and then checked against ``config.public_key`` before anything of it is loaded or run."""
     bundles = {}
     for label, c in models.items():
         stages.say(f"exporting {label}")
         bundles[label] = folder / label
-        export_bundle(c.module, c.spec, targets, bundles[label], source_path=c.path, source_sha256=c.sha256,
-                      architecture=c.architecture, n_parity=_n_parity(config), seed=config.seed, sign=config.sign)
+        export_bundle(
+            c.module,
+            c.spec,
+            targets,
+            bundles[label],
+            source_path=c.path,
+            source_sha256=c.sha256,
+            architecture=c.architecture,
+            n_parity=_n_parity(config),
+            seed=config.seed,
+            sign=config.sign,
+        )
         if config.public_key is not None:
             verify_bundle_signature(bundles[label], config.public_key)
         stages.tick()
@@ -336,29 +459,50 @@ def _bundle_versions(bundles: dict[str, Path | None]) -> dict:
     return read_manifest(first).versions if first is not None else export_versions()
 
 
-def _record(label: str, c: Controller, meta: tuple, manifest: Manifest | int, rss: dict[str, int], example: torch.Tensor) -> ModelRecord:
+def _record(
+    label: str, c: Controller, meta: tuple, manifest: Manifest | int, rss: dict[str, int], example: torch.Tensor
+) -> ModelRecord:
     """Memory footprint of one model: counted from the module, sizes from its bundle, RSS from its stub runs."""
     fp = _footprint(c.module, example)
     method, keep, feasible = meta
     return ModelRecord(
-        label=label, method=method, keep=keep, feasible=feasible,
-        file=str(c.path) if label == UNPRUNED else f"models/{label}.pt", sha256=c.sha256,
-        hidden=list(c.architecture.get("hidden", [])), params=fp.params, params_kept=1.0,
-        weight_bytes=sum(p.numel() * p.element_size() for p in c.module.parameters()), macs=fp.macs,
+        label=label,
+        method=method,
+        keep=keep,
+        feasible=feasible,
+        file=str(c.path) if label == UNPRUNED else f"models/{label}.pt",
+        sha256=c.sha256,
+        hidden=list(c.architecture.get("hidden", [])),
+        params=fp.params,
+        params_kept=1.0,
+        weight_bytes=sum(p.numel() * p.element_size() for p in c.module.parameters()),
+        macs=fp.macs,
         onnx_bytes=int(manifest.onnx["bytes"]) if isinstance(manifest, Manifest) else manifest,
         library_bytes={t: int(a["bytes"]) for t, a in manifest.artifacts.items() if a.get("kind") != "mcu"}
-        if isinstance(manifest, Manifest) else {},
-        stub_peak_rss_kb=rss)
+        if isinstance(manifest, Manifest)
+        else {},
+        stub_peak_rss_kb=rss,
+    )
 
 
-def _latency_rows(latency: dict[tuple[str, str, str], LatencyStats], runners: dict[str, str], emulated: set[str],
-                  models: list[str]) -> list[LatencyRow]:
+def _latency_rows(
+    latency: dict[tuple[str, str, str], LatencyStats], runners: dict[str, str], emulated: set[str], models: list[str]
+) -> list[LatencyRow]:
     """Rows by runtime, target, model; emulated ones keep only their ratio to the unpruned model."""
     rows = []
     for (m, r, t), s in latency.items():
         hidden = r == "stub" and t in emulated
-        row = LatencyRow(m, r, t, runners[t] if r == "stub" else "in-process", hidden, s.n, s.rounds, s.spread,
-                         s.median_us / latency[(UNPRUNED, r, t)].median_us)
+        row = LatencyRow(
+            m,
+            r,
+            t,
+            runners[t] if r == "stub" else "in-process",
+            hidden,
+            s.n,
+            s.rounds,
+            s.spread,
+            s.median_us / latency[(UNPRUNED, r, t)].median_us,
+        )
         if not hidden:
             row.median_us, row.p99_us, row.max_us = s.median_us, s.p99_us, s.max_us
         rows.append(row)
@@ -366,28 +510,49 @@ def _latency_rows(latency: dict[tuple[str, str, str], LatencyStats], runners: di
     return sorted(rows, key=lambda r: (order[r.runtime], r.target, models.index(r.model)))
 
 
-def _reward_rows(rewards: dict[tuple[str, str], DeviceReward], torch_only: dict[str, RewardStats], models: list[str],
-                 devices: dict[str, str]) -> list[RewardRow]:
+def _reward_rows(
+    rewards: dict[tuple[str, str], DeviceReward],
+    torch_only: dict[str, RewardStats],
+    models: list[str],
+    devices: dict[str, str],
+) -> list[RewardRow]:
     """torch (HIL's host reference), then each target's device (``devices``: target -> runtime label); paired against unpruned.
 
     A model runs on a microcontroller target only where its firmware fits: no row where it does not,
     and no paired difference where the unpruned one does not.
     """
+
     def torch_of(m: str) -> RewardStats:  # gymnasium is deterministic: every target's HIL has the same reference
         return next((rewards[(m, t)].torch for t in devices if (m, t) in rewards), None) or torch_only[m]
 
-    rows = [RewardRow(m, "torch", torch_of(m), None if m == UNPRUNED else Paired.of(torch_of(m), torch_of(UNPRUNED)))
-            for m in models]
+    rows = [
+        RewardRow(m, "torch", torch_of(m), None if m == UNPRUNED else Paired.of(torch_of(m), torch_of(UNPRUNED)))
+        for m in models
+    ]
     for t, runtime in devices.items():
         base = rewards.get((UNPRUNED, t))
-        rows += [RewardRow(m, runtime, rewards[(m, t)].device,
-                           None if m == UNPRUNED or base is None else Paired.of(rewards[(m, t)].device, base.device),
-                           rewards[(m, t)].max_return_diff) for m in models if (m, t) in rewards]
+        rows += [
+            RewardRow(
+                m,
+                runtime,
+                rewards[(m, t)].device,
+                None if m == UNPRUNED or base is None else Paired.of(rewards[(m, t)].device, base.device),
+                rewards[(m, t)].max_return_diff,
+            )
+            for m in models
+            if (m, t) in rewards
+        ]
     return rows
 
 
-def bench_to_folder(config: BenchConfig, out: Path, force: bool = False, source: ControllerSource | None = None,
-                    console: Console | None = None, command: str = "") -> BenchReport:
+def bench_to_folder(
+    config: BenchConfig,
+    out: Path,
+    force: bool = False,
+    source: ControllerSource | None = None,
+    console: Console | None = None,
+    command: str = "",
+) -> BenchReport:
     """Run the bench and write ``out`` (report.json, report.md, plots, models/, bundles/) atomically.
 
     ``source`` says how to read ``config.controller`` when it is a foreign file: its canonical MLP is

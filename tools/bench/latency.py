@@ -58,8 +58,14 @@ def stats_from_rounds(rounds: list[np.ndarray]) -> LatencyStats:
     """Median, p99 and max of all per-call samples, and the spread between the rounds' medians."""
     pooled = np.concatenate(rounds)
     median = float(np.median(pooled))
-    return LatencyStats(int(pooled.size), len(rounds), median, float(np.percentile(pooled, 99)), float(pooled.max()),
-                        relative_spread([float(np.median(r)) for r in rounds], median))
+    return LatencyStats(
+        int(pooled.size),
+        len(rounds),
+        median,
+        float(np.percentile(pooled, 99)),
+        float(pooled.max()),
+        relative_spread([float(np.median(r)) for r in rounds], median),
+    )
 
 
 def time_per_call(fn: Call, obs: np.ndarray, warmup: int = 100) -> np.ndarray:
@@ -109,8 +115,13 @@ def python_runtimes(bundle: Path, module: torch.nn.Module, library: str = "x86_6
     }
 
 
-def measure_python(calls_by_model: dict[str, dict[str, Call]], obs: np.ndarray, rounds: int,
-                   warmup: int, tick: Callable[[], None] = lambda: None) -> dict[tuple[str, str], LatencyStats]:
+def measure_python(
+    calls_by_model: dict[str, dict[str, Call]],
+    obs: np.ndarray,
+    rounds: int,
+    warmup: int,
+    tick: Callable[[], None] = lambda: None,
+) -> dict[tuple[str, str], LatencyStats]:
     """(model, runtime) -> latency, rounds interleaved over every model and runtime."""
     samples: dict[tuple[str, str], list[np.ndarray]] = {(m, r): [] for m, rs in calls_by_model.items() for r in rs}
     for i in range(rounds):
@@ -139,8 +150,9 @@ class StubCheck:
         return asdict(self)
 
 
-def non_saturating(spec: ControllerSpec, reference: Callable[[np.ndarray], np.ndarray], n: int, seed: int,
-                   margin: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+def non_saturating(
+    spec: ControllerSpec, reference: Callable[[np.ndarray], np.ndarray], n: int, seed: int, margin: float = 0.05
+) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``n`` sampled observations whose reference actions stay ``margin`` x range inside the bounds.
 
     A saturated action (clipped, or squashed flat) hides an error in the network before it: such inputs
@@ -164,8 +176,14 @@ def _export_thresholds(manifest: Manifest, spec: ControllerSpec) -> np.ndarray:
     return PARITY_TOLERANCE * np.where(np.isfinite(span) & (span > 0), span, 1.0)
 
 
-def check_stub(bundle: Path, target: str, module: torch.nn.Module | None = None, n: int = 1000,
-               seed: int = 0, public_key: Path | None = None) -> StubCheck:
+def check_stub(
+    bundle: Path,
+    target: str,
+    module: torch.nn.Module | None = None,
+    n: int = 1000,
+    seed: int = 0,
+    public_key: Path | None = None,
+) -> StubCheck:
     """The stub's actions on ``n`` non-saturating inputs vs torch (``module``) or the bundle's ONNX; raises above tolerance.
 
     Run before timing: a stub that computes something else would be timed just as happily.
@@ -173,9 +191,11 @@ def check_stub(bundle: Path, target: str, module: torch.nn.Module | None = None,
     manifest = read_manifest(bundle)
     spec = manifest.controller_spec
     if module is not None:
+
         def reference(o: np.ndarray) -> np.ndarray:
             with torch.no_grad():
                 return module(torch.from_numpy(o)).numpy()
+
         name = "torch"
     else:
         sess = ort_session(str(bundle / "model.onnx"))
@@ -183,6 +203,7 @@ def check_stub(bundle: Path, target: str, module: torch.nn.Module | None = None,
 
         def reference(o: np.ndarray) -> np.ndarray:
             return ort_actions(sess, spec, o, batch_one)
+
         name = "onnxruntime"
     obs, expected = non_saturating(spec, reference, n, seed)
     if len(obs) == 0:
@@ -193,10 +214,12 @@ def check_stub(bundle: Path, target: str, module: torch.nn.Module | None = None,
     check = StubCheck(target, name, len(obs), float(err.max()), float(allowed.min()))
     if not np.all(err <= allowed):
         row, dim = np.unravel_index(int(np.argmax(err / allowed)), err.shape)
-        raise StubMismatch(f"stub check for {target!r} ({bundle}): max |stub - {name}| {check.max_error:.3g} on "
-                           f"{check.inputs} non-saturating inputs (row {row}, action {dim}: stub {got[row, dim]:.6g}, "
-                           f"{name} {expected[row, dim]:.6g}) exceeds the export tolerance {allowed[dim]:.3g}; "
-                           "not timing it")
+        raise StubMismatch(
+            f"stub check for {target!r} ({bundle}): max |stub - {name}| {check.max_error:.3g} on "
+            f"{check.inputs} non-saturating inputs (row {row}, action {dim}: stub {got[row, dim]:.6g}, "
+            f"{name} {expected[row, dim]:.6g}) exceeds the export tolerance {allowed[dim]:.3g}; "
+            "not timing it"
+        )
     return check
 
 
@@ -212,9 +235,16 @@ class StubBench:
     check: StubCheck | None = None  # the stub's actions vs onnxruntime, checked before timing
 
 
-def measure_stub(bundles: dict[str, Path], target: str, obs: np.ndarray, rounds: int, warmup: int,
-                 tick: Callable[[], None] = lambda: None, public_key: Path | None = None,
-                 check_n: int = 1000) -> dict[str, StubBench]:
+def measure_stub(
+    bundles: dict[str, Path],
+    target: str,
+    obs: np.ndarray,
+    rounds: int,
+    warmup: int,
+    tick: Callable[[], None] = lambda: None,
+    public_key: Path | None = None,
+    check_n: int = 1000,
+) -> dict[str, StubBench]:
     """model -> the stub's ``bench`` mode for ``target`` (native, qemu-user or ssh), rounds interleaved over models.
 
     With ``public_key`` the stub runs a bundle only if it is signed with its private half.
@@ -227,16 +257,28 @@ def measure_stub(bundles: dict[str, Path], target: str, obs: np.ndarray, rounds:
     raw: dict[str, list[dict]] = {m: [] for m in bundles}
     for _ in range(rounds):
         for m, bundle in bundles.items():
-            raw[m].append(run_stub_bench(bundle, target, n=len(obs), warmup=warmup, observations=obs,
-                                         public_key=public_key))
+            raw[m].append(
+                run_stub_bench(bundle, target, n=len(obs), warmup=warmup, observations=obs, public_key=public_key)
+            )
         tick()
     out = {}
     for m, runs in raw.items():
         p50 = [r["latency_us"]["p50"] for r in runs]
         median = float(np.median(p50))
-        lat = LatencyStats(sum(int(r["n"]) for r in runs), len(runs), median,
-                           float(np.median([r["latency_us"]["p99"] for r in runs])),
-                           float(max(r["latency_us"]["max"] for r in runs)), relative_spread(p50, median))
-        out[m] = StubBench(lat, runs[0]["runner"], runs[0]["runtime"], max(int(r["peak_rss_kb"]) for r in runs),
-                           int(runs[0]["library_bytes"]), checks[m])
+        lat = LatencyStats(
+            sum(int(r["n"]) for r in runs),
+            len(runs),
+            median,
+            float(np.median([r["latency_us"]["p99"] for r in runs])),
+            float(max(r["latency_us"]["max"] for r in runs)),
+            relative_spread(p50, median),
+        )
+        out[m] = StubBench(
+            lat,
+            runs[0]["runner"],
+            runs[0]["runtime"],
+            max(int(r["peak_rss_kb"]) for r in runs),
+            int(runs[0]["library_bytes"]),
+            checks[m],
+        )
     return out

@@ -47,27 +47,55 @@ class McuExport:
 def _row_from_record(model: str, target, rec: dict) -> McuMemoryRow:
     m = rec["memory"]
     return McuMemoryRow(
-        model=model, target=target.name, fits=bool(m["fits"]), flash_bytes=int(m["flash_bytes"]),
-        ram_bytes=int(m["ram_bytes"]), flash_budget_bytes=int(m["flash_budget_bytes"]),
-        ram_budget_bytes=int(m["ram_budget_bytes"]), weights_bytes=int(m["weights_bytes"]),
-        tensor_bytes=int(m["tensor_bytes"]), arena_bytes=int(m["arena_bytes"]), stack_bytes=int(m["stack_bytes"]),
-        qemu_machine=target.qemu_machine, instructions_per_inference=rec.get("instructions_per_inference"),
-        cycles_per_inference=rec.get("cycles_per_inference"), verification=rec.get("verification", {}).get("status"),
-        firmware_bytes=int(rec["bytes"]))
+        model=model,
+        target=target.name,
+        fits=bool(m["fits"]),
+        flash_bytes=int(m["flash_bytes"]),
+        ram_bytes=int(m["ram_bytes"]),
+        flash_budget_bytes=int(m["flash_budget_bytes"]),
+        ram_budget_bytes=int(m["ram_budget_bytes"]),
+        weights_bytes=int(m["weights_bytes"]),
+        tensor_bytes=int(m["tensor_bytes"]),
+        arena_bytes=int(m["arena_bytes"]),
+        stack_bytes=int(m["stack_bytes"]),
+        qemu_machine=target.qemu_machine,
+        instructions_per_inference=rec.get("instructions_per_inference"),
+        cycles_per_inference=rec.get("cycles_per_inference"),
+        verification=rec.get("verification", {}).get("status"),
+        firmware_bytes=int(rec["bytes"]),
+    )
 
 
 def _row_from_misfit(model: str, target, error) -> McuMemoryRow:
     m = error.memory
     return McuMemoryRow(
-        model=model, target=target.name, fits=False, flash_bytes=m.flash_bytes, ram_bytes=m.ram_bytes,
-        flash_budget_bytes=m.flash_budget_bytes, ram_budget_bytes=m.ram_budget_bytes, weights_bytes=m.weights_bytes,
-        tensor_bytes=m.tensor_bytes, arena_bytes=m.arena_bytes, stack_bytes=m.stack_bytes,
-        qemu_machine=target.qemu_machine, reason=str(error))
+        model=model,
+        target=target.name,
+        fits=False,
+        flash_bytes=m.flash_bytes,
+        ram_bytes=m.ram_bytes,
+        flash_budget_bytes=m.flash_budget_bytes,
+        ram_budget_bytes=m.ram_budget_bytes,
+        weights_bytes=m.weights_bytes,
+        tensor_bytes=m.tensor_bytes,
+        arena_bytes=m.arena_bytes,
+        stack_bytes=m.stack_bytes,
+        qemu_machine=target.qemu_machine,
+        reason=str(error),
+    )
 
 
-def export_mcu(models: dict[str, Controller], targets, folder: Path, n_parity: int, seed: int,
-               say: Callable[[str], None], tick: Callable[[], None], sign: Path | None = None,
-               public_key: Path | None = None) -> McuExport:
+def export_mcu(
+    models: dict[str, Controller],
+    targets,
+    folder: Path,
+    n_parity: int,
+    seed: int,
+    say: Callable[[str], None],
+    tick: Callable[[], None],
+    sign: Path | None = None,
+    public_key: Path | None = None,
+) -> McuExport:
     """One verified firmware bundle ``<model>-<target>`` per model and target; a misfit is recorded with its sizes.
 
     ``sign``: private key each bundle is signed with; ``public_key``: each bundle's signature is then checked with it.
@@ -78,8 +106,18 @@ def export_mcu(models: dict[str, Controller], targets, folder: Path, n_parity: i
             say(f"firmware: {label} for {t.name}")
             path = folder / f"{label}-{t.name}"
             try:
-                manifest = export_bundle(c.module, c.spec, [t], path, source_path=c.path, source_sha256=c.sha256,
-                                         architecture=c.architecture, n_parity=n_parity, seed=seed, sign=sign)
+                manifest = export_bundle(
+                    c.module,
+                    c.spec,
+                    [t],
+                    path,
+                    source_path=c.path,
+                    source_sha256=c.sha256,
+                    architecture=c.architecture,
+                    n_parity=n_parity,
+                    seed=seed,
+                    sign=sign,
+                )
                 if public_key is not None:
                     verify_bundle_signature(path, public_key)
             except DoesNotFit as e:
@@ -111,11 +149,18 @@ def mcu_notes(mcu: McuExport) -> list[str]:
     notes = []
     for r in mcu.rows:
         if not r.fits:
-            over = [f"{what} {used / 1024:.1f} KB > {budget / 1024:.0f} KB"
-                    for what, used, budget in (("flash", r.flash_bytes, r.flash_budget_bytes),
-                                               ("RAM", r.ram_bytes, r.ram_budget_bytes)) if used > budget]
-            notes.append(f"{r.model} does not fit {r.target}: {'; '.join(over)}; no firmware was kept and it was not "
-                         "run in the loop there")
+            over = [
+                f"{what} {used / 1024:.1f} KB > {budget / 1024:.0f} KB"
+                for what, used, budget in (
+                    ("flash", r.flash_bytes, r.flash_budget_bytes),
+                    ("RAM", r.ram_bytes, r.ram_budget_bytes),
+                )
+                if used > budget
+            ]
+            notes.append(
+                f"{r.model} does not fit {r.target}: {'; '.join(over)}; no firmware was kept and it was not "
+                "run in the loop there"
+            )
     if mcu.instructions_how:
         notes.append(f"microcontroller 'instructions/inference': {mcu.instructions_how}")
     if mcu.cycles_note:

@@ -63,7 +63,9 @@ def time_gymnasium(steps: int, seed: int) -> PlantRow:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m tools.bench.plant", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m tools.bench.plant", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", type=Path, default=Path("runs/bench_plant.json"), help="JSON file to write")
     p.add_argument("--steps", type=int, default=2000, help="steps per episode slot timed (default 2000)")
     p.add_argument("--seed", type=int, default=0)
@@ -78,10 +80,16 @@ def main(argv: list[str] | None = None) -> dict:
     for col in ("runner", "parallel episodes", "steps/s", "x gymnasium"):
         table.add_column(col, justify="right")
     for row in rows:
-        table.add_row(row.runner, str(row.parallel_episodes), f"{row.steps_per_second:,.0f}", f"{row.speedup_vs_gymnasium:.1f}")
+        table.add_row(
+            row.runner, str(row.parallel_episodes), f"{row.steps_per_second:,.0f}", f"{row.speedup_vs_gymnasium:.1f}"
+        )
     console.print(table)
-    report = {"machine": platform.platform(), "processor": platform.processor(), "seed": args.seed,
-              "rows": [asdict(r) for r in rows]}
+    report = {
+        "machine": platform.platform(),
+        "processor": platform.processor(),
+        "seed": args.seed,
+        "rows": [asdict(r) for r in rows],
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp")
     tmp.write_text(json.dumps(report, indent=2))

@@ -45,7 +45,15 @@ METHODS = {
     "cmaes": ("cmaes", None, False),  # CMA-ES (cma) on the same problem
     "tpe": ("tpe", None, False),  # Optuna's TPE sampler on the same problem
 }
-DEFAULT_METHODS = ("random", "uniform-l1", "uniform-l2", "global", "grid", "gd", "gd+finetune")  # what the bench compared before cmaes/tpe
+DEFAULT_METHODS = (
+    "random",
+    "uniform-l1",
+    "uniform-l2",
+    "global",
+    "grid",
+    "gd",
+    "gd+finetune",
+)  # what the bench compared before cmaes/tpe
 UNIFORM = ("random", "uniform-l1", "uniform-l2")
 
 
@@ -113,23 +121,54 @@ def run_method(model, groups, label, method, metric, ft, keep, cfg, states, name
     """Prune with one method at one budget, judge on gymnasium, linearise the closed loop."""
     # the stability constraint only means something for a controller that is stable before pruning
     check = radius_check if pendulum_stability(model).stable else None
-    result = prune(model, groups, keep, return_objective(cfg.search_episodes, SEARCH_SEED), method=method, metric=metric,  # type: ignore[arg-type]  # per-episode scores as an ndarray: prune reads any sequence
-                   states=states, seed=cfg.seed, tolerance=cfg.tolerance, radius_check=check,
-                   max_evaluations=cfg.max_evaluations, reconstruct=cfg.reconstruct,
-                   finetune=visit(seed=3000) if ft else None, progress=True)
+    result = prune(
+        model,
+        groups,
+        keep,
+        return_objective(cfg.search_episodes, SEARCH_SEED),
+        method=method,
+        metric=metric,
+        states=states,
+        seed=cfg.seed,
+        tolerance=cfg.tolerance,
+        radius_check=check,
+        max_evaluations=cfg.max_evaluations,
+        reconstruct=cfg.reconstruct,
+        finetune=visit(seed=3000) if ft else None,
+        progress=True,
+    )
     judged = closed_loop_return(result.model, cfg.judge_episodes, 0, "gym") if cfg.judge_episodes else None
     judge = judged.mean if judged else float("nan")
     widths = [w["out"] for k, w in result.widths.items() if "out" in w][:-1]
-    return BenchRow(name, label, result.metric, keep, result.search.keep_fraction, result.search.feasible, result.after.params,
-                    result.after.macs, widths, result.coefficients, result.objective_after, result.search.best_seen, judge, judge / base,
-                    pendulum_stability(result.model).radius, result.search.evaluations, result.search.seconds,
-                    result.finetune.seconds if result.finetune else 0.0,
-                    result.finetune.kept if result.finetune else None, result.search.metric_trials,
-                    [float(x) for x in judged.returns] if judged else [])
+    return BenchRow(
+        name,
+        label,
+        result.metric,
+        keep,
+        result.search.keep_fraction,
+        result.search.feasible,
+        result.after.params,
+        result.after.macs,
+        widths,
+        result.coefficients,
+        result.objective_after,
+        result.search.best_seen,
+        judge,
+        judge / base,
+        pendulum_stability(result.model).radius,
+        result.search.evaluations,
+        result.search.seconds,
+        result.finetune.seconds if result.finetune else 0.0,
+        result.finetune.kept if result.finetune else None,
+        result.search.metric_trials,
+        [float(x) for x in judged.returns] if judged else [],
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m tools.bench.prune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m tools.bench.prune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", type=Path, default=Path("bench_prune.json"), help="JSON report (PNG beside it)")
     p.add_argument("--controller", default=BenchConfig.controller)
     p.add_argument("--controller4", default=BenchConfig.controller4)
@@ -140,14 +179,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=BenchConfig.seed)
     p.add_argument("--max-evaluations", type=int, default=BenchConfig.max_evaluations)
     p.add_argument("--tolerance", type=float, default=BenchConfig.tolerance)
-    p.add_argument("--four-group-budgets", type=float, nargs="*", default=list(BenchConfig.four_group_budgets),
-                   help="budgets of the four-group grid-vs-gd comparison (none skips it)")
-    p.add_argument("--no-reconstruct", action="store_true", help="shrink only, no least-squares re-fit of the next layers")
+    p.add_argument(
+        "--four-group-budgets",
+        type=float,
+        nargs="*",
+        default=list(BenchConfig.four_group_budgets),
+        help="budgets of the four-group grid-vs-gd comparison (none skips it)",
+    )
+    p.add_argument(
+        "--no-reconstruct", action="store_true", help="shrink only, no least-squares re-fit of the next layers"
+    )
     args = p.parse_args(argv)
-    cfg = BenchConfig(controller=args.controller, controller4=args.controller4, metric=args.metric,
-                      judge_episodes=args.judge_episodes, seed=args.seed, max_evaluations=args.max_evaluations,
-                      tolerance=args.tolerance, reconstruct=not args.no_reconstruct,
-                      four_group_budgets=tuple(args.four_group_budgets))
+    cfg = BenchConfig(
+        controller=args.controller,
+        controller4=args.controller4,
+        metric=args.metric,
+        judge_episodes=args.judge_episodes,
+        seed=args.seed,
+        max_evaluations=args.max_evaluations,
+        tolerance=args.tolerance,
+        reconstruct=not args.no_reconstruct,
+        four_group_budgets=tuple(args.four_group_budgets),
+    )
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(1)  # tiny batched MLP calls: one thread is fastest on this shared 2-core machine
     console = Console(width=150)
@@ -159,11 +212,18 @@ def main(argv: list[str] | None = None) -> None:
     groups = find_groups(model, example)
     objective = return_objective(cfg.search_episodes, SEARCH_SEED)
     unpruned_return = closed_loop_return(model, cfg.judge_episodes, 0, "gym").mean
-    unpruned = {"params": sum(p.numel() for p in model.parameters()), "objective": float(np.mean(objective(model))),
-                "judge_return": unpruned_return, "radius": pendulum_stability(model).radius,
-                "architecture": controller.architecture, "sha256": controller.sha256}
-    console.print(f"unpruned {controller.architecture}: return {unpruned_return:.1f} (gym seeds 0..{cfg.judge_episodes - 1}), "
-                  f"objective {unpruned['objective']:.1f}, spectral radius {unpruned['radius']:.4f}")
+    unpruned = {
+        "params": sum(p.numel() for p in model.parameters()),
+        "objective": float(np.mean(objective(model))),
+        "judge_return": unpruned_return,
+        "radius": pendulum_stability(model).radius,
+        "architecture": controller.architecture,
+        "sha256": controller.sha256,
+    }
+    console.print(
+        f"unpruned {controller.architecture}: return {unpruned_return:.1f} (gym seeds 0..{cfg.judge_episodes - 1}), "
+        f"objective {unpruned['objective']:.1f}, spectral radius {unpruned['radius']:.4f}"
+    )
     report = BenchReport(asdict(cfg), unpruned)
     states = visit(cfg.search_episodes, SEARCH_SEED)(model)
     for keep in args.budgets:
@@ -172,8 +232,10 @@ def main(argv: list[str] | None = None) -> None:
             metric = metric or cfg.metric
             row = run_method(model, groups, label, method, metric, ft, keep, cfg, states, "reference", unpruned_return)
             report.rows.append(row)
-            console.print(f"keep {keep:.2f} {label:12s} {row.metric:12s} return {row.judge_return:8.1f} ({row.judge_ratio:.3f}x) "
-                          f"objective {row.objective:8.1f} evals {row.evaluations:4d} {row.seconds:6.1f}s widths {row.widths}")
+            console.print(
+                f"keep {keep:.2f} {label:12s} {row.metric:12s} return {row.judge_return:8.1f} ({row.judge_ratio:.3f}x) "
+                f"objective {row.objective:8.1f} evals {row.evaluations:4d} {row.seconds:6.1f}s widths {row.widths}"
+            )
 
     if cfg.controller4 and cfg.four_group_budgets:
         report.four_group = four_group(cfg, cfg.four_group_budgets, console)
@@ -192,9 +254,14 @@ def four_group(cfg: BenchConfig, budgets, console: Console) -> dict:
     groups = find_groups(model, torch.as_tensor(controller.spec.sample_observations(8, cfg.seed)))
     states = visit(cfg.search_episodes, SEARCH_SEED)(model)
     base = closed_loop_return(model, cfg.judge_episodes, 0, "gym").mean if cfg.judge_episodes else float("nan")
-    out: dict = {"controller": cfg.controller4, "architecture": controller.architecture, "groups": groups.names,
-           "unpruned_return": base, "unpruned_objective": float(np.mean(return_objective(cfg.search_episodes, SEARCH_SEED)(model))),
-           "budgets": {}}
+    out: dict = {
+        "controller": cfg.controller4,
+        "architecture": controller.architecture,
+        "groups": groups.names,
+        "unpruned_return": base,
+        "unpruned_objective": float(np.mean(return_objective(cfg.search_episodes, SEARCH_SEED)(model))),
+        "budgets": {},
+    }
     for keep in budgets:
         entry: dict = {}
         grid = run_method(model, groups, "grid", "grid", cfg.metric, False, keep, cfg, states, "four-layer", base)
@@ -208,8 +275,10 @@ def four_group(cfg: BenchConfig, budgets, console: Console) -> dict:
         entry["gd_reaches_grid_best_seen"] = d["best_seen"] >= g["best_seen"]
         entry["evaluation_ratio"] = d["evaluations"] / max(1, g["evaluations"])
         out["budgets"][str(keep)] = entry
-        console.print(f"4 groups keep {keep:.2f}: grid {g['objective']:.1f} in {g['evaluations']} evals {g['seconds']:.1f}s | "
-                      f"gd {d['objective']:.1f} in {d['evaluations']} evals {d['seconds']:.1f}s")
+        console.print(
+            f"4 groups keep {keep:.2f}: grid {g['objective']:.1f} in {g['evaluations']} evals {g['seconds']:.1f}s | "
+            f"gd {d['objective']:.1f} in {d['evaluations']} evals {d['seconds']:.1f}s"
+        )
     return out
 
 
@@ -252,23 +321,49 @@ def checks(report: BenchReport, budgets) -> dict:
 
 def print_tables(console: Console, report: BenchReport) -> None:
     n = report.config.get("judge_episodes", 100)
+
     def cell(r) -> str:
         mark = "" if r.feasible else " [red]x[/]"  # x: no candidate met the constraints (stability, budget band)
         return f"{r.judge_return:.1f}{mark} ({r.evaluations} ev, {r.seconds:.0f}s)"
 
     title = f"gymnasium Pendulum-v1 return (seeds 0..{n - 1}) by method and parameters kept; unpruned {report.unpruned['judge_return']:.1f}"
     console.print(budget_table(title, report.rows, cell))
-    console.print("x: infeasible (closed loop unstable at upright, or budget outside the band); gd+finetune shows the search's verdict")
+    console.print(
+        "x: infeasible (closed loop unstable at upright, or budget outside the band); gd+finetune shows the search's verdict"
+    )
     if report.four_group:
-        t4 = Table(title=f"four groups ({report.four_group['architecture']['hidden']}): grid 0.1 vs gradient descent, search objective")
-        for col in ("keep", "grid objective (best seen)", "grid evals", "grid s", "gd objective (best seen)", "gd evals", "gd s",
-                    "gd >= grid", "evals ratio", "grid return", "gd return"):
+        t4 = Table(
+            title=f"four groups ({report.four_group['architecture']['hidden']}): grid 0.1 vs gradient descent, search objective"
+        )
+        for col in (
+            "keep",
+            "grid objective (best seen)",
+            "grid evals",
+            "grid s",
+            "gd objective (best seen)",
+            "gd evals",
+            "gd s",
+            "gd >= grid",
+            "evals ratio",
+            "grid return",
+            "gd return",
+        ):
             t4.add_column(col, justify="right")
         for keep, e in report.four_group["budgets"].items():
             g, d = e["grid"], e["gd"]
-            t4.add_row(keep, f"{g['objective']:.2f} ({g['best_seen']:.2f})", str(g["evaluations"]), f"{g['seconds']:.1f}",
-                       f"{d['objective']:.2f} ({d['best_seen']:.2f})", str(d["evaluations"]), f"{d['seconds']:.1f}",
-                       str(e["gd_reaches_grid"]), f"{e['evaluation_ratio']:.3f}", f"{g['judge_return']:.1f}", f"{d['judge_return']:.1f}")
+            t4.add_row(
+                keep,
+                f"{g['objective']:.2f} ({g['best_seen']:.2f})",
+                str(g["evaluations"]),
+                f"{g['seconds']:.1f}",
+                f"{d['objective']:.2f} ({d['best_seen']:.2f})",
+                str(d["evaluations"]),
+                f"{d['seconds']:.1f}",
+                str(e["gd_reaches_grid"]),
+                f"{e['evaluation_ratio']:.3f}",
+                f"{g['judge_return']:.1f}",
+                f"{d['judge_return']:.1f}",
+            )
         console.print(t4)
     console.print(checks_table(report.checks, "acceptance checks"))
 
@@ -291,8 +386,10 @@ def plot(report: BenchReport, path: Path) -> None:
     ax.minorticks_off()
     ax.set_xlabel("prunable parameters kept")
     ax.set_ylabel(f"return, gymnasium Pendulum-v1 seeds 0..{report.config.get('judge_episodes', 100) - 1}")
-    ax.set_title("structured pruning of the reference controller"
-                 + (" (least-squares re-fit)" if report.config.get("reconstruct") else " (no re-fit)"))
+    ax.set_title(
+        "structured pruning of the reference controller"
+        + (" (least-squares re-fit)" if report.config.get("reconstruct") else " (no re-fit)")
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

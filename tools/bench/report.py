@@ -146,9 +146,19 @@ def memory_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
     head += [f"{t} .so bytes" for t in targets] + [f"{t} stub peak RSS KiB" for t in targets]
     rows = []
     for m in report.models:
-        rows.append([m.label + ("" if m.feasible else " (budget missed)"), "-".join(map(str, m.hidden)), f"{m.params:,}",
-                     f"{m.params_kept:.1%}", f"{m.weight_bytes:,}", f"{m.macs:,}", f"{m.onnx_bytes:,}"]
-                    + [f"{m.library_bytes[t]:,}" for t in targets] + [f"{m.stub_peak_rss_kb[t]:,}" for t in targets])
+        rows.append(
+            [
+                m.label + ("" if m.feasible else " (budget missed)"),
+                "-".join(map(str, m.hidden)),
+                f"{m.params:,}",
+                f"{m.params_kept:.1%}",
+                f"{m.weight_bytes:,}",
+                f"{m.macs:,}",
+                f"{m.onnx_bytes:,}",
+            ]
+            + [f"{m.library_bytes[t]:,}" for t in targets]
+            + [f"{m.stub_peak_rss_kb[t]:,}" for t in targets]
+        )
     return head, rows
 
 
@@ -157,18 +167,49 @@ def latency_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
     rows = []
     for r in report.latency:
         med, p99, mx = _fmt_us(r)
-        rows.append([r.model, r.runtime, r.target, r.runner, med, p99, mx, f"{r.ratio_to_unpruned:.2f}x",
-                     f"{r.spread:.0%}", f"{r.n:,}"])
+        rows.append(
+            [
+                r.model,
+                r.runtime,
+                r.target,
+                r.runner,
+                med,
+                p99,
+                mx,
+                f"{r.ratio_to_unpruned:.2f}x",
+                f"{r.spread:.0%}",
+                f"{r.n:,}",
+            ]
+        )
     return head, rows
 
 
 def reward_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
-    head = ["model", "runtime", "mean", "std", "worst", "upright", "Δ vs unpruned (paired) ± s.e.", "max abs(device - torch)"]
+    head = [
+        "model",
+        "runtime",
+        "mean",
+        "std",
+        "worst",
+        "upright",
+        "Δ vs unpruned (paired) ± s.e.",
+        "max abs(device - torch)",
+    ]
     rows = []
     for r in report.reward:
         s = r.stats
-        rows.append([r.model, r.runtime, f"{s.mean:.2f}", f"{s.std:.2f}", f"{s.worst:.2f}", _share(s.upright_share),
-                     _paired(r.vs_unpruned), "-" if r.vs_torch_max_abs is None else f"{r.vs_torch_max_abs:.1e}"])
+        rows.append(
+            [
+                r.model,
+                r.runtime,
+                f"{s.mean:.2f}",
+                f"{s.std:.2f}",
+                f"{s.worst:.2f}",
+                _share(s.upright_share),
+                _paired(r.vs_unpruned),
+                "-" if r.vs_torch_max_abs is None else f"{r.vs_torch_max_abs:.1e}",
+            ]
+        )
     return head, rows
 
 
@@ -183,14 +224,35 @@ def _kb(n: int) -> str:
 
 def mcu_memory_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the microcontroller table: flash/RAM against each part's budget, instructions per inference."""
-    head = ["model", "target", "fits", "flash KB", "flash budget KB", "RAM KB", "RAM budget KB", "weights KB",
-            "arena B", "instructions/inference"]
+    head = [
+        "model",
+        "target",
+        "fits",
+        "flash KB",
+        "flash budget KB",
+        "RAM KB",
+        "RAM budget KB",
+        "weights KB",
+        "arena B",
+        "instructions/inference",
+    ]
     rows = []
     for r in report.mcu_memory:
         ins = r.instructions_per_inference
-        rows.append([r.model, r.target, "yes" if r.fits else "NO (does not fit)", _kb(r.flash_bytes),
-                     _kb(r.flash_budget_bytes), _kb(r.ram_bytes), _kb(r.ram_budget_bytes), _kb(r.weights_bytes),
-                     f"{r.arena_bytes:,}", "-" if ins is None else f"{ins['mean']:,.0f}"])
+        rows.append(
+            [
+                r.model,
+                r.target,
+                "yes" if r.fits else "NO (does not fit)",
+                _kb(r.flash_bytes),
+                _kb(r.flash_budget_bytes),
+                _kb(r.ram_bytes),
+                _kb(r.ram_budget_bytes),
+                _kb(r.weights_bytes),
+                f"{r.arena_bytes:,}",
+                "-" if ins is None else f"{ins['mean']:,.0f}",
+            ]
+        )
     return head, rows
 
 
@@ -199,16 +261,19 @@ def _titles(report: BenchReport) -> dict[str, str]:
     return {
         "memory": "memory",
         "latency": f"latency per control step, batch 1, one thread (after {report.config['warmup']} warm-up calls; "
-                   "qemu-user rows only as a ratio to the unpruned model; spread: interquartile range of the "
-                   "per-round medians over the median)",
+        "qemu-user rows only as a ratio to the unpruned model; spread: interquartile range of the "
+        "per-round medians over the median)",
         "reward": f"closed-loop return, gymnasium {report.config['env_id']}, {report.config['episodes']} episodes, "
-                  f"seeds {seeds['episodes'][0]}..{seeds['episodes'][-1]}; "
-                  + ("upright = |angle| < 0.1 rad over the last 50 steps" if report.config["env_id"] == "Pendulum-v1"
-                     else "upright: measured on Pendulum-v1 only"),
+        f"seeds {seeds['episodes'][0]}..{seeds['episodes'][-1]}; "
+        + (
+            "upright = |angle| < 0.1 rad over the last 50 steps"
+            if report.config["env_id"] == "Pendulum-v1"
+            else "upright: measured on Pendulum-v1 only"
+        ),
         "mcu_memory": "microcontroller firmware: flash (code + constants + .data image) and RAM (.data + .bss + stack) "
-                      "of the linked image (arm-none-eabi-size) against each part's budget (KB = 1024 bytes); "
-                      "instructions executed per inference under qemu-system-arm -icount (mean; an instruction "
-                      "count, not a time: qemu gives no cycle count)",
+        "of the linked image (arm-none-eabi-size) against each part's budget (KB = 1024 bytes); "
+        "instructions executed per inference under qemu-system-arm -icount (mean; an instruction "
+        "count, not a time: qemu gives no cycle count)",
     }
 
 
@@ -232,7 +297,10 @@ def print_tables(report: BenchReport, console: Console) -> None:
 
 
 def _md_table(head: list[str], rows: list[list[str]], n_left: int) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i < n_left else "---:" for i in range(len(head))) + "|"]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---" if i < n_left else "---:" for i in range(len(head))) + "|",
+    ]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -242,22 +310,34 @@ def write_markdown(report: BenchReport, path: Path) -> None:
     titles = _titles(report)
     m = report.machine
     parts = [
-        f"# prune-and-export bench ({report.created_utc})", "",
+        f"# prune-and-export bench ({report.created_utc})",
+        "",
         f"`{report.command}` on {m['cpu']} ({m['cores']} cores), {m['os']}, Python {m['python']}; "
         f"{report.seconds:.0f} s. Controller `{report.model(UNPRUNED).file}` (sha256 {report.model(UNPRUNED).sha256[:12]}).",
         "",
-        "Seeds: " + ", ".join(f"{k} {v if not isinstance(v, list) else f'{v[0]}..{v[-1]}'}" for k, v in report.seeds.items()),
+        "Seeds: "
+        + ", ".join(f"{k} {v if not isinstance(v, list) else f'{v[0]}..{v[-1]}'}" for k, v in report.seeds.items()),
         "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()), "",
-        f"## Reward\n\n{titles['reward']}\n", _md_table(*reward_rows(report), N_LEFT["reward"]), "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()),
+        "",
+        f"## Reward\n\n{titles['reward']}\n",
+        _md_table(*reward_rows(report), N_LEFT["reward"]),
+        "",
         f"## Latency\n\n{titles['latency']}\n",
-        _md_table(*latency_rows(report), N_LEFT["latency"]) if report.latency else
-        "No Linux target in this run: nothing was timed (microcontroller targets: instructions per inference below).", "",
-        "## Memory\n", _md_table(*memory_rows(report), N_LEFT["memory"]), "",
+        _md_table(*latency_rows(report), N_LEFT["latency"])
+        if report.latency
+        else "No Linux target in this run: nothing was timed (microcontroller targets: instructions per inference below).",
+        "",
+        "## Memory\n",
+        _md_table(*memory_rows(report), N_LEFT["memory"]),
+        "",
     ]
     if report.mcu_memory:
-        parts += [f"## Microcontroller memory\n\n{titles['mcu_memory']}\n",
-                  _md_table(*mcu_memory_rows(report), N_LEFT["mcu_memory"]), ""]
+        parts += [
+            f"## Microcontroller memory\n\n{titles['mcu_memory']}\n",
+            _md_table(*mcu_memory_rows(report), N_LEFT["mcu_memory"]),
+            "",
+        ]
     parts += [f"![{name}]({Path(f).name})" for name, f in report.files.items() if f.endswith(".png")]
     if report.notes:
         parts += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]

@@ -53,8 +53,10 @@ def plot_return_vs_params(report: BenchReport, path: Path) -> None:
     ax.set_xlabel("parameters kept (% of the unpruned controller, log)")
     ax.set_ylabel(f"mean return, gymnasium {report.config.get('env_id', 'Pendulum-v1')} (torch)")
     seeds = report.seeds["episodes"]
-    ax.set_title(f"return vs parameters kept ({len(seeds)} episodes, seeds {seeds[0]}..{seeds[-1]}; "
-                 "bars: paired s.e.)", fontsize=10)
+    ax.set_title(
+        f"return vs parameters kept ({len(seeds)} episodes, seeds {seeds[0]}..{seeds[-1]}; bars: paired s.e.)",
+        fontsize=10,
+    )
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -69,8 +71,12 @@ def plot_latency(report: BenchReport, path: Path) -> None:
     native = list(dict.fromkeys((r.runtime, r.target) for r in report.latency if not r.emulated))
     emulated = list(dict.fromkeys(r.target for r in report.latency if r.emulated))
     by = {(r.model, r.runtime, r.target): r for r in report.latency}
-    fig, axes = plt.subplots(1, 2 if emulated else 1, figsize=(11 if emulated else 7.5, 4.2),
-                             gridspec_kw={"width_ratios": [max(len(native), 1), max(len(emulated), 1)]} if emulated else None)
+    fig, axes = plt.subplots(
+        1,
+        2 if emulated else 1,
+        figsize=(11 if emulated else 7.5, 4.2),
+        gridspec_kw={"width_ratios": [max(len(native), 1), max(len(emulated), 1)]} if emulated else None,
+    )
     axes = np.atleast_1d(axes)
     width = 0.8 / len(labels)
     ax = axes[0]
@@ -89,8 +95,12 @@ def plot_latency(report: BenchReport, path: Path) -> None:
         ax = axes[1]
         x = np.arange(len(emulated))
         for i, m in enumerate(labels):
-            ax.bar(x + (i - (len(labels) - 1) / 2) * width, [by[(m, "stub", t)].ratio_to_unpruned for t in emulated],
-                   width, color=f"C{i}")
+            ax.bar(
+                x + (i - (len(labels) - 1) / 2) * width,
+                [by[(m, "stub", t)].ratio_to_unpruned for t in emulated],
+                width,
+                color=f"C{i}",
+            )
         ax.axhline(1.0, color="k", linewidth=0.8)
         ax.set_xticks(x, [f"stub\n{t}" for t in emulated], fontsize=8)
         ax.set_ylabel("median time / unpruned (same runner)")
@@ -112,8 +122,10 @@ def plot_mcu_memory(report: BenchReport, path: Path) -> None:
     width = 0.8 / len(labels)
     x = np.arange(len(targets))
     offsets = [(i - (len(labels) - 1) / 2) * width for i in range(len(labels))]
-    for ax, what, used, budget in ((axes[0], "flash", "flash_bytes", "flash_budget_bytes"),
-                                   (axes[1], "RAM", "ram_bytes", "ram_budget_bytes")):
+    for ax, what, used, budget in (
+        (axes[0], "flash", "flash_bytes", "flash_budget_bytes"),
+        (axes[1], "RAM", "ram_bytes", "ram_budget_bytes"),
+    ):
         top = 100.0
         for i, m in enumerate(labels):
             rows = [by[(m, t)] for t in targets]
@@ -125,9 +137,14 @@ def plot_mcu_memory(report: BenchReport, path: Path) -> None:
                 if over:
                     bar.set_hatch("//")
                     bar.set_edgecolor("red")
-                ax.annotate(f"{getattr(r, used) / 1024:.1f} KB" + ("\nover" if over else ""),
-                            (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom", fontsize=7,
-                            color="red" if over else "k")
+                ax.annotate(
+                    f"{getattr(r, used) / 1024:.1f} KB" + ("\nover" if over else ""),
+                    (bar.get_x() + bar.get_width() / 2, v),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    color="red" if over else "k",
+                )
         ax.axhline(100.0, color="k", linestyle="--", linewidth=1.2)
         ax.set_ylim(0, top * 1.2)
         ax.set_xticks(x, [f"{t}\n{getattr(by[(labels[0], t)], budget) // 1024} KB {what}" for t in targets], fontsize=8)
@@ -139,9 +156,15 @@ def plot_mcu_memory(report: BenchReport, path: Path) -> None:
         vals = [(by[(m, t)].instructions_per_inference or {}).get("mean", 0.0) for t in targets]
         bars = ax.bar(x + offsets[i], vals, width, color=f"C{i}")
         for bar, t, v in zip(bars, targets, vals):
-            ax.annotate(f"{v:,.0f}" if by[(m, t)].fits else "does not fit", (bar.get_x() + bar.get_width() / 2, v),
-                        ha="center", va="bottom", fontsize=7, color="k" if by[(m, t)].fits else "red",
-                        rotation=0 if by[(m, t)].fits else 90)
+            ax.annotate(
+                f"{v:,.0f}" if by[(m, t)].fits else "does not fit",
+                (bar.get_x() + bar.get_width() / 2, v),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color="k" if by[(m, t)].fits else "red",
+                rotation=0 if by[(m, t)].fits else 90,
+            )
     ax.set_xticks(x, targets, fontsize=8)
     ax.set_ylabel("instructions per inference (mean)")
     ax.set_title("instructions under qemu -icount (not time)", fontsize=10)

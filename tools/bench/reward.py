@@ -94,7 +94,7 @@ class _Recorder:
 
     def episodes(self, n: int, start: int = 0) -> np.ndarray:
         """(n, STEPS, obs_dim) observations from row ``start`` on (one row per step)."""
-        rows = np.concatenate(self.rows[start:start + n * STEPS]) if self.rows else np.empty((0, 3))
+        rows = np.concatenate(self.rows[start : start + n * STEPS]) if self.rows else np.empty((0, 3))
         if rows.shape[0] != n * STEPS:
             raise ToolsError(f"recorded {rows.shape[0]} observations where {n} episodes of {STEPS} steps were expected")
         return rows.reshape(n, STEPS, -1)
@@ -106,16 +106,30 @@ def ends_upright(observations: np.ndarray) -> np.ndarray:
     return np.all(np.abs(angle) < UPRIGHT_RAD, axis=1)
 
 
-def device_reward(bundle: Path, target: str, policy: Policy, episodes: int, seed: int,
-                  public_key: Path | None = None, env_id: str = ENV_ID) -> DeviceReward:
+def device_reward(
+    bundle: Path,
+    target: str,
+    policy: Policy,
+    episodes: int,
+    seed: int,
+    public_key: Path | None = None,
+    env_id: str = ENV_ID,
+) -> DeviceReward:
     """Lockstep HIL through the stub for ``target``; ``policy`` is the same controller in torch (the reference).
 
     With ``public_key`` the device runs the bundle only if it is signed with its private half.
     """
     if env_id != ENV_ID:  # no upright to measure: the returns alone, on the env's own episodes
-        d = run_hil(bundle, target, policy, episodes, seed, mode="lockstep", public_key=public_key, env_id=env_id).to_dict()
-        return DeviceReward(RewardStats.of(d["seeds"], d["host_returns"], None), RewardStats.of(d["seeds"], d["returns"], None),
-                            d["runner"], float(d["max_return_diff"]), float(d["max_abs_action_diff"]))
+        d = run_hil(
+            bundle, target, policy, episodes, seed, mode="lockstep", public_key=public_key, env_id=env_id
+        ).to_dict()
+        return DeviceReward(
+            RewardStats.of(d["seeds"], d["host_returns"], None),
+            RewardStats.of(d["seeds"], d["returns"], None),
+            d["runner"],
+            float(d["max_return_diff"]),
+            float(d["max_abs_action_diff"]),
+        )
     rec = _Recorder(policy)
     report = run_hil(bundle, target, rec, episodes, seed, mode="lockstep", public_key=public_key)
     d = report.to_dict()
@@ -124,9 +138,13 @@ def device_reward(bundle: Path, target: str, policy: Policy, episodes: int, seed
     host, dev = rec.episodes(episodes), rec.episodes(episodes, start=episodes * STEPS)
     if not np.array_equal(host[:, 0], dev[:, 0]):
         raise ToolsError(f"{target}: HIL episodes do not start where the torch episodes did; cannot attribute them")
-    return DeviceReward(RewardStats.of(seeds, d["host_returns"], ends_upright(host)),
-                        RewardStats.of(seeds, d["returns"], ends_upright(dev)), d["runner"],
-                        float(d["max_return_diff"]), float(d["max_abs_action_diff"]))
+    return DeviceReward(
+        RewardStats.of(seeds, d["host_returns"], ends_upright(host)),
+        RewardStats.of(seeds, d["returns"], ends_upright(dev)),
+        d["runner"],
+        float(d["max_return_diff"]),
+        float(d["max_abs_action_diff"]),
+    )
 
 
 def torch_reward(policy: Policy, episodes: int, seed: int, env_id: str = ENV_ID) -> RewardStats:

@@ -100,7 +100,7 @@ def grid_search(cfg: ScalingConfig, executor: Executor | None) -> tuple[str, int
     groups = find_groups(model, example)
     objective = return_objective(cfg.episodes, SEARCH_SEED)
     searched = objective if executor is None else batched(objective, executor)
-    result = prune(model, groups, cfg.keep, searched, method="grid", resolution=cfg.resolution, seed=cfg.seed)  # type: ignore[arg-type]  # per-episode scores as an ndarray: prune reads any sequence
+    result = prune(model, groups, cfg.keep, searched, method="grid", resolution=cfg.resolution, seed=cfg.seed)
     return summary_json(result), result.search.evaluations
 
 
@@ -113,15 +113,28 @@ def sweep_cell(cell: Cell) -> tuple[str, int]:
     example = torch.as_tensor(controller.spec.sample_observations(8, cell.seed))
     groups = find_groups(model, example)
     objective = return_objective(cell.options["episodes"], SEARCH_SEED)
-    result = prune(model, groups, cell.keep, objective, method=cell.method, seed=cell.seed,  # type: ignore[arg-type]  # as above
-                   max_evaluations=cell.options["evaluations"])
+    result = prune(
+        model,
+        groups,
+        cell.keep,
+        objective,
+        method=cell.method,
+        seed=cell.seed,
+        max_evaluations=cell.options["evaluations"],
+    )
     return summary_json(result), result.search.evaluations
 
 
 def bench_sweep(cfg: ScalingConfig, executor: Executor | None) -> tuple[str, int]:
     """The timed sweep: every method x budget as one cell; returns the cells' JSON and their evaluations."""
-    cells = sweep(cfg.sweep_methods, cfg.sweep_keeps, [cfg.seed], controller=cfg.controller, episodes=cfg.episodes,
-                  evaluations=cfg.sweep_evaluations)
+    cells = sweep(
+        cfg.sweep_methods,
+        cfg.sweep_keeps,
+        [cfg.seed],
+        controller=cfg.controller,
+        episodes=cfg.episodes,
+        evaluations=cfg.sweep_evaluations,
+    )
     out = run_cells(sweep_cell, cells, executor or LocalExecutor())
     return json.dumps([text for text, _ in out]), sum(n for _, n in out)
 
@@ -131,7 +144,9 @@ def warm_up(_: int) -> int:
     return os.getpid()
 
 
-Part = Callable[[ScalingConfig, Executor | None], tuple[str, int]]  # (cfg, executor or None: here) -> (result JSON, evaluations)
+Part = Callable[
+    [ScalingConfig, Executor | None], tuple[str, int]
+]  # (cfg, executor or None: here) -> (result JSON, evaluations)
 PARTS: dict[str, Part] = {"grid": grid_search, "sweep": bench_sweep}
 
 
@@ -167,8 +182,18 @@ def measure(cfg: ScalingConfig, console: Console, parts: dict[str, Part] | None 
                 report.equal[part] = report.equal[part] and same
                 if not same:
                     console.print(f"[red]{part} on ray-{workers} differs from local[/]")
-                report.timings.append(Timing(part, f"ray-{workers}", workers, seconds, startup, evaluations,
-                                             reference[part][1] / seconds, evaluations / seconds / workers))
+                report.timings.append(
+                    Timing(
+                        part,
+                        f"ray-{workers}",
+                        workers,
+                        seconds,
+                        startup,
+                        evaluations,
+                        reference[part][1] / seconds,
+                        evaluations / seconds / workers,
+                    )
+                )
         finally:
             executor.close()
     return report
@@ -180,8 +205,15 @@ def print_table(report: ScalingReport, console: Console) -> None:
     for col in ("part", "executor", "evaluations", "seconds", "speedup", "eval/s/core", "equal"):
         table.add_column(col, justify="right")
     for t in report.timings:
-        table.add_row(t.part, t.executor, str(t.evaluations), f"{t.seconds:.2f}", f"{t.speedup:.2f}x",
-                      f"{t.evaluations_per_second_per_core:.2f}", "yes" if report.equal[t.part] else "NO")
+        table.add_row(
+            t.part,
+            t.executor,
+            str(t.evaluations),
+            f"{t.seconds:.2f}",
+            f"{t.speedup:.2f}x",
+            f"{t.evaluations_per_second_per_core:.2f}",
+            "yes" if report.equal[t.part] else "NO",
+        )
     console.print(table)
 
 
@@ -192,12 +224,19 @@ def main(argv: list[str] | None = None) -> ScalingReport:
     parser.add_argument("--resolution", type=float, default=defaults.resolution)
     parser.add_argument("--keep", type=float, default=defaults.keep)
     parser.add_argument("--episodes", type=int, default=defaults.episodes)
-    parser.add_argument("--workers", default=",".join(map(str, defaults.workers)), help="Ray worker counts, comma separated")
+    parser.add_argument(
+        "--workers", default=",".join(map(str, defaults.workers)), help="Ray worker counts, comma separated"
+    )
     parser.add_argument("--sweep-evaluations", type=int, default=defaults.sweep_evaluations)
     parser.add_argument("--out", type=Path, default=Path("bench_scaling.json"))
     args = parser.parse_args(argv)
-    cfg = ScalingConfig(resolution=args.resolution, keep=args.keep, episodes=args.episodes,
-                        workers=tuple(int(w) for w in args.workers.split(",")), sweep_evaluations=args.sweep_evaluations)
+    cfg = ScalingConfig(
+        resolution=args.resolution,
+        keep=args.keep,
+        episodes=args.episodes,
+        workers=tuple(int(w) for w in args.workers.split(",")),
+        sweep_evaluations=args.sweep_evaluations,
+    )
     console = Console()
     report = measure(cfg, console)
     print_table(report, console)

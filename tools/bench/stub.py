@@ -49,28 +49,43 @@ class Row:
 
 def _row(model: str, engine: str, params: int, t_us: np.ndarray) -> Row:
     q = np.percentile(t_us, [50, 99])
-    return Row(model, engine, params, float(q[0]), float(t_us.mean()), float(q[1]), float(t_us.min()), float(t_us.max()))
+    return Row(
+        model, engine, params, float(q[0]), float(t_us.mean()), float(q[1]), float(t_us.min()), float(t_us.max())
+    )
 
 
 def _pruned(controller, keep: float, seed: int):
     """Prune the controller to ``keep`` of its parameters (uniform coefficients, L1), objective: fast return."""
     model = controller.module
     groups = find_groups(model, torch.zeros(1, controller.spec.obs_dim))
-    result = prune(model, groups, keep, lambda m: closed_loop_return(m, 20, seed, "fast").mean, method="uniform", seed=seed)
+    result = prune(
+        model, groups, keep, lambda m: closed_loop_return(m, 20, seed, "fast").mean, method="uniform", seed=seed
+    )
     return result.model
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.bench.stub", description=__doc__.splitlines()[0])
     p.add_argument("--controller", type=Path, default=None, help="unpruned controller (default: the bundled reference)")
-    p.add_argument("--pruned", type=Path, default=None, help="pruned controller file (default: prune --keep of it here)")
-    p.add_argument("--keep", type=float, default=0.1, help="fraction of parameters kept when pruning here (default 0.1)")
+    p.add_argument(
+        "--pruned", type=Path, default=None, help="pruned controller file (default: prune --keep of it here)"
+    )
+    p.add_argument(
+        "--keep", type=float, default=0.1, help="fraction of parameters kept when pruning here (default 0.1)"
+    )
     p.add_argument("--n", type=int, default=3000, help="timed inferences per engine (default 3000)")
-    p.add_argument("--arm-targets", default="cortex-a72,cortex-a7",
-                   help="ARM targets timed under qemu, reported as pruned/unpruned ratios (default cortex-a72,cortex-a7)")
+    p.add_argument(
+        "--arm-targets",
+        default="cortex-a72,cortex-a7",
+        help="ARM targets timed under qemu, reported as pruned/unpruned ratios (default cortex-a72,cortex-a7)",
+    )
     p.add_argument("--arm-n", type=int, default=1000, help="timed inferences under qemu (default 1000)")
-    p.add_argument("--check-n", type=int, default=1000,
-                   help="non-saturating observations on which the stub's actions are checked before timing (default 1000)")
+    p.add_argument(
+        "--check-n",
+        type=int,
+        default=1000,
+        help="non-saturating observations on which the stub's actions are checked before timing (default 1000)",
+    )
     p.add_argument("--seed", type=int, default=0, help="observations and pruning seed (default 0)")
     p.add_argument("--out", type=Path, default=Path("bench_stub_out"), help="folder for JSON, PNG and bundles")
     args = p.parse_args(argv)
@@ -98,15 +113,19 @@ def main(argv: list[str] | None = None) -> int:
             bundle = Path(tmp) / label
             export_bundle(module, spec, targets, bundle, n_parity=200, seed=args.seed)
             try:
-                checks[label] = {t: check_stub(bundle, t, module, args.check_n, args.seed).to_dict()
-                                 for t in ["x86_64", *arm_targets]}
+                checks[label] = {
+                    t: check_stub(bundle, t, module, args.check_n, args.seed).to_dict()
+                    for t in ["x86_64", *arm_targets]
+                }
             except StubMismatch as e:
                 console.print(f"bench_stub: {label}: {e}")
                 return 1
             worst = max(c["max_error"] for c in checks[label].values())
             inputs = min(c["inputs"] for c in checks[label].values())
-            console.print(f"{label}: stub actions match torch on {inputs} non-saturating inputs per target "
-                          f"(max error {worst:.2g})")
+            console.print(
+                f"{label}: stub actions match torch on {inputs} non-saturating inputs per target "
+                f"(max error {worst:.2g})"
+            )
             stub = run_stub_bench(bundle, "x86_64", n=args.n, warmup=200, observations=obs)
             lat = stub["latency_us"]
             rows.append(Row(label, "stub", params, lat["p50"], lat["mean"], lat["p99"], lat["min"], lat["max"]))
@@ -115,14 +134,24 @@ def main(argv: list[str] | None = None) -> int:
             for t in arm_targets:
                 arm[t][label] = run_stub_bench(bundle, t, n=args.arm_n, warmup=100, observations=obs[: args.arm_n])
     by = {(r.model, r.engine): r for r in rows}
-    table = Table(title=f"batch-1 inference latency on x86-64 (stub: the C++ device program, native), "
-                        f"{args.n} observations, seed {args.seed}")
+    table = Table(
+        title=f"batch-1 inference latency on x86-64 (stub: the C++ device program, native), "
+        f"{args.n} observations, seed {args.seed}"
+    )
     for col in ("model", "engine", "params", "p50 us", "mean us", "p99 us", "max us", "x stub (p50)"):
         table.add_column(col, justify="right")
     for r in rows:
         ref = by[(r.model, "stub")]
-        table.add_row(r.model, r.engine, str(r.params), f"{r.p50_us:.1f}", f"{r.mean_us:.1f}", f"{r.p99_us:.1f}",
-                      f"{r.max_us:.1f}", f"{r.p50_us / ref.p50_us:.2f}")
+        table.add_row(
+            r.model,
+            r.engine,
+            str(r.params),
+            f"{r.p50_us:.1f}",
+            f"{r.mean_us:.1f}",
+            f"{r.p99_us:.1f}",
+            f"{r.max_us:.1f}",
+            f"{r.p50_us / ref.p50_us:.2f}",
+        )
     console.print(table)
     ratios = {
         engine: by[("unpruned", engine)].p50_us / by[("pruned", engine)].p50_us
@@ -130,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     for t in arm_targets:
         ratios[f"stub {t} (qemu, {arm[t]['unpruned']['runtime']})"] = (
-            arm[t]["unpruned"]["latency_us"]["p50"] / arm[t]["pruned"]["latency_us"]["p50"])
+            arm[t]["unpruned"]["latency_us"]["p50"] / arm[t]["pruned"]["latency_us"]["p50"]
+        )
     speed = Table(title="unpruned / pruned latency (p50): how much faster pruning made each engine")
     speed.add_column("engine")
     speed.add_column("ratio", justify="right")
@@ -139,13 +169,28 @@ def main(argv: list[str] | None = None) -> int:
     console.print(speed)
     console.print(f"{', '.join(arm_targets)} under qemu-user: emulated times, reported only as the ratios above")
     result = {
-        "seed": args.seed, "n": args.n, "controller": str(unpruned.path), "architectures": arch,
-        "stub_check": checks, "rows": [asdict(r) for r in rows], "unpruned_over_pruned_p50": ratios,
-        "stub_speedup_p50": {f"{m}/{e}": by[(m, e)].p50_us / by[(m, "stub")].p50_us
-                             for m in models for e in ("onnxruntime", "tvm-python", "torch")},
-        "arm": {t: {"n": args.arm_n, "runner": arm[t]["unpruned"]["runner"], "runtime": arm[t]["unpruned"]["runtime"],
-                    "pruned_over_unpruned_p50": arm[t]["pruned"]["latency_us"]["p50"] / arm[t]["unpruned"]["latency_us"]["p50"]}
-                for t in arm_targets},
+        "seed": args.seed,
+        "n": args.n,
+        "controller": str(unpruned.path),
+        "architectures": arch,
+        "stub_check": checks,
+        "rows": [asdict(r) for r in rows],
+        "unpruned_over_pruned_p50": ratios,
+        "stub_speedup_p50": {
+            f"{m}/{e}": by[(m, e)].p50_us / by[(m, "stub")].p50_us
+            for m in models
+            for e in ("onnxruntime", "tvm-python", "torch")
+        },
+        "arm": {
+            t: {
+                "n": args.arm_n,
+                "runner": arm[t]["unpruned"]["runner"],
+                "runtime": arm[t]["unpruned"]["runtime"],
+                "pruned_over_unpruned_p50": arm[t]["pruned"]["latency_us"]["p50"]
+                / arm[t]["unpruned"]["latency_us"]["p50"],
+            }
+            for t in arm_targets
+        },
     }
     (args.out / "bench_stub.json").write_text(json.dumps(result, indent=2) + "\n")
     _plot(rows, args.out / "bench_stub.png")

@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in SUBCOMMANDS:
         module = importlib.import_module(f"tools.cli.{name}")
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout (tables go to stderr)")
+        p.add_argument(
+            "--json", action="store_true", help="print exactly one JSON object on stdout (tables go to stderr)"
+        )
         module.configure(p)
     return parser
 
@@ -80,4 +82,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(dumps(result))
     return 0 if result.get("ok", True) else 1
-

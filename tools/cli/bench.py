@@ -49,44 +49,91 @@ TDMPC = "tdmpc"  # the value of --controller that selects the TD-MPC agent's ben
 
 def configure(p: argparse.ArgumentParser) -> None:
     add_controller(p)
-    p.add_argument("--keep", type=fraction, nargs="+", default=None, metavar="F",
-                   help="budgets: fractions of the prunable parameters kept, one pruned model each (default 0.25)")
+    p.add_argument(
+        "--keep",
+        type=fraction,
+        nargs="+",
+        default=None,
+        metavar="F",
+        help="budgets: fractions of the prunable parameters kept, one pruned model each (default 0.25)",
+    )
     p.add_argument("--sweep", action="store_true", help=f"add the budgets {', '.join(map(str, SWEEP))} to --keep")
-    p.add_argument("--methods", default=None, metavar="M1,M2",
-                   help=f"pruning methods compared at each budget, of {', '.join(METHODS)} (default {DEFAULT_METHODS}: "
-                        "the soft-coefficient search against the uniform L1 baseline; the autoencoder and tdmpc "
-                        "benches compare all their methods by default)")
-    p.add_argument("--targets", nargs="+", default=["x86_64"], metavar="T",
-                   help="targets whose stub is timed and run in the loop, comma- or space-separated (default x86_64; "
-                        "ARM targets run under qemu-user and their latency is shown only as a ratio to unpruned; "
-                        "microcontroller targets (cortex-m4, cortex-m4-256k, cortex-m7) get their firmware's flash "
-                        "and RAM against the part's budget, and run in the loop under qemu-system-arm where they fit)")
+    p.add_argument(
+        "--methods",
+        default=None,
+        metavar="M1,M2",
+        help=f"pruning methods compared at each budget, of {', '.join(METHODS)} (default {DEFAULT_METHODS}: "
+        "the soft-coefficient search against the uniform L1 baseline; the autoencoder and tdmpc "
+        "benches compare all their methods by default)",
+    )
+    p.add_argument(
+        "--targets",
+        nargs="+",
+        default=["x86_64"],
+        metavar="T",
+        help="targets whose stub is timed and run in the loop, comma- or space-separated (default x86_64; "
+        "ARM targets run under qemu-user and their latency is shown only as a ratio to unpruned; "
+        "microcontroller targets (cortex-m4, cortex-m4-256k, cortex-m7) get their firmware's flash "
+        "and RAM against the part's budget, and run in the loop under qemu-system-arm where they fit)",
+    )
     add_episodes(p)
     p.set_defaults(episodes=None)  # None: 100, or QUICK_EPISODES with --quick
     add_seed(p)
-    p.add_argument("--quick", action="store_true",
-                   help=f"few calls, a short search and {QUICK_EPISODES} episodes unless --episodes says otherwise: for tests")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR",
-                   help="report folder to create: report.json, report.md, PNG plots, pruned controllers, bundles")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"few calls, a short search and {QUICK_EPISODES} episodes unless --episodes says otherwise: for tests",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="report folder to create: report.json, report.md, PNG plots, pruned controllers, bundles",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing report folder")
-    p.add_argument("--model", choices=MODELS, default=MODELS[0],
-                   help="mlp-controller (default): the controller of --controller; autoencoder: the dense autoencoder of "
-                        "handwritten digits, judged by PSNR on held-out images (tools/usecases/autoencoder/bench.py; every method by default)")
-    p.add_argument("--data", type=Path, default=None, metavar="DIR",
-                   help="--model autoencoder: folder with MNIST IDX files (train-images-idx3-ubyte[.gz], t10k-images-idx3-ubyte[.gz]); "
-                        "an autoencoder is trained on them first (default: scikit-learn's 8x8 digits and the shipped autoencoder)")
-    p.add_argument("--min-psnr", type=finite_float, default=None, metavar="DB",
-                   help="--model autoencoder: reconstruction bound on validation PSNR (default: unpruned validation PSNR - 1 dB)")
+    p.add_argument(
+        "--model",
+        choices=MODELS,
+        default=MODELS[0],
+        help="mlp-controller (default): the controller of --controller; autoencoder: the dense autoencoder of "
+        "handwritten digits, judged by PSNR on held-out images (tools/usecases/autoencoder/bench.py; every method by default)",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="--model autoencoder: folder with MNIST IDX files (train-images-idx3-ubyte[.gz], t10k-images-idx3-ubyte[.gz]); "
+        "an autoencoder is trained on them first (default: scikit-learn's 8x8 digits and the shipped autoencoder)",
+    )
+    p.add_argument(
+        "--min-psnr",
+        type=finite_float,
+        default=None,
+        metavar="DB",
+        help="--model autoencoder: reconstruction bound on validation PSNR (default: unpruned validation PSNR - 1 dB)",
+    )
     add_signing(p)
 
 
 def add_signing(p: argparse.ArgumentParser) -> None:
     """--sign and --public-key of a command that makes its own bundles and runs them (bench, run)."""
-    p.add_argument("--sign", type=Path, default=None, metavar="KEY",
-                   help="sign every bundle the bench makes with this private key (from 'prune-and-export keygen')")
-    p.add_argument("--public-key", type=Path, default=None, metavar="FILE",
-                   help="with --sign, its public half: each bundle's signature is checked, and every stub and firmware "
-                        "run is given the key, so the device checks it too before it loads anything")
+    p.add_argument(
+        "--sign",
+        type=Path,
+        default=None,
+        metavar="KEY",
+        help="sign every bundle the bench makes with this private key (from 'prune-and-export keygen')",
+    )
+    p.add_argument(
+        "--public-key",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="with --sign, its public half: each bundle's signature is checked, and every stub and firmware "
+        "run is given the key, so the device checks it too before it loads anything",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -99,17 +146,26 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     methods = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if not methods or unknown:
-        raise ToolsError(f"--methods {text!r}: unknown method(s) {', '.join(unknown) or '(none given)'}; "
-                         f"known: {', '.join(METHODS)}")
+        raise ToolsError(
+            f"--methods {text!r}: unknown method(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(METHODS)}"
+        )
     keeps = list(dict.fromkeys([*(args.keep or ([] if args.sweep else [0.25])), *(SWEEP if args.sweep else ())]))
     if any(k == 1.0 for k in keeps):
         raise ToolsError("--keep 1 keeps every parameter: that is the unpruned model, which the bench always includes")
     targets = parse_target_list(",".join(args.targets))
     for t in targets:
         check_target(t)
-    return BenchConfig(controller=args.controller, keeps=sorted(keeps, reverse=True), methods=methods, targets=[t.name for t in targets],
-                       episodes=args.episodes or (QUICK_EPISODES if args.quick else 100), seed=args.seed, quick=args.quick,
-                       sign=getattr(args, "sign", None), public_key=getattr(args, "public_key", None))
+    return BenchConfig(
+        controller=args.controller,
+        keeps=sorted(keeps, reverse=True),
+        methods=methods,
+        targets=[t.name for t in targets],
+        episodes=args.episodes or (QUICK_EPISODES if args.quick else 100),
+        seed=args.seed,
+        quick=args.quick,
+        sign=getattr(args, "sign", None),
+        public_key=getattr(args, "public_key", None),
+    )
 
 
 def tdmpc_config(args: argparse.Namespace) -> TdmpcBenchConfig:
@@ -124,8 +180,10 @@ def tdmpc_config(args: argparse.Namespace) -> TdmpcBenchConfig:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         unknown = [m for m in methods if m not in METHODS]
         if not methods or unknown:
-            raise ToolsError(f"--methods {args.methods!r}: unknown for --controller {TDMPC}: {', '.join(unknown) or '(none given)'}; "
-                             f"known: {', '.join(METHODS)}")
+            raise ToolsError(
+                f"--methods {args.methods!r}: unknown for --controller {TDMPC}: {', '.join(unknown) or '(none given)'}; "
+                f"known: {', '.join(METHODS)}"
+            )
     keeps = list(dict.fromkeys([*(args.keep or []), *(SWEEP if args.sweep else ())])) or list(BUDGETS)
     if any(k == 1.0 for k in keeps):
         raise ToolsError("--keep 1 keeps every parameter: that is the unpruned agent, which the bench always includes")
@@ -134,15 +192,19 @@ def tdmpc_config(args: argparse.Namespace) -> TdmpcBenchConfig:
     if not_linux:
         raise ToolsError(f"--targets {', '.join(not_linux)}: the TD-MPC planner step is built for Linux targets only")
     sizes = QUICK if args.quick else {}
-    return TdmpcBenchConfig(budgets=tuple(sorted(keeps, reverse=True)), methods=tuple(methods), seed=args.seed,
-                            targets=tuple(t.name for t in targets),
-                            judge_episodes=args.episodes or sizes.get("judge_episodes", TdmpcBenchConfig.judge_episodes),
-                            search_episodes=sizes.get("search_episodes", TdmpcBenchConfig.search_episodes),
-                            max_evaluations=sizes.get("max_evaluations", TdmpcBenchConfig.max_evaluations),
-                            state_episodes=sizes.get("state_episodes", TdmpcBenchConfig.state_episodes),
-                            device_rounds=sizes.get("device_rounds", TdmpcBenchConfig.device_rounds),
-                            device_calls=sizes.get("device_calls", TdmpcBenchConfig.device_calls),
-                            export_keep=0.25 if 0.25 in keeps else sorted(keeps)[len(keeps) // 2])
+    return TdmpcBenchConfig(
+        budgets=tuple(sorted(keeps, reverse=True)),
+        methods=tuple(methods),
+        seed=args.seed,
+        targets=tuple(t.name for t in targets),
+        judge_episodes=args.episodes or sizes.get("judge_episodes", TdmpcBenchConfig.judge_episodes),
+        search_episodes=sizes.get("search_episodes", TdmpcBenchConfig.search_episodes),
+        max_evaluations=sizes.get("max_evaluations", TdmpcBenchConfig.max_evaluations),
+        state_episodes=sizes.get("state_episodes", TdmpcBenchConfig.state_episodes),
+        device_rounds=sizes.get("device_rounds", TdmpcBenchConfig.device_rounds),
+        device_calls=sizes.get("device_calls", TdmpcBenchConfig.device_calls),
+        export_keep=0.25 if 0.25 in keeps else sorted(keeps)[len(keeps) // 2],
+    )
 
 
 def autoencoder_config(args: argparse.Namespace) -> AEBenchConfig:
@@ -152,21 +214,32 @@ def autoencoder_config(args: argparse.Namespace) -> AEBenchConfig:
     from tools.usecases.autoencoder.results import BUDGETS, METHODS, AEBenchConfig
 
     if args.controller is not None:
-        raise ToolsError("--controller names a controller file; --model autoencoder uses the shipped autoencoder (or --data)")
+        raise ToolsError(
+            "--controller names a controller file; --model autoencoder uses the shipped autoencoder (or --data)"
+        )
     if args.episodes is not None:
         raise ToolsError("--episodes counts closed-loop episodes; --model autoencoder is judged on held-out images")
     if [t for t in ",".join(args.targets).split(",") if t.strip()] != ["x86_64"]:
-        raise ToolsError("--targets: --model autoencoder is timed on this machine (torch, onnxruntime) only; leave --targets out")
+        raise ToolsError(
+            "--targets: --model autoencoder is timed on this machine (torch, onnxruntime) only; leave --targets out"
+        )
     # not given: the autoencoder compares every method
     methods = list(METHODS) if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if not methods or unknown:
-        raise ToolsError(f"--methods {args.methods!r}: unknown method(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(METHODS)}")
+        raise ToolsError(
+            f"--methods {args.methods!r}: unknown method(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(METHODS)}"
+        )
     keeps = list(dict.fromkeys([*(args.keep or ([] if args.sweep else list(BUDGETS))), *(SWEEP if args.sweep else ())]))
     if any(k == 1.0 for k in keeps):
         raise ToolsError("--keep 1 keeps every parameter: that is the unpruned model, which the bench always includes")
-    cfg = AEBenchConfig(data=str(args.data) if args.data else None, keeps=tuple(sorted(keeps, reverse=True)), methods=tuple(methods),
-                        seed=args.seed, min_psnr=args.min_psnr)
+    cfg = AEBenchConfig(
+        data=str(args.data) if args.data else None,
+        keeps=tuple(sorted(keeps, reverse=True)),
+        methods=tuple(methods),
+        seed=args.seed,
+        min_psnr=args.min_psnr,
+    )
     return quick(cfg) if args.quick else cfg
 
 
@@ -174,10 +247,14 @@ def check_before_work(args: argparse.Namespace) -> None:
     """The report folder and, for the controller bench, the flags and the controller itself, checked before any work."""
     check_output(Path(args.out), "--out", folder=True, force=args.force)
     sign, public_key = getattr(args, "sign", None), getattr(args, "public_key", None)
-    if getattr(args, "model", MODELS[0]) == "autoencoder" or (args.controller is not None and str(args.controller) == TDMPC):
+    if getattr(args, "model", MODELS[0]) == "autoencoder" or (
+        args.controller is not None and str(args.controller) == TDMPC
+    ):
         if sign is not None or public_key is not None:
-            raise ToolsError("--sign and --public-key apply to the controller bench (its stubs and firmware), "
-                             "not to --model autoencoder or --controller tdmpc")
+            raise ToolsError(
+                "--sign and --public-key apply to the controller bench (its stubs and firmware), "
+                "not to --model autoencoder or --controller tdmpc"
+            )
         return
     check_key_pair(sign, public_key)
     if getattr(args, "data", None) is not None or getattr(args, "min_psnr", None) is not None:
@@ -194,7 +271,9 @@ def run(args: argparse.Namespace, console: Console) -> dict:
 
         ae_report = autoencoder_into(autoencoder_config(args), Path(args.out), args.force, console, command)
         return {"ok": True, "out": str(args.out), **ae_report.to_dict()}
-    if args.controller is not None and str(args.controller) == TDMPC:  # the TD-MPC agent: its own bench (tools/usecases/tdmpc/bench.py)
+    if (
+        args.controller is not None and str(args.controller) == TDMPC
+    ):  # the TD-MPC agent: its own bench (tools/usecases/tdmpc/bench.py)
         from tools.usecases.tdmpc.bench import json_safe, print_tables  # deferred: torch, ONNX, TVM
         from tools.usecases.tdmpc.bench import run_into as tdmpc_into
 
@@ -213,6 +292,8 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     out = Path(args.out)
     report = bench_to_folder(config, out, args.force, source_from_args(args), console, command)
     print_bench_tables(report, console)
-    console.print(f"report: {out / 'report.md'}, {out / 'report.json'}; plots: "
-                  + ", ".join(str(out / f) for f in report.files.values() if f.endswith(".png")))
+    console.print(
+        f"report: {out / 'report.md'}, {out / 'report.json'}; plots: "
+        + ", ".join(str(out / f) for f in report.files.values() if f.endswith(".png"))
+    )
     return {"ok": True, "out": str(out), **report.to_dict()}

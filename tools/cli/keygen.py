@@ -20,8 +20,15 @@ HELP = "make an ed25519 key pair for signed bundles: PRIVATE signs (export --sig
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("private", type=Path, metavar="PRIVATE", help="private key file to create (PEM, mode 0600; keep it off the devices)")
-    p.add_argument("public", type=Path, metavar="PUBLIC", help="public key file to create (64 hex digits; give it to the devices)")
+    p.add_argument(
+        "private",
+        type=Path,
+        metavar="PRIVATE",
+        help="private key file to create (PEM, mode 0600; keep it off the devices)",
+    )
+    p.add_argument(
+        "public", type=Path, metavar="PUBLIC", help="public key file to create (64 hex digits; give it to the devices)"
+    )
 
 
 def check_key_outputs(private: Path, public: Path) -> None:

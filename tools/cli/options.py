@@ -86,28 +86,56 @@ def runner_name(text: str) -> str:
 
 def add_controller(p: argparse.ArgumentParser) -> None:
     """--controller and the flags that say how to read it (--format, --env, --factory, --clip-actions, --obs-norm)."""
-    p.add_argument("--controller", type=Path, default=None, metavar="PATH",
-                   help="controller file (default: the bundled Pendulum-v1 reference controller); also TorchScript, "
-                        "torch.export .pt2, a state dict (with --factory), ONNX or a stable-baselines3 zip")
-    p.add_argument("--format", choices=FORMATS, default=None,
-                   help="format of --controller (default: detected from the file)")
-    p.add_argument("--env", default=None, metavar="ENV_ID",
-                   help="gymnasium env with Box spaces the controller is for; gives a foreign file its sizes and "
-                        "bounds (default Pendulum-v1)")
-    p.add_argument("--factory", default=None, metavar="package.module:function",
-                   help="for a state dict: a function returning the untrained nn.Module it fits")
-    p.add_argument("--clip-actions", action="store_true",
-                   help="accept a foreign controller whose actions leave the env's bounds: clip them (host and device alike)")
-    p.add_argument("--obs-norm", type=Path, default=None, metavar="FILE",
-                   help="observation statistics a foreign controller was trained with (VecNormalize .pkl, or .npz/.json "
-                        "with mean, var[, clip_obs, epsilon]); they become the graph's first ops, so the device takes "
-                        "raw observations (an SB3 zip's vecnormalize.pkl beside it is found without this)")
+    p.add_argument(
+        "--controller",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="controller file (default: the bundled Pendulum-v1 reference controller); also TorchScript, "
+        "torch.export .pt2, a state dict (with --factory), ONNX or a stable-baselines3 zip",
+    )
+    p.add_argument(
+        "--format", choices=FORMATS, default=None, help="format of --controller (default: detected from the file)"
+    )
+    p.add_argument(
+        "--env",
+        default=None,
+        metavar="ENV_ID",
+        help="gymnasium env with Box spaces the controller is for; gives a foreign file its sizes and "
+        "bounds (default Pendulum-v1)",
+    )
+    p.add_argument(
+        "--factory",
+        default=None,
+        metavar="package.module:function",
+        help="for a state dict: a function returning the untrained nn.Module it fits",
+    )
+    p.add_argument(
+        "--clip-actions",
+        action="store_true",
+        help="accept a foreign controller whose actions leave the env's bounds: clip them (host and device alike)",
+    )
+    p.add_argument(
+        "--obs-norm",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="observation statistics a foreign controller was trained with (VecNormalize .pkl, or .npz/.json "
+        "with mean, var[, clip_obs, epsilon]); they become the graph's first ops, so the device takes "
+        "raw observations (an SB3 zip's vecnormalize.pkl beside it is found without this)",
+    )
 
 
 def source_from_args(args: argparse.Namespace) -> ControllerSource:
     """The controller file the flags of add_controller name, and how to read it."""
-    return ControllerSource(args.controller, getattr(args, "format", None), getattr(args, "env", None),
-                            getattr(args, "factory", None), getattr(args, "clip_actions", False), getattr(args, "obs_norm", None))
+    return ControllerSource(
+        args.controller,
+        getattr(args, "format", None),
+        getattr(args, "env", None),
+        getattr(args, "factory", None),
+        getattr(args, "clip_actions", False),
+        getattr(args, "obs_norm", None),
+    )
 
 
 def controller_from_args(args: argparse.Namespace) -> Controller:
@@ -116,15 +144,21 @@ def controller_from_args(args: argparse.Namespace) -> Controller:
     from tools.controllers.load import load_source
 
     controller = load_source(source_from_args(args))
-    for note in controller.architecture.get("notes", []):  # e.g. a PPO zip running on raw observations: said, one line each
+    for note in controller.architecture.get(
+        "notes", []
+    ):  # e.g. a PPO zip running on raw observations: said, one line each
         print(f"note: {note}", file=sys.stderr)
     return controller
 
 
 def add_seed(p: argparse.ArgumentParser, default: int = 0) -> None:
     """--seed."""
-    p.add_argument("--seed", type=non_negative_int, default=default,
-                   help=f"seed of every random choice; episode i starts from gymnasium's reset(seed=SEED+i) (default {default})")
+    p.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=default,
+        help=f"seed of every random choice; episode i starts from gymnasium's reset(seed=SEED+i) (default {default})",
+    )
 
 
 def add_episodes(p: argparse.ArgumentParser, default: int = 100) -> None:

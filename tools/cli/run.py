@@ -24,13 +24,24 @@ _DEFAULTS: dict = {}  # the flags' defaults, hidden from argparse so that flags 
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", type=Path, default=None, metavar="CONFIG.toml",
-                   help="settings file: top-level keys are these flags, [bench] holds flags of 'bench'; flags override it")
+    p.add_argument(
+        "config",
+        nargs="?",
+        type=Path,
+        default=None,
+        metavar="CONFIG.toml",
+        help="settings file: top-level keys are these flags, [bench] holds flags of 'bench'; flags override it",
+    )
     add_controller(p)
     add_episodes(p)
     add_seed(p)
-    p.add_argument("--out", type=Path, default=None, metavar="DIR",
-                   help="bench report folder to create (default runs/<UTC timestamp>)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="bench report folder to create (default runs/<UTC timestamp>)",
+    )
     p.add_argument("--quick", action="store_true", help="bench with few calls and a short search (for tests)")
     cmd_bench.add_signing(p)
     _DEFAULTS.update(defer_defaults(p))
@@ -60,13 +71,19 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     controller = controller_from_args(opts)
     module = controller.module
     params = sum(p.numel() for p in module.parameters())
-    console.print(f"[bold]prune-and-export[/bold]: controller {controller.path}"
-                  + (f" (config {args.config})" if args.config else ""))
+    console.print(
+        f"[bold]prune-and-export[/bold]: controller {controller.path}"
+        + (f" (config {args.config})" if args.config else "")
+    )
     console.print(f"  sha256 {controller.sha256[:16]}  architecture {controller.architecture}  parameters {params}")
-    console.print(f"  task {controller.spec.env_id}: obs {controller.spec.obs_dim}, action {controller.spec.act_dim} "
-                  f"in [{controller.spec.act_low}, {controller.spec.act_high}]; seed {opts.seed}")
+    console.print(
+        f"  task {controller.spec.env_id}: obs {controller.spec.obs_dim}, action {controller.spec.act_dim} "
+        f"in [{controller.spec.act_low}, {controller.spec.act_high}]; seed {opts.seed}"
+    )
     results = {}
-    table = Table(title=f"closed-loop return, {opts.episodes} episodes, seeds {opts.seed}..{opts.seed + opts.episodes - 1}")
+    table = Table(
+        title=f"closed-loop return, {opts.episodes} episodes, seeds {opts.seed}..{opts.seed + opts.episodes - 1}"
+    )
     for col in ("judge", "mean", "std", "min", "seconds"):
         table.add_column(col, justify="right")
     for judge in ("fast", "gym"):
@@ -78,16 +95,36 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     bench = cmd_bench.run(bench_args, console)
     config_path = _write_config(resolved, Path(opts.out))
     console.print(f"resolved config: {config_path}")
-    return {"controller": str(controller.path), "sha256": controller.sha256, "architecture": controller.architecture,
-            "params": params, "seed": opts.seed, "episodes": opts.episodes, "evaluation": results, "bench": bench,
-            "config": str(config_path)}
+    return {
+        "controller": str(controller.path),
+        "sha256": controller.sha256,
+        "architecture": controller.architecture,
+        "params": params,
+        "seed": opts.seed,
+        "episodes": opts.episodes,
+        "evaluation": results,
+        "bench": bench,
+        "config": str(config_path),
+    }
 
 
 def _bench_args(opts: argparse.Namespace, bench: dict, bench_parser: argparse.ArgumentParser) -> argparse.Namespace:
     """The flags of the last step, ``prune-and-export bench`` (gd at the default budget on x86_64 unless [bench] says otherwise)."""
-    values = {"out": opts.out, "episodes": opts.episodes, "seed": opts.seed, "targets": ["x86_64"], "methods": "gd",
-              "controller": opts.controller, "format": opts.format, "env": opts.env, "factory": opts.factory,
-              "clip_actions": opts.clip_actions, "quick": opts.quick, "sign": opts.sign, "public_key": opts.public_key}
+    values = {
+        "out": opts.out,
+        "episodes": opts.episodes,
+        "seed": opts.seed,
+        "targets": ["x86_64"],
+        "methods": "gd",
+        "controller": opts.controller,
+        "format": opts.format,
+        "env": opts.env,
+        "factory": opts.factory,
+        "clip_actions": opts.clip_actions,
+        "quick": opts.quick,
+        "sign": opts.sign,
+        "public_key": opts.public_key,
+    }
     values.update(bench)  # the file's [bench] table over the defaults
     return bench_namespace(values, bench_parser)
 

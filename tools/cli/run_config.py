@@ -18,8 +18,20 @@ from pathlib import Path
 from tools.errors import ToolsError
 
 SKIP = {"help", "json", "config"}  # not settable from a config file
-BENCH_OWNED = {"out", "force", "controller", "format", "env", "factory", "clip_actions", "seed", "episodes", "quick",
-               "sign", "public_key"}
+BENCH_OWNED = {
+    "out",
+    "force",
+    "controller",
+    "format",
+    "env",
+    "factory",
+    "clip_actions",
+    "seed",
+    "episodes",
+    "quick",
+    "sign",
+    "public_key",
+}
 
 
 @dataclass
@@ -130,7 +142,9 @@ def to_toml(resolved: Resolved) -> str:
     lines = ["# resolved by prune-and-export run: defaults < config file < command-line flags"]
     lines += [f"{k.replace('_', '-')} = {_toml_value(v)}" for k, v in resolved.run.items() if v is not None]
     if resolved.bench:
-        lines += ["", "[bench]"] + [f"{k.replace('_', '-')} = {_toml_value(v)}" for k, v in resolved.bench.items() if v is not None]
+        lines += ["", "[bench]"] + [
+            f"{k.replace('_', '-')} = {_toml_value(v)}" for k, v in resolved.bench.items() if v is not None
+        ]
     return "\n".join(lines) + "\n"
 
 

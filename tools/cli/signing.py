@@ -51,9 +51,11 @@ def check_key_pair(sign: Path | None, public_key: Path | None) -> str | None:
         return None
     checking = check_public_key(public_key)
     if signing is None:
-        raise ToolsError(f"--public-key {public_key}: the bundles made here are unsigned without --sign KEY "
-                         "(its private half)")
+        raise ToolsError(
+            f"--public-key {public_key}: the bundles made here are unsigned without --sign KEY (its private half)"
+        )
     if signing != checking:
-        raise ToolsError(f"--public-key {public_key}: not the public half of --sign {sign} "
-                         f"({checking[:16]}... vs {signing[:16]}...)")
+        raise ToolsError(
+            f"--public-key {public_key}: not the public half of --sign {sign} ({checking[:16]}... vs {signing[:16]}...)"
+        )
     return checking

@@ -39,6 +39,8 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         cc = r["cc"] + ("" if r["cc_found"] else " [red](missing)[/]")
         table.add_row(r["name"], r["kind"], short, cc, r["run_with"], r["description"])
     console.print(table)
-    console.print(f"add a target: one TOML file in {user_target_dirs()[-1]} or in a folder listed in "
-                  f"${USER_DIR_ENV} (format: targets/README.md)")
+    console.print(
+        f"add a target: one TOML file in {user_target_dirs()[-1]} or in a folder listed in "
+        f"${USER_DIR_ENV} (format: targets/README.md)"
+    )
     return {"targets": rows, "user_dirs": [str(d) for d in user_target_dirs()]}

@@ -63,6 +63,7 @@ ON_POLICY = ("PPO", "A2C")  # the SB3 algorithms VecNormalize is used with (rl-b
 
 # ---------------------------------------------------------------- detection
 
+
 def detect_format(path: Path) -> str:
     """Which of FORMATS a file is, from its suffix and contents (zip members, ONNX protobuf)."""
     if path.suffix.lower() == ".onnx":
@@ -81,8 +82,12 @@ def detect_format(path: Path) -> str:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - load_controller reports the unpickling error itself
             return "controller"
-        if isinstance(payload, dict) and payload.get("format") != FORMAT and payload and all(
-                isinstance(v, torch.Tensor) for v in payload.values()):
+        if (
+            isinstance(payload, dict)
+            and payload.get("format") != FORMAT
+            and payload
+            and all(isinstance(v, torch.Tensor) for v in payload.values())
+        ):
             return "state-dict"
         return "controller"
     try:
@@ -96,6 +101,7 @@ def detect_format(path: Path) -> str:
 
 # ---------------------------------------------------------------- the env's contract
 
+
 def env_spaces(env_id: str) -> tuple[Any, Any]:
     """A gymnasium env's (observation_space, action_space); an env that cannot be made is a ControllerError."""
     import gymnasium as gym
@@ -103,7 +109,9 @@ def env_spaces(env_id: str) -> tuple[Any, Any]:
     try:
         env = gym.make(env_id)
     except Exception as e:  # noqa: BLE001 - gymnasium raises several types for unknown ids / missing extras
-        raise ControllerError(f"--env {env_id}: cannot make it ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
+        raise ControllerError(
+            f"--env {env_id}: cannot make it ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from e
     try:
         return env.observation_space, env.action_space
     finally:
@@ -117,21 +125,30 @@ def spec_from_env(env_id: str) -> ControllerSpec:
     obs, act = env_spaces(env_id)
     for what, space in (("observation", obs), ("action", act)):
         if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
-            raise ControllerError(f"--env {env_id}: {what} space {space} is not a flat Box; only Box observations and actions are supported")
+            raise ControllerError(
+                f"--env {env_id}: {what} space {space} is not a flat Box; only Box observations and actions are supported"
+            )
     assert isinstance(obs, gym.spaces.Box) and isinstance(act, gym.spaces.Box)  # checked above; tells the type checker
     if not np.all(np.isfinite(act.low)) or not np.all(np.isfinite(act.high)):
-        raise ControllerError(f"--env {env_id}: action space {act} is unbounded; a controller needs finite action bounds")
+        raise ControllerError(
+            f"--env {env_id}: action space {act} is unbounded; a controller needs finite action bounds"
+        )
     obs_low = np.where(np.isfinite(obs.low), obs.low, -UNBOUNDED_OBS)
     obs_high = np.where(np.isfinite(obs.high), obs.high, UNBOUNDED_OBS)
     return ControllerSpec(
-        obs_dim=int(obs.shape[0]), act_dim=int(act.shape[0]),
-        obs_low=tuple(float(v) for v in obs_low), obs_high=tuple(float(v) for v in obs_high),
-        act_low=tuple(float(v) for v in act.low), act_high=tuple(float(v) for v in act.high), env_id=env_id,
+        obs_dim=int(obs.shape[0]),
+        act_dim=int(act.shape[0]),
+        obs_low=tuple(float(v) for v in obs_low),
+        obs_high=tuple(float(v) for v in obs_high),
+        act_low=tuple(float(v) for v in act.low),
+        act_high=tuple(float(v) for v in act.high),
+        env_id=env_id,
         obs_unbounded=tuple(int(i) for i in np.flatnonzero(~(np.isfinite(obs.low) & np.isfinite(obs.high)))),
     )
 
 
 # ---------------------------------------------------------------- bounds
+
 
 def check_bounds(raw: torch.Tensor, spec: ControllerSpec, where: Path) -> None:
     """Refuse a raw policy whose actions leave the env's box (they would be clipped, silently changing it)."""
@@ -140,11 +157,13 @@ def check_bounds(raw: torch.Tensor, spec: ControllerSpec, where: Path) -> None:
     under = torch.clamp(low - raw, min=0).max().item()
     if over > 0 or under > 0:
         lo, hi = raw.min().item(), raw.max().item()
-        raise ControllerError(f"{where}: actions out of bounds: on {raw.shape[0]} observations from the observation box "
-                              f"the model outputs [{lo:.3g}, {hi:.3g}], env {spec.env_id} takes "
-                              f"[{', '.join(f'{v:g}' for v in spec.act_low)}]..[{', '.join(f'{v:g}' for v in spec.act_high)}]; "
-                              "pass --clip-actions to clip them to the bounds (host and device alike), or --env with "
-                              "the env it was trained on")
+        raise ControllerError(
+            f"{where}: actions out of bounds: on {raw.shape[0]} observations from the observation box "
+            f"the model outputs [{lo:.3g}, {hi:.3g}], env {spec.env_id} takes "
+            f"[{', '.join(f'{v:g}' for v in spec.act_low)}]..[{', '.join(f'{v:g}' for v in spec.act_high)}]; "
+            "pass --clip-actions to clip them to the bounds (host and device alike), or --env with "
+            "the env it was trained on"
+        )
 
 
 @contextmanager
@@ -161,12 +180,15 @@ def _quiet(logger_name: str) -> Iterator[None]:
 
 # ---------------------------------------------------------------- observation statistics
 
+
 @dataclass
 class ObsNormChoice:
     """Which observation statistics a foreign controller runs with, and what the user must be told."""
 
     norm: ObsNorm | None
-    record: dict | None  # JSON: {"source": file, "how": "--obs-norm" | "found beside the zip", "sha256"}; None: raw observations
+    record: (
+        dict | None
+    )  # JSON: {"source": file, "how": "--obs-norm" | "found beside the zip", "sha256"}; None: raw observations
     notes: list[str] = field(default_factory=list)
 
 
@@ -186,19 +208,32 @@ def choose_obs_norm(path: Path, fmt: str, env_id: str, explicit: Path | None, al
         stats = read_vecnormalize_pkl(found)
         if stats is not None:
             return ObsNormChoice(stats, obs_norm_record(found, "found beside the zip"))
-        return ObsNormChoice(None, None, [f"{found}: VecNormalize normalised rewards only (norm_obs False); "
-                                          "the policy runs on raw observations"])
+        return ObsNormChoice(
+            None,
+            None,
+            [f"{found}: VecNormalize normalised rewards only (norm_obs False); the policy runs on raw observations"],
+        )
     config = zoo_config_says_normalize(path, env_id)
     if config is not None:
-        return ObsNormChoice(None, None, [
-            f"{path.name}: {config} says it was trained with VecNormalize (normalize), but no statistics were found "
-            "beside the zip (vecnormalize.pkl); the policy runs on raw observations. Pass --obs-norm FILE "
-            "(its vecnormalize.pkl, or an .npz/.json with mean, var)"])
+        return ObsNormChoice(
+            None,
+            None,
+            [
+                f"{path.name}: {config} says it was trained with VecNormalize (normalize), but no statistics were found "
+                "beside the zip (vecnormalize.pkl); the policy runs on raw observations. Pass --obs-norm FILE "
+                "(its vecnormalize.pkl, or an .npz/.json with mean, var)"
+            ],
+        )
     if algorithm in ON_POLICY:
-        return ObsNormChoice(None, None, [
-            f"{path.name}: no VecNormalize statistics found beside it (vecnormalize.pkl); the {algorithm} policy runs on "
-            "raw observations. If it was trained with VecNormalize, pass --obs-norm FILE (its vecnormalize.pkl, "
-            "or an .npz/.json with mean, var)"])
+        return ObsNormChoice(
+            None,
+            None,
+            [
+                f"{path.name}: no VecNormalize statistics found beside it (vecnormalize.pkl); the {algorithm} policy runs on "
+                "raw observations. If it was trained with VecNormalize, pass --obs-norm FILE (its vecnormalize.pkl, "
+                "or an .npz/.json with mean, var)"
+            ],
+        )
     return ObsNormChoice(None, None)
 
 
@@ -232,6 +267,7 @@ def _sb3_algorithm(path: Path) -> str | None:
 
 # ---------------------------------------------------------------- the env a file is for
 
+
 def sidecar_env(path: Path) -> str | None:
     """The env a pruned ``.pt2`` was pruned on, from the ``.widths.json`` prune writes beside it; None if none."""
     widths = path.with_name(path.stem + ".widths.json")  # prune.sidecar_paths: <stem>.pt2 beside <stem>.widths.json
@@ -246,41 +282,69 @@ def sidecar_env(path: Path) -> str | None:
 
 # ---------------------------------------------------------------- the controller
 
+
 def graph_architecture(gm: fx.GraphModule, fmt: str) -> dict:
     """The architecture record of a foreign controller's graph (what run, export and the manifest show)."""
     linears = [m for m in gm.modules() if isinstance(m, nn.Linear)]
     layer_norms = sum(isinstance(m, nn.LayerNorm) for m in gm.modules())
     ops = sorted({getattr(n.target, "__name__", str(n.target)) for n in gm.graph.nodes if n.op == "call_function"})
-    arch: dict = {"kind": "graph", "source_format": fmt, "hidden": [m.out_features for m in linears[:-1]],
-                  "linear_layers": len(linears), "layer_norms": layer_norms, "functions": ops}
+    arch: dict = {
+        "kind": "graph",
+        "source_format": fmt,
+        "hidden": [m.out_features for m in linears[:-1]],
+        "linear_layers": len(linears),
+        "layer_norms": layer_norms,
+        "functions": ops,
+    }
     return arch
 
 
-def load_foreign(path: Path, fmt: str, env: str | None = None, factory: str | None = None,
-                 clip_actions: bool = False, seed: int = 0, obs_norm: Path | None = None) -> Controller:
+def load_foreign(
+    path: Path,
+    fmt: str,
+    env: str | None = None,
+    factory: str | None = None,
+    clip_actions: bool = False,
+    seed: int = 0,
+    obs_norm: Path | None = None,
+) -> Controller:
     """Load a controller trained elsewhere as its canonical GraphModule (``to_graph``), checked against the original."""
     if fmt not in FORMATS or fmt == "controller":
         raise ControllerError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     env_id = env or (sidecar_env(path) if fmt == "torch-export" else None) or DEFAULT_ENV
     spec = spec_from_env(env_id)
     spaces = env_spaces(env_id) if fmt == "sb3" else None
-    choice = choose_obs_norm(path, fmt, env_id, obs_norm, _sb3_algorithm(path) if fmt == "sb3" and obs_norm is None else None)
+    choice = choose_obs_norm(
+        path, fmt, env_id, obs_norm, _sb3_algorithm(path) if fmt == "sb3" and obs_norm is None else None
+    )
     obs = torch.as_tensor(spec.sample_observations(CHECK_SAMPLES, seed))
     hint = f"env {env_id} gives {spec.obs_dim}; pass --env with the env it was trained on"
     with _quiet("torch.export"), _quiet("torch._export"):  # torch logs tracebacks before raising; the error says it all
-        gm = to_graph(path, fmt, obs_dim=spec.obs_dim, factory=factory, obs_norm=choice.norm if fmt == "sb3" else None,
-                      check_obs=obs, env_spaces=spaces, obs_dim_hint=hint)
+        gm = to_graph(
+            path,
+            fmt,
+            obs_dim=spec.obs_dim,
+            factory=factory,
+            obs_norm=choice.norm if fmt == "sb3" else None,
+            check_obs=obs,
+            env_spaces=spaces,
+            obs_dim_hint=hint,
+        )
     if fmt != "sb3" and choice.norm is not None:
         if choice.norm.mean.shape != (spec.obs_dim,):
-            raise ControllerError(f"{choice.norm.source}: mean has shape {choice.norm.mean.shape}, the controller takes "
-                                  f"{spec.obs_dim} observations")
+            raise ControllerError(
+                f"{choice.norm.source}: mean has shape {choice.norm.mean.shape}, the controller takes "
+                f"{spec.obs_dim} observations"
+            )
         norm_module = choice.norm.as_module()
         gm = prepend_normaliser(gm, norm_module.mean, norm_module.std, norm_module.clip_obs)
     with torch.no_grad():
         raw = gm(obs)
     if raw.dim() != 2 or raw.shape[-1] != spec.act_dim:
-        raise ControllerError(f"{path}: the model outputs {raw.shape[-1] if raw.dim() else 1} actions, env {env_id} takes "
-                              f"{spec.act_dim}; pass --env with the env it was trained on")
+        raise ControllerError(
+            f"{path}: the model outputs {raw.shape[-1] if raw.dim() else 1} actions, env {env_id} takes "
+            f"{spec.act_dim}; pass --env with the env it was trained on"
+        )
     if fmt != "sb3":
         if not clip_actions:
             check_bounds(raw, spec, path)
@@ -290,7 +354,9 @@ def load_foreign(path: Path, fmt: str, env: str | None = None, factory: str | No
     if fmt == "sb3" or obs_norm is not None:
         arch["obs_norm"] = choice.record
     if "sb3" in gm.meta:
-        arch["sb3"] = {k: gm.meta["sb3"][k] for k in ("algorithm", "activation", "net_arch", "output", "deterministic_action")}
+        arch["sb3"] = {
+            k: gm.meta["sb3"][k] for k in ("algorithm", "activation", "net_arch", "output", "deterministic_action")
+        }
     notes = list(choice.notes) + list(gm.meta.get("sb3", {}).get("notes", []))
     if notes:
         arch["notes"] = notes

@@ -60,10 +60,19 @@ CHECK_SAMPLES = 256
 MATCH_TOL = 1e-5
 
 
-def to_graph(path: Path, fmt: str, *, obs_dim: int | None = None, factory: str | None = None,
-             method: str | None = None, output: int | str | None = 0, obs_norm: ObsNorm | None = None,
-             check_obs: torch.Tensor | None = None, env_spaces: tuple[Any, Any] | None = None,
-             obs_dim_hint: str = "") -> fx.GraphModule:
+def to_graph(
+    path: Path,
+    fmt: str,
+    *,
+    obs_dim: int | None = None,
+    factory: str | None = None,
+    method: str | None = None,
+    output: int | str | None = 0,
+    obs_norm: ObsNorm | None = None,
+    check_obs: torch.Tensor | None = None,
+    env_spaces: tuple[Any, Any] | None = None,
+    obs_dim_hint: str = "",
+) -> fx.GraphModule:
     """The controller in ``path`` (format ``fmt``) as a canonical GraphModule computing its action.
 
     ``output`` picks the action among several outputs: an index into the returned tuple (a dict's values
@@ -107,7 +116,13 @@ def to_graph(path: Path, fmt: str, *, obs_dim: int | None = None, factory: str |
     gm = canonicalize(gm, output=index, prefix=prefix)
     check_ops(gm, str(path))
     _check_parity(path, gm, read.reference, obs, output, index)
-    gm.meta["import"] = {"format": fmt, "traced_by": read.traced_by, "obs_dim": obs_dim, "output": output, "method": method}
+    gm.meta["import"] = {
+        "format": fmt,
+        "traced_by": read.traced_by,
+        "obs_dim": obs_dim,
+        "output": output,
+        "method": method,
+    }
     if read.sb3 is not None:
         gm.meta["sb3"] = read.sb3
     return gm
@@ -119,6 +134,7 @@ def _wrong_obs_dim(path: Path, found: int, expected: int, hint: str) -> None:
 
 
 # ---------------------------------------------------------------- readers
+
 
 @dataclass
 class _Read:
@@ -139,8 +155,10 @@ def _output_index(path: Path, gm: fx.GraphModule, output: int | str | None, name
         return output
     names = names or _dict_output_keys(gm)
     if not names or output not in names:
-        raise ControllerError(f"{path}: output {output!r}: the model's outputs are "
-                              f"{', '.join(map(repr, names)) if names else 'not named (give an index)'}")
+        raise ControllerError(
+            f"{path}: output {output!r}: the model's outputs are "
+            f"{', '.join(map(repr, names)) if names else 'not named (give an index)'}"
+        )
     return names.index(output)
 
 
@@ -172,8 +190,13 @@ def _from_program(path: Path) -> _Read:
     gm = program.module()
     batch = _placeholder_batch(gm)
     reference = gm if batch is None else _in_batches(gm, batch)
-    return _Read(gm, reference, "torch.export.load (the saved program, archive checked for pickles first)",
-                 _placeholder_width(gm), True)
+    return _Read(
+        gm,
+        reference,
+        "torch.export.load (the saved program, archive checked for pickles first)",
+        _placeholder_width(gm),
+        True,
+    )
 
 
 def _placeholder_batch(gm: fx.GraphModule) -> int | None:
@@ -187,10 +210,11 @@ def _placeholder_batch(gm: fx.GraphModule) -> int | None:
 
 def _in_batches(fn: Any, batch: int) -> Any:
     """fn applied to obs in slices of its static batch size (the last one padded), results concatenated."""
+
     def call(obs: torch.Tensor) -> Any:
         outs = []
         for start in range(0, len(obs), batch):
-            part = obs[start:start + batch]
+            part = obs[start : start + batch]
             padded = torch.cat([part, part[-1:].expand(batch - len(part), -1)]) if len(part) < batch else part
             outs.append(pytree.tree_map(lambda t, n=len(part): t[:n], fn(padded)))
         return pytree.tree_map(lambda *ts: torch.cat(ts), outs[0], *outs[1:])
@@ -211,7 +235,9 @@ def check_pt2_pickles(path: Path) -> None:
             if inner.endswith("_config.json") and inner.startswith(("data/weights/", "data/constants/")):
                 config = json.loads(archive.read(name)).get("config", {})
                 for fqn, meta in config.items():
-                    if meta.get("use_pickle") or str(meta.get("path_name", "")).startswith(("custom_obj", "opaque_obj")):
+                    if meta.get("use_pickle") or str(meta.get("path_name", "")).startswith(
+                        ("custom_obj", "opaque_obj")
+                    ):
                         _weights_only(path, archive, name.rsplit("/", 1)[0] + "/" + str(meta["path_name"]), fqn)
             if risky:
                 _weights_only(path, archive, name, inner)
@@ -221,15 +247,19 @@ def _weights_only(path: Path, archive: zipfile.ZipFile, member: str, what: str) 
     try:
         torch.load(io.BytesIO(archive.read(member)), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure means torch.export.load would unpickle freely
-        raise ControllerError(f"{path}: member {member!r} ({what}) is a pickle a weights-only load refuses "
-                              f"({str(e).strip().splitlines()[0][:120]}); torch.export.load would unpickle it "
-                              "with weights_only=False, so the file is not loaded") from e
+        raise ControllerError(
+            f"{path}: member {member!r} ({what}) is a pickle a weights-only load refuses "
+            f"({str(e).strip().splitlines()[0][:120]}); torch.export.load would unpickle it "
+            "with weights_only=False, so the file is not loaded"
+        ) from e
 
 
 def _from_factory(path: Path, ref: str | None, method: str | None) -> _Read:
     if not ref:
-        raise ControllerError(f"{path}: a state dict holds no architecture; pass --factory package.module:function "
-                              "(a function returning the untrained nn.Module)")
+        raise ControllerError(
+            f"{path}: a state dict holds no architecture; pass --factory package.module:function "
+            "(a function returning the untrained nn.Module)"
+        )
     module_name, sep, func_name = ref.partition(":")
     if not sep or not module_name or not func_name:
         raise ControllerError(f"--factory {ref!r}: expected package.module:function")
@@ -242,18 +272,24 @@ def _from_factory(path: Path, ref: str | None, method: str | None) -> _Read:
     try:
         model = func()
     except Exception as e:  # noqa: BLE001 - user code: a factory needing arguments raises TypeError, others anything
-        raise ControllerError(f"--factory {ref!r}: calling it with no arguments failed ({type(e).__name__}: {_first_line(e)})") from e
+        raise ControllerError(
+            f"--factory {ref!r}: calling it with no arguments failed ({type(e).__name__}: {_first_line(e)})"
+        ) from e
     if not isinstance(model, nn.Module):
         raise ControllerError(f"--factory {ref!r}: returned {type(model).__name__}, expected an nn.Module")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch's unpickler raises anything (UnpicklingError, EOFError...) on garbage
-        raise ControllerError(f"{path}: not a state dict that loads with weights_only=True ({type(e).__name__}: {_first_line(e)})") from e
+        raise ControllerError(
+            f"{path}: not a state dict that loads with weights_only=True ({type(e).__name__}: {_first_line(e)})"
+        ) from e
     if not isinstance(state, dict):
         raise ControllerError(f"{path}: holds a {type(state).__name__}, expected a state dict (names -> tensors)")
     for key, value in state.items():
         if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise ControllerError(f"{path}: tensor {key!r} holds non-finite values (NaN or Inf); a controller needs finite weights")
+            raise ControllerError(
+                f"{path}: tensor {key!r} holds non-finite values (NaN or Inf); a controller needs finite weights"
+            )
     try:
         model.load_state_dict(state)
     except (RuntimeError, ValueError) as e:
@@ -264,7 +300,12 @@ def _from_factory(path: Path, ref: str | None, method: str | None) -> _Read:
             raise ControllerError(f"method {method!r}: {type(model).__name__} has no such method or submodule")
         model = ActionMethod(model, method)
     width = next((int(m.in_features) for m in model.modules() if isinstance(m, nn.Linear)), None)
-    return _Read(model, model, "torch.export of the factory's module" + (f" through its method {method!r}" if method else ""), width)
+    return _Read(
+        model,
+        model,
+        "torch.export of the factory's module" + (f" through its method {method!r}" if method else ""),
+        width,
+    )
 
 
 class ActionMethod(nn.Module):
@@ -300,7 +341,9 @@ def _from_torchscript(path: Path, obs_dim: int | None) -> _Read:
             warnings.simplefilter("ignore")
             program = TS2EPConverter(scripted, (_samples(obs_dim, 4),)).convert()
     except Exception as e:  # noqa: BLE001 - the converter raises many types for unsupported TorchScript
-        raise ControllerError(f"{path}: cannot translate the TorchScript graph: {str(e).strip().splitlines()[0]}") from e
+        raise ControllerError(
+            f"{path}: cannot translate the TorchScript graph: {str(e).strip().splitlines()[0]}"
+        ) from e
     return _Read(program.module(), scripted, "TS2EPConverter (TorchScript graph translated op by op)", obs_dim, True)
 
 
@@ -311,6 +354,7 @@ def import_onnx2torch() -> Any:
     try:
         import torchvision  # noqa: F401
     except Exception:  # noqa: BLE001 - missing, or a wheel built for another torch
+
         def unavailable(*args: Any, **kwargs: Any) -> Any:
             raise ControllerError("this ONNX op (NMS, RoiAlign) needs torchvision, which is not installed")
 
@@ -428,18 +472,23 @@ def _static_slices(gm: fx.GraphModule) -> None:
 
 # ---------------------------------------------------------------- tracing and checking
 
+
 def _export(path: Path, module: nn.Module, obs_dim: int) -> fx.GraphModule:
     """``torch.export`` (non-strict) with a dynamic batch axis; a static batch if that fails."""
     example = (_samples(obs_dim, 4),)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            program = torch.export.export(module, example, dynamic_shapes=({0: torch.export.Dim.DYNAMIC},), strict=False)
+            program = torch.export.export(
+                module, example, dynamic_shapes=({0: torch.export.Dim.DYNAMIC},), strict=False
+            )
         except Exception:  # noqa: BLE001 - retried with a static batch, which reports its own error
             try:
                 program = torch.export.export(module, example, strict=False)
             except Exception as e:  # noqa: BLE001
-                raise ControllerError(f"{path}: torch.export cannot trace the model: {str(e).strip().splitlines()[0]}") from e
+                raise ControllerError(
+                    f"{path}: torch.export cannot trace the model: {str(e).strip().splitlines()[0]}"
+                ) from e
     return program.module()
 
 
@@ -469,6 +518,7 @@ def call_rows(fn: Any, obs: torch.Tensor, output: int | str | None = 0, index: i
 
 def _check_deterministic(path: Path, reference: Any, obs: torch.Tensor) -> None:
     """Refuse a model whose outputs change between two calls on the same observations (before tracing it)."""
+
     def leaves(out: Any) -> list[torch.Tensor]:
         return [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
 
@@ -478,9 +528,11 @@ def _check_deterministic(path: Path, reference: Any, obs: torch.Tensor) -> None:
     except Exception:  # noqa: BLE001 - a model that cannot run is reported by the tracing or the parity check
         return
     if len(first) != len(second) or any(a.shape != b.shape or not torch.equal(a, b) for a, b in zip(first, second)):
-        raise ControllerError(f"{path}: the model's output changes between two calls on the same observations: "
-                              "a stochastic policy (sampling, noise or dropout); give its deterministic action "
-                              "(method=, output=), e.g. the mean of the action distribution")
+        raise ControllerError(
+            f"{path}: the model's output changes between two calls on the same observations: "
+            "a stochastic policy (sampling, noise or dropout); give its deterministic action "
+            "(method=, output=), e.g. the mean of the action distribution"
+        )
 
 
 def _rows(fn: Any, obs: torch.Tensor) -> Any:
@@ -492,17 +544,22 @@ def _rows(fn: Any, obs: torch.Tensor) -> Any:
         return pytree.tree_map(lambda *ts: torch.cat(ts), outs[0], *outs[1:])
 
 
-def _check_parity(path: Path, gm: fx.GraphModule, reference: Any, obs: torch.Tensor, output: int | str | None,
-                  index: int | None) -> None:
+def _check_parity(
+    path: Path, gm: fx.GraphModule, reference: Any, obs: torch.Tensor, output: int | str | None, index: int | None
+) -> None:
     expected = call_rows(reference, obs, output, index)
     again = call_rows(reference, obs, output, index)
     if expected.shape != again.shape or not torch.equal(expected, again):
-        raise ControllerError(f"{path}: the model's output changes between two calls on the same observations: "
-                              "a stochastic policy (sampling, noise or dropout); give its deterministic action "
-                              "(method=, output=), e.g. the mean of the action distribution")
+        raise ControllerError(
+            f"{path}: the model's output changes between two calls on the same observations: "
+            "a stochastic policy (sampling, noise or dropout); give its deterministic action "
+            "(method=, output=), e.g. the mean of the action distribution"
+        )
     with torch.no_grad():
         got = gm(obs)
     err = float((got - expected.reshape(got.shape)).abs().max()) if got.numel() == expected.numel() else float("inf")
     if not err <= MATCH_TOL * max(1.0, float(expected.abs().max())):
-        raise ControllerError(f"{path}: the traced graph gives actions up to {err:.3g} away from the original "
-                              "on sampled observations; the conversion is refused")
+        raise ControllerError(
+            f"{path}: the traced graph gives actions up to {err:.3g} away from the original "
+            "on sampled observations; the conversion is refused"
+        )

@@ -37,10 +37,12 @@ from tools.errors import ControllerError
 
 aten = torch.ops.aten
 
-SUPPORTED = ("Linear (constant weights), LayerNorm over the features, ReLU, ELU, Tanh, SiLU, Mish, LeakyReLU, "
-             "GELU, Softplus, Sigmoid, residual add/sub of two hidden tensors, concatenation along the features, "
-             "add/sub/mul/div by constants (observation normalisation, action scaling), clamp/clip/min/max with "
-             "constant bounds, and shape-preserving copies/reshapes")
+SUPPORTED = (
+    "Linear (constant weights), LayerNorm over the features, ReLU, ELU, Tanh, SiLU, Mish, LeakyReLU, "
+    "GELU, Softplus, Sigmoid, residual add/sub of two hidden tensors, concatenation along the features, "
+    "add/sub/mul/div by constants (observation normalisation, action scaling), clamp/clip/min/max with "
+    "constant bounds, and shape-preserving copies/reshapes"
+)
 
 # aten activation -> (canonical callable, positional arguments kept after the input)
 _ACTIVATIONS: dict[Any, tuple[Callable[..., Any], int]] = {
@@ -53,27 +55,52 @@ _ACTIVATIONS: dict[Any, tuple[Callable[..., Any], int]] = {
     aten.softplus.default: (F.softplus, 2),
 }
 _ARITHMETIC: dict[Any, Callable[..., Any]] = {
-    aten.add.Tensor: operator.add, aten.add.Scalar: operator.add,
-    aten.sub.Tensor: operator.sub, aten.sub.Scalar: operator.sub,
-    aten.mul.Tensor: operator.mul, aten.mul.Scalar: operator.mul,
-    aten.div.Tensor: operator.truediv, aten.div.Scalar: operator.truediv,
+    aten.add.Tensor: operator.add,
+    aten.add.Scalar: operator.add,
+    aten.sub.Tensor: operator.sub,
+    aten.sub.Scalar: operator.sub,
+    aten.mul.Tensor: operator.mul,
+    aten.mul.Scalar: operator.mul,
+    aten.div.Tensor: operator.truediv,
+    aten.div.Scalar: operator.truediv,
 }
 _IDENTITY = {
-    aten.clone.default, aten.alias.default, aten.detach.default, aten.contiguous.default,
-    aten.lift_fresh_copy.default, aten.dropout.default, aten.feature_dropout.default,
+    aten.clone.default,
+    aten.alias.default,
+    aten.detach.default,
+    aten.contiguous.default,
+    aten.lift_fresh_copy.default,
+    aten.dropout.default,
+    aten.feature_dropout.default,
 }
 _RESHAPES = {
-    aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.flatten.using_ints,
-    aten.squeeze.dim, aten.squeeze.dims, aten.unsqueeze.default, aten.expand.default, aten.slice.Tensor,
-    aten._to_copy.default, aten.broadcast_to.default,
+    aten.view.default,
+    aten.reshape.default,
+    aten._unsafe_view.default,
+    aten.flatten.using_ints,
+    aten.squeeze.dim,
+    aten.squeeze.dims,
+    aten.unsqueeze.default,
+    aten.expand.default,
+    aten.slice.Tensor,
+    aten._to_copy.default,
+    aten.broadcast_to.default,
 }
 _INPLACE = {
-    aten.add_.Tensor: aten.add.Tensor, aten.sub_.Tensor: aten.sub.Tensor, aten.mul_.Tensor: aten.mul.Tensor,
-    aten.div_.Tensor: aten.div.Tensor, aten.relu_.default: aten.relu.default, aten.tanh_.default: aten.tanh.default,
+    aten.add_.Tensor: aten.add.Tensor,
+    aten.sub_.Tensor: aten.sub.Tensor,
+    aten.mul_.Tensor: aten.mul.Tensor,
+    aten.div_.Tensor: aten.div.Tensor,
+    aten.relu_.default: aten.relu.default,
+    aten.tanh_.default: aten.tanh.default,
     aten.clamp_.default: aten.clamp.default,
 }
 _ONNX_OP_PART = r"(Gemm|MatMul|LayerNormalization|Add)(_\d+)?"  # op type ending an onnx2torch module name
-_ASSERTS = {aten._assert_tensor_metadata.default, aten._assert_scalar.default, aten.sym_constrain_range_for_size.default}
+_ASSERTS = {
+    aten._assert_tensor_metadata.default,
+    aten._assert_scalar.default,
+    aten.sym_constrain_range_for_size.default,
+}
 
 # What check_ops accepts in a canonical graph.
 ACTIVATION_FUNCTIONS = {torch.relu, torch.tanh, torch.sigmoid, F.elu, F.silu, F.mish, F.leaky_relu, F.gelu, F.softplus}
@@ -81,7 +108,9 @@ CLAMP_FUNCTIONS = {torch.clamp, torch.minimum, torch.maximum}
 ARITHMETIC_FUNCTIONS = {operator.add, operator.sub, operator.mul, operator.truediv, operator.neg}
 
 
-def canonicalize(gm: fx.GraphModule, output: int | None = 0, prefix: str = "", name: str = "Controller") -> fx.GraphModule:
+def canonicalize(
+    gm: fx.GraphModule, output: int | None = 0, prefix: str = "", name: str = "Controller"
+) -> fx.GraphModule:
     """The canonical fx graph of an aten-level GraphModule: the action output only, dead parts dropped.
 
     ``prefix`` is removed from weight names when naming the new modules (a wrapper's ``model.``).
@@ -127,6 +156,7 @@ def canonicalize(gm: fx.GraphModule, output: int | None = 0, prefix: str = "", n
 
 # ---------------------------------------------------------------- passes
 
+
 def _dce(graph: fx.Graph) -> None:
     """Drop every node the output does not depend on (the graph owns no module, so fx's purity check cannot run)."""
     for node in reversed(list(graph.nodes)):
@@ -148,7 +178,9 @@ def _select_output(graph: fx.Graph, output: int | None) -> None:
             raise ControllerError(f"output={output}: the model returns {len(value)} outputs")
         value = value[output]
     if not isinstance(value, fx.Node):
-        raise ControllerError(f"the selected output is {type(value).__name__}, not a tensor computed from the observation")
+        raise ControllerError(
+            f"the selected output is {type(value).__name__}, not a tensor computed from the observation"
+        )
     out.args = (value,)
 
 
@@ -161,7 +193,9 @@ def _attributes(gm: fx.GraphModule, graph: fx.Graph) -> dict[str, torch.Tensor]:
             for part in str(node.target).split("."):
                 obj = getattr(obj, part)
             if not isinstance(obj, torch.Tensor):
-                raise ControllerError(f"node '{node.name}' reads {node.target} ({type(obj).__name__}), not a tensor; supported: {SUPPORTED}")
+                raise ControllerError(
+                    f"node '{node.name}' reads {node.target} ({type(obj).__name__}), not a tensor; supported: {SUPPORTED}"
+                )
             values[str(node.target)] = obj.detach().clone()
     return values
 
@@ -222,19 +256,33 @@ def _lower_patterns(graph: fx.Graph, values: dict[str, torch.Tensor]) -> None:
             continue
         t = node.target
         args: Any = list(node.args)
-        if t in (aten.mul.Tensor, aten.mul.Scalar, aten.div.Tensor, aten.div.Scalar) and len(args) == 2 \
-                and isinstance(args[0], fx.Node) and not isinstance(args[1], fx.Node) and args[1] == 1:
+        if (
+            t in (aten.mul.Tensor, aten.mul.Scalar, aten.div.Tensor, aten.div.Scalar)
+            and len(args) == 2
+            and isinstance(args[0], fx.Node)
+            and not isinstance(args[1], fx.Node)
+            and args[1] == 1
+        ):
             node.replace_all_uses_with(args[0])
             graph.erase_node(node)
         elif t is aten.matmul.default and (w := _const_tensor(args[1], values)) is not None and w.dim() == 2:
             weight = _new_const(graph, values, node, w.t().contiguous())
             _swap(node, aten.linear.default, (args[0], weight))
-        elif t is aten.addmm.default and (w := _const_tensor(args[2], values)) is not None \
-                and _const_tensor(args[0], values) is not None and not node.kwargs:
+        elif (
+            t is aten.addmm.default
+            and (w := _const_tensor(args[2], values)) is not None
+            and _const_tensor(args[0], values) is not None
+            and not node.kwargs
+        ):
             weight = _new_const(graph, values, node, w.t().contiguous())
             _swap(node, aten.linear.default, (args[1], weight, args[0]))
-        elif t in (aten.amin.default, aten.amax.default) and list(args[1:2]) in ([[0]], [0]) \
-                and _is_call(args[0], aten.stack.default) and len(args[0].args[0]) == 2 and args[0].args[1:] in ((), (0,)):
+        elif (
+            t in (aten.amin.default, aten.amax.default)
+            and list(args[1:2]) in ([[0]], [0])
+            and _is_call(args[0], aten.stack.default)
+            and len(args[0].args[0]) == 2
+            and args[0].args[1:] in ((), (0,))
+        ):
             stacked: list[Any] = list(args[0].args[0])
             pair = [a.args[0] if _is_call(a, aten.broadcast_to.default) else a for a in stacked]
             _swap(node, aten.minimum.default if t is aten.amin.default else aten.maximum.default, tuple(pair))
@@ -244,8 +292,14 @@ def _lower_patterns(graph: fx.Graph, values: dict[str, torch.Tensor]) -> None:
             continue
         for lin, other in (node.args, node.args[::-1]):
             bias = _const_tensor(other, values)
-            if (isinstance(lin, fx.Node) and lin.target is aten.linear.default and len(lin.args) == 2
-                    and len(lin.users) == 1 and bias is not None and bias.dim() == 1):
+            if (
+                isinstance(lin, fx.Node)
+                and lin.target is aten.linear.default
+                and len(lin.args) == 2
+                and len(lin.users) == 1
+                and bias is not None
+                and bias.dim() == 1
+            ):
                 lin.args = (lin.args[0], lin.args[1], other)
                 node.replace_all_uses_with(lin)
                 graph.erase_node(node)
@@ -262,7 +316,7 @@ def _feature_range(node: fx.Node, width: int) -> tuple[int, int] | None:
     """The [start, stop) feature range a slice/narrow takes of the last axis, else None."""
     args: Any = node.args
     if node.target is aten.slice.Tensor:
-        dim, start, stop, step = (list(args[1:]) + [0, None, None, 1][len(args) - 1:])[:4]
+        dim, start, stop, step = (list(args[1:]) + [0, None, None, 1][len(args) - 1 :])[:4]
         if step != 1 or not isinstance(dim, int) or dim not in (-1, 1):
             return None
         start = 0 if start is None else int(start)
@@ -350,8 +404,13 @@ def _module_name(target: str, suffix: str, taken: dict[str, nn.Module]) -> str:
     return name
 
 
-def _rewrite(node: fx.Node, values: dict[str, torch.Tensor], modules: dict[str, nn.Module], prefix: str,
-             shared: dict[tuple[str, ...], str]) -> None:
+def _rewrite(
+    node: fx.Node,
+    values: dict[str, torch.Tensor],
+    modules: dict[str, nn.Module],
+    prefix: str,
+    shared: dict[tuple[str, ...], str],
+) -> None:
     """Replace one aten node by its canonical form (in place); unknown ops are left for check_ops.
 
     Weights used by several calls become one module called several times, so sharing stays visible
@@ -394,7 +453,7 @@ def _rewrite(node: fx.Node, values: dict[str, torch.Tensor], modules: dict[str, 
         _to_module(node, _module_name(owner.removeprefix(prefix), ".weight", modules), norm, modules)
     elif t in _ACTIVATIONS:
         fn, kept = _ACTIVATIONS[t]
-        _to_function(node, fn, (args[0], *args[1:1 + kept]))
+        _to_function(node, fn, (args[0], *args[1 : 1 + kept]))
     elif t is aten.elu.default and all(float(a) == 1.0 for a in args[2:4]):
         _to_function(node, F.elu, (args[0], float(args[1]) if len(args) > 1 else 1.0))
     elif t is aten.gelu.default:
@@ -406,7 +465,11 @@ def _rewrite(node: fx.Node, values: dict[str, torch.Tensor], modules: dict[str, 
     elif t is aten.neg.default:
         _to_function(node, operator.neg, (args[0],))
     elif t in (aten.clamp.default, aten.clamp.Tensor, aten.hardtanh.default):
-        lo, hi = (list(args[1:3]) + [None, None])[:2] if t is not aten.hardtanh.default else (list(args[1:3]) + [-1.0, 1.0])[:2]
+        lo, hi = (
+            (list(args[1:3]) + [None, None])[:2]
+            if t is not aten.hardtanh.default
+            else (list(args[1:3]) + [-1.0, 1.0])[:2]
+        )
         _to_function(node, torch.clamp, (args[0], lo, hi))
     elif t in (aten.clamp_min.default, aten.clamp_min.Tensor):
         _to_function(node, torch.clamp, (args[0], args[1], None))
@@ -472,7 +535,7 @@ def _gelu_input(node: fx.Node, values: dict[str, torch.Tensor]) -> fx.Node | Non
             continue
         erf: Any = next((a for a in plus.args if _is_call(a, aten.erf.default)), None)
         div: Any = erf.args[0] if erf is not None else None
-        if _is_call(div, operator.truediv) and div.args[0] is x and _near(div.args[1], 2 ** 0.5, values):
+        if _is_call(div, operator.truediv) and div.args[0] is x and _near(div.args[1], 2**0.5, values):
             return x if isinstance(x, fx.Node) else None
     return None
 
@@ -497,13 +560,18 @@ def _decomposed_activations(graph: fx.Graph, values: dict[str, torch.Tensor]) ->
             if other.target is torch.sigmoid and inner is x:
                 _to_function(node, F.silu, (x,))
                 break
-            if (other.target is torch.tanh and _is_call(inner, F.softplus) and inner.args[0] is x
-                    and all(_near(a, e, values) for a, e in zip(inner.args[1:], (1.0, 20.0)))):
+            if (
+                other.target is torch.tanh
+                and _is_call(inner, F.softplus)
+                and inner.args[0] is x
+                and all(_near(a, e, values) for a, e in zip(inner.args[1:], (1.0, 20.0)))
+            ):
                 _to_function(node, F.mish, (x,))
                 break
 
 
 # ---------------------------------------------------------------- the supported-ops check
+
 
 def check_ops(gm: fx.GraphModule, where: str = "controller") -> None:
     """Refuse any node outside :data:`SUPPORTED`, naming it, its op and target."""
@@ -517,8 +585,10 @@ def check_ops(gm: fx.GraphModule, where: str = "controller") -> None:
         problem = _problem(gm, node, const)
         if problem:
             target = getattr(node.target, "__name__", None) or str(node.target)
-            raise ControllerError(f"{where}: unsupported node '{node.name}' ({node.op} {target}){': ' + problem if problem != '-' else ''}; "
-                                  f"supported: {SUPPORTED}")
+            raise ControllerError(
+                f"{where}: unsupported node '{node.name}' ({node.op} {target}){': ' + problem if problem != '-' else ''}; "
+                f"supported: {SUPPORTED}"
+            )
 
 
 def _problem(gm: fx.GraphModule, node: fx.Node, const: set[fx.Node]) -> str | None:
@@ -529,7 +599,11 @@ def _problem(gm: fx.GraphModule, node: fx.Node, const: set[fx.Node]) -> str | No
         if isinstance(mod, nn.Linear):
             return None
         if isinstance(mod, nn.LayerNorm):
-            return None if len(mod.normalized_shape) == 1 else f"normalises over {tuple(mod.normalized_shape)}, not the features"
+            return (
+                None
+                if len(mod.normalized_shape) == 1
+                else f"normalises over {tuple(mod.normalized_shape)}, not the features"
+            )
         return f"module {type(mod).__name__}"
     if node.op != "call_function":
         return "-"
@@ -548,11 +622,16 @@ def _problem(gm: fx.GraphModule, node: fx.Node, const: set[fx.Node]) -> str | No
         dim = node.args[1] if len(node.args) > 1 else 0
         val = node.meta.get("val")
         last = (val.dim() - 1) if isinstance(val, torch.Tensor) else 1
-        return None if isinstance(dim, int) and dim % (last + 1) == last else "concatenation along another axis than the features"
+        return (
+            None
+            if isinstance(dim, int) and dim % (last + 1) == last
+            else "concatenation along another axis than the features"
+        )
     return "-"
 
 
 # ---------------------------------------------------------------- affine maps added at the ends
+
 
 def _free_name(gm: fx.GraphModule, name: str) -> str:
     """``name``, or ``name_<k>`` if the module already has an attribute of that name."""
@@ -570,8 +649,9 @@ def _holder(**tensors: torch.Tensor) -> nn.Module:
     return module
 
 
-def prepend_normaliser(gm: fx.GraphModule, mean: torch.Tensor, std: torch.Tensor, clip: float | None,
-                       name: str = "obs_norm") -> fx.GraphModule:
+def prepend_normaliser(
+    gm: fx.GraphModule, mean: torch.Tensor, std: torch.Tensor, clip: float | None, name: str = "obs_norm"
+) -> fx.GraphModule:
     """``gm`` applied to ``clamp((x - mean) / std, -clip, clip)``: the observation normaliser inside the graph."""
     name = _free_name(gm, name)
     gm.add_submodule(name, _holder(mean=mean, std=std))
@@ -612,8 +692,14 @@ def ends_in_clip(gm: fx.GraphModule, low: torch.Tensor, high: torch.Tensor) -> b
     if not (_is_call(out, torch.maximum) and _is_call(out.args[0], torch.minimum)):
         return False
     lo, hi = const(out.args[1]), const(out.args[0].args[1])
-    return (lo is not None and hi is not None and lo.shape == low.shape and hi.shape == high.shape
-            and bool(torch.equal(lo.float(), low.float())) and bool(torch.equal(hi.float(), high.float())))
+    return (
+        lo is not None
+        and hi is not None
+        and lo.shape == low.shape
+        and hi.shape == high.shape
+        and bool(torch.equal(lo.float(), low.float()))
+        and bool(torch.equal(hi.float(), high.float()))
+    )
 
 
 def _get_attr(gm: fx.GraphModule, arg: Any) -> torch.Tensor | float | None:
@@ -631,6 +717,7 @@ def _get_attr(gm: fx.GraphModule, arg: Any) -> torch.Tensor | float | None:
 def output_interval(gm: fx.GraphModule) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Bounds the graph's output provably stays in whatever the observation (interval arithmetic back from the
     output through tanh, sigmoid, clamps and affine maps with constants); None when it is not bounded that way."""
+
     def interval(node: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
         if not isinstance(node, fx.Node) or node.op != "call_function":
             return None
@@ -640,7 +727,10 @@ def output_interval(gm: fx.GraphModule) -> tuple[torch.Tensor, torch.Tensor] | N
         if t is torch.sigmoid:
             return torch.tensor(0.0), torch.tensor(1.0)
         if t is torch.clamp:
-            lo, hi = node.kwargs.get("min", args[1] if len(args) > 1 else None), node.kwargs.get("max", args[2] if len(args) > 2 else None)
+            lo, hi = (
+                node.kwargs.get("min", args[1] if len(args) > 1 else None),
+                node.kwargs.get("max", args[2] if len(args) > 2 else None),
+            )
             lo_c, hi_c = _get_attr(gm, lo), _get_attr(gm, hi)
             if lo_c is None or hi_c is None:
                 return None

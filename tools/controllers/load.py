@@ -24,8 +24,14 @@ from tools.controllers.source import FORMATS, ControllerSource
 from tools.errors import ControllerError
 
 
-def load_controller(path: str | Path | None = None, format: str | None = None, env: str | None = None,
-                    factory: str | None = None, clip_actions: bool = False, obs_norm: str | Path | None = None) -> Controller:
+def load_controller(
+    path: str | Path | None = None,
+    format: str | None = None,
+    env: str | None = None,
+    factory: str | None = None,
+    clip_actions: bool = False,
+    obs_norm: str | Path | None = None,
+) -> Controller:
     """Load a controller file, native or foreign (tools.controllers.formats); problems raise ControllerError naming the file.
 
     Whatever the format, the result has finite weights and fits its env (observation and action sizes).
@@ -48,17 +54,25 @@ def load_controller(path: str | Path | None = None, format: str | None = None, e
     try:
         format = format or detect_format(path)
         if format != "controller":
-            return load_foreign(path, format, env, factory, clip_actions, obs_norm=None if obs_norm is None else Path(obs_norm))
+            return load_foreign(
+                path, format, env, factory, clip_actions, obs_norm=None if obs_norm is None else Path(obs_norm)
+            )
         if obs_norm is not None:
-            raise ControllerError(f"--obs-norm applies to a controller trained elsewhere; {path} is a prune-and-export "
-                                  "controller file (its normalisation, if any, is in its weights)")
+            raise ControllerError(
+                f"--obs-norm applies to a controller trained elsewhere; {path} is a prune-and-export "
+                "controller file (its normalisation, if any, is in its weights)"
+            )
         controller = load_native(path)
     except ControllerError:
         raise
     except Exception as e:  # noqa: BLE001 - the readers of six formats (torch, onnx, zip, SB3) raise anything on a bad file
-        raise ControllerError(f"{path}: cannot be read as {format or 'a controller'} ({type(e).__name__}: {brief(e)})") from e
+        raise ControllerError(
+            f"{path}: cannot be read as {format or 'a controller'} ({type(e).__name__}: {brief(e)})"
+        ) from e
     if env is not None and env != controller.spec.env_id:
-        raise ControllerError(f"{path}: a controller for {controller.spec.env_id}, not --env {env}; drop --env or pass the matching controller")
+        raise ControllerError(
+            f"{path}: a controller for {controller.spec.env_id}, not --env {env}; drop --env or pass the matching controller"
+        )
     check_fits_env(controller)
     return controller
 
@@ -69,11 +83,14 @@ def check_fits_env(controller: Controller) -> None:
     try:
         env = spec_from_env(spec.env_id)
     except ControllerError as e:
-        raise ControllerError(f"{where}: a controller for {spec.env_id}, an env this machine cannot make "
-                              f"({str(e).partition(': ')[2]})") from e
+        raise ControllerError(
+            f"{where}: a controller for {spec.env_id}, an env this machine cannot make ({str(e).partition(': ')[2]})"
+        ) from e
     if (spec.obs_dim, spec.act_dim) != (env.obs_dim, env.act_dim):
-        raise ControllerError(f"{where}: the controller takes {spec.obs_dim} observations and gives {spec.act_dim} actions, "
-                              f"env {spec.env_id} gives {env.obs_dim} and takes {env.act_dim}; it cannot run on that env")
+        raise ControllerError(
+            f"{where}: the controller takes {spec.obs_dim} observations and gives {spec.act_dim} actions, "
+            f"env {spec.env_id} gives {env.obs_dim} and takes {env.act_dim}; it cannot run on that env"
+        )
 
 
 def load_source(source: ControllerSource) -> Controller:
@@ -114,8 +131,12 @@ def bench_copy(source: ControllerSource, path: Path) -> Path | None:
         module, arch = plain_mlp(controller)
     except ControllerError:
         example = torch.as_tensor(controller.spec.sample_observations(8, 0))
-        summary = {"env_id": controller.spec.env_id, "controller": str(controller.path), "sha256": controller.sha256,
-                   **{k: controller.architecture[k] for k in ("obs_norm", "notes") if k in controller.architecture}}
+        summary = {
+            "env_id": controller.spec.env_id,
+            "controller": str(controller.path),
+            "sha256": controller.sha256,
+            **{k: controller.architecture[k] for k in ("obs_norm", "notes") if k in controller.architecture},
+        }
         return Path(save_pruned(controller.module, example, path, {}, extra={"summary": summary}).program)
     save_controller(path, module, controller.spec, arch)
     return path
@@ -133,22 +154,35 @@ def plain_mlp(controller: Controller) -> tuple[nn.Sequential, dict]:
         raise ControllerError(f"{where}: not a graph")
     names = {fn: fn.__name__ for fn in ACTIVATION_FUNCTIONS if fn.__name__ in ACTIVATIONS}
     nodes = [n for n in gm.graph.nodes if n.op not in ("placeholder", "output", "get_attr")]
-    linear_at = [i for i, n in enumerate(nodes) if n.op == "call_module" and isinstance(gm.get_submodule(str(n.target)), nn.Linear)]
+    linear_at = [
+        i
+        for i, n in enumerate(nodes)
+        if n.op == "call_module" and isinstance(gm.get_submodule(str(n.target)), nn.Linear)
+    ]
     if len(linear_at) < 2:
-        raise ControllerError(f"{where}: not a plain MLP (fewer than two Linear layers); only a Linear/activation chain "
-                              "has a native controller file")
+        raise ControllerError(
+            f"{where}: not a plain MLP (fewer than two Linear layers); only a Linear/activation chain "
+            "has a native controller file"
+        )
     linears: list[nn.Linear] = []
     activations: list[str] = []
     for node in nodes[: linear_at[-1] + 1]:
         mod = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
         if isinstance(mod, nn.Linear) and len(linears) == len(activations):
             linears.append(mod)
-        elif node.op == "call_function" and node.target in names and not node.kwargs and len(node.args) == 1 \
-                and len(activations) == len(linears) - 1:
+        elif (
+            node.op == "call_function"
+            and node.target in names
+            and not node.kwargs
+            and len(node.args) == 1
+            and len(activations) == len(linears) - 1
+        ):
             activations.append(names[node.target])
         else:
-            raise ControllerError(f"{where}: not a plain MLP (node {node.name!r}); only a Linear/activation chain "
-                                  "has a native controller file")
+            raise ControllerError(
+                f"{where}: not a plain MLP (node {node.name!r}); only a Linear/activation chain "
+                "has a native controller file"
+            )
     if len(set(activations)) != 1:
         raise ControllerError(f"{where}: not a plain MLP (activations {activations}: one kind throughout)")
     hidden = [m.out_features for m in linears[:-1]]
@@ -163,5 +197,7 @@ def plain_mlp(controller: Controller) -> tuple[nn.Sequential, dict]:
             if float((module(obs) - expected).abs().max()) <= 1e-5 * max(1.0, float(expected.abs().max())):
                 arch = {"kind": "mlp", "hidden": hidden, "activation": activations[0]}
                 return module.eval(), {**arch, "output": "clip"} if output == "clip" else arch
-    raise ControllerError(f"{where}: not a plain MLP (what follows the head is neither the clip to the action box "
-                          "nor tanh rescaled to it)")
+    raise ControllerError(
+        f"{where}: not a plain MLP (what follows the head is neither the clip to the action box "
+        "nor tanh rescaled to it)"
+    )

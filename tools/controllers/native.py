@@ -69,8 +69,13 @@ class ClipOutput(ActionBox):
 OUTPUTS: dict[str, type[nn.Module]] = {"bounded": BoundedOutput, "clip": ClipOutput}
 
 
-def build_mlp(spec: ControllerSpec, hidden: list[int], activation: str, output: str = "bounded",
-              output_activation: str | None = None) -> nn.Sequential:
+def build_mlp(
+    spec: ControllerSpec,
+    hidden: list[int],
+    activation: str,
+    output: str = "bounded",
+    output_activation: str | None = None,
+) -> nn.Sequential:
     """The controller architecture: Linear/activation pairs, a Linear head (optionally activated), bounded or clipped output."""
     if output not in OUTPUTS:
         raise ControllerError(f"unknown output {output!r}; known: {', '.join(OUTPUTS)}")
@@ -152,8 +157,10 @@ def check_finite(tensors: Iterable[tuple[str, object]], where: Path | str) -> No
     for name, value in tensors:
         if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
-            raise ControllerError(f"{where}: tensor {name!r} holds {bad} non-finite value(s) (NaN or Inf) of {value.numel()}; "
-                                  "a controller needs finite weights")
+            raise ControllerError(
+                f"{where}: tensor {name!r} holds {bad} non-finite value(s) (NaN or Inf) of {value.numel()}; "
+                "a controller needs finite weights"
+            )
 
 
 def default_controller_path() -> Path:
@@ -172,7 +179,9 @@ def load_native(path: Path) -> Controller:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ControllerError(f"{path}: not a prune-and-export controller (missing format {FORMAT!r})")
     if payload.get("version") != VERSION:
-        raise ControllerError(f"{path}: controller format version {payload.get('version')!r}, this tool reads {VERSION}")
+        raise ControllerError(
+            f"{path}: controller format version {payload.get('version')!r}, this tool reads {VERSION}"
+        )
     try:
         spec = ControllerSpec.from_dict(payload["spec"])
         arch = dict(payload["architecture"])
@@ -184,8 +193,13 @@ def load_native(path: Path) -> Controller:
     check_finite(state.items(), path)
     if arch.get("kind") != "mlp":
         raise ControllerError(f"{path}: architecture kind {arch.get('kind')!r} is not supported (expected 'mlp')")
-    module = build_mlp(spec, list(arch.get("hidden", [])), str(arch.get("activation", "")), str(arch.get("output", "bounded")),
-                       arch.get("output_activation"))
+    module = build_mlp(
+        spec,
+        list(arch.get("hidden", [])),
+        str(arch.get("activation", "")),
+        str(arch.get("output", "bounded")),
+        arch.get("output_activation"),
+    )
     try:
         module.load_state_dict(state)
     except RuntimeError as e:

@@ -38,18 +38,26 @@ _NUMPY_GLOBALS = {
     for module in ("numpy.core.multiarray", "numpy._core.multiarray")
     for name in ("_reconstruct", "scalar")
 } | {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
 }
-_PLAIN_GLOBALS = {("builtins", "set"): set, ("builtins", "frozenset"): frozenset, ("builtins", "bytearray"): bytearray,
-                  ("builtins", "complex"): complex, ("collections", "OrderedDict"): OrderedDict}
+_PLAIN_GLOBALS = {
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "bytearray"): bytearray,
+    ("builtins", "complex"): complex,
+    ("collections", "OrderedDict"): OrderedDict,
+}
 # Globals that become inert stand-ins: the classes whose attributes we read, and state we ignore.
 _INERT_CLASSES = {
     ("stable_baselines3.common.vec_env.vec_normalize", "VecNormalize"),
     ("stable_baselines3.common.running_mean_std", "RunningMeanStd"),
 }
 _INERT_PREFIXES = (
-    "gymnasium.spaces.", "gym.spaces.",  # the spaces VecNormalize keeps
+    "gymnasium.spaces.",
+    "gym.spaces.",  # the spaces VecNormalize keeps
     "numpy.random.",  # a space's generator state (_pickle.__generator_ctor, PCG64, SeedSequence, ...)
 )
 
@@ -87,8 +95,10 @@ class _AllowListUnpickler(pickle.Unpickler):
             return _PLAIN_GLOBALS[(module, name)]
         if (module, name) in _INERT_CLASSES or module.startswith(_INERT_PREFIXES):
             return type(name, (_Inert,), {"qualname": f"{module}.{name}"})
-        raise ControllerError(f"{self.source}: refused to unpickle global {module}.{name}: observation statistics "
-                              "hold only numpy arrays and numbers (pass them as --obs-norm FILE.npz/.json instead)")
+        raise ControllerError(
+            f"{self.source}: refused to unpickle global {module}.{name}: observation statistics "
+            "hold only numpy arrays and numbers (pass them as --obs-norm FILE.npz/.json instead)"
+        )
 
     def persistent_load(self, pid: Any) -> Any:
         raise ControllerError(f"{self.source}: refused a persistent reference ({pid!r}) in observation statistics")
@@ -154,12 +164,15 @@ def read_vecnormalize_pkl(path: Path) -> ObsNorm | None:
         return None
     rms = fields.get("obs_rms")
     if isinstance(rms, dict):
-        raise ControllerError(f"{path}: statistics per Dict observation key ({', '.join(map(str, rms))}); "
-                              "only flat Box observations are supported")
+        raise ControllerError(
+            f"{path}: statistics per Dict observation key ({', '.join(map(str, rms))}); "
+            "only flat Box observations are supported"
+        )
     if not isinstance(rms, _Inert) or "mean" not in rms.fields or "var" not in rms.fields:
         raise ControllerError(f"{path}: VecNormalize has no obs_rms with mean and var")
-    return _validated(path, rms.fields["mean"], rms.fields["var"], fields.get("clip_obs", CLIP_OBS),
-                      fields.get("epsilon", EPSILON))
+    return _validated(
+        path, rms.fields["mean"], rms.fields["var"], fields.get("clip_obs", CLIP_OBS), fields.get("epsilon", EPSILON)
+    )
 
 
 def read_obs_norm_file(path: Path) -> ObsNorm:
@@ -187,10 +200,12 @@ def read_obs_norm_file(path: Path) -> ObsNorm:
         raise ControllerError(f"{path}: cannot read observation statistics ({e})") from e
     missing = [k for k in ("mean", "var") if k not in values]
     if missing:
-        raise ControllerError(f"{path}: missing key(s) {', '.join(missing)}; expected mean, var "
-                              "and optionally clip_obs, epsilon")
-    return _validated(path, values["mean"], values["var"], values.get("clip_obs", CLIP_OBS),
-                      values.get("epsilon", EPSILON))
+        raise ControllerError(
+            f"{path}: missing key(s) {', '.join(missing)}; expected mean, var and optionally clip_obs, epsilon"
+        )
+    return _validated(
+        path, values["mean"], values["var"], values.get("clip_obs", CLIP_OBS), values.get("epsilon", EPSILON)
+    )
 
 
 def _validated(path: Path, mean: Any, var: Any, clip_obs: Any, epsilon: Any) -> ObsNorm:
@@ -226,7 +241,9 @@ def find_vecnormalize(zip_path: Path, env_id: str | None = None) -> Path | None:
     if env_id:
         candidates.append(folder / env_id / "vecnormalize.pkl")  # zoo: <run>/best_model.zip, <run>/<env>/...
     checkpoint = re.fullmatch(r"(.+)_(\d+_steps)", zip_path.stem)
-    if checkpoint:  # SB3 CheckpointCallback(save_vecnormalize=True): <prefix>_<n>_steps.zip, <prefix>_vecnormalize_<n>_steps.pkl
+    if (
+        checkpoint
+    ):  # SB3 CheckpointCallback(save_vecnormalize=True): <prefix>_<n>_steps.zip, <prefix>_vecnormalize_<n>_steps.pkl
         candidates.append(folder / f"{checkpoint.group(1)}_vecnormalize_{checkpoint.group(2)}.pkl")
     for candidate in candidates:
         if candidate.is_file():

@@ -44,11 +44,31 @@ from export import ControllerSpec
 from tools.controllers.obs_norm import ObsNorm
 from tools.errors import ControllerError
 
-SUPPORTED = ("stable-baselines3 SAC, TD3, DDPG (TD3Policy), PPO, A2C (ActorCriticPolicy) zips with an MlpPolicy, "
-             "a flat Box observation and a bounded flat Box action")
+SUPPORTED = (
+    "stable-baselines3 SAC, TD3, DDPG (TD3Policy), PPO, A2C (ActorCriticPolicy) zips with an MlpPolicy, "
+    "a flat Box observation and a bounded flat Box action"
+)
 # Parameterless torch.nn activations SB3's create_mlp may instantiate with activation_fn(); PReLU has weights.
-ACTIVATIONS = ("ReLU", "Tanh", "ELU", "SiLU", "Mish", "LeakyReLU", "GELU", "Softplus", "Sigmoid", "SELU", "CELU",
-               "ReLU6", "Hardtanh", "Hardswish", "Hardsigmoid", "Softsign", "Tanhshrink", "LogSigmoid")
+ACTIVATIONS = (
+    "ReLU",
+    "Tanh",
+    "ELU",
+    "SiLU",
+    "Mish",
+    "LeakyReLU",
+    "GELU",
+    "Softplus",
+    "Sigmoid",
+    "SELU",
+    "CELU",
+    "ReLU6",
+    "Hardtanh",
+    "Hardswish",
+    "Hardsigmoid",
+    "Softsign",
+    "Tanhshrink",
+    "LogSigmoid",
+)
 # SB3's defaults when policy_kwargs names no activation_fn (SACPolicy/TD3Policy: ReLU; ActorCriticPolicy: Tanh).
 DEFAULT_ACTIVATION = {"SACPolicy": "ReLU", "TD3Policy": "ReLU", "ActorCriticPolicy": "Tanh"}
 POLICY_CLASSES = {
@@ -127,12 +147,21 @@ class Sb3Policy:
     def summary(self) -> dict[str, Any]:
         """What was read, JSON-serialisable (everything but the module)."""
         return {
-            "algorithm": self.algorithm, "policy_class": self.policy_class, "sb3_version": self.sb3_version,
-            "obs_shape": list(self.obs_shape), "act_shape": list(self.act_shape),
-            "obs_low": self.obs_low.tolist(), "obs_high": self.obs_high.tolist(),
-            "act_low": self.act_low.tolist(), "act_high": self.act_high.tolist(),
-            "activation": self.activation, "net_arch": list(self.net_arch), "output": self.output,
-            "stochastic": self.stochastic, "deterministic_action": self.deterministic_action, "notes": list(self.notes),
+            "algorithm": self.algorithm,
+            "policy_class": self.policy_class,
+            "sb3_version": self.sb3_version,
+            "obs_shape": list(self.obs_shape),
+            "act_shape": list(self.act_shape),
+            "obs_low": self.obs_low.tolist(),
+            "obs_high": self.obs_high.tolist(),
+            "act_low": self.act_low.tolist(),
+            "act_high": self.act_high.tolist(),
+            "activation": self.activation,
+            "net_arch": list(self.net_arch),
+            "output": self.output,
+            "stochastic": self.stochastic,
+            "deterministic_action": self.deterministic_action,
+            "notes": list(self.notes),
         }
 
     def spec(self, env_id: str, unbounded_obs: float = 10.0) -> ControllerSpec:
@@ -140,9 +169,12 @@ class Sb3Policy:
         obs_low = np.where(np.isfinite(self.obs_low), self.obs_low, -unbounded_obs)
         obs_high = np.where(np.isfinite(self.obs_high), self.obs_high, unbounded_obs)
         return ControllerSpec(
-            obs_dim=self.obs_dim, act_dim=self.act_dim,
-            obs_low=tuple(float(v) for v in obs_low), obs_high=tuple(float(v) for v in obs_high),
-            act_low=tuple(float(v) for v in self.act_low), act_high=tuple(float(v) for v in self.act_high),
+            obs_dim=self.obs_dim,
+            act_dim=self.act_dim,
+            obs_low=tuple(float(v) for v in obs_low),
+            obs_high=tuple(float(v) for v in obs_high),
+            act_low=tuple(float(v) for v in self.act_low),
+            act_high=tuple(float(v) for v in self.act_high),
             env_id=env_id,
         )
 
@@ -151,12 +183,15 @@ class Sb3Policy:
         if norm is None:
             return self.actor
         if norm.mean.shape != (self.obs_dim,):
-            raise ControllerError(f"{norm.source or 'observation statistics'}: mean has shape {norm.mean.shape}, "
-                                  f"the {self.algorithm} policy takes {self.obs_dim} observations")
+            raise ControllerError(
+                f"{norm.source or 'observation statistics'}: mean has shape {norm.mean.shape}, "
+                f"the {self.algorithm} policy takes {self.obs_dim} observations"
+            )
         return nn.Sequential(norm.as_module(), *self.actor)
 
 
 # ---------------------------------------------------------------- reading the zip
+
 
 def read_sb3_zip(path: Path, env_spaces: tuple[Any, Any] | None = None) -> Sb3Policy:
     """Rebuild the deterministic actor of an SB3 zip from its JSON ``data`` and ``policy.pth`` (no unpickling).
@@ -171,26 +206,39 @@ def read_sb3_zip(path: Path, env_spaces: tuple[Any, Any] | None = None) -> Sb3Po
     obs_shape, obs_low, obs_high = _box(path, data, "observation_space")
     act_shape, act_low, act_high = _box(path, data, "action_space")
     notes: list[str] = []
-    rounded = [f"{key}.{name}" for key in ("observation_space", "action_space") for name in ("low", "high")
-               if _maybe_rounded(data[key][name])]
+    rounded = [
+        f"{key}.{name}"
+        for key in ("observation_space", "action_space")
+        for name in ("low", "high")
+        if _maybe_rounded(data[key][name])
+    ]
     if rounded and env_spaces is None:
-        notes.append(f"{', '.join(rounded)} printed at numpy's 8-decimal precision in 'data': may differ from the "
-                     "env's float32 bounds in the last digit; pass the env's spaces for exact bounds")
+        notes.append(
+            f"{', '.join(rounded)} printed at numpy's 8-decimal precision in 'data': may differ from the "
+            "env's float32 bounds in the last digit; pass the env's spaces for exact bounds"
+        )
     if env_spaces is not None:
-        obs_low, obs_high, act_low, act_high = _env_bounds(path, env_spaces, obs_shape, act_shape,
-                                                           (obs_low, obs_high, act_low, act_high), notes)
+        obs_low, obs_high, act_low, act_high = _env_bounds(
+            path, env_spaces, obs_shape, act_shape, (obs_low, obs_high, act_low, act_high), notes
+        )
     if len(obs_shape) != 1:
-        raise ControllerError(f"{path}: member 'data': observation shape {obs_shape} is not flat; supported: {SUPPORTED}")
+        raise ControllerError(
+            f"{path}: member 'data': observation shape {obs_shape} is not flat; supported: {SUPPORTED}"
+        )
     if len(act_shape) != 1:
         raise ControllerError(f"{path}: member 'data': action shape {act_shape} is not flat; supported: {SUPPORTED}")
     if not (np.all(np.isfinite(act_low)) and np.all(np.isfinite(act_high))):
-        raise ControllerError(f"{path}: member 'data': action bounds {act_low} .. {act_high} are not finite; "
-                              "a controller needs a bounded action box")
+        raise ControllerError(
+            f"{path}: member 'data': action bounds {act_low} .. {act_high} are not finite; "
+            "a controller needs a bounded action box"
+        )
     kwargs = _policy_kwargs(data)
     extractor = kwargs.get("features_extractor_class")
     if extractor is not None and not str(extractor).endswith(".FlattenExtractor'>"):
-        raise ControllerError(f"{path}: member 'data': features_extractor_class {extractor} is not supported "
-                              f"(only the default FlattenExtractor); supported: {SUPPORTED}")
+        raise ControllerError(
+            f"{path}: member 'data': features_extractor_class {extractor} is not supported "
+            f"(only the default FlattenExtractor); supported: {SUPPORTED}"
+        )
     activation = _activation(path, cls, kwargs, notes)
     use_sde = bool(data.get("use_sde") or kwargs.get("use_sde"))
     build = {"SACPolicy": _sac_actor, "TD3Policy": _td3_actor, "ActorCriticPolicy": _actor_critic_actor}[cls]
@@ -201,15 +249,29 @@ def read_sb3_zip(path: Path, env_spaces: tuple[Any, Any] | None = None) -> Sb3Po
     if isinstance(json_arch, dict):
         json_arch = json_arch.get("pi")
     if isinstance(json_arch, list) and json_arch != hidden:
-        notes.append(f"net_arch in data is {kwargs.get('net_arch')}, the weights have hidden sizes {hidden}: the weights were used")
+        notes.append(
+            f"net_arch in data is {kwargs.get('net_arch')}, the weights have hidden sizes {hidden}: the weights were used"
+        )
     if algorithm in ("TD3", "DDPG"):
         notes.append("TD3 and DDPG share TD3Policy; told apart by policy_delay and target_noise_clip in data")
     actor = nn.Sequential(*layers).eval()
     return Sb3Policy(
-        actor=actor, algorithm=algorithm, policy_class=f"{module}.{cls}", obs_shape=obs_shape, act_shape=act_shape,
-        obs_low=obs_low, obs_high=obs_high, act_low=act_low, act_high=act_high, activation=activation,
-        net_arch=hidden, output=output, stochastic=stochastic, deterministic_action=sentence,
-        sb3_version=version, notes=notes,
+        actor=actor,
+        algorithm=algorithm,
+        policy_class=f"{module}.{cls}",
+        obs_shape=obs_shape,
+        act_shape=act_shape,
+        obs_low=obs_low,
+        obs_high=obs_high,
+        act_low=act_low,
+        act_high=act_high,
+        activation=activation,
+        net_arch=hidden,
+        output=output,
+        stochastic=stochastic,
+        deterministic_action=sentence,
+        sb3_version=version,
+        notes=notes,
     )
 
 
@@ -220,13 +282,17 @@ def _read_members(path: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
-        raise ControllerError(f"{path}: not a stable-baselines3 zip, cannot be read as sb3 (not a readable zip archive: {e})") from e
+        raise ControllerError(
+            f"{path}: not a stable-baselines3 zip, cannot be read as sb3 (not a readable zip archive: {e})"
+        ) from e
     with archive:
         names = set(archive.namelist())
         for member in ("data", "policy.pth"):
             if member not in names:
-                raise ControllerError(f"{path}: zip member {member!r} is missing; a stable-baselines3 zip has "
-                                      f"'data' and 'policy.pth' (members: {', '.join(sorted(names)) or 'none'})")
+                raise ControllerError(
+                    f"{path}: zip member {member!r} is missing; a stable-baselines3 zip has "
+                    f"'data' and 'policy.pth' (members: {', '.join(sorted(names)) or 'none'})"
+                )
         raw_data = _member_bytes(path, archive, "data")
         raw_policy = _member_bytes(path, archive, "policy.pth")
         version = ""
@@ -243,9 +309,13 @@ def _read_members(path: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
     except Exception as e:  # noqa: BLE001 - weights_only refusals are UnpicklingError; corrupt files raise several types
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         first = first[: first.index(". ") + 1] if ". " in first[:160] else first[:160]
-        raise ControllerError(f"{path}: zip member 'policy.pth' cannot be loaded as plain tensors, so the file cannot be read as sb3 "
-                              f"(torch.load weights_only=True: {first})") from e
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ControllerError(
+            f"{path}: zip member 'policy.pth' cannot be loaded as plain tensors, so the file cannot be read as sb3 "
+            f"(torch.load weights_only=True: {first})"
+        ) from e
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise ControllerError(f"{path}: zip member 'policy.pth' is not a state dict of tensors")
     return data, state, version
 
@@ -255,7 +325,9 @@ def _member_bytes(path: Path, archive: zipfile.ZipFile, member: str) -> bytes:
     try:
         return archive.read(member)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise ControllerError(f"{path}: zip member {member!r} is corrupt, so the file cannot be read as sb3 ({e})") from e
+        raise ControllerError(
+            f"{path}: zip member {member!r} is corrupt, so the file cannot be read as sb3 ({e})"
+        ) from e
 
 
 def _policy_class(path: Path, data: dict) -> tuple[str, str]:
@@ -272,8 +344,9 @@ def _policy_class(path: Path, data: dict) -> tuple[str, str]:
             hint = " (image or Dict observations)"
         elif ".dqn." in module or "qrdqn" in module:
             hint = " (discrete actions)"
-        raise ControllerError(f"{path}: member 'data': policy class {module}.{cls}{hint} is not supported; "
-                              f"supported: {SUPPORTED}")
+        raise ControllerError(
+            f"{path}: member 'data': policy class {module}.{cls}{hint} is not supported; supported: {SUPPORTED}"
+        )
     return module, cls
 
 
@@ -293,11 +366,18 @@ def _box(path: Path, data: dict, key: str) -> tuple[tuple[int, ...], np.ndarray,
         raise ControllerError(f"{path}: member 'data' has no readable {key!r}")
     kind = str(entry.get(":type:", ""))
     if not re.search(r"spaces\.box\.Box'>$", kind):
-        what = {"Discrete": "discrete", "MultiDiscrete": "discrete", "MultiBinary": "binary", "Dict": "Dict",
-                "Tuple": "Tuple"}
+        what = {
+            "Discrete": "discrete",
+            "MultiDiscrete": "discrete",
+            "MultiBinary": "binary",
+            "Dict": "Dict",
+            "Tuple": "Tuple",
+        }
         name = kind.rsplit(".", 1)[-1].rstrip("'>")
-        raise ControllerError(f"{path}: member 'data': {key} is {name or kind or 'unknown'} "
-                              f"({what.get(name, 'not Box')} space); supported: {SUPPORTED}")
+        raise ControllerError(
+            f"{path}: member 'data': {key} is {name or kind or 'unknown'} "
+            f"({what.get(name, 'not Box')} space); supported: {SUPPORTED}"
+        )
     shape_field = entry.get("_shape", entry.get("shape"))
     if not isinstance(shape_field, list) or not all(isinstance(n, int) and n > 0 for n in shape_field):
         raise ControllerError(f"{path}: member 'data': {key} has no readable shape (got {shape_field!r})")
@@ -313,8 +393,10 @@ def _printed_array(path: Path, key: str, name: str, text: Any, shape: tuple[int,
     if not isinstance(text, str):
         raise ControllerError(f"{path}: member 'data': {key}.{name} is not readable (got {text!r})")
     if "..." in text:
-        raise ControllerError(f"{path}: member 'data': {key}.{name} was printed abbreviated ({text[:40]}...); "
-                              "pass the env's spaces to read its bounds")
+        raise ControllerError(
+            f"{path}: member 'data': {key}.{name} was printed abbreviated ({text[:40]}...); "
+            "pass the env's spaces to read its bounds"
+        )
     tokens = text.replace("[", " ").replace("]", " ").replace(",", " ").split()
     try:
         values: np.ndarray = np.array([float(t) for t in tokens], dtype=dtype)
@@ -331,24 +413,36 @@ def _maybe_rounded(text: str) -> bool:
     return any(len(m.partition(".")[2]) >= 8 for m in mantissas)
 
 
-def _env_bounds(path: Path, env_spaces: tuple[Any, Any], obs_shape: tuple[int, ...], act_shape: tuple[int, ...],
-                printed: tuple[np.ndarray, ...], notes: list[str]) -> tuple[np.ndarray, ...]:
+def _env_bounds(
+    path: Path,
+    env_spaces: tuple[Any, Any],
+    obs_shape: tuple[int, ...],
+    act_shape: tuple[int, ...],
+    printed: tuple[np.ndarray, ...],
+    notes: list[str],
+) -> tuple[np.ndarray, ...]:
     """The env's exact bounds, checked against the ones printed in ``data``."""
     obs_space, act_space = env_spaces
     for what, space, shape in (("observation", obs_space, obs_shape), ("action", act_space, act_shape)):
         if tuple(getattr(space, "shape", ()) or ()) != shape:
-            raise ControllerError(f"{path}: the env's {what} space has shape {getattr(space, 'shape', None)}, "
-                                  f"the policy was trained on {shape}; pass --env with the env it was trained on")
-    exact = [np.asarray(b, dtype=np.float64).reshape(-1)
-             for b in (obs_space.low, obs_space.high, act_space.low, act_space.high)]
+            raise ControllerError(
+                f"{path}: the env's {what} space has shape {getattr(space, 'shape', None)}, "
+                f"the policy was trained on {shape}; pass --env with the env it was trained on"
+            )
+    exact = [
+        np.asarray(b, dtype=np.float64).reshape(-1)
+        for b in (obs_space.low, obs_space.high, act_space.low, act_space.high)
+    ]
     names = ("observation low", "observation high", "action low", "action high")
     for name, env_b, zip_b in zip(names, exact, printed):
         same = np.allclose(env_b, zip_b, rtol=1e-6, atol=1e-7, equal_nan=True) or np.array_equal(env_b, zip_b)
         if same:
             continue
         if name.startswith("action"):
-            raise ControllerError(f"{path}: the env's {name} {env_b} differs from the policy's {zip_b}; "
-                                  "the policy would map its actions into the wrong box")
+            raise ControllerError(
+                f"{path}: the env's {name} {env_b} differs from the policy's {zip_b}; "
+                "the policy would map its actions into the wrong box"
+            )
         notes.append(f"the env's {name} {env_b} differs from the trained policy's {zip_b} (used the env's)")
     return tuple(b.astype(np.float32) for b in exact)
 
@@ -370,12 +464,15 @@ def _activation(path: Path, cls: str, kwargs: dict, notes: list[str]) -> str:
         return name
     match = re.fullmatch(r"<class '([\w.]+)\.(\w+)'>", str(text))
     if not match or not match.group(1).startswith("torch.nn") or match.group(2) not in ACTIVATIONS:
-        raise ControllerError(f"{path}: member 'data': activation_fn {text!r} is not supported; "
-                              f"supported: torch.nn {', '.join(ACTIVATIONS)}")
+        raise ControllerError(
+            f"{path}: member 'data': activation_fn {text!r} is not supported; "
+            f"supported: torch.nn {', '.join(ACTIVATIONS)}"
+        )
     return match.group(2)
 
 
 # ---------------------------------------------------------------- actors, one per policy class
+
 
 def _linear_chain(path: Path, state: dict[str, torch.Tensor], prefix: str) -> list[nn.Linear]:
     """Linear layers stored as ``{prefix}{i}.weight`` at i = 0, 2, 4, ... (create_mlp: Linear, activation, ...)."""
@@ -383,18 +480,21 @@ def _linear_chain(path: Path, state: dict[str, torch.Tensor], prefix: str) -> li
     for key, value in state.items():
         if not key.startswith(prefix):
             continue
-        position, _, param = key[len(prefix):].partition(".")
+        position, _, param = key[len(prefix) :].partition(".")
         if not position.isdigit() or param not in ("weight", "bias"):
-            raise ControllerError(f"{path}: zip member 'policy.pth': {key} is not a Linear weight or bias; "
-                                  f"supported: {SUPPORTED}")
+            raise ControllerError(
+                f"{path}: zip member 'policy.pth': {key} is not a Linear weight or bias; supported: {SUPPORTED}"
+            )
         found.setdefault(int(position), {})[param] = value
     layers = []
     for n, index in enumerate(sorted(found)):
         params = found[index]
         weight = params.get("weight")
         if index != 2 * n or weight is None or weight.dim() != 2:
-            raise ControllerError(f"{path}: zip member 'policy.pth': {prefix}{index} is not the Linear layer an "
-                                  f"MLP (Linear, activation, ...) has there; supported: {SUPPORTED}")
+            raise ControllerError(
+                f"{path}: zip member 'policy.pth': {prefix}{index} is not the Linear layer an "
+                f"MLP (Linear, activation, ...) has there; supported: {SUPPORTED}"
+            )
         layers.append(_linear(weight, params.get("bias")))
     return layers
 
@@ -420,8 +520,9 @@ def _no_extractor_params(path: Path, state: dict[str, torch.Tensor], prefixes: t
     """The default FlattenExtractor has no parameters; anything under a features extractor is a custom one."""
     for key in state:
         if key.startswith(prefixes):
-            raise ControllerError(f"{path}: zip member 'policy.pth': {key} belongs to a custom features extractor; "
-                                  f"supported: {SUPPORTED}")
+            raise ControllerError(
+                f"{path}: zip member 'policy.pth': {key} belongs to a custom features extractor; supported: {SUPPORTED}"
+            )
 
 
 def _with_activations(linears: list[nn.Linear], activation: str) -> list[nn.Module]:
@@ -432,8 +533,16 @@ def _with_activations(linears: list[nn.Linear], activation: str) -> list[nn.Modu
     return layers
 
 
-def _sac_actor(path: Path, state: dict[str, torch.Tensor], activation: str, low: np.ndarray, high: np.ndarray,
-               use_sde: bool, kwargs: dict, notes: list[str]) -> tuple[list[nn.Module], list[int], str, str]:
+def _sac_actor(
+    path: Path,
+    state: dict[str, torch.Tensor],
+    activation: str,
+    low: np.ndarray,
+    high: np.ndarray,
+    use_sde: bool,
+    kwargs: dict,
+    notes: list[str],
+) -> tuple[list[nn.Module], list[int], str, str]:
     """SAC: latent_pi, mu, (gSDE: Hardtanh(clip_mean)), tanh unscaled to the box; log_std dropped."""
     _no_extractor_params(path, state, ("actor.features_extractor.",))
     latent = _linear_chain(path, state, "actor.latent_pi.")
@@ -445,32 +554,53 @@ def _sac_actor(path: Path, state: dict[str, torch.Tensor], activation: str, low:
             layers.append(nn.Hardtanh(min_val=-clip_mean, max_val=clip_mean))
         else:
             layers.append(_linear(_require(path, state, "actor.mu.weight"), state.get("actor.mu.bias")))
-        sentence = ("SAC with gSDE: the deterministic action is tanh of the clipped Gaussian mean, unscaled to the "
-                    "action box, as SB3's predict(deterministic=True) takes it; the exploration noise is dropped")
+        sentence = (
+            "SAC with gSDE: the deterministic action is tanh of the clipped Gaussian mean, unscaled to the "
+            "action box, as SB3's predict(deterministic=True) takes it; the exploration noise is dropped"
+        )
     else:
         layers.append(_linear(_require(path, state, "actor.mu.weight"), state.get("actor.mu.bias")))
-        sentence = ("SAC's policy is a tanh-squashed Gaussian: the deterministic action is tanh of its mean, unscaled "
-                    "to the action box, as SB3's predict(deterministic=True) takes it; the log_std head is dropped")
+        sentence = (
+            "SAC's policy is a tanh-squashed Gaussian: the deterministic action is tanh of its mean, unscaled "
+            "to the action box, as SB3's predict(deterministic=True) takes it; the log_std head is dropped"
+        )
     layers.append(SquashToBox(low, high))
     return layers, [lin.out_features for lin in latent], "squash", sentence
 
 
-def _td3_actor(path: Path, state: dict[str, torch.Tensor], activation: str, low: np.ndarray, high: np.ndarray,
-               use_sde: bool, kwargs: dict, notes: list[str]) -> tuple[list[nn.Module], list[int], str, str]:
+def _td3_actor(
+    path: Path,
+    state: dict[str, torch.Tensor],
+    activation: str,
+    low: np.ndarray,
+    high: np.ndarray,
+    use_sde: bool,
+    kwargs: dict,
+    notes: list[str],
+) -> tuple[list[nn.Module], list[int], str, str]:
     """TD3/DDPG: actor.mu is create_mlp(..., squash_output=True): Linear/activation pairs, Linear, Tanh."""
     _no_extractor_params(path, state, ("actor.features_extractor.",))
     linears = _linear_chain(path, state, "actor.mu.")
     if not linears:
         raise ControllerError(f"{path}: zip member 'policy.pth' has no actor.mu layers; supported: {SUPPORTED}")
     layers = _with_activations(linears[:-1], activation) + [linears[-1], SquashToBox(low, high)]
-    sentence = ("the TD3/DDPG actor is deterministic: its tanh output unscaled to the action box, as SB3's predict "
-                "returns it (exploration noise is added only in training)")
+    sentence = (
+        "the TD3/DDPG actor is deterministic: its tanh output unscaled to the action box, as SB3's predict "
+        "returns it (exploration noise is added only in training)"
+    )
     return layers, [lin.out_features for lin in linears[:-1]], "squash", sentence
 
 
-def _actor_critic_actor(path: Path, state: dict[str, torch.Tensor], activation: str, low: np.ndarray,
-                        high: np.ndarray, use_sde: bool, kwargs: dict,
-                        notes: list[str]) -> tuple[list[nn.Module], list[int], str, str]:
+def _actor_critic_actor(
+    path: Path,
+    state: dict[str, torch.Tensor],
+    activation: str,
+    low: np.ndarray,
+    high: np.ndarray,
+    use_sde: bool,
+    kwargs: dict,
+    notes: list[str],
+) -> tuple[list[nn.Module], list[int], str, str]:
     """PPO/A2C: policy_net then action_net (the Gaussian mean), clipped to the box; value net and log_std dropped."""
     _no_extractor_params(path, state, ("features_extractor.", "pi_features_extractor.", "vf_features_extractor."))
     latent = _linear_chain(path, state, "mlp_extractor.policy_net.")
@@ -481,12 +611,16 @@ def _actor_critic_actor(path: Path, state: dict[str, torch.Tensor], activation: 
         raise ControllerError(f"{path}: member 'data': squash_output without gSDE is not an SB3 configuration")
     if squash:
         layers.append(SquashToBox(low, high))
-        sentence = ("the policy is a Gaussian (gSDE, squashed): the deterministic action is tanh of its mean unscaled "
-                    "to the action box, as SB3's predict(deterministic=True) takes it")
+        sentence = (
+            "the policy is a Gaussian (gSDE, squashed): the deterministic action is tanh of its mean unscaled "
+            "to the action box, as SB3's predict(deterministic=True) takes it"
+        )
     else:
         layers.append(ClipToBox(low, high))
-        sentence = ("the policy is a Gaussian: the deterministic action is its mean (action_net), clipped to the action "
-                    "box as SB3's predict(deterministic=True) does; log_std and the value network are dropped")
+        sentence = (
+            "the policy is a Gaussian: the deterministic action is its mean (action_net), clipped to the action "
+            "box as SB3's predict(deterministic=True) does; log_std and the value network are dropped"
+        )
     if use_sde:
         notes.append("gSDE policy: its state-dependent exploration noise is not part of the deterministic action")
     return layers, [lin.out_features for lin in latent], "squash" if squash else "clip", sentence
@@ -498,9 +632,13 @@ def _check_io(path: Path, layers: list[nn.Module], obs_dim: int, act_dim: int) -
     width = obs_dim
     for linear in linears:
         if linear.in_features != width:
-            raise ControllerError(f"{path}: zip member 'policy.pth': a layer takes {linear.in_features} inputs where "
-                                  f"{width} arrive (observation size {obs_dim} from 'data')")
+            raise ControllerError(
+                f"{path}: zip member 'policy.pth': a layer takes {linear.in_features} inputs where "
+                f"{width} arrive (observation size {obs_dim} from 'data')"
+            )
         width = linear.out_features
     if width != act_dim:
-        raise ControllerError(f"{path}: zip member 'policy.pth': the actor gives {width} outputs, the action space "
-                              f"in 'data' has {act_dim}")
+        raise ControllerError(
+            f"{path}: zip member 'policy.pth': the actor gives {width} outputs, the action space "
+            f"in 'data' has {act_dim}"
+        )

@@ -21,4 +21,6 @@ class ControllerSource:
     env: str | None = None  # gymnasium env id giving a foreign file its sizes and bounds
     factory: str | None = None  # "package.module:function" building the module a state dict fits
     clip_actions: bool = False  # accept a foreign controller whose actions leave the env's bounds: clip them
-    obs_norm: Path | None = None  # observation statistics (.npz/.json/VecNormalize .pkl) a foreign controller was trained with
+    obs_norm: Path | None = (
+        None  # observation statistics (.npz/.json/VecNormalize .pkl) a foreign controller was trained with
+    )

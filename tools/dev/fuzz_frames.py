@@ -53,8 +53,17 @@ def build_fuzzer() -> Path:
         return exe
     exe.parent.mkdir(parents=True, exist_ok=True)
     tmp = exe.with_name(exe.name + ".tmp")
-    cmd = [clang, "-g", "-O1", "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=undefined",
-           str(STUB_SOURCES / "fuzz_frames.c"), str(STUB_SOURCES / "frame.c"), "-o", str(tmp)]
+    cmd = [
+        clang,
+        "-g",
+        "-O1",
+        "-fsanitize=fuzzer,address,undefined",
+        "-fno-sanitize-recover=undefined",
+        str(STUB_SOURCES / "fuzz_frames.c"),
+        str(STUB_SOURCES / "frame.c"),
+        "-o",
+        str(tmp),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise ToolsError(f"building the frame fuzzer failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
@@ -73,8 +82,11 @@ def build_frame_dump() -> Path:
     if not exe.exists():
         exe.parent.mkdir(parents=True, exist_ok=True)
         tmp = exe.with_name(exe.name + f".tmp{os.getpid()}")
-        r = subprocess.run([cc, "-O2", "-std=c11", str(STUB_SOURCES / "frame_dump.c"), str(STUB_SOURCES / "frame.c"),
-                            "-o", str(tmp)], capture_output=True, text=True)
+        r = subprocess.run(
+            [cc, "-O2", "-std=c11", str(STUB_SOURCES / "frame_dump.c"), str(STUB_SOURCES / "frame.c"), "-o", str(tmp)],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0:
             raise ToolsError(f"building frame_dump failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
         tmp.replace(exe)
@@ -116,8 +128,11 @@ def seed_corpus(folder: Path, seed: int) -> int:
     """Write starting inputs made by the Python codec: the fuzzer then mutates real frames."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    good = [frames.encode(t, int(rng.integers(0, 2**32)), rng.normal(size=n).astype(np.float32))
-            for t in (frames.OBS, frames.ACTION, frames.ERROR, frames.HELLO, frames.STATS) for n in (0, 1, 3, 64)]
+    good = [
+        frames.encode(t, int(rng.integers(0, 2**32)), rng.normal(size=n).astype(np.float32))
+        for t in (frames.OBS, frames.ACTION, frames.ERROR, frames.HELLO, frames.STATS)
+        for n in (0, 1, 3, 64)
+    ]
     samples = list(good)
     samples.append(b"".join(good))
     samples.append(good[2][:-1] + good[3])  # a short frame glued to the next one
@@ -140,8 +155,16 @@ def run_fuzzer(seconds: float, seed: int = 0, runs: int | None = None, workdir: 
         seed_corpus(corpus, seed)
         dictionary = work / "frames.dict"
         dictionary.write_text('magic="\\xa5\\x5a"\nobs="\\xa5\\x5a\\x01"\nlen12="\\x0c\\x00"\n')
-        cmd = [str(exe), f"-seed={seed}", f"-max_total_time={max(1, int(seconds))}", "-max_len=2048",
-               f"-dict={dictionary}", f"-artifact_prefix={work}/", "-print_final_stats=1", str(corpus)]
+        cmd = [
+            str(exe),
+            f"-seed={seed}",
+            f"-max_total_time={max(1, int(seconds))}",
+            "-max_len=2048",
+            f"-dict={dictionary}",
+            f"-artifact_prefix={work}/",
+            "-print_final_stats=1",
+            str(corpus),
+        ]
         if runs is not None:
             cmd.insert(1, f"-runs={runs}")
         start = time.perf_counter()
@@ -155,8 +178,15 @@ def run_fuzzer(seconds: float, seed: int = 0, runs: int | None = None, workdir: 
             keep.mkdir(parents=True, exist_ok=True)
             crash = str(shutil.copy2(crash, keep / Path(crash).name))
         ok = r.returncode == 0 and not crash
-        return FuzzResult(ok, int(m.group(1)) if m else 0, elapsed, seed, len(list(corpus.iterdir())), crash,
-                          [Path(cmd[0]).name, *cmd[1:]])
+        return FuzzResult(
+            ok,
+            int(m.group(1)) if m else 0,
+            elapsed,
+            seed,
+            len(list(corpus.iterdir())),
+            crash,
+            [Path(cmd[0]).name, *cmd[1:]],
+        )
     finally:
         if own:
             shutil.rmtree(work, ignore_errors=True)

@@ -35,11 +35,23 @@ def visited_states(controller: Controller, episodes: int = PARITY_EPISODES, seed
     return visit_for(episodes, seed)(controller.module.eval()).numpy()
 
 
-def export_controller(controller: Controller, targets: str | list[str], out: Path, *, dynamic_batch: bool = False,
-                      parity_samples: int = 1000, fast_math: bool = True, runner: str | None = None, force: bool = False,
-                      seed: int = 0, progress: Callable[[str], None] | None = None,
-                      sign: Path | None = None, parity_episodes: int = 0, parity_tolerance: float | None = None,
-                      obs_bounds: tuple[float, float] | None = None) -> ExportedBundle:
+def export_controller(
+    controller: Controller,
+    targets: str | list[str],
+    out: Path,
+    *,
+    dynamic_batch: bool = False,
+    parity_samples: int = 1000,
+    fast_math: bool = True,
+    runner: str | None = None,
+    force: bool = False,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+    sign: Path | None = None,
+    parity_episodes: int = 0,
+    parity_tolerance: float | None = None,
+    obs_bounds: tuple[float, float] | None = None,
+) -> ExportedBundle:
     """Export ``controller`` for the named targets (comma-separated or a list) into the bundle folder ``out``.
 
     ``sign``: a private key file (``prune-and-export keygen``); the bundle is signed with it (``manifest.sig``).
@@ -55,14 +67,38 @@ def export_controller(controller: Controller, targets: str | list[str], out: Pat
             progress(f"parity gate: states visited in {parity_episodes} episodes of {controller.spec.env_id}")
         visited = visited_states(controller, parity_episodes)
     manifest = export_bundle(
-        controller.module, controller.spec, target_list, out, source_path=controller.path, source_sha256=controller.sha256,
-        architecture=controller.architecture, dynamic_batch=dynamic_batch, n_parity=parity_samples,
-        seed=seed, runner=runner, force=force, fast_math=fast_math, progress=progress, sign=sign,
-        parity_observations=visited, obs_bounds=obs_bounds, parity_tolerance=parity_tolerance,
+        controller.module,
+        controller.spec,
+        target_list,
+        out,
+        source_path=controller.path,
+        source_sha256=controller.sha256,
+        architecture=controller.architecture,
+        dynamic_batch=dynamic_batch,
+        n_parity=parity_samples,
+        seed=seed,
+        runner=runner,
+        force=force,
+        fast_math=fast_math,
+        progress=progress,
+        sign=sign,
+        parity_observations=visited,
+        obs_bounds=obs_bounds,
+        parity_tolerance=parity_tolerance,
     )
-    memory = {n: {"flash_bytes": a["flash_bytes"], "ram_bytes": a["ram_bytes"],
-                  "flash_budget_bytes": a["memory"]["flash_budget_bytes"], "ram_budget_bytes": a["memory"]["ram_budget_bytes"]}
-              for n, a in manifest.artifacts.items() if a.get("kind") == "mcu"}
+    memory = {
+        n: {
+            "flash_bytes": a["flash_bytes"],
+            "ram_bytes": a["ram_bytes"],
+            "flash_budget_bytes": a["memory"]["flash_budget_bytes"],
+            "ram_budget_bytes": a["memory"]["ram_budget_bytes"],
+        }
+        for n, a in manifest.artifacts.items()
+        if a.get("kind") == "mcu"
+    }
     unverified = [n for n, v in manifest.verifications().items() if v["status"] != "verified"]
-    parity = {"onnx": manifest.onnx["parity_max_abs_err"], **{n: v["max_abs_err"] for n, v in manifest.verifications().items()}}
+    parity = {
+        "onnx": manifest.onnx["parity_max_abs_err"],
+        **{n: v["max_abs_err"] for n, v in manifest.verifications().items()},
+    }
     return ExportedBundle(Path(out), manifest, unverified, parity, memory)

@@ -47,8 +47,14 @@ def _stats(values, keys=("min", "mean", "p99", "max")) -> dict[str, float]:
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0:
         return {k: 0.0 for k in keys}
-    table = {"min": v.min(), "mean": v.mean(), "std": v.std(), "p50": np.percentile(v, 50),
-             "p99": np.percentile(v, 99), "max": v.max()}
+    table = {
+        "min": v.min(),
+        "mean": v.mean(),
+        "std": v.std(),
+        "p50": np.percentile(v, 50),
+        "p99": np.percentile(v, 99),
+        "max": v.max(),
+    }
     return {k: round(float(table[k]), 3) for k in keys}
 
 
@@ -144,13 +150,23 @@ class HilReport:
             "host_returns": self.host_returns,
             "max_return_diff": self.max_return_diff,
             "fidelity_tolerance": FIDELITY,
-            "latency_us": {"min": min(merged("latency_us", "min")), "mean": float(np.mean(merged("latency_us", "mean"))),
-                           "p99": max(merged("latency_us", "p99")), "max": max(merged("latency_us", "max"))},
-            "rtt_us": {"mean": float(np.mean(merged("rtt_us", "mean"))), "p99": max(merged("rtt_us", "p99")),
-                       "max": max(merged("rtt_us", "max"))},
-            "period_ms": {"mean": float(np.mean(merged("period_ms", "mean"))),
-                          "std": float(np.mean(merged("period_ms", "std"))),
-                          "p99": max(merged("period_ms", "p99")), "max": max(merged("period_ms", "max"))},
+            "latency_us": {
+                "min": min(merged("latency_us", "min")),
+                "mean": float(np.mean(merged("latency_us", "mean"))),
+                "p99": max(merged("latency_us", "p99")),
+                "max": max(merged("latency_us", "max")),
+            },
+            "rtt_us": {
+                "mean": float(np.mean(merged("rtt_us", "mean"))),
+                "p99": max(merged("rtt_us", "p99")),
+                "max": max(merged("rtt_us", "max")),
+            },
+            "period_ms": {
+                "mean": float(np.mean(merged("period_ms", "mean"))),
+                "std": float(np.mean(merged("period_ms", "std"))),
+                "p99": max(merged("period_ms", "p99")),
+                "max": max(merged("period_ms", "max")),
+            },
             "deadline_misses": sum(e.deadline_misses for e in eps),
             "crc_errors": sum(e.crc_errors for e in eps),
             "resyncs": sum(e.resyncs for e in eps),
@@ -192,12 +208,19 @@ def _lockstep_episode(env, session: DeviceSession, policy: Policy, seed: int) ->
         last = now
         total += float(reward)
         done = terminated or truncated
-    return total, {"dev_us": dev_us, "rtt_us": rtt_us, "period_ms": period_ms, "diffs": diffs, "errors": errors,
-                   "misses": errors.get("deadline", 0)}
+    return total, {
+        "dev_us": dev_us,
+        "rtt_us": rtt_us,
+        "period_ms": period_ms,
+        "diffs": diffs,
+        "errors": errors,
+        "misses": errors.get("deadline", 0),
+    }
 
 
-def _free_episode(env, session: DeviceSession, policy: Policy, seed: int, period: float, deadline: float,
-                  safe_action: np.ndarray) -> tuple[float, dict]:
+def _free_episode(
+    env, session: DeviceSession, policy: Policy, seed: int, period: float, deadline: float, safe_action: np.ndarray
+) -> tuple[float, dict]:
     """Wall-clock ticks: send the observation at the tick, take the reply if it beats the deadline."""
     obs, _ = env.reset(seed=int(seed))
     total, done = 0.0, False
@@ -246,14 +269,31 @@ def _free_episode(env, session: DeviceSession, policy: Policy, seed: int, period
     # drain replies still in flight so they do not count against the next episode
     while session.receive(timeout=min(0.5, deadline * 4)) is not None:
         pass
-    return total, {"dev_us": dev_us, "rtt_us": rtt_us, "period_ms": period_ms, "diffs": diffs, "errors": errors,
-                   "misses": misses}
+    return total, {
+        "dev_us": dev_us,
+        "rtt_us": rtt_us,
+        "period_ms": period_ms,
+        "diffs": diffs,
+        "errors": errors,
+        "misses": misses,
+    }
 
 
-def run_hil(bundle_dir: Path, target: str, policy: Policy, episodes: int = 10, seed: int = 0, mode: str = "lockstep",
-            rate_hz: float | None = None, deadline_ms: float | None = None, device_args: tuple[str, ...] = (),
-            runner: str | None = None, progress: Callable[[int, EpisodeReport], None] | None = None,
-            env_id: str = ENV_ID, public_key: Path | None = None) -> HilReport:
+def run_hil(
+    bundle_dir: Path,
+    target: str,
+    policy: Policy,
+    episodes: int = 10,
+    seed: int = 0,
+    mode: str = "lockstep",
+    rate_hz: float | None = None,
+    deadline_ms: float | None = None,
+    device_args: tuple[str, ...] = (),
+    runner: str | None = None,
+    progress: Callable[[int, EpisodeReport], None] | None = None,
+    env_id: str = ENV_ID,
+    public_key: Path | None = None,
+) -> HilReport:
     """Close the loop: the gymnasium env (Pendulum-v1 by default) on the host, the bundle's controller in the stub.
 
     ``policy`` is the host-side controller (the torch module as a numpy policy) that the device is
@@ -278,12 +318,19 @@ def run_hil(bundle_dir: Path, target: str, policy: Policy, episodes: int = 10, s
     deadline = (deadline_ms / 1e3) if deadline_ms else period
     seeds = episode_seeds(episodes, seed)
     host_returns = rollout_gym(policy, seeds, env_id)
-    report = HilReport(target, "", mode, seed, rate if mode == "free" else 0.0,
-                       deadline * 1e3 if mode == "free" or deadline_ms else None)
+    report = HilReport(
+        target,
+        "",
+        mode,
+        seed,
+        rate if mode == "free" else 0.0,
+        deadline * 1e3 if mode == "free" or deadline_ms else None,
+    )
     env = gym.make(env_id)
     try:
-        with open_session(Path(bundle_dir), target, extra_args=tuple(device_args), runner=runner,
-                          public_key=public_key) as session:
+        with open_session(
+            Path(bundle_dir), target, extra_args=tuple(device_args), runner=runner, public_key=public_key
+        ) as session:
             report.runner = session.where
             safe = np.zeros(session.act_dim, dtype=np.float32)
             if "--safe-action" in device_args:
@@ -297,10 +344,18 @@ def run_hil(bundle_dir: Path, target: str, policy: Policy, episodes: int = 10, s
                     ret, m = _free_episode(env, session, policy, s, period, deadline, safe)
                 crc1, resync1 = _counters(session)
                 ep = EpisodeReport(
-                    seed=s, ret=ret, host_return=float(host_returns[i]), latency_us=_stats(m["dev_us"]),
-                    rtt_us=_stats(m["rtt_us"]), period_ms=_stats(m["period_ms"], ("mean", "std", "p99", "max")),
-                    deadline_misses=int(m["misses"]), error_replies=m["errors"], crc_errors=crc1 - crc0,
-                    resyncs=resync1 - resync0, max_abs_action_diff=max(m["diffs"], default=0.0))
+                    seed=s,
+                    ret=ret,
+                    host_return=float(host_returns[i]),
+                    latency_us=_stats(m["dev_us"]),
+                    rtt_us=_stats(m["rtt_us"]),
+                    period_ms=_stats(m["period_ms"], ("mean", "std", "p99", "max")),
+                    deadline_misses=int(m["misses"]),
+                    error_replies=m["errors"],
+                    crc_errors=crc1 - crc0,
+                    resyncs=resync1 - resync0,
+                    max_abs_action_diff=max(m["diffs"], default=0.0),
+                )
                 crc0, resync0 = crc1, resync1
                 report.episodes.append(ep)
                 if progress:
@@ -319,8 +374,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def host_controller(bundle: Path, source: ControllerSource, compare_other: bool = False,
-                    manifest: Manifest | None = None) -> Controller:
+def host_controller(
+    bundle: Path, source: ControllerSource, compare_other: bool = False, manifest: Manifest | None = None
+) -> Controller:
     """The host-side controller of a HIL run: ``source`` if it names a file, else the file the bundle was exported
     from. Either must be the bundle's source (same sha256, checked on the bytes before anything loads them)
     unless ``compare_other`` says a comparison with another controller is wanted. ``manifest``: the bundle's,
@@ -332,9 +388,15 @@ def host_controller(bundle: Path, source: ControllerSource, compare_other: bool 
         if not compare_other and path.is_file():
             actual = file_sha256(path)
             if actual != expected:
-                recorded = f"the {expected[:12]}... the bundle was exported from" if expected else "recorded in the bundle (none is)"
-                raise ToolsError(f"{path}: sha256 {actual[:12]}... is not {recorded}; pass --compare-other-controller "
-                                 "to compare the device with another controller")
+                recorded = (
+                    f"the {expected[:12]}... the bundle was exported from"
+                    if expected
+                    else "recorded in the bundle (none is)"
+                )
+                raise ToolsError(
+                    f"{path}: sha256 {actual[:12]}... is not {recorded}; pass --compare-other-controller "
+                    "to compare the device with another controller"
+                )
             return load_source(replace(source, obs_norm=checked_obs_norm(manifest, source.obs_norm)))
         return load_source(source)
     path_text = manifest.source.get("path")
@@ -343,8 +405,10 @@ def host_controller(bundle: Path, source: ControllerSource, compare_other: bool 
     path = Path(path_text)
     actual = file_sha256(path)  # before loading: an SB3 zip or a factory runs code
     if not expected or actual != expected:
-        raise ToolsError(f"{path}: sha256 {actual[:12]}... is not the {(expected or 'none')[:12]}... the bundle "
-                         "was exported from; pass --controller explicitly")
+        raise ToolsError(
+            f"{path}: sha256 {actual[:12]}... is not the {(expected or 'none')[:12]}... the bundle "
+            "was exported from; pass --controller explicitly"
+        )
     obs_norm = checked_obs_norm(manifest, source.obs_norm)
     env = source.env or manifest.spec.get("env_id")  # a foreign file takes its sizes from the env
     return load_source(ControllerSource(path, source.format, env, source.factory, source.clip_actions, obs_norm))
@@ -365,9 +429,13 @@ def checked_obs_norm(manifest: Manifest, given: Path | None) -> Path | None:
     if expected is None:  # a bundle written before the sha256 was recorded: the file is trusted as named
         return given if given is not None else (path if record.get("how") == "--obs-norm" else None)
     if not path.is_file():
-        raise ToolsError(f"{path}: the observation statistics the bundle was exported with are not here; pass --obs-norm FILE")
+        raise ToolsError(
+            f"{path}: the observation statistics the bundle was exported with are not here; pass --obs-norm FILE"
+        )
     actual = file_sha256(path)
     if actual != expected:
-        raise ToolsError(f"{path}: sha256 {actual[:12]}... is not the {expected[:12]}... of the observation statistics "
-                         "the bundle was exported with; pass --obs-norm with that file, or --controller to compare another controller")
+        raise ToolsError(
+            f"{path}: sha256 {actual[:12]}... is not the {expected[:12]}... of the observation statistics "
+            "the bundle was exported with; pass --obs-norm with that file, or --controller to compare another controller"
+        )
     return path  # named explicitly: the bytes just checked, wherever the controller file now is

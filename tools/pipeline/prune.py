@@ -54,7 +54,9 @@ def metric_for(method: str, metric: str | None) -> str:
         raise PruneError(f"method {method!r}: expected one of {', '.join(METHODS)}")
     fixed_metric = METHOD_PLAN[method][1]
     if fixed_metric and metric and metric != fixed_metric:
-        raise PruneError(f"--method {method} ranks units by {fixed_metric}; drop --metric {metric} or use gd/grid/global")
+        raise PruneError(
+            f"--method {method} ranks units by {fixed_metric}; drop --metric {metric} or use gd/grid/global"
+        )
     return fixed_metric or metric or DEFAULT_METRIC
 
 
@@ -69,7 +71,9 @@ def parse_components(specs: list[str]) -> dict[str, list[str]]:
     return components
 
 
-def _write(out: Path, small: torch.nn.Module, controller: Controller, example: torch.Tensor, widths: dict, summary: dict) -> dict:
+def _write(
+    out: Path, small: torch.nn.Module, controller: Controller, example: torch.Tensor, widths: dict, summary: dict
+) -> dict:
     """Controller file plus sidecars, written in a temp dir and renamed into place together.
 
     The native controller file is written for the native MLP (an ``nn.Sequential``); a controller read
@@ -89,7 +93,11 @@ def _write(out: Path, small: torch.nn.Module, controller: Controller, example: t
             save_controller(tmp_out, small, controller.spec, mlp_architecture(small, activation))
         side = save_pruned(small, example, tmp_out, widths, extra={"summary": summary})
         final = sidecar_paths(out)
-        for src, dst in ((side.program, final.program), (side.state_dict, final.state_dict), (side.widths, final.widths)):
+        for src, dst in (
+            (side.program, final.program),
+            (side.state_dict, final.state_dict),
+            (side.widths, final.widths),
+        ):
             Path(src).replace(dst)
         if native:
             tmp_out.replace(out)
@@ -104,8 +112,14 @@ def budget_path(out: Path, keep: float) -> Path:
     return out.with_name(f"{out.stem}.keep{keep:g}{out.suffix}")
 
 
-def search_early_stop(env_id: str, model: torch.nn.Module, objective: Callable, ceiling: float | None, stop_within: float | None,
-                auto: bool) -> tuple[EarlyStop, Callable]:
+def search_early_stop(
+    env_id: str,
+    model: torch.nn.Module,
+    objective: Callable,
+    ceiling: float | None,
+    stop_within: float | None,
+    auto: bool,
+) -> tuple[EarlyStop, Callable]:
     """The search's early stop for env_id, and the objective to search with.
 
     The noise margin needs the unpruned controller's per-episode search returns: measured once here,
@@ -125,15 +139,33 @@ def search_early_stop(env_id: str, model: torch.nn.Module, objective: Callable, 
     return choose(env_id, ceiling, stop_within, auto, list(map(float, scores))), searched
 
 
-def prune_controller(controller: Controller, keep: float = 0.25, method: str = "gd", metric: str | None = None, *,
-                     seed: int = 0, out: Path | None = None, components: dict[str, list[str]] | None = None,
-                     reconstruct: bool = True, finetune: bool = False, tolerance: float = 0.01, floor: float | None = None,
-                     stability: bool = True, resolution: float = 0.1, max_evaluations: int = 150,
-                     search_episodes: int = SEARCH_EPISODES, judge_episodes: int = 100,
-                     console: Console | None = None, stability_mode: str = "strict",
-                     stability_tolerance: float = STABILITY_TOLERANCE, write_infeasible: bool = True,
-                     executor: Executor | None = None, ceiling: float | None = None,
-                     stop_within: float | None = None, auto_stop: bool = True) -> PrunedController:
+def prune_controller(
+    controller: Controller,
+    keep: float = 0.25,
+    method: str = "gd",
+    metric: str | None = None,
+    *,
+    seed: int = 0,
+    out: Path | None = None,
+    components: dict[str, list[str]] | None = None,
+    reconstruct: bool = True,
+    finetune: bool = False,
+    tolerance: float = 0.01,
+    floor: float | None = None,
+    stability: bool = True,
+    resolution: float = 0.1,
+    max_evaluations: int = 150,
+    search_episodes: int = SEARCH_EPISODES,
+    judge_episodes: int = 100,
+    console: Console | None = None,
+    stability_mode: str = "strict",
+    stability_tolerance: float = STABILITY_TOLERANCE,
+    write_infeasible: bool = True,
+    executor: Executor | None = None,
+    ceiling: float | None = None,
+    stop_within: float | None = None,
+    auto_stop: bool = True,
+) -> PrunedController:
     """Prune ``controller`` to keep a fraction of its prunable parameters; write it (and sidecars) to ``out`` if given.
 
     The objective is the closed-loop return on the batched plant (Pendulum-v1) or a gymnasium vector env;
@@ -145,23 +177,61 @@ def prune_controller(controller: Controller, keep: float = 0.25, method: str = "
     ``auto_stop``, :func:`tools.plant.stopping.choose` picks them for the env (none for Pendulum-v1).
     """
     return prune_controller_budgets(
-        controller, [keep], method, metric, seed=seed, out=out, components=components, reconstruct=reconstruct,
-        finetune=finetune, tolerance=tolerance, floor=floor, stability=stability, resolution=resolution,
-        max_evaluations=max_evaluations, search_episodes=search_episodes, judge_episodes=judge_episodes, console=console,
-        stability_mode=stability_mode, stability_tolerance=stability_tolerance, write_infeasible=write_infeasible,
-        executor=executor, ceiling=ceiling, stop_within=stop_within, auto_stop=auto_stop)[0]
+        controller,
+        [keep],
+        method,
+        metric,
+        seed=seed,
+        out=out,
+        components=components,
+        reconstruct=reconstruct,
+        finetune=finetune,
+        tolerance=tolerance,
+        floor=floor,
+        stability=stability,
+        resolution=resolution,
+        max_evaluations=max_evaluations,
+        search_episodes=search_episodes,
+        judge_episodes=judge_episodes,
+        console=console,
+        stability_mode=stability_mode,
+        stability_tolerance=stability_tolerance,
+        write_infeasible=write_infeasible,
+        executor=executor,
+        ceiling=ceiling,
+        stop_within=stop_within,
+        auto_stop=auto_stop,
+    )[0]
 
 
-def prune_controller_budgets(controller: Controller, keeps: Sequence[float], method: str = "gd", metric: str | None = None, *,
-                             seed: int = 0, out: Path | None = None, components: dict[str, list[str]] | None = None,
-                             reconstruct: bool = True, finetune: bool = False, tolerance: float = 0.01,
-                             floor: float | None = None, stability: bool = True, resolution: float = 0.1,
-                             max_evaluations: int = 150, search_episodes: int = SEARCH_EPISODES, judge_episodes: int = 100,
-                             console: Console | None = None, stability_mode: str = "strict",
-                             stability_tolerance: float = STABILITY_TOLERANCE,
-                             write_infeasible: bool = True, outs: Sequence[Path] | None = None,
-                             executor: Executor | None = None, ceiling: float | None = None,
-                             stop_within: float | None = None, auto_stop: bool = True) -> list[PrunedController]:
+def prune_controller_budgets(
+    controller: Controller,
+    keeps: Sequence[float],
+    method: str = "gd",
+    metric: str | None = None,
+    *,
+    seed: int = 0,
+    out: Path | None = None,
+    components: dict[str, list[str]] | None = None,
+    reconstruct: bool = True,
+    finetune: bool = False,
+    tolerance: float = 0.01,
+    floor: float | None = None,
+    stability: bool = True,
+    resolution: float = 0.1,
+    max_evaluations: int = 150,
+    search_episodes: int = SEARCH_EPISODES,
+    judge_episodes: int = 100,
+    console: Console | None = None,
+    stability_mode: str = "strict",
+    stability_tolerance: float = STABILITY_TOLERANCE,
+    write_infeasible: bool = True,
+    outs: Sequence[Path] | None = None,
+    executor: Executor | None = None,
+    ceiling: float | None = None,
+    stop_within: float | None = None,
+    auto_stop: bool = True,
+) -> list[PrunedController]:
     """:func:`prune_controller` at several budgets solved as one continuation (:func:`prune.prune_budgets`).
 
     One budget is exactly :func:`prune_controller`. With several, each is written to
@@ -177,8 +247,10 @@ def prune_controller_budgets(controller: Controller, keeps: Sequence[float], met
     search_method = METHOD_PLAN[method][0]
     model = controller.module.eval()
     keep_text = keeps[0] if len(keeps) == 1 else ",".join(f"{k:g}" for k in keeps)
-    console.print(f"controller {controller.path} (sha256 {controller.sha256[:12]}), seed {seed}, "
-                  f"method {method}, metric {metric}, keep {keep_text}")
+    console.print(
+        f"controller {controller.path} (sha256 {controller.sha256[:12]}), seed {seed}, "
+        f"method {method}, metric {metric}, keep {keep_text}"
+    )
     example = torch.as_tensor(controller.spec.sample_observations(8, seed))
     with torch.no_grad():
         groups = find_groups(model, example, components=components or {})
@@ -193,17 +265,33 @@ def prune_controller_budgets(controller: Controller, keeps: Sequence[float], met
     if not pendulum:
         console.print(f"note: {env_id} is searched on a gymnasium vector env; no stability constraint (pendulum only)")
     if check is not None and before is not None and not before.stable and stability_mode == "strict":
-        console.print(f"[yellow]warning:[/] the unpruned controller is not stable at upright (spectral radius {before.radius:.4f}); "
-                      "the stability constraint is off")
+        console.print(
+            f"[yellow]warning:[/] the unpruned controller is not stable at upright (spectral radius {before.radius:.4f}); "
+            "the stability constraint is off"
+        )
         check = None
     states = visit_for(search_episodes, SEARCH_SEED)(model)  # data-aware metrics and the least-squares re-fit
     stop, objective = search_early_stop(env_id, model, objective, ceiling, stop_within, auto_stop)
     if stop.ceiling is not None or stop.stop_within is not None:
         console.print(f"early stop: {stop.why}")
-    options = dict(method=search_method, metric=metric, states=states, seed=seed, tolerance=tolerance, floor=floor,
-                   radius_check=check, resolution=resolution, max_evaluations=max_evaluations, reconstruct=reconstruct,
-                   finetune=visit_for(seed=3000) if finetune else None, progress=True, stability=stability_mode,
-                   stability_tolerance=stability_tolerance, ceiling=stop.ceiling, stop_within=stop.stop_within)
+    options = dict(
+        method=search_method,
+        metric=metric,
+        states=states,
+        seed=seed,
+        tolerance=tolerance,
+        floor=floor,
+        radius_check=check,
+        resolution=resolution,
+        max_evaluations=max_evaluations,
+        reconstruct=reconstruct,
+        finetune=visit_for(seed=3000) if finetune else None,
+        progress=True,
+        stability=stability_mode,
+        stability_tolerance=stability_tolerance,
+        ceiling=stop.ceiling,
+        stop_within=stop.stop_within,
+    )
     if len(keeps) == 1:
         results = [prune(model, groups, keeps[0], objective, **options)]
     else:
@@ -212,11 +300,20 @@ def prune_controller_budgets(controller: Controller, keeps: Sequence[float], met
     pruned: list[PrunedController] = []
     for keep, result in zip(keeps, results):
         after = pendulum_stability(result.model) if pendulum else None
-        summary = {"method": method, **result.to_dict(), "controller": str(controller.path), "sha256": controller.sha256,
-                   "stability_constraint": check is not None, "env_id": env_id,
-                   "failed_constraints": [name for name, c in result.constraints.items() if not c.ok],
-                   "early_stop": stop.to_dict()}
-        for key in ("obs_norm", "notes"):  # a foreign controller: which statistics it runs with (None: raw), what was assumed
+        summary = {
+            "method": method,
+            **result.to_dict(),
+            "controller": str(controller.path),
+            "sha256": controller.sha256,
+            "stability_constraint": check is not None,
+            "env_id": env_id,
+            "failed_constraints": [name for name, c in result.constraints.items() if not c.ok],
+            "early_stop": stop.to_dict(),
+        }
+        for key in (
+            "obs_norm",
+            "notes",
+        ):  # a foreign controller: which statistics it runs with (None: raw), what was assumed
             if key in controller.architecture:
                 summary[key] = controller.architecture[key]
         if before is not None and after is not None:
@@ -224,7 +321,9 @@ def prune_controller_budgets(controller: Controller, keeps: Sequence[float], met
         if judge_episodes:
             summary["return_before"] = return_before
             summary["return_after"] = closed_loop_return(result.model, judge_episodes, 0, "gym", env_id).mean
-        target = outs[len(pruned)] if outs is not None else out if out is None or len(keeps) == 1 else budget_path(out, keep)
+        target = (
+            outs[len(pruned)] if outs is not None else out if out is None or len(keeps) == 1 else budget_path(out, keep)
+        )
         if target is not None and (write_infeasible or result.feasible):
             summary["files"] = _write(target, result.model, controller, example, result.widths, summary)
         pruned.append(PrunedController(result.model, result, summary, list(groups.warnings)))
@@ -233,27 +332,50 @@ def prune_controller_budgets(controller: Controller, keeps: Sequence[float], met
 
 def print_prune_table(console: Console, s: dict, search_episodes: int, judge_episodes: int) -> None:
     """The before/after table of a prune summary (:attr:`PrunedController.summary`)."""
-    table = Table(title=f"prune {s['method']} ({s['metric']}), keep {s['keep']} of prunable parameters, seed {s['seed']}")
+    table = Table(
+        title=f"prune {s['method']} ({s['metric']}), keep {s['keep']} of prunable parameters, seed {s['seed']}"
+    )
     for col in ("", "before", "after"):
         table.add_column(col, justify="right")
     table.add_row("parameters", f"{s['params_before']:,}", f"{s['params_after']:,}")
-    table.add_row("prunable parameters", f"{s['prunable_params_before']:,}", f"{s['prunable_params_after']:,} ({s['keep_fraction']:.1%})")
+    table.add_row(
+        "prunable parameters",
+        f"{s['prunable_params_before']:,}",
+        f"{s['prunable_params_after']:,} ({s['keep_fraction']:.1%})",
+    )
     table.add_row("bytes (float32)", f"{s['bytes_before']:,}", f"{s['bytes_after']:,}")
     table.add_row("multiply-adds / step", f"{s['macs_before']:,}", f"{s['macs_after']:,}")
-    table.add_row(f"objective (fast, {search_episodes} ep.)", f"{s['objective_before']:.1f}", f"{s['objective_after']:.1f}")
+    table.add_row(
+        f"objective (fast, {search_episodes} ep.)", f"{s['objective_before']:.1f}", f"{s['objective_after']:.1f}"
+    )
     if "return_before" in s:
-        table.add_row(f"return (gymnasium {s['env_id']}, seeds 0..{judge_episodes - 1})", f"{s['return_before']:.1f}", f"{s['return_after']:.1f}")
+        table.add_row(
+            f"return (gymnasium {s['env_id']}, seeds 0..{judge_episodes - 1})",
+            f"{s['return_before']:.1f}",
+            f"{s['return_after']:.1f}",
+        )
     if "stability_before" in s:
-        table.add_row("stability margin (1 - radius)", f"{s['stability_before']['margin']:.4f}", f"{s['stability_after']['margin']:.4f}")
+        table.add_row(
+            "stability margin (1 - radius)",
+            f"{s['stability_before']['margin']:.4f}",
+            f"{s['stability_after']['margin']:.4f}",
+        )
     widths = ", ".join(f"{k}:{v['out']}" for k, v in s["widths"].items() if "out" in v)
     table.add_row("widths (out)", "", widths)
     table.add_row("coefficients", "", ", ".join(f"{k}:{v:.3f}" for k, v in s["coefficients"].items()))
     if s.get("metric_trials"):
-        table.add_row("metric (auto: uniform point)", "", ", ".join(f"{k}:{v:.1f}" for k, v in s["metric_trials"].items()) + f" -> {s['metric']}")
+        table.add_row(
+            "metric (auto: uniform point)",
+            "",
+            ", ".join(f"{k}:{v:.1f}" for k, v in s["metric_trials"].items()) + f" -> {s['metric']}",
+        )
     if s.get("finetune"):
         ft = s["finetune"]
-        table.add_row("fine-tune objective", f"{ft['objective_before']:.1f}", f"{ft['objective_after']:.1f}"
-                      + ("" if ft["kept"] else " (worse: searched weights kept)"))
+        table.add_row(
+            "fine-tune objective",
+            f"{ft['objective_before']:.1f}",
+            f"{ft['objective_after']:.1f}" + ("" if ft["kept"] else " (worse: searched weights kept)"),
+        )
     table.add_row("evaluations / seconds", "", f"{s['evaluations']} / {s['seconds']:.1f}")
     if s.get("stopped"):
         table.add_row("search stopped", "", stop_text(s))
@@ -267,9 +389,10 @@ def stop_text(s: dict) -> str:
     if reason == "ceiling":
         return f"objective reached the ceiling {stop.get('ceiling'):g} ({stop.get('why', '')}): it cannot improve"
     if reason == "within_noise":
-        return (f"objective within {stop.get('stop_within'):.4g} of the unpruned one ({stop.get('why', '')}): "
-                "no better candidate could be told apart on the search episodes")
+        return (
+            f"objective within {stop.get('stop_within'):.4g} of the unpruned one ({stop.get('why', '')}): "
+            "no better candidate could be told apart on the search episodes"
+        )
     if reason == "max_evaluations":
         return f"evaluation budget spent ({s.get('evaluations')} evaluations)"
     return "the method ran to its end"
-

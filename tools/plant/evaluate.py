@@ -33,8 +33,9 @@ class ReturnStats:
         return asdict(self)
 
 
-def closed_loop_return(policy: Policy | nn.Module, episodes: int = 100, seed: int = 0, judge: str = "fast",
-                       env_id: str = ENV_ID) -> ReturnStats:
+def closed_loop_return(
+    policy: Policy | nn.Module, episodes: int = 100, seed: int = 0, judge: str = "fast", env_id: str = ENV_ID
+) -> ReturnStats:
     """Mean, std and min of the return over ``episodes`` seeded episodes (seeds seed..seed+episodes-1).
 
     judge 'fast' is the batched plant for Pendulum-v1 and a gymnasium vector env for any other env id.

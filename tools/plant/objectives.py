@@ -98,4 +98,6 @@ def search_callables(env_id: str, episodes: int, seed: int) -> tuple[Callable, C
     """(objective, visit factory) for prune's search on env_id: the batched plant for Pendulum-v1, else a vector env."""
     if env_id == ENV_ID:
         return return_objective(episodes, seed), visit
-    return vector_return_objective(env_id, episodes, seed), lambda episodes=64, seed=3000: vector_visit(env_id, episodes, seed)
+    return vector_return_objective(env_id, episodes, seed), lambda episodes=64, seed=3000: vector_visit(
+        env_id, episodes, seed
+    )

@@ -100,8 +100,13 @@ def combine(returns: np.ndarray, how: str | Aggregate) -> np.ndarray:
     return w @ returns
 
 
-def robust_objective(scenarios: ScenarioSet, aggregate: str | Aggregate = "mean", episodes: int = SEARCH_EPISODES,
-                     seed: int = SEARCH_SEED, env_id: str = ENV_ID) -> Callable[[nn.Module], np.ndarray]:
+def robust_objective(
+    scenarios: ScenarioSet,
+    aggregate: str | Aggregate = "mean",
+    episodes: int = SEARCH_EPISODES,
+    seed: int = SEARCH_SEED,
+    env_id: str = ENV_ID,
+) -> Callable[[nn.Module], np.ndarray]:
     """objective(model) = per-episode scores over ``scenarios`` whose mean is the aggregate (see module doc).
 
     The same seeds seed..seed+episodes-1 for every scenario and every candidate. Without scenarios the
@@ -127,8 +132,12 @@ class ScenarioStats:
 
     def to_dict(self) -> dict:
         """JSON-ready."""
-        return {"scenario": self.scenario.to_dict(), "returns": self.returns.to_dict(),
-                "balanced": self.balanced, "balanced_share": self.balanced_share}
+        return {
+            "scenario": self.scenario.to_dict(),
+            "returns": self.returns.to_dict(),
+            "balanced": self.balanced,
+            "balanced_share": self.balanced_share,
+        }
 
 
 @dataclass
@@ -153,8 +162,11 @@ class RobustReturns:
 
     def to_dict(self) -> dict:
         """JSON-ready."""
-        return {"set": self.set_name, "nominal": self.nominal.to_dict(),
-                "scenarios": {k: v.to_dict() for k, v in self.scenarios.items()}}
+        return {
+            "set": self.set_name,
+            "nominal": self.nominal.to_dict(),
+            "scenarios": {k: v.to_dict() for k, v in self.scenarios.items()},
+        }
 
 
 def _stats(policy: Policy, scenario: Scenario, seeds: list[int], env_id: str) -> ScenarioStats:
@@ -163,8 +175,9 @@ def _stats(policy: Policy, scenario: Scenario, seeds: list[int], env_id: str) ->
     return ScenarioStats(scenario, ReturnStats.of("fast", seeds, played.returns), balanced, float(np.mean(balanced)))
 
 
-def robust_returns(policy: Policy | nn.Module, scenarios: ScenarioSet, episodes: int = 100, seed: int = 0,
-                   env_id: str = ENV_ID) -> RobustReturns:
+def robust_returns(
+    policy: Policy | nn.Module, scenarios: ScenarioSet, episodes: int = 100, seed: int = 0, env_id: str = ENV_ID
+) -> RobustReturns:
     """The judge under every scenario of the set, and nominally, on seeds seed..seed+episodes-1.
 
     The nominal row is the fast judge's own figure (:func:`tools.plant.evaluate.closed_loop_return`).
@@ -172,5 +185,8 @@ def robust_returns(policy: Policy | nn.Module, scenarios: ScenarioSet, episodes:
     if isinstance(policy, nn.Module):
         policy = as_policy(policy)
     seeds = episode_seeds(episodes, seed)
-    return RobustReturns(scenarios.name, _stats(policy, NOMINAL, seeds, env_id),
-                         {s.name: _stats(policy, s, seeds, env_id) for s in scenarios})
+    return RobustReturns(
+        scenarios.name,
+        _stats(policy, NOMINAL, seeds, env_id),
+        {s.name: _stats(policy, s, seeds, env_id) for s in scenarios},
+    )

@@ -56,7 +56,9 @@ def _vector_env(env_id: str, n: int):
     return gym.make_vec(env_id, num_envs=n, vectorization_mode="sync")
 
 
-def rollout_vector(policy: Policy, seeds: list[int], env_id: str, record: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def rollout_vector(
+    policy: Policy, seeds: list[int], env_id: str, record: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Return of one episode per seed (episode i from reset(seed=seeds[i])); optionally the observations acted on."""
     envs = _vector_env(env_id, len(seeds))
     try:

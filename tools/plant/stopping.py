@@ -69,16 +69,22 @@ def standard_error(scores: Sequence[float]) -> float:
     return float(values.std(ddof=1) / math.sqrt(values.size))
 
 
-def choose(env_id: str, ceiling: float | None = None, stop_within: float | None = None, auto: bool = True,
-           unpruned_scores: Sequence[float] | None = None) -> EarlyStop:
+def choose(
+    env_id: str,
+    ceiling: float | None = None,
+    stop_within: float | None = None,
+    auto: bool = True,
+    unpruned_scores: Sequence[float] | None = None,
+) -> EarlyStop:
     """The early stop of a search on ``env_id``: the user's values if any, else the automatic ones (module docstring).
 
     ``unpruned_scores`` are the unpruned controller's per-episode search returns (for the noise margin);
     without them no noise margin is chosen automatically.
     """
     if ceiling is not None or stop_within is not None:
-        parts = ([f"ceiling {ceiling:g} (given)"] if ceiling is not None else []) + \
-                ([f"within {stop_within:g} of the unpruned objective (given)"] if stop_within is not None else [])
+        parts = ([f"ceiling {ceiling:g} (given)"] if ceiling is not None else []) + (
+            [f"within {stop_within:g} of the unpruned objective (given)"] if stop_within is not None else []
+        )
         return EarlyStop(ceiling, stop_within, ", ".join(parts))
     if not auto:
         return EarlyStop(why="no early stop (--no-early-stop)")
@@ -89,12 +95,20 @@ def choose(env_id: str, ceiling: float | None = None, stop_within: float | None 
         return EarlyStop(ceiling=known[0], why=f"ceiling {known[0]:g}: {known[1]}")
     if unpruned_scores is not None and len(unpruned_scores) > 1:
         se = standard_error(unpruned_scores)
-        return EarlyStop(stop_within=se, why=f"within {se:.4g} of the unpruned objective: its standard error over "
-                                             f"{len(unpruned_scores)} search episodes")
+        return EarlyStop(
+            stop_within=se,
+            why=f"within {se:.4g} of the unpruned objective: its standard error over "
+            f"{len(unpruned_scores)} search episodes",
+        )
     return EarlyStop()
 
 
 def needs_scores(env_id: str, ceiling: float | None, stop_within: float | None, auto: bool) -> bool:
     """Whether :func:`choose` would use the unpruned per-episode scores (so the caller measures them only then)."""
-    return (auto and ceiling is None and stop_within is None and env_id not in NO_AUTO_STOP
-            and reward_ceiling(env_id) is None)
+    return (
+        auto
+        and ceiling is None
+        and stop_within is None
+        and env_id not in NO_AUTO_STOP
+        and reward_ceiling(env_id) is None
+    )

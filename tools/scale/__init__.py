@@ -19,7 +19,23 @@ from tools.scale.farm import Board, Episode, Farm, FarmRun, Rerun, parse_farm, r
 from tools.scale.objective import BatchedObjective, batched
 
 __all__ = [
-    "EXECUTORS", "BatchedObjective", "Board", "Cell", "Episode", "Executor", "Farm", "FarmRun", "LocalExecutor",
-    "RayExecutor", "Rerun", "ScaleError", "batched", "make_executor", "parse_farm", "read_farm", "run_cells",
-    "run_on_farm", "sweep",
+    "EXECUTORS",
+    "BatchedObjective",
+    "Board",
+    "Cell",
+    "Episode",
+    "Executor",
+    "Farm",
+    "FarmRun",
+    "LocalExecutor",
+    "RayExecutor",
+    "Rerun",
+    "ScaleError",
+    "batched",
+    "make_executor",
+    "parse_farm",
+    "read_farm",
+    "run_cells",
+    "run_on_farm",
+    "sweep",
 ]

@@ -32,8 +32,13 @@ class Cell:
         return {**asdict(self), "options": dict(self.options)}
 
 
-def sweep(methods: Iterable[str], keeps: Iterable[float], seeds: Iterable[int] = (0,), targets: Iterable[str] = ("",),
-          **options: Any) -> list[Cell]:
+def sweep(
+    methods: Iterable[str],
+    keeps: Iterable[float],
+    seeds: Iterable[int] = (0,),
+    targets: Iterable[str] = ("",),
+    **options: Any,
+) -> list[Cell]:
     """Every method x budget x seed x target, in that nesting order (the order a table lists them)."""
     return [Cell(m, k, s, t, dict(options)) for m, k, s, t in product(methods, keeps, seeds, targets)]
 

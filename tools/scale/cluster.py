@@ -23,7 +23,9 @@ def ray_module():
     return ray
 
 
-def connect(address: str | None = None, num_cpus: int | None = None, resources: Mapping[str, float] | None = None) -> bool:
+def connect(
+    address: str | None = None, num_cpus: int | None = None, resources: Mapping[str, float] | None = None
+) -> bool:
     """Connect this process to Ray; True if this call did it (then the caller shuts it down), False if it already was.
 
     ``address`` (``auto``, ``host:port`` or ``ray://host:port``) or ``RAY_ADDRESS`` names a running
@@ -39,8 +41,14 @@ def connect(address: str | None = None, num_cpus: int | None = None, resources: 
         if address:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
         else:
-            ray.init(num_cpus=num_cpus, resources=dict(resources or {}), object_store_memory=OBJECT_STORE_BYTES,
-                     include_dashboard=False, log_to_driver=False, configure_logging=False)
+            ray.init(
+                num_cpus=num_cpus,
+                resources=dict(resources or {}),
+                object_store_memory=OBJECT_STORE_BYTES,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise ScaleError(f"Ray at {address or 'a new local instance'}: {e}") from e
     return True

@@ -19,7 +19,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 EXECUTORS = ("local", "ray")
 MAX_RETRIES = 3  # times a task is rerun after its worker or node died (Ray's default for tasks)
-CHUNKS_PER_WORKER = 4  # a map is cut into about this many tasks per worker: cheap items share a task, slow ones get their own
+CHUNKS_PER_WORKER = (
+    4  # a map is cut into about this many tasks per worker: cheap items share a task, slow ones get their own
+)
 
 
 class Executor(Protocol):
@@ -79,8 +81,13 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_workers: int | None = None, max_retries: int = MAX_RETRIES,
-                 chunk: int | None = None) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        num_workers: int | None = None,
+        max_retries: int = MAX_RETRIES,
+        chunk: int | None = None,
+    ) -> None:
         if num_workers is not None and num_workers < 1:
             raise ScaleError(f"num_workers must be >= 1, got {num_workers}")
         if chunk is not None and chunk < 1:

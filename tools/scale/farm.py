@@ -149,7 +149,11 @@ class FarmRun:
 
     def to_dict(self) -> dict:
         """JSON-ready: the board of each episode, the boards lost, the reruns (the results are the caller's to report)."""
-        return {"boards": list(self.boards), "dead_boards": list(self.dead_boards), "reruns": [asdict(r) for r in self.reruns]}
+        return {
+            "boards": list(self.boards),
+            "dead_boards": list(self.dead_boards),
+            "reruns": [asdict(r) for r in self.reruns],
+        }
 
 
 EpisodeFn = Callable[[Board, Episode], Any]  # runs one episode on one board (inside that board's actor)
@@ -170,13 +174,20 @@ def _check_resources(ray: Any, farm: Farm) -> None:
     offered = ray.cluster_resources()
     for resource, wanted in farm.resources().items():
         if offered.get(resource, 0.0) < wanted:
-            raise ScaleError(f"{farm.source}: {int(wanted)} board(s) need the Ray resource {resource!r}, the cluster offers "
-                             f"{offered.get(resource, 0.0):g}; start the node wired to each board with "
-                             f"ray start ... --resources '{{\"{resource}\": 1}}'")
+            raise ScaleError(
+                f"{farm.source}: {int(wanted)} board(s) need the Ray resource {resource!r}, the cluster offers "
+                f"{offered.get(resource, 0.0):g}; start the node wired to each board with "
+                f"ray start ... --resources '{{\"{resource}\": 1}}'"
+            )
 
 
-def run_on_farm(farm: Farm, episodes: Sequence[Episode], fn: EpisodeFn, address: str | None = None,
-                on_result: Callable[[Episode, str, Any], None] | None = None) -> FarmRun:
+def run_on_farm(
+    farm: Farm,
+    episodes: Sequence[Episode],
+    fn: EpisodeFn,
+    address: str | None = None,
+    on_result: Callable[[Episode, str, Any], None] | None = None,
+) -> FarmRun:
     """Run every episode on a free board of its target, through the board's actor; a dead board's episode runs again.
 
     ``fn(board, episode)`` runs inside the board's actor (it must pickle: a module-level function or
@@ -188,8 +199,10 @@ def run_on_farm(farm: Farm, episodes: Sequence[Episode], fn: EpisodeFn, address:
         raise ScaleError("farm episodes need distinct indexes (their places in the run)")
     missing = sorted({e.target for e in episodes} - set(farm.targets()))
     if missing:
-        raise ScaleError(f"{farm.source}: no board of target(s) {', '.join(missing)}; boards: "
-                         + ", ".join(f"{b.name} ({b.target})" for b in farm.boards))
+        raise ScaleError(
+            f"{farm.source}: no board of target(s) {', '.join(missing)}; boards: "
+            + ", ".join(f"{b.name} ({b.target})" for b in farm.boards)
+        )
     ray = ray_module()
     started = connect(address, resources=farm.resources())
     actors: dict[str, Any] = {}
@@ -199,8 +212,9 @@ def run_on_farm(farm: Farm, episodes: Sequence[Episode], fn: EpisodeFn, address:
         worker = ray.remote(BoardWorker)
         by_name = {b.name: b for b in farm.boards}
         for b in farm.boards:
-            actors[b.name] = worker.options(num_cpus=0, resources={b.resource: 1}, max_restarts=0,
-                                            max_task_retries=0).remote(b)
+            actors[b.name] = worker.options(
+                num_cpus=0, resources={b.resource: 1}, max_restarts=0, max_task_retries=0
+            ).remote(b)
         fn_ref = ray.put(fn)
         pending = {t: deque(e for e in episodes if e.target == t) for t in farm.targets()}
         free = [b.name for b in farm.boards]
@@ -218,8 +232,10 @@ def run_on_farm(farm: Farm, episodes: Sequence[Episode], fn: EpisodeFn, address:
             if not running:
                 left = [e for q in pending.values() for e in q]
                 if left:
-                    raise ScaleError(f"{farm.source}: every board of target {left[0].target} died "
-                                     f"({', '.join(dead)}); {len(left)} episode(s) not run")
+                    raise ScaleError(
+                        f"{farm.source}: every board of target {left[0].target} died "
+                        f"({', '.join(dead)}); {len(left)} episode(s) not run"
+                    )
                 break
             ready, _ = ray.wait(list(running), num_returns=1)
             for ref in ready:

@@ -51,7 +51,9 @@ def train(out: Path, steps: int, time_box: float, seed: int) -> dict:
 
     start = time.monotonic()
     venv = VecNormalize(make_vec_env(ENV, n_envs=1, seed=seed))
-    model = PPO("MlpPolicy", venv, policy_kwargs={"net_arch": [64, 64]}, n_steps=1024, batch_size=64, seed=seed, device="cpu")
+    model = PPO(
+        "MlpPolicy", venv, policy_kwargs={"net_arch": [64, 64]}, n_steps=1024, batch_size=64, seed=seed, device="cpu"
+    )
     model.learn(steps, callback=TimeBox(start + time_box))
     model.save(out / "ppo.zip")
     venv.save(str(out / "vecnormalize.pkl"))
@@ -68,9 +70,13 @@ def cli(*args: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="folder for the zip, statistics, pruned model, bundle, summary")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for the zip, statistics, pruned model, bundle, summary"
+    )
     parser.add_argument("--steps", type=int, default=20_000, help="PPO environment steps (default 20000)")
-    parser.add_argument("--time-box", type=float, default=360.0, help="stop training after this many seconds (default 360)")
+    parser.add_argument(
+        "--time-box", type=float, default=360.0, help="stop training after this many seconds (default 360)"
+    )
     parser.add_argument("--episodes", type=int, default=20, help="eval episodes, unpruned and pruned (default 20)")
     parser.add_argument("--hil-episodes", type=int, default=5, help="lockstep HIL episodes (default 5)")
     parser.add_argument("--method", default="uniform-l1", help="prune method (default uniform-l1)")
@@ -87,31 +93,63 @@ def main(argv: list[str] | None = None) -> int:
     alone.mkdir(exist_ok=True)
     shutil.copy(zip_path, alone / "ppo.zip")
     raw = cli("eval", "--controller", str(alone / "ppo.zip"), "--env", ENV, "--episodes", str(args.episodes))
-    pruned = cli("prune", "--controller", str(zip_path), "--env", ENV, "--keep", "0.25", "--tolerance", "0.05",
-                 "--method", args.method, "--seed", str(args.seed), "--judge-episodes", str(args.episodes),
-                 "--out", str(out / "pruned.pt"))
+    pruned = cli(
+        "prune",
+        "--controller",
+        str(zip_path),
+        "--env",
+        ENV,
+        "--keep",
+        "0.25",
+        "--tolerance",
+        "0.05",
+        "--method",
+        args.method,
+        "--seed",
+        str(args.seed),
+        "--judge-episodes",
+        str(args.episodes),
+        "--out",
+        str(out / "pruned.pt"),
+    )
     program = pruned["files"]["controller"]
     bundle = cli("export", "--controller", program, "--targets", args.target, "--out", str(out / "bundle"), "--force")
     hil = cli("hil", "--bundle", str(out / "bundle"), "--target", args.target, "--episodes", str(args.hil_episodes))
     diffs = [abs(a - b) for a, b in zip(hil["returns"], hil["host_returns"])]
     summary = {
-        "env": ENV, "training": trained, "obs_norm": unpruned.get("obs_norm"),
-        "return_unpruned": unpruned["mean"], "return_unpruned_without_statistics": raw["mean"],
-        "return_pruned": pruned["return_after"], "params": [pruned["params_before"], pruned["params_after"]],
-        "keep_fraction": pruned["keep_fraction"], "feasible": pruned["feasible"], "pruned_file": program,
-        "export_parity": bundle["parity"], "unverified": bundle["unverified"], "hil_target": args.target,
-        "hil_returns": hil["returns"], "hil_host_returns": hil["host_returns"], "hil_max_episode_diff": max(diffs),
+        "env": ENV,
+        "training": trained,
+        "obs_norm": unpruned.get("obs_norm"),
+        "return_unpruned": unpruned["mean"],
+        "return_unpruned_without_statistics": raw["mean"],
+        "return_pruned": pruned["return_after"],
+        "params": [pruned["params_before"], pruned["params_after"]],
+        "keep_fraction": pruned["keep_fraction"],
+        "feasible": pruned["feasible"],
+        "pruned_file": program,
+        "export_parity": bundle["parity"],
+        "unverified": bundle["unverified"],
+        "hil_target": args.target,
+        "hil_returns": hil["returns"],
+        "hil_host_returns": hil["host_returns"],
+        "hil_max_episode_diff": max(diffs),
         "pruned_within_5_percent": abs(pruned["return_after"] - unpruned["mean"]) <= 0.05 * abs(unpruned["mean"]),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"PPO + VecNormalize on {ENV}: {trained['steps']} steps in {trained['seconds']:.0f} s")
-    print(f"  return unpruned (with statistics, {args.episodes} ep.): {unpruned['mean']:.1f}; "
-          f"same zip without its statistics: {raw['mean']:.1f}")
-    print(f"  pruned to {pruned['keep_fraction']:.1%} of prunable parameters ({pruned['params_before']} -> "
-          f"{pruned['params_after']} parameters), {args.method}: return {pruned['return_after']:.1f}")
+    print(
+        f"  return unpruned (with statistics, {args.episodes} ep.): {unpruned['mean']:.1f}; "
+        f"same zip without its statistics: {raw['mean']:.1f}"
+    )
+    print(
+        f"  pruned to {pruned['keep_fraction']:.1%} of prunable parameters ({pruned['params_before']} -> "
+        f"{pruned['params_after']} parameters), {args.method}: return {pruned['return_after']:.1f}"
+    )
     print(f"  export to {args.target}: parity {bundle['parity']}, unverified {bundle['unverified']}")
-    print(f"  HIL {args.target}, {args.hil_episodes} lockstep episodes: device {hil['returns']} host {hil['host_returns']}, "
-          f"max |diff| per episode {max(diffs):.3g}")
+    print(
+        f"  HIL {args.target}, {args.hil_episodes} lockstep episodes: device {hil['returns']} host {hil['host_returns']}, "
+        f"max |diff| per episode {max(diffs):.3g}"
+    )
     return 0
 
 

@@ -75,15 +75,24 @@ class Sizes:
     def of(cls, quick: bool) -> Sizes:
         """The real run's sizes (chosen to fit ~15 minutes on a loaded 2-core machine) or the quick ones."""
         if quick:
-            return cls(seeds={p: (0,) for p in PROBLEMS}, pendulum_episodes=4, planning_episodes=2, state_episodes=2,
-                       evaluations={"ref2": 8, "ref4": 8, "tdmpc": 4, "autoencoder": 8},
-                       resolution={"ref2": 0.25, "ref4": 0.5, "tdmpc": 1.0, "autoencoder": 0.25},
-                       keep={"ref2": 0.1, "ref4": 0.05, "tdmpc": 0.25, "autoencoder": 0.25})
-        return cls(seeds={"ref2": (0, 1), "ref4": (0,), "tdmpc": (0,), "autoencoder": (0, 1, 2)},
-                   pendulum_episodes=8, planning_episodes=2, state_episodes=8,
-                   evaluations={"ref2": 40, "ref4": 0, "tdmpc": 16, "autoencoder": 60},
-                   resolution={"ref2": 0.05, "ref4": 0.1, "tdmpc": 1.0, "autoencoder": 0.05},
-                   keep={"ref2": 0.1, "ref4": 0.05, "tdmpc": 0.25, "autoencoder": 0.25})
+            return cls(
+                seeds={p: (0,) for p in PROBLEMS},
+                pendulum_episodes=4,
+                planning_episodes=2,
+                state_episodes=2,
+                evaluations={"ref2": 8, "ref4": 8, "tdmpc": 4, "autoencoder": 8},
+                resolution={"ref2": 0.25, "ref4": 0.5, "tdmpc": 1.0, "autoencoder": 0.25},
+                keep={"ref2": 0.1, "ref4": 0.05, "tdmpc": 0.25, "autoencoder": 0.25},
+            )
+        return cls(
+            seeds={"ref2": (0, 1), "ref4": (0,), "tdmpc": (0,), "autoencoder": (0, 1, 2)},
+            pendulum_episodes=8,
+            planning_episodes=2,
+            state_episodes=8,
+            evaluations={"ref2": 40, "ref4": 0, "tdmpc": 16, "autoencoder": 60},
+            resolution={"ref2": 0.05, "ref4": 0.1, "tdmpc": 1.0, "autoencoder": 0.05},
+            keep={"ref2": 0.1, "ref4": 0.05, "tdmpc": 0.25, "autoencoder": 0.25},
+        )
 
 
 @dataclass
@@ -122,7 +131,9 @@ class Run:
 class SearchBenchReport:
     schema: int
     config: dict
-    problems: dict = field(default_factory=dict)  # name -> title, keep, metric, groups, unpruned objective, grid resolution
+    problems: dict = field(
+        default_factory=dict
+    )  # name -> title, keep, metric, groups, unpruned objective, grid resolution
     runs: list[Run] = field(default_factory=list)
     summary: list[dict] = field(default_factory=list)  # one row per problem and mode: best after N evals per method
     fifth: dict = field(default_factory=dict)  # ref4: evaluations each method needs to reach the grid's objective
@@ -136,8 +147,17 @@ def reference_problem(name: str, path: str, keep: float, episodes: int, resoluti
     groups = find_groups(model, torch.as_tensor(controller.spec.sample_observations(8, 0)))
     check = radius_check if pendulum_stability(model).stable else None
     title = f"{len(groups.components)}-group controller {controller.architecture['hidden']}, keep {keep:g}"
-    return Problem(name, title, model, groups, keep, return_objective(episodes, SEARCH_SEED),
-                   visit(episodes, SEARCH_SEED)(model), check, resolution)
+    return Problem(
+        name,
+        title,
+        model,
+        groups,
+        keep,
+        return_objective(episodes, SEARCH_SEED),
+        visit(episodes, SEARCH_SEED)(model),
+        check,
+        resolution,
+    )
 
 
 def tdmpc_problem(keep: float, sizes: Sizes) -> Problem:
@@ -150,9 +170,17 @@ def tdmpc_problem(keep: float, sizes: Sizes) -> Problem:
     agent, planner = loaded.agent, loaded.planner
     groups = find_groups(agent, example_inputs(agent.cfg, seed=0))
     states = visited_inputs(agent, planner, sizes.state_episodes, 3000, 0)  # the TD-MPC bench's state seeds
-    return Problem("tdmpc", f"TD-MPC agent ({len(groups.components)} components), keep {keep:g}", agent, groups, keep,
-                   planning_objective(planner, sizes.planning_episodes, SEARCH_SEED, 0), states, None,
-                   sizes.resolution["tdmpc"])
+    return Problem(
+        "tdmpc",
+        f"TD-MPC agent ({len(groups.components)} components), keep {keep:g}",
+        agent,
+        groups,
+        keep,
+        planning_objective(planner, sizes.planning_episodes, SEARCH_SEED, 0),
+        states,
+        None,
+        sizes.resolution["tdmpc"],
+    )
 
 
 def autoencoder_problem(keep: float, resolution: float) -> Problem:
@@ -163,8 +191,17 @@ def autoencoder_problem(keep: float, resolution: float) -> Problem:
     data = load(None, 0)
     model, _ = load_autoencoder()
     groups = autoencoder_groups(model, False)
-    return Problem("autoencoder", f"digits autoencoder (components {', '.join(groups.components)}), keep {keep:g}", model,
-                   groups, keep, psnr_objective(data.val), data.train, None, resolution)
+    return Problem(
+        "autoencoder",
+        f"digits autoencoder (components {', '.join(groups.components)}), keep {keep:g}",
+        model,
+        groups,
+        keep,
+        psnr_objective(data.val),
+        data.train,
+        None,
+        resolution,
+    )
 
 
 def build(name: str, sizes: Sizes) -> Problem:
@@ -173,8 +210,9 @@ def build(name: str, sizes: Sizes) -> Problem:
     if name == "ref2":
         return reference_problem(name, str(default_controller_path()), keep, sizes.pendulum_episodes, res)
     if name == "ref4":
-        return reference_problem(name, str(resources.files("tools") / "assets" / "pendulum_mlp4.pt"), keep,
-                                 sizes.pendulum_episodes, res)
+        return reference_problem(
+            name, str(resources.files("tools") / "assets" / "pendulum_mlp4.pt"), keep, sizes.pendulum_episodes, res
+        )
     if name == "tdmpc":
         return tdmpc_problem(keep, sizes)
     return autoencoder_problem(keep, res)
@@ -185,14 +223,34 @@ def run(problem: Problem, method: str, reconstruct: bool, seed: int, evaluations
     torch.manual_seed(seed)
     # without the re-fit no candidate of the ELU reference controllers at 10% / 5% keeps the closed loop stable
     # (docs/bench_prune_no_refit.json): the shrink-only curves compare the optimisers on return alone
-    result = prune(problem.model, problem.groups, problem.keep, problem.objective, method=method, metric=problem.metric,
-                   states=problem.states, seed=seed, radius_check=problem.radius if reconstruct else None,
-                   resolution=problem.resolution,
-                   max_evaluations=evaluations, reconstruct=reconstruct)
+    result = prune(
+        problem.model,
+        problem.groups,
+        problem.keep,
+        problem.objective,
+        method=method,
+        metric=problem.metric,
+        states=problem.states,
+        seed=seed,
+        radius_check=problem.radius if reconstruct else None,
+        resolution=problem.resolution,
+        max_evaluations=evaluations,
+        reconstruct=reconstruct,
+    )
     s = result.search
     curve = [float(x) for x in s.history]
-    return Run(problem.name, reconstruct, method, seed, len(curve), s.seconds, float(s.objective), float(s.best_seen),
-               bool(s.feasible), curve)
+    return Run(
+        problem.name,
+        reconstruct,
+        method,
+        seed,
+        len(curve),
+        s.seconds,
+        float(s.objective),
+        float(s.best_seen),
+        bool(s.feasible),
+        curve,
+    )
 
 
 def best_after(curve: list[float], n: int) -> float:
@@ -209,7 +267,13 @@ def checkpoints(budget: int) -> list[int]:
 def summarise(runs: list[Run], problem: str, reconstruct: bool, budget: int) -> dict:
     """Mean over seeds of the best objective after each checkpoint, per method; the winner and its margin."""
     marks = checkpoints(budget)
-    row: dict[str, Any] = {"problem": problem, "reconstruct": reconstruct, "budget": budget, "checkpoints": marks, "methods": {}}
+    row: dict[str, Any] = {
+        "problem": problem,
+        "reconstruct": reconstruct,
+        "budget": budget,
+        "checkpoints": marks,
+        "methods": {},
+    }
     for method in METHODS:
         mine = [r for r in runs if r.problem == problem and r.reconstruct == reconstruct and r.method == method]
         if not mine:
@@ -220,12 +284,15 @@ def summarise(runs: list[Run], problem: str, reconstruct: bool, budget: int) -> 
             "final": float(np.mean([best_after(r.curve, budget) for r in mine])),  # at the equal budget
             "full": float(np.mean([best_after(r.curve, len(r.curve)) for r in mine])),  # the grid: over all its points
             "evaluations": int(np.mean([r.evaluations for r in mine])),
-            "seeds": len(mine)}
+            "seeds": len(mine),
+        }
     finals = {m: v["final"] for m, v in row["methods"].items() if not math.isnan(v["final"])}
     ranked = sorted(finals, key=lambda m: finals[m], reverse=True)
     if ranked:
         row["winner"] = ranked[0]
-        row["tied"] = [m for m in ranked if finals[ranked[0]] - finals[m] < TIE]  # the winner and those within TIE of it
+        row["tied"] = [
+            m for m in ranked if finals[ranked[0]] - finals[m] < TIE
+        ]  # the winner and those within TIE of it
         row["margin_over_next"] = finals[ranked[0]] - finals[ranked[1]] if len(ranked) > 1 else 0.0
         row["margin_over_gd"] = finals[ranked[0]] - finals["gd"] if "gd" in finals else None
     return row
@@ -235,16 +302,30 @@ def fifth_of_grid(runs: list[Run], reconstruct: bool) -> dict:
     """ref4: the grid's objective and evaluations; per method and seed, the evaluations needed to reach it."""
     grid = next(r for r in runs if r.problem == "ref4" and r.reconstruct == reconstruct and r.method == "grid")
     target, allowed = grid.best_seen, max(1, grid.evaluations // 5)
-    out: dict[str, Any] = {"grid_objective": target, "grid_evaluations": grid.evaluations, "allowed": allowed, "methods": {}}
+    out: dict[str, Any] = {
+        "grid_objective": target,
+        "grid_evaluations": grid.evaluations,
+        "allowed": allowed,
+        "methods": {},
+    }
     for method in STOCHASTIC:
         reached = []
         for r in (r for r in runs if r.problem == "ref4" and r.reconstruct == reconstruct and r.method == method):
             hit = next((i + 1 for i, x in enumerate(r.curve) if not math.isnan(x) and x >= target), None)
-            reached.append({"seed": r.seed, "evaluations_to_reach": hit, "best": best_after(r.curve, allowed),
-                            "gap": target - best_after(r.curve, allowed)})
-        out["methods"][method] = {"seeds": reached,
-                                  "reaches_within_fifth": all(x["evaluations_to_reach"] is not None
-                                                              and x["evaluations_to_reach"] <= allowed for x in reached)}
+            reached.append(
+                {
+                    "seed": r.seed,
+                    "evaluations_to_reach": hit,
+                    "best": best_after(r.curve, allowed),
+                    "gap": target - best_after(r.curve, allowed),
+                }
+            )
+        out["methods"][method] = {
+            "seeds": reached,
+            "reaches_within_fifth": all(
+                x["evaluations_to_reach"] is not None and x["evaluations_to_reach"] <= allowed for x in reached
+            ),
+        }
     out["some_method_reaches"] = any(v["reaches_within_fifth"] for v in out["methods"].values())
     return out
 
@@ -252,28 +333,48 @@ def fifth_of_grid(runs: list[Run], reconstruct: bool) -> dict:
 def bench(sizes: Sizes, problems: tuple[str, ...], modes: tuple[bool, ...], console: Console) -> SearchBenchReport:
     """Every method on every problem and mode; ref4's grid first (its count sets the others' budget)."""
     start = time.perf_counter()
-    report = SearchBenchReport(SCHEMA, {**asdict(sizes), "problems": list(problems), "modes": list(modes),
-                                        "methods": list(METHODS)})
+    report = SearchBenchReport(
+        SCHEMA, {**asdict(sizes), "problems": list(problems), "modes": list(modes), "methods": list(METHODS)}
+    )
     for name in problems:
         problem = build(name, sizes)
-        problem.metric = prune(problem.model, problem.groups, problem.keep, problem.objective, method="uniform",
-                               metric="auto", states=problem.states, radius_check=problem.radius).metric
-        report.problems[name] = {"title": problem.title, "keep": problem.keep, "metric": problem.metric,
-                                 "components": list(problem.groups.components), "grid_resolution": problem.resolution,
-                                 "unpruned_objective": float(np.mean(problem.objective(problem.model)))}
-        console.print(f"{name}: {problem.title}; metric {problem.metric}; unpruned objective "
-                      f"{report.problems[name]['unpruned_objective']:.2f}")
+        problem.metric = prune(
+            problem.model,
+            problem.groups,
+            problem.keep,
+            problem.objective,
+            method="uniform",
+            metric="auto",
+            states=problem.states,
+            radius_check=problem.radius,
+        ).metric
+        report.problems[name] = {
+            "title": problem.title,
+            "keep": problem.keep,
+            "metric": problem.metric,
+            "components": list(problem.groups.components),
+            "grid_resolution": problem.resolution,
+            "unpruned_objective": float(np.mean(problem.objective(problem.model))),
+        }
+        console.print(
+            f"{name}: {problem.title}; metric {problem.metric}; unpruned objective "
+            f"{report.problems[name]['unpruned_objective']:.2f}"
+        )
         for reconstruct in modes:
             grid = run(problem, "grid", reconstruct, 0, 0)
             report.runs.append(grid)
             budget = sizes.evaluations[name] or max(1, grid.evaluations // 5)
-            console.print(f"  re-fit {reconstruct!s:5} grid: {grid.best_seen:.2f} in {grid.evaluations} evals {grid.seconds:.0f}s")
+            console.print(
+                f"  re-fit {reconstruct!s:5} grid: {grid.best_seen:.2f} in {grid.evaluations} evals {grid.seconds:.0f}s"
+            )
             for method in STOCHASTIC:
                 for seed in sizes.seeds[name]:
                     r = run(problem, method, reconstruct, seed, budget)
                     report.runs.append(r)
-                    console.print(f"  re-fit {reconstruct!s:5} {method:5} seed {seed}: {r.best_seen:.2f} in {r.evaluations} evals "
-                                  f"{r.seconds:.0f}s")
+                    console.print(
+                        f"  re-fit {reconstruct!s:5} {method:5} seed {seed}: {r.best_seen:.2f} in {r.evaluations} evals "
+                        f"{r.seconds:.0f}s"
+                    )
             report.summary.append(summarise(report.runs, name, reconstruct, budget))
             if name == "ref4":
                 report.fifth[str(reconstruct)] = fifth_of_grid(report.runs, reconstruct)
@@ -298,7 +399,9 @@ def table_rows(report: SearchBenchReport) -> tuple[list[str], list[list[str]]]:
             if v is None:
                 cells.append("-")
             elif m == "grid":
-                cells.append(f"{fmt(v['final'])} in {min(v['evaluations'], s['budget'])}; {fmt(v.get('full'))} in all {v['evaluations']}")
+                cells.append(
+                    f"{fmt(v['final'])} in {min(v['evaluations'], s['budget'])}; {fmt(v.get('full'))} in all {v['evaluations']}"
+                )
             else:
                 cells.append(" / ".join(fmt(x) for x in v["best_after"]))
         win = s.get("winner", "-")
@@ -308,8 +411,15 @@ def table_rows(report: SearchBenchReport) -> tuple[list[str], list[list[str]]]:
             margin = f"tie: {', '.join(s['tied'])}"
         else:
             margin = f"{win} (+{fmt(s['margin_over_next'])}, +{fmt(s['margin_over_gd'] or 0)})"
-        rows.append([report.problems[s["problem"]]["title"], "yes" if s["reconstruct"] else "no",
-                     ", ".join(map(str, marks)), *cells, margin])
+        rows.append(
+            [
+                report.problems[s["problem"]]["title"],
+                "yes" if s["reconstruct"] else "no",
+                ", ".join(map(str, marks)),
+                *cells,
+                margin,
+            ]
+        )
     return header, rows
 
 
@@ -322,7 +432,9 @@ def verdict(report: SearchBenchReport) -> str:
         mine = [x for x in outright if x["winner"] == m]
         if mine:
             over_gd = [x["margin_over_gd"] for x in mine if x.get("margin_over_gd")]
-            parts.append(f"{m} wins {len(mine)}" + (f" (by {min(over_gd):.2f} to {max(over_gd):.2f} over gd)" if over_gd else ""))
+            parts.append(
+                f"{m} wins {len(mine)}" + (f" (by {min(over_gd):.2f} to {max(over_gd):.2f} over gd)" if over_gd else "")
+            )
     ties = len(rows) - len(outright)
     return f"at equal evaluation budgets, of {len(rows)} rows: " + "; ".join(parts) + (f"; {ties} tied" if ties else "")
 
@@ -330,7 +442,9 @@ def verdict(report: SearchBenchReport) -> str:
 def print_tables(console: Console, report: SearchBenchReport) -> None:
     """The curve summary and the ref4 fifth-of-the-grid verdict."""
     header, rows = table_rows(report)
-    t = Table(title="best search objective after N evaluations (mean over seeds; grid: best within the budget N, and over all its points)")
+    t = Table(
+        title="best search objective after N evaluations (mean over seeds; grid: best within the budget N, and over all its points)"
+    )
     for h in header:
         t.add_column(h, justify="right")
     for r in rows:
@@ -338,11 +452,15 @@ def print_tables(console: Console, report: SearchBenchReport) -> None:
     console.print(t)
     console.print(verdict(report))
     for mode, f in report.fifth.items():
-        verdicts = ", ".join(f"{m}: {'yes' if v['reaches_within_fifth'] else 'no'} "
-                             f"({'/'.join(str(x['evaluations_to_reach'] or '-') for x in v['seeds'])} evals)"
-                             for m, v in f["methods"].items())
-        console.print(f"4 groups at 5%, re-fit {mode}: grid {fmt(f['grid_objective'])} in {f['grid_evaluations']} evals; "
-                      f"reached within a fifth ({f['allowed']})? {verdicts}")
+        verdicts = ", ".join(
+            f"{m}: {'yes' if v['reaches_within_fifth'] else 'no'} "
+            f"({'/'.join(str(x['evaluations_to_reach'] or '-') for x in v['seeds'])} evals)"
+            for m, v in f["methods"].items()
+        )
+        console.print(
+            f"4 groups at 5%, re-fit {mode}: grid {fmt(f['grid_objective'])} in {f['grid_evaluations']} evals; "
+            f"reached within a fifth ({f['allowed']})? {verdicts}"
+        )
 
 
 def markdown(report: SearchBenchReport) -> str:
@@ -353,10 +471,14 @@ def markdown(report: SearchBenchReport) -> str:
     lines += ["", verdict(report) + "."]
     for mode, f in report.fifth.items():
         lines.append("")
-        lines.append(f"4 groups at 5%, re-fit {'yes' if mode == 'True' else 'no'}: grid {fmt(f['grid_objective'])} in "
-                     f"{f['grid_evaluations']} evaluations; evaluations to reach it (per seed, at most {f['allowed']} allowed): "
-                     + "; ".join(f"{m} {'/'.join(str(x['evaluations_to_reach'] or '-') for x in v['seeds'])}"
-                                 for m, v in f["methods"].items()))
+        lines.append(
+            f"4 groups at 5%, re-fit {'yes' if mode == 'True' else 'no'}: grid {fmt(f['grid_objective'])} in "
+            f"{f['grid_evaluations']} evaluations; evaluations to reach it (per seed, at most {f['allowed']} allowed): "
+            + "; ".join(
+                f"{m} {'/'.join(str(x['evaluations_to_reach'] or '-') for x in v['seeds'])}"
+                for m, v in f["methods"].items()
+            )
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -370,7 +492,9 @@ def plot(report: SearchBenchReport, path: Path) -> None:
 
     panels = [(s["problem"], s["reconstruct"], s["budget"]) for s in report.summary]
     cols = 2
-    fig, axes = plt.subplots(math.ceil(len(panels) / cols), cols, figsize=(11, 3.2 * math.ceil(len(panels) / cols)), squeeze=False)
+    fig, axes = plt.subplots(
+        math.ceil(len(panels) / cols), cols, figsize=(11, 3.2 * math.ceil(len(panels) / cols)), squeeze=False
+    )
     for ax, (name, reconstruct, budget) in zip(axes.flat, panels):
         for method in METHODS:
             mine = [r for r in report.runs if r.problem == name and r.reconstruct == reconstruct and r.method == method]
@@ -378,7 +502,9 @@ def plot(report: SearchBenchReport, path: Path) -> None:
                 continue
             n = max(len(r.curve) for r in mine) if method == "grid" and name == "ref4" else budget
             ys = np.array([[best_after(r.curve, i) for i in range(1, n + 1)] for r in mine])
-            ax.plot(np.arange(1, n + 1), ys.mean(axis=0), label=method)  # NaN (no line) until every seed has a feasible candidate
+            ax.plot(
+                np.arange(1, n + 1), ys.mean(axis=0), label=method
+            )  # NaN (no line) until every seed has a feasible candidate
         ax.set_title(f"{report.problems[name]['title']}, re-fit {'on' if reconstruct else 'off'}", fontsize=8)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -386,7 +512,7 @@ def plot(report: SearchBenchReport, path: Path) -> None:
         ax.set_ylabel("best objective", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -406,14 +532,31 @@ def json_safe(value: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the bench, print the tables, write JSON + PNG + Markdown."""
-    p = argparse.ArgumentParser(prog="python -m tools.usecases.search_bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("docs/search_bench.json"), help="JSON report (PNG and .md beside it)")
+    p = argparse.ArgumentParser(
+        prog="python -m tools.usecases.search_bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("docs/search_bench.json"), help="JSON report (PNG and .md beside it)"
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes: one seed, a few evaluations (the test's run)")
     p.add_argument("--problems", nargs="*", default=list(PROBLEMS), choices=PROBLEMS)
-    p.add_argument("--modes", default="both", choices=("both", "refit", "shrink"),
-                   help="with and without the least-squares re-fit, or one of them")
-    p.add_argument("--seeds", type=int, nargs="+", help="seeds of gd / cmaes / tpe on every problem (default: per problem, see Sizes)")
-    p.add_argument("--merge", type=Path, nargs="+", help="combine these reports (runs of other --problems) into --out; no search")
+    p.add_argument(
+        "--modes",
+        default="both",
+        choices=("both", "refit", "shrink"),
+        help="with and without the least-squares re-fit, or one of them",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="seeds of gd / cmaes / tpe on every problem (default: per problem, see Sizes)",
+    )
+    p.add_argument(
+        "--merge", type=Path, nargs="+", help="combine these reports (runs of other --problems) into --out; no search"
+    )
     args = p.parse_args(argv)
     console = Console(width=170)
     if args.merge:
@@ -429,7 +572,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def merge(reports: list[dict]) -> SearchBenchReport:
     """One report from several (each run on other problems, e.g. in parallel processes); summaries recomputed."""
-    out = SearchBenchReport(SCHEMA, {**reports[0]["config"], "problems": [p for r in reports for p in r["config"]["problems"]]})
+    out = SearchBenchReport(
+        SCHEMA, {**reports[0]["config"], "problems": [p for r in reports for p in r["config"]["problems"]]}
+    )
     seen = set()
     for r in reports:
         out.problems.update(r["problems"])

@@ -35,7 +35,19 @@ def _numbers(value, path="$"):
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory, cli):
     out = tmp_path_factory.mktemp("bench") / "report"
-    proc = cli("bench", "--quick", "--episodes", str(EPISODES), "--methods", "gd", "--targets", "x86_64,cortex-a72", "--out", str(out), "--json")
+    proc = cli(
+        "bench",
+        "--quick",
+        "--episodes",
+        str(EPISODES),
+        "--methods",
+        "gd",
+        "--targets",
+        "x86_64,cortex-a72",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     return out, json.loads(proc.stdout), proc.stderr
 
@@ -56,10 +68,14 @@ def test_quick_bench_report_has_the_schema_and_only_finite_measured_numbers(quic
     models = {m["label"]: m for m in report["models"]}
     assert set(models) == {"unpruned", "gd@0.25"}
     for label, m in models.items():  # memory figures agree with the files the run wrote
-        module = load_controller(out / "models" / f"{label}.pt").module if label != "unpruned" else load_controller().module
+        module = (
+            load_controller(out / "models" / f"{label}.pt").module if label != "unpruned" else load_controller().module
+        )
         assert m["params"] == sum(p.numel() for p in module.parameters())
         assert m["weight_bytes"] == 4 * m["params"]
-        assert m["macs"] == sum(layer.in_features * layer.out_features for layer in module.modules() if isinstance(layer, torch.nn.Linear))
+        assert m["macs"] == sum(
+            layer.in_features * layer.out_features for layer in module.modules() if isinstance(layer, torch.nn.Linear)
+        )
         manifest = json.loads((out / "bundles" / label / "manifest.json").read_text())
         assert m["onnx_bytes"] == manifest["onnx"]["bytes"] == (out / "bundles" / label / "model.onnx").stat().st_size
         assert m["library_bytes"] == {t: manifest["artifacts"][t]["bytes"] for t in ("x86_64", "cortex-a72")}
@@ -128,11 +144,14 @@ def _one_line_error(capsys, *argv: str) -> str:
     return err
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["--targets", "x86_64,nosuch"], ["unknown target 'nosuch'"]),
-    (["--keep", "1.5"], ["--keep", "1.5"]),
-    (["--methods", "gd,bogus"], ["--methods", "bogus"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--targets", "x86_64,nosuch"], ["unknown target 'nosuch'"]),
+        (["--keep", "1.5"], ["--keep", "1.5"]),
+        (["--methods", "gd,bogus"], ["--methods", "bogus"]),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, fragments):
     err = _one_line_error(capsys, "bench", *args, "--out", str(tmp_path / "report"))
     assert all(f in err for f in fragments), err
@@ -167,14 +186,31 @@ def test_sweep_adds_its_budgets_to_keep_and_quick_shortens_the_episodes():
 
 
 def test_microcontroller_targets_are_accepted_beside_linux_ones():
-    assert _config("--targets", "x86_64,cortex-m4", "cortex-m4-256k").targets == ["x86_64", "cortex-m4", "cortex-m4-256k"]
+    assert _config("--targets", "x86_64,cortex-m4", "cortex-m4-256k").targets == [
+        "x86_64",
+        "cortex-m4",
+        "cortex-m4-256k",
+    ]
 
 
 def test_quick_bench_on_a_256k_part_reports_that_only_the_pruned_firmware_fits(tmp_path, cli):
     """Issue 9: the unpruned reference overflows a 256 KB-flash / 64 KB-RAM part, the 10% one fits and runs in the loop."""
     out = tmp_path / "report"
-    proc = cli("bench", "--quick", "--episodes", str(EPISODES), "--methods", "gd", "--keep", "0.1",
-               "--targets", "x86_64,cortex-m4-256k", "--out", str(out), "--json")
+    proc = cli(
+        "bench",
+        "--quick",
+        "--episodes",
+        str(EPISODES),
+        "--methods",
+        "gd",
+        "--keep",
+        "0.1",
+        "--targets",
+        "x86_64,cortex-m4-256k",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "report.json").read_text())
     assert not [(p, v) for p, v in _numbers(report) if not math.isfinite(v)]
@@ -194,7 +230,11 @@ def test_quick_bench_on_a_256k_part_reports_that_only_the_pruned_firmware_fits(t
     assert small["fits"] and small["verification"] == "verified" and small["reason"] == ""
     manifest = json.loads((out / "bundles" / "gd@0.1-cortex-m4-256k" / "manifest.json").read_text())
     rec = manifest["artifacts"]["cortex-m4-256k"]
-    assert (small["flash_bytes"], small["ram_bytes"], small["firmware_bytes"]) == (rec["flash_bytes"], rec["ram_bytes"], rec["bytes"])
+    assert (small["flash_bytes"], small["ram_bytes"], small["firmware_bytes"]) == (
+        rec["flash_bytes"],
+        rec["ram_bytes"],
+        rec["bytes"],
+    )
     assert small["instructions_per_inference"] == rec["instructions_per_inference"]
     assert small["instructions_per_inference"]["mean"] >= models["gd@0.1"]["macs"]  # at least one per multiply-add
     # the Linux bundle's sizes stay per Linux target; the firmware is not a library

@@ -16,7 +16,9 @@ def test_budgets_of_a_method_are_one_continuation_largest_first_and_each_is_save
 
     monkeypatch.setattr(harness, "prune_controller_budgets", spy)
     keeps = [0.25, 0.5]  # asked smallest first: solved largest first, returned in the order asked
-    made = harness._prune(BenchConfig(keeps=keeps, quick=True), "gd", keeps, tmp_path, Sizes.of(True), Console(quiet=True))
+    made = harness._prune(
+        BenchConfig(keeps=keeps, quick=True), "gd", keeps, tmp_path, Sizes.of(True), Console(quiet=True)
+    )
     assert calls == [([0.5, 0.25], "gd")]
     assert [p.name for p in sorted(tmp_path.glob("*.pt")) if "state_dict" not in p.name] == ["gd@0.25.pt", "gd@0.5.pt"]
     (small, _), (large, _) = made

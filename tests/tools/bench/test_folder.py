@@ -24,8 +24,13 @@ os.kill(os.getpid(), signal.SIGKILL)  # no finally, no atexit: what a kill -9 or
 
 def test_a_killed_runs_temp_folder_is_removed_by_the_next_run(tmp_path: Path) -> None:
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, "-c", KILLED, str(out)], capture_output=True, text=True, timeout=60,
-                          cwd=Path(__file__).resolve().parents[3])
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[3],
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     left = Path(proc.stdout.strip())
     assert left.parent == tmp_path and left.name.startswith(".report.tmp-") and (left / "report.json").is_file()
@@ -47,7 +52,9 @@ def test_a_killed_runs_temp_folder_is_removed_by_the_next_run(tmp_path: Path) ->
 
 
 def test_scratch_in_removes_its_folder_and_dead_runs_ones(tmp_path: Path) -> None:
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     stale = tmp_path / f"bench_stub.{dead.stdout.strip()}-xyz"
     stale.mkdir()
     (stale / "bundle").mkdir()

@@ -34,13 +34,30 @@ class Files:
 
 
 FILE_NAMES = {
-    "good": "good.pt", "empty": "empty.pt", "truncated": "truncated.pt", "random": "random.pt", "nan": "nan.pt",
-    "inf": "inf.pt", "obs4": "obs4.pt", "sb3_corrupt": "corrupt_policy.zip", "text": "notes.txt",
-    "empty_onnx": "empty.onnx", "random_onnx": "random.onnx", "a_file": "a_file", "bundle": "bundle",
-    "bundle_other_source": "bundle_other_source", "bundle_tampered": "bundle_tampered", "bundle_garbage": "bundle_garbage",
-    "config_random": "random.toml", "config_unknown": "unknown.toml", "private_key": "signing.pem",
-    "public_key": "signing.pub", "other_private_key": "other.pem", "other_public_key": "other.pub",
-    "bundle_signed": "bundle_signed", "bundle_signed_tampered": "bundle_signed_tampered",
+    "good": "good.pt",
+    "empty": "empty.pt",
+    "truncated": "truncated.pt",
+    "random": "random.pt",
+    "nan": "nan.pt",
+    "inf": "inf.pt",
+    "obs4": "obs4.pt",
+    "sb3_corrupt": "corrupt_policy.zip",
+    "text": "notes.txt",
+    "empty_onnx": "empty.onnx",
+    "random_onnx": "random.onnx",
+    "a_file": "a_file",
+    "bundle": "bundle",
+    "bundle_other_source": "bundle_other_source",
+    "bundle_tampered": "bundle_tampered",
+    "bundle_garbage": "bundle_garbage",
+    "config_random": "random.toml",
+    "config_unknown": "unknown.toml",
+    "private_key": "signing.pem",
+    "public_key": "signing.pub",
+    "other_private_key": "other.pem",
+    "other_public_key": "other.pub",
+    "bundle_signed": "bundle_signed",
+    "bundle_signed_tampered": "bundle_signed_tampered",
 }
 
 
@@ -52,12 +69,26 @@ def _manifest(bundle: Path, source: Path, sha256: str | None) -> None:
     lib.write_bytes(b"not really a library")  # hashed right: hil checks every file before it looks at anything else
     spec = pendulum_spec()
     manifest = {
-        "format_version": 1, "created_utc": "2026-01-01T00:00:00Z",
-        "source": {"path": str(source), "sha256": sha256, "architecture": {}}, "spec": spec.to_dict(),
-        "inputs": [], "outputs": [], "param_count": 0, "versions": {},
-        "onnx": {"file": "model.onnx", "sha256": hashlib.sha256(onnx.read_bytes()).hexdigest(), "bytes": onnx.stat().st_size},
-        "artifacts": {"x86_64": {"file": "lib.so", "sha256": hashlib.sha256(lib.read_bytes()).hexdigest(),
-                                 "bytes": lib.stat().st_size}},
+        "format_version": 1,
+        "created_utc": "2026-01-01T00:00:00Z",
+        "source": {"path": str(source), "sha256": sha256, "architecture": {}},
+        "spec": spec.to_dict(),
+        "inputs": [],
+        "outputs": [],
+        "param_count": 0,
+        "versions": {},
+        "onnx": {
+            "file": "model.onnx",
+            "sha256": hashlib.sha256(onnx.read_bytes()).hexdigest(),
+            "bytes": onnx.stat().st_size,
+        },
+        "artifacts": {
+            "x86_64": {
+                "file": "lib.so",
+                "sha256": hashlib.sha256(lib.read_bytes()).hexdigest(),
+                "bytes": lib.stat().st_size,
+            }
+        },
     }
     (bundle / "manifest.json").write_text(json.dumps(manifest))
 
@@ -75,8 +106,15 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
         with torch.no_grad():
             bad[2].bias[0] = value
         save_controller(getattr(f, name), bad, spec, mlp_architecture(bad, "tanh"))
-    spec4 = ControllerSpec(obs_dim=4, act_dim=1, obs_low=(-1.0,) * 4, obs_high=(1.0,) * 4, act_low=(-2.0,), act_high=(2.0,),
-                           env_id="Pendulum-v1")
+    spec4 = ControllerSpec(
+        obs_dim=4,
+        act_dim=1,
+        obs_low=(-1.0,) * 4,
+        obs_high=(1.0,) * 4,
+        act_low=(-2.0,),
+        act_high=(2.0,),
+        env_id="Pendulum-v1",
+    )
     m4 = build_mlp(spec4, [8], "tanh")
     save_controller(f.obs4, m4, spec4, mlp_architecture(m4, "tanh"))
     f.empty.write_bytes(b"")
@@ -147,14 +185,38 @@ CONTROLLER_CASES: dict[str, tuple[Callable[[Files], list[str]], tuple[str, ...]]
     "inf-weights": (lambda f: ["--controller", str(f.inf)], ("inf.pt", "'2.bias'", "non-finite")),
     "spec-env-mismatch": (lambda f: ["--controller", str(f.obs4)], ("obs4.pt", "4 observations", "Pendulum-v1")),
     "wrong-format": (lambda f: ["--controller", str(f.good), "--format", "onnx"], ("good.pt", "not an ONNX model")),
-    "wrong-format-torchscript": (lambda f: ["--controller", str(f.good), "--format", "torchscript"], ("good.pt", "not a TorchScript")),
-    "wrong-format-torch-export": (lambda f: ["--controller", str(f.random), "--format", "torch-export"], ("random.pt", "not a torch.export")),
-    "corrupt-zip-member": (lambda f: ["--controller", str(f.sb3_corrupt)], ("corrupt_policy.zip", "cannot be read as sb3")),
-    "non-zip-as-sb3": (lambda f: ["--controller", str(f.random), "--format", "sb3"], ("random.pt", "cannot be read as sb3")),
-    "factory-non-weights": (lambda f: ["--controller", str(f.text), "--factory", "torch.nn:Identity"], ("notes.txt", "not a state dict")),
-    "factory-needs-arguments": (lambda f: ["--controller", str(f.good), "--factory", "torch.nn:Linear"], ("--factory", "no arguments")),
-    "bad-factory-string": (lambda f: ["--controller", str(f.good), "--factory", "nocolon"], ("--factory", "package.module:function")),
-    "factory-not-found": (lambda f: ["--controller", str(f.good), "--factory", "no_such_module_x:f"], ("--factory", "no_such_module_x")),
+    "wrong-format-torchscript": (
+        lambda f: ["--controller", str(f.good), "--format", "torchscript"],
+        ("good.pt", "not a TorchScript"),
+    ),
+    "wrong-format-torch-export": (
+        lambda f: ["--controller", str(f.random), "--format", "torch-export"],
+        ("random.pt", "not a torch.export"),
+    ),
+    "corrupt-zip-member": (
+        lambda f: ["--controller", str(f.sb3_corrupt)],
+        ("corrupt_policy.zip", "cannot be read as sb3"),
+    ),
+    "non-zip-as-sb3": (
+        lambda f: ["--controller", str(f.random), "--format", "sb3"],
+        ("random.pt", "cannot be read as sb3"),
+    ),
+    "factory-non-weights": (
+        lambda f: ["--controller", str(f.text), "--factory", "torch.nn:Identity"],
+        ("notes.txt", "not a state dict"),
+    ),
+    "factory-needs-arguments": (
+        lambda f: ["--controller", str(f.good), "--factory", "torch.nn:Linear"],
+        ("--factory", "no arguments"),
+    ),
+    "bad-factory-string": (
+        lambda f: ["--controller", str(f.good), "--factory", "nocolon"],
+        ("--factory", "package.module:function"),
+    ),
+    "factory-not-found": (
+        lambda f: ["--controller", str(f.good), "--factory", "no_such_module_x:f"],
+        ("--factory", "no_such_module_x"),
+    ),
     "unknown-env": (lambda f: ["--controller", str(f.random_onnx), "--env", "NoSuchEnv-v9"], ("--env NoSuchEnv-v9",)),
 }
 
@@ -172,8 +234,9 @@ def _with(sub: str, extra: Callable[[Files], list[str]]) -> Argv:
     return lambda f, out: BASE[sub](f, out) + extra(f)
 
 
-CASES: dict[tuple[str, str], Case] = {(sub, name): Case(_with(sub, extra), frags)
-                                      for sub in READERS for name, (extra, frags) in CONTROLLER_CASES.items()}
+CASES: dict[tuple[str, str], Case] = {
+    (sub, name): Case(_with(sub, extra), frags) for sub in READERS for name, (extra, frags) in CONTROLLER_CASES.items()
+}
 
 
 def _case(sub: str, name: str, argv: Argv, *fragments: str, code: int = 2) -> None:
@@ -195,20 +258,68 @@ _case("prune", "out-is-a-directory", _out("prune", "--out", lambda f, out: f.bun
 _case("hil", "plot-read-only", _out("hil", "--plot", lambda f, out: READ_ONLY / "p.png"), "--plot", "not writable")
 _case("hil", "plot-under-a-file", _out("hil", "--plot", lambda f, out: f.a_file / "p.png"), "--plot", "is a file")
 _case("hil", "plot-not-an-image", _out("hil", "--plot", lambda f, out: out / "p.txt"), "--plot", ".png")
-_case("run", "config-is-a-directory", lambda f, out: ["run", str(f.bundle), "--out", str(out / "r")], "bundle", "is a directory")
-_case("run", "config-random-bytes", lambda f, out: ["run", str(f.config_random), "--out", str(out / "r")], "random.toml", "not a text file")
-_case("run", "config-unknown-key", lambda f, out: ["run", str(f.config_unknown), "--out", str(out / "r")], "unknown.toml", "no-such-key")
-_case("run", "config-missing", lambda f, out: ["run", str(f.root / "none.toml"), "--out", str(out / "r")], "none.toml", "no such")
+_case(
+    "run",
+    "config-is-a-directory",
+    lambda f, out: ["run", str(f.bundle), "--out", str(out / "r")],
+    "bundle",
+    "is a directory",
+)
+_case(
+    "run",
+    "config-random-bytes",
+    lambda f, out: ["run", str(f.config_random), "--out", str(out / "r")],
+    "random.toml",
+    "not a text file",
+)
+_case(
+    "run",
+    "config-unknown-key",
+    lambda f, out: ["run", str(f.config_unknown), "--out", str(out / "r")],
+    "unknown.toml",
+    "no-such-key",
+)
+_case(
+    "run",
+    "config-missing",
+    lambda f, out: ["run", str(f.root / "none.toml"), "--out", str(out / "r")],
+    "none.toml",
+    "no such",
+)
 
 # numbers: non-finite and out of range, refused by the flag's type (argparse: 'argument --flag: ...')
 NUMBERS = {
-    "hil": [("--deadline-ms", "inf"), ("--deadline-ms", "nan"), ("--deadline-ms", "-1"), ("--rate-hz", "inf"),
-            ("--rate-hz", "0"), ("--rate-hz", "5000"), ("--rate-hz", "nan"), ("--episodes", "0"), ("--runner", "bogus"),
-            ("--runner", "ssh://-oProxyCommand=x@host"), ("--safe-action", "nan"), ("--device-deadline-us", "-1"),
-            ("--mode", "bogus")],
-    "prune": [("--tolerance", "nan"), ("--tolerance", "5"), ("--tolerance", "-1"), ("--floor", "nan"), ("--floor", "inf"),
-              ("--keep", "0"), ("--keep", "1.5"), ("--keep", "nan"), ("--keep", "0.5,0.5"), ("--stability-tolerance", "-1"),
-              ("--stability-tolerance", "nan"), ("--stability", "bogus"), ("--method", "bogus"), ("--max-evaluations", "0")],
+    "hil": [
+        ("--deadline-ms", "inf"),
+        ("--deadline-ms", "nan"),
+        ("--deadline-ms", "-1"),
+        ("--rate-hz", "inf"),
+        ("--rate-hz", "0"),
+        ("--rate-hz", "5000"),
+        ("--rate-hz", "nan"),
+        ("--episodes", "0"),
+        ("--runner", "bogus"),
+        ("--runner", "ssh://-oProxyCommand=x@host"),
+        ("--safe-action", "nan"),
+        ("--device-deadline-us", "-1"),
+        ("--mode", "bogus"),
+    ],
+    "prune": [
+        ("--tolerance", "nan"),
+        ("--tolerance", "5"),
+        ("--tolerance", "-1"),
+        ("--floor", "nan"),
+        ("--floor", "inf"),
+        ("--keep", "0"),
+        ("--keep", "1.5"),
+        ("--keep", "nan"),
+        ("--keep", "0.5,0.5"),
+        ("--stability-tolerance", "-1"),
+        ("--stability-tolerance", "nan"),
+        ("--stability", "bogus"),
+        ("--method", "bogus"),
+        ("--max-evaluations", "0"),
+    ],
     "export": [("--runner", "bogus"), ("--parity-samples", "0")],
     "eval": [("--episodes", "0"), ("--judge", "bogus")],
     "bench": [("--episodes", "0"), ("--keep", "0"), ("--keep", "nan"), ("--min-psnr", "nan")],
@@ -216,55 +327,185 @@ NUMBERS = {
 }
 for sub, pairs in NUMBERS.items():
     for flag, value in pairs:
-        _case(sub, f"{flag.lstrip('-')}={value}", lambda f, out, s=sub, fl=flag, v=value: BASE[s](f, out) + [fl, v],
-              f"argument {flag}")
+        _case(
+            sub,
+            f"{flag.lstrip('-')}={value}",
+            lambda f, out, s=sub, fl=flag, v=value: BASE[s](f, out) + [fl, v],
+            f"argument {flag}",
+        )
 
 # checks that need more than a flag's type
-_case("prune", "tolerance-swallows-keep", lambda f, out: BASE["prune"](f, out) + ["--keep", "0.05", "--tolerance", "0.1"],
-      "--tolerance 0.1", "--keep 0.05")
-_case("prune", "metric-contradicts-method", lambda f, out: BASE["prune"](f, out) + ["--method", "uniform-l1", "--metric", "l2"],
-      "ranks units by l1")
-_case("prune", "bad-component", lambda f, out: BASE["prune"](f, out) + ["--component", "nameonly"], "--component", "NAME=PATTERN")
+_case(
+    "prune",
+    "tolerance-swallows-keep",
+    lambda f, out: BASE["prune"](f, out) + ["--keep", "0.05", "--tolerance", "0.1"],
+    "--tolerance 0.1",
+    "--keep 0.05",
+)
+_case(
+    "prune",
+    "metric-contradicts-method",
+    lambda f, out: BASE["prune"](f, out) + ["--method", "uniform-l1", "--metric", "l2"],
+    "ranks units by l1",
+)
+_case(
+    "prune",
+    "bad-component",
+    lambda f, out: BASE["prune"](f, out) + ["--component", "nameonly"],
+    "--component",
+    "NAME=PATTERN",
+)
 _case("bench", "methods-bogus", lambda f, out: BASE["bench"](f, out) + ["--methods", "gd,bogus"], "--methods", "bogus")
 # bench and run measure any Box env; an --env that is not the native controller's own is refused before any work
-_case("bench", "env-not-the-controllers", lambda f, out: BASE["bench"](f, out) + ["--env", "InvertedPendulum-v5"],
-      "--env InvertedPendulum-v5", "a controller for Pendulum-v1")
-_case("run", "env-not-the-controllers", lambda f, out: BASE["run"](f, out) + ["--env", "InvertedPendulum-v5"],
-      "--env InvertedPendulum-v5", "a controller for Pendulum-v1")
+_case(
+    "bench",
+    "env-not-the-controllers",
+    lambda f, out: BASE["bench"](f, out) + ["--env", "InvertedPendulum-v5"],
+    "--env InvertedPendulum-v5",
+    "a controller for Pendulum-v1",
+)
+_case(
+    "run",
+    "env-not-the-controllers",
+    lambda f, out: BASE["run"](f, out) + ["--env", "InvertedPendulum-v5"],
+    "--env InvertedPendulum-v5",
+    "a controller for Pendulum-v1",
+)
 _case("export", "targets-bogus", lambda f, out: BASE["export"](f, out) + ["--targets", "bogus"], "bogus")
-_case("export", "obs-bounds-reversed", lambda f, out: BASE["export"](f, out) + ["--obs-bounds=1,0"], "argument --obs-bounds", "LOW < HIGH")
-_case("export", "obs-bounds-bounded-env", lambda f, out: BASE["export"](f, out) + ["--obs-bounds=-1,1"],
-      "--obs-bounds", "bounded in every dimension")
-_case("export", "parity-tolerance-zero", lambda f, out: BASE["export"](f, out) + ["--parity-tolerance", "0"], "argument --parity-tolerance")
+_case(
+    "export",
+    "obs-bounds-reversed",
+    lambda f, out: BASE["export"](f, out) + ["--obs-bounds=1,0"],
+    "argument --obs-bounds",
+    "LOW < HIGH",
+)
+_case(
+    "export",
+    "obs-bounds-bounded-env",
+    lambda f, out: BASE["export"](f, out) + ["--obs-bounds=-1,1"],
+    "--obs-bounds",
+    "bounded in every dimension",
+)
+_case(
+    "export",
+    "parity-tolerance-zero",
+    lambda f, out: BASE["export"](f, out) + ["--parity-tolerance", "0"],
+    "argument --parity-tolerance",
+)
 # hil: bundles and the controller the bundle was made from
-_case("hil", "bundle-missing", lambda f, out: ["hil", "--bundle", str(f.root / "none"), "--target", "x86_64"], "none", "not a bundle")
-_case("hil", "bundle-no-manifest", lambda f, out: ["hil", "--bundle", str(f.root), "--target", "x86_64"], "not a bundle")
-_case("hil", "bundle-garbage-manifest", lambda f, out: ["hil", "--bundle", str(f.bundle_garbage), "--target", "x86_64"],
-      "manifest.json", "malformed")
-_case("hil", "target-not-in-bundle", lambda f, out: BASE["hil"](f, out) + ["--target", "cortex-a72"], "--target cortex-a72", "x86_64")
-_case("hil", "other-controller", lambda f, out: ["hil", "--bundle", str(f.bundle), "--target", "x86_64", "--controller", str(f.nan)],
-      "nan.pt", "--compare-other-controller")
-_case("hil", "source-path-not-the-recorded-bytes",
-      lambda f, out: ["hil", "--bundle", str(f.bundle_other_source), "--target", "x86_64"], "random.pt", "exported from")
-_case("hil", "bundle-tampered", lambda f, out: ["hil", "--bundle", str(f.bundle_tampered), "--target", "x86_64"],
-      "model.onnx", "was changed")
+_case(
+    "hil",
+    "bundle-missing",
+    lambda f, out: ["hil", "--bundle", str(f.root / "none"), "--target", "x86_64"],
+    "none",
+    "not a bundle",
+)
+_case(
+    "hil", "bundle-no-manifest", lambda f, out: ["hil", "--bundle", str(f.root), "--target", "x86_64"], "not a bundle"
+)
+_case(
+    "hil",
+    "bundle-garbage-manifest",
+    lambda f, out: ["hil", "--bundle", str(f.bundle_garbage), "--target", "x86_64"],
+    "manifest.json",
+    "malformed",
+)
+_case(
+    "hil",
+    "target-not-in-bundle",
+    lambda f, out: BASE["hil"](f, out) + ["--target", "cortex-a72"],
+    "--target cortex-a72",
+    "x86_64",
+)
+_case(
+    "hil",
+    "other-controller",
+    lambda f, out: ["hil", "--bundle", str(f.bundle), "--target", "x86_64", "--controller", str(f.nan)],
+    "nan.pt",
+    "--compare-other-controller",
+)
+_case(
+    "hil",
+    "source-path-not-the-recorded-bytes",
+    lambda f, out: ["hil", "--bundle", str(f.bundle_other_source), "--target", "x86_64"],
+    "random.pt",
+    "exported from",
+)
+_case(
+    "hil",
+    "bundle-tampered",
+    lambda f, out: ["hil", "--bundle", str(f.bundle_tampered), "--target", "x86_64"],
+    "model.onnx",
+    "was changed",
+)
 # keygen: both key files new, in a folder that takes files; nothing written when either is refused
-_case("keygen", "private-exists", lambda f, out: ["keygen", str(f.private_key), str(out / "new.pub")],
-      "signing.pem", "exists already")
-_case("keygen", "public-exists", lambda f, out: ["keygen", str(out / "new.pem"), str(f.public_key)], "signing.pub", "exists already")
+_case(
+    "keygen",
+    "private-exists",
+    lambda f, out: ["keygen", str(f.private_key), str(out / "new.pub")],
+    "signing.pem",
+    "exists already",
+)
+_case(
+    "keygen",
+    "public-exists",
+    lambda f, out: ["keygen", str(out / "new.pem"), str(f.public_key)],
+    "signing.pub",
+    "exists already",
+)
 _case("keygen", "same-file", lambda f, out: ["keygen", str(out / "k"), str(out / "k")], "same file")
-_case("keygen", "folder-read-only", lambda f, out: ["keygen", str(READ_ONLY.parent / "k.pem"), str(out / "k.pub")],
-      "k.pem", "not writable")
-_case("keygen", "folder-missing", lambda f, out: ["keygen", str(out / "none" / "k.pem"), str(out / "k.pub")], "does not exist")
-_case("keygen", "under-a-file", lambda f, out: ["keygen", str(out / "k.pem"), str(f.a_file / "k.pub")], "a_file", "is a file")
+_case(
+    "keygen",
+    "folder-read-only",
+    lambda f, out: ["keygen", str(READ_ONLY.parent / "k.pem"), str(out / "k.pub")],
+    "k.pem",
+    "not writable",
+)
+_case(
+    "keygen",
+    "folder-missing",
+    lambda f, out: ["keygen", str(out / "none" / "k.pem"), str(out / "k.pub")],
+    "does not exist",
+)
+_case(
+    "keygen",
+    "under-a-file",
+    lambda f, out: ["keygen", str(out / "k.pem"), str(f.a_file / "k.pub")],
+    "a_file",
+    "is a file",
+)
 # export --sign: the key is checked before any work
-_case("export", "sign-missing-key", lambda f, out: BASE["export"](f, out) + ["--sign", str(f.root / "none.pem")],
-      "--sign", "none.pem", "no such file")
-_case("export", "sign-garbage-key", lambda f, out: BASE["export"](f, out) + ["--sign", str(f.random)],
-      "--sign", "random.pt", "not an unencrypted PEM private key")
-_case("export", "sign-with-the-public-key", lambda f, out: BASE["export"](f, out) + ["--sign", str(f.public_key)],
-      "--sign", "signing.pub", "is a public key file")
-_case("export", "sign-a-folder", lambda f, out: BASE["export"](f, out) + ["--sign", str(f.root)], "--sign", "is a directory")
+_case(
+    "export",
+    "sign-missing-key",
+    lambda f, out: BASE["export"](f, out) + ["--sign", str(f.root / "none.pem")],
+    "--sign",
+    "none.pem",
+    "no such file",
+)
+_case(
+    "export",
+    "sign-garbage-key",
+    lambda f, out: BASE["export"](f, out) + ["--sign", str(f.random)],
+    "--sign",
+    "random.pt",
+    "not an unencrypted PEM private key",
+)
+_case(
+    "export",
+    "sign-with-the-public-key",
+    lambda f, out: BASE["export"](f, out) + ["--sign", str(f.public_key)],
+    "--sign",
+    "signing.pub",
+    "is a public key file",
+)
+_case(
+    "export",
+    "sign-a-folder",
+    lambda f, out: BASE["export"](f, out) + ["--sign", str(f.root)],
+    "--sign",
+    "is a directory",
+)
 # hil --public-key: the signature is checked before the host controller or the device loads anything
 
 
@@ -272,32 +513,92 @@ def _hil_signed(f: Files, out: Path) -> list[str]:
     return ["hil", "--bundle", str(f.bundle_signed), "--target", "x86_64"]
 
 
-_case("hil", "public-key-unsigned-bundle", lambda f, out: BASE["hil"](f, out) + ["--public-key", str(f.public_key)],
-      str(FILE_NAMES["bundle"]), "unsigned bundle")
-_case("hil", "public-key-wrong-key", lambda f, out: _hil_signed(f, out) + ["--public-key", str(f.other_public_key)],
-      "bundle_signed/manifest.sig", "signature does not match")
-_case("hil", "public-key-tampered-rehashed",
-      lambda f, out: ["hil", "--bundle", str(f.bundle_signed_tampered), "--target", "x86_64", "--public-key", str(f.public_key)],
-      "bundle_signed_tampered/manifest.sig", "signature does not match")
-_case("hil", "public-key-is-the-private-key", lambda f, out: _hil_signed(f, out) + ["--public-key", str(f.private_key)],
-      "--public-key", "signing.pem", "not a public key file")
-_case("hil", "public-key-missing", lambda f, out: _hil_signed(f, out) + ["--public-key", str(f.root / "none.pub")],
-      "--public-key", "none.pub")
+_case(
+    "hil",
+    "public-key-unsigned-bundle",
+    lambda f, out: BASE["hil"](f, out) + ["--public-key", str(f.public_key)],
+    str(FILE_NAMES["bundle"]),
+    "unsigned bundle",
+)
+_case(
+    "hil",
+    "public-key-wrong-key",
+    lambda f, out: _hil_signed(f, out) + ["--public-key", str(f.other_public_key)],
+    "bundle_signed/manifest.sig",
+    "signature does not match",
+)
+_case(
+    "hil",
+    "public-key-tampered-rehashed",
+    lambda f, out: [
+        "hil",
+        "--bundle",
+        str(f.bundle_signed_tampered),
+        "--target",
+        "x86_64",
+        "--public-key",
+        str(f.public_key),
+    ],
+    "bundle_signed_tampered/manifest.sig",
+    "signature does not match",
+)
+_case(
+    "hil",
+    "public-key-is-the-private-key",
+    lambda f, out: _hil_signed(f, out) + ["--public-key", str(f.private_key)],
+    "--public-key",
+    "signing.pem",
+    "not a public key file",
+)
+_case(
+    "hil",
+    "public-key-missing",
+    lambda f, out: _hil_signed(f, out) + ["--public-key", str(f.root / "none.pub")],
+    "--public-key",
+    "none.pub",
+)
 # bench and run make their own bundles: --public-key needs --sign, and must be its public half
 for sub in ("bench", "run"):
-    _case(sub, "public-key-without-sign", lambda f, out, s=sub: BASE[s](f, out) + ["--public-key", str(f.public_key)],
-          "--public-key", "--sign")
-    _case(sub, "public-key-not-the-pair",
-          lambda f, out, s=sub: BASE[s](f, out) + ["--sign", str(f.private_key), "--public-key", str(f.other_public_key)],
-          "--public-key", "other.pub", "not the public half")
-    _case(sub, "sign-with-the-public-key", lambda f, out, s=sub: BASE[s](f, out) + ["--sign", str(f.public_key)],
-          "--sign", "is a public key file")
-_case("bench", "sign-autoencoder", lambda f, out: BASE["bench"](f, out) + ["--model", "autoencoder", "--sign", str(f.private_key)],
-      "--sign", "autoencoder")
+    _case(
+        sub,
+        "public-key-without-sign",
+        lambda f, out, s=sub: BASE[s](f, out) + ["--public-key", str(f.public_key)],
+        "--public-key",
+        "--sign",
+    )
+    _case(
+        sub,
+        "public-key-not-the-pair",
+        lambda f, out, s=sub: BASE[s](f, out) + ["--sign", str(f.private_key), "--public-key", str(f.other_public_key)],
+        "--public-key",
+        "other.pub",
+        "not the public half",
+    )
+    _case(
+        sub,
+        "sign-with-the-public-key",
+        lambda f, out, s=sub: BASE[s](f, out) + ["--sign", str(f.public_key)],
+        "--sign",
+        "is a public key file",
+    )
+_case(
+    "bench",
+    "sign-autoencoder",
+    lambda f, out: BASE["bench"](f, out) + ["--model", "autoencoder", "--sign", str(f.private_key)],
+    "--sign",
+    "autoencoder",
+)
 # an infeasible search: exit 1, a valid JSON object naming the failed constraint, nothing written
-_case("prune", "infeasible", lambda f, out: BASE["prune"](f, out) + ["--controller", str(f.good), "--floor", "1e9",
-                                                                      "--max-evaluations", "3", "--search-episodes", "2", "--json"],
-      "floor", code=1)
+_case(
+    "prune",
+    "infeasible",
+    lambda f, out: (
+        BASE["prune"](f, out)
+        + ["--controller", str(f.good), "--floor", "1e9", "--max-evaluations", "3", "--search-episodes", "2", "--json"]
+    ),
+    "floor",
+    code=1,
+)
 
 
 def _snapshot(*roots: Path) -> set[tuple[str, int]]:
@@ -312,8 +613,14 @@ def _run(argv: list[str]) -> int:
 
 
 @pytest.mark.parametrize(("sub", "case"), sorted(CASES), ids=[f"{s}:{c}" for s, c in sorted(CASES)])
-def test_bad_input_is_one_line_and_writes_nothing(sub: str, case: str, files: Files, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_input_is_one_line_and_writes_nothing(
+    sub: str,
+    case: str,
+    files: Files,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     row = CASES[(sub, case)]
     out = tmp_path / "out"
     out.mkdir()

@@ -46,8 +46,20 @@ def exported(controller, tmp_path_factory):
 
     buf = io.StringIO()
     with redirect_stdout(buf):
-        code = main(["export", "--controller", str(controller), "--targets", f"x86_64,{ARM}", "--out", str(out),
-                     "--json", "--seed", "7"])
+        code = main(
+            [
+                "export",
+                "--controller",
+                str(controller),
+                "--targets",
+                f"x86_64,{ARM}",
+                "--out",
+                str(out),
+                "--json",
+                "--seed",
+                "7",
+            ]
+        )
     return code, json.loads(buf.getvalue()), out
 
 
@@ -60,10 +72,12 @@ def test_export_writes_a_bundle_with_every_artifact_verified(exported, controlle
     assert code == 0 and result["ok"] and result["unverified"] == []
     m = result["manifest"]
     assert sorted(p.name for p in out.iterdir()) == sorted(  # each Linux stub runs the kernels from its plan
-        ["manifest.json", "model.onnx", "x86_64.so", f"{ARM}.so", "x86_64.plan", f"{ARM}.plan"])
+        ["manifest.json", "model.onnx", "x86_64.so", f"{ARM}.so", "x86_64.plan", f"{ARM}.plan"]
+    )
     assert m["format_version"] == 1 and m["source"]["sha256"] == load_controller(controller).sha256
-    assert m["inputs"] == [{"name": "obs", "shape": [1, 3], "dtype": "float32", "low": [-1.0, -1.0, -8.0],
-                            "high": [1.0, 1.0, 8.0]}]
+    assert m["inputs"] == [
+        {"name": "obs", "shape": [1, 3], "dtype": "float32", "low": [-1.0, -1.0, -8.0], "high": [1.0, 1.0, 8.0]}
+    ]
     assert m["outputs"][0]["name"] == "action" and m["outputs"][0]["high"] == [2.0]
     assert m["param_count"] == 3 * 64 + 64 + 64 * 48 + 48 + 48 + 1
     assert m["versions"]["apache-tvm"].startswith("0.27") and m["versions"]["onnx"]
@@ -86,8 +100,10 @@ def _cli(argv, capsys) -> tuple[int, str]:
 
 
 def test_unknown_target_is_one_line_and_no_bundle(controller, tmp_path, capsys):
-    code, err = _cli(["export", "--controller", str(controller), "--targets", "x86_64,cortex-z9",
-                      "--out", str(tmp_path / "b")], capsys)
+    code, err = _cli(
+        ["export", "--controller", str(controller), "--targets", "x86_64,cortex-z9", "--out", str(tmp_path / "b")],
+        capsys,
+    )
     assert code == 2 and err.count("\n") == 0 and "unknown target 'cortex-z9'" in err
     assert list(tmp_path.iterdir()) == []
 
@@ -95,11 +111,15 @@ def test_unknown_target_is_one_line_and_no_bundle(controller, tmp_path, capsys):
 def test_missing_cross_compiler_is_one_line_and_no_bundle(controller, tmp_path, capsys, monkeypatch):
     defs = tmp_path / "defs"
     defs.mkdir()
-    (defs / "board.toml").write_text('name = "board"\narch = "aarch64"\ncc = "aarch64-nowhere-gcc"\n'
-                                     '[tvm]\nkind = "llvm"\nmtriple = "aarch64-linux-gnu"\n')
+    (defs / "board.toml").write_text(
+        'name = "board"\narch = "aarch64"\ncc = "aarch64-nowhere-gcc"\n'
+        '[tvm]\nkind = "llvm"\nmtriple = "aarch64-linux-gnu"\n'
+    )
     monkeypatch.setenv(USER_DIR_ENV, str(defs))
-    code, err = _cli(["export", "--controller", str(controller), "--targets", "x86_64,board",
-                      "--out", str(tmp_path / "out" / "b")], capsys)
+    code, err = _cli(
+        ["export", "--controller", str(controller), "--targets", "x86_64,board", "--out", str(tmp_path / "out" / "b")],
+        capsys,
+    )
     assert code == 2 and "cross compiler 'aarch64-nowhere-gcc' not found" in err
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
@@ -111,8 +131,22 @@ def test_existing_bundle_needs_force_then_is_replaced_whole(controller, tmp_path
     code, err = _cli(["export", "--controller", str(controller), "--targets", "x86_64", "--out", str(out)], capsys)
     assert code == 2 and "not empty (pass --force" in err and (out / "stale.txt").exists()
     # --dynamic-batch: the ONNX graph takes any batch, the libraries still take batch 1 and are verified
-    code, _ = _cli(["export", "--controller", str(controller), "--targets", "x86_64", "--out", str(out),
-                    "--force", "--dynamic-batch", "--parity-samples", "200"], capsys)
+    code, _ = _cli(
+        [
+            "export",
+            "--controller",
+            str(controller),
+            "--targets",
+            "x86_64",
+            "--out",
+            str(out),
+            "--force",
+            "--dynamic-batch",
+            "--parity-samples",
+            "200",
+        ],
+        capsys,
+    )
     assert code == 0 and not (out / "stale.txt").exists()
     m = verify_bundle(out)
     assert m.inputs[0]["shape"] == ["batch", 3] and m.onnx["dynamic_batch"]
@@ -120,14 +154,24 @@ def test_existing_bundle_needs_force_then_is_replaced_whole(controller, tmp_path
     assert _no_leftovers(tmp_path) == []
 
 
-def test_a_library_that_cannot_run_here_is_marked_not_verified_and_fails_the_command(controller, tmp_path, capsys,
-                                                                                      monkeypatch):
+def test_a_library_that_cannot_run_here_is_marked_not_verified_and_fails_the_command(
+    controller, tmp_path, capsys, monkeypatch
+):
     def no_stub(*args, **kwargs):
         raise ExportError("run_stub_batch is not available")
 
     monkeypatch.setattr(verify_mod, "run_stub_batch", no_stub)  # as if the stub could not run here
-    argv = ["export", "--controller", str(controller), "--targets", ARM, "--out", str(tmp_path / "b"),
-            "--parity-samples", "50"]
+    argv = [
+        "export",
+        "--controller",
+        str(controller),
+        "--targets",
+        ARM,
+        "--out",
+        str(tmp_path / "b"),
+        "--parity-samples",
+        "50",
+    ]
     code, err = _cli(argv, capsys)
     assert code == 1
     m = verify_bundle(tmp_path / "b")
@@ -169,8 +213,20 @@ def test_export_json_names_flash_and_ram_per_microcontroller_target(tmp_path, ca
     path = tmp_path / "c.pt"
     save_controller(path, module, pendulum_spec(), mlp_architecture(module, "tanh"))
     monkeypatch.chdir(tmp_path)  # a relative --out, as users type it (the firmware is built by make elsewhere)
-    code = main(["export", "--controller", str(path), "--targets", "cortex-m4-256k", "--out", "b",
-                 "--parity-samples", "20", "--json"])
+    code = main(
+        [
+            "export",
+            "--controller",
+            str(path),
+            "--targets",
+            "cortex-m4-256k",
+            "--out",
+            "b",
+            "--parity-samples",
+            "20",
+            "--json",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["ok"]
     mem = out["mcu_memory"]["cortex-m4-256k"]

@@ -12,9 +12,27 @@ from tools.controllers.native import mlp_architecture, pendulum_spec, save_contr
 def test_cli_hil_json_has_the_public_fields(tmp_path, capsys, small_bundle, small_controller):
     path = tmp_path / "c.pt"
     save_controller(path, small_controller, pendulum_spec(), mlp_architecture(small_controller, "elu"))
-    code = main(["hil", "--bundle", str(small_bundle), "--target", "x86_64", "--episodes", "2", "--seed", "5",
-                     "--mode", "lockstep", "--controller", str(path), "--compare-other-controller",
-                     "--plot", str(tmp_path / "hil.png"), "--json"])
+    code = main(
+        [
+            "hil",
+            "--bundle",
+            str(small_bundle),
+            "--target",
+            "x86_64",
+            "--episodes",
+            "2",
+            "--seed",
+            "5",
+            "--mode",
+            "lockstep",
+            "--controller",
+            str(path),
+            "--compare-other-controller",
+            "--plot",
+            str(tmp_path / "hil.png"),
+            "--json",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == 0
     assert (tmp_path / "hil.png").stat().st_size > 10_000
@@ -30,13 +48,26 @@ def test_cli_hil_names_a_missing_bundle(tmp_path, capsys):
     assert "not a bundle" in capsys.readouterr().err
 
 
-def test_cli_hil_judges_the_actions_of_another_controller_and_refuses_it_unasked(tmp_path, capsys, small_bundle, small_controller):
+def test_cli_hil_judges_the_actions_of_another_controller_and_refuses_it_unasked(
+    tmp_path, capsys, small_bundle, small_controller
+):
     other = copy.deepcopy(small_controller)
     with torch.no_grad():
         other[-2].bias += 0.05  # the head moves every action a little: returns may barely notice, actions do
     path = tmp_path / "other.pt"
     save_controller(path, other, pendulum_spec(), mlp_architecture(other, "elu"))
-    argv = ["hil", "--bundle", str(small_bundle), "--target", "x86_64", "--episodes", "1", "--controller", str(path), "--json"]
+    argv = [
+        "hil",
+        "--bundle",
+        str(small_bundle),
+        "--target",
+        "x86_64",
+        "--episodes",
+        "1",
+        "--controller",
+        str(path),
+        "--json",
+    ]
     assert main(argv) == 2
     assert "--compare-other-controller" in capsys.readouterr().err
     code = main([*argv, "--compare-other-controller"])

@@ -25,13 +25,42 @@ def small_controller(path):
 def test_prune_writes_a_loadable_controller_and_reports_the_public_fields(tmp_path, capsys):
     src = small_controller(tmp_path / "c.pt")
     out = tmp_path / "out" / "small.pt"
-    code = main(["prune", "--controller", str(src), "--keep", "0.5", "--method", "gd", "--max-evaluations", "15",
-                 "--search-episodes", "4", "--judge-episodes", "2", "--seed", "3", "--out", str(out), "--json"])
+    code = main(
+        [
+            "prune",
+            "--controller",
+            str(src),
+            "--keep",
+            "0.5",
+            "--method",
+            "gd",
+            "--max-evaluations",
+            "15",
+            "--search-episodes",
+            "4",
+            "--judge-episodes",
+            "2",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     d = json.loads(captured.out)
-    for key in ("params_before", "params_after", "objective_before", "objective_after", "evaluations", "seconds",
-                "coefficients", "widths", "seed"):
+    for key in (
+        "params_before",
+        "params_after",
+        "objective_before",
+        "objective_after",
+        "evaluations",
+        "seconds",
+        "coefficients",
+        "widths",
+        "seed",
+    ):
         assert key in d
     assert d["seed"] == 3 and "seed 3" in captured.err
     loaded = load_controller(out)
@@ -41,12 +70,19 @@ def test_prune_writes_a_loadable_controller_and_reports_the_public_fields(tmp_pa
     assert torch.allclose(load_program(tmp_path / "out" / "small.pt2")(obs), loaded.module(obs), atol=1e-6)
     assert set(load_state_dict(tmp_path / "out" / "small.state_dict.pt")) == set(loaded.module.state_dict())
     assert json.loads((tmp_path / "out" / "small.widths.json").read_text())["widths"] == d["widths"]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["small.pt", "small.pt2", "small.state_dict.pt", "small.widths.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "small.pt",
+        "small.pt2",
+        "small.state_dict.pt",
+        "small.widths.json",
+    ]
 
 
 def test_baseline_with_a_conflicting_metric_is_a_one_line_error(tmp_path, capsys):
     src = small_controller(tmp_path / "c.pt")
-    code = main(["prune", "--controller", str(src), "--method", "uniform-l1", "--metric", "l2", "--judge-episodes", "0"])
+    code = main(
+        ["prune", "--controller", str(src), "--method", "uniform-l1", "--metric", "l2", "--judge-episodes", "0"]
+    )
     assert code == 2
     assert "ranks units by l1" in capsys.readouterr().err
 
@@ -63,8 +99,28 @@ def test_pendulum_closed_loop_step_matches_the_plant_and_gives_a_radius():
 def test_a_keep_list_is_one_continuation_with_a_file_per_budget(tmp_path, capsys):
     src = small_controller(tmp_path / "c.pt")
     out = tmp_path / "out" / "small.pt"
-    code = main(["prune", "--controller", str(src), "--keep", "0.5,0.25", "--method", "cmaes", "--max-evaluations", "8",
-                 "--search-episodes", "2", "--judge-episodes", "0", "--stability", "off", "--out", str(out), "--json"])
+    code = main(
+        [
+            "prune",
+            "--controller",
+            str(src),
+            "--keep",
+            "0.5,0.25",
+            "--method",
+            "cmaes",
+            "--max-evaluations",
+            "8",
+            "--search-episodes",
+            "2",
+            "--judge-episodes",
+            "0",
+            "--stability",
+            "off",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     captured = capsys.readouterr()
     d = json.loads(captured.out)
     assert code == (0 if d["ok"] else 1), captured.err
@@ -80,7 +136,10 @@ def test_a_keep_list_is_one_continuation_with_a_file_per_budget(tmp_path, capsys
         stem = f"small.keep{b['keep']:g}"
         assert (f"{stem}.pt" in written) == b["feasible"]
         if b["feasible"]:
-            assert load_controller(tmp_path / "out" / f"{stem}.pt").architecture["hidden"] == [b["widths"]["0"]["out"], b["widths"]["2"]["out"]]
+            assert load_controller(tmp_path / "out" / f"{stem}.pt").architecture["hidden"] == [
+                b["widths"]["0"]["out"],
+                b["widths"]["2"]["out"],
+            ]
     assert "small.pt" not in written
 
 

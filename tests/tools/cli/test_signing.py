@@ -42,8 +42,23 @@ def signed(small_controller, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     save_controller(controller, small_controller, pendulum_spec(), mlp_architecture(small_controller, "elu"))
     assert main(["keygen", str(d / "k.pem"), str(d / "k.pub"), "--json"]) == 0
     assert main(["keygen", str(d / "other.pem"), str(d / "other.pub")]) == 0
-    assert main(["export", "--controller", str(controller), "--out", str(d / "bundle"), "--sign", str(d / "k.pem"),
-                 "--parity-samples", "50", "--json"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--controller",
+                str(controller),
+                "--out",
+                str(d / "bundle"),
+                "--sign",
+                str(d / "k.pem"),
+                "--parity-samples",
+                "50",
+                "--json",
+            ]
+        )
+        == 0
+    )
     return {"root": d, "bundle": d / "bundle", "private": d / "k.pem", "public": d / "k.pub", "other": d / "other.pub"}
 
 
@@ -58,18 +73,54 @@ def test_keygen_json_names_both_files_and_the_public_key(tmp_path, capsys):
 def test_export_sign_json_says_signed_and_by_which_key(signed, tmp_path, capsys):
     public_hex = signed["public"].read_text().strip()
     assert (signed["bundle"] / "manifest.sig").stat().st_size == 64
-    code, out = _json(["export", "--controller", str(signed["root"] / "controller.pt"), "--out", str(tmp_path / "b"),
-                       "--sign", str(signed["private"]), "--parity-samples", "20"], capsys)
+    code, out = _json(
+        [
+            "export",
+            "--controller",
+            str(signed["root"] / "controller.pt"),
+            "--out",
+            str(tmp_path / "b"),
+            "--sign",
+            str(signed["private"]),
+            "--parity-samples",
+            "20",
+        ],
+        capsys,
+    )
     assert code == 0 and out["signed"] is True and out["public_key_hex"] == public_hex
-    code, out = _json(["export", "--controller", str(signed["root"] / "controller.pt"), "--out", str(tmp_path / "u"),
-                       "--parity-samples", "20"], capsys)
+    code, out = _json(
+        [
+            "export",
+            "--controller",
+            str(signed["root"] / "controller.pt"),
+            "--out",
+            str(tmp_path / "u"),
+            "--parity-samples",
+            "20",
+        ],
+        capsys,
+    )
     assert code == 0 and out["signed"] is False and out["public_key_hex"] is None
     assert not (tmp_path / "u" / "manifest.sig").exists()
 
 
 def test_hil_with_the_public_key_runs_two_lockstep_episodes_matching_the_host(signed, capsys):
-    code, out = _json(["hil", "--bundle", str(signed["bundle"]), "--target", "x86_64", "--episodes", "2", "--mode",
-                       "lockstep", "--public-key", str(signed["public"])], capsys)
+    code, out = _json(
+        [
+            "hil",
+            "--bundle",
+            str(signed["bundle"]),
+            "--target",
+            "x86_64",
+            "--episodes",
+            "2",
+            "--mode",
+            "lockstep",
+            "--public-key",
+            str(signed["public"]),
+        ],
+        capsys,
+    )
     assert code == 0 and out["ok"] is True, out
     assert out["public_key_hex"] == signed["public"].read_text().strip()
     assert out["seeds"] == [0, 1] and out["fidelity_failed"] == []
@@ -84,8 +135,9 @@ def _evil_bundle(signed: dict[str, Path], into: Path) -> tuple[Path, Path]:
     src = into / "evil.c"
     src.write_text(EVIL_C)
     lib = bundle / "x86_64.so"
-    subprocess.run([get_target("x86_64").cc, "-shared", "-fPIC", f'-DMARKER="{marker}"', str(src), "-o", str(lib)],
-                   check=True)
+    subprocess.run(
+        [get_target("x86_64").cc, "-shared", "-fPIC", f'-DMARKER="{marker}"', str(src), "-o", str(lib)], check=True
+    )
     manifest = json.loads((bundle / "manifest.json").read_text())
     data = lib.read_bytes()
     manifest["artifacts"]["x86_64"].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
@@ -95,7 +147,9 @@ def _evil_bundle(signed: dict[str, Path], into: Path) -> tuple[Path, Path]:
 
 def test_hil_refuses_a_replaced_library_with_a_rehashed_manifest_before_anything_loads_it(signed, tmp_path, capsys):
     bundle, marker = _evil_bundle(signed, tmp_path)
-    code = main(["hil", "--bundle", str(bundle), "--target", "x86_64", "--episodes", "1", "--public-key", str(signed["public"])])
+    code = main(
+        ["hil", "--bundle", str(bundle), "--target", "x86_64", "--episodes", "1", "--public-key", str(signed["public"])]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert str(bundle) in err[0] and "signature does not match" in err[0]
@@ -105,7 +159,9 @@ def test_hil_refuses_a_replaced_library_with_a_rehashed_manifest_before_anything
     assert not marker.exists()
 
 
-def test_the_device_itself_refuses_the_replaced_library_when_the_host_check_is_skipped(signed, small_controller, tmp_path):
+def test_the_device_itself_refuses_the_replaced_library_when_the_host_check_is_skipped(
+    signed, small_controller, tmp_path
+):
     """run_hil straight to the stub (no host check): the stub checks the signature before it loads the library."""
     from export import StubFailed
     from tools.pipeline.hil import run_hil

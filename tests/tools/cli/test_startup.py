@@ -22,26 +22,30 @@ print("HEAVY", sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r}))
 
 def _probe(argv: list[str]) -> tuple[int, list[str], str]:
     """Run main(argv) in a fresh interpreter; (exit code, heavy top-level modules imported, its stdout)."""
-    proc = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv, heavy=HEAVY)], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE.format(argv=argv, heavy=HEAVY)], capture_output=True, text=True, timeout=120
+    )
     lines = proc.stdout.strip().splitlines()
     exit_line, heavy_line = lines[-2], lines[-1]
     assert exit_line.startswith("EXIT ") and heavy_line.startswith("HEAVY "), proc.stdout + proc.stderr
     return int(exit_line.split()[1]), eval(heavy_line.split(" ", 1)[1]), proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("argv, code, text", [
-    (["--help"], 0, "usage: prune-and-export"),
-    (["targets", "--help"], 0, "list the named targets"),
-    (["prune", "--help"], 0, "--keep"),
-    (["bench", "--help"], 0, "--sweep"),
-    (["keygen", "--help"], 0, "PRIVATE"),
-    (["keygen"], 2, "the following arguments are required: PRIVATE, PUBLIC"),
-    (["export", "--sign"], 2, "argument --sign: expected one argument"),
-    (["hil", "--help"], 0, "--public-key"),
-    (["eval", "--frobnicate"], 2, "unrecognized arguments: --frobnicate"),
-    (["prune", "--method", "bogus"], 2, "invalid choice: 'bogus'"),
-])
+@pytest.mark.parametrize(
+    "argv, code, text",
+    [
+        (["--help"], 0, "usage: prune-and-export"),
+        (["targets", "--help"], 0, "list the named targets"),
+        (["prune", "--help"], 0, "--keep"),
+        (["bench", "--help"], 0, "--sweep"),
+        (["keygen", "--help"], 0, "PRIVATE"),
+        (["keygen"], 2, "the following arguments are required: PRIVATE, PUBLIC"),
+        (["export", "--sign"], 2, "argument --sign: expected one argument"),
+        (["hil", "--help"], 0, "--public-key"),
+        (["eval", "--frobnicate"], 2, "unrecognized arguments: --frobnicate"),
+        (["prune", "--method", "bogus"], 2, "invalid choice: 'bogus'"),
+    ],
+)
 def test_help_targets_and_bad_flags_import_no_heavy_library(argv, code, text):
     exit_code, heavy, output = _probe(argv)
     assert exit_code == code, output

@@ -30,8 +30,13 @@ FAMILIES = ("cleanrl_agent", "rsl_rl_actor_critic", "simba", "tdmpc2", "sac_acto
 
 def _graph(entry, fmt: str) -> fx.GraphModule:
     """The file as a graph; only TorchScript is told the observation size (the other formats carry it)."""
-    return to_graph(entry.files[fmt], fmt, obs_dim=3 if fmt == "torchscript" else None, factory=entry.factory,
-                    method=entry.method if fmt == "state-dict" else None)
+    return to_graph(
+        entry.files[fmt],
+        fmt,
+        obs_dim=3 if fmt == "torchscript" else None,
+        factory=entry.factory,
+        method=entry.method if fmt == "state-dict" else None,
+    )
 
 
 def _names(gm: fx.GraphModule) -> list[str]:
@@ -99,8 +104,15 @@ def test_state_dict_method_picks_the_action(zoo, zoo_obs) -> None:
     assert "actor_mean" not in " ".join(_names(value))
 
 
-@pytest.mark.parametrize(("fmt", "how"), [("torch-export", "torch.export.load"), ("torchscript", "TS2EPConverter"),
-                                          ("onnx", "onnx2torch"), ("state-dict", "method 'act_inference'")])
+@pytest.mark.parametrize(
+    ("fmt", "how"),
+    [
+        ("torch-export", "torch.export.load"),
+        ("torchscript", "TS2EPConverter"),
+        ("onnx", "onnx2torch"),
+        ("state-dict", "method 'act_inference'"),
+    ],
+)
 def test_graph_says_how_it_was_read(zoo, fmt: str, how: str) -> None:
     gm = _graph(zoo["rsl_rl_actor_critic"], fmt)
     assert how in gm.meta["import"]["traced_by"]
@@ -161,10 +173,13 @@ def _save_factory_model(tmp_path: Path, model: nn.Module, name: str, monkeypatch
     return path, f"{module.__name__}:make"
 
 
-@pytest.mark.parametrize(("model", "node", "why"), [
-    (_Sine(), "sin", r"call_function sin\.default"),
-    (_Gated(), "mul", "product of two observation-dependent tensors"),
-])
+@pytest.mark.parametrize(
+    ("model", "node", "why"),
+    [
+        (_Sine(), "sin", r"call_function sin\.default"),
+        (_Gated(), "mul", "product of two observation-dependent tensors"),
+    ],
+)
 def test_unsupported_op_is_refused_by_name(tmp_path, monkeypatch, model, node: str, why: str) -> None:
     path, factory = _save_factory_model(tmp_path, model, node, monkeypatch)
     with pytest.raises(ControllerError, match=why) as info:
@@ -179,7 +194,9 @@ def test_check_ops_accepts_the_affine_maps() -> None:
     mean = graph.get_attr("mean")
     y = graph.call_function(operator.truediv, (graph.call_function(operator.sub, (x, mean)), 2.0))
     y = graph.call_function(torch.clamp, (y, -5.0, 5.0))
-    y = graph.call_function(operator.add, (graph.call_function(operator.mul, (graph.call_function(torch.tanh, (y,)), 2.0)), 0.5))
+    y = graph.call_function(
+        operator.add, (graph.call_function(operator.mul, (graph.call_function(torch.tanh, (y,)), 2.0)), 0.5)
+    )
     graph.output(y)
     check_ops(fx.GraphModule({"mean": torch.zeros(3)}, graph))
 
@@ -213,7 +230,19 @@ def test_saved_sample_inputs_are_plain_tensors(zoo) -> None:
     assert isinstance(sample, tuple)
 
 
-SB3_MODELS = ("sac", "sac_elu", "sac_gsde", "td3", "td3_tanh", "ddpg", "ppo", "ppo_pi_vf", "ppo_gsde", "ppo_gsde_squash", "a2c")
+SB3_MODELS = (
+    "sac",
+    "sac_elu",
+    "sac_gsde",
+    "td3",
+    "td3_tanh",
+    "ddpg",
+    "ppo",
+    "ppo_pi_vf",
+    "ppo_gsde",
+    "ppo_gsde_squash",
+    "a2c",
+)
 CLIPPED = ("ppo", "ppo_pi_vf", "ppo_gsde", "a2c")  # Gaussian mean clipped to the box by torch.minimum/maximum
 
 
@@ -269,8 +298,15 @@ def test_sb3_actors_as_onnx(sb3_models, pendulum_obs: np.ndarray, tmp_path: Path
     onnx_path = tmp_path / f"{name}.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(read_sb3_zip(path).actor, (torch.zeros(2, 3),), str(onnx_path), dynamo=False,
-                          input_names=["obs"], dynamic_axes={"obs": {0: "batch"}}, opset_version=opset)
+        torch.onnx.export(
+            read_sb3_zip(path).actor,
+            (torch.zeros(2, 3),),
+            str(onnx_path),
+            dynamo=False,
+            input_names=["obs"],
+            dynamic_axes={"obs": {0: "batch"}},
+            opset_version=opset,
+        )
     gm = to_graph(onnx_path, "onnx")
     expected = model.predict(pendulum_obs, deterministic=True)[0]
     assert np.abs(gm(torch.as_tensor(pendulum_obs)).detach().numpy() - expected).max() <= 1e-5
@@ -282,8 +318,10 @@ def test_sb3_actors_as_onnx(sb3_models, pendulum_obs: np.ndarray, tmp_path: Path
 @pytest.mark.parametrize("family", ("cleanrl_agent", "simba", "tdmpc2", "sac_actor"))
 def test_layers_have_the_same_names_from_every_format(zoo, family: str) -> None:
     """onnx2torch's node-derived names (``actor_mean/actor_mean.0/Gemm``) come out as the torch module path."""
-    names = {fmt: sorted(n for n, m in _graph(zoo[family], fmt).named_modules() if isinstance(m, (nn.Linear, nn.LayerNorm)))
-             for fmt in FORMATS}
+    names = {
+        fmt: sorted(n for n, m in _graph(zoo[family], fmt).named_modules() if isinstance(m, (nn.Linear, nn.LayerNorm)))
+        for fmt in FORMATS
+    }
     assert all(v == names["state-dict"] for v in names.values()), names
 
 
@@ -306,7 +344,9 @@ def test_dict_output_by_key(tmp_path, monkeypatch, zoo_obs) -> None:
     assert "value" not in " ".join(_names(gm))
     program = tmp_path / "dict_policy.pt2"
     torch.export.save(torch.export.export(model, (zoo_obs[:4],)), program)
-    assert torch.allclose(to_graph(program, "torch-export", output="action")(zoo_obs[:4]), model(zoo_obs[:4])["action"], atol=1e-6)
+    assert torch.allclose(
+        to_graph(program, "torch-export", output="action")(zoo_obs[:4]), model(zoo_obs[:4])["action"], atol=1e-6
+    )
     with pytest.raises(ControllerError, match="outputs are 'value', 'action'"):
         to_graph(path, "state-dict", factory=factory, output="mean")
 
@@ -316,8 +356,15 @@ def test_onnx_output_by_name(zoo, tmp_path, zoo_obs) -> None:
     path = tmp_path / "named.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(entry.model, (zoo_obs[:4],), str(path), dynamo=False, input_names=["obs"],
-                          output_names=["action", "value"], dynamic_axes={"obs": {0: "batch"}})
+        torch.onnx.export(
+            entry.model,
+            (zoo_obs[:4],),
+            str(path),
+            dynamo=False,
+            input_names=["obs"],
+            output_names=["action", "value"],
+            dynamic_axes={"obs": {0: "batch"}},
+        )
     value = to_graph(path, "onnx", output="value")
     assert torch.allclose(value(zoo_obs), entry.model.critic(zoo_obs), atol=1e-5)
     assert "actor_mean" not in " ".join(_names(value))

@@ -32,7 +32,9 @@ def trained_vecnormalize(tmp_path_factory: pytest.TempPathFactory):
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("vecnormalize")
     venv = VecNormalize(make_vec_env("Pendulum-v1", n_envs=1, seed=0), clip_obs=5.0)
-    model = PPO("MlpPolicy", venv, n_steps=128, batch_size=64, n_epochs=1, policy_kwargs=dict(net_arch=[32, 32]), seed=0)
+    model = PPO(
+        "MlpPolicy", venv, n_steps=128, batch_size=64, n_epochs=1, policy_kwargs=dict(net_arch=[32, 32]), seed=0
+    )
     model.learn(256)
     model.save(folder / "ppo.zip")
     venv.save(str(folder / "vecnormalize.pkl"))
@@ -94,6 +96,7 @@ def test_reward_only_vecnormalize_gives_none(tmp_path):
 
 # ---------------------------------------------------------------- pickles that would run code
 
+
 def test_payload_pickle_is_refused_naming_the_global_and_runs_nothing(payload, tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "vecnormalize.pkl"
@@ -118,8 +121,10 @@ def test_payload_hidden_inside_a_real_vecnormalize_is_refused(trained_vecnormali
     assert marker.exists()
 
 
-@pytest.mark.parametrize("module, name", [("os", "system"), ("builtins", "eval"), ("subprocess", "Popen"),
-                                          ("numpy", "load"), ("torch", "load")])
+@pytest.mark.parametrize(
+    "module, name",
+    [("os", "system"), ("builtins", "eval"), ("subprocess", "Popen"), ("numpy", "load"), ("torch", "load")],
+)
 def test_any_other_global_is_refused(tmp_path, module, name):
     path = tmp_path / "stats.pkl"
     path.write_bytes(b"\x80\x04c" + f"{module}\n{name}\n".encode() + b"N\x85R.")  # GLOBAL, (None,), REDUCE
@@ -137,6 +142,7 @@ def test_truncated_pickle_is_refused(trained_vecnormalize, tmp_path):
 
 # ---------------------------------------------------------------- explicit npz / json files
 
+
 def test_npz_and_json_files_round_trip(tmp_path):
     np.savez(tmp_path / "stats.npz", mean=np.array([0.1, -0.2]), var=np.array([1.5, 0.25]), clip_obs=np.array(4.0))
     (tmp_path / "stats.json").write_text(json.dumps({"mean": [0.1, -0.2], "var": [1.5, 0.25], "epsilon": 1e-6}))
@@ -152,15 +158,18 @@ def test_pkl_passed_explicitly_is_read_by_the_allow_list_unpickler(trained_vecno
     np.testing.assert_array_equal(read_obs_norm_file(folder / "vecnormalize.pkl").var, venv.obs_rms.var)
 
 
-@pytest.mark.parametrize("content, message", [
-    ({"mean": [0.0, 1.0], "var": [1.0]}, "must be flat and of one length"),
-    ({"mean": [0.0, float("nan")], "var": [1.0, 1.0]}, "finite"),
-    ({"mean": [0.0, 1.0], "var": [1.0, -1.0]}, "negative"),
-    ({"mean": [0.0], "var": [1.0], "clip_obs": 0}, "clip_obs"),
-    ({"mean": [0.0], "var": [0.0], "epsilon": 0}, "division by zero"),
-    ({"mean": [0.0]}, "missing key"),
-    ([1, 2], "JSON object"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"mean": [0.0, 1.0], "var": [1.0]}, "must be flat and of one length"),
+        ({"mean": [0.0, float("nan")], "var": [1.0, 1.0]}, "finite"),
+        ({"mean": [0.0, 1.0], "var": [1.0, -1.0]}, "negative"),
+        ({"mean": [0.0], "var": [1.0], "clip_obs": 0}, "clip_obs"),
+        ({"mean": [0.0], "var": [0.0], "epsilon": 0}, "division by zero"),
+        ({"mean": [0.0]}, "missing key"),
+        ([1, 2], "JSON object"),
+    ],
+)
 def test_bad_json_statistics_are_refused(tmp_path, content, message):
     path = tmp_path / "stats.json"
     path.write_text(json.dumps(content))
@@ -181,6 +190,7 @@ def test_unknown_suffix_is_refused(tmp_path):
 
 
 # ---------------------------------------------------------------- where the statistics are kept
+
 
 def _touch(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -224,7 +234,9 @@ def test_a_zoo_config_saying_normalize_is_named_when_the_statistics_are_missing(
     run = tmp_path / "logs" / "sac" / "Pendulum-v1_1"
     config = run / "Pendulum-v1" / "config.yml"
     config.parent.mkdir(parents=True)
-    config.write_text("!!python/object/apply:collections.OrderedDict\n- - - batch_size\n    - 256\n  - - normalize\n    - true\n")
+    config.write_text(
+        "!!python/object/apply:collections.OrderedDict\n- - - batch_size\n    - 256\n  - - normalize\n    - true\n"
+    )
     assert zoo_config_says_normalize(run / "Pendulum-v1.zip", "Pendulum-v1") == config
     choice = choose_obs_norm(run / "Pendulum-v1.zip", "sb3", "Pendulum-v1", None, "SAC")
     assert choice.norm is None and choice.record is None

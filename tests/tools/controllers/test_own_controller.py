@@ -51,7 +51,9 @@ def files(tmp_path_factory):
     import stable_baselines3 as sb3
 
     for algo in SB3_ALGOS:
-        model = getattr(sb3, algo)("MlpPolicy", "Pendulum-v1", policy_kwargs={"net_arch": [16, 16]}, seed=0, device="cpu")
+        model = getattr(sb3, algo)(
+            "MlpPolicy", "Pendulum-v1", policy_kwargs={"net_arch": [16, 16]}, seed=0, device="cpu"
+        )
         model.save(d / f"{algo.lower()}.zip")
         out[algo.lower()] = (d / f"{algo.lower()}.zip", [])
     yield out
@@ -100,26 +102,55 @@ def test_an_sb3_zip_gives_the_deterministic_actor_sb3_predicts(files, algo):
 @pytest.mark.parametrize("kind", ["torchscript", "torch-export", "state-dict", "onnx", "sac", "td3", "ddpg", "ppo"])
 def test_prune_export_and_hil_take_each_input_kind(files, kind, tmp_path, capsys):
     path, flags = files[kind]
-    code, pruned, err = run_cli(capsys, "prune", "--controller", str(path), *flags, "--keep", "0.5", "--method", "uniform-l1",
-                                "--tolerance", "0.1", "--search-episodes", "4", "--judge-episodes", "3",
-                                "--out", str(tmp_path / "pruned.pt"))
+    code, pruned, err = run_cli(
+        capsys,
+        "prune",
+        "--controller",
+        str(path),
+        *flags,
+        "--keep",
+        "0.5",
+        "--method",
+        "uniform-l1",
+        "--tolerance",
+        "0.1",
+        "--search-episodes",
+        "4",
+        "--judge-episodes",
+        "3",
+        "--out",
+        str(tmp_path / "pruned.pt"),
+    )
     assert code == 0, err
     assert pruned["params_after"] < pruned["params_before"] and pruned["keep_fraction"] <= 0.5
     assert pruned["files"]["controller"] == str(tmp_path / "pruned.pt2") and not (tmp_path / "pruned.pt").exists()
     assert load_controller(tmp_path / "pruned.pt2").architecture["hidden"] != [16, 16]  # its env from the widths file
-    code, bundle, err = run_cli(capsys, "export", "--controller", str(path), *flags, "--targets", "x86_64,cortex-a7",
-                                "--parity-samples", "100", "--out", str(tmp_path / "bundle"))
+    code, bundle, err = run_cli(
+        capsys,
+        "export",
+        "--controller",
+        str(path),
+        *flags,
+        "--targets",
+        "x86_64,cortex-a7",
+        "--parity-samples",
+        "100",
+        "--out",
+        str(tmp_path / "bundle"),
+    )
     assert code == 0, err
     assert bundle["unverified"] == [] and set(bundle["parity"]) == {"onnx", "x86_64", "cortex-a7"}
     assert max(bundle["parity"].values()) < 1e-5
-    code, hil, err = run_cli(capsys, "hil", "--bundle", str(tmp_path / "bundle"), "--target", "cortex-a7",
-                             "--episodes", "3", *flags)
+    code, hil, err = run_cli(
+        capsys, "hil", "--bundle", str(tmp_path / "bundle"), "--target", "cortex-a7", "--episodes", "3", *flags
+    )
     assert code == 0, err
     assert len(hil["returns"]) == 3 and hil["ok"]
     assert np.max(np.abs(np.subtract(hil["returns"], hil["host_returns"]))) <= 1e-3
 
 
 # ---------------------------------------------------------------- the common mistakes, each named with its fix
+
 
 def one_line_error(capsys, *argv: str) -> str:
     code = main(list(argv))
@@ -130,7 +161,9 @@ def one_line_error(capsys, *argv: str) -> str:
 
 def test_an_observation_size_that_does_not_match_the_env_is_named_with_the_fix(files, capsys):
     path, _ = files["onnx"]
-    err = one_line_error(capsys, "eval", "--controller", str(path), "--env", "MountainCarContinuous-v0", "--episodes", "1")
+    err = one_line_error(
+        capsys, "eval", "--controller", str(path), "--env", "MountainCarContinuous-v0", "--episodes", "1"
+    )
     assert "takes 3 observations" in err and "MountainCarContinuous-v0 gives 2" in err and "--env" in err
 
 
@@ -204,30 +237,36 @@ def test_a_zip_that_is_not_a_controller_is_not_taken_for_one(tmp_path, capsys):
 
 # ---------------------------------------------------------------- a run as one TOML file
 
+
 def test_run_takes_a_config_file_flags_override_it_and_the_resolved_config_is_written(files, tmp_path, capsys):
     path, _ = files["ppo"]
     config = tmp_path / "run.toml"
-    config.write_text(f'controller = "{path}"\nenv = "Pendulum-v1"\nepisodes = 2\nseed = 4\nquick = true\n'
-                      '[bench]\nkeep = [0.5]\nmethods = "uniform-l1"\n')
+    config.write_text(
+        f'controller = "{path}"\nenv = "Pendulum-v1"\nepisodes = 2\nseed = 4\nquick = true\n'
+        '[bench]\nkeep = [0.5]\nmethods = "uniform-l1"\n'
+    )
     code, result, err = run_cli(capsys, "run", str(config), "--seed", "1", "--out", str(tmp_path / "out"))
     assert code == 0, err
     assert result["seed"] == 1 and result["episodes"] == 2  # the flag beat the file; the file beat the default
     assert result["bench"]["config"]["keeps"] == [0.5] and result["bench"]["config"]["methods"] == ["uniform-l1"]
     assert result["bench"]["config"]["source_controller"] == str(path)
     written = (tmp_path / "out" / "run-config.toml").read_text()
-    assert 'seed = 1' in written and "episodes = 2" in written and "keep = [0.5]" in written
+    assert "seed = 1" in written and "episodes = 2" in written and "keep = [0.5]" in written
     import tomllib
 
     assert tomllib.loads(written)["controller"] == str(path)
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("episodez = 3\n", "unknown key 'episodez'"),
-    ("[bench]\ntargetz = ['x86_64']\n", "unknown key 'targetz' in [bench]"),
-    ("episodes = 0\n", "key 'episodes': expected a positive integer"),
-    ("format = 'keras'\n", "'keras' is not one of"),
-    ("episodes = [1, 2\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("episodez = 3\n", "unknown key 'episodez'"),
+        ("[bench]\ntargetz = ['x86_64']\n", "unknown key 'targetz' in [bench]"),
+        ("episodes = 0\n", "key 'episodes': expected a positive integer"),
+        ("format = 'keras'\n", "'keras' is not one of"),
+        ("episodes = [1, 2\n", "not valid TOML"),
+    ],
+)
 def test_a_bad_config_file_is_one_line_naming_the_key_and_the_file(tmp_path, capsys, text, fragment):
     config = tmp_path / "bad.toml"
     config.write_text(text)
@@ -236,6 +275,7 @@ def test_a_bad_config_file_is_one_line_naming_the_key_and_the_file(tmp_path, cap
 
 
 # ---------------------------------------------------------------- other gymnasium envs
+
 
 def test_another_box_env_is_judged_searched_and_run_in_the_loop(tmp_path, capsys):
     """MountainCarContinuous-v0 (2 observations, 1 action in [-1, 1]): no batched plant, a vector env instead."""
@@ -250,13 +290,32 @@ def test_another_box_env_is_judged_searched_and_run_in_the_loop(tmp_path, capsys
     gym = closed_loop_return(ctrl.module, 2, 0, "gym", "MountainCarContinuous-v0")
     np.testing.assert_allclose(fast.returns, gym.returns, atol=1e-5)
     assert fast.returns != closed_loop_return(ctrl.module, 2, 5, "fast", "MountainCarContinuous-v0").returns
-    code, pruned, err = run_cli(capsys, "prune", "--controller", str(tmp_path / "mc.pt"), "--env", "MountainCarContinuous-v0",
-                                "--keep", "0.5", "--method", "uniform-l1", "--tolerance", "0.1", "--search-episodes", "2",
-                                "--judge-episodes", "1", "--out", str(tmp_path / "mc_pruned.pt"))
+    code, pruned, err = run_cli(
+        capsys,
+        "prune",
+        "--controller",
+        str(tmp_path / "mc.pt"),
+        "--env",
+        "MountainCarContinuous-v0",
+        "--keep",
+        "0.5",
+        "--method",
+        "uniform-l1",
+        "--tolerance",
+        "0.1",
+        "--search-episodes",
+        "2",
+        "--judge-episodes",
+        "1",
+        "--out",
+        str(tmp_path / "mc_pruned.pt"),
+    )
     assert code == 0, err
     assert pruned["env_id"] == "MountainCarContinuous-v0" and "stability_before" not in pruned
     assert load_controller(tmp_path / "mc_pruned.pt2").spec.env_id == "MountainCarContinuous-v0"  # from the widths file
-    code, _, err = run_cli(capsys, "export", "--controller", str(tmp_path / "mc_pruned.pt2"), "--out", str(tmp_path / "b"))
+    code, _, err = run_cli(
+        capsys, "export", "--controller", str(tmp_path / "mc_pruned.pt2"), "--out", str(tmp_path / "b")
+    )
     assert code == 0, err
     code, hil, err = run_cli(capsys, "hil", "--bundle", str(tmp_path / "b"), "--target", "x86_64", "--episodes", "1")
     assert code == 0, err
@@ -298,7 +357,10 @@ def test_obs_norm_statistics_become_the_first_ops_of_any_foreign_graph(files, tm
     with torch.no_grad():
         expected = small_mlp()(torch.as_tensor(normalised, dtype=torch.float32)).clamp(-2.0, 2.0).numpy()
     np.testing.assert_allclose(ctrl.act(obs), expected, atol=1e-5)
-    assert ctrl.architecture["obs_norm"] == {"source": str(stats), "how": "--obs-norm",
-                                             "sha256": hashlib.sha256(stats.read_bytes()).hexdigest()}
+    assert ctrl.architecture["obs_norm"] == {
+        "source": str(stats),
+        "how": "--obs-norm",
+        "sha256": hashlib.sha256(stats.read_bytes()).hexdigest(),
+    }
     err = one_line_error(capsys, "eval", "--obs-norm", str(stats), "--episodes", "1")  # the bundled native controller
     assert "--obs-norm applies to a controller trained elsewhere" in err

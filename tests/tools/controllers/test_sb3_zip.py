@@ -65,7 +65,12 @@ def test_actor_equals_sb3_predict_deterministic(sb3_models, pendulum_obs, name, 
     got = _actions(policy.actor, pendulum_obs)
     assert got.shape == expected.shape == (1000, 1)
     assert np.abs(got - expected).max() <= TOL
-    assert (policy.algorithm, policy.activation, policy.net_arch, policy.output) == (algorithm, activation, hidden, output)
+    assert (policy.algorithm, policy.activation, policy.net_arch, policy.output) == (
+        algorithm,
+        activation,
+        hidden,
+        output,
+    )
     assert (policy.obs_dim, policy.act_dim) == (3, 1)
     np.testing.assert_array_equal(policy.act_low, [-2.0])
     np.testing.assert_array_equal(policy.obs_high, [1.0, 1.0, 8.0])
@@ -106,8 +111,15 @@ def test_actor_traces_with_fx_and_exports_to_onnx(sb3_models, pendulum_obs, tmp_
     assert not any(n.op == "get_attr" and "_tensor_constant" in str(n.target) for n in traced.graph.nodes)
     np.testing.assert_allclose(_actions(traced, pendulum_obs), _actions(actor, pendulum_obs), atol=0)
     onnx_path = tmp_path / "actor.onnx"
-    torch.onnx.export(actor, (torch.zeros(1, 3),), str(onnx_path), input_names=["obs"], output_names=["action"],
-                      dynamic_axes={"obs": {0: "n"}}, dynamo=False)
+    torch.onnx.export(
+        actor,
+        (torch.zeros(1, 3),),
+        str(onnx_path),
+        input_names=["obs"],
+        output_names=["action"],
+        dynamic_axes={"obs": {0: "n"}},
+        dynamo=False,
+    )
     session = onnxruntime.InferenceSession(str(onnx_path))
     got = session.run(None, {"obs": pendulum_obs})[0]
     assert np.abs(got - _actions(actor, pendulum_obs)).max() <= TOL
@@ -139,6 +151,7 @@ def test_env_spaces_give_exact_bounds_and_a_different_action_box_is_refused(sb3_
 
 
 # ---------------------------------------------------------------- payloads run nothing
+
 
 def test_payload_in_data_serialized_fields_runs_nothing(sb3_models, payload_b64, pendulum_obs, tmp_path):
     path, model = sb3_models("sac_elu")
@@ -182,6 +195,7 @@ def test_payload_inside_a_torch_saved_policy_pth_is_refused(sb3_models, payload,
 
 
 # ---------------------------------------------------------------- bad input
+
 
 def test_non_zip_is_refused_naming_the_file(tmp_path):
     path = tmp_path / "model.zip"
@@ -234,7 +248,9 @@ def test_discrete_action_algorithm_is_refused_naming_what_is_supported(tmp_path)
 
     path = tmp_path / "dqn.zip"
     DQN("MlpPolicy", "CartPole-v1", buffer_size=100, seed=0).save(path)
-    with pytest.raises(ControllerError, match=r"dqn\.zip: .*DQNPolicy \(discrete actions\) is not supported; supported: .*SAC"):
+    with pytest.raises(
+        ControllerError, match=r"dqn\.zip: .*DQNPolicy \(discrete actions\) is not supported; supported: .*SAC"
+    ):
         read_sb3_zip(path)
 
 
@@ -247,13 +263,28 @@ def test_discrete_action_space_with_ppo_is_refused(tmp_path):
         read_sb3_zip(path)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda d: d["policy_kwargs"].update(activation_fn="<class 'mypackage.Swish'>"), "activation_fn .* is not supported"),
-    (lambda d: d["policy_class"].update(__init__="<function CnnPolicy.__init__ at 0x0>"), r"CnnPolicy \(image or Dict"),
-    (lambda d: d["policy_kwargs"].update(features_extractor_class="<class 'my.Extractor'>"), "features_extractor_class"),
-    (lambda d: d["action_space"].update(high="[inf]"), "not finite"),
-    (lambda d: d["action_space"].update({":type:": "<class 'gymnasium.spaces.dict.Dict'>"}), r"Dict \(Dict space\)"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda d: d["policy_kwargs"].update(activation_fn="<class 'mypackage.Swish'>"),
+            "activation_fn .* is not supported",
+        ),
+        (
+            lambda d: d["policy_class"].update(__init__="<function CnnPolicy.__init__ at 0x0>"),
+            r"CnnPolicy \(image or Dict",
+        ),
+        (
+            lambda d: d["policy_kwargs"].update(features_extractor_class="<class 'my.Extractor'>"),
+            "features_extractor_class",
+        ),
+        (lambda d: d["action_space"].update(high="[inf]"), "not finite"),
+        (
+            lambda d: d["action_space"].update({":type:": "<class 'gymnasium.spaces.dict.Dict'>"}),
+            r"Dict \(Dict space\)",
+        ),
+    ],
+)
 def test_unsupported_configurations_are_refused(sb3_models, tmp_path, edit: Callable[[dict], None], message):
     path, _ = sb3_models("sac_elu")
     data = _data(path)

@@ -20,10 +20,19 @@ def test_lockstep_reproduces_the_host_return_within_tolerance(target, episodes, 
     assert d["latency_us"]["min"] > 0 and d["latency_us"]["max"] >= d["latency_us"]["p99"]
 
 
-def test_lockstep_with_device_deadline_overruns_applies_the_safe_action_and_counts_misses(small_bundle, small_controller):
+def test_lockstep_with_device_deadline_overruns_applies_the_safe_action_and_counts_misses(
+    small_bundle, small_controller
+):
     device_args = ("--deadline-us", "1000", "--stall-us", "2000")
-    report = run_hil(small_bundle, "x86_64", as_policy(small_controller), episodes=1, seed=0, mode="lockstep",
-                     device_args=device_args)
+    report = run_hil(
+        small_bundle,
+        "x86_64",
+        as_policy(small_controller),
+        episodes=1,
+        seed=0,
+        mode="lockstep",
+        device_args=device_args,
+    )
     d = report.to_dict()
     assert d["deadline_misses"] == 200  # every step overran, every step got zero torque
     assert d["episodes"][0]["error_replies"] == {"deadline": 200}
@@ -31,8 +40,7 @@ def test_lockstep_with_device_deadline_overruns_applies_the_safe_action_and_coun
 
 
 def test_free_running_ticks_at_the_requested_rate(small_bundle, small_controller):
-    report = run_hil(small_bundle, "x86_64", as_policy(small_controller), episodes=1, seed=0, mode="free",
-                     rate_hz=200)
+    report = run_hil(small_bundle, "x86_64", as_policy(small_controller), episodes=1, seed=0, mode="free", rate_hz=200)
     d = report.to_dict()
     assert abs(d["period_ms"]["mean"] - 5.0) < 0.5
     assert d["rate_hz"] == 200 and d["deadline_ms"] == pytest.approx(5.0)
@@ -41,8 +49,17 @@ def test_free_running_ticks_at_the_requested_rate(small_bundle, small_controller
 
 def test_free_running_holds_the_last_action_when_replies_miss_the_deadline(small_bundle, small_controller):
     # every inference takes 8 ms against a 5 ms tick deadline: all ticks miss, the actuator holds zero
-    report = run_hil(small_bundle, "x86_64", as_policy(small_controller), episodes=1, seed=0, mode="free",
-                     rate_hz=100, deadline_ms=5, device_args=("--stall-us", "8000"))
+    report = run_hil(
+        small_bundle,
+        "x86_64",
+        as_policy(small_controller),
+        episodes=1,
+        seed=0,
+        mode="free",
+        rate_hz=100,
+        deadline_ms=5,
+        device_args=("--stall-us", "8000"),
+    )
     d = report.to_dict()
     assert d["deadline_misses"] == 200
     zero_torque = rollout_gym(lambda obs: np.zeros((len(obs), 1), np.float32), [0])[0]
@@ -56,14 +73,31 @@ def test_lockstep_on_armv7_without_a_runtime_reproduces_the_host(small_bundle, s
 
 def _episode(return_diff: float, action_diff: float) -> EpisodeReport:
     stats = {"min": 1.0, "mean": 1.0, "std": 0.0, "p99": 1.0, "max": 1.0}
-    return EpisodeReport(seed=0, ret=return_diff, host_return=0.0, latency_us=stats, rtt_us=stats,
-                         period_ms=stats, deadline_misses=0, error_replies={}, crc_errors=0, resyncs=0,
-                         max_abs_action_diff=action_diff)
+    return EpisodeReport(
+        seed=0,
+        ret=return_diff,
+        host_return=0.0,
+        latency_us=stats,
+        rtt_us=stats,
+        period_ms=stats,
+        deadline_misses=0,
+        error_replies={},
+        crc_errors=0,
+        resyncs=0,
+        max_abs_action_diff=action_diff,
+    )
 
 
-@pytest.mark.parametrize("return_diff, action_diff, failed", [
-    (0.0, 0.0, []), (0.0, 1.02, ["actions"]), (0.5, 0.0, ["returns"]), (0.5, 1.0, ["returns", "actions"]),
-    (FIDELITY, ACTION_FIDELITY, [])])
+@pytest.mark.parametrize(
+    "return_diff, action_diff, failed",
+    [
+        (0.0, 0.0, []),
+        (0.0, 1.02, ["actions"]),
+        (0.5, 0.0, ["returns"]),
+        (0.5, 1.0, ["returns", "actions"]),
+        (FIDELITY, ACTION_FIDELITY, []),
+    ],
+)
 def test_lockstep_verdict_judges_returns_and_per_step_actions(return_diff, action_diff, failed):
     report = HilReport("x86_64", "native", "lockstep", 0, 0.0, None, [_episode(return_diff, action_diff)])
     d = report.to_dict()

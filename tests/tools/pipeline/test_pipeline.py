@@ -36,8 +36,17 @@ def test_evaluate_controller_returns_the_stats_of_the_requested_seeds(controller
 
 def test_prune_controller_meets_the_budget_and_writes_the_file(controller, tmp_path):
     out = tmp_path / "pruned.pt"
-    pruned = prune_controller(controller, keep=0.5, method="uniform-l1", seed=1, out=out, search_episodes=4, tolerance=0.05,
-                              judge_episodes=0, max_evaluations=10)
+    pruned = prune_controller(
+        controller,
+        keep=0.5,
+        method="uniform-l1",
+        seed=1,
+        out=out,
+        search_episodes=4,
+        tolerance=0.05,
+        judge_episodes=0,
+        max_evaluations=10,
+    )
     assert isinstance(pruned, PrunedController)
     assert pruned.feasible and pruned.summary["method"] == "uniform" and pruned.summary["metric"] == "l1"
     assert 0.45 <= pruned.summary["keep_fraction"] <= 0.5  # 32-wide layers: steps of about 3%
@@ -70,7 +79,9 @@ def test_export_controller_writes_a_verified_bundle_and_hil_finds_its_source(con
     assert isinstance(exported, ExportedBundle)
     assert exported.bundle == tmp_path / "bundle" and (exported.bundle / "manifest.json").is_file()
     assert set(exported.manifest.artifacts) == {"x86_64"} and exported.unverified == []
-    assert set(exported.parity) == {"onnx", "x86_64"} and all(e is not None and e < 1e-4 for e in exported.parity.values())
+    assert set(exported.parity) == {"onnx", "x86_64"} and all(
+        e is not None and e < 1e-4 for e in exported.parity.values()
+    )
     assert exported.mcu_memory == {}
     # HIL's host side: no --controller means the file the bundle was exported from, hash-checked
     host = host_controller(exported.bundle, ControllerSource())

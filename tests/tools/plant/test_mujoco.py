@@ -47,8 +47,11 @@ def test_the_zip_runs_with_its_statistics_as_sb3_predicts(ppo_zip) -> None:
     path, model, venv = ppo_zip
     ctrl = load_controller(path, env=ENV)
     stats = path.parent / "vecnormalize.pkl"
-    assert ctrl.architecture["obs_norm"] == {"source": str(stats), "how": "found beside the zip",
-                                             "sha256": hashlib.sha256(stats.read_bytes()).hexdigest()}
+    assert ctrl.architecture["obs_norm"] == {
+        "source": str(stats),
+        "how": "found beside the zip",
+        "sha256": hashlib.sha256(stats.read_bytes()).hexdigest(),
+    }
     obs = np.random.default_rng(0).normal(0.0, 0.5, size=(1000, 4)).astype(np.float32)
     expected = model.predict(venv.normalize_obs(obs), deterministic=True)[0]
     assert np.abs(ctrl.act(obs) - expected).max() <= 1e-5
@@ -59,12 +62,37 @@ def test_eval_prune_export_and_hil_take_a_mujoco_env(ppo_zip, tmp_path: Path, ca
     flags = ["--controller", str(path), "--env", ENV]
     evaluated = run_cli(capsys, "eval", *flags, "--episodes", "2")
     assert evaluated["obs_norm"]["source"].endswith("vecnormalize.pkl") and len(evaluated["returns"]) == 2
-    pruned = run_cli(capsys, "prune", *flags, "--keep", "0.25", "--tolerance", "0.1", "--method", "uniform-l1",
-                     "--search-episodes", "2", "--judge-episodes", "2", "--out", str(tmp_path / "pruned.pt"))
+    pruned = run_cli(
+        capsys,
+        "prune",
+        *flags,
+        "--keep",
+        "0.25",
+        "--tolerance",
+        "0.1",
+        "--method",
+        "uniform-l1",
+        "--search-episodes",
+        "2",
+        "--judge-episodes",
+        "2",
+        "--out",
+        str(tmp_path / "pruned.pt"),
+    )
     assert pruned["feasible"] and pruned["env_id"] == ENV and pruned["keep_fraction"] <= 0.25
     program = pruned["files"]["controller"]
-    bundle = run_cli(capsys, "export", "--controller", program, "--targets", "x86_64,cortex-a7", "--parity-samples", "100",
-                     "--out", str(tmp_path / "bundle"))
+    bundle = run_cli(
+        capsys,
+        "export",
+        "--controller",
+        program,
+        "--targets",
+        "x86_64,cortex-a7",
+        "--parity-samples",
+        "100",
+        "--out",
+        str(tmp_path / "bundle"),
+    )
     assert bundle["unverified"] == []
     hil = run_cli(capsys, "hil", "--bundle", str(tmp_path / "bundle"), "--target", "cortex-a7", "--episodes", "3")
     assert hil["ok"] and len(hil["returns"]) == 3
@@ -73,8 +101,20 @@ def test_eval_prune_export_and_hil_take_a_mujoco_env(ppo_zip, tmp_path: Path, ca
 
 def test_prune_stops_at_the_ceiling_and_says_why(ppo_zip, capsys) -> None:
     path, _, _ = ppo_zip
-    flags = ["--controller", str(path), "--env", ENV, "--keep", "0.25", "--search-episodes", "2", "--judge-episodes", "0",
-             "--max-evaluations", "12"]
+    flags = [
+        "--controller",
+        str(path),
+        "--env",
+        ENV,
+        "--keep",
+        "0.25",
+        "--search-episodes",
+        "2",
+        "--judge-episodes",
+        "0",
+        "--max-evaluations",
+        "12",
+    ]
     automatic = run_cli(capsys, "prune", *flags)
     assert automatic["early_stop"]["ceiling"] == 1000.0  # 1000 steps x reward 1: the best return there is
     assert automatic["stopped"] in ("ceiling", "max_evaluations", "converged")
@@ -89,8 +129,20 @@ def test_the_bundle_names_its_statistics_and_hil_checks_them_before_reading(ppo_
     for name in ("ppo.zip", "vecnormalize.pkl"):  # a copy: the statistics are altered below
         shutil.copy(path.parent / name, tmp_path / name)
     stats = tmp_path / "vecnormalize.pkl"
-    bundle = run_cli(capsys, "export", "--controller", str(tmp_path / "ppo.zip"), "--env", ENV, "--targets", "x86_64",
-                     "--parity-samples", "100", "--out", str(tmp_path / "bundle"))
+    bundle = run_cli(
+        capsys,
+        "export",
+        "--controller",
+        str(tmp_path / "ppo.zip"),
+        "--env",
+        ENV,
+        "--targets",
+        "x86_64",
+        "--parity-samples",
+        "100",
+        "--out",
+        str(tmp_path / "bundle"),
+    )
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     record = manifest["source"]["architecture"]["obs_norm"]
     assert record["source"] == str(stats) and record["sha256"] == hashlib.sha256(stats.read_bytes()).hexdigest()
@@ -106,8 +158,21 @@ def test_the_bundle_names_its_statistics_and_hil_checks_them_before_reading(ppo_
 def test_bench_measures_a_mujoco_env(ppo_zip, tmp_path: Path, capsys) -> None:
     """bench on InvertedPendulum-v5: the PPO graph (normaliser inside) as the bench's controller.pt2, reward on the env."""
     path, _, _ = ppo_zip
-    report = run_cli(capsys, "bench", "--controller", str(path), "--env", ENV, "--quick", "--episodes", "2",
-                     "--methods", "uniform-l1", "--out", str(tmp_path / "bench"))
+    report = run_cli(
+        capsys,
+        "bench",
+        "--controller",
+        str(path),
+        "--env",
+        ENV,
+        "--quick",
+        "--episodes",
+        "2",
+        "--methods",
+        "uniform-l1",
+        "--out",
+        str(tmp_path / "bench"),
+    )
     assert report["ok"] and report["config"]["env_id"] == ENV
     assert report["config"]["controller"].endswith("controller.pt2")
     rows = {(r["model"], r["runtime"]): r for r in report["reward"]}
@@ -118,21 +183,48 @@ def test_bench_measures_a_mujoco_env(ppo_zip, tmp_path: Path, capsys) -> None:
     assert [m["label"] for m in report["models"]][0] == "unpruned"
 
 
-def test_the_parity_gate_checks_visited_states_with_a_tolerance_relative_to_the_action_range(ppo_zip, tmp_path: Path,
-                                                                                              capsys) -> None:
+def test_the_parity_gate_checks_visited_states_with_a_tolerance_relative_to_the_action_range(
+    ppo_zip, tmp_path: Path, capsys
+) -> None:
     path, _, _ = ppo_zip
     flags = ["--controller", str(path), "--env", ENV, "--targets", "x86_64", "--parity-samples", "50"]
     visited = run_cli(capsys, "export", *flags, "--parity-episodes", "2", "--out", str(tmp_path / "visited"))
     gate = visited["manifest"]["onnx"]["parity_gate"]
-    assert gate["visited_states"] > 0 and gate["box_samples"] == 0  # every observation dimension of the env is unbounded
+    assert (
+        gate["visited_states"] > 0 and gate["box_samples"] == 0
+    )  # every observation dimension of the env is unbounded
     assert gate["unbounded_dims"] == [0, 1, 2, 3]
     assert gate["tolerance"]["abs_per_action"] == pytest.approx([1e-5 * 6.0])  # InvertedPendulum's actions: [-3, 3]
-    boxed = run_cli(capsys, "export", *flags, "--parity-episodes", "0", "--obs-bounds=-0.5,0.5", "--parity-tolerance", "1e-4",
-                    "--out", str(tmp_path / "boxed"))
+    boxed = run_cli(
+        capsys,
+        "export",
+        *flags,
+        "--parity-episodes",
+        "0",
+        "--obs-bounds=-0.5,0.5",
+        "--parity-tolerance",
+        "1e-4",
+        "--out",
+        str(tmp_path / "boxed"),
+    )
     gate = boxed["manifest"]["onnx"]["parity_gate"]
     assert (gate["visited_states"], gate["box_samples"]) == (0, 50) and gate["box"]["high"] == [0.5] * 4
     assert gate["tolerance"]["relative_to_action_range"] == 1e-4
-    assert main(["export", *flags, "--parity-episodes", "1", "--parity-tolerance", "1e-12", "--out", str(tmp_path / "strict")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                *flags,
+                "--parity-episodes",
+                "1",
+                "--parity-tolerance",
+                "1e-12",
+                "--out",
+                str(tmp_path / "strict"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "visited state" in err and "--parity-tolerance" in err and "--obs-bounds" in err
     assert not (tmp_path / "strict").exists()

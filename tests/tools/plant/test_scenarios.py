@@ -91,7 +91,12 @@ def test_sensor_noise_changes_what_is_seen_not_the_physics() -> None:
     sigma = 0.05
     base = rollout_pendulum(constant(0.3), Scenario("n"), SEEDS, record=True)
     noisy = rollout_pendulum(constant(0.3), Scenario("s", sensor_noise=sigma), SEEDS, record=True)
-    assert base.states is not None and noisy.states is not None and base.observations is not None and noisy.observations is not None
+    assert (
+        base.states is not None
+        and noisy.states is not None
+        and base.observations is not None
+        and noisy.observations is not None
+    )
     assert np.array_equal(base.states, noisy.states)  # open loop: the true trajectory is untouched
     error = noisy.observations - base.observations
     assert abs(error.std() - sigma) < 0.005 and abs(error.mean()) < 0.005
@@ -134,7 +139,9 @@ def test_aggregates_on_known_numbers() -> None:
     assert Aggregate.parse("worst")(means) == pytest.approx(-500.0)
     assert Aggregate.parse("cvar:0.2")(means) == pytest.approx(-500.0)
     assert Aggregate.parse("cvar:0.4")(means) == pytest.approx(-450.0)
-    assert Aggregate.parse("cvar:0.3")(means) == pytest.approx(-500.0 * 2 / 3 - 400.0 / 3)  # 1.5 scenarios: 1 and a half
+    assert Aggregate.parse("cvar:0.3")(means) == pytest.approx(
+        -500.0 * 2 / 3 - 400.0 / 3
+    )  # 1.5 scenarios: 1 and a half
     assert Aggregate.parse("cvar:1")(means) == pytest.approx(-300.0)
     assert Aggregate.parse("cvar:0.01")(means) == pytest.approx(-500.0)
     assert str(Aggregate.parse("cvar:0.25")) == "cvar:0.25"

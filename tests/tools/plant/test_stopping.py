@@ -18,7 +18,11 @@ def test_inverted_pendulum_has_its_maximum_return_as_ceiling() -> None:
 
 
 def test_pendulum_never_stops_early_unless_asked() -> None:
-    assert choose("Pendulum-v1", unpruned_scores=[1.0, 2.0, 3.0]).to_dict() == {"ceiling": None, "stop_within": None, "why": "no early stop"}
+    assert choose("Pendulum-v1", unpruned_scores=[1.0, 2.0, 3.0]).to_dict() == {
+        "ceiling": None,
+        "stop_within": None,
+        "why": "no early stop",
+    }
     assert not needs_scores("Pendulum-v1", None, None, True)
     assert choose("Pendulum-v1", ceiling=-100.0).ceiling == -100.0
 

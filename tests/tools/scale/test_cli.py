@@ -32,14 +32,17 @@ def test_prune_refuses_a_ray_address_without_the_ray_executor(capsys):
     assert len(err) == 1 and err[0].endswith("--ray-address auto: only with --executor ray")
 
 
-
-
-@pytest.mark.parametrize("extra, fragment", [
-    (["--ray-address", "auto"], "--ray-address auto: only with --farm"),
-    (["--farm", "f.toml", "--runner", "qemu"], "each board of a farm names its own runner"),
-    (["--farm", "missing.toml"], "farm file missing.toml"),
-])
-def test_hil_refuses_a_ray_address_without_a_farm_a_runner_with_one_and_a_missing_farm_file(extra, fragment, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--ray-address", "auto"], "--ray-address auto: only with --farm"),
+        (["--farm", "f.toml", "--runner", "qemu"], "each board of a farm names its own runner"),
+        (["--farm", "missing.toml"], "farm file missing.toml"),
+    ],
+)
+def test_hil_refuses_a_ray_address_without_a_farm_a_runner_with_one_and_a_missing_farm_file(
+    extra, fragment, tmp_path, capsys
+):
     assert main(["hil", "--bundle", str(tmp_path), "--target", "x86_64", *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and fragment in err[0]

@@ -71,7 +71,13 @@ def test_sweep_lists_cells_method_major_and_run_cells_keeps_their_order():
     assert [(c.method, c.keep, c.seed) for c in cells[:3]] == [("grid", 0.5, 0), ("grid", 0.5, 1), ("grid", 0.25, 0)]
     assert len(cells) == 8 and cells[0].options == {"episodes": 4}
     assert run_cells(lambda c: f"{c.method}@{c.keep}/{c.seed}", cells)[-1] == "gd@0.25/1"
-    assert Cell("gd", 0.5, 2, "x86_64").to_dict() == {"method": "gd", "keep": 0.5, "seed": 2, "target": "x86_64", "options": {}}
+    assert Cell("gd", 0.5, 2, "x86_64").to_dict() == {
+        "method": "gd",
+        "keep": 0.5,
+        "seed": 2,
+        "target": "x86_64",
+        "options": {},
+    }
 
 
 def test_a_farm_file_lists_its_boards_with_their_resources(tmp_path):
@@ -83,15 +89,24 @@ def test_a_farm_file_lists_its_boards_with_their_resources(tmp_path):
     assert farm.targets() == ["x86_64", "cortex-a72", "cortex-a7"]
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("", "expected one or more [[board]] tables"),
-    ("[[board]]\nname = 'a'\ntarget = 'x86_64'\n[[board]]\nname = 'a'\ntarget = 'x86_64'\n", "board 'a': the name is used twice"),
-    ("[[board]]\nname = 'a'\ntarget = 'pdp-11'\n", "board 'a'"),
-    ("[[board]]\nname = 'a'\ntarget = 'x86_64'\nrunner = 'telnet'\n", "runner 'telnet': expected one of native, qemu, auto"),
-    ("[[board]]\nname = 'a'\ntarget = 'x86_64'\nrunner = 'ssh://host-without-user'\n", "board 'a'"),
-    ("[[board]]\nname = 'a'\ntarget = 'x86_64'\nspeed = 3\n", "unknown key(s) speed"),
-    ("[[board]\n", "not TOML"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("", "expected one or more [[board]] tables"),
+        (
+            "[[board]]\nname = 'a'\ntarget = 'x86_64'\n[[board]]\nname = 'a'\ntarget = 'x86_64'\n",
+            "board 'a': the name is used twice",
+        ),
+        ("[[board]]\nname = 'a'\ntarget = 'pdp-11'\n", "board 'a'"),
+        (
+            "[[board]]\nname = 'a'\ntarget = 'x86_64'\nrunner = 'telnet'\n",
+            "runner 'telnet': expected one of native, qemu, auto",
+        ),
+        ("[[board]]\nname = 'a'\ntarget = 'x86_64'\nrunner = 'ssh://host-without-user'\n", "board 'a'"),
+        ("[[board]]\nname = 'a'\ntarget = 'x86_64'\nspeed = 3\n", "unknown key(s) speed"),
+        ("[[board]\n", "not TOML"),
+    ],
+)
 def test_a_bad_farm_file_is_refused_naming_the_board(text, fragment):
     with pytest.raises(ScaleError) as err:
         parse_farm(text, "farm.toml")

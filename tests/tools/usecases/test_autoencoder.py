@@ -96,7 +96,9 @@ def test_shrunk_autoencoder_equals_the_masked_one_and_saves_and_loads(tmp_path):
     torch.manual_seed(0)
     model = Autoencoder(16, (8, 6), 4, (6, 8)).eval()
     groups = autoencoder_groups(model)
-    keep = keep_indices(score(model, groups, "random", seed=3), {"encoder.0": 3, "encoder.2": 2, "decoder.0": 5, "decoder.2": 1})
+    keep = keep_indices(
+        score(model, groups, "random", seed=3), {"encoder.0": 3, "encoder.2": 2, "decoder.0": 5, "decoder.2": 1}
+    )
     small, masked = shrink(model, groups, keep), masked_copy(model, groups, keep)
     x = torch.rand(32, 16)
     assert small.encoder[0].out_features == 3 and small.decoder[2].out_features == 1
@@ -124,21 +126,38 @@ def test_shipped_autoencoder_loads_weights_only_and_reconstructs_held_out_digits
     model, meta = load_autoencoder()
     data = load_digits(meta["data"]["seed"])
     assert sum(p.numel() for p in model.parameters()) == 35280
-    assert mean_psnr(model, data.test) == pytest.approx(meta["psnr"]["test"], abs=1e-3) and mean_psnr(model, data.test) > 20.0
+    assert (
+        mean_psnr(model, data.test) == pytest.approx(meta["psnr"]["test"], abs=1e-3)
+        and mean_psnr(model, data.test) > 20.0
+    )
 
 
 def test_bench_autoencoder_writes_the_report_and_gd_beats_the_uniform_baselines(tmp_path, capsys):
     out = tmp_path / "ae"
-    rc = cli_main(["bench", "--model", "autoencoder", "--quick", "--keep", "0.5", "--methods", "gd,uniform-l1,random",
-                   "--out", str(out), "--json"])
+    rc = cli_main(
+        [
+            "bench",
+            "--model",
+            "autoencoder",
+            "--quick",
+            "--keep",
+            "0.5",
+            "--methods",
+            "gd,uniform-l1,random",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     assert rc == 0
     printed = json.loads(capsys.readouterr().out)  # --json: exactly one JSON object on stdout
     assert printed["ok"] and printed["out"] == str(out)
     assert {p.name for p in out.iterdir()} == {"report.json", "report.md", "psnr_vs_params.png", "reconstructions.png"}
     report = json.loads((out / "report.json").read_text())
     assert report["schema"] == "prune-and-export.bench-autoencoder/1"
-    assert {(r["method"], r["mode"]) for r in report["rows"]} == {(m, mode) for m in ("gd", "uniform-l1", "random")
-                                                                for mode in ("shrink", "re-fit")}
+    assert {(r["method"], r["mode"]) for r in report["rows"]} == {
+        (m, mode) for m in ("gd", "uniform-l1", "random") for mode in ("shrink", "re-fit")
+    }
     assert all(r["params"] < report["unpruned"]["params"] for r in report["rows"])
     assert len(report["bounds"]) == 6 and all(b["val_psnr"] >= b["min_psnr"] for b in report["bounds"])
     assert report["checks"] == {"gd_beats_uniform_test_0.5_shrink": True, "gd_beats_uniform_test_0.5_re-fit": True}
@@ -152,8 +171,22 @@ def test_bench_autoencoder_trains_on_mnist_idx_files_and_refuses_controller_flag
     data.mkdir()
     (data / "train-images-idx3-ubyte").write_bytes(_idx_bytes(rng.integers(0, 256, (60, 28, 28))))
     out = tmp_path / "ae"
-    rc = cli_main(["bench", "--model", "autoencoder", "--quick", "--data", str(data), "--keep", "0.5", "--methods", "uniform-l1",
-                   "--out", str(out)])
+    rc = cli_main(
+        [
+            "bench",
+            "--model",
+            "autoencoder",
+            "--quick",
+            "--data",
+            str(data),
+            "--keep",
+            "0.5",
+            "--methods",
+            "uniform-l1",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     assert report["data"]["side"] == 28 and report["unpruned"]["widths"]["decoder"][-1] == 784
@@ -174,7 +207,9 @@ def test_headline_quick_writes_the_schema_and_a_looser_bound_allows_at_least_the
         assert row["found"] and row["val_psnr"] >= row["floor_db"] and 0.0 < row["reduction"] < 1.0
         assert row["reduction"] == pytest.approx(1.0 - row["params"] / unpruned["params"])
         assert {p["keep"] for p in row["sweep"] if not p["refined"]} == {0.5, 0.2}
-        assert set(row["widths"]) == {"encoder", "decoder"} and row["widths"]["encoder"][-1] == 16  # the code is protected
+        assert (
+            set(row["widths"]) == {"encoder", "decoder"} and row["widths"]["encoder"][-1] == 16
+        )  # the code is protected
     assert rows[(2.0, "gd")]["reduction"] >= rows[(1.0, "gd")]["reduction"]
 
 
@@ -183,6 +218,9 @@ def test_headline_bisects_down_from_the_unpruned_model_when_no_swept_budget_meet
     headline_main(["--quick", "--no-finetune", "--bounds", "1", "--out", str(out)])
     (row,) = json.loads(out.read_text())["rows"]
     swept, refined = [p for p in row["sweep"] if not p["refined"]], [p for p in row["sweep"] if p["refined"]]
-    assert [(p["keep"], p["feasible"]) for p in swept] == [(0.5, False), (0.2, False)]  # without the fine-tune 50% kept breaks 1 dB
+    assert [(p["keep"], p["feasible"]) for p in swept] == [
+        (0.5, False),
+        (0.2, False),
+    ]  # without the fine-tune 50% kept breaks 1 dB
     assert [p["keep"] for p in refined] == [0.75] and refined[0]["feasible"]
     assert row["found"] and row["keep"] == 0.75 and row["val_psnr"] >= row["floor_db"]

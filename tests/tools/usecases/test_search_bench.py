@@ -34,7 +34,9 @@ def test_schema_and_files(report):
     out, data = report
     assert data["schema"] == search.SCHEMA
     assert set(data["problems"]) == set(PROBLEMS)
-    assert {(s["problem"], s["reconstruct"]) for s in data["summary"]} == {(p, m) for p in PROBLEMS for m in (True, False)}
+    assert {(s["problem"], s["reconstruct"]) for s in data["summary"]} == {
+        (p, m) for p in PROBLEMS for m in (True, False)
+    }
     for s in data["summary"]:
         assert set(s["methods"]) == set(search.METHODS)
         assert s["winner"] in search.METHODS
@@ -67,13 +69,27 @@ def test_best_so_far_curves_never_go_down_nor_lose_their_candidate(report):
 
 def test_merging_reports_of_separate_runs_keeps_every_run_and_row(report, tmp_path):
     _, data = report
-    half = {**data, "problems": {"ref4": data["problems"]["ref4"]}, "config": {**data["config"], "problems": ["ref4"]},
-            "runs": [r for r in data["runs"] if r["problem"] == "ref4"], "summary": [s for s in data["summary"] if s["problem"] == "ref4"]}
-    rest = {**data, "problems": {"autoencoder": data["problems"]["autoencoder"]}, "config": {**data["config"], "problems": ["autoencoder"]},
-            "runs": [r for r in data["runs"] if r["problem"] != "ref4"], "summary": [s for s in data["summary"] if s["problem"] != "ref4"],
-            "fifth": {}}
+    half = {
+        **data,
+        "problems": {"ref4": data["problems"]["ref4"]},
+        "config": {**data["config"], "problems": ["ref4"]},
+        "runs": [r for r in data["runs"] if r["problem"] == "ref4"],
+        "summary": [s for s in data["summary"] if s["problem"] == "ref4"],
+    }
+    rest = {
+        **data,
+        "problems": {"autoencoder": data["problems"]["autoencoder"]},
+        "config": {**data["config"], "problems": ["autoencoder"]},
+        "runs": [r for r in data["runs"] if r["problem"] != "ref4"],
+        "summary": [s for s in data["summary"] if s["problem"] != "ref4"],
+        "fifth": {},
+    }
     merged = search.merge([half, rest])
-    assert len(merged.runs) == len(data["runs"]) and search.json_safe(merged.summary) == data["summary"] and set(merged.fifth) == {"True", "False"}
+    assert (
+        len(merged.runs) == len(data["runs"])
+        and search.json_safe(merged.summary) == data["summary"]
+        and set(merged.fifth) == {"True", "False"}
+    )
     out = tmp_path / "merged.json"
     search.write(merged, out, search.Console(quiet=True))
     assert json.loads(out.read_text())["summary"] == data["summary"]

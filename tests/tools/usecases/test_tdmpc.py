@@ -155,6 +155,7 @@ def test_packed_planner_step_verifies_in_the_armv7_stub_under_qemu(tmp_path):
     assert spec.env_id == PACKED_ENV_ID and (spec.obs_dim, spec.act_dim) == (26, 4)
     assert manifest.onnx["parity_max_abs_err"] <= 1e-4
 
+
 def test_pruned_agent_plans_through_prune_api():
     agent = tiny_agent()
     g = find_groups(agent, example_inputs(TINY))
@@ -197,7 +198,21 @@ def test_bench_cli_tdmpc_quick_writes_the_report(tmp_path, capsys):
     from tools.cli import main
 
     out = tmp_path / "report"
-    rc = main(["bench", "--controller", "tdmpc", "--methods", "uniform-l1", "--keep", "0.5", "--quick", "--json", "--out", str(out)])
+    rc = main(
+        [
+            "bench",
+            "--controller",
+            "tdmpc",
+            "--methods",
+            "uniform-l1",
+            "--keep",
+            "0.5",
+            "--quick",
+            "--json",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["controller"] == "tdmpc" and printed["out"] == str(out)

@@ -72,24 +72,53 @@ from tools.usecases.autoencoder.results import (
 from tools.usecases.autoencoder.train import TrainConfig, train
 
 
-def prune_ae(model: Autoencoder, groups, data: DigitSplits, label: str, keep: float, refit: bool, cfg: AEBenchConfig) -> PruneResult:
+def prune_ae(
+    model: Autoencoder, groups, data: DigitSplits, label: str, keep: float, refit: bool, cfg: AEBenchConfig
+) -> PruneResult:
     """One method at one budget through prune.api.prune, judged on validation PSNR (per image)."""
     method, metric = METHODS[label]
-    return prune(model, groups, keep, psnr_objective(data.val), method=method, metric=metric or cfg.metric, states=data.train,  # type: ignore[arg-type]  # per-episode scores as an ndarray: prune reads any sequence
-                 seed=cfg.seed, tolerance=cfg.tolerance, max_evaluations=cfg.max_evaluations, reconstruct=refit)
+    return prune(
+        model,
+        groups,
+        keep,
+        psnr_objective(data.val),
+        method=method,
+        metric=metric or cfg.metric,
+        states=data.train,
+        seed=cfg.seed,
+        tolerance=cfg.tolerance,
+        max_evaluations=cfg.max_evaluations,
+        reconstruct=refit,
+    )
 
 
 def budget_row(result: PruneResult, label: str, refit: bool, data: DigitSplits, base: dict) -> BudgetRow:
     """Measure a pruned autoencoder on the test split."""
     test = mean_psnr(result.model, data.test)
-    return BudgetRow(label, result.metric, MODES[refit], result.search.keep, result.search.keep_fraction, result.search.feasible,
-                     result.after.params, result.after.params / base["params"], result.after.macs, linear_widths(cast(Autoencoder, result.model)),
-                     result.search.component_coefficients, result.objective_after, test, test - base["test_psnr"],
-                     result.search.evaluations, result.search.seconds, result.search.metric_trials)
+    return BudgetRow(
+        label,
+        result.metric,
+        MODES[refit],
+        result.search.keep,
+        result.search.keep_fraction,
+        result.search.feasible,
+        result.after.params,
+        result.after.params / base["params"],
+        result.after.macs,
+        linear_widths(cast(Autoencoder, result.model)),
+        result.search.component_coefficients,
+        result.objective_after,
+        test,
+        test - base["test_psnr"],
+        result.search.evaluations,
+        result.search.seconds,
+        result.search.metric_trials,
+    )
 
 
-def largest_reduction(model: Autoencoder, groups, data: DigitSplits, label: str, refit: bool, bound: float,
-                      cfg: AEBenchConfig, base: dict) -> tuple[BoundRow, PruneResult | None]:
+def largest_reduction(
+    model: Autoencoder, groups, data: DigitSplits, label: str, refit: bool, bound: float, cfg: AEBenchConfig, base: dict
+) -> tuple[BoundRow, PruneResult | None]:
     """Bisection over the budget for the smallest keep whose pruned model keeps validation PSNR >= bound."""
     start, tried = time.perf_counter(), []
 
@@ -115,13 +144,39 @@ def largest_reduction(model: Autoencoder, groups, data: DigitSplits, label: str,
             else:
                 lo = mid
     if best is None:
-        row = BoundRow(label, MODES[refit], bound, False, 1.0, 1.0, base["params"], 0.0, base["val_psnr"], base["test_psnr"],
-                       True, tried, time.perf_counter() - start)
+        row = BoundRow(
+            label,
+            MODES[refit],
+            bound,
+            False,
+            1.0,
+            1.0,
+            base["params"],
+            0.0,
+            base["val_psnr"],
+            base["test_psnr"],
+            True,
+            tried,
+            time.perf_counter() - start,
+        )
         return row, None
     test = mean_psnr(best.model, data.test)
     holds = test >= base["test_psnr"] - (base["val_psnr"] - bound)
-    row = BoundRow(label, MODES[refit], bound, True, hi, best.search.keep_fraction, best.after.params,
-                   1.0 - best.after.params / base["params"], best.objective_after, test, holds, tried, time.perf_counter() - start)
+    row = BoundRow(
+        label,
+        MODES[refit],
+        bound,
+        True,
+        hi,
+        best.search.keep_fraction,
+        best.after.params,
+        1.0 - best.after.params / base["params"],
+        best.objective_after,
+        test,
+        holds,
+        tried,
+        time.perf_counter() - start,
+    )
     return row, best
 
 
@@ -142,8 +197,17 @@ def measure_latency(models: dict[str, torch.nn.Module], dim: int, cfg: AEBenchCo
     """Batch-1 latency in torch eager and onnxruntime (exported with export.onnx_export, parity-checked), one thread."""
     import onnxruntime as ort
 
-    spec = ControllerSpec(dim, dim, (0.0,) * dim, (1.0,) * dim, (0.0,) * dim, (1.0,) * dim, env_id="digits-autoencoder",
-                          input_name="image", output_name="reconstruction")
+    spec = ControllerSpec(
+        dim,
+        dim,
+        (0.0,) * dim,
+        (1.0,) * dim,
+        (0.0,) * dim,
+        (1.0,) * dim,
+        env_id="digits-autoencoder",
+        input_name="image",
+        output_name="reconstruction",
+    )
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1
     calls: dict[str, dict[str, Call]] = {}
@@ -161,8 +225,10 @@ def measure_latency(models: dict[str, torch.nn.Module], dim: int, cfg: AEBenchCo
         calls[name] = {"torch": torch_eager, "onnxruntime": onnxruntime_call}
     obs = spec.sample_observations(cfg.latency_calls, cfg.seed)
     stats = measure_python(calls, obs, cfg.latency_rounds, warmup=200)
-    return [LatencyRow(m, r, s.median_us, s.p99_us, s.median_us / stats[("unpruned", r)].median_us, s.n)
-            for (m, r), s in stats.items()]
+    return [
+        LatencyRow(m, r, s.median_us, s.p99_us, s.median_us / stats[("unpruned", r)].median_us, s.n)
+        for (m, r), s in stats.items()
+    ]
 
 
 def run_bench(cfg: AEBenchConfig, console: Console, command: str = "") -> tuple[AEReport, dict]:
@@ -180,22 +246,48 @@ def run_bench(cfg: AEBenchConfig, console: Console, command: str = "") -> tuple[
         console.print(f"training an autoencoder on {data.summary()} for {cfg.train_epochs} epochs (seed {cfg.seed})")
         model, meta = train(data, TrainConfig(seed=cfg.seed, epochs=cfg.train_epochs), progress=False)
     if model.encoder[0].in_features != data.dim:
-        raise ToolsError(f"autoencoder takes {model.encoder[0].in_features} pixels but the images have {data.dim} ({data.source})")
+        raise ToolsError(
+            f"autoencoder takes {model.encoder[0].in_features} pixels but the images have {data.dim} ({data.source})"
+        )
     groups = autoencoder_groups(model, cfg.prune_code)
-    base: dict[str, Any] = {"params": sum(p.numel() for p in model.parameters()), "widths": linear_widths(model),
-            "val_psnr": mean_psnr(model, data.val), "test_psnr": mean_psnr(model, data.test),
-            "train_psnr": mean_psnr(model, data.train),
-            "mean_image_test_psnr": float(psnr(data.test, data.train.mean(0).expand_as(data.test)).mean()),  # the no-model baseline
-            "groups": groups.names, "components": groups.components,
-            "protected": groups.protected, "model": cfg.autoencoder or ("shipped" if cfg.data is None else "trained here"), "meta": meta}
+    base: dict[str, Any] = {
+        "params": sum(p.numel() for p in model.parameters()),
+        "widths": linear_widths(model),
+        "val_psnr": mean_psnr(model, data.val),
+        "test_psnr": mean_psnr(model, data.test),
+        "train_psnr": mean_psnr(model, data.train),
+        "mean_image_test_psnr": float(
+            psnr(data.test, data.train.mean(0).expand_as(data.test)).mean()
+        ),  # the no-model baseline
+        "groups": groups.names,
+        "components": groups.components,
+        "protected": groups.protected,
+        "model": cfg.autoencoder or ("shipped" if cfg.data is None else "trained here"),
+        "meta": meta,
+    }
     bound = cfg.min_psnr if cfg.min_psnr is not None else base["val_psnr"] - cfg.psnr_drop
-    console.print(f"{data.source}: {data.summary()}; unpruned {base['params']} params, PSNR val {base['val_psnr']:.2f} dB, "
-                  f"test {base['test_psnr']:.2f} dB; bound {bound:.2f} dB on val; groups {groups.names} in {list(groups.components)}")
-    report = AEReport(SCHEMA, command, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), 0.0,
-                      {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(), "torch": torch.__version__},
-                      asdict(cfg), data.summary(), base)
+    console.print(
+        f"{data.source}: {data.summary()}; unpruned {base['params']} params, PSNR val {base['val_psnr']:.2f} dB, "
+        f"test {base['test_psnr']:.2f} dB; bound {bound:.2f} dB on val; groups {groups.names} in {list(groups.components)}"
+    )
+    report = AEReport(
+        SCHEMA,
+        command,
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        0.0,
+        {
+            "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        asdict(cfg),
+        data.summary(),
+        base,
+    )
     report.image_keep = min(cfg.keeps, key=lambda k: abs(k - cfg.image_keep))
-    shown = data.test[torch.linspace(0, len(data.test) - 1, min(N_IMAGES, len(data.test))).long()]  # spread over the split
+    shown = data.test[
+        torch.linspace(0, len(data.test) - 1, min(N_IMAGES, len(data.test))).long()
+    ]  # spread over the split
     images = {"original": shown, "unpruned": reconstruct_images(model, shown)}
     gd_models: dict[str, torch.nn.Module] = {}
     for refit in (False, True):
@@ -204,9 +296,11 @@ def run_bench(cfg: AEBenchConfig, console: Console, command: str = "") -> tuple[
                 result = prune_ae(model, groups, data, label, keep, refit, cfg)
                 row = budget_row(result, label, refit, data, base)
                 report.rows.append(row)
-                console.print(f"{row.mode:6s} keep {keep:.2f} {label:10s} {row.metric:12s} PSNR val {row.val_psnr:6.2f} test "
-                              f"{row.test_psnr:6.2f} dB ({row.test_drop_db:+.2f}) params {row.params:6d} evals {row.evaluations:3d} "
-                              f"{row.seconds:5.1f}s enc/dec c {row.coefficients}")
+                console.print(
+                    f"{row.mode:6s} keep {keep:.2f} {label:10s} {row.metric:12s} PSNR val {row.val_psnr:6.2f} test "
+                    f"{row.test_psnr:6.2f} dB ({row.test_drop_db:+.2f}) params {row.params:6d} evals {row.evaluations:3d} "
+                    f"{row.seconds:5.1f}s enc/dec c {row.coefficients}"
+                )
                 if keep == report.image_keep:
                     images[f"{label}\n{row.mode}"] = reconstruct_images(result.model, shown)
                 if refit and label == "gd":
@@ -215,8 +309,10 @@ def run_bench(cfg: AEBenchConfig, console: Console, command: str = "") -> tuple[
         for label in cfg.methods:
             bound_row, _ = largest_reduction(model, groups, data, label, refit, bound, cfg, base)
             report.bounds.append(bound_row)
-            console.print(f"bound {bound:.2f} dB {bound_row.mode:6s} {label:10s}: keep {bound_row.keep:.4f}, reduction {bound_row.reduction:.1%}, "
-                          f"PSNR val {bound_row.val_psnr:.2f} test {bound_row.test_psnr:.2f} ({len(bound_row.tried)} tries, {bound_row.seconds:.1f}s)")
+            console.print(
+                f"bound {bound:.2f} dB {bound_row.mode:6s} {label:10s}: keep {bound_row.keep:.4f}, reduction {bound_row.reduction:.1%}, "
+                f"PSNR val {bound_row.val_psnr:.2f} test {bound_row.test_psnr:.2f} ({len(bound_row.tried)} tries, {bound_row.seconds:.1f}s)"
+            )
     if cfg.latency_calls:
         report.latency = measure_latency({"unpruned": model, **gd_models}, data.dim, cfg)
     report.checks = checks(report.rows, cfg.keeps)
@@ -227,8 +323,12 @@ def run_bench(cfg: AEBenchConfig, console: Console, command: str = "") -> tuple[
 
 def write_report(report: AEReport, images: dict, folder: Path) -> None:
     """report.json, report.md and the two PNGs into ``folder`` (which must exist)."""
-    report.files = {"json": "report.json", "markdown": "report.md", "psnr_vs_params": "psnr_vs_params.png",
-                    "reconstructions": "reconstructions.png"}
+    report.files = {
+        "json": "report.json",
+        "markdown": "report.md",
+        "psnr_vs_params": "psnr_vs_params.png",
+        "reconstructions": "reconstructions.png",
+    }
     plot_psnr_vs_params(report, folder / report.files["psnr_vs_params"])
     plot_reconstructions(report, images, folder / report.files["reconstructions"])
     (folder / "report.json").write_text(json.dumps(report.to_dict(), indent=2, allow_nan=True) + "\n")
@@ -247,7 +347,9 @@ def run_into(cfg: AEBenchConfig, out: Path, force: bool, console: Console, comma
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     print_tables(report, console)
-    console.print(f"report: {out / 'report.md'}, {out / 'report.json'}; plots: {out / 'psnr_vs_params.png'}, {out / 'reconstructions.png'}")
+    console.print(
+        f"report: {out / 'report.md'}, {out / 'report.json'}; plots: {out / 'psnr_vs_params.png'}, {out / 'reconstructions.png'}"
+    )
     return report
 
 
@@ -258,24 +360,49 @@ def quick(cfg: AEBenchConfig) -> AEBenchConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m tools.usecases.autoencoder.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m tools.usecases.autoencoder.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", type=Path, default=Path("bench_ae"), help="report folder to create")
     p.add_argument("--force", action="store_true", help="replace an existing report folder")
-    p.add_argument("--autoencoder", default="", help="autoencoder file (default: the shipped one, or trained here with --data)")
+    p.add_argument(
+        "--autoencoder", default="", help="autoencoder file (default: the shipped one, or trained here with --data)"
+    )
     p.add_argument("--data", default=None, help="folder with MNIST IDX files (default: scikit-learn's 8x8 digits)")
     p.add_argument("--keep", type=float, nargs="+", default=list(BUDGETS))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--metric", default=AEBenchConfig.metric)
     p.add_argument("--seed", type=int, default=AEBenchConfig.seed)
     p.add_argument("--max-evaluations", type=int, default=AEBenchConfig.max_evaluations)
-    p.add_argument("--min-psnr", type=float, default=None, help="reconstruction bound in dB (default: unpruned val PSNR - 1)")
+    p.add_argument(
+        "--min-psnr", type=float, default=None, help="reconstruction bound in dB (default: unpruned val PSNR - 1)"
+    )
     p.add_argument("--prune-code", action="store_true", help="also prune the bottleneck code")
     p.add_argument("--quick", action="store_true", help="a short run (tests)")
     args = p.parse_args(argv)
-    cfg = AEBenchConfig(autoencoder=args.autoencoder, data=args.data, keeps=tuple(args.keep), methods=tuple(args.methods), metric=args.metric,
-                        seed=args.seed, max_evaluations=args.max_evaluations, min_psnr=args.min_psnr, prune_code=args.prune_code)
-    run_into(quick(cfg) if args.quick else cfg, args.out, args.force, Console(width=160),
-             " ".join(shlex.quote(a) for a in ["python", "-m", "tools.usecases.autoencoder.bench", *(argv if argv is not None else sys.argv[1:])]))
+    cfg = AEBenchConfig(
+        autoencoder=args.autoencoder,
+        data=args.data,
+        keeps=tuple(args.keep),
+        methods=tuple(args.methods),
+        metric=args.metric,
+        seed=args.seed,
+        max_evaluations=args.max_evaluations,
+        min_psnr=args.min_psnr,
+        prune_code=args.prune_code,
+    )
+    run_into(
+        quick(cfg) if args.quick else cfg,
+        args.out,
+        args.force,
+        Console(width=160),
+        " ".join(
+            shlex.quote(a)
+            for a in ["python", "-m", "tools.usecases.autoencoder.bench", *(argv if argv is not None else sys.argv[1:])]
+        ),
+    )
 
 
 if __name__ == "__main__":

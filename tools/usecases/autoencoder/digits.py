@@ -46,11 +46,19 @@ class DigitSplits:
 
     def summary(self) -> dict:
         """JSON-serialisable description (sizes, not pixels)."""
-        return {"source": self.source, "side": self.side, "seed": self.seed,
-                "train": len(self.train), "val": len(self.val), "test": len(self.test)}
+        return {
+            "source": self.source,
+            "side": self.side,
+            "seed": self.seed,
+            "train": len(self.train),
+            "val": len(self.val),
+            "test": len(self.test),
+        }
 
 
-def _split(images: np.ndarray, seed: int, val_fraction: float, test_fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _split(
+    images: np.ndarray, seed: int, val_fraction: float, test_fraction: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Seeded permutation cut into train / val / test."""
     if not (0 < val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ToolsError(f"split fractions val={val_fraction}, test={test_fraction} must be in (0, 1) and sum below 1")
@@ -58,7 +66,7 @@ def _split(images: np.ndarray, seed: int, val_fraction: float, test_fraction: fl
     n_val, n_test = int(round(val_fraction * len(images))), int(round(test_fraction * len(images)))
     if len(images) - n_val - n_test < 1 or n_val < 1:
         raise ToolsError(f"{len(images)} images are too few to split into train / val / test")
-    test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
+    test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
     return images[train], images[val], images[test]
 
 
@@ -71,7 +79,9 @@ def load_digits(seed: int = 0, val_fraction: float = VAL_FRACTION, test_fraction
     try:
         from sklearn.datasets import load_digits as sklearn_digits
     except ImportError as e:  # a dependency of the project: say how to get it rather than a traceback
-        raise ToolsError("the 8x8 digits come with scikit-learn, which is not installed: pip install scikit-learn") from e
+        raise ToolsError(
+            "the 8x8 digits come with scikit-learn, which is not installed: pip install scikit-learn"
+        ) from e
     images = sklearn_digits().data.astype(np.float32) / 16.0
     train, val, test = _split(images, seed, val_fraction, test_fraction)
     return DigitSplits(SKLEARN_DIGITS, 8, seed, _tensor(train), _tensor(val), _tensor(test))
@@ -90,15 +100,19 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise ToolsError(f"IDX file {path}: not an IDX file (magic {raw[:4].hex() or 'missing'}, expected 0000TTNN)")
     kind, ndim = raw[2], raw[3]
     if kind not in IDX_DTYPES:
-        raise ToolsError(f"IDX file {path}: unknown element type 0x{kind:02x} (known: {', '.join(f'0x{k:02x}' for k in IDX_DTYPES)})")
+        raise ToolsError(
+            f"IDX file {path}: unknown element type 0x{kind:02x} (known: {', '.join(f'0x{k:02x}' for k in IDX_DTYPES)})"
+        )
     if ndim < 1 or len(raw) < 4 + 4 * ndim:
         raise ToolsError(f"IDX file {path}: header is cut short ({len(raw)} bytes for {ndim} dimensions)")
-    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     dtype = np.dtype(IDX_DTYPES[kind])
     expected = 4 + 4 * ndim + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) != expected:
-        raise ToolsError(f"IDX file {path}: {len(raw)} bytes, but its header {tuple(shape)} of {dtype.name} needs {expected} "
-                         f"({'truncated' if len(raw) < expected else 'trailing data'})")
+        raise ToolsError(
+            f"IDX file {path}: {len(raw)} bytes, but its header {tuple(shape)} of {dtype.name} needs {expected} "
+            f"({'truncated' if len(raw) < expected else 'trailing data'})"
+        )
     return np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -119,7 +133,9 @@ def _images(path: Path) -> np.ndarray:
     return (a.reshape(len(a), -1).astype(np.float32) / scale).clip(0.0, 1.0)
 
 
-def load_mnist(folder: str | Path, seed: int = 0, val_fraction: float = 0.1, max_train: int | None = None) -> DigitSplits:
+def load_mnist(
+    folder: str | Path, seed: int = 0, val_fraction: float = 0.1, max_train: int | None = None
+) -> DigitSplits:
     """MNIST (or any IDX image set) from ``folder``: train/val from the train file, test from t10k (or split off train)."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -133,7 +149,9 @@ def load_mnist(folder: str | Path, seed: int = 0, val_fraction: float = 0.1, max
     if test_file is not None:
         test = _images(test_file)
         if test.shape[1] != train_images.shape[1]:
-            raise ToolsError(f"IDX file {test_file}: images have {test.shape[1]} pixels, {train_file.name} has {train_images.shape[1]}")
+            raise ToolsError(
+                f"IDX file {test_file}: images have {test.shape[1]} pixels, {train_file.name} has {train_images.shape[1]}"
+            )
         train, val, _ = _split(train_images, seed, val_fraction, 0.0)
     else:
         train, val, test = _split(train_images, seed, val_fraction, val_fraction)

@@ -89,7 +89,9 @@ class SweepPoint:
     val_psnr: float
     test_psnr: float
     widths: dict[str, list[int]]
-    coefficients: dict[str, float]  # the searched point: fraction of units removed per component (equal values: the uniform point)
+    coefficients: dict[
+        str, float
+    ]  # the searched point: fraction of units removed per component (equal values: the uniform point)
     metric: str
     finetune_kept: bool | None
     evaluations: int
@@ -113,7 +115,9 @@ class HeadlineRow:
     test_psnr: float
     test_drop_db: float  # test PSNR - unpruned test PSNR
     widths: dict[str, list[int]]
-    source_bound_db: float  # the bound whose sweep produced the chosen point (a tighter one's point meets this bound too)
+    source_bound_db: (
+        float  # the bound whose sweep produced the chosen point (a tighter one's point meets this bound too)
+    )
     sweep: list[SweepPoint] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -142,30 +146,57 @@ class HeadlineReport:
         return max((r for r in self.rows if r.bound_db == bound_db), key=lambda r: (r.found, r.reduction))
 
 
-def measured(result: PruneResult, data: DigitSplits, base_params: int, seconds: float, refined: bool = False) -> SweepPoint:
+def measured(
+    result: PruneResult, data: DigitSplits, base_params: int, seconds: float, refined: bool = False
+) -> SweepPoint:
     """A pruned autoencoder's budget, size, validation and test PSNR."""
     model = cast(Autoencoder, result.model)
-    return SweepPoint(result.search.keep, result.feasible, result.after.params, 1.0 - result.after.params / base_params,
-                      result.objective_after, mean_psnr(model, data.test), linear_widths(model),
-                      result.search.component_coefficients, result.metric,
-                      result.finetune_kept, result.search.evaluations, seconds, refined, result.why_infeasible)
+    return SweepPoint(
+        result.search.keep,
+        result.feasible,
+        result.after.params,
+        1.0 - result.after.params / base_params,
+        result.objective_after,
+        mean_psnr(model, data.test),
+        linear_widths(model),
+        result.search.component_coefficients,
+        result.metric,
+        result.finetune_kept,
+        result.search.evaluations,
+        seconds,
+        refined,
+        result.why_infeasible,
+    )
 
 
-def sweep(model: Autoencoder, data: DigitSplits, method: str, floor: float, cfg: HeadlineConfig, console: Console) -> list[SweepPoint]:
+def sweep(
+    model: Autoencoder, data: DigitSplits, method: str, floor: float, cfg: HeadlineConfig, console: Console
+) -> list[SweepPoint]:
     """The budgets as one continuation under ``floor``, then a bisection below the smallest feasible budget."""
     groups = autoencoder_groups(model)
     base_params = sum(p.numel() for p in model.parameters())
     objective = psnr_objective(data.val)
     visit = (lambda _m: data.train) if cfg.finetune else None  # an autoencoder "visits" its training images
-    options = dict(method=method, metric=cfg.metric, states=data.train, seed=cfg.seed, tolerance=cfg.tolerance, floor=floor,
-                   max_evaluations=cfg.max_evaluations, reconstruct=True, finetune=visit)
+    options = dict(
+        method=method,
+        metric=cfg.metric,
+        states=data.train,
+        seed=cfg.seed,
+        tolerance=cfg.tolerance,
+        floor=floor,
+        max_evaluations=cfg.max_evaluations,
+        reconstruct=True,
+        finetune=visit,
+    )
     start = time.perf_counter()
     results = prune_budgets(model, groups, cfg.keeps, objective, **options)  # type: ignore[arg-type]  # per-image PSNR as an ndarray: prune reads any sequence
     each = (time.perf_counter() - start) / len(results)
     points = [measured(r, data, base_params, each) for r in results]
     for p in points:
-        console.print(f"  {method} floor {floor:.2f}: keep {p.keep:.3f} {'ok ' if p.feasible else 'no '} reduction {p.reduction:6.1%} "
-                      f"val {p.val_psnr:6.2f} test {p.test_psnr:6.2f} dB widths {p.widths} c {p.coefficients} {p.metric} fine-tune kept {p.finetune_kept}")
+        console.print(
+            f"  {method} floor {floor:.2f}: keep {p.keep:.3f} {'ok ' if p.feasible else 'no '} reduction {p.reduction:6.1%} "
+            f"val {p.val_psnr:6.2f} test {p.test_psnr:6.2f} dB widths {p.widths} c {p.coefficients} {p.metric} fine-tune kept {p.finetune_kept}"
+        )
     by_keep = dict(zip(cfg.keeps, results))
     ordered = sorted(cfg.keeps, reverse=True)
     feasible = [k for k in ordered if by_keep[k].feasible]
@@ -181,8 +212,10 @@ def sweep(model: Autoencoder, data: DigitSplits, method: str, floor: float, cfg:
         r = prune(model, groups, mid, objective, starts=starts, **options)  # type: ignore[arg-type]  # per-image PSNR as an ndarray: prune reads any sequence
         p = measured(r, data, base_params, time.perf_counter() - t, refined=True)
         points.append(p)
-        console.print(f"  {method} floor {floor:.2f}: keep {mid:.4f} {'ok ' if p.feasible else 'no '} reduction {p.reduction:6.1%} "
-                      f"val {p.val_psnr:6.2f} test {p.test_psnr:6.2f} dB (refine)")
+        console.print(
+            f"  {method} floor {floor:.2f}: keep {mid:.4f} {'ok ' if p.feasible else 'no '} reduction {p.reduction:6.1%} "
+            f"val {p.val_psnr:6.2f} test {p.test_psnr:6.2f} dB (refine)"
+        )
         if r.feasible:
             hi, good = mid, r
         else:
@@ -204,12 +237,21 @@ def run_headline(cfg: HeadlineConfig, console: Console, command: str = "") -> He
     data = load(None, cfg.seed)
     model, meta = load_autoencoder()
     params = sum(p.numel() for p in model.parameters())
-    base: dict[str, Any] = {"params": params, "widths": linear_widths(model), "val_psnr": mean_psnr(model, data.val),
-            "test_psnr": mean_psnr(model, data.test), "model": "shipped (tools/assets/digits_ae.pt)"}
-    console.print(f"autoencoder headline: {params} params, PSNR val {base['val_psnr']:.2f} test {base['test_psnr']:.2f} dB; "
-                  f"bounds {list(cfg.bounds_db)} dB, methods {list(cfg.methods)}, keeps {list(cfg.keeps)}, "
-                  f"{cfg.max_evaluations} evaluations per budget")
-    report = HeadlineReport(SCHEMA, command, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), 0.0, asdict(cfg), data.summary(), base)
+    base: dict[str, Any] = {
+        "params": params,
+        "widths": linear_widths(model),
+        "val_psnr": mean_psnr(model, data.val),
+        "test_psnr": mean_psnr(model, data.test),
+        "model": "shipped (tools/assets/digits_ae.pt)",
+    }
+    console.print(
+        f"autoencoder headline: {params} params, PSNR val {base['val_psnr']:.2f} test {base['test_psnr']:.2f} dB; "
+        f"bounds {list(cfg.bounds_db)} dB, methods {list(cfg.methods)}, keeps {list(cfg.keeps)}, "
+        f"{cfg.max_evaluations} evaluations per budget"
+    )
+    report = HeadlineReport(
+        SCHEMA, command, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), 0.0, asdict(cfg), data.summary(), base
+    )
     for method in cfg.methods:
         pool: list[tuple[float, SweepPoint]] = []
         for bound in sorted(cfg.bounds_db):  # tighter first: its points are candidates for the looser bounds
@@ -219,18 +261,50 @@ def run_headline(cfg: HeadlineConfig, console: Console, command: str = "") -> He
             pool += [(bound, p) for p in points]
             chosen = choose(pool, floor)
             if chosen is None:
-                row = HeadlineRow(bound, floor, method, False, 1.0, 0.0, params, base["val_psnr"], base["test_psnr"], 0.0,
-                                  base["widths"], bound, points, time.perf_counter() - start)
+                row = HeadlineRow(
+                    bound,
+                    floor,
+                    method,
+                    False,
+                    1.0,
+                    0.0,
+                    params,
+                    base["val_psnr"],
+                    base["test_psnr"],
+                    0.0,
+                    base["widths"],
+                    bound,
+                    points,
+                    time.perf_counter() - start,
+                )
             else:
                 src, p = chosen
-                row = HeadlineRow(bound, floor, method, True, p.keep, p.reduction, p.params, p.val_psnr, p.test_psnr,
-                                  p.test_psnr - base["test_psnr"], p.widths, src, points, time.perf_counter() - start)
+                row = HeadlineRow(
+                    bound,
+                    floor,
+                    method,
+                    True,
+                    p.keep,
+                    p.reduction,
+                    p.params,
+                    p.val_psnr,
+                    p.test_psnr,
+                    p.test_psnr - base["test_psnr"],
+                    p.widths,
+                    src,
+                    points,
+                    time.perf_counter() - start,
+                )
             report.rows.append(row)
-            console.print(f"{method} within {bound:g} dB: reduction {row.reduction:.1%} at keep {row.keep:.4f}, "
-                          f"val {row.val_psnr:.2f} test {row.test_psnr:.2f} dB ({row.seconds:.0f}s)")
+            console.print(
+                f"{method} within {bound:g} dB: reduction {row.reduction:.1%} at keep {row.keep:.4f}, "
+                f"val {row.val_psnr:.2f} test {row.test_psnr:.2f} dB ({row.seconds:.0f}s)"
+            )
     report.notes.append("Selection on validation PSNR only; test PSNR is reported, never used to choose.")
-    report.notes.append("Fine-tune: prune's distillation toward the unpruned autoencoder's reconstructions of the training "
-                        "images, kept only when validation PSNR does not drop and the floor still holds.")
+    report.notes.append(
+        "Fine-tune: prune's distillation toward the unpruned autoencoder's reconstructions of the training "
+        "images, kept only when validation PSNR does not drop and the floor still holds."
+    )
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -238,13 +312,23 @@ def run_headline(cfg: HeadlineConfig, console: Console, command: str = "") -> He
 def print_table(report: HeadlineReport, console: Console) -> None:
     """The headline table: bound, method, reduction, PSNR and widths, beside the paper's figure."""
     u = report.unpruned
-    table = Table(title=f"digits autoencoder, {u['params']} params, unpruned PSNR val {u['val_psnr']:.2f} / test {u['test_psnr']:.2f} dB "
-                        f"(paper: >70% reduction)")
+    table = Table(
+        title=f"digits autoencoder, {u['params']} params, unpruned PSNR val {u['val_psnr']:.2f} / test {u['test_psnr']:.2f} dB "
+        f"(paper: >70% reduction)"
+    )
     for col in ("bound", "method", "reduction", "params", "val PSNR", "test PSNR", "test drop", "widths enc / dec"):
         table.add_column(col, justify="right" if col not in ("method", "widths enc / dec") else "left")
     for r in report.rows:
-        table.add_row(f"{r.bound_db:g} dB", r.method, f"{r.reduction:.1%}", str(r.params), f"{r.val_psnr:.2f}", f"{r.test_psnr:.2f}",
-                      f"{r.test_drop_db:+.2f}", f"{'-'.join(map(str, r.widths['encoder']))} / {'-'.join(map(str, r.widths['decoder']))}")
+        table.add_row(
+            f"{r.bound_db:g} dB",
+            r.method,
+            f"{r.reduction:.1%}",
+            str(r.params),
+            f"{r.val_psnr:.2f}",
+            f"{r.test_psnr:.2f}",
+            f"{r.test_drop_db:+.2f}",
+            f"{'-'.join(map(str, r.widths['encoder']))} / {'-'.join(map(str, r.widths['decoder']))}",
+        )
     console.print(table)
     console.print(f"paper: {report.paper}")
 
@@ -257,10 +341,15 @@ def quick(cfg: HeadlineConfig) -> HeadlineConfig:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: run the headline and write its JSON."""
-    p = argparse.ArgumentParser(prog="python -m tools.usecases.autoencoder.headline", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m tools.usecases.autoencoder.headline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", type=Path, default=Path("docs/autoencoder_headline.json"), help="JSON file to write")
-    p.add_argument("--bounds", type=float, nargs="+", default=list(HeadlineConfig.bounds_db), help="dB below the unpruned val PSNR")
+    p.add_argument(
+        "--bounds", type=float, nargs="+", default=list(HeadlineConfig.bounds_db), help="dB below the unpruned val PSNR"
+    )
     p.add_argument("--methods", nargs="+", default=list(HeadlineConfig.methods), choices=("gd", "tpe", "cmaes", "grid"))
     p.add_argument("--keep", type=float, nargs="+", default=list(HEADLINE_KEEPS))
     p.add_argument("--max-evaluations", type=int, default=HeadlineConfig.max_evaluations)
@@ -269,10 +358,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=HeadlineConfig.seed)
     p.add_argument("--quick", action="store_true", help="a short run (tests)")
     args = p.parse_args(argv)
-    cfg = HeadlineConfig(bounds_db=tuple(args.bounds), methods=tuple(args.methods), keeps=tuple(args.keep),
-                         max_evaluations=args.max_evaluations, refine_steps=args.refine_steps, finetune=not args.no_finetune, seed=args.seed)
+    cfg = HeadlineConfig(
+        bounds_db=tuple(args.bounds),
+        methods=tuple(args.methods),
+        keeps=tuple(args.keep),
+        max_evaluations=args.max_evaluations,
+        refine_steps=args.refine_steps,
+        finetune=not args.no_finetune,
+        seed=args.seed,
+    )
     console = Console(width=160)
-    command = " ".join(shlex.quote(a) for a in ["python", "-m", "tools.usecases.autoencoder.headline", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(
+        shlex.quote(a)
+        for a in ["python", "-m", "tools.usecases.autoencoder.headline", *(argv if argv is not None else sys.argv[1:])]
+    )
     report = run_headline(quick(cfg) if args.quick else cfg, console, command)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report.to_dict(), indent=2, allow_nan=True) + "\n")

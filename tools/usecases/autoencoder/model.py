@@ -52,8 +52,13 @@ def _mlp(widths: Sequence[int], last_activation: nn.Module | None) -> nn.Sequent
 class Autoencoder(nn.Module):
     """input -> encoder (Linear+ELU ..., Linear to the code) -> decoder (Linear+ELU ..., Linear, Sigmoid) -> input."""
 
-    def __init__(self, input_dim: int = 64, encoder_widths: Sequence[int] = ENCODER_WIDTHS, code: int = CODE,
-                 decoder_widths: Sequence[int] = DECODER_WIDTHS) -> None:
+    def __init__(
+        self,
+        input_dim: int = 64,
+        encoder_widths: Sequence[int] = ENCODER_WIDTHS,
+        code: int = CODE,
+        decoder_widths: Sequence[int] = DECODER_WIDTHS,
+    ) -> None:
         super().__init__()
         self.encoder = _mlp([input_dim, *encoder_widths, code], None)
         self.decoder = _mlp([code, *decoder_widths, input_dim], nn.Sigmoid())
@@ -64,16 +69,29 @@ class Autoencoder(nn.Module):
 
 def linear_widths(model: Autoencoder) -> dict[str, list[int]]:
     """Output width of every Linear, per component (the last encoder width is the code)."""
-    return {part: [m.out_features for m in getattr(model, part) if isinstance(m, nn.Linear)] for part in ("encoder", "decoder")}
+    return {
+        part: [m.out_features for m in getattr(model, part) if isinstance(m, nn.Linear)]
+        for part in ("encoder", "decoder")
+    }
 
 
 def from_state_dict(state: dict[str, torch.Tensor], input_dim: int) -> Autoencoder:
     """Rebuild an autoencoder (pruned or not) from its state dict; widths come from the weight shapes."""
     try:
-        enc = [state[k].shape[0] for k in sorted((k for k in state if k.startswith("encoder.") and k.endswith(".weight")),
-                                                  key=lambda k: int(k.split(".")[1]))]
-        dec = [state[k].shape[0] for k in sorted((k for k in state if k.startswith("decoder.") and k.endswith(".weight")),
-                                                  key=lambda k: int(k.split(".")[1]))]
+        enc = [
+            state[k].shape[0]
+            for k in sorted(
+                (k for k in state if k.startswith("encoder.") and k.endswith(".weight")),
+                key=lambda k: int(k.split(".")[1]),
+            )
+        ]
+        dec = [
+            state[k].shape[0]
+            for k in sorted(
+                (k for k in state if k.startswith("decoder.") and k.endswith(".weight")),
+                key=lambda k: int(k.split(".")[1]),
+            )
+        ]
         model = Autoencoder(input_dim, enc[:-1], enc[-1], dec[:-1])
         model.load_state_dict(state)
     except (KeyError, IndexError, ValueError, RuntimeError) as e:
@@ -86,8 +104,12 @@ def save_autoencoder(model: Autoencoder, path: str | Path, meta: dict | None = N
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     input_dim = model.encoder[0].in_features
-    payload = {"format": FORMAT, "input_dim": input_dim,
-               "state_dict": {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}, "meta": meta or {}}
+    payload = {
+        "format": FORMAT,
+        "input_dim": input_dim,
+        "state_dict": {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()},
+        "meta": meta or {},
+    }
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
@@ -108,7 +130,9 @@ def load_autoencoder(path: str | Path | None = None) -> tuple[Autoencoder, dict]
     except FileNotFoundError as e:
         raise ToolsError(f"autoencoder file {path}: not found") from e
     except Exception as e:  # torch raises many types for a corrupt or foreign file
-        raise ToolsError(f"autoencoder file {path}: cannot load it with weights_only=True ({str(e).splitlines()[0]})") from e
+        raise ToolsError(
+            f"autoencoder file {path}: cannot load it with weights_only=True ({str(e).splitlines()[0]})"
+        ) from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ToolsError(f"autoencoder file {path}: not a {FORMAT} file")
     try:
@@ -123,8 +147,8 @@ def psnr(reference: torch.Tensor, reconstruction: torch.Tensor, data_range: floa
     if reference.shape != reconstruction.shape:
         raise ToolsError(f"psnr: shapes differ, {tuple(reference.shape)} vs {tuple(reconstruction.shape)}")
     ref, rec = reference.reshape(len(reference), -1).double(), reconstruction.reshape(len(reconstruction), -1).double()
-    mse = (ref - rec).pow(2).mean(1).clamp_min(data_range ** 2 * 1e-10)
-    return 10.0 * torch.log10(data_range ** 2 / mse)
+    mse = (ref - rec).pow(2).mean(1).clamp_min(data_range**2 * 1e-10)
+    return 10.0 * torch.log10(data_range**2 / mse)
 
 
 @torch.no_grad()

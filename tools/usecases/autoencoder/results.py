@@ -96,7 +96,9 @@ class BoundRow:
     reduction: float  # 1 - params / unpruned params
     val_psnr: float
     test_psnr: float
-    test_holds: bool  # test PSNR >= unpruned test PSNR - (unpruned val PSNR - bound): the bound carries over to unseen images
+    test_holds: (
+        bool  # test PSNR >= unpruned test PSNR - (unpruned val PSNR - bound): the bound carries over to unseen images
+    )
     tried: list[list[float | None]]  # [keep, val PSNR] per bisection step (None: no candidate inside the budget band)
     seconds: float
 

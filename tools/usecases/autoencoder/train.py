@@ -76,15 +76,29 @@ def train(data: DigitSplits, cfg: TrainConfig, progress: bool = True) -> tuple[A
             bar.set_postfix(val_psnr=f"{val:.2f}")
     model.load_state_dict(best)
     model.eval()
-    summary = {"data": data.summary(), "train_config": asdict(cfg), "seconds": time.perf_counter() - start,
-               "psnr": {"train": mean_psnr(model, data.train), "val": mean_psnr(model, data.val), "test": mean_psnr(model, data.test)}}
+    summary = {
+        "data": data.summary(),
+        "train_config": asdict(cfg),
+        "seconds": time.perf_counter() - start,
+        "psnr": {
+            "train": mean_psnr(model, data.train),
+            "val": mean_psnr(model, data.val),
+            "test": mean_psnr(model, data.test),
+        },
+    }
     return model, summary
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m tools.usecases.autoencoder.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m tools.usecases.autoencoder.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", type=Path, default=default_autoencoder_path())
-    p.add_argument("--data", type=Path, default=None, help="folder with MNIST IDX files (default: scikit-learn's 8x8 digits)")
+    p.add_argument(
+        "--data", type=Path, default=None, help="folder with MNIST IDX files (default: scikit-learn's 8x8 digits)"
+    )
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     args = p.parse_args(argv)
@@ -94,8 +108,10 @@ def main(argv: list[str] | None = None) -> None:
     data = load(args.data, cfg.seed)
     model, summary = train(data, cfg)
     save_autoencoder(model, args.out, summary)
-    print(f"PSNR dB train {summary['psnr']['train']:.2f} val {summary['psnr']['val']:.2f} test {summary['psnr']['test']:.2f} "
-          f"in {summary['seconds']:.1f}s; params {sum(p.numel() for p in model.parameters())}; wrote {args.out}")
+    print(
+        f"PSNR dB train {summary['psnr']['train']:.2f} val {summary['psnr']['val']:.2f} test {summary['psnr']['test']:.2f} "
+        f"in {summary['seconds']:.1f}s; params {sum(p.numel() for p in model.parameters())}; wrote {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -76,7 +76,9 @@ def clone_expert(model: torch.nn.Module, cfg: TrainConfig, start: float) -> None
     opt = torch.optim.Adam(model.parameters(), lr=cfg.bc_lr)
     plant, visited = BatchedPendulum(), []
     for rnd in range(cfg.dagger_rounds):
-        starts = np.stack([rng.uniform(-np.pi, np.pi, cfg.dagger_starts), rng.uniform(-1, 1, cfg.dagger_starts)], axis=1)
+        starts = np.stack(
+            [rng.uniform(-np.pi, np.pi, cfg.dagger_starts), rng.uniform(-1, 1, cfg.dagger_starts)], axis=1
+        )
         obs = plant.reset_to(starts)
         actor = energy_shaping_expert if rnd == 0 else as_policy(model)
         for _ in range(plant.max_episode_steps):
@@ -95,7 +97,10 @@ def clone_expert(model: torch.nn.Module, cfg: TrainConfig, start: float) -> None
                 opt.step()
         model.eval()
         val = closed_loop_return(as_policy(model), cfg.eval_episodes, cfg.eval_seeds_start).mean
-        print(f"clone round {rnd}  states {len(x):7d}  mse {float(loss):.4f}  val {val:8.1f}  {time.perf_counter() - start:6.1f}s", flush=True)
+        print(
+            f"clone round {rnd}  states {len(x):7d}  mse {float(loss):.4f}  val {val:8.1f}  {time.perf_counter() - start:6.1f}s",
+            flush=True,
+        )
 
 
 def train(cfg: TrainConfig) -> tuple[torch.nn.Module, dict]:
@@ -136,7 +141,10 @@ def train(cfg: TrainConfig) -> tuple[torch.nn.Module, dict]:
             val = closed_loop_return(as_policy(model), cfg.eval_episodes, cfg.eval_seeds_start).mean
             model.train()
             history.append({"iteration": it, "train_return": train_return, "val_return": val})
-            print(f"plant iter {it:4d}  train {train_return:8.1f}  val {val:8.1f}  {time.perf_counter() - start:6.1f}s", flush=True)
+            print(
+                f"plant iter {it:4d}  train {train_return:8.1f}  val {val:8.1f}  {time.perf_counter() - start:6.1f}s",
+                flush=True,
+            )
             if val > best_return:
                 best_return, best_state = val, {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
@@ -145,7 +153,11 @@ def train(cfg: TrainConfig) -> tuple[torch.nn.Module, dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m tools.usecases.reference.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m tools.usecases.reference.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", type=Path, required=True, help="controller file to write")
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--iterations", type=int, default=TrainConfig.iterations)
@@ -156,8 +168,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"training reference controller, seed {cfg.seed}: {asdict(cfg)}", flush=True)
     model, info = train(cfg)
     judge = closed_loop_return(as_policy(model), 100, 0, judge="gym")
-    print(f"trained in {info['seconds']:.0f}s; gymnasium Pendulum-v1 seeds 0..99: "
-          f"mean {judge.mean:.1f} std {judge.std:.1f} min {judge.min:.1f}")
+    print(
+        f"trained in {info['seconds']:.0f}s; gymnasium Pendulum-v1 seeds 0..99: "
+        f"mean {judge.mean:.1f} std {judge.std:.1f} min {judge.min:.1f}"
+    )
     save_controller(args.out, model, pendulum_spec(), mlp_architecture(model, cfg.activation))
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
 

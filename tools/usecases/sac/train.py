@@ -50,21 +50,32 @@ def mean_return(model: SAC, episodes: int = 100) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     """Train, save, print steps and return."""
-    p = argparse.ArgumentParser(prog="python -m tools.usecases.sac.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m tools.usecases.sac.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", type=Path, default=Path("sac.zip"))
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--minutes", type=float, default=8.0)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    model = SAC("MlpPolicy", "Pendulum-v1", learning_rate=1e-3, seed=args.seed, verbose=0,
-                policy_kwargs={"net_arch": [256, 256], "activation_fn": torch.nn.ReLU})
+    model = SAC(
+        "MlpPolicy",
+        "Pendulum-v1",
+        learning_rate=1e-3,
+        seed=args.seed,
+        verbose=0,
+        policy_kwargs={"net_arch": [256, 256], "activation_fn": torch.nn.ReLU},
+    )
     start = time.monotonic()
     model.learn(total_timesteps=args.steps, callback=WallClock(60 * args.minutes))
     model.save(args.out)
-    print(f"trained {model.num_timesteps} steps in {time.monotonic() - start:.0f}s; "
-          f"return {mean_return(model):.1f} (gymnasium Pendulum-v1 seeds 0..99); saved {args.out}")
+    print(
+        f"trained {model.num_timesteps} steps in {time.monotonic() - start:.0f}s; "
+        f"return {mean_return(model):.1f} (gymnasium Pendulum-v1 seeds 0..99); saved {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -51,7 +51,14 @@ def mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
 
 def q_mlp(inp: int, hidden: int) -> nn.Sequential:
     """The TD-MPC Q head: LayerNorm and Tanh after the first layer, then ELU."""
-    return nn.Sequential(nn.Linear(inp, hidden), nn.LayerNorm(hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.ELU(), nn.Linear(hidden, 1))
+    return nn.Sequential(
+        nn.Linear(inp, hidden),
+        nn.LayerNorm(hidden),
+        nn.Tanh(),
+        nn.Linear(hidden, hidden),
+        nn.ELU(),
+        nn.Linear(hidden, 1),
+    )
 
 
 class Policy(nn.Module):
@@ -179,7 +186,9 @@ def sequence_value(agent: TDMPCAgent, z: torch.Tensor, actions: torch.Tensor, ga
     total = torch.zeros(B * N, 1)
     discount = 1.0
     for t in range(H):
-        zs, r = agent.next(zs, acts[:, t : t + 1].squeeze(1))  # a slice, not acts[:, t]: ONNX Gather has an int64 index the armv7 stub cannot take
+        zs, r = agent.next(
+            zs, acts[:, t : t + 1].squeeze(1)
+        )  # a slice, not acts[:, t]: ONNX Gather has an int64 index the armv7 stub cannot take
         total = total + discount * r
         discount *= gamma
     total = total + discount * agent.q_min(zs, agent.policy(zs))
@@ -195,8 +204,9 @@ def clamp(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
     return torch.minimum(torch.maximum(x, torch.full((1,), low)), torch.full((1,), high))
 
 
-def mppi_iteration(agent: TDMPCAgent, z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor,
-                   cfg: PlannerConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def mppi_iteration(
+    agent: TDMPCAgent, z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor, cfg: PlannerConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One MPPI iteration: z (B, L), mean/std (B, H, A), noise (B, S, H, A) -> new (mean, std)."""
     sampled = clamp(mean.unsqueeze(1) + std.unsqueeze(1) * noise, -1.0, 1.0)
     guided = policy_sequence(agent, z, mean.shape[1]).unsqueeze(1)
@@ -252,7 +262,9 @@ class Planner:
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """Numpy batch policy: torques (B, A) float32 for observations (B, obs_dim)."""
-        a = self.act_normalised(torch.as_tensor(np.asarray(obs), dtype=torch.float32).reshape(-1, self.agent.cfg.obs_dim))
+        a = self.act_normalised(
+            torch.as_tensor(np.asarray(obs), dtype=torch.float32).reshape(-1, self.agent.cfg.obs_dim)
+        )
         return (MAX_TORQUE * a).numpy().astype(np.float32)
 
 
@@ -282,8 +294,14 @@ def save_agent(path: Path, agent: TDMPCAgent, planner: PlannerConfig, info: dict
     """Write an agent file atomically: plain dict of tensors, numbers and strings (weights_only loadable)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "version": VERSION, "config": asdict(agent.cfg), "planner": planner.to_dict(),
-               "info": dict(info or {}), "state_dict": {k: v.detach().cpu().clone() for k, v in agent.state_dict().items()}}
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": asdict(agent.cfg),
+        "planner": planner.to_dict(),
+        "info": dict(info or {}),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in agent.state_dict().items()},
+    }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
@@ -309,7 +327,9 @@ def load_agent(path: str | Path | None = None) -> LoadedAgent:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - the unpickler raises anything on garbage
-        raise ControllerError(f"{path}: not an agent file that loads with weights_only=True ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from e
+        raise ControllerError(
+            f"{path}: not an agent file that loads with weights_only=True ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})"
+        ) from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or payload.get("version") != VERSION:
         raise ControllerError(f"{path}: not a prune-and-export TD-MPC agent (format {FORMAT!r} version {VERSION})")
     try:

@@ -160,22 +160,50 @@ def component_params(agent: torch.nn.Module) -> dict[str, int]:
     return {c: sum(p.numel() for p in agent.get_submodule(c).parameters()) for c in COMPONENTS}
 
 
-def run_method(agent, groups, label: str, keep: float, cfg: TdmpcBenchConfig, planner, base: float, base_params: dict,
-               states) -> tuple[TdmpcRow, torch.nn.Module]:
+def run_method(
+    agent, groups, label: str, keep: float, cfg: TdmpcBenchConfig, planner, base: float, base_params: dict, states
+) -> tuple[TdmpcRow, torch.nn.Module]:
     """Prune with one method at one budget, judge the pruned agent's planning on gymnasium."""
     method, metric = METHODS[label]
     objective = planning_objective(planner, cfg.search_episodes, SEARCH_SEED, cfg.seed)
-    result = prune(agent, groups, keep, objective, method=method, metric=metric or "auto", seed=cfg.seed, states=states,  # type: ignore[arg-type]  # per-episode scores as an ndarray: prune reads any sequence
-                   reconstruct=cfg.reconstruct, tolerance=cfg.tolerance, max_evaluations=cfg.max_evaluations,
-                   resolution=cfg.grid_resolution, progress=True)
+    result = prune(
+        agent,
+        groups,
+        keep,
+        objective,
+        method=method,
+        metric=metric or "auto",
+        seed=cfg.seed,
+        states=states,
+        reconstruct=cfg.reconstruct,
+        tolerance=cfg.tolerance,
+        max_evaluations=cfg.max_evaluations,
+        resolution=cfg.grid_resolution,
+        progress=True,
+    )
     small = cast(TDMPCAgent, result.model.eval())  # prune returns a smaller model of the same class
     judge = planning_return(small, planner, cfg.judge_episodes, 0, "gym", cfg.seed).mean
     policy = closed_loop_return(PolicyPath(small), cfg.judge_episodes, 0, "gym").mean
     after = component_params(small)
     kept = {c: after[c] / base_params[c] for c in COMPONENTS}
-    row = TdmpcRow(label, result.metric, keep, result.search.keep_fraction, result.search.feasible, result.after.params,
-                   result.search.component_coefficients, kept, result.objective_after, result.search.best_seen, judge,
-                   judge / base, policy, result.search.evaluations, result.search.seconds, result.search.metric_trials)
+    row = TdmpcRow(
+        label,
+        result.metric,
+        keep,
+        result.search.keep_fraction,
+        result.search.feasible,
+        result.after.params,
+        result.search.component_coefficients,
+        kept,
+        result.objective_after,
+        result.search.best_seen,
+        judge,
+        judge / base,
+        policy,
+        result.search.evaluations,
+        result.search.seconds,
+        result.search.metric_trials,
+    )
     return row, small
 
 
@@ -188,7 +216,9 @@ def checks(report: TdmpcReport) -> dict:
         uni = [by[(m, keep)] for m in UNIFORM if (m, keep) in by]
         if gd is None or not uni:
             continue
-        out[f"gd_coefficients_differ_from_uniform_{keep}"] = len({round(v, 2) for v in gd.component_coefficients.values()}) > 1
+        out[f"gd_coefficients_differ_from_uniform_{keep}"] = (
+            len({round(v, 2) for v in gd.component_coefficients.values()}) > 1
+        )
         out[f"gd_beats_uniform_judge_{keep}"] = all(gd.judge_return > u.judge_return for u in uni)
         out[f"gd_ge_uniform_objective_{keep}"] = all(gd.objective >= u.objective for u in uni)
         out[f"gd_under_60s_{keep}"] = gd.seconds < 60
@@ -210,15 +240,27 @@ def run_tdmpc_bench(cfg: TdmpcBenchConfig, out_dir: Path, console: Console) -> T
     console.print(f"groups: {groups.components}; protected: {list(groups.protected)}")
     base = planning_return(agent, planner, cfg.judge_episodes, 0, "gym", cfg.seed)
     objective = planning_objective(planner, cfg.search_episodes, SEARCH_SEED, cfg.seed)
-    unpruned = {"params": sum(p.numel() for p in agent.parameters()), "prunable_params": groups.total_params,
-                "component_params": base_params, "judge_return": base.mean, "judge_std": base.std, "judge_min": base.min,
-                "objective": float(np.mean(objective(agent))),
-                "policy_return": closed_loop_return(PolicyPath(agent), cfg.judge_episodes, 0, "gym").mean,
-                "planner": planner.to_dict(), "sha256": loaded.sha256}
-    console.print(f"unpruned: planning return {base.mean:.1f} (gym seeds 0..{cfg.judge_episodes - 1}), policy path "
-                  f"{unpruned['policy_return']:.1f}, search objective {unpruned['objective']:.1f}")
-    report = TdmpcReport(asdict(cfg), unpruned, {"components": groups.components, "protected": groups.protected,
-                                                 "excluded": groups.excluded})
+    unpruned = {
+        "params": sum(p.numel() for p in agent.parameters()),
+        "prunable_params": groups.total_params,
+        "component_params": base_params,
+        "judge_return": base.mean,
+        "judge_std": base.std,
+        "judge_min": base.min,
+        "objective": float(np.mean(objective(agent))),
+        "policy_return": closed_loop_return(PolicyPath(agent), cfg.judge_episodes, 0, "gym").mean,
+        "planner": planner.to_dict(),
+        "sha256": loaded.sha256,
+    }
+    console.print(
+        f"unpruned: planning return {base.mean:.1f} (gym seeds 0..{cfg.judge_episodes - 1}), policy path "
+        f"{unpruned['policy_return']:.1f}, search objective {unpruned['objective']:.1f}"
+    )
+    report = TdmpcReport(
+        asdict(cfg),
+        unpruned,
+        {"components": groups.components, "protected": groups.protected, "excluded": groups.excluded},
+    )
     # states from their own seeds: re-fitting on the search episodes themselves flatters the search objective
     states = visited_inputs(agent, planner, cfg.state_episodes, STATE_SEED, cfg.seed)
     pruned = {}
@@ -228,16 +270,22 @@ def run_tdmpc_bench(cfg: TdmpcBenchConfig, out_dir: Path, console: Console) -> T
             pruned[(label, keep)] = small
             report.rows.append(row)
             coeffs = " ".join(f"{c}={row.component_coefficients.get(c, 0):.2f}" for c in COMPONENTS)
-            console.print(f"keep {keep:.2f} {label:10s} {row.metric:7s} planning {row.judge_return:8.1f} ({row.judge_ratio:.3f}x) "
-                          f"policy {row.policy_return:8.1f} objective {row.objective:8.1f} evals {row.evaluations:3d} {row.seconds:5.1f}s  c: {coeffs}")
+            console.print(
+                f"keep {keep:.2f} {label:10s} {row.metric:7s} planning {row.judge_return:8.1f} ({row.judge_ratio:.3f}x) "
+                f"policy {row.policy_return:8.1f} objective {row.objective:8.1f} evals {row.evaluations:3d} {row.seconds:5.1f}s  c: {coeffs}"
+            )
     report.checks = checks(report)
     if cfg.export:
-        report.export, report.device = export_agents(agent, pruned.get(("gd", cfg.export_keep)), planner, cfg, out_dir, console)
+        report.export, report.device = export_agents(
+            agent, pruned.get(("gd", cfg.export_keep)), planner, cfg, out_dir, console
+        )
     report.seconds = time.perf_counter() - start
     return report
 
 
-def export_agents(agent, gd_agent, planner, cfg: TdmpcBenchConfig, out_dir: Path, console: Console) -> tuple[dict, dict]:
+def export_agents(
+    agent, gd_agent, planner, cfg: TdmpcBenchConfig, out_dir: Path, console: Console
+) -> tuple[dict, dict]:
     """Policy-path bundle, planner-step ONNX/TVM and packed planner-step bundle of the unpruned and the gd agent,
     with parity and latency; returns (per agent, the packed step on the device per target)."""
     out = {}
@@ -245,19 +293,41 @@ def export_agents(agent, gd_agent, planner, cfg: TdmpcBenchConfig, out_dir: Path
     for name, model in (("unpruned", agent), (f"gd-{cfg.export_keep}", gd_agent)):
         if model is None:
             continue
-        packed[name] = export_packed_step(model, device_planner(model, planner), out_dir / "bundles" / f"{name}-planner-step-packed",
-                                          cfg.targets, seed=cfg.seed)
+        packed[name] = export_packed_step(
+            model,
+            device_planner(model, planner),
+            out_dir / "bundles" / f"{name}-planner-step-packed",
+            cfg.targets,
+            seed=cfg.seed,
+        )
         console.print(f"export {name}: policy path bundle and planner step ({', '.join(cfg.targets)})")
-        manifest = export_bundle(PolicyPath(model).eval(), pendulum_spec(), [get_target(t) for t in cfg.targets],
-                                 out_dir / "bundles" / f"{name}-policy", seed=cfg.seed, force=True, tolerance=POLICY_TOLERANCE)
-        step = export_planner_step(model, planner, out_dir / "bundles" / f"{name}-planner-step", cfg.targets, seed=cfg.seed)
-        out[name] = {"policy_bundle": {"folder": f"bundles/{name}-policy", "onnx_parity_max_abs_err": manifest.onnx["parity_max_abs_err"],
-                                       "verifications": manifest.verifications(), "param_count": manifest.param_count},
-                     "planner_step": {"folder": f"bundles/{name}-planner-step", **step.to_dict()}}
+        manifest = export_bundle(
+            PolicyPath(model).eval(),
+            pendulum_spec(),
+            [get_target(t) for t in cfg.targets],
+            out_dir / "bundles" / f"{name}-policy",
+            seed=cfg.seed,
+            force=True,
+            tolerance=POLICY_TOLERANCE,
+        )
+        step = export_planner_step(
+            model, planner, out_dir / "bundles" / f"{name}-planner-step", cfg.targets, seed=cfg.seed
+        )
+        out[name] = {
+            "policy_bundle": {
+                "folder": f"bundles/{name}-policy",
+                "onnx_parity_max_abs_err": manifest.onnx["parity_max_abs_err"],
+                "verifications": manifest.verifications(),
+                "param_count": manifest.param_count,
+            },
+            "planner_step": {"folder": f"bundles/{name}-planner-step", **step.to_dict()},
+        }
     return out, device_planner_step(agent, planner, packed, cfg, out_dir, console)
 
 
-def device_planner_step(agent, planner, manifests: dict, cfg: TdmpcBenchConfig, out_dir: Path, console: Console) -> dict:
+def device_planner_step(
+    agent, planner, manifests: dict, cfg: TdmpcBenchConfig, out_dir: Path, console: Console
+) -> dict:
     """The packed planner step timed by the firmware stub's bench mode on every target, unpruned and gd interleaved.
 
     The stub's frames carry at most 64 floats, so the device step plans with fewer samples than the
@@ -274,34 +344,70 @@ def device_planner_step(agent, planner, manifests: dict, cfg: TdmpcBenchConfig, 
         per = {}
         for name, b in bench.items():
             v = manifests[name].verifications()[t]
-            per[name] = {"median_us": b.latency.median_us, "p99_us": b.latency.p99_us, "spread": b.latency.spread,
-                         "ratio_to_unpruned": b.latency.median_us / bench[base].latency.median_us,
-                         "per_control_step_us": b.latency.median_us * dev.iterations, "peak_rss_kb": b.peak_rss_kb,
-                         "verification": v.get("status"), "max_abs_err": v.get("max_abs_err"),
-                         "params": manifests[name].param_count}
-        rows[t] = {"runner": bench[base].runner, "runtime": bench[base].runtime, "emulated": "qemu" in bench[base].runner, "agents": per}
-    return {"planner": dev.to_dict(), "agent_planner_samples": planner.samples, "inputs": int(obs.shape[1]),
-            "outputs": manifests[base].controller_spec.act_dim, "tolerance": manifests[base].verifications()[cfg.targets[0]].get("tolerance"),
-            "onnx_parity_max_abs_err": {n: m.onnx["parity_max_abs_err"] for n, m in manifests.items()},
-            "folders": {n: f"bundles/{n}-planner-step-packed" for n in manifests}, "targets": rows}
+            per[name] = {
+                "median_us": b.latency.median_us,
+                "p99_us": b.latency.p99_us,
+                "spread": b.latency.spread,
+                "ratio_to_unpruned": b.latency.median_us / bench[base].latency.median_us,
+                "per_control_step_us": b.latency.median_us * dev.iterations,
+                "peak_rss_kb": b.peak_rss_kb,
+                "verification": v.get("status"),
+                "max_abs_err": v.get("max_abs_err"),
+                "params": manifests[name].param_count,
+            }
+        rows[t] = {
+            "runner": bench[base].runner,
+            "runtime": bench[base].runtime,
+            "emulated": "qemu" in bench[base].runner,
+            "agents": per,
+        }
+    return {
+        "planner": dev.to_dict(),
+        "agent_planner_samples": planner.samples,
+        "inputs": int(obs.shape[1]),
+        "outputs": manifests[base].controller_spec.act_dim,
+        "tolerance": manifests[base].verifications()[cfg.targets[0]].get("tolerance"),
+        "onnx_parity_max_abs_err": {n: m.onnx["parity_max_abs_err"] for n, m in manifests.items()},
+        "folders": {n: f"bundles/{n}-planner-step-packed" for n in manifests},
+        "targets": rows,
+    }
 
 
 def device_table(device: dict) -> tuple[str, list[str], list[list[str]]]:
     """Title, header and rows of "planner step on the device": native rows in µs, qemu-user rows as ratios only."""
     d = device["planner"]
-    title = (f"planner step on the device: packed step (in {device['inputs']} floats, out {device['outputs']}) in the firmware stub, "
-             f"{d['samples']} samples (the agent plans with {device['agent_planner_samples']}; a stub frame holds 64 floats), "
-             f"elites {d['elites']}, horizon {d['horizon']}; x{d['iterations']} iterations per control step")
-    header = ["target", "runner", "agent", "params", "parity vs onnxruntime", "median us", "per control step us", "gd / unpruned"]
+    title = (
+        f"planner step on the device: packed step (in {device['inputs']} floats, out {device['outputs']}) in the firmware stub, "
+        f"{d['samples']} samples (the agent plans with {device['agent_planner_samples']}; a stub frame holds 64 floats), "
+        f"elites {d['elites']}, horizon {d['horizon']}; x{d['iterations']} iterations per control step"
+    )
+    header = [
+        "target",
+        "runner",
+        "agent",
+        "params",
+        "parity vs onnxruntime",
+        "median us",
+        "per control step us",
+        "gd / unpruned",
+    ]
     rows = []
     for t, r in device["targets"].items():
         for name, a in r["agents"].items():
             emulated = r["emulated"]
             err = a["max_abs_err"]
-            rows.append([t, "qemu-user" if emulated else "native", name, str(a["params"]),
-                         f"{a['verification']} ({err:.1e})" if err is not None else str(a["verification"]),
-                         "(emulated)" if emulated else f"{a['median_us']:.0f}", "(emulated)" if emulated else f"{a['per_control_step_us']:.0f}",
-                         f"{a['ratio_to_unpruned']:.2f}"])
+            rows.append(
+                [
+                    t,
+                    "qemu-user" if emulated else "native",
+                    name,
+                    str(a["params"]),
+                    f"{a['verification']} ({err:.1e})" if err is not None else str(a["verification"]),
+                    "(emulated)" if emulated else f"{a['median_us']:.0f}",
+                    "(emulated)" if emulated else f"{a['per_control_step_us']:.0f}",
+                    f"{a['ratio_to_unpruned']:.2f}",
+                ]
+            )
     return title, header, rows
 
 
@@ -309,27 +415,55 @@ def device_table(device: dict) -> tuple[str, list[str], list[list[str]]]:
 
 
 def print_tables(console: Console, report: TdmpcReport) -> None:
-    title = (f"TD-MPC planning return, gymnasium Pendulum-v1 seeds 0..{report.config['judge_episodes'] - 1}, "
-             f"by method and parameters kept; unpruned {report.unpruned['judge_return']:.1f}")
-    console.print(budget_table(title, report.rows,
-                               lambda r: f"{r.judge_return:.1f} ({r.judge_ratio:.2f}x, {r.evaluations} ev, {r.seconds:.0f}s)"))
+    title = (
+        f"TD-MPC planning return, gymnasium Pendulum-v1 seeds 0..{report.config['judge_episodes'] - 1}, "
+        f"by method and parameters kept; unpruned {report.unpruned['judge_return']:.1f}"
+    )
+    console.print(
+        budget_table(
+            title,
+            report.rows,
+            lambda r: f"{r.judge_return:.1f} ({r.judge_ratio:.2f}x, {r.evaluations} ev, {r.seconds:.0f}s)",
+        )
+    )
     tc = Table(title="coefficients per component (fraction of hidden units removed) chosen by grid and gd")
     for col in ("keep", "method", *COMPONENTS, "planning return"):
         tc.add_column(col, justify="right")
     for r in report.rows:
         if r.method in ("grid", "gd"):
-            tc.add_row(f"{r.keep:.2f}", r.method, *(f"{r.component_coefficients.get(c, 0):.2f}" for c in COMPONENTS), f"{r.judge_return:.1f}")
+            tc.add_row(
+                f"{r.keep:.2f}",
+                r.method,
+                *(f"{r.component_coefficients.get(c, 0):.2f}" for c in COMPONENTS),
+                f"{r.judge_return:.1f}",
+            )
     console.print(tc)
     if report.export:
         te = Table(title="export: planner step (one MPPI iteration), batch 1, median microseconds")
-        for col in ("agent", "params", "ONNX vs torch", "TVM vs ONNX", "torch", "onnxruntime", "tvm-x86_64", "planning per control step (tvm)"):
+        for col in (
+            "agent",
+            "params",
+            "ONNX vs torch",
+            "TVM vs ONNX",
+            "torch",
+            "onnxruntime",
+            "tvm-x86_64",
+            "planning per control step (tvm)",
+        ):
             te.add_column(col, justify="right")
         for name, e in report.export.items():
             s = e["planner_step"]
             tvm = s["tvm"].get("x86_64", {})
-            te.add_row(name, str(s["params"]), f"{s['ort_max_abs_err']:.1e}", f"{tvm.get('max_abs_err_vs_onnxruntime') or float('nan'):.1e}",
-                       f"{s['latency_us'].get('torch', float('nan')):.0f}", f"{s['latency_us'].get('onnxruntime', float('nan')):.0f}",
-                       f"{s['latency_us'].get('tvm-x86_64', float('nan')):.0f}", f"{s['planning_us_per_control_step'].get('tvm-x86_64', float('nan')):.0f}")
+            te.add_row(
+                name,
+                str(s["params"]),
+                f"{s['ort_max_abs_err']:.1e}",
+                f"{tvm.get('max_abs_err_vs_onnxruntime') or float('nan'):.1e}",
+                f"{s['latency_us'].get('torch', float('nan')):.0f}",
+                f"{s['latency_us'].get('onnxruntime', float('nan')):.0f}",
+                f"{s['latency_us'].get('tvm-x86_64', float('nan')):.0f}",
+                f"{s['planning_us_per_control_step'].get('tvm-x86_64', float('nan')):.0f}",
+            )
         console.print(te)
     if report.device:
         title, header, rows = device_table(report.device)
@@ -346,39 +480,75 @@ def write_markdown(report: TdmpcReport, path: Path) -> None:
     """The report as Markdown: returns by method and budget, component coefficients, export, checks."""
     budgets = sorted({r.keep for r in report.rows}, reverse=True)
     u = report.unpruned
-    lines = ["# TD-MPC agent: component-aware pruning, judged with planning", "",
-             f"Unpruned: {u['params']} parameters, planning return {u['judge_return']:.1f} (std {u['judge_std']:.1f}) on gymnasium "
-             f"Pendulum-v1 seeds 0..{report.config['judge_episodes'] - 1}; policy path alone {u['policy_return']:.1f}. "
-             f"Planner: {u['planner']}.", "",
-             f"Search objective: mean planning return on the fast plant, {report.config['search_episodes']} episodes (seeds "
-             f"{SEARCH_SEED}..), seed {report.config['seed']}. Grid resolution {report.config['grid_resolution']}.", "",
-             "## Planning return by method and fraction of prunable parameters kept", "",
-             "| method | " + " | ".join(f"{b:.0%} kept" for b in budgets) + " |", "|---|" + "---:|" * len(budgets)]
+    lines = [
+        "# TD-MPC agent: component-aware pruning, judged with planning",
+        "",
+        f"Unpruned: {u['params']} parameters, planning return {u['judge_return']:.1f} (std {u['judge_std']:.1f}) on gymnasium "
+        f"Pendulum-v1 seeds 0..{report.config['judge_episodes'] - 1}; policy path alone {u['policy_return']:.1f}. "
+        f"Planner: {u['planner']}.",
+        "",
+        f"Search objective: mean planning return on the fast plant, {report.config['search_episodes']} episodes (seeds "
+        f"{SEARCH_SEED}..), seed {report.config['seed']}. Grid resolution {report.config['grid_resolution']}.",
+        "",
+        "## Planning return by method and fraction of prunable parameters kept",
+        "",
+        "| method | " + " | ".join(f"{b:.0%} kept" for b in budgets) + " |",
+        "|---|" + "---:|" * len(budgets),
+    ]
     for label in dict.fromkeys(r.method for r in report.rows):
         cells = []
         for b in budgets:
             r = next((r for r in report.rows if r.method == label and r.keep == b), None)
-            cells.append("" if r is None else f"{r.judge_return:.1f} ({r.judge_ratio:.2f}x; policy {r.policy_return:.1f}; {r.evaluations} ev, {r.seconds:.0f} s)")
+            cells.append(
+                ""
+                if r is None
+                else f"{r.judge_return:.1f} ({r.judge_ratio:.2f}x; policy {r.policy_return:.1f}; {r.evaluations} ev, {r.seconds:.0f} s)"
+            )
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "## Coefficients per component (fraction of hidden units removed; parameters kept in brackets)", "",
-              "| keep | method | " + " | ".join(COMPONENTS) + " | planning return |", "|---|---|" + "---:|" * (len(COMPONENTS) + 1)]
+    lines += [
+        "",
+        "## Coefficients per component (fraction of hidden units removed; parameters kept in brackets)",
+        "",
+        "| keep | method | " + " | ".join(COMPONENTS) + " | planning return |",
+        "|---|---|" + "---:|" * (len(COMPONENTS) + 1),
+    ]
     for r in report.rows:
-        lines.append(f"| {r.keep:.2f} | {r.method} | " + " | ".join(
-            f"{r.component_coefficients.get(c, 0):.2f} ({r.component_params_kept[c]:.0%})" for c in COMPONENTS) + f" | {r.judge_return:.1f} |")
+        lines.append(
+            f"| {r.keep:.2f} | {r.method} | "
+            + " | ".join(
+                f"{r.component_coefficients.get(c, 0):.2f} ({r.component_params_kept[c]:.0%})" for c in COMPONENTS
+            )
+            + f" | {r.judge_return:.1f} |"
+        )
     if report.export:
-        lines += ["", "## Export", "", "| agent | policy bundle verified | planner step ONNX vs torch | TVM vs ONNX | torch us | onnxruntime us | tvm-x86_64 us | planning per control step, tvm us |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "## Export",
+            "",
+            "| agent | policy bundle verified | planner step ONNX vs torch | TVM vs ONNX | torch us | onnxruntime us | tvm-x86_64 us | planning per control step, tvm us |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for name, e in report.export.items():
             s, b = e["planner_step"], e["policy_bundle"]
             tvm = s["tvm"].get("x86_64", {})
             ver = ", ".join(f"{t}: {v.get('status')}" for t, v in b["verifications"].items())
-            lines.append(f"| {name} | {ver} | {s['ort_max_abs_err']:.1e} | {tvm.get('max_abs_err_vs_onnxruntime') or float('nan'):.1e} | "
-                         f"{s['latency_us'].get('torch', float('nan')):.0f} | {s['latency_us'].get('onnxruntime', float('nan')):.0f} | "
-                         f"{s['latency_us'].get('tvm-x86_64', float('nan')):.0f} | {s['planning_us_per_control_step'].get('tvm-x86_64', float('nan')):.0f} |")
+            lines.append(
+                f"| {name} | {ver} | {s['ort_max_abs_err']:.1e} | {tvm.get('max_abs_err_vs_onnxruntime') or float('nan'):.1e} | "
+                f"{s['latency_us'].get('torch', float('nan')):.0f} | {s['latency_us'].get('onnxruntime', float('nan')):.0f} | "
+                f"{s['latency_us'].get('tvm-x86_64', float('nan')):.0f} | {s['planning_us_per_control_step'].get('tvm-x86_64', float('nan')):.0f} |"
+            )
     if report.device:
         title, header, rows = device_table(report.device)
-        lines += ["", "## Planner step on the device", "", title + ". Native rows in microseconds; qemu-user rows are emulated, "
-                  "so only the ratio gd / unpruned is kept.", "", "| " + " | ".join(header) + " |", "|---|---|---|" + "---:|" * (len(header) - 3)]
+        lines += [
+            "",
+            "## Planner step on the device",
+            "",
+            title + ". Native rows in microseconds; qemu-user rows are emulated, "
+            "so only the ratio gd / unpruned is kept.",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|---|---|---|" + "---:|" * (len(header) - 3),
+        ]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += ["", "## Checks", ""] + [f"- {k}: {'yes' if v else 'NO'}" for k, v in report.checks.items()]
     path.write_text("\n".join(lines) + "\n")
@@ -407,7 +577,12 @@ def plot(report: TdmpcReport, path: Path) -> None:
     gd = sorted((r for r in report.rows if r.method == "gd"), key=lambda r: -r.keep)
     width = 0.8 / max(1, len(gd))
     for i, r in enumerate(gd):
-        bx.bar(np.arange(len(COMPONENTS)) + i * width, [r.component_coefficients.get(c, 0) for c in COMPONENTS], width, label=f"gd, {r.keep:.0%} kept")
+        bx.bar(
+            np.arange(len(COMPONENTS)) + i * width,
+            [r.component_coefficients.get(c, 0) for c in COMPONENTS],
+            width,
+            label=f"gd, {r.keep:.0%} kept",
+        )
     bx.set_xticks(np.arange(len(COMPONENTS)) + width * (len(gd) - 1) / 2, COMPONENTS)
     bx.set_ylabel("coefficient (fraction of hidden units removed)")
     bx.set_title("what gradient descent pruned per component")
@@ -437,7 +612,14 @@ def write_outputs(report: TdmpcReport, out_dir: Path) -> dict[str, str]:
     return files
 
 
-QUICK = {"search_episodes": 2, "max_evaluations": 4, "judge_episodes": 3, "state_episodes": 2, "device_rounds": 1, "device_calls": 20}
+QUICK = {
+    "search_episodes": 2,
+    "max_evaluations": 4,
+    "judge_episodes": 3,
+    "state_episodes": 2,
+    "device_rounds": 1,
+    "device_calls": 20,
+}
 """the sizes of a short run (tests): fields of TdmpcBenchConfig"""
 
 
@@ -456,8 +638,14 @@ def run_into(cfg: TdmpcBenchConfig, out: Path, force: bool, console: Console) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m tools.usecases.tdmpc.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("bench_tdmpc"), help="folder for report.json, report.md, pruning.png, bundles/")
+    p = argparse.ArgumentParser(
+        prog="python -m tools.usecases.tdmpc.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("bench_tdmpc"), help="folder for report.json, report.md, pruning.png, bundles/"
+    )
     p.add_argument("--agent", default=TdmpcBenchConfig.agent)
     p.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS))
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(METHODS))
@@ -468,9 +656,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=TdmpcBenchConfig.seed)
     p.add_argument("--no-export", action="store_true", help="skip the policy-path and planner-step exports")
     args = p.parse_args(argv)
-    cfg = TdmpcBenchConfig(agent=args.agent, budgets=tuple(args.budgets), methods=tuple(args.methods), search_episodes=args.search_episodes,
-                           judge_episodes=args.judge_episodes, max_evaluations=args.max_evaluations, grid_resolution=args.grid_resolution,
-                           seed=args.seed, export=not args.no_export)
+    cfg = TdmpcBenchConfig(
+        agent=args.agent,
+        budgets=tuple(args.budgets),
+        methods=tuple(args.methods),
+        search_episodes=args.search_episodes,
+        judge_episodes=args.judge_episodes,
+        max_evaluations=args.max_evaluations,
+        grid_resolution=args.grid_resolution,
+        seed=args.seed,
+        export=not args.no_export,
+    )
     console = Console(width=160)
     args.out.mkdir(parents=True, exist_ok=True)
     report = run_tdmpc_bench(cfg, args.out, console)

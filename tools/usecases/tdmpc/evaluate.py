@@ -48,8 +48,9 @@ def rollout_gym_lockstep(policy: Callable[[np.ndarray], np.ndarray], seeds: list
     return totals
 
 
-def planning_return(agent: TDMPCAgent, planner: PlannerConfig, episodes: int = 100, start: int = 0, judge: str = "fast",
-                    seed: int = 0) -> ReturnStats:
+def planning_return(
+    agent: TDMPCAgent, planner: PlannerConfig, episodes: int = 100, start: int = 0, judge: str = "fast", seed: int = 0
+) -> ReturnStats:
     """Return of MPPI planning with ``agent`` over episodes seeded start..start+episodes-1 (planner noise from ``seed``)."""
     if judge not in JUDGES:
         raise ValueError(f"judge must be one of {JUDGES}, got {judge!r}")
@@ -59,8 +60,9 @@ def planning_return(agent: TDMPCAgent, planner: PlannerConfig, episodes: int = 1
     return ReturnStats.of(judge, seeds, returns)
 
 
-def visited_inputs(agent: TDMPCAgent, planner: PlannerConfig, episodes: int = SEARCH_EPISODES, start: int = SEARCH_SEED,
-                   seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def visited_inputs(
+    agent: TDMPCAgent, planner: PlannerConfig, episodes: int = SEARCH_EPISODES, start: int = SEARCH_SEED, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(obs, a) for the agent's forward: observations its planning visits on the fast plant, each twice,
     with the action the planner chose and with a uniform random one (planning queries d, R and Q off
     its chosen actions too). For prune's least-squares re-fit of layers that lost inputs."""
@@ -78,11 +80,14 @@ def visited_inputs(agent: TDMPCAgent, planner: PlannerConfig, episodes: int = SE
     return torch.cat([o, o]), torch.cat([chosen, rand])
 
 
-def planning_objective(planner: PlannerConfig, episodes: int = SEARCH_EPISODES, start: int = SEARCH_SEED,
-                       seed: int = 0) -> Callable[[nn.Module], np.ndarray]:
+def planning_objective(
+    planner: PlannerConfig, episodes: int = SEARCH_EPISODES, start: int = SEARCH_SEED, seed: int = 0
+) -> Callable[[nn.Module], np.ndarray]:
     """objective(agent) = per-episode planning return on the fast plant, fixed seeds and planner noise (for prune/)."""
 
     def objective(agent: nn.Module) -> np.ndarray:
-        return np.asarray(planning_return(cast(TDMPCAgent, agent), planner, episodes, start, "fast", seed).returns, dtype=float)
+        return np.asarray(
+            planning_return(cast(TDMPCAgent, agent), planner, episodes, start, "fast", seed).returns, dtype=float
+        )
 
     return objective

@@ -44,7 +44,9 @@ class PlannerStep(nn.Module):
         super().__init__()
         self.agent, self.cfg = agent, cfg
 
-    def forward(self, z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return mppi_iteration(self.agent, z, mean, std, noise, self.cfg)
 
 
@@ -86,7 +88,9 @@ class PackedPlannerStep(nn.Module):
     def forward(self, packed: torch.Tensor) -> torch.Tensor:
         # narrow, not split: one Slice per part, as the runtime-free armv7 stub takes no tuple-valued kernels
         starts = np.cumsum((0,) + self.sizes[:-1])
-        z, mean, std, noise = (packed.narrow(1, int(s), n).reshape(shape) for s, n, shape in zip(starts, self.sizes, self.shapes))
+        z, mean, std, noise = (
+            packed.narrow(1, int(s), n).reshape(shape) for s, n, shape in zip(starts, self.sizes, self.shapes)
+        )
         new_mean, new_std = self.step(z, mean, std, noise)
         return torch.cat([new_mean.flatten(1), new_std.flatten(1)], dim=1)
 
@@ -106,9 +110,14 @@ def step_inputs(agent: TDMPCAgent, cfg: PlannerConfig, n: int, seed: int) -> lis
         obs = torch.stack([th.cos(), th.sin(), (torch.rand(1, generator=g) * 2 - 1) * 8], dim=1)
         with torch.no_grad():
             z = agent.encoder(obs)
-        out.append({"z": z.numpy(), "mean": (torch.rand(1, H, A, generator=g) * 2 - 1).numpy(),
-                    "std": (cfg.min_std + torch.rand(1, H, A, generator=g) * (cfg.max_std - cfg.min_std)).numpy(),
-                    "noise": torch.randn(1, cfg.samples, H, A, generator=g).numpy()})
+        out.append(
+            {
+                "z": z.numpy(),
+                "mean": (torch.rand(1, H, A, generator=g) * 2 - 1).numpy(),
+                "std": (cfg.min_std + torch.rand(1, H, A, generator=g) * (cfg.max_std - cfg.min_std)).numpy(),
+                "noise": torch.randn(1, cfg.samples, H, A, generator=g).numpy(),
+            }
+        )
     return out
 
 
@@ -139,8 +148,16 @@ def export_step_onnx(step: PlannerStep, path: Path, opset: int = OPSET) -> onnx.
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             # torch.onnx.export writes to a file object too (its annotation names paths only)
-            torch.onnx.export(step.eval(), example, buf, input_names=list(STEP_INPUTS), output_names=list(STEP_OUTPUTS),  # type: ignore[arg-type]
-                              opset_version=opset, dynamo=False, do_constant_folding=True)
+            torch.onnx.export(
+                step.eval(),
+                example,
+                buf,  # type: ignore[arg-type]
+                input_names=list(STEP_INPUTS),
+                output_names=list(STEP_OUTPUTS),
+                opset_version=opset,
+                dynamo=False,
+                do_constant_folding=True,
+            )
     except Exception as e:
         raise ExportError(f"torch.onnx.export failed for the planner step: {str(e).strip().splitlines()[0]}") from e
     model = onnx.load_from_string(buf.getvalue())
@@ -194,8 +211,15 @@ def _median_us(fn, calls: int) -> float:
     return float(np.median(t) * 1e6)
 
 
-def export_planner_step(agent: TDMPCAgent, cfg: PlannerConfig, out_dir: Path, targets=("x86_64",), n_parity: int = 50,
-                        seed: int = 0, calls: int = 200) -> StepExport:
+def export_planner_step(
+    agent: TDMPCAgent,
+    cfg: PlannerConfig,
+    out_dir: Path,
+    targets=("x86_64",),
+    n_parity: int = 50,
+    seed: int = 0,
+    calls: int = 200,
+) -> StepExport:
     """Export, check and time one MPPI iteration of ``agent`` into ``out_dir`` (planner_step.onnx, planner_step-<target>.so)."""
     import tvm
 
@@ -213,7 +237,9 @@ def export_planner_step(agent: TDMPCAgent, cfg: PlannerConfig, out_dir: Path, ta
             ort_out.append(sess.run(None, s))
     err = max(_max_err(a, b) for a, b in zip(torch_out, ort_out))
     if not np.isfinite(err) or err > PARITY_TOLERANCE:
-        raise ExportError(f"{onnx_path}: onnxruntime differs from torch by {err:.3g} (> {PARITY_TOLERANCE:g}) on {n_parity} inputs (seed {seed})")
+        raise ExportError(
+            f"{onnx_path}: onnxruntime differs from torch by {err:.3g} (> {PARITY_TOLERANCE:g}) on {n_parity} inputs (seed {seed})"
+        )
     latency = {}
     one = sets[0]
     with torch.no_grad():
@@ -224,7 +250,12 @@ def export_planner_step(agent: TDMPCAgent, cfg: PlannerConfig, out_dir: Path, ta
         target = get_target(name)
         lib = out_dir / f"planner_step-{name}.so"
         main, seconds = compile_step(model, one, target, lib)
-        record = {"file": lib.name, "bytes": lib.stat().st_size, "compile_seconds": round(seconds, 2), "tvm_target": dict(target.tvm)}
+        record = {
+            "file": lib.name,
+            "bytes": lib.stat().st_size,
+            "compile_seconds": round(seconds, 2),
+            "tvm_target": dict(target.tvm),
+        }
         if main is not None:
             args = {k: tvm.runtime.tensor(v) for k, v in one.items()}
             tvm_err = 0.0
@@ -232,7 +263,9 @@ def export_planner_step(agent: TDMPCAgent, cfg: PlannerConfig, out_dir: Path, ta
                 got = main(*(tvm.runtime.tensor(v) for v in s.values()))
                 tvm_err = max(tvm_err, _max_err([g.numpy() for g in got], ref))
             if not np.isfinite(tvm_err) or tvm_err > PARITY_TOLERANCE:
-                raise ExportError(f"{lib}: TVM differs from onnxruntime by {tvm_err:.3g} (> {PARITY_TOLERANCE:g}) on {n_parity} inputs")
+                raise ExportError(
+                    f"{lib}: TVM differs from onnxruntime by {tvm_err:.3g} (> {PARITY_TOLERANCE:g}) on {n_parity} inputs"
+                )
             record["max_abs_err_vs_onnxruntime"] = tvm_err
             argv = [args[k] for k in STEP_INPUTS]
             latency[f"tvm-{name}"] = record["latency_us"] = _median_us(lambda main=main, argv=argv: main(*argv), calls)
@@ -240,9 +273,18 @@ def export_planner_step(agent: TDMPCAgent, cfg: PlannerConfig, out_dir: Path, ta
             record["max_abs_err_vs_onnxruntime"] = None
             record["note"] = "cross-compiled only; not executed here"
         tvm_records[name] = record
-    return StepExport(onnx_path.name, onnx_path.stat().st_size, sorted({n.op_type for n in model.graph.node}),
-                      int(sum(p.numel() for p in agent.parameters())), n_parity, seed, err, tvm_records, latency,
-                      {k: v * cfg.iterations for k, v in latency.items()})
+    return StepExport(
+        onnx_path.name,
+        onnx_path.stat().st_size,
+        sorted({n.op_type for n in model.graph.node}),
+        int(sum(p.numel() for p in agent.parameters())),
+        n_parity,
+        seed,
+        err,
+        tvm_records,
+        latency,
+        {k: v * cfg.iterations for k, v in latency.items()},
+    )
 
 
 # -- the packed planner step as a controller bundle (runs in the firmware stub, on the device) --------
@@ -264,8 +306,10 @@ def device_planner(agent: TDMPCAgent, cfg: PlannerConfig) -> PlannerConfig:
     HA = cfg.horizon * agent.cfg.act_dim
     samples = (frames.MAX_FLOATS - agent.cfg.latent) // HA - 2
     if samples < 1:
-        raise ExportError(f"the planner step's latent ({agent.cfg.latent}) and horizon x actions ({HA}) leave no room for "
-                          f"noise in a {frames.MAX_FLOATS}-float frame of the device protocol")
+        raise ExportError(
+            f"the planner step's latent ({agent.cfg.latent}) and horizon x actions ({HA}) leave no room for "
+            f"noise in a {frames.MAX_FLOATS}-float frame of the device protocol"
+        )
     if samples >= cfg.samples:
         return cfg
     elites = max(1, round(cfg.elites * (samples + 1) / (cfg.samples + 1)))
@@ -293,16 +337,46 @@ def packed_spec(agent: TDMPCAgent, cfg: PlannerConfig) -> ControllerSpec:
     HA, SHA = cfg.horizon * agent.cfg.act_dim, cfg.samples * cfg.horizon * agent.cfg.act_dim
     low = [*map(float, z_lo), *[-1.0] * HA, *[cfg.min_std] * HA, *[-NOISE_BOUND] * SHA]
     high = [*map(float, z_hi), *[1.0] * HA, *[cfg.max_std] * HA, *[NOISE_BOUND] * SHA]
-    return ControllerSpec(len(low), 2 * HA, tuple(low), tuple(high), tuple([-1.0] * HA + [cfg.min_std] * HA),
-                          tuple([1.0] * HA + [cfg.max_std] * HA), env_id=PACKED_ENV_ID, input_name="z_mean_std_noise",
-                          output_name="new_mean_std",
-                          extra={"planner": asdict(cfg), "layout": {"in": dict(zip(STEP_INPUTS, (agent.cfg.latent, HA, HA, SHA))),
-                                                                    "out": dict(zip(STEP_OUTPUTS, (HA, HA)))}})
+    return ControllerSpec(
+        len(low),
+        2 * HA,
+        tuple(low),
+        tuple(high),
+        tuple([-1.0] * HA + [cfg.min_std] * HA),
+        tuple([1.0] * HA + [cfg.max_std] * HA),
+        env_id=PACKED_ENV_ID,
+        input_name="z_mean_std_noise",
+        output_name="new_mean_std",
+        extra={
+            "planner": asdict(cfg),
+            "layout": {
+                "in": dict(zip(STEP_INPUTS, (agent.cfg.latent, HA, HA, SHA))),
+                "out": dict(zip(STEP_OUTPUTS, (HA, HA))),
+            },
+        },
+    )
 
 
-def export_packed_step(agent: TDMPCAgent, cfg: PlannerConfig, out_dir: Path, targets: tuple[str, ...], *, seed: int = 0,
-                       n_parity: int = 200, progress=None):
+def export_packed_step(
+    agent: TDMPCAgent,
+    cfg: PlannerConfig,
+    out_dir: Path,
+    targets: tuple[str, ...],
+    *,
+    seed: int = 0,
+    n_parity: int = 200,
+    progress=None,
+):
     """The packed planner step as a bundle (ONNX + one verified library per target; ARM ones run in the stub under qemu)."""
     step = PackedPlannerStep(agent.eval(), cfg).eval()
-    return export_bundle(step, packed_spec(agent, cfg), [get_target(t) for t in targets], Path(out_dir), seed=seed,
-                         n_parity=n_parity, tolerance=PARITY_TOLERANCE, force=True, progress=progress)
+    return export_bundle(
+        step,
+        packed_spec(agent, cfg),
+        [get_target(t) for t in targets],
+        Path(out_dir),
+        seed=seed,
+        n_parity=n_parity,
+        tolerance=PARITY_TOLERANCE,
+        force=True,
+        progress=progress,
+    )

@@ -33,7 +33,9 @@ class FlushedDenormals:
     objective: object
 
     def __call__(self, agent: nn.Module) -> np.ndarray:
-        torch.set_flush_denormal(True)  # a process-wide setting: it does not travel with the candidate, so it is set here
+        torch.set_flush_denormal(
+            True
+        )  # a process-wide setting: it does not travel with the candidate, so it is set here
         return self.objective(agent)  # type: ignore[operator]
 
 
@@ -46,7 +48,7 @@ def tdmpc_grid(cfg: ScalingConfig, executor: Executor | None) -> tuple[str, int]
     groups = find_groups(loaded.agent, example_inputs(loaded.agent.cfg, seed=cfg.seed))
     objective = FlushedDenormals(planning_objective(loaded.planner, cfg.episodes, SEARCH_SEED, cfg.seed))
     searched = objective if executor is None else batched(objective, executor)
-    result = prune(loaded.agent, groups, cfg.keep, searched, method="grid", resolution=cfg.resolution, seed=cfg.seed)  # type: ignore[arg-type]  # per-episode scores as an ndarray: prune reads any sequence
+    result = prune(loaded.agent, groups, cfg.keep, searched, method="grid", resolution=cfg.resolution, seed=cfg.seed)
     return summary_json(result), result.search.evaluations
 
 
@@ -59,8 +61,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", default="1,2", help="Ray worker counts, comma separated")
     parser.add_argument("--out", type=Path, default=Path("bench_scaling_tdmpc.json"))
     args = parser.parse_args(argv)
-    cfg = ScalingConfig(resolution=args.resolution, keep=args.keep, episodes=args.episodes,
-                        workers=tuple(int(w) for w in args.workers.split(",")))
+    cfg = ScalingConfig(
+        resolution=args.resolution,
+        keep=args.keep,
+        episodes=args.episodes,
+        workers=tuple(int(w) for w in args.workers.split(",")),
+    )
     console = Console()
     report = measure(cfg, console, {"tdmpc-grid": tdmpc_grid})
     print_table(report, console)

@@ -123,16 +123,26 @@ def collect(cfg: TrainConfig, rng: np.random.Generator) -> dict[str, torch.Tenso
         obs_all.append(np.stack(o, 1))
         act_all.append(np.stack(a, 1)[..., None])
         rew_all.append(np.stack(r, 1))
-    data = {"obs": torch.as_tensor(np.concatenate(obs_all), dtype=torch.float32),
-            "act": torch.as_tensor(np.concatenate(act_all), dtype=torch.float32),
-            "rew": torch.as_tensor(np.concatenate(rew_all), dtype=torch.float32)}
+    data = {
+        "obs": torch.as_tensor(np.concatenate(obs_all), dtype=torch.float32),
+        "act": torch.as_tensor(np.concatenate(act_all), dtype=torch.float32),
+        "rew": torch.as_tensor(np.concatenate(rew_all), dtype=torch.float32),
+    }
     flat = data["obs"].reshape(-1, 3)
-    data["expert"] = torch.as_tensor(energy_shaping_expert(flat.numpy()) / MAX_TORQUE).reshape(*data["obs"].shape[:2], 1)
+    data["expert"] = torch.as_tensor(energy_shaping_expert(flat.numpy()) / MAX_TORQUE).reshape(
+        *data["obs"].shape[:2], 1
+    )
     return data
 
 
-def losses(agent: TDMPCAgent, target: TDMPCAgent, data: dict[str, torch.Tensor], idx: torch.Tensor, t0: torch.Tensor,
-           cfg: TrainConfig) -> dict[str, torch.Tensor]:
+def losses(
+    agent: TDMPCAgent,
+    target: TDMPCAgent,
+    data: dict[str, torch.Tensor],
+    idx: torch.Tensor,
+    t0: torch.Tensor,
+    cfg: TrainConfig,
+) -> dict[str, torch.Tensor]:
     """TD-MPC's model losses over one batch of windows, and the policy's cloning loss."""
     obs, act, rew = data["obs"][idx], data["act"][idx], data["rew"][idx]  # (B, T + 1, 3), (B, T, 1), (B, T)
     ar = torch.arange(len(idx))
@@ -143,17 +153,17 @@ def losses(agent: TDMPCAgent, target: TDMPCAgent, data: dict[str, torch.Tensor],
     r = rew[ar[:, None], steps[:, :span]]
     with torch.no_grad():
         z_target = target.encoder(o)  # (B, span + 1, L)
-        boot = z_target[:, cfg.td_steps:cfg.td_steps + cfg.window]
+        boot = z_target[:, cfg.td_steps : cfg.td_steps + cfg.window]
         q_boot = target.q_min(boot, agent.policy(boot))[..., 0]  # (B, window)
         disc = cfg.gamma ** torch.arange(cfg.td_steps, dtype=torch.float32)
-        n_step = torch.stack([(r[:, t:t + cfg.td_steps] * disc).sum(1) for t in range(cfg.window)], 1)
-        td_target = n_step + cfg.gamma ** cfg.td_steps * q_boot
+        n_step = torch.stack([(r[:, t : t + cfg.td_steps] * disc).sum(1) for t in range(cfg.window)], 1)
+        td_target = n_step + cfg.gamma**cfg.td_steps * q_boot
     z = agent.encoder(o[:, 0])
     cons = rew_l = val = torch.zeros(())  # weighted sums of the per-step losses over the window
     for t in range(cfg.window):
-        w = cfg.rho ** t
+        w = cfg.rho**t
         q = agent.q(torch.cat([z, a[:, t]], -1))
-        val = val + w * (((q - td_target[:, t:t + 1]) / cfg.value_scale) ** 2).mean()
+        val = val + w * (((q - td_target[:, t : t + 1]) / cfg.value_scale) ** 2).mean()
         z, r_hat = agent.next(z, a[:, t])
         rew_l = rew_l + w * ((r_hat[:, 0] - r[:, t]) ** 2).mean()
         cons = cons + w * ((z - z_target[:, t + 1]) ** 2).mean()
@@ -163,7 +173,9 @@ def losses(agent: TDMPCAgent, target: TDMPCAgent, data: dict[str, torch.Tensor],
 
 
 @torch.no_grad()
-def validate(agent: TDMPCAgent, cfg: TrainConfig, planner: PlannerConfig, plan_episodes: int = 16) -> tuple[float, float]:
+def validate(
+    agent: TDMPCAgent, cfg: TrainConfig, planner: PlannerConfig, plan_episodes: int = 16
+) -> tuple[float, float]:
     """(policy-path return on 100 validation seeds, planning return on the first plan_episodes of them), fast plant."""
     agent.eval()
     path = PolicyPath(agent)
@@ -183,7 +195,10 @@ def train(cfg: TrainConfig, planner: PlannerConfig) -> tuple[TDMPCAgent, dict]:
     start = time.perf_counter()
     data = collect(cfg, rng)
     E, T = data["rew"].shape
-    print(f"data: {E} episodes x {T} steps, mean return {float(data['rew'].sum(1).mean()):.1f} ({time.perf_counter() - start:.1f}s)", flush=True)
+    print(
+        f"data: {E} episodes x {T} steps, mean return {float(data['rew'].sum(1).mean()):.1f} ({time.perf_counter() - start:.1f}s)",
+        flush=True,
+    )
     agent = TDMPCAgent(AgentConfig(latent=cfg.latent, hidden=cfg.hidden))
     target = copy.deepcopy(agent).requires_grad_(False)
     opt = torch.optim.Adam(agent.parameters(), lr=cfg.lr)
@@ -193,7 +208,12 @@ def train(cfg: TrainConfig, planner: PlannerConfig) -> tuple[TDMPCAgent, dict]:
         idx = torch.randint(0, E, (cfg.batch,), generator=gen)
         t0 = torch.randint(0, T - cfg.window - cfg.td_steps + 1, (cfg.batch,), generator=gen)
         parts = losses(agent, target, data, idx, t0, cfg)
-        loss = cfg.consistency_coef * parts["consistency"] + cfg.reward_coef * parts["reward"] + cfg.value_coef * parts["value"] + parts["bc"]
+        loss = (
+            cfg.consistency_coef * parts["consistency"]
+            + cfg.reward_coef * parts["reward"]
+            + cfg.value_coef * parts["value"]
+            + parts["bc"]
+        )
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(agent.parameters(), cfg.grad_clip)
@@ -203,8 +223,13 @@ def train(cfg: TrainConfig, planner: PlannerConfig) -> tuple[TDMPCAgent, dict]:
                 p.lerp_(q, cfg.tau)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             pol, plan = validate(agent, cfg, planner)
-            row = {"step": step, **{k: float(v.detach()) for k, v in parts.items()}, "policy_val": pol, "plan_val16": plan,
-                   "seconds": time.perf_counter() - start}
+            row = {
+                "step": step,
+                **{k: float(v.detach()) for k, v in parts.items()},
+                "policy_val": pol,
+                "plan_val16": plan,
+                "seconds": time.perf_counter() - start,
+            }
             history.append(row)
             print("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
     agent.eval()
@@ -212,7 +237,11 @@ def train(cfg: TrainConfig, planner: PlannerConfig) -> tuple[TDMPCAgent, dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m tools.usecases.tdmpc.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m tools.usecases.tdmpc.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", type=Path, required=True, help="agent file to write")
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--steps", type=int, default=TrainConfig.steps)
@@ -225,8 +254,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.judge_episodes:
         judge = planning_return(agent, planner, args.judge_episodes, 0, judge="gym", seed=cfg.seed)
         info["judge"] = {"mean": judge.mean, "std": judge.std, "min": judge.min, "episodes": args.judge_episodes}
-        print(f"trained in {info['seconds']:.0f}s; planning return on gymnasium Pendulum-v1 seeds 0..{args.judge_episodes - 1}: "
-              f"mean {judge.mean:.1f} std {judge.std:.1f} min {judge.min:.1f}", flush=True)
+        print(
+            f"trained in {info['seconds']:.0f}s; planning return on gymnasium Pendulum-v1 seeds 0..{args.judge_episodes - 1}: "
+            f"mean {judge.mean:.1f} std {judge.std:.1f} min {judge.min:.1f}",
+            flush=True,
+        )
     info.pop("history")
     save_agent(args.out, agent, planner, info)
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
