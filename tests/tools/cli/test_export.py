@@ -87,7 +87,9 @@ def test_export_writes_a_bundle_with_every_artifact_verified(exported, controlle
         assert a["file"] == f"{name}.so" and a["bytes"] == (out / a["file"]).stat().st_size
         assert a["tvm_target"] == get_target(name).tvm and a["kernels"] == 3 and a["compile_seconds"] > 0
         v = a["verification"]
-        assert v["status"] == "verified" and v["n"] == 1000 and v["max_abs_err"] <= 1e-5, v
+        gate = m["onnx"]["parity_gate"]  # states the controller visits in its env, plus 1000 samples of the box
+        assert gate["box_samples"] == 1000 and gate["visited_states"] > 0
+        assert v["status"] == "verified" and v["n"] == gate["visited_states"] + 1000 and v["max_abs_err"] <= 1e-5, v
     assert "firmware stub" in m["artifacts"][ARM]["verification"]["method"]
     assert result["parity"]["onnx"] <= 1e-5 and result["parity"][ARM] <= 1e-5
     assert _no_leftovers(out.parent) == []
