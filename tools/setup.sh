@@ -9,6 +9,7 @@ APT_PACKAGES=(
   qemu-user qemu-system-arm                       # run ARM binaries and Cortex-M firmware here
   gcc-arm-none-eabi libnewlib-arm-none-eabi       # Cortex-M firmware
   openssh-server openssh-client                   # the ssh runner, tested against an sshd on loopback
+  iproute2                                        # ip netns: the Ray cluster test runs in a network namespace of its own
   clang libclang-rt-14-dev                        # libFuzzer for the frame parser (the runtime is not a hard dependency of clang)
   gcc g++ make cmake                               # the x86_64 target's toolchain (stub, libraries)
 )

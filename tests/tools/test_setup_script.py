@@ -25,7 +25,7 @@ SETUP = ROOT / "tools" / "setup.sh"
 PROJECT_PACKAGES = ("prune", "export", "targets", "tools", "tests")
 EXTRAS = ("test", "sb3", "ray")  # what setup.sh installs: pip install -e .[test,sb3,ray]
 # Programs called outside the target registry (the fuzzer, the ssh runner tests, the stub builds).
-PROGRAMS = ("clang", "make", "ssh", "scp", "ssh-keygen", "sshd")
+PROGRAMS = ("clang", "make", "ssh", "scp", "ssh-keygen", "sshd", "ip")  # ip: the Ray cluster test's network namespace
 
 
 def _setup_apt_packages() -> list[str]:
@@ -61,9 +61,12 @@ def _apt_closure() -> frozenset[str]:
 
 
 def _owning_package(path: Path) -> str:
-    out = subprocess.run(["dpkg", "-S", str(path)], capture_output=True, text=True)
-    assert out.returncode == 0, f"{path} belongs to no Debian package (installed by hand?)"
-    return out.stdout.split(":")[0].strip()
+    # Merged /usr: dpkg may know a program by its /bin or /sbin name only.
+    for candidate in (path, path.resolve(), Path("/bin") / path.name, Path("/sbin") / path.name):
+        out = subprocess.run(["dpkg", "-S", str(candidate)], capture_output=True, text=True)
+        if out.returncode == 0:
+            return out.stdout.split(":")[0].strip()
+    raise AssertionError(f"{path} belongs to no Debian package (installed by hand?)")
 
 
 def _programs() -> list[str]:
@@ -81,7 +84,7 @@ def _programs() -> list[str]:
 def test_every_program_the_suite_calls_comes_from_a_package_setup_installs(program: str) -> None:
     path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/usr/bin")
     assert path is not None, f"{program!r} is not on PATH: tools/setup.sh must install it"
-    package = _owning_package(Path(path).resolve())
+    package = _owning_package(Path(path))
     assert package in _apt_closure(), f"{program!r} comes from {package!r}, which tools/setup.sh does not install"
 
 
