@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,7 +45,7 @@ class ActionBox(nn.Module):
     low: torch.Tensor
     high: torch.Tensor
 
-    def __init__(self, low: torch.Tensor, high: torch.Tensor) -> None:
+    def __init__(self, low: torch.Tensor | np.ndarray, high: torch.Tensor | np.ndarray) -> None:
         super().__init__()
         self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32).clone())
         self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32).clone())

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from export import ControllerSpec
+from tools.controllers.native import ActionBox
 from tools.controllers.obs_norm import ObsNorm
 from tools.errors import ControllerError
 
@@ -79,17 +80,13 @@ POLICY_CLASSES = {
 SAC_CLIP_MEAN = 2.0  # sac.policies.Actor's default clip_mean (gSDE only)
 
 
-class SquashToBox(nn.Module):
+class SquashToBox(ActionBox):
     """``low + 0.5 * (tanh(x) + 1) * (high - low)``: SB3's tanh squash followed by ``unscale_action``."""
 
-    low: torch.Tensor
-    high: torch.Tensor
     span: torch.Tensor
 
     def __init__(self, low: np.ndarray, high: np.ndarray) -> None:
-        super().__init__()
-        self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32).clone())
-        self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32).clone())
+        super().__init__(low, high)
         # high - low once, as a buffer: a traced graph then reads it instead of baking in an anonymous constant
         self.register_buffer("span", torch.as_tensor(high - low, dtype=torch.float32).clone())
 
@@ -97,16 +94,8 @@ class SquashToBox(nn.Module):
         return self.low + 0.5 * (torch.tanh(x) + 1.0) * self.span
 
 
-class ClipToBox(nn.Module):
+class ClipToBox(ActionBox):
     """Clip to the action box, as SB3's ``predict`` clips an unsquashed Box action."""
-
-    low: torch.Tensor
-    high: torch.Tensor
-
-    def __init__(self, low: np.ndarray, high: np.ndarray) -> None:
-        super().__init__()
-        self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32).clone())
-        self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # minimum/maximum, not clamp: ONNX Min/Max take per-action bounds, Clip only scalars.
