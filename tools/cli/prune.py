@@ -18,6 +18,7 @@ from tools.cli.options import (
     positive_int,
 )
 from tools.cli.outputs import check_output
+from tools.cli.robustness import add_robustness, check_robustness_flags, robustness_from_args
 from tools.errors import ToolsError
 from tools.pipeline.choices import DEFAULT_METRIC, EXECUTORS, METHODS, METRICS, STABILITY_MODES, STABILITY_TOLERANCE
 from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED
@@ -150,6 +151,8 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="--executor ray: the cluster to use (auto, HOST:PORT or ray://HOST:PORT)",
     )
     add_early_stop(p)
+    # robustness (issue 17): scenarios in the objective and the judge
+    add_robustness(p)
 
 
 def add_early_stop(p: argparse.ArgumentParser) -> None:
@@ -184,6 +187,7 @@ def _check_before_work(args: argparse.Namespace) -> None:
     from tools.pipeline.prune import budget_path, metric_for
 
     metric_for(args.method, args.metric)  # a contradictory --metric is refused before the controller loads
+    check_robustness_flags(args)
     if args.ray_address and args.executor != "ray":
         raise ToolsError(f"--ray-address {args.ray_address}: only with --executor ray")
     for keep in args.keep:
@@ -222,6 +226,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     _check_before_work(args)
     components = parse_components(args.component)
     controller = controller_from_args(args)
+    robustness = robustness_from_args(args, controller.spec.env_id)  # scenario names of the controller's env
     executor = make_executor(args.executor, args.ray_address) if args.executor != "local" else None
     if executor is not None:
         console.print(f"search candidates evaluated on {executor.name} ({executor.workers} workers)")
@@ -251,6 +256,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
             ceiling=args.ceiling,
             stop_within=args.stop_within,
             auto_stop=not args.no_early_stop,
+            robustness=robustness,
         )
     finally:
         if executor is not None:

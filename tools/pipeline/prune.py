@@ -29,6 +29,7 @@ from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED
 from tools.plant.evaluate import closed_loop_return
 from tools.plant.objectives import pendulum_stability, radius_check, search_callables
 from tools.plant.pendulum import ENV_ID
+from tools.plant.robust import Robustness
 from tools.plant.stopping import EarlyStop, choose, needs_scores
 from tools.scale import Executor, batched
 
@@ -165,6 +166,7 @@ def prune_controller(
     ceiling: float | None = None,
     stop_within: float | None = None,
     auto_stop: bool = True,
+    robustness: Robustness | None = None,
 ) -> PrunedController:
     """Prune ``controller`` to keep a fraction of its prunable parameters; write it (and sidecars) to ``out`` if given.
 
@@ -175,6 +177,8 @@ def prune_controller(
     ``executor`` (:mod:`tools.scale`): where the search's batches of candidates are evaluated (None: here).
     ``ceiling`` / ``stop_within`` end the search early (:func:`prune.prune`); when neither is given and
     ``auto_stop``, :func:`tools.plant.stopping.choose` picks them for the env (none for Pendulum-v1).
+    ``robustness`` (None: the nominal plant): the search maximises its aggregate over its scenarios, and
+    the summary's ``robust`` holds nominal and robust figures before and after on the judge's seeds.
     """
     return prune_controller_budgets(
         controller,
@@ -201,6 +205,7 @@ def prune_controller(
         ceiling=ceiling,
         stop_within=stop_within,
         auto_stop=auto_stop,
+        robustness=robustness,
     )[0]
 
 
@@ -231,6 +236,7 @@ def prune_controller_budgets(
     ceiling: float | None = None,
     stop_within: float | None = None,
     auto_stop: bool = True,
+    robustness: Robustness | None = None,
 ) -> list[PrunedController]:
     """:func:`prune_controller` at several budgets solved as one continuation (:func:`prune.prune_budgets`).
 
@@ -258,6 +264,11 @@ def prune_controller_budgets(
         console.print(f"[yellow]warning:[/] {w}")
     env_id = controller.spec.env_id
     objective, visit_for = search_callables(env_id, search_episodes, SEARCH_SEED)
+    if robustness is not None:  # the aggregate over the scenarios replaces the nominal return (same seeds)
+        objective = robustness.objective(search_episodes, SEARCH_SEED, env_id)
+        console.print(
+            f"objective: {robustness.aggregate} over scenarios {', '.join(robustness.scenarios.names())}"
+        )
     objective = objective if executor is None else batched(objective, executor)  # same scores, batches fanned out
     pendulum = env_id == ENV_ID  # the closed-loop linearisation exists for the pendulum plant only
     before = pendulum_stability(model) if pendulum else None
@@ -297,6 +308,7 @@ def prune_controller_budgets(
     else:
         results = prune_budgets(model, groups, list(keeps), objective, **options)
     return_before = closed_loop_return(model, judge_episodes, 0, "gym", env_id).mean if judge_episodes else None
+    robust_before = robustness.judge(model, judge_episodes, 0, env_id) if robustness and judge_episodes else None
     pruned: list[PrunedController] = []
     for keep, result in zip(keeps, results):
         after = pendulum_stability(result.model) if pendulum else None
@@ -310,6 +322,12 @@ def prune_controller_budgets(
             "failed_constraints": [name for name, c in result.constraints.items() if not c.ok],
             "early_stop": stop.to_dict(),
         }
+        if robustness is not None:
+            summary["robust"] = {"objective": robustness.to_dict()}
+            if robust_before is not None:
+                summary["robust"].update(
+                    before=robust_before, after=robustness.judge(result.model, judge_episodes, 0, env_id)
+                )
         for key in (
             "obs_norm",
             "notes",
@@ -345,14 +363,28 @@ def print_prune_table(console: Console, s: dict, search_episodes: int, judge_epi
     )
     table.add_row("bytes (float32)", f"{s['bytes_before']:,}", f"{s['bytes_after']:,}")
     table.add_row("multiply-adds / step", f"{s['macs_before']:,}", f"{s['macs_after']:,}")
+    robust = s.get("robust")
+    searched = "" if robust is None else f"{robust['objective']['aggregate']} over {robust['objective']['set']}, "
     table.add_row(
-        f"objective (fast, {search_episodes} ep.)", f"{s['objective_before']:.1f}", f"{s['objective_after']:.1f}"
+        f"objective ({searched}fast, {search_episodes} ep.)", f"{s['objective_before']:.1f}", f"{s['objective_after']:.1f}"
     )
     if "return_before" in s:
         table.add_row(
             f"return (gymnasium {s['env_id']}, seeds 0..{judge_episodes - 1})",
             f"{s['return_before']:.1f}",
             f"{s['return_after']:.1f}",
+        )
+    if robust is not None and "before" in robust:
+        b, a = robust["before"], robust["after"]
+        seeds = f"seeds {b['seeds'][0]}..{b['seeds'][1]}"
+        for name in b["mean"]:
+            table.add_row(
+                f"return under {name} (fast, {seeds})",
+                f"{b['mean'][name]:.1f} ({b['balanced_share'][name]:.0%})",
+                f"{a['mean'][name]:.1f} ({a['balanced_share'][name]:.0%})",
+            )
+        table.add_row(
+            f"robust: {b['aggregate']} over {b['set']} (balanced share in brackets)", f"{b['value']:.1f}", f"{a['value']:.1f}"
         )
     if "stability_before" in s:
         table.add_row(
