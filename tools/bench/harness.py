@@ -15,6 +15,7 @@ The bench sits above tools/pipeline/: it calls prune_controller_budgets, export 
 
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import shlex
@@ -38,7 +39,16 @@ from targets import QemuRunner, parse_target_list, runner_for
 from tools.bench.folder import temp_dir_for
 from tools.bench.latency import PYTHON_RUNTIMES, LatencyStats, StubBench, measure_python, measure_stub, python_runtimes
 from tools.bench.mcu import check_mcu_target, export_mcu, mcu_notes, mcu_versions
-from tools.bench.report import UNPRUNED, BenchReport, LatencyRow, ModelRecord, RewardRow, write_json, write_markdown
+from tools.bench.report import (
+    UNPRUNED,
+    BenchReport,
+    LatencyRow,
+    ModelRecord,
+    RewardRow,
+    RobustRow,
+    write_json,
+    write_markdown,
+)
 from tools.bench.report_plots import write_plots
 from tools.bench.reward import DeviceReward, Paired, RewardStats, device_reward, torch_reward
 from tools.controllers.load import bench_copy, load_controller
@@ -46,9 +56,13 @@ from tools.controllers.native import Controller
 from tools.controllers.source import ControllerSource
 from tools.errors import ToolsError
 from tools.pipeline.hil import FIDELITY
-from tools.pipeline.prune import print_prune_table, prune_controller_budgets
+from tools.pipeline.prune import PrunedController, print_prune_table, prune_controller_budgets, save_pruned_controller
+from tools.plant.aggregate import Aggregate
 from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED, episode_seeds
 from tools.plant.policy import as_policy
+from tools.plant.robust import Robustness
+from tools.plant.scenarios import select_scenarios
+from tools.scale import Cell, Executor, make_executor, run_cells
 
 NOISY_SPREAD = 0.2  # a latency whose rounds disagree more than this is flagged in the report's notes
 
@@ -95,6 +109,16 @@ class BenchConfig:
     quick: bool = False
     sign: Path | None = None  # private key: every bundle is signed with it
     public_key: Path | None = None  # its public half: every bundle's signature is checked, and every device checks it
+    scenarios: str | None = None  # --scenarios: a set name or scenario names; None: the nominal plant only
+    robust_objective: str | None = None  # --robust-objective (with scenarios; None: mean)
+    executor: str = "local"  # where the prune cells and the Linux compiles run: local or ray (tools.scale)
+    ray_address: str | None = None
+
+    def robustness(self, env_id: str) -> Robustness | None:
+        """The scenarios and aggregate of ``scenarios`` / ``robust_objective`` on env_id's plant (None: nominal only)."""
+        if self.scenarios is None:
+            return None
+        return Robustness(select_scenarios(self.scenarios, env_id), Aggregate.parse(self.robust_objective or "mean"))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -109,35 +133,65 @@ def _footprint(module: torch.nn.Module, example: torch.Tensor):
         return footprint(find_groups(module, example))
 
 
-def _prune(
-    config: BenchConfig, method: str, keeps: list[float], folder: Path, sizes: Sizes, console: Console
-) -> list[tuple[Controller, bool]]:
-    """One pruned controller per budget, made as ``prune-and-export prune`` makes it (same objective, checks and re-fit).
+@dataclass(frozen=True)
+class PruneCell:
+    """One bench cell's work, run wherever the executor puts it: a method's budgets solved as one continuation.
 
-    The budgets are solved as one continuation (:func:`tools.pipeline.prune.prune_controller_budgets`,
-    largest first, each search starting from the previous budget's best points); each budget's model is
-    written to ``folder/<method>@<keep>.pt``. One budget is exactly one ``prune-and-export prune``.
+    A cell (:class:`tools.scale.Cell`) is one method at the config's seed, its budgets in ``options["keeps"]``
+    (largest first); it carries the controller itself, not a path, so a worker on another machine needs
+    nothing but the code. The search is ``prune-and-export prune``'s (same objective, checks and re-fit);
+    the models come back and are written here (:func:`_prune`).
     """
-    order = sorted(keeps, reverse=True)
-    outs = [folder / f"{method}@{keep:g}.pt" for keep in order]
-    pruned = prune_controller_budgets(
-        load_controller(config.controller),
-        order,
-        method,
-        seed=config.seed,
-        outs=outs,
-        judge_episodes=0,
-        search_episodes=sizes.search_episodes,
-        max_evaluations=sizes.max_evaluations,
-        console=console,
-    )
-    made = {}
-    for keep, p in zip(order, pruned):
-        print_prune_table(console, p.summary, sizes.search_episodes, 0)
-        if not p.feasible:
-            console.print(f"[red]no feasible candidate[/] at keep {keep:g} ({method}): {p.result.why_infeasible}")
-        made[keep] = (load_controller(p.summary["files"]["controller"]), p.feasible)  # a graph's: <stem>.pt2
-    return [made[k] for k in keeps]
+
+    controller: Controller
+    sizes: Sizes
+    robustness: Robustness | None = None
+
+    def __call__(self, cell: Cell) -> list[PrunedController]:
+        return prune_controller_budgets(
+            copy.deepcopy(self.controller),  # in-process (local) the cells must not share one module
+            list(cell.options["keeps"]),
+            cell.method,
+            seed=cell.seed,
+            judge_episodes=0,
+            search_episodes=self.sizes.search_episodes,
+            max_evaluations=self.sizes.max_evaluations,
+            robustness=self.robustness,
+        )
+
+
+def prune_cells(config: BenchConfig) -> list[Cell]:
+    """The bench's prune cells: one per method (its budgets, largest first, solved as one continuation)."""
+    keeps = tuple(sorted(config.keeps, reverse=True))
+    return [Cell(method, keeps[0], config.seed, options={"keeps": keeps}) for method in config.methods]
+
+
+def _prune(
+    config: BenchConfig,
+    base: Controller,
+    folder: Path,
+    sizes: Sizes,
+    console: Console,
+    executor: Executor | None,
+    robustness: Robustness | None,
+) -> dict[str, list[tuple[Controller, bool]]]:
+    """method -> one pruned controller per budget (in the order of ``config.keeps``), the cells run on ``executor``.
+
+    Each budget's model is written to ``folder/<method>@<keep>.pt``. One budget is exactly one
+    ``prune-and-export prune``.
+    """
+    cells = prune_cells(config)
+    made: dict[str, list[tuple[Controller, bool]]] = {}
+    for cell, pruned in zip(cells, run_cells(PruneCell(base, sizes, robustness), cells, executor)):
+        by_keep = {}
+        for keep, p in zip(cell.options["keeps"], pruned):
+            print_prune_table(console, p.summary, sizes.search_episodes, 0)
+            if not p.feasible:
+                console.print(f"[red]no feasible candidate[/] at keep {keep:g} ({cell.method}): {p.result.why_infeasible}")
+            files = save_pruned_controller(p, base, folder / f"{cell.method}@{keep:g}.pt")
+            by_keep[keep] = (load_controller(files["controller"]), p.feasible)  # a graph's: <stem>.pt2
+        made[cell.method] = [by_keep[k] for k in config.keeps]
+    return made
 
 
 def _machine() -> dict:
@@ -251,9 +305,15 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
         + n_models * len(targets)
     )
     stages = _Stages(console, total=total)
+    robustness = config.robustness(base.spec.env_id)
+    executor = make_executor(config.executor, config.ray_address) if config.executor != "local" else None
     with stages.bar:
-        models, meta = _make_models(config, base, workdir / "models", sizes, stages, console)
-        bundles = _export(models, linux, workdir / "bundles", config, stages) if linux else {}
+        try:  # the fan-outs: prune cells, the Linux targets' compiles
+            models, meta = _make_models(config, base, workdir / "models", sizes, stages, console, executor, robustness)
+            bundles = _export(models, linux, workdir / "bundles", config, stages, executor) if linux else {}
+        finally:
+            if executor is not None:
+                executor.close()
         mcu = export_mcu(
             models,
             mcus,
@@ -317,6 +377,7 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
             for m, c in models.items()
             if not any(m == k[0] for k in rewards)
         }
+        robust = _robust_rows(models, robustness, config, base.spec.env_id) if robustness is not None else []
 
     example = torch.as_tensor(base.spec.sample_observations(8, config.seed))
     any_bundle = {
@@ -392,25 +453,52 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
         reward=reward_rows,
         notes=notes,
         mcu_memory=mcu.rows,
+        robust=robust,
     )
 
 
 def _make_models(
-    config: BenchConfig, base: Controller, folder: Path, sizes: Sizes, stages: _Stages, console: Console
+    config: BenchConfig,
+    base: Controller,
+    folder: Path,
+    sizes: Sizes,
+    stages: _Stages,
+    console: Console,
+    executor: Executor | None = None,
+    robustness: Robustness | None = None,
 ) -> tuple[dict[str, Controller], dict[str, tuple]]:
     """label -> controller (the unpruned one first, then one per method and budget), and (method, keep, feasible)."""
     models: dict[str, Controller] = {UNPRUNED: base}
     meta: dict[str, tuple] = {UNPRUNED: (None, None, True)}
     folder.mkdir(parents=True)
-    for method in config.methods:
-        stages.say(f"pruning {method} at {', '.join(f'{k:g}' for k in sorted(config.keeps, reverse=True))}")
-        for keep, (controller, feasible) in zip(
-            config.keeps, _prune(config, method, config.keeps, folder, sizes, console)
-        ):
+    stages.say(
+        f"pruning {', '.join(config.methods)} at {', '.join(f'{k:g}' for k in sorted(config.keeps, reverse=True))}"
+        + ("" if executor is None else f" on {executor.name} ({executor.workers} workers)")
+    )
+    for method, made in _prune(config, base, folder, sizes, console, executor, robustness).items():
+        for keep, (controller, feasible) in zip(config.keeps, made):
             label = f"{method}@{keep:g}"
             models[label], meta[label] = controller, (method, keep, feasible)
             stages.tick()
     return models, meta
+
+
+def _robust_rows(models: dict[str, Controller], robustness: Robustness, config: BenchConfig, env_id: str) -> list[RobustRow]:
+    """Every model under the scenarios (torch, fast plant, the reward's seeds), its aggregate beside the unpruned one's."""
+    judged = {m: robustness.judge(c.module, config.episodes, config.seed, env_id) for m, c in models.items()}
+    base = judged[UNPRUNED]["value"]
+    return [
+        RobustRow(
+            m,
+            j["set"],
+            j["aggregate"],
+            j["value"],
+            j["mean"],
+            j["balanced_share"],
+            None if m == UNPRUNED else j["value"] - base,
+        )
+        for m, j in judged.items()
+    ]
 
 
 def _n_parity(config: BenchConfig) -> int:
@@ -419,10 +507,16 @@ def _n_parity(config: BenchConfig) -> int:
 
 
 def _export(
-    models: dict[str, Controller], targets, folder: Path, config: BenchConfig, stages: _Stages
+    models: dict[str, Controller],
+    targets,
+    folder: Path,
+    config: BenchConfig,
+    stages: _Stages,
+    executor: Executor | None = None,
 ) -> dict[str, Path]:
     """One verified bundle per model (ONNX + a TVM library per Linux target), signed with ``config.sign`` if given
-    and then checked against ``config.public_key`` before anything of it is loaded or run."""
+    and then checked against ``config.public_key`` before anything of it is loaded or run; the targets'
+    compiles run on ``executor`` (None: here)."""
     bundles = {}
     for label, c in models.items():
         stages.say(f"exporting {label}")
@@ -438,6 +532,7 @@ def _export(
             n_parity=_n_parity(config),
             seed=config.seed,
             sign=config.sign,
+            map_fn=map if executor is None else executor.map,
         )
         if config.public_key is not None:
             verify_bundle_signature(bundles[label], config.public_key)

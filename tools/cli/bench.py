@@ -29,6 +29,8 @@ from tools.cli.options import (
     source_from_args,
 )
 from tools.cli.outputs import check_output
+from tools.cli.robustness import add_robustness, check_robustness_flags, robustness_from_args
+from tools.cli.scale_flags import add_executor, check_executor_flags
 from tools.cli.signing import check_key_pair
 from tools.errors import ToolsError
 from tools.pipeline.choices import METHODS, SWEEP
@@ -45,6 +47,13 @@ QUICK_EPISODES = 3
 DEFAULT_METHODS = "gd,uniform-l1"
 MODELS = ("mlp-controller", "autoencoder")  # what is benchmarked: a controller (any Box env), or the digits autoencoder
 TDMPC = "tdmpc"  # the value of --controller that selects the TD-MPC agent's bench
+# (flag, dest, value when not given) of the flags only the controller bench takes
+CONTROLLER_BENCH_ONLY = (
+    ("--scenarios", "scenarios", None),
+    ("--robust-objective", "robust_objective", None),
+    ("--executor", "executor", "local"),
+    ("--ray-address", "ray_address", None),
+)
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -115,6 +124,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="--model autoencoder: reconstruction bound on validation PSNR (default: unpruned validation PSNR - 1 dB)",
     )
     add_signing(p)
+    # robustness (issue 17) and scale (issue 18): the controller bench only
+    add_robustness(p)
+    add_executor(
+        p,
+        "the bench's cells (one search per method, its budgets as one continuation) and the Linux targets' compiles run",
+    )
 
 
 def add_signing(p: argparse.ArgumentParser) -> None:
@@ -155,6 +170,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     targets = parse_target_list(",".join(args.targets))
     for t in targets:
         check_target(t)
+    check_robustness_flags(args)
+    check_executor_flags(args)
     return BenchConfig(
         controller=args.controller,
         keeps=sorted(keeps, reverse=True),
@@ -165,6 +182,10 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         quick=args.quick,
         sign=getattr(args, "sign", None),
         public_key=getattr(args, "public_key", None),
+        scenarios=getattr(args, "scenarios", None),
+        robust_objective=getattr(args, "robust_objective", None),
+        executor=getattr(args, "executor", "local"),
+        ray_address=getattr(args, "ray_address", None),
     )
 
 
@@ -255,12 +276,16 @@ def check_before_work(args: argparse.Namespace) -> None:
                 "--sign and --public-key apply to the controller bench (its stubs and firmware), "
                 "not to --model autoencoder or --controller tdmpc"
             )
+        given = [f for f, dest, off in CONTROLLER_BENCH_ONLY if getattr(args, dest, off) != off]
+        if given:
+            raise ToolsError(f"{', '.join(given)}: the controller bench only, not --model autoencoder or --controller tdmpc")
         return
     check_key_pair(sign, public_key)
     if getattr(args, "data", None) is not None or getattr(args, "min_psnr", None) is not None:
         raise ToolsError("--data and --min-psnr apply to --model autoencoder only")
     config_from_args(args)
-    controller_from_args(args)  # refused here, not after the bench has started: bad file, NaN, env mismatch
+    controller = controller_from_args(args)  # refused here, not after the bench has started: bad file, NaN, env mismatch
+    robustness_from_args(args, controller.spec.env_id)  # scenario names of the controller's env
 
 
 def run(args: argparse.Namespace, console: Console) -> dict:

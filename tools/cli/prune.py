@@ -19,8 +19,9 @@ from tools.cli.options import (
 )
 from tools.cli.outputs import check_output
 from tools.cli.robustness import add_robustness, check_robustness_flags, robustness_from_args
+from tools.cli.scale_flags import add_executor, check_executor_flags, executor_from_args
 from tools.errors import ToolsError
-from tools.pipeline.choices import DEFAULT_METRIC, EXECUTORS, METHODS, METRICS, STABILITY_MODES, STABILITY_TOLERANCE
+from tools.pipeline.choices import DEFAULT_METRIC, METHODS, METRICS, STABILITY_MODES, STABILITY_TOLERANCE
 from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED
 
 if TYPE_CHECKING:
@@ -137,19 +138,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         default=100,
         help="gymnasium episodes of the controller's env (seeds 0..N-1) judging before and after; 0 skips (default 100)",
     )
-    p.add_argument(
-        "--executor",
-        choices=EXECUTORS,
-        default="local",
-        help="where the search's candidates are evaluated: local (this process, the default) or ray (a Ray "
-        "cluster: --ray-address, else RAY_ADDRESS, else a Ray instance started here); same result either way",
-    )
-    p.add_argument(
-        "--ray-address",
-        default=None,
-        metavar="ADDRESS",
-        help="--executor ray: the cluster to use (auto, HOST:PORT or ray://HOST:PORT)",
-    )
+    add_executor(p, "the search's candidates are evaluated")
     add_early_stop(p)
     # robustness (issue 17): scenarios in the objective and the judge
     add_robustness(p)
@@ -188,8 +177,7 @@ def _check_before_work(args: argparse.Namespace) -> None:
 
     metric_for(args.method, args.metric)  # a contradictory --metric is refused before the controller loads
     check_robustness_flags(args)
-    if args.ray_address and args.executor != "ray":
-        raise ToolsError(f"--ray-address {args.ray_address}: only with --executor ray")
+    check_executor_flags(args)
     for keep in args.keep:
         if args.tolerance >= keep:
             raise ToolsError(
@@ -221,13 +209,12 @@ def _report(console: Console, summary: dict, keep: float, out_asked: bool) -> No
 def run(args: argparse.Namespace, console: Console) -> dict:
     # Deferred: pruning imports torch and gymnasium, which --help must not pay for.
     from tools.pipeline.prune import parse_components, print_prune_table, prune_controller_budgets
-    from tools.scale import make_executor
 
     _check_before_work(args)
     components = parse_components(args.component)
     controller = controller_from_args(args)
     robustness = robustness_from_args(args, controller.spec.env_id)  # scenario names of the controller's env
-    executor = make_executor(args.executor, args.ray_address) if args.executor != "local" else None
+    executor = executor_from_args(args)
     if executor is not None:
         console.print(f"search candidates evaluated on {executor.name} ({executor.workers} workers)")
     try:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from tools.cli import bench as cmd_bench
 from tools.cli.options import add_controller, add_episodes, add_seed, controller_from_args
+from tools.cli.robustness import add_robustness
 from tools.cli.run_config import Resolved, bench_namespace, defer_defaults, read_config, resolve, to_toml
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--quick", action="store_true", help="bench with few calls and a short search (for tests)")
     cmd_bench.add_signing(p)
+    # robustness (issue 17): the bench step searches and judges under scenarios too
+    add_robustness(p)
     _DEFAULTS.update(defer_defaults(p))
 
 
@@ -124,6 +127,8 @@ def _bench_args(opts: argparse.Namespace, bench: dict, bench_parser: argparse.Ar
         "quick": opts.quick,
         "sign": opts.sign,
         "public_key": opts.public_key,
+        "scenarios": opts.scenarios,
+        "robust_objective": opts.robust_objective,
     }
     values.update(bench)  # the file's [bench] table over the defaults
     return bench_namespace(values, bench_parser)

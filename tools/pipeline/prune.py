@@ -107,6 +107,16 @@ def _write(
     return {"controller": str(out) if native else final.program, **final.to_dict()}
 
 
+def save_pruned_controller(pruned: PrunedController, controller: Controller, out: Path) -> dict:
+    """Write one pruned model made from ``controller`` to ``out`` (and its sidecars, atomically); its summary's ``files``.
+
+    For a model made elsewhere (a bench cell on a Ray worker) and written here, as ``prune_controller`` writes it.
+    """
+    example = torch.as_tensor(controller.spec.sample_observations(8, pruned.summary["seed"]))
+    pruned.summary["files"] = _write(out, pruned.module, controller, example, pruned.result.widths, pruned.summary)
+    return pruned.summary["files"]
+
+
 def budget_path(out: Path, keep: float) -> Path:
     """Where one budget of a multi-budget run is written: ``<stem>.keep<KEEP><suffix>`` beside ``out``."""
     out = Path(out)
