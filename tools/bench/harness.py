@@ -56,7 +56,13 @@ from tools.controllers.native import Controller
 from tools.controllers.source import ControllerSource
 from tools.errors import ToolsError
 from tools.pipeline.hil import FIDELITY
-from tools.pipeline.prune import PrunedController, print_prune_table, prune_controller_budgets, save_pruned_controller
+from tools.pipeline.prune import (
+    PrunedController,
+    band_tolerance,
+    print_prune_table,
+    prune_controller_budgets,
+    save_pruned_controller,
+)
 from tools.plant.aggregate import Aggregate
 from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED, episode_seeds
 from tools.plant.policy import as_policy
@@ -65,6 +71,7 @@ from tools.plant.scenarios import select_scenarios
 from tools.scale import Cell, Executor, make_executor, run_cells
 
 NOISY_SPREAD = 0.2  # a latency whose rounds disagree more than this is flagged in the report's notes
+BAND_TOLERANCE = 0.01  # the budget band [keep - this, keep], widened on a model whose one unit is coarser (band_tolerance)
 
 
 @dataclass
@@ -146,6 +153,7 @@ class PruneCell:
     controller: Controller
     sizes: Sizes
     robustness: Robustness | None = None
+    tolerance: float = BAND_TOLERANCE
 
     def __call__(self, cell: Cell) -> list[PrunedController]:
         return prune_controller_budgets(
@@ -157,6 +165,7 @@ class PruneCell:
             search_episodes=self.sizes.search_episodes,
             max_evaluations=self.sizes.max_evaluations,
             robustness=self.robustness,
+            tolerance=self.tolerance,
         )
 
 
@@ -174,22 +183,24 @@ def _prune(
     console: Console,
     executor: Executor | None,
     robustness: Robustness | None,
-) -> dict[str, list[tuple[Controller, bool]]]:
+    tolerance: float = BAND_TOLERANCE,
+) -> dict[str, list[tuple[Controller, bool, list[str]]]]:
     """method -> one pruned controller per budget (in the order of ``config.keeps``), the cells run on ``executor``.
 
     Each budget's model is written to ``folder/<method>@<keep>.pt``. One budget is exactly one
     ``prune-and-export prune``.
     """
     cells = prune_cells(config)
-    made: dict[str, list[tuple[Controller, bool]]] = {}
-    for cell, pruned in zip(cells, run_cells(PruneCell(base, sizes, robustness), cells, executor)):
+    made: dict[str, list[tuple[Controller, bool, list[str]]]] = {}
+    for cell, pruned in zip(cells, run_cells(PruneCell(base, sizes, robustness, tolerance), cells, executor)):
         by_keep = {}
         for keep, p in zip(cell.options["keeps"], pruned):
             print_prune_table(console, p.summary, sizes.search_episodes, 0)
             if not p.feasible:
                 console.print(f"[red]no feasible candidate[/] at keep {keep:g} ({cell.method}): {p.result.why_infeasible}")
             files = save_pruned_controller(p, base, folder / f"{cell.method}@{keep:g}.pt")
-            by_keep[keep] = (load_controller(files["controller"]), p.feasible)  # a graph's: <stem>.pt2
+            failed = list(p.summary["failed_constraints"])
+            by_keep[keep] = (load_controller(files["controller"]), p.feasible, failed)  # a graph's: <stem>.pt2
         made[cell.method] = [by_keep[k] for k in config.keeps]
     return made
 
@@ -306,10 +317,18 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
     )
     stages = _Stages(console, total=total)
     robustness = config.robustness(base.spec.env_id)
+    with torch.no_grad():
+        tolerance, widened = band_tolerance(
+            find_groups(base.module, torch.as_tensor(base.spec.sample_observations(8, config.seed))), BAND_TOLERANCE
+        )
     executor = make_executor(config.executor, config.ray_address) if config.executor != "local" else None
+    if executor is not None:
+        console.print(f"bench cells and compiles run on {executor.name} ({executor.workers} workers)")
     with stages.bar:
         try:  # the fan-outs: prune cells, the Linux targets' compiles
-            models, meta = _make_models(config, base, workdir / "models", sizes, stages, console, executor, robustness)
+            models, meta = _make_models(
+                config, base, workdir / "models", sizes, stages, console, executor, robustness, tolerance
+            )
             bundles = _export(models, linux, workdir / "bundles", config, stages, executor) if linux else {}
         finally:
             if executor is not None:
@@ -402,9 +421,11 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
         "its peak RSS is the emulator's process"
         for t in sorted(emulated)
     ]
+    notes += [widened] if widened else []
     notes += [
-        f"{m}: the search did not meet its budget; the best candidate found is benchmarked"
-        for m, (_, _, ok) in meta.items()
+        f"{m}: no candidate met every constraint (failed: {', '.join(failed) or 'none named'}; budget band "
+        f"[keep - {tolerance:.4g}, keep]); the best candidate found is benchmarked"
+        for m, (_, _, ok, failed) in meta.items()
         if not ok
     ]
     noisy = [f"{r.model} {r.runtime} on {r.target} ({r.spread:.0%})" for r in rows if r.spread > NOISY_SPREAD]
@@ -439,7 +460,13 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
         created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
         seconds=time.perf_counter() - start,
         command=command or " ".join(shlex.quote(a) for a in ["prune-and-export", *sys.argv[1:]]),
-        config={**config.to_dict(), **asdict(sizes), "env_id": base.spec.env_id, "library_for_python": host},
+        config={
+            **config.to_dict(),
+            **asdict(sizes),
+            "env_id": base.spec.env_id,
+            "library_for_python": host,
+            "budget_tolerance": tolerance,
+        },
         machine=machine,
         versions=_versions(_bundle_versions(any_bundle), targets),
         seeds={
@@ -466,19 +493,20 @@ def _make_models(
     console: Console,
     executor: Executor | None = None,
     robustness: Robustness | None = None,
+    tolerance: float = BAND_TOLERANCE,
 ) -> tuple[dict[str, Controller], dict[str, tuple]]:
     """label -> controller (the unpruned one first, then one per method and budget), and (method, keep, feasible)."""
     models: dict[str, Controller] = {UNPRUNED: base}
-    meta: dict[str, tuple] = {UNPRUNED: (None, None, True)}
+    meta: dict[str, tuple] = {UNPRUNED: (None, None, True, [])}
     folder.mkdir(parents=True)
     stages.say(
         f"pruning {', '.join(config.methods)} at {', '.join(f'{k:g}' for k in sorted(config.keeps, reverse=True))}"
         + ("" if executor is None else f" on {executor.name} ({executor.workers} workers)")
     )
-    for method, made in _prune(config, base, folder, sizes, console, executor, robustness).items():
-        for keep, (controller, feasible) in zip(config.keeps, made):
+    for method, made in _prune(config, base, folder, sizes, console, executor, robustness, tolerance).items():
+        for keep, (controller, feasible, failed) in zip(config.keeps, made):
             label = f"{method}@{keep:g}"
-            models[label], meta[label] = controller, (method, keep, feasible)
+            models[label], meta[label] = controller, (method, keep, feasible, failed)
             stages.tick()
     return models, meta
 
@@ -559,7 +587,7 @@ def _record(
 ) -> ModelRecord:
     """Memory footprint of one model: counted from the module, sizes from its bundle, RSS from its stub runs."""
     fp = _footprint(c.module, example)
-    method, keep, feasible = meta
+    method, keep, feasible, failed = meta
     return ModelRecord(
         label=label,
         method=method,
@@ -577,6 +605,7 @@ def _record(
         if isinstance(manifest, Manifest)
         else {},
         stub_peak_rss_kb=rss,
+        failed_constraints=failed,
     )
 
 

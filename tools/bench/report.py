@@ -42,6 +42,7 @@ class ModelRecord:
     onnx_bytes: int
     library_bytes: dict[str, int]  # TVM library per target
     stub_peak_rss_kb: dict[str, int]  # per target; under qemu-user the emulator process, guest included
+    failed_constraints: list[str] = field(default_factory=list)  # of an infeasible model: budget, floor, stability
 
 
 @dataclass
@@ -162,7 +163,7 @@ def memory_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
     for m in report.models:
         rows.append(
             [
-                m.label + ("" if m.feasible else " (budget missed)"),
+                m.label + ("" if m.feasible else f" (missed: {', '.join(m.failed_constraints) or 'a constraint'})"),
                 "-".join(map(str, m.hidden)),
                 f"{m.params:,}",
                 f"{m.params_kept:.1%}",

@@ -15,9 +15,11 @@ from rich.table import Table
 
 from prune import (
     STABILITY_TOLERANCE,
+    Groups,
     PruneError,
     PruneResult,
     find_groups,
+    keep_fraction,
     prune,
     prune_budgets,
     save_pruned,
@@ -115,6 +117,37 @@ def save_pruned_controller(pruned: PrunedController, controller: Controller, out
     example = torch.as_tensor(controller.spec.sample_observations(8, pruned.summary["seed"]))
     pruned.summary["files"] = _write(out, pruned.module, controller, example, pruned.result.widths, pruned.summary)
     return pruned.summary["files"]
+
+
+def unit_share(groups: Groups) -> tuple[float, str]:
+    """The largest fraction of the prunable parameters one unit carries (at full width), and its group.
+
+    It is the coarsest step a search can take in the kept fraction: a budget band narrower than this
+    may hold no model at all on a small network (a 3-32-32-1 MLP: one first-layer unit is 3.0%).
+    """
+    full = {g.name: g.size for g in groups.groups}
+    shares = {g.name: 1.0 - keep_fraction(groups, {**full, g.name: g.size - 1}) for g in groups.groups if g.size > 1}
+    if not shares:
+        return 0.0, ""
+    name = max(shares, key=lambda k: shares[k])
+    return shares[name], name
+
+
+def band_tolerance(groups: Groups, tolerance: float) -> tuple[float, str | None]:
+    """The bench's budget band: ``tolerance``, widened to one unit's share where a unit is coarser (and why).
+
+    A fixed 1% band cannot be met on a tiny model whose single unit is 3% of its parameters, and the
+    bench would report "budget missed" for a budget no model can meet; widened, it benchmarks the
+    nearest model there is and says so. On the bundled 3-256-256-1 controller one unit is 0.39%:
+    nothing changes there.
+    """
+    share, group = unit_share(groups)
+    if share <= tolerance:
+        return tolerance, None
+    return share, (
+        f"budget band widened from {tolerance:g} to {share:.4f} of the prunable parameters: one unit of group "
+        f"{group} is {share:.2%} of them, so a narrower band may hold no model of this size"
+    )
 
 
 def budget_path(out: Path, keep: float) -> Path:
