@@ -55,6 +55,7 @@ from tools.controllers.load import bench_copy, load_controller
 from tools.controllers.native import Controller
 from tools.controllers.source import ControllerSource
 from tools.errors import ToolsError
+from tools.pipeline.choices import DEFAULT_METHOD
 from tools.pipeline.hil import FIDELITY
 from tools.pipeline.prune import (
     PrunedController,
@@ -109,7 +110,7 @@ class BenchConfig:
 
     controller: Path | None = None  # None: the bundled reference controller
     keeps: list[float] = field(default_factory=lambda: [0.25])
-    methods: list[str] = field(default_factory=lambda: ["gd"])
+    methods: list[str] = field(default_factory=lambda: [DEFAULT_METHOD])
     targets: list[str] = field(default_factory=lambda: ["x86_64"])
     episodes: int = 100
     seed: int = 0

@@ -33,7 +33,7 @@ from tools.cli.robustness import add_robustness, check_robustness_flags, robustn
 from tools.cli.scale_flags import add_executor, check_executor_flags
 from tools.cli.signing import check_key_pair
 from tools.errors import ToolsError
-from tools.pipeline.choices import METHODS, SWEEP
+from tools.pipeline.choices import DEFAULT_METHOD, METHODS, SWEEP
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 HELP = "latency, memory and closed-loop reward of the controller before and after pruning, side by side"
 QUICK_EPISODES = 3
-DEFAULT_METHODS = "gd,uniform-l1"
+DEFAULT_METHODS = f"{DEFAULT_METHOD},uniform-l1"
 MODELS = ("mlp-controller", "autoencoder")  # what is benchmarked: a controller (any Box env), or the digits autoencoder
 TDMPC = "tdmpc"  # the value of --controller that selects the TD-MPC agent's bench
 # (flag, dest, value when not given) of the flags only the controller bench takes

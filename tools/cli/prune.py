@@ -21,13 +21,20 @@ from tools.cli.outputs import check_output
 from tools.cli.robustness import add_robustness, check_robustness_flags, robustness_from_args
 from tools.cli.scale_flags import add_executor, check_executor_flags, executor_from_args
 from tools.errors import ToolsError
-from tools.pipeline.choices import DEFAULT_METRIC, METHODS, METRICS, STABILITY_MODES, STABILITY_TOLERANCE
+from tools.pipeline.choices import (
+    DEFAULT_METHOD,
+    DEFAULT_METRIC,
+    METHODS,
+    METRICS,
+    STABILITY_MODES,
+    STABILITY_TOLERANCE,
+)
 from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-HELP = "prune a controller structurally to a parameter budget (gradient descent or grid over soft coefficients)"
+HELP = "prune a controller structurally to a parameter budget (a search over soft coefficients: TPE, gradient descent, ...)"
 
 
 def tolerance(text: str) -> float:
@@ -52,8 +59,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--method",
         choices=METHODS,
-        default="gd",
-        help="coefficient search or baseline (default gd; cmaes and tpe: CMA-ES (cma) and TPE (optuna) on the same problem)",
+        default=DEFAULT_METHOD,
+        help=f"coefficient search or baseline (default {DEFAULT_METHOD}, the search bench's winner, see docs/search_bench.md; "
+        "gd: the paper's gradient descent; cmaes and tpe: CMA-ES (cma) and TPE (optuna) on the same problem)",
     )
     p.add_argument(
         "--metric",

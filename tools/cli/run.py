@@ -15,11 +15,15 @@ from tools.cli import bench as cmd_bench
 from tools.cli.options import add_controller, add_episodes, add_seed, controller_from_args
 from tools.cli.robustness import add_robustness
 from tools.cli.run_config import Resolved, bench_namespace, defer_defaults, read_config, resolve, to_toml
+from tools.pipeline.choices import DEFAULT_METHOD
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-HELP = "run the whole pipeline (load, evaluate, prune with gd, export x86_64, bench report) on a controller; the default subcommand"
+HELP = (
+    f"run the whole pipeline (load, evaluate, prune with {DEFAULT_METHOD}, export x86_64, bench report) on a controller; "
+    "the default subcommand"
+)
 CONFIG_NAME = "run-config.toml"
 _DEFAULTS: dict = {}  # the flags' defaults, hidden from argparse so that flags given can override a config file
 
@@ -112,13 +116,14 @@ def run(args: argparse.Namespace, console: Console) -> dict:
 
 
 def _bench_args(opts: argparse.Namespace, bench: dict, bench_parser: argparse.ArgumentParser) -> argparse.Namespace:
-    """The flags of the last step, ``prune-and-export bench`` (gd at the default budget on x86_64 unless [bench] says otherwise)."""
+    """The flags of the last step, ``prune-and-export bench`` (the default method at the default budget on x86_64 unless
+    [bench] says otherwise)."""
     values = {
         "out": opts.out,
         "episodes": opts.episodes,
         "seed": opts.seed,
         "targets": ["x86_64"],
-        "methods": "gd",
+        "methods": DEFAULT_METHOD,
         "controller": opts.controller,
         "format": opts.format,
         "env": opts.env,

@@ -26,7 +26,7 @@ from prune import (
     sidecar_paths,
 )
 from tools.controllers.native import Controller, mlp_architecture, save_controller
-from tools.pipeline.choices import DEFAULT_METRIC, METHOD_PLAN, METHODS
+from tools.pipeline.choices import DEFAULT_METHOD, DEFAULT_METRIC, METHOD_PLAN, METHODS
 from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED
 from tools.plant.evaluate import closed_loop_return
 from tools.plant.objectives import pendulum_stability, radius_check, search_callables
@@ -186,7 +186,7 @@ def search_early_stop(
 def prune_controller(
     controller: Controller,
     keep: float = 0.25,
-    method: str = "gd",
+    method: str = DEFAULT_METHOD,
     metric: str | None = None,
     *,
     seed: int = 0,
@@ -255,7 +255,7 @@ def prune_controller(
 def prune_controller_budgets(
     controller: Controller,
     keeps: Sequence[float],
-    method: str = "gd",
+    method: str = DEFAULT_METHOD,
     metric: str | None = None,
     *,
     seed: int = 0,
