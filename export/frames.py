@@ -49,6 +49,7 @@ __all__ = [
     "encode_request",
     "part_aux",
     "MAX_PARTS",
+    "MAX_REQUEST_FLOATS",
     "SUPPORTED_VERSIONS",
 ]
 
@@ -62,6 +63,7 @@ MAX_PAYLOAD = 256
 MAX_FLOATS = MAX_PAYLOAD // 4
 MAX_FRAME = HEADER_BYTES + MAX_PAYLOAD + CRC_BYTES
 MAX_PARTS = 0xFFFF  # the part count is a u16 in aux's high half
+MAX_REQUEST_FLOATS = 16384  # the largest observation the Linux stub takes (stub.cc kMaxObsFloats): 256 parts
 
 # Frame types
 OBS, ACTION, ERROR, HELLO, STATS, PART = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06
