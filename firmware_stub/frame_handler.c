@@ -87,8 +87,9 @@ static void on_part(pae_handler* h, const pae_frame* f) {
     int continues = h->part_pending && f->seq == h->part_seq && count == h->part_count && index == h->part_next;
     if (!continues) {
         abandon_pending(h);
+        if (h->have_dead && f->seq == h->dead_seq) return; /* its request was answered already */
         if (index != 0 || count == 0) { /* not the start of a request */
-            if (!(h->have_dead && f->seq == h->dead_seq)) kill_request(h, PAE_E_BAD_PART, f->seq);
+            kill_request(h, PAE_E_BAD_PART, f->seq);
             return;
         }
         h->part_pending = 1;
