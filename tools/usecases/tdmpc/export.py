@@ -5,8 +5,9 @@
 - The planner step (:class:`PlannerStep`: one :func:`tools.tdmpc.mppi_iteration`) takes the latent
   z, the current mean and std and the sampled noise as inputs and returns the new mean and std, so
   the graph is deterministic and the device's loop owns the random numbers. It is exported to one
-  ONNX graph, checked against torch with onnxruntime, compiled by TVM for x86_64 (fused Relax
-  pipeline, weights folded), checked against onnxruntime again, and timed at batch 1.
+  ONNX graph, checked against torch with onnxruntime, compiled by TVM for x86_64 (the scheduled Relax
+  pipeline, weights folded: its 33-row matrix products register-blocked by
+  ``export/batched_schedule.py``), checked against onnxruntime again, and timed at batch 1.
 - The packed planner step (:class:`PackedPlannerStep`) is the same iteration with one input vector
   [z, mean, std, noise] and one output vector [new_mean, new_std], the shape of a controller, so it
   goes through :func:`export.bundle.export_bundle` (parity on every target, ARM ones inside the
@@ -184,7 +185,7 @@ def _max_err(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 
 
 def compile_step(model: onnx.ModelProto, inputs: dict[str, np.ndarray], target, out: Path):
-    """TVM: ONNX -> Relax (fused pipeline, weights folded) -> shared library for ``target``; returns (vm main, seconds)."""
+    """TVM: ONNX -> Relax (scheduled pipeline, weights folded) -> shared library for ``target``; returns (vm main, seconds)."""
     import tvm
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
@@ -192,7 +193,7 @@ def compile_step(model: onnx.ModelProto, inputs: dict[str, np.ndarray], target, 
     check_supported_ops(model, out.name)
     start = time.perf_counter()
     mod = from_onnx(model, shape_dict={k: list(v.shape) for k, v in inputs.items()}, keep_params_in_input=False)
-    mod, _ = lower(mod, target, pipeline="fused")
+    mod, _ = lower(mod, target, pipeline="scheduled")  # batch-1 and batched (planner) products scheduled
     with contextlib.redirect_stdout(io.StringIO()):
         ex = tvm.compile(mod, target=target.tvm_target())
     ex.export_library(str(out), cc=target.require_compiler())
