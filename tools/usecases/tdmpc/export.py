@@ -186,22 +186,27 @@ def _max_err(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 
 def compile_step(model: onnx.ModelProto, inputs: dict[str, np.ndarray], target, out: Path):
     """TVM: ONNX -> Relax (scheduled pipeline, weights folded) -> shared library for ``target``; returns (vm main, seconds)."""
+    start = time.perf_counter()
+    main, _ = compile_step_pipeline(model, inputs, target, out, "scheduled")
+    return main, time.perf_counter() - start
+
+
+def compile_step_pipeline(model: onnx.ModelProto, inputs: dict[str, np.ndarray], target, out: Path, pipeline: str):
+    """:func:`compile_step` with a given lowering pipeline; returns (vm main or None off x86_64, the scheduled kernels)."""
     import tvm
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
     check_supported_ops(model, out.name)
-    start = time.perf_counter()
     mod = from_onnx(model, shape_dict={k: list(v.shape) for k, v in inputs.items()}, keep_params_in_input=False)
-    mod, _ = lower(mod, target, pipeline="scheduled")  # batch-1 and batched (planner) products scheduled
+    mod, scheduled = lower(mod, target, pipeline=pipeline)  # "scheduled": batch-1 and batched products scheduled
     with contextlib.redirect_stdout(io.StringIO()):
         ex = tvm.compile(mod, target=target.tvm_target())
     ex.export_library(str(out), cc=target.require_compiler())
-    seconds = time.perf_counter() - start
     if target.arch != "x86_64":
-        return None, seconds
+        return None, scheduled
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(out)), tvm.cpu())
-    return vm["main"], seconds
+    return vm["main"], scheduled
 
 
 def _median_us(fn, calls: int) -> float:
