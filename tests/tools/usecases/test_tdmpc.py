@@ -260,3 +260,25 @@ def test_bench_cli_tdmpc_refuses_unknown_methods(tmp_path, capsys):
     assert rc == 2
     assert "global" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_step_bench_checks_every_runtime_then_writes_the_table_and_json(tmp_path, capsys):
+    import json
+
+    from tools.usecases.tdmpc.step_bench import main
+
+    agent_file = tmp_path / "agent.pt"
+    save_agent(agent_file, tiny_agent(5), HIL_PLAN)
+    out = tmp_path / "step.json"
+    argv = ["--agent", str(agent_file), "--targets", "x86_64", "--check", "6", "--rounds", "1", "--calls", "2"]
+    assert main([*argv, "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    rows = {r["runtime"]: r for r in report["rows"]}
+    assert set(rows) == {"torch", "onnxruntime", "tvm x86_64 scheduled", "tvm x86_64 fused"}
+    assert rows["tvm x86_64 scheduled"]["scheduled_kernels"] > 0 and rows["tvm x86_64 fused"]["scheduled_kernels"] == 0
+    for r in rows.values():
+        assert r["median_us"] > 0 and (r["max_abs_err_vs_torch"] or 0) <= report["tolerance"]
+    assert rows["onnxruntime"]["ratio_to_onnxruntime"] == 1.0 and report["inputs_checked"] == 6
+    assert "/ onnxruntime" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*argv[:2], "--targets", "cortex-a7"])  # not runnable here: refused before any work
