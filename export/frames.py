@@ -139,7 +139,9 @@ def encode_request(seq: int, payload) -> bytes:
         return encode(OBS, seq, data)
     count = -(-len(data) // MAX_FLOATS)
     if count > MAX_PARTS:
-        raise ValueError(f"an observation of {len(data)} floats needs {count} parts, more than the protocol's {MAX_PARTS}")
+        raise ValueError(
+            f"an observation of {len(data)} floats needs {count} parts, more than the protocol's {MAX_PARTS}"
+        )
     return b"".join(
         encode(PART, seq, data[i * MAX_FLOATS : (i + 1) * MAX_FLOATS], aux=part_aux(i, count)) for i in range(count)
     )

@@ -15,6 +15,7 @@ run come from the same machine load. Prints a table, writes JSON.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -60,7 +61,11 @@ class Row:
 
 def _max_err(a: list[list[np.ndarray]], b: list[list[np.ndarray]]) -> float:
     return float(
-        max(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))) for p, q in zip(a, b) for x, y in zip(p, q))
+        max(
+            np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))
+            for p, q in zip(a, b)
+            for x, y in zip(p, q)
+        )
     )
 
 
@@ -96,7 +101,9 @@ def run(args: argparse.Namespace) -> dict:
         ort_out = [sess.run(None, s) for s in sets]
         ort_err = _max_err(ort_out, want)
         if not ort_err <= PARITY_TOLERANCE:
-            raise ExportError(f"onnxruntime differs from torch by {ort_err:.3g} on {len(sets)} inputs (seed {args.seed})")
+            raise ExportError(
+                f"onnxruntime differs from torch by {ort_err:.3g} on {len(sets)} inputs (seed {args.seed})"
+            )
         std = np.concatenate([o[1].reshape(-1) for o in want])
         inside = float(np.mean((std > cfg.min_std + 1e-6) & (std < cfg.max_std - 1e-6)))
         one = sets[0]
@@ -110,14 +117,19 @@ def run(args: argparse.Namespace) -> dict:
         for name in args.targets:
             target = _resolve_target(name)
             for pipeline in PIPELINES:
-                main, scheduled = compile_step_pipeline(model, one, target, Path(tmp) / f"{name}-{pipeline}.so", pipeline)
+                main, scheduled = compile_step_pipeline(
+                    model, one, target, Path(tmp) / f"{name}-{pipeline}.so", pipeline
+                )
+                assert main is not None  # an x86_64 library runs here
                 got = [[g.numpy() for g in main(*(tvm.runtime.tensor(s[k]) for k in STEP_INPUTS))] for s in sets]
                 e_ort, e_torch = _max_err(got, ort_out), _max_err(got, want)
                 if not e_ort <= PARITY_TOLERANCE:
-                    raise ExportError(f"TVM {name} {pipeline} differs from onnxruntime by {e_ort:.3g} on {len(sets)} inputs")
+                    raise ExportError(
+                        f"TVM {name} {pipeline} differs from onnxruntime by {e_ort:.3g} on {len(sets)} inputs"
+                    )
                 argv = [tvm.runtime.tensor(one[k]) for k in STEP_INPUTS]
                 label = f"tvm {name} {pipeline}"
-                calls[label] = lambda main=main, argv=argv: main(*argv)
+                calls[label] = functools.partial(main, *argv)
                 meta[label] = (target.name, pipeline, e_ort, e_torch, len(scheduled))
         for fn in calls.values():  # warm-up
             for _ in range(20):
@@ -162,7 +174,9 @@ def print_table(report: dict) -> None:
         e1 = "-" if r["max_abs_err_vs_onnxruntime"] is None else f"{r['max_abs_err_vs_onnxruntime']:.1e}"
         e2 = "-" if r["max_abs_err_vs_torch"] is None else f"{r['max_abs_err_vs_torch']:.1e}"
         k = "-" if r["scheduled_kernels"] is None else str(r["scheduled_kernels"])
-        print(f"{r['runtime']:32s} {r['median_us']:10.1f} {r['ratio_to_onnxruntime']:14.2f} {e1:>11s} {e2:>13s} {k:>10s}")
+        print(
+            f"{r['runtime']:32s} {r['median_us']:10.1f} {r['ratio_to_onnxruntime']:14.2f} {e1:>11s} {e2:>13s} {k:>10s}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
