@@ -285,3 +285,12 @@ def test_step_bench_checks_every_runtime_then_writes_the_table_and_json(tmp_path
     assert "/ onnxruntime" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main([*argv[:2], "--targets", "cortex-a7"])  # not runnable here: refused before any work
+
+
+@pytest.mark.parametrize("argv", [["--targets", "no-such-board"], ["--episodes", "0"], ["--agent", "/nonexistent.pt"]])
+def test_hil_cli_refuses_bad_flags_before_any_work(argv, capsys):
+    from tools.usecases.tdmpc.hil import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and argv[0] in capsys.readouterr().err

@@ -6,10 +6,15 @@ input [z, mean, std, noise] to the device (the firmware stub running the packed 
 with the agent's 32 samples it is a multi-part request, PROTOCOL.md), which returns [new mean, new
 std]. The host's planner plays the same gymnasium episodes with torch; both returns are reported
 per episode.
+
+    python -m tools.usecases.tdmpc.hil --targets x86_64,cortex-a72 --episodes 5 --out /tmp/tdmpc_hil.json
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,8 +22,10 @@ import numpy as np
 import torch
 
 from export import StubSession
-from tools.usecases.tdmpc.agent import MAX_TORQUE, Planner, PlannerConfig, TDMPCAgent
+from targets import parse_target_list
+from tools.usecases.tdmpc.agent import MAX_TORQUE, Planner, PlannerConfig, TDMPCAgent, load_agent
 from tools.usecases.tdmpc.evaluate import rollout_gym_lockstep
+from tools.usecases.tdmpc.export import device_planner, export_packed_step
 
 FIDELITY = 1e-3  # largest |device return - host return| per episode accepted (as tools/pipeline/hil.py)
 
@@ -108,3 +115,49 @@ def planning_hil(
 def _packed_sizes(agent: TDMPCAgent, cfg: PlannerConfig) -> tuple[int, ...]:
     HA = cfg.horizon * agent.cfg.act_dim
     return agent.cfg.latent, HA, HA, cfg.samples * HA
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Export the agent's packed planner step for the targets, plan lockstep episodes on each, print and write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agent", default=None, help="agent file (default: the shipped agent)")
+    parser.add_argument("--targets", default="x86_64,cortex-a72", help="Linux targets, comma-separated")
+    parser.add_argument("--episodes", type=int, default=5, help="lockstep episodes per target (seeds start..)")
+    parser.add_argument("--start", type=int, default=0, help="first episode seed")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the planner noise and of export's parity inputs")
+    parser.add_argument("--out", type=Path, default=None, help="write the runs as JSON here")
+    args = parser.parse_args(argv)
+    if args.episodes < 1:
+        parser.error("--episodes must be >= 1")
+    if args.agent is not None and not Path(args.agent).is_file():
+        parser.error(f"--agent: no such file {args.agent}")
+    try:
+        targets = parse_target_list(args.targets)
+    except Exception as e:  # noqa: BLE001 - TargetError: name the flag
+        parser.error(f"--targets: {e}")
+    print(f"seed {args.seed}")
+    loaded = load_agent(args.agent)
+    agent, cfg = loaded.agent.eval(), device_planner(loaded.agent, loaded.planner)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="pae_tdmpc_hil.") as tmp:
+        bundle = Path(tmp) / "planner-step"
+        export_packed_step(agent, cfg, bundle, tuple(t.name for t in targets), seed=args.seed)
+        for t in targets:
+            r = planning_hil(agent, cfg, bundle, t.name, args.episodes, args.start, args.seed)
+            runs.append(r.to_dict())
+            print(
+                f"{t.name:12s} {cfg.samples} samples, {args.episodes} episodes: device {np.round(r.device_returns, 4).tolist()} "
+                f"host {np.round(r.host_returns, 4).tolist()} max |diff| {r.max_return_diff:.2e} "
+                f"({'ok' if r.ok else 'FAILED'}, within {FIDELITY:g})"
+            )
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp_out = args.out.with_name(args.out.name + ".tmp")
+        tmp_out.write_text(json.dumps({"agent": str(loaded.path), "planner": cfg.to_dict(), "runs": runs}, indent=2))
+        tmp_out.replace(args.out)
+        print(f"wrote {args.out}")
+    return 0 if all(r["ok"] for r in runs) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
