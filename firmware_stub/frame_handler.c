@@ -68,11 +68,15 @@ static void on_request(pae_handler* h, uint32_t seq, const float* obs, size_t n_
     send(h, PAE_T_ACTION, 0, seq, aux, act, (size_t)h->act_dim);
 }
 
-/* The request seq is answered (an error): parts of it that still arrive are dropped without a reply. */
-static void kill_request(pae_handler* h, int code, uint32_t seq) {
+/* The multi-part request seq is answered: parts of it that still arrive are dropped without a reply. */
+static void answered(pae_handler* h, uint32_t seq) {
     h->part_pending = 0;
-    h->have_dead = 1;
-    h->dead_seq = seq;
+    h->have_answered = 1;
+    h->answered_seq = seq;
+}
+
+static void kill_request(pae_handler* h, int code, uint32_t seq) {
+    answered(h, seq);
     error_reply(h, code, seq, 0);
 }
 
@@ -87,10 +91,9 @@ static void on_part(pae_handler* h, const pae_frame* f) {
     int continues = h->part_pending && f->seq == h->part_seq && count == h->part_count && index == h->part_next;
     if (!continues) {
         abandon_pending(h);
-        if (h->have_dead && f->seq == h->dead_seq) return; /* its request was answered already */
-        if (index != 0 || count == 0) { /* not the start of a request */
-            kill_request(h, PAE_E_BAD_PART, f->seq);
-            return;
+        if (index != 0 || count == 0) { /* not the start of a request: a stray part */
+            if (!(h->have_answered && f->seq == h->answered_seq)) kill_request(h, PAE_E_BAD_PART, f->seq);
+            return; /* a late part of the request answered last: dropped */
         }
         h->part_pending = 1;
         h->part_seq = f->seq;
@@ -105,7 +108,7 @@ static void on_part(pae_handler* h, const pae_frame* f) {
     for (size_t i = 0; i < n; i++) h->request[h->part_floats + i] = f->payload[i];
     h->part_floats += n;
     if (++h->part_next < h->part_count) return; /* more parts to come: no reply yet */
-    h->part_pending = 0;
+    answered(h, f->seq);
     on_request(h, f->seq, h->request, h->part_floats);
 }
 
@@ -120,9 +123,9 @@ void pae_handler_init(pae_handler* h, const pae_device* dev, int obs_dim, int ac
     h->actions = h->errors = h->deadline_misses = 0;
     h->request = NULL;
     h->request_cap = 0;
-    h->part_pending = h->have_dead = 0;
+    h->part_pending = h->have_answered = 0;
     h->part_floats = 0;
-    h->part_seq = h->part_count = h->part_next = h->dead_seq = 0;
+    h->part_seq = h->part_count = h->part_next = h->answered_seq = 0;
 }
 
 void pae_handler_set_request_buffer(pae_handler* h, float* buf, size_t cap) {
@@ -143,7 +146,7 @@ void pae_handler_take(pae_handler* h, int r, const pae_frame* f) {
     if (f->type == PAE_T_OBS || f->type == PAE_T_HELLO) abandon_pending(h); /* the pending request lost a part */
     if (f->type == PAE_T_HELLO) {
         h->have_seq = 0;
-        h->have_dead = 0;
+        h->have_answered = 0;
         float info[3] = {PAE_PROTOCOL_VERSION, (float)h->obs_dim, (float)h->act_dim};
         send(h, PAE_T_HELLO, 0, f->seq, 0, info, 3);
     } else if (f->type == PAE_T_STATS) {

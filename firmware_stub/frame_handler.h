@@ -13,9 +13,10 @@
  *               inference (the model failed), inference (non-finite action), deadline;
  *   PART   -> one part of a multi-part request (protocol version 2): parts are collected in the
  *             program's request buffer; the last one makes the request an OBS (answered as above).
- *             A part that does not continue the pending request (missing, repeated, out of order,
- *             another seq or count) is answered bad_part, and so is a pending request that an OBS,
- *             HELLO or a new part 0 cuts short: every request gets exactly one reply;
+ *             A pending request that a frame other than its next part cuts short (a part missing,
+ *             repeated or out of order, another seq, an OBS or HELLO) is answered bad_part; a part 0
+ *             then starts a new request, any other part is stray: answered bad_part, unless it is
+ *             a late part of the multi-part request answered last (dropped);
  *   a reader error (crc, oversized, bad_length, truncated) -> ERROR with that code and the seq read.
  *
  * Plain C99, no allocation: the handler holds the parser and one encoded frame in fixed buffers.
@@ -61,8 +62,8 @@ typedef struct {
     size_t part_floats;        /* floats collected so far for the pending request */
     uint32_t part_seq, part_count, part_next; /* the pending request: its seq, part count, next index */
     int part_pending;          /* a request has parts collected and waits for more */
-    int have_dead;             /* dead_seq is a request already answered bad_part: its stray parts are dropped */
-    uint32_t dead_seq;
+    int have_answered;         /* answered_seq is the last multi-part request answered: its late parts are dropped */
+    uint32_t answered_seq;
 } pae_handler;
 
 /* Set up h for a controller of obs_dim/act_dim (parser emptied, counters zero). */

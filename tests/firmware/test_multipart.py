@@ -102,13 +102,27 @@ def test_a_missing_part_is_one_bad_part_reply(session, wide_controller):
     assert_served(session, wide_controller)  # the stray last part got no second reply
 
 
+def test_a_repeated_part_of_a_served_request_gets_no_second_reply(session, wide_controller):
+    seq = session.next_seq()
+    p = parts(seq, obs_rows(1, 10)[0])
+    session.send(b"".join(p) + p[2])
+    assert (one_reply(session).type, session.receive(0.2)) == (frames.ACTION, None)
+    assert_served(session, wide_controller)
+
+
 def test_parts_out_of_order_and_repeated_are_refused(session, wide_controller):
-    for order in ((1, 0, 2), (0, 0, 1, 2)):
+    # (part order sent, replies): each bad input is answered, late parts of the refused request are not
+    cases = {
+        (1, 0, 2): [frames.E_BAD_PART, frames.E_BAD_PART],  # part 1 is stray; part 0 restarts, part 2 skips 1
+        (0, 2, 1): [frames.E_BAD_PART],  # part 2 skips part 1; part 1 is a late part of the refused request
+        (0, 0, 1, 2): [frames.E_BAD_PART, 0],  # a repeated part 0 restarts the request, which is then served
+    }
+    for order, codes in cases.items():
         seq = session.next_seq()
         p = parts(seq, obs_rows(1, 4)[0])
         session.send(b"".join(p[i] for i in order))
-        err = one_reply(session)
-        assert (err.code, err.seq) == (frames.E_BAD_PART, seq), order
+        got = [one_reply(session) for _ in codes]
+        assert [(r.code, r.seq) for r in got] == [(c, seq) for c in codes], order
         assert_served(session, wide_controller)
 
 
