@@ -15,8 +15,10 @@ written and read back. Block sizes (:func:`block_shape`): the most accumulators 
 file (16 SIMD registers, 32 with AVX-512's 16 lanes) with the reused operands, so nothing spills,
 among the row counts that divide M and the column tiles that divide N.
 
-Kernels whose nest is not (M > 1, N, K) with N a multiple of the SIMD width raise ValueError (the
-caller keeps TVM's default lowering for them).
+Fewer outputs per row than SIMD lanes (the reward and Q heads, N = 1): each row's reduction is
+vectorised into ``lanes`` partial sums instead. Kernels whose nest is not (M > 1, N, K) with N a
+multiple of the SIMD width, or N below it and K a multiple of it, raise ValueError (the caller keeps
+TVM's default lowering for them).
 """
 
 from __future__ import annotations
@@ -82,12 +84,40 @@ def batched_nest(sch: s_tir.Schedule):
     return red, extents, [sch.get(b).name_hint for b in blocks]
 
 
+def _row_dots(sch: s_tir.Schedule, red, lanes: int) -> None:
+    """Fewer outputs per row than SIMD lanes (a reward or Q head: N = 1): each row's reduction vectorised.
+
+    K is cut into pieces of ``lanes`` partial sums (one vector register per row, contiguous input and
+    weight loads), added up once the row is done; the summation order changes by ulps.
+    """
+    k = sch.get_loops(red)[-1]
+    _, k_inner = sch.split(k, [None, lanes])
+    partial = sch.rfactor(k_inner, 0)
+    sch.set_scope(partial, 0, "local")
+    sch.compute_at(partial, sch.get_loops(red)[1])  # per row: the partial sums are one register
+    lanes_loop, k_outer = sch.get_loops(partial)[-2:]
+    sch.reorder(k_outer, lanes_loop)
+    sch.vectorize(lanes_loop)
+    sch.decompose_reduction(partial, k_outer)
+
+
 def schedule_batched(func: tvm.tirx.PrimFunc, lanes: int) -> tvm.tirx.PrimFunc:
-    """Register-block one fused batched matmul kernel (product + elementwise epilogue); ValueError if it does not fit."""
+    """Schedule one fused batched matmul kernel (product + elementwise epilogue); ValueError if it does not fit.
+
+    N a multiple of the SIMD width: register blocks (module doc); N below it with K a multiple of it:
+    row dot products (:func:`_row_dots`).
+    """
     sch = s_tir.Schedule(func)
-    red, (m, n, _), names = batched_nest(sch)
+    red, (m, n, k_extent), names = batched_nest(sch)
     if lanes < 2:
         raise ValueError("no SIMD width to block the columns with")
+    if n < lanes:
+        if k_extent % lanes or k_extent <= lanes:
+            raise ValueError(f"{n} outputs per row and a reduction of {k_extent}: no vector to fill")
+        for name in names[1:-1]:
+            sch.compute_inline(sch.get_sblock(name))
+        _row_dots(sch, red, lanes)
+        return sch.mod["main"]
     rows, u = block_shape(m, n, lanes)
     red_name = sch.get(red).name_hint
     for name in names[1:-1]:  # the elementwise chain becomes one epilogue block
@@ -115,7 +145,8 @@ def batched_rule(lanes: int) -> dict:
     """What :func:`schedule_batched` does for this SIMD width, as a manifest or report records it."""
     return {
         "rule": "batched matmul: register blocks (rows dividing M x vectors of columns accumulated in registers, "
-        "reduction inside, one weight-row piece shared by the rows); elementwise epilogue computed from the registers",
+        "reduction inside, one weight-row piece shared by the rows); elementwise epilogue computed from the registers; "
+        "fewer outputs per row than lanes: each row's reduction vectorised into lane partial sums",
         "lanes": lanes,
         "registers": registers(lanes),
     }

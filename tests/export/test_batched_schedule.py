@@ -53,24 +53,33 @@ def batched_layer_module(rows: int, inp: int, out: int, seed: int):
     return mod, layer
 
 
-@pytest.mark.parametrize("target_name, out", [("x86_64", 64), ("x86_64-avx2", 32), ("x86_64", 6)])
-def test_scheduled_batched_layer_equals_torch(target_name, out):
-    mod, layer = batched_layer_module(33, 20, out, seed=out)
+@pytest.mark.parametrize(
+    "target_name, inp, out, rule",
+    [
+        ("x86_64", 20, 64, "blocks"),
+        ("x86_64-avx2", 20, 32, "blocks"),
+        ("x86_64", 64, 1, "row dots"),  # a reward or Q head
+        ("x86_64", 20, 6, None),  # 6 outputs, 4 lanes: no rule fits, TVM's default lowering
+    ],
+)
+def test_scheduled_batched_layer_equals_torch(target_name, inp, out, rule):
+    mod, layer = batched_layer_module(33, inp, out, seed=out)
     target = get_target(target_name)
     lowered, scheduled = lower(mod, target, "scheduled")
     matmul = [n for n in scheduled if "matmul" in n]
-    if out % target.vector_lanes == 0:
+    if rule is None:
+        assert not matmul, scheduled
+    else:
         assert matmul, scheduled  # the 33-row product took the batched rule
         body = lowered[matmul[0]].script()
         assert "T.vectorized" in body and 'scope="local"' in body  # accumulators in a local (register) block
-    else:
-        assert not matmul  # no rule fits: TVM's default lowering, still correct
+        assert ("rfactor" in body or "_rf" in body) == (rule == "row dots")
     with contextlib.redirect_stdout(io.StringIO()):
         ex = tvm.compile(lowered, target=target.tvm_target())
     vm = relax.VirtualMachine(ex, tvm.cpu())
-    x = np.random.default_rng(out).normal(size=(33, 20)).astype(np.float32)  # ELU on both sides of zero
+    x = np.random.default_rng(out).normal(size=(33, inp)).astype(np.float32)  # ELU on both sides of zero
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
     with torch.no_grad():
         want = layer(torch.from_numpy(x)).numpy()
-    assert (want < 0).mean() > 0.2 and (want > 0).mean() > 0.2
+    assert (want < 0).mean() > 0.1 and (want > 0).mean() > 0.1
     np.testing.assert_allclose(got, want, atol=1e-5)
