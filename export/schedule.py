@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 import tvm
 from tvm import s_tir
 
+from export.batched_schedule import schedule_batched
+
 REDUCE = 2  # IterVar.iter_type of a reduction axis (CommReduce)
 REGISTER_TILE_LANES = 4  # SIMD widths up to this get register tiles; wider ones the row sweep
 REGISTER_UNROLL = 8  # vectors per register tile at most (16 SIMD registers: 8 accumulators + operands)
@@ -270,8 +272,11 @@ def schedule_module(mod: tvm.IRModule, lanes: int, unroll: int = 2) -> tuple[tvm
         try:
             scheduled = schedule_dense(func, lanes, unroll)
         except (ValueError, s_tir.ScheduleError) as e:
-            report.default.append(f"{gv.name_hint}: {str(e).splitlines()[0]}")
-            continue
+            try:  # batched products (a planner's M rows): export/batched_schedule.py
+                scheduled = schedule_batched(func, lanes)
+            except (ValueError, s_tir.ScheduleError):
+                report.default.append(f"{gv.name_hint}: {str(e).splitlines()[0]}")
+                continue
         funcs[gv] = scheduled.with_attr("global_symbol", gv.name_hint)
         report.scheduled.append(gv.name_hint)
     return tvm.IRModule(funcs, attrs=mod.attrs, global_infos=mod.global_infos), report

@@ -40,6 +40,7 @@
 namespace {
 
 enum Exit { kOk = 0, kUsage = 2, kBundle = 3, kLoad = 4, kIo = 5, kSignature = 6 };
+constexpr int kMaxObsFloats = 16384;  // largest observation: a multi-part request of up to 256 frames
 
 struct Config {
     std::string mode, bundle, target, listen, serial, obs_file, plan, public_key;
@@ -224,8 +225,8 @@ Loaded load_bundle(const Config& c) {
     const char* pact[] = {"spec", "act_dim"};
     double d;
     if (pae_json_get_number(text, n, pobs, 2, &d) && pae_json_find_number(text, n, "obs_dim", &d)) d = 0;
-    if (d < 1 || d < 1 || d > PAE_MAX_FLOATS || d != std::floor(d))
-        die(kBundle, "%s: obs_dim missing or not an integer in 1..64", mpath.c_str());
+    if (d < 1 || d > kMaxObsFloats || d != std::floor(d))  // above 64 floats: multi-part requests
+        die(kBundle, "%s: obs_dim missing or not an integer in 1..%s", mpath.c_str(), std::to_string(kMaxObsFloats).c_str());
     L.obs_dim = static_cast<int>(d);
     if (pae_json_get_number(text, n, pact, 2, &d) && pae_json_find_number(text, n, "act_dim", &d)) d = 0;
     if (d < 1 || d > PAE_MAX_FLOATS || d != std::floor(d))
@@ -296,6 +297,7 @@ struct Server {
     int fd_in, fd_out;
     std::vector<float> safe;
     pae_handler h;        // the replies to every frame (frame_handler.h), shared with the firmware
+    std::vector<float> request;  // obs_dim floats: the parts of a multi-part request
     bool broken = false;  // the peer went away
 
     static void write_frame(void* ctx, const uint8_t* out, size_t len) {
@@ -342,6 +344,8 @@ struct Server {
     int run() {
         const pae_device dev = {this, infer, write_frame, nullptr};
         pae_handler_init(&h, &dev, L.obs_dim, L.act_dim, safe.data());
+        request.assign(static_cast<size_t>(L.obs_dim), 0.0f);  // where multi-part requests are reassembled
+        pae_handler_set_request_buffer(&h, request.data(), request.size());
         for (;;) {
             int timeout = pae_parser_pending(&h.parser) ? static_cast<int>(cfg.frame_timeout_ms) : -1;
             pollfd p{fd_in, POLLIN, 0};

@@ -347,8 +347,8 @@ def device_planner_step(
 ) -> dict:
     """The packed planner step timed by the firmware stub's bench mode on every target, unpruned and gd interleaved.
 
-    The stub's frames carry at most 64 floats, so the device step plans with fewer samples than the
-    agent's planner (``device_planner``); native times are microseconds, qemu-user times only ratios.
+    The device step plans with the agent's samples (``device_planner``; an input of more than one
+    frame is a multi-part request); native times are microseconds, qemu-user times only ratios.
     """
     dev = device_planner(agent, planner)
     obs = np.concatenate([pack_inputs(s) for s in step_inputs(agent, dev, cfg.device_calls, cfg.seed)])
@@ -395,7 +395,7 @@ def device_table(device: dict) -> tuple[str, list[str], list[list[str]]]:
     d = device["planner"]
     title = (
         f"planner step on the device: packed step (in {device['inputs']} floats, out {device['outputs']}) in the firmware stub, "
-        f"{d['samples']} samples (the agent plans with {device['agent_planner_samples']}; a stub frame holds 64 floats), "
+        f"{d['samples']} samples (the agent plans with {device['agent_planner_samples']}; inputs over 64 floats go as multi-part requests), "
         f"elites {d['elites']}, horizon {d['horizon']}; x{d['iterations']} iterations per control step"
     )
     header = [
