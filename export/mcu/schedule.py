@@ -7,12 +7,20 @@ buffer goes to TVM's workspace allocator. Here each group of ``unroll`` outputs 
 the next: its accumulators live in a ``local`` buffer (registers), the reduction loop runs inside,
 and the elementwise epilogue (bias, activation) is computed straight from the registers. The N-float
 buffer disappears, and with it the workspace.
+
+The weights are laid out for that access order (:func:`pack_weights`): a group of ``u`` outputs reads
+``u`` weights of row k, then ``u`` of row k+1, ..., so the [K, N] matrix is stored as [N/u, K, u] and a
+group streams its weights from one pointer (short immediate offsets, no address arithmetic per load; a
+row of N floats is wider than a load's offset range on Thumb-2). The kernel's weight parameter is
+re-laid with ``transform_layout`` and every folded weight constant the Relax ``main`` passes it is
+permuted to match, so the driver (:mod:`export.mcu.codegen`) and the host check see the packed arrays.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import tvm
-from tvm import s_tir
+from tvm import relax, s_tir
 
 from export.schedule import ScheduleReport, matvec_nest, reduction_blocks
 
@@ -42,8 +50,25 @@ def _groups_and_a_tail(sch: s_tir.Schedule, red, n_loop, k_loop, extent: int, un
         sch.decompose_reduction(block, k)
 
 
+def _weight_param(sch: s_tir.Schedule, red, func: tvm.tirx.PrimFunc, k: int, n: int) -> tuple[int, int] | None:
+    """(parameter index, read index in the block) of the [K, N] weight the reduction reads, or None."""
+    reads = [r.source for r in sch.get(red).reads]  # TVM 0.27: a parameter is the buffer itself
+    for i, param in enumerate(func.params):
+        if [int(d) for d in getattr(param, "shape", ())] != [k, n]:
+            continue
+        for r, buf in enumerate(reads):
+            if buf.same_as(param):
+                return i, r
+    return None
+
+
 def schedule_dense_scalar(func: tvm.tirx.PrimFunc, unroll: int = UNROLL) -> tvm.tirx.PrimFunc:
     """Schedule one fused batch-1 dense kernel (matvec + elementwise tail); raises ValueError if it does not fit."""
+    return _schedule(func, unroll)[0]
+
+
+def _schedule(func: tvm.tirx.PrimFunc, unroll: int) -> tuple[tvm.tirx.PrimFunc, tuple[int, int] | None]:
+    """The scheduled kernel and, when its weights were packed, (weight parameter index, group size)."""
     sch = s_tir.Schedule(func)
     red, loops, extents, names = matvec_nest(sch, leading=True)
     for name in names[1:-1]:  # the elementwise chain, folded into the output block
@@ -52,7 +77,10 @@ def schedule_dense_scalar(func: tvm.tirx.PrimFunc, unroll: int = UNROLL) -> tvm.
     u = _group(extents[1], unroll)
     if u < unroll // 2 and extents[1] > unroll:
         _groups_and_a_tail(sch, red, n_loop, k_loop, extents[1], unroll)
-        return sch.mod["main"]
+        return sch.mod["main"], None
+    weight = _weight_param(sch, red, func, extents[2], extents[1]) if u > 1 else None
+    if weight is not None:  # [K, N] -> [N/u, K, u]: the group's weights one after another (module doc)
+        sch.transform_layout(red, ("read", weight[1]), lambda k, n: (n // u, k, n % u))
     out = sch.get_sblock(names[-1])
     acc = sch.cache_write(red, 0, "local")
     sch.reverse_compute_inline(out)  # the epilogue reads the accumulators, not an N-float buffer
@@ -62,25 +90,66 @@ def schedule_dense_scalar(func: tvm.tirx.PrimFunc, unroll: int = UNROLL) -> tvm.
     sch.reverse_compute_at(acc, n_outer)
     sch.unroll(sch.get_loops(acc)[-1])
     sch.decompose_reduction(red, k_loop)
-    return sch.mod["main"]
+    return sch.mod["main"], (weight[0], u) if weight is not None else None
+
+
+def pack_weights(weights: np.ndarray, u: int) -> np.ndarray:
+    """A [K, N] weight matrix in the order a group of ``u`` outputs reads it: [N/u, K, u]."""
+    k, n = weights.shape
+    return np.ascontiguousarray(weights.reshape(k, n // u, u).transpose(1, 0, 2))
+
+
+CALL_TIR = tvm.ir.Op.get("relax.call_tir")
+
+
+@relax.expr_functor.mutator
+class _PackedConstants(relax.PyExprMutator):
+    """Every folded weight constant passed to a packed kernel is replaced by its packed copy."""
+
+    def __init__(self, mod: tvm.IRModule, packed: dict[str, tuple[int, int]]) -> None:
+        super().__init__(mod)
+        self.mod_, self.packed = mod, packed
+
+    def visit_call_(self, call):  # noqa: D102 - the mutator's hook
+        call = super().visit_call_(call)
+        if not call.op.same_as(CALL_TIR) or call.args[0].name_hint not in self.packed:
+            return call
+        index, u = self.packed[call.args[0].name_hint]
+        fields = list(call.args[1].fields)
+        const = fields[index]
+        if not isinstance(const, tvm.ir.expr.Constant):
+            raise ValueError(f"kernel {call.args[0].name_hint}: its weights are not a folded constant")
+        data = (const.value if hasattr(const, "value") else const.data).numpy()
+        fields[index] = relax.const(pack_weights(data, u))
+        return relax.Call(call.op, [call.args[0], relax.Tuple(fields)], call.attrs, call.ty_args)
+
+    def run(self) -> tvm.IRModule:
+        for gv, func in self.mod_.functions.items():
+            if isinstance(func, relax.Function):
+                self.builder_.update_func(gv, self.visit_expr(func))
+        return self.builder_.get()
 
 
 def schedule_module_scalar(mod: tvm.IRModule, unroll: int = UNROLL) -> tuple[tvm.IRModule, ScheduleReport]:
     """Apply :func:`schedule_dense_scalar` to every PrimFunc it fits (the others keep TVM's default lowering); all exported."""
     report = ScheduleReport(lanes=1, unroll=unroll)
     funcs = dict(mod.functions)
+    packed: dict[str, tuple[int, int]] = {}
     for gv, func in list(mod.functions.items()):
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
         try:
-            scheduled = schedule_dense_scalar(func, unroll)
+            scheduled, weight = _schedule(func, unroll)
         except (ValueError, s_tir.ScheduleError) as e:
             report.default.append(f"{gv.name_hint}: {str(e).splitlines()[0]}")
             scheduled = func
         else:
             report.scheduled.append(gv.name_hint)
+            if weight is not None:
+                packed[gv.name_hint] = weight
         # Every kernel is called by name from the generated C: an unscheduled one (the normaliser's sub/div, a
         # clip, LayerNorm) is still private after fusion, and without a global symbol TVM's MakePackedAPI skips it
         # and a later pass fails ("This pass must be called after MakePackedAPI").
         funcs[gv] = scheduled.with_attr("global_symbol", gv.name_hint)
-    return tvm.IRModule(funcs, attrs=mod.attrs, global_infos=mod.global_infos), report
+    out = tvm.IRModule(funcs, attrs=mod.attrs, global_infos=mod.global_infos)
+    return (_PackedConstants(out, packed).run() if packed else out), report
