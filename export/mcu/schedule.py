@@ -24,6 +24,7 @@ from tvm import relax, s_tir
 
 from export.schedule import ScheduleReport, matvec_nest, reduction_blocks
 
+CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 UNROLL = 8  # accumulators per group: 8 of the 32 single-precision registers, 8 more for a row piece of weights
 
 
@@ -64,11 +65,33 @@ def _weight_param(sch: s_tir.Schedule, red, func: tvm.tirx.PrimFunc, k: int, n: 
 
 def schedule_dense_scalar(func: tvm.tirx.PrimFunc, unroll: int = UNROLL) -> tvm.tirx.PrimFunc:
     """Schedule one fused batch-1 dense kernel (matvec + elementwise tail); raises ValueError if it does not fit."""
-    return _schedule(func, unroll)[0]
+    return _schedule(func, unroll, frozenset())[0]
 
 
-def _schedule(func: tvm.tirx.PrimFunc, unroll: int) -> tuple[tvm.tirx.PrimFunc, tuple[int, int] | None]:
-    """The scheduled kernel and, when its weights were packed, (weight parameter index, group size)."""
+def _constant_args(mod: tvm.IRModule) -> dict[str, frozenset[int]]:
+    """Kernel name -> the argument positions that are a folded constant in every call of it (packable weights)."""
+    seen: dict[str, frozenset[int]] = {}
+    for func in mod.functions.values():
+        if not isinstance(func, relax.Function) or not hasattr(func.body, "blocks"):
+            continue
+        for block in func.body.blocks:
+            for b in block.bindings:
+                v = b.value
+                if not isinstance(v, relax.Call) or not v.op.same_as(CALL_TIR):
+                    continue
+                consts = frozenset(i for i, a in enumerate(v.args[1].fields) if isinstance(a, tvm.ir.expr.Constant))
+                name = v.args[0].name_hint
+                seen[name] = seen[name] & consts if name in seen else consts
+    return seen
+
+
+def _schedule(
+    func: tvm.tirx.PrimFunc, unroll: int, constant: frozenset[int]
+) -> tuple[tvm.tirx.PrimFunc, tuple[int, int] | None]:
+    """The scheduled kernel and, when its weights were packed, (weight parameter index, group size).
+
+    Only a weight that every call passes as a folded constant (positions ``constant``) can be packed.
+    """
     sch = s_tir.Schedule(func)
     red, loops, extents, names = matvec_nest(sch, leading=True)
     for name in names[1:-1]:  # the elementwise chain, folded into the output block
@@ -79,6 +102,8 @@ def _schedule(func: tvm.tirx.PrimFunc, unroll: int) -> tuple[tvm.tirx.PrimFunc, 
         _groups_and_a_tail(sch, red, n_loop, k_loop, extents[1], unroll)
         return sch.mod["main"], None
     weight = _weight_param(sch, red, func, extents[2], extents[1]) if u > 1 else None
+    if weight is not None and weight[0] not in constant:
+        weight = None
     if weight is not None:  # [K, N] -> [N/u, K, u]: the group's weights one after another (module doc)
         sch.transform_layout(red, ("read", weight[1]), lambda k, n: (n // u, k, n % u))
     out = sch.get_sblock(names[-1])
@@ -99,9 +124,6 @@ def pack_weights(weights: np.ndarray, u: int) -> np.ndarray:
     return np.ascontiguousarray(weights.reshape(k, n // u, u).transpose(1, 0, 2))
 
 
-CALL_TIR = tvm.ir.Op.get("relax.call_tir")
-
-
 @relax.expr_functor.mutator
 class _PackedConstants(relax.PyExprMutator):
     """Every folded weight constant passed to a packed kernel is replaced by its packed copy."""
@@ -116,9 +138,7 @@ class _PackedConstants(relax.PyExprMutator):
             return call
         index, u = self.packed[call.args[0].name_hint]
         fields = list(call.args[1].fields)
-        const = fields[index]
-        if not isinstance(const, tvm.ir.expr.Constant):
-            raise ValueError(f"kernel {call.args[0].name_hint}: its weights are not a folded constant")
+        const = fields[index]  # a folded constant in every call (_constant_args)
         data = (const.value if hasattr(const, "value") else const.data).numpy()
         fields[index] = relax.const(pack_weights(data, u))
         return relax.Call(call.op, [call.args[0], relax.Tuple(fields)], call.attrs, call.ty_args)
@@ -135,11 +155,12 @@ def schedule_module_scalar(mod: tvm.IRModule, unroll: int = UNROLL) -> tuple[tvm
     report = ScheduleReport(lanes=1, unroll=unroll)
     funcs = dict(mod.functions)
     packed: dict[str, tuple[int, int]] = {}
+    constant = _constant_args(mod)
     for gv, func in list(mod.functions.items()):
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
         try:
-            scheduled, weight = _schedule(func, unroll)
+            scheduled, weight = _schedule(func, unroll, constant.get(gv.name_hint, frozenset()))
         except (ValueError, s_tir.ScheduleError) as e:
             report.default.append(f"{gv.name_hint}: {str(e).splitlines()[0]}")
             scheduled = func
