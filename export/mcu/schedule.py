@@ -8,23 +8,21 @@ the next: its accumulators live in a ``local`` buffer (registers), the reduction
 and the elementwise epilogue (bias, activation) is computed straight from the registers. The N-float
 buffer disappears, and with it the workspace.
 
-The weights are laid out for that access order (:func:`pack_weights`): a group of ``u`` outputs reads
-``u`` weights of row k, then ``u`` of row k+1, ..., so the [K, N] matrix is stored as [N/u, K, u] and a
-group streams its weights from one pointer (short immediate offsets, no address arithmetic per load; a
-row of N floats is wider than a load's offset range on Thumb-2). The kernel's weight parameter is
-re-laid with ``transform_layout`` and every folded weight constant the Relax ``main`` passes it is
-permuted to match, so the driver (:mod:`export.mcu.codegen`) and the host check see the packed arrays.
+The weights are laid out for that access order (:mod:`export.weight_layout`): a group of ``u`` outputs
+reads ``u`` weights of row k, then ``u`` of row k+1, ..., so the [K, N] matrix is stored as [N/u, K, u]
+and a group streams its weights from one pointer (short immediate offsets, no address arithmetic per
+load; a row of N floats is wider than a load's offset range on Thumb-2). The driver
+(:mod:`export.mcu.codegen`) and the host check see the packed arrays.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import tvm
-from tvm import relax, s_tir
+from tvm import s_tir
 
 from export.schedule import ScheduleReport, matvec_nest, reduction_blocks
+from export.weight_layout import constant_args, pack_constants, pack_read
 
-CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 UNROLL = 8  # accumulators per group: 8 of the 32 single-precision registers, 8 more for a row piece of weights
 
 
@@ -51,38 +49,9 @@ def _groups_and_a_tail(sch: s_tir.Schedule, red, n_loop, k_loop, extent: int, un
         sch.decompose_reduction(block, k)
 
 
-def _weight_param(sch: s_tir.Schedule, red, func: tvm.tirx.PrimFunc, k: int, n: int) -> tuple[int, int] | None:
-    """(parameter index, read index in the block) of the [K, N] weight the reduction reads, or None."""
-    reads = [r.source for r in sch.get(red).reads]  # TVM 0.27: a parameter is the buffer itself
-    for i, param in enumerate(func.params):
-        if [int(d) for d in getattr(param, "shape", ())] != [k, n]:
-            continue
-        for r, buf in enumerate(reads):
-            if buf.same_as(param):
-                return i, r
-    return None
-
-
 def schedule_dense_scalar(func: tvm.tirx.PrimFunc, unroll: int = UNROLL) -> tvm.tirx.PrimFunc:
     """Schedule one fused batch-1 dense kernel (matvec + elementwise tail); raises ValueError if it does not fit."""
     return _schedule(func, unroll, frozenset())[0]
-
-
-def _constant_args(mod: tvm.IRModule) -> dict[str, frozenset[int]]:
-    """Kernel name -> the argument positions that are a folded constant in every call of it (packable weights)."""
-    seen: dict[str, frozenset[int]] = {}
-    for func in mod.functions.values():
-        if not isinstance(func, relax.Function) or not hasattr(func.body, "blocks"):
-            continue
-        for block in func.body.blocks:
-            for b in block.bindings:
-                v = b.value
-                if not isinstance(v, relax.Call) or not v.op.same_as(CALL_TIR):
-                    continue
-                consts = frozenset(i for i, a in enumerate(v.args[1].fields) if isinstance(a, tvm.ir.expr.Constant))
-                name = v.args[0].name_hint
-                seen[name] = seen[name] & consts if name in seen else consts
-    return seen
 
 
 def _schedule(
@@ -101,11 +70,7 @@ def _schedule(
     if u < unroll // 2 and extents[1] > unroll:
         _groups_and_a_tail(sch, red, n_loop, k_loop, extents[1], unroll)
         return sch.mod["main"], None
-    weight = _weight_param(sch, red, func, extents[2], extents[1]) if u > 1 else None
-    if weight is not None and weight[0] not in constant:
-        weight = None
-    if weight is not None:  # [K, N] -> [N/u, K, u]: the group's weights one after another (module doc)
-        sch.transform_layout(red, ("read", weight[1]), lambda k, n: (n // u, k, n % u))
+    weight = pack_read(sch, red, func, extents[2], extents[1], u, constant)  # [N/u, K, u] (module doc)
     out = sch.get_sblock(names[-1])
     acc = sch.cache_write(red, 0, "local")
     sch.reverse_compute_inline(out)  # the epilogue reads the accumulators, not an N-float buffer
@@ -115,39 +80,7 @@ def _schedule(
     sch.reverse_compute_at(acc, n_outer)
     sch.unroll(sch.get_loops(acc)[-1])
     sch.decompose_reduction(red, k_loop)
-    return sch.mod["main"], (weight[0], u) if weight is not None else None
-
-
-def pack_weights(weights: np.ndarray, u: int) -> np.ndarray:
-    """A [K, N] weight matrix in the order a group of ``u`` outputs reads it: [N/u, K, u]."""
-    k, n = weights.shape
-    return np.ascontiguousarray(weights.reshape(k, n // u, u).transpose(1, 0, 2))
-
-
-@relax.expr_functor.mutator
-class _PackedConstants(relax.PyExprMutator):
-    """Every folded weight constant passed to a packed kernel is replaced by its packed copy."""
-
-    def __init__(self, mod: tvm.IRModule, packed: dict[str, tuple[int, int]]) -> None:
-        super().__init__(mod)
-        self.mod_, self.packed = mod, packed
-
-    def visit_call_(self, call):  # noqa: D102 - the mutator's hook
-        call = super().visit_call_(call)
-        if not call.op.same_as(CALL_TIR) or call.args[0].name_hint not in self.packed:
-            return call
-        index, u = self.packed[call.args[0].name_hint]
-        fields = list(call.args[1].fields)
-        const = fields[index]  # a folded constant in every call (_constant_args)
-        data = (const.value if hasattr(const, "value") else const.data).numpy()
-        fields[index] = relax.const(pack_weights(data, u))
-        return relax.Call(call.op, [call.args[0], relax.Tuple(fields)], call.attrs, call.ty_args)
-
-    def run(self) -> tvm.IRModule:
-        for gv, func in self.mod_.functions.items():
-            if isinstance(func, relax.Function):
-                self.builder_.update_func(gv, self.visit_expr(func))
-        return self.builder_.get()
+    return sch.mod["main"], (weight, u) if weight is not None else None
 
 
 def schedule_module_scalar(mod: tvm.IRModule, unroll: int = UNROLL) -> tuple[tvm.IRModule, ScheduleReport]:
@@ -155,7 +88,7 @@ def schedule_module_scalar(mod: tvm.IRModule, unroll: int = UNROLL) -> tuple[tvm
     report = ScheduleReport(lanes=1, unroll=unroll)
     funcs = dict(mod.functions)
     packed: dict[str, tuple[int, int]] = {}
-    constant = _constant_args(mod)
+    constant = constant_args(mod)
     for gv, func in list(mod.functions.items()):
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
@@ -173,4 +106,4 @@ def schedule_module_scalar(mod: tvm.IRModule, unroll: int = UNROLL) -> tuple[tvm
         # and a later pass fails ("This pass must be called after MakePackedAPI").
         funcs[gv] = scheduled.with_attr("global_symbol", gv.name_hint)
     out = tvm.IRModule(funcs, attrs=mod.attrs, global_infos=mod.global_infos)
-    return (_PackedConstants(out, packed).run() if packed else out), report
+    return pack_constants(out, packed), report
