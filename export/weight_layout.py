@@ -67,8 +67,13 @@ class _PackedConstants(relax.PyExprMutator):
     """Every folded weight constant passed to a packed kernel is replaced by its packed copy."""
 
     def __init__(self, mod: tvm.IRModule, packed: dict[str, tuple[int, int]]) -> None:
-        super().__init__(mod)
+        # the re-laid kernels are left out and added back under fresh GlobalVars (run): the old ones still
+        # carry the signature the kernels had before their weight parameter changed shape
+        self.kernels = {gv: f for gv, f in mod.functions.items() if gv.name_hint in packed}
+        rest = {gv: f for gv, f in mod.functions.items() if gv.name_hint not in packed}
+        super().__init__(tvm.IRModule(rest, attrs=mod.attrs, global_infos=mod.global_infos))
         self.mod_, self.packed = mod, packed
+        self.targets: dict[str, tvm.ir.GlobalVar] = {}
 
     def visit_call_(self, call):  # noqa: D102 - the mutator's hook
         call = super().visit_call_(call)
@@ -79,9 +84,12 @@ class _PackedConstants(relax.PyExprMutator):
         const = fields[index]  # a folded constant in every call (constant_args)
         data = (const.value if hasattr(const, "value") else const.data).numpy()
         fields[index] = relax.const(pack_weights(data, u))
-        return relax.Call(call.op, [call.args[0], relax.Tuple(fields)], call.attrs, call.ty_args)
+        target = self.targets.get(call.args[0].name_hint, call.args[0])
+        return relax.Call(call.op, [target, relax.Tuple(fields)], call.attrs, call.ty_args)
 
     def run(self) -> tvm.IRModule:
+        for gv, func in self.kernels.items():
+            self.targets[gv.name_hint] = self.builder_.add_func(func, gv.name_hint)
         for gv, func in self.mod_.functions.items():
             if isinstance(func, relax.Function):
                 self.builder_.update_func(gv, self.visit_expr(func))
