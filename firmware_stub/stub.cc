@@ -199,6 +199,48 @@ std::string private_copy(const std::string& dir, const char* name, const std::ve
     return copy;
 }
 
+// The CPU flags this machine has (/proc/cpuinfo "flags", or "Features" on ARM), space-separated with a
+// space at each end so that " avx2 " can be searched for; empty when unreadable.
+std::string host_cpu_flags() {
+    std::vector<uint8_t> raw;
+    if (!read_file("/proc/cpuinfo", raw)) return "";
+    std::string text(raw.begin(), raw.end());
+    for (const char* key : {"\nflags", "\nFeatures"}) {
+        size_t at = ("\n" + text).find(key);
+        if (at == std::string::npos) continue;
+        size_t colon = text.find(':', at), end = text.find('\n', at);
+        if (colon == std::string::npos || colon > end) continue;
+        return " " + text.substr(colon + 1, end - colon - 1) + " ";
+    }
+    return "";
+}
+
+// A library built for a CPU (compile_flags.cpu, e.g. znver5 with AVX-512 and FMA) executes an illegal
+// instruction on a CPU without its flags: refuse it before loading, naming what is missing.
+void check_cpu_flags(const char* text, size_t n, const Config& c, const std::string& mpath) {
+    char need[1024], cpu[128] = "?";
+    const char* pflags[] = {"artifacts", c.target.c_str(), "compile_flags", "cpu_flags"};
+    const char* pcpu[] = {"artifacts", c.target.c_str(), "compile_flags", "cpu"};
+    if (pae_json_get_string(text, n, pflags, 4, need, sizeof need) || !need[0]) return;  // no requirement recorded
+    pae_json_get_string(text, n, pcpu, 4, cpu, sizeof cpu);
+    std::string have = host_cpu_flags(), missing;
+    if (have.empty()) return;  // no /proc/cpuinfo (a board without procfs): nothing to check against
+    std::string list = need;
+    size_t pos = 0;
+    while (pos < list.size()) {
+        size_t sp = list.find(' ', pos);
+        std::string flag = list.substr(pos, sp == std::string::npos ? std::string::npos : sp - pos);
+        if (!flag.empty() && have.find(" " + flag + " ") == std::string::npos) missing += (missing.empty() ? "" : " ") + flag;
+        if (sp == std::string::npos) break;
+        pos = sp + 1;
+    }
+    if (!missing.empty()) {
+        std::string what = mpath + ": the library for target " + c.target + " was built for CPU " + cpu;
+        die(kLoad, "%s; this CPU lacks its flags: %s (export for this machine: target x86_64 run here, or name its "
+            "CPU: x86_64-avx2, x86_64-sse2, a target entry with its mcpu)", what.c_str(), missing.c_str());
+    }
+}
+
 // Read the manifest (with --public-key: check its signature first), verify the target's library (and
 // plan) against their sha256, load them from private copies.
 Loaded load_bundle(const Config& c) {
@@ -232,6 +274,8 @@ Loaded load_bundle(const Config& c) {
     if (d < 1 || d > PAE_MAX_FLOATS || d != std::floor(d))
         die(kBundle, "%s: act_dim missing or not an integer in 1..64", mpath.c_str());
     L.act_dim = static_cast<int>(d);
+
+    check_cpu_flags(text, n, c, mpath);
 
     L.lib_path = c.bundle + "/" + file;
     std::vector<uint8_t> lib;

@@ -417,6 +417,10 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
     for rec in records:
         rec.params_kept = rec.params / records[0].params
     rows = _latency_rows(latency, runners, emulated, list(models))
+    for row in rows:  # each stub row carries the check its actions passed before it was timed
+        bench = stubs.get(row.target, {}).get(row.model) if row.runtime == "stub" else None
+        if bench is not None and bench.check is not None:
+            row.check = bench.check.to_dict()
     notes = [
         f"{t} runs under {runners[t]}: its times are emulated, so only ratios to the unpruned model are shown; "
         "its peak RSS is the emulator's process"

@@ -61,6 +61,7 @@ class LatencyRow:
     median_us: float | None = None
     p99_us: float | None = None
     max_us: float | None = None
+    check: dict | None = None  # stub rows: its actions checked against a reference before timing (StubCheck)
 
 
 @dataclass
