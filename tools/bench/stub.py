@@ -9,7 +9,8 @@ a controller runs): the stub natively, the plain-C loop with four outputs per pa
 -march=native -ffast-math``, :mod:`tools.bench.floors`), onnxruntime, TVM's Python VM and torch; beside
 them the compute floor (multiply-adds at the measured FMA rate of one core) and the weight-streaming
 floor (the weights' bytes at the measured read rate of a buffer that size). The stub and plain-C rows
-are timed in ``--rounds`` rounds interleaved over models and engines (load from other processes hits
+are timed in ``--rounds`` rounds interleaved over models and engines, together with the baseline
+target's stub running TVM's Relax VM (the stub before the runtime-free plan; ``--no-vm-row`` drops it) (load from other processes hits
 all alike); their figure is the median of the rounds' p50s.
 Under qemu-user ARM times are emulated, so ARM is reported only as the pruned/unpruned ratio.
 Before any timing, each stub's and the plain-C loop's actions are checked against torch on ``--check-n``
@@ -20,9 +21,11 @@ the run stops, exit 1. Writes ``bench_stub.json`` and ``bench_stub.png`` into ``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,6 +45,23 @@ from tools.errors import ToolsError
 from tools.plant.evaluate import closed_loop_return
 
 UNPRUNED = "unpruned"
+# the stub as it was before issue 19: TVM's Relax VM in the hot path, SSE2 baseline target
+VM_STUB = "stub {target} (Relax VM)"
+STUB_MODEL_ENV = "PAE_STUB_MODEL"  # export's documented switch: tvm = the stub with the TVM runtime
+
+
+@contextlib.contextmanager
+def _stub_model(choice: str) -> Iterator[None]:
+    """Run the stub built with ``choice`` ('tvm': the Relax VM) inside the block, the default outside it."""
+    before = os.environ.get(STUB_MODEL_ENV)
+    os.environ[STUB_MODEL_ENV] = choice
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(STUB_MODEL_ENV, None)
+        else:
+            os.environ[STUB_MODEL_ENV] = before
 
 
 @dataclass
@@ -133,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         "the portable baseline)",
     )
     p.add_argument(
+        "--no-vm-row",
+        action="store_true",
+        help="leave out the baseline target's stub with TVM's Relax VM in the hot path (the stub before the "
+        "runtime-free plan), timed by default so every run shows the speed-up over it",
+    )
+    p.add_argument(
         "--arm-targets",
         default="cortex-a72,cortex-a7",
         help="ARM targets timed under qemu, reported as pruned/unpruned ratios (default cortex-a72,cortex-a7)",
@@ -153,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ToolsError("--n and --rounds must be >= 1")
     arm_targets = [t.strip() for t in args.arm_targets.split(",") if t.strip()]
     baseline = [args.baseline_target] if args.baseline_target else []
+    vm_engine = VM_STUB.format(target=baseline[0]) if baseline and not args.no_vm_row else ""
     machine = _machine()
     console.print(
         f"bench_stub: seed {args.seed}, n {args.n} x {args.rounds} rounds, CPU {machine['cpu']}, "
@@ -190,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
                     t: check_stub(bundles[label], t, module, args.check_n, args.seed).to_dict()
                     for t in [*x86, *arm_targets]
                 }
+                if vm_engine:
+                    with _stub_model("tvm"):
+                        checks[label][vm_engine] = check_stub(
+                            bundles[label], baseline[0], module, args.check_n, args.seed
+                        ).to_dict()
             except StubMismatch as e:
                 console.print(f"bench_stub: {label}: {e}")
                 return 1
@@ -208,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
                 for t in x86:
                     lat = run_stub_bench(bundles[label], t, n=args.n, warmup=200, observations=obs)["latency_us"]
                     timed.setdefault((label, "stub" if t == "x86_64" else f"stub {t}"), []).append(lat)
+                if vm_engine:
+                    with _stub_model("tvm"):
+                        lat = run_stub_bench(bundles[label], baseline[0], n=args.n, warmup=200, observations=obs)
+                    timed.setdefault((label, vm_engine), []).append(lat["latency_us"])
                 try:
                     pc = plain_c_bench(module, spec, obs, args.n, 200, args.check_n, args.seed)
                 except ToolsError as e:
@@ -251,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.p50_us / ref.p50_us:.2f}",
         )
     console.print(table)
-    yardsticks = {m: _yardsticks(by, m, baseline) for m in models}
-    console.print(_yardstick_table(yardsticks, baseline))
+    yardsticks = {m: _yardsticks(by, m, baseline, vm_engine) for m in models}
+    console.print(_yardstick_table(yardsticks, baseline, vm_engine))
     pruned = [m for m in models if m != UNPRUNED]
     by_model = {
         m: {
@@ -318,8 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _yardsticks(by: dict[tuple[str, str], Row], model: str, baseline: list[str]) -> dict:
-    """The stub's p50 against plain C, the two floors and (if timed) the portable baseline's stub."""
+def _yardsticks(by: dict[tuple[str, str], Row], model: str, baseline: list[str], vm_engine: str = "") -> dict:
+    """The stub's p50 against plain C, the two floors and (if timed) the portable baseline's stub and its VM stub."""
     stub = by[(model, "stub")].p50_us
     out = {
         "stub_us": stub,
@@ -333,19 +369,24 @@ def _yardsticks(by: dict[tuple[str, str], Row], model: str, baseline: list[str])
     for t in baseline:
         out[f"stub_{t}_us"] = by[(model, f"stub {t}")].p50_us
         out[f"stub_{t}_over_stub"] = by[(model, f"stub {t}")].p50_us / stub
+    if vm_engine:
+        out["vm_stub_us"] = by[(model, vm_engine)].p50_us
+        out["vm_stub_over_stub"] = by[(model, vm_engine)].p50_us / stub
     return out
 
 
-def _yardstick_table(yardsticks: dict[str, dict], baseline: list[str]) -> Table:
+def _yardstick_table(yardsticks: dict[str, dict], baseline: list[str], vm_engine: str = "") -> Table:
     table = Table(title="the stub (default x86_64 target) against plain C and the floors (p50, this run)")
     cols = ["model", "stub us", "plain C us", "stub / plain C", "compute floor us", "stub / compute"]
     cols += ["stream floor us", "stub / stream", *(f"{t} / stub" for t in baseline)]
+    cols += [f"{vm_engine} / stub"] if vm_engine else []
     for col in cols:
         table.add_column(col, justify="right")
     for m, y in yardsticks.items():
         cells = [m, f"{y['stub_us']:.2f}", f"{y['plain_c_us']:.2f}", f"{y['stub_over_plain_c']:.2f}"]
         cells += [f"{y['compute_floor_us']:.2f}", f"{y['stub_over_compute_floor']:.2f}", f"{y['stream_floor_us']:.2f}"]
         cells += [f"{y['stub_over_stream_floor']:.2f}", *(f"{y[f'stub_{t}_over_stub']:.2f}" for t in baseline)]
+        cells += [f"{y['vm_stub_over_stub']:.2f}"] if vm_engine else []
         table.add_row(*cells)
     return table
 
