@@ -95,6 +95,8 @@ class BenchConfig:
     quick: bool = False
     sign: Path | None = None  # private key: every bundle is signed with it
     public_key: Path | None = None  # its public half: every bundle's signature is checked, and every device checks it
+    quantize: str = "off"  # precision of the pruned models' weights: off | int8 | auto (prune.precision)
+    flash_budget: int | None = None  # weight bytes every pruned model must fit (None: no cap)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -130,6 +132,8 @@ def _prune(
         search_episodes=sizes.search_episodes,
         max_evaluations=sizes.max_evaluations,
         console=console,
+        quantize=config.quantize,
+        flash_budget=config.flash_budget,
     )
     made = {}
     for keep, p in zip(order, pruned):

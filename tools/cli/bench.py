@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING
 from tools.cli.options import (
     add_controller,
     add_episodes,
+    add_quantize,
     add_seed,
+    check_quantize,
     controller_from_args,
     finite_float,
     fraction,
@@ -115,6 +117,8 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="--model autoencoder: reconstruction bound on validation PSNR (default: unpruned validation PSNR - 1 dB)",
     )
     add_signing(p)
+    # precision of the pruned models' weights (prune.precision)
+    add_quantize(p, bytes_only=False)
 
 
 def add_signing(p: argparse.ArgumentParser) -> None:
@@ -155,6 +159,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     targets = parse_target_list(",".join(args.targets))
     for t in targets:
         check_target(t)
+    check_quantize(getattr(args, "quantize", "off"), getattr(args, "flash_budget", None))
     return BenchConfig(
         controller=args.controller,
         keeps=sorted(keeps, reverse=True),
@@ -165,6 +170,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         quick=args.quick,
         sign=getattr(args, "sign", None),
         public_key=getattr(args, "public_key", None),
+        quantize=getattr(args, "quantize", "off"),
+        flash_budget=getattr(args, "flash_budget", None),
     )
 
 
@@ -254,6 +261,10 @@ def check_before_work(args: argparse.Namespace) -> None:
             raise ToolsError(
                 "--sign and --public-key apply to the controller bench (its stubs and firmware), "
                 "not to --model autoencoder or --controller tdmpc"
+            )
+        if getattr(args, "quantize", "off") != "off" or getattr(args, "flash_budget", None) is not None:
+            raise ToolsError(
+                "--quantize and --flash-budget apply to the controller bench, not to --model autoencoder or --controller tdmpc"
             )
         return
     check_key_pair(sign, public_key)

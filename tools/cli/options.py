@@ -184,8 +184,12 @@ def byte_size(text: str) -> int:
     return int(number) * BYTE_UNITS[unit]
 
 
-def add_quantize(p: argparse.ArgumentParser) -> None:
-    """--quantize and --flash-budget: the weights' precision as part of the search, under a memory budget in bytes."""
+def add_quantize(p: argparse.ArgumentParser, bytes_only: bool = True) -> None:
+    """--quantize and --flash-budget: the weights' precision as part of the search, under a memory budget in bytes.
+
+    ``bytes_only``: the command prunes to the flash budget alone when no --keep is given (prune); else the
+    budget is one more constraint on each --keep budget (bench, run).
+    """
     p.add_argument(
         "--quantize",
         choices=QUANTIZE_CHOICES,
@@ -201,7 +205,12 @@ def add_quantize(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="BYTES",
         help="cap on the controller's weight bytes (e.g. 65536, 64k, 1M; k = 1024): 'the best controller that "
-        "fits'; without --keep the budget is in bytes only (needed by --quantize auto)",
+        "fits' (needed by --quantize auto); "
+        + (
+            "without --keep the budget is in bytes only"
+            if bytes_only
+            else "one more constraint every pruned model of each --keep budget must meet"
+        ),
     )
 
 

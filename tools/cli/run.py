@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tools.cli import bench as cmd_bench
-from tools.cli.options import add_controller, add_episodes, add_seed, controller_from_args
+from tools.cli.options import add_controller, add_episodes, add_quantize, add_seed, controller_from_args
 from tools.cli.run_config import Resolved, bench_namespace, defer_defaults, read_config, resolve, to_toml
 
 if TYPE_CHECKING:
@@ -44,6 +44,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--quick", action="store_true", help="bench with few calls and a short search (for tests)")
     cmd_bench.add_signing(p)
+    # precision of the pruned model's weights, passed to bench (prune.precision)
+    add_quantize(p, bytes_only=False)
     _DEFAULTS.update(defer_defaults(p))
 
 
@@ -124,6 +126,8 @@ def _bench_args(opts: argparse.Namespace, bench: dict, bench_parser: argparse.Ar
         "quick": opts.quick,
         "sign": opts.sign,
         "public_key": opts.public_key,
+        "quantize": opts.quantize,
+        "flash_budget": opts.flash_budget,
     }
     values.update(bench)  # the file's [bench] table over the defaults
     return bench_namespace(values, bench_parser)

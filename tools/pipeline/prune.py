@@ -386,7 +386,9 @@ def quantization_summary(result: PruneResult) -> dict:
         else:
             i, r = ranked[comp]
             cost = f"rank {i + 1} of {len(ranked)} by objective lost per byte saved ({r.loss:.4g} over {r.bytes_saved:,} B = {r.cost:.3g}/B)"
-            score = f"; the chosen assignment scored {best.objective:.4g}" if best and best.objective is not None else ""
+            score = (
+                f"; the chosen assignment scored {best.objective:.4g}" if best and best.objective is not None else ""
+            )
             why = (
                 f"int8: {cost}{score}, the best feasible of the {len(searched)} assignments searched"
                 if prec == "int8"
@@ -394,30 +396,28 @@ def quantization_summary(result: PruneResult) -> dict:
             )
         row["why"] = why
         components.append(row)
-    return (
-        {
-            "mode": report.mode,
-            "flash_budget": report.flash_budget,
-            "weight_bytes": report.weight_bytes,
-            "fits": report.flash_budget is None or report.weight_bytes <= report.flash_budget,
-            "int8": [c for c, p in chosen.items() if p == "int8"],
-            "float": [c for c, p in chosen.items() if p != "int8"],
-            "components": components,
-            "assignments": [
-                {
-                    "int8": [c for c, p in t.precision.items() if p == "int8"],
-                    "keep": t.keep,
-                    "objective": t.objective,
-                    "feasible": t.feasible,
-                    "weight_bytes": t.weight_bytes,
-                    "evaluations": t.evaluations,
-                    "chosen": t.precision == chosen and not t.skipped,
-                    **({"skipped": t.skipped} if t.skipped else {}),
-                }
-                for t in report.trials
-            ],
-        }
-    )
+    return {
+        "mode": report.mode,
+        "flash_budget": report.flash_budget,
+        "weight_bytes": report.weight_bytes,
+        "fits": report.flash_budget is None or report.weight_bytes <= report.flash_budget,
+        "int8": [c for c, p in chosen.items() if p == "int8"],
+        "float": [c for c, p in chosen.items() if p != "int8"],
+        "components": components,
+        "assignments": [
+            {
+                "int8": [c for c, p in t.precision.items() if p == "int8"],
+                "keep": t.keep,
+                "objective": t.objective,
+                "feasible": t.feasible,
+                "weight_bytes": t.weight_bytes,
+                "evaluations": t.evaluations,
+                "chosen": t.precision == chosen and not t.skipped,
+                **({"skipped": t.skipped} if t.skipped else {}),
+            }
+            for t in report.trials
+        ],
+    }
 
 
 def _best_with(comp: str, searched: list, chosen) -> str:
@@ -448,7 +448,11 @@ def print_prune_table(console: Console, s: dict, search_episodes: int, judge_epi
     table.add_row("bytes (float32)", f"{s['bytes_before']:,}", f"{s['bytes_after']:,}")
     q = s.get("quantization")
     if q:
-        budget = f" (flash budget {q['flash_budget']:,}: {'fits' if q['fits'] else 'does not fit'})" if q["flash_budget"] else ""
+        budget = (
+            f" (flash budget {q['flash_budget']:,}: {'fits' if q['fits'] else 'does not fit'})"
+            if q["flash_budget"]
+            else ""
+        )
         table.add_row(f"weight bytes at precision, --quantize {q['mode']}", "", f"{q['weight_bytes']:,}{budget}")
         for c in q["components"]:
             table.add_row(f"  {c['component']}", "", f"{c['precision']}: {c['why']}")
