@@ -13,8 +13,17 @@ under qemu-system-arm, their returns against the host's.
 
     python -m tools.bench.int8 [--keep 0.25] [--episodes 100] [--hil-episodes 3] [--out docs/int8_bench.json]
 
+Full integer (``--int-keep``, default 0.1): the unpruned controller and its gd@0.1 model as full-integer
+firmware (int8 weights and activations, int32 accumulation, activation tables; :mod:`export.mcu.int_model`)
+for the FPU-less ``cortex-m3`` (qemu ``mps2-an385``), activation scales calibrated on states the float
+controller visits (seeded closed-loop episodes disjoint from the judged seeds). Their return is the
+host twin's (exact: the device computes the same integers), and ``--int-hil-episodes`` lockstep HIL
+episodes check the device against the twin per episode.
+
 Done-when of the unpruned int8 controller: it fits the 256 KB-flash part (cortex-m4-256k; float does not)
-and its return is within 2% of float on the same seeds (``checks`` in the JSON).
+and its return is within 2% of float on the same seeds; of the gd@0.1 full-integer controller: it runs
+on cortex-m3 in lockstep HIL with flash under 32 KB, its return within 5% of the unpruned float
+controller's (``checks`` in the JSON).
 """
 
 from __future__ import annotations
@@ -32,12 +41,14 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from export import DoesNotFit, export_bundle, load_int_model
 from prune import Int8Linear, bytes_footprint, quantize
-from targets import parse_target_list
+from targets import get_target, parse_target_list
 from tools.bench.mcu import export_mcu, mcu_versions
 from tools.bench.reward import Paired, RewardStats, device_reward, torch_reward
 from tools.controllers.load import load_controller
 from tools.controllers.native import Controller, mlp_architecture
+from tools.pipeline.export import visited_states
 from tools.pipeline.prune import prune_controller
 from tools.plant.policy import as_policy
 
@@ -59,6 +70,10 @@ class Int8BenchConfig:
     """lockstep HIL episodes of the int8 models on the first target where they fit (0: none)"""
     max_evaluations: int = 150
     """gd's objective evaluations (the prune default)"""
+    int_keep: float = 0.1
+    """budget of the pruned model run full-integer on the FPU-less cortex-m3 (0: skip that part)"""
+    int_hil_episodes: int = 100
+    """lockstep HIL episodes of the full-integer models on cortex-m3 (seeds 0..N-1)"""
 
 
 @dataclass
@@ -173,6 +188,13 @@ def run(config: Int8BenchConfig, workdir: Path, console: Console) -> Int8Report:
             "unpruned-int8 return within 2% of float (paired)": abs(int8_row.relative_to_float_unpruned)
             <= RETURN_TOLERANCE,
         }
+    if config.int_keep:
+        int_rows, int_mcu, int_checks = integer_part(config, models["unpruned-float"], ref, workdir, console)
+        rows += int_rows
+        mcu_dicts = [asdict(r) for r in mcu.rows] + int_mcu
+        checks.update(int_checks)
+    else:
+        mcu_dicts = [asdict(r) for r in mcu.rows]
     machine = {
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
@@ -180,7 +202,105 @@ def run(config: Int8BenchConfig, workdir: Path, console: Console) -> Int8Report:
         "tools": mcu_versions(targets),
         "instructions_how": mcu.instructions_how,
     }
-    return Int8Report(config, rows, [asdict(r) for r in mcu.rows], checks, machine)
+    return Int8Report(config, rows, mcu_dicts, checks, machine)
+
+
+INT_TARGET = "cortex-m3"
+INT_FLASH = 32 * 1024  # the done-when's flash bound of the pruned full-integer firmware
+INT_RETURN_TOLERANCE = 0.05  # its return within 5% of the unpruned float controller's
+TWIN_TOLERANCE = 1e-3  # device return vs host twin, per episode
+
+
+def integer_part(
+    config: Int8BenchConfig, base: Controller, ref: RewardStats, workdir: Path, console: Console
+) -> tuple[list[ModelRow], list[dict], dict[str, bool]]:
+    """Full-integer models (int8 weights and activations) on the FPU-less cortex-m3: unpruned and gd@int_keep.
+
+    Each is exported with its activation scales calibrated on states the float controller visits
+    (seeded closed-loop episodes, disjoint from the judged seeds); its return is the host twin's in
+    gymnasium, and lockstep HIL under qemu-system-arm checks the device against the twin per episode.
+    """
+    target = get_target(INT_TARGET)
+    calibration = visited_states(base)
+    pruned = prune_controller(
+        base, config.int_keep, "gd", seed=config.seed, judge_episodes=0, max_evaluations=config.max_evaluations
+    )
+    console.print(f"pruned gd@{config.int_keep:g} (seed {config.seed}): widths {pruned.result.widths}")
+    rows, mcu, checks = [], [], {}
+    for label, module in (("unpruned-int", base.module), (f"gd@{config.int_keep:g}-int", pruned.module)):
+        bundle = workdir / f"{label}-{INT_TARGET}"
+        console.print(f"  full-integer firmware: {label} for {INT_TARGET}")
+        try:
+            manifest = export_bundle(
+                module, base.spec, [target], bundle, n_parity=200, seed=config.seed, parity_observations=calibration
+            )
+        except DoesNotFit as e:
+            m = e.memory
+            mcu.append(
+                {
+                    "model": label,
+                    "target": INT_TARGET,
+                    "fits": False,
+                    "flash_bytes": m.flash_bytes,
+                    "ram_bytes": m.ram_bytes,
+                    "flash_budget_bytes": m.flash_budget_bytes,
+                    "ram_budget_bytes": m.ram_budget_bytes,
+                    "instructions_per_inference": None,
+                    "reason": str(e),
+                }
+            )
+            continue
+        rec = manifest.artifacts[INT_TARGET]
+        mem = rec["memory"]
+        mcu.append(
+            {
+                "model": label,
+                "target": INT_TARGET,
+                "fits": True,
+                "flash_bytes": mem["flash_bytes"],
+                "ram_bytes": mem["ram_bytes"],
+                "flash_budget_bytes": mem["flash_budget_bytes"],
+                "ram_budget_bytes": mem["ram_budget_bytes"],
+                "instructions_per_inference": rec.get("instructions_per_inference"),
+                "verification": rec["verification"],
+                "integer": rec["integer"],
+            }
+        )
+        twin = load_int_model(bundle, INT_TARGET)
+        returns = torch_reward(twin.act, config.episodes, 0)
+        row = ModelRow(
+            label,
+            "int8 weights+activations",
+            weights_of(module),
+            twin.weight_bytes(),
+            returns,
+            Paired.of(returns, ref),
+            (returns.mean - ref.mean) / abs(ref.mean),
+        )
+        if config.int_hil_episodes:
+            console.print(f"  lockstep HIL: {label} on {INT_TARGET}, {config.int_hil_episodes} episodes")
+            d = device_reward(bundle, INT_TARGET, twin.act, config.int_hil_episodes, 0)
+            row.hil = {
+                "target": INT_TARGET,
+                "runner": d.runner,
+                "episodes": config.int_hil_episodes,
+                "device_returns": d.device.returns,
+                "host_returns": d.torch.returns,
+                "max_return_diff": d.max_return_diff,
+                "max_abs_action_diff": d.max_abs_action_diff,
+                "device_mean": d.device.mean,
+            }
+        rows.append(row)
+        if label != "unpruned-int":
+            checks[f"{label} runs on {INT_TARGET} with flash under 32 KB"] = mem["flash_bytes"] < INT_FLASH
+            checks[f"{label} return within 5% of unpruned float (paired)"] = (
+                abs(row.relative_to_float_unpruned) <= INT_RETURN_TOLERANCE
+            )
+            if row.hil:
+                checks[f"{label} lockstep HIL equals the host twin within 1e-3 per episode"] = (
+                    row.hil["max_return_diff"] <= TWIN_TOLERANCE
+                )
+    return rows, mcu, checks
 
 
 def print_tables(report: Int8Report, console: Console) -> None:
@@ -240,9 +360,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", default=defaults.targets)
     p.add_argument("--hil-episodes", type=int, default=defaults.hil_episodes)
     p.add_argument("--max-evaluations", type=int, default=defaults.max_evaluations)
+    p.add_argument("--int-keep", type=float, default=defaults.int_keep)
+    p.add_argument("--int-hil-episodes", type=int, default=defaults.int_hil_episodes)
     p.add_argument("--out", type=Path, default=Path("docs/int8_bench.json"))
     a = p.parse_args(argv)
-    config = Int8BenchConfig(a.keep, a.seed, a.episodes, a.targets, a.hil_episodes, a.max_evaluations)
+    config = Int8BenchConfig(
+        a.keep, a.seed, a.episodes, a.targets, a.hil_episodes, a.max_evaluations, a.int_keep, a.int_hil_episodes
+    )
     console = Console(stderr=True, width=None if os.isatty(2) else 160)
     console.print(f"int8 bench: {config}")
     with tempfile.TemporaryDirectory(prefix="int8-bench-") as work:
