@@ -350,6 +350,13 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
         for m, (_, _, ok) in meta.items()
         if not ok
     ]
+    if config.quantize != "off" or config.flash_budget is not None:  # the pruned models' weights, said once
+        notes.append(
+            f"pruned models: --quantize {config.quantize}"
+            + (f", --flash-budget {config.flash_budget:,} B" if config.flash_budget is not None else "")
+            + " (each model's precision and why: the prune summary beside it, models/<label>.widths.json); "
+            "the unpruned model keeps float weights"
+        )
     noisy = [f"{r.model} {r.runtime} on {r.target} ({r.spread:.0%})" for r in rows if r.spread > NOISY_SPREAD]
     if noisy:
         notes.append(

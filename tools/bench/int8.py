@@ -227,6 +227,20 @@ def integer_part(
     )
     console.print(f"pruned gd@{config.int_keep:g} (seed {config.seed}): widths {pruned.result.widths}")
     rows, mcu, checks = [], [], {}
+    float_returns = torch_reward(
+        as_policy(pruned.module), config.episodes, 0
+    )  # what the integer model is compared with
+    rows.append(
+        ModelRow(
+            f"gd@{config.int_keep:g}-float",
+            "float",
+            weights_of(pruned.module),
+            bytes_footprint(pruned.module),
+            float_returns,
+            Paired.of(float_returns, ref),
+            (float_returns.mean - ref.mean) / abs(ref.mean),
+        )
+    )
     for label, module in (("unpruned-int", base.module), (f"gd@{config.int_keep:g}-int", pruned.module)):
         bundle = workdir / f"{label}-{INT_TARGET}"
         console.print(f"  full-integer firmware: {label} for {INT_TARGET}")
