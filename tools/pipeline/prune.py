@@ -387,7 +387,7 @@ def quantization_summary(result: PruneResult) -> dict:
             i, r = ranked[comp]
             cost = f"rank {i + 1} of {len(ranked)} by objective lost per byte saved ({r.loss:.4g} over {r.bytes_saved:,} B = {r.cost:.3g}/B)"
             score = (
-                f"; the chosen assignment scored {best.objective:.4g}" if best and best.objective is not None else ""
+                f"; the chosen assignment scored {best.objective:.6g}" if best and best.objective is not None else ""
             )
             why = (
                 f"int8: {cost}{score}, the best feasible of the {len(searched)} assignments searched"
