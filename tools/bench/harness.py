@@ -31,7 +31,16 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from export import Manifest, export_bundle, export_onnx, move_into_place, read_manifest, verify_bundle_signature
+from export import (
+    Manifest,
+    export_bundle,
+    export_onnx,
+    integer_only,
+    load_int_model,
+    move_into_place,
+    read_manifest,
+    verify_bundle_signature,
+)
 from export import versions as export_versions
 from prune import find_groups, footprint
 from targets import QemuRunner, parse_target_list, runner_for
@@ -298,6 +307,7 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
                     env_id=base.spec.env_id,
                 )
                 stages.tick()
+        twins = {t.name for t in mcus if integer_only(t)}
         for t in mcus:
             for m, c in models.items():
                 if mcu.fits(m, t.name):
@@ -305,10 +315,13 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
                         f"reward: {m} through the firmware on {t.name} under qemu-system-arm "
                         f"({config.episodes} episodes)"
                     )
+                    bundle = mcu.bundles[(m, t.name)]
+                    # an integer-only part runs the integer model: the host plays its exact twin from the bundle
+                    player = load_int_model(bundle, t.name).act if t.name in twins else as_policy(c.module)
                     rewards[(m, t.name)] = device_reward(
-                        mcu.bundles[(m, t.name)],
+                        bundle,
                         t.name,
-                        as_policy(c.module),
+                        player,
                         config.episodes,
                         config.seed,
                         public_key=config.public_key,
@@ -319,7 +332,7 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
         torch_only = {
             m: torch_reward(as_policy(c.module), config.episodes, config.seed, base.spec.env_id)
             for m, c in models.items()
-            if not any(m == k[0] for k in rewards)
+            if not any(m == k[0] and k[1] not in twins for k in rewards)
         }
 
     example = torch.as_tensor(base.spec.sample_observations(8, config.seed))
@@ -364,7 +377,7 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
             "sharing the CPU (load average at start and end in 'machine'); rerun on an idle machine for tighter figures"
         )
     device_names = {**{t: f"stub:{t}" for t in runners}, **{t.name: f"firmware:{t.name}" for t in mcus}}
-    reward_rows = _reward_rows(rewards, torch_only, list(models), device_names)
+    reward_rows = _reward_rows(rewards, torch_only, list(models), device_names, twins)
     notes += mcu_notes(mcu)
     notes += [
         f"{r.model} on {r.runtime}: no paired difference: the unpruned controller does not fit {r.runtime.split(':', 1)[1]}"
@@ -526,6 +539,7 @@ def _reward_rows(
     torch_only: dict[str, RewardStats],
     models: list[str],
     devices: dict[str, str],
+    twins: set[str] | None = None,
 ) -> list[RewardRow]:
     """torch (HIL's host reference), then each target's device (``devices``: target -> runtime label); paired against unpruned.
 
@@ -534,7 +548,8 @@ def _reward_rows(
     """
 
     def torch_of(m: str) -> RewardStats:  # gymnasium is deterministic: every target's HIL has the same reference
-        return next((rewards[(m, t)].torch for t in devices if (m, t) in rewards), None) or torch_only[m]
+        float_devices = [t for t in devices if t not in (twins or set())]  # an integer part's reference is its twin
+        return next((rewards[(m, t)].torch for t in float_devices if (m, t) in rewards), None) or torch_only[m]
 
     rows = [
         RewardRow(m, "torch", torch_of(m), None if m == UNPRUNED else Paired.of(torch_of(m), torch_of(UNPRUNED)))

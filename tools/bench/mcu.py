@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from export import DoesNotFit, export_bundle, qemu_available, verify_bundle_signature
+from export import DoesNotFit, export_bundle, integer_only, qemu_available, verify_bundle_signature
 from tools.bench.report import McuMemoryRow
 from tools.controllers.native import Controller
 from tools.errors import ToolsError
+from tools.pipeline.export import visited_states
 
 QEMU_SYSTEM = "qemu-system-arm"
 
@@ -117,6 +118,8 @@ def export_mcu(
                     n_parity=n_parity,
                     seed=seed,
                     sign=sign,
+                    # an integer-only part calibrates its activations on states the controller visits
+                    parity_observations=visited_states(c) if integer_only(t) else None,
                 )
                 if public_key is not None:
                     verify_bundle_signature(path, public_key)
