@@ -37,13 +37,14 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
 
-from export import DoesNotFit, export_bundle, load_int_model
+from export import DoesNotFit, export_bundle, load_int_model, run_stub_bench
 from prune import Int8Linear, bytes_footprint, quantize
-from targets import get_target, parse_target_list
+from targets import get_target, host_arch, parse_target_list
 from tools.bench.mcu import export_mcu, mcu_versions
 from tools.bench.reward import Paired, RewardStats, device_reward, torch_reward
 from tools.controllers.load import load_controller
@@ -74,6 +75,10 @@ class Int8BenchConfig:
     """budget of the pruned model run full-integer on the FPU-less cortex-m3 (0: skip that part)"""
     int_hil_episodes: int = 100
     """lockstep HIL episodes of the full-integer models on cortex-m3 (seeds 0..N-1)"""
+    linux_targets: str = "x86_64,cortex-a72,cortex-a7"
+    """Linux targets whose runtime-free stub is timed per model ('' : none)"""
+    rounds: int = 3
+    """timing rounds, the models interleaved in each; the median of the rounds' medians is reported"""
 
 
 @dataclass
@@ -97,6 +102,9 @@ class Int8Report:
     mcu: list[dict]  # McuMemoryRow.to_dict per (model, target)
     checks: dict[str, bool]
     machine: dict = field(default_factory=dict)
+    latency: list[dict] = field(
+        default_factory=list
+    )  # per model and Linux target: stub median us, ratio to unpruned float
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -202,7 +210,49 @@ def run(config: Int8BenchConfig, workdir: Path, console: Console) -> Int8Report:
         "tools": mcu_versions(targets),
         "instructions_how": mcu.instructions_how,
     }
-    return Int8Report(config, rows, mcu_dicts, checks, machine)
+    latency = latency_part(config, models, workdir, console) if config.linux_targets else []
+    return Int8Report(config, rows, mcu_dicts, checks, machine, latency)
+
+
+def latency_part(config: Int8BenchConfig, models: dict[str, Controller], workdir: Path, console: Console) -> list[dict]:
+    """Median latency per inference of the runtime-free stub of each model on each Linux target (ratios side by side).
+
+    Each model is exported (verified against onnxruntime on visited states) and timed on the same
+    visited states; the models alternate within each round, so a load change hits them alike. An
+    emulated target (qemu-user) gives only ratios: its microseconds are the emulator's.
+    """
+    targets = parse_target_list(config.linux_targets)
+    states = visited_states(models["unpruned-float"])
+    bundles = {}
+    for label, c in models.items():
+        console.print(f"  export {label} for {config.linux_targets}")
+        bundles[label] = workdir / f"{label}-linux"
+        export_bundle(
+            c.module, c.spec, targets, bundles[label], n_parity=200, seed=config.seed, parity_observations=states
+        )
+    medians: dict[tuple[str, str], list[float]] = {}
+    for _round in range(config.rounds):
+        for t in targets:
+            n = 2000 if t.arch == host_arch() else 300
+            for label in models:
+                res = run_stub_bench(bundles[label], t.name, n=n, warmup=n // 10, observations=states[:n])
+                medians.setdefault((label, t.name), []).append(float(res["latency_us"]["p50"]))
+    out = []
+    for t in targets:
+        base = float(np.median(medians[("unpruned-float", t.name)]))
+        for label in models:
+            us = float(np.median(medians[(label, t.name)]))
+            out.append(
+                {
+                    "model": label,
+                    "target": t.name,
+                    "emulated": t.arch != host_arch(),
+                    "median_us": us,
+                    "rounds": medians[(label, t.name)],
+                    "ratio_to_unpruned_float": us / base,
+                }
+            )
+    return out
 
 
 INT_TARGET = "cortex-m3"
@@ -353,6 +403,18 @@ def print_tables(report: Int8Report, console: Console) -> None:
             f"{n:,.0f}" if n is not None else "-",
         )
     console.print(m)
+    if report.latency:
+        lt = Table(title="latency per inference, runtime-free stub, median of round medians (emulated: ratio only)")
+        for col in ("model", "target", "median us", "vs unpruned float"):
+            lt.add_column(col, justify="right")
+        for row in report.latency:
+            lt.add_row(
+                row["model"],
+                row["target"],
+                "-" if row["emulated"] else f"{row['median_us']:.2f}",
+                f"{row['ratio_to_unpruned_float']:.2f}x",
+            )
+        console.print(lt)
     for name, ok in report.checks.items():
         console.print(f"{'[green]ok[/]' if ok else '[red]FAILED[/]'}  {name}")
 
@@ -376,10 +438,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-evaluations", type=int, default=defaults.max_evaluations)
     p.add_argument("--int-keep", type=float, default=defaults.int_keep)
     p.add_argument("--int-hil-episodes", type=int, default=defaults.int_hil_episodes)
+    p.add_argument("--linux-targets", default=defaults.linux_targets)
+    p.add_argument("--rounds", type=int, default=defaults.rounds)
     p.add_argument("--out", type=Path, default=Path("docs/int8_bench.json"))
     a = p.parse_args(argv)
     config = Int8BenchConfig(
-        a.keep, a.seed, a.episodes, a.targets, a.hil_episodes, a.max_evaluations, a.int_keep, a.int_hil_episodes
+        a.keep,
+        a.seed,
+        a.episodes,
+        a.targets,
+        a.hil_episodes,
+        a.max_evaluations,
+        a.int_keep,
+        a.int_hil_episodes,
+        a.linux_targets,
+        a.rounds,
     )
     console = Console(stderr=True, width=None if os.isatty(2) else 160)
     console.print(f"int8 bench: {config}")
