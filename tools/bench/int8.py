@@ -1,5 +1,5 @@
 """Float against int8 weights, unpruned against pruned, on the reference controller: paired return, flash, RAM and
-instructions per inference on the Cortex-M targets.
+instructions per inference on the Cortex-M targets, latency on the Linux targets.
 
 Reads top to bottom. The reference controller is pruned once with gd (``--keep``, seed ``--seed``, the
 search of ``prune-and-export prune``); each of the two models is then taken in float and in weight-only
@@ -8,8 +8,10 @@ plays gymnasium's Pendulum-v1 on seeds 0..N-1 on the host (the int8 model is the
 device's arithmetic, up to float32 summation order), compared per seed with the unpruned float controller.
 Each model is exported to each Cortex-M target (a firmware that does not fit is a row, not an error), its
 flash and RAM read from the linked image and its instructions per inference counted under qemu's
-``-icount``; the int8 models that fit the first target then run ``--hil-episodes`` lockstep HIL episodes
-under qemu-system-arm, their returns against the host's.
+``-icount``; the int8 models that fit the 256 KB part (else the first target they fit) then run
+``--hil-episodes`` lockstep HIL episodes under qemu-system-arm, their returns against the host's.
+Each model's runtime-free stub is timed on ``--linux-targets`` (x86_64 natively; the ARM Linux
+targets under qemu-user, shown as ratios to the unpruned float model only).
 
     python -m tools.bench.int8 [--keep 0.25] [--episodes 100] [--hil-episodes 3] [--out docs/int8_bench.json]
 
