@@ -9,7 +9,7 @@ import torch
 
 from export import ExportError, IntModel, build_int_model, export_bundle, integer_only, load_int_model, read_manifest
 from export.mcu.int_firmware import is_soft_float
-from export.mcu.int_model import fixed_multiplier, quantize_input, requantize
+from export.mcu.int_model import CLIP_PERCENTILES, fixed_multiplier, quantize_input, requantize, saturation
 from prune import quantize
 from targets import get_target
 
@@ -110,3 +110,15 @@ def test_the_integer_target_refuses_to_export_without_calibration_states(make_ml
     with pytest.raises(ExportError, match="cortex-m3.*calibrated on states the controller visits"):
         export_bundle(make_mlp([8], "elu"), pendulum, [get_target(TARGET)], tmp_path / "b", n_parity=10)
     assert not (tmp_path / "b").exists()
+
+
+def test_a_saturating_activation_gets_its_grid_only_where_it_still_changes():
+    tanh = saturation([torch.nn.Tanh()], 1, reach=100.0, flat=2.0**-16)
+    assert 5.0 < tanh < 7.0  # tanh is within 2^-16 of +-1 beyond |z| = 6.1
+    assert saturation([torch.nn.ELU()], 1, reach=100.0, flat=0.01) == 100.0  # ELU grows without bound
+
+
+def test_the_calibration_percentile_is_recorded_in_the_twin(make_mlp, states):
+    twin = build_int_model(make_mlp([40, 24], "elu", seed=3), states)
+    assert twin.clip_percentile in CLIP_PERCENTILES
+    assert IntModel.from_json(twin.to_json()).clip_percentile == twin.clip_percentile
