@@ -238,6 +238,7 @@ def build_int_artifact(
             "calibration_states": int(len(calibration)),
             "layer_steps": [layer.step for layer in model.layers],
             "activation_scales": [layer.scale for layer in model.layers[:-1]],
+            "clip_percentile": model.clip_percentile,
             "inference_undefined_symbols": inference_calls,
             "inference_soft_float": soft,
             "firmware_soft_float": firmware_soft,
