@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import tempfile
@@ -16,14 +17,17 @@ from rich.table import Table
 
 from prune import (
     STABILITY_TOLERANCE,
+    Int8Linear,
     PruneError,
     PruneResult,
+    bytes_footprint,
     find_groups,
     prune,
     prune_budgets,
     save_pruned,
     sidecar_paths,
 )
+from prune import quantize as int8_weights  # aliased: 'quantize' is the precision option's name here
 from tools.controllers.native import Controller, mlp_architecture, save_controller
 from tools.pipeline.choices import DEFAULT_METRIC, METHOD_PLAN, METHODS
 from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED
@@ -349,6 +353,22 @@ def prune_controller_budgets(
             summary["files"] = _write(target, result.model, controller, example, result.widths, summary)
         pruned.append(PrunedController(result.model, result, summary, list(groups.warnings)))
     return pruned
+
+
+def int8_controller(controller: Controller) -> Controller:
+    """``controller`` with every Linear's weights int8 (weight-only, :func:`prune.quantize`), no search: what
+    ``prune --quantize int8`` deploys, for a controller that is not pruned. Its architecture records ``int8``."""
+    example = torch.as_tensor(controller.spec.sample_observations(8, 0))
+    with torch.no_grad():
+        groups = find_groups(controller.module.eval(), example)
+    module = int8_weights(controller.module, groups=groups).eval()
+    quantized = sum(isinstance(m, Int8Linear) for m in module.modules())
+    if not quantized:
+        raise PruneError(f"{controller.path}: no Linear layer to quantize")
+    arch = dict(controller.architecture, int8_weights=quantized, weight_bytes=bytes_footprint(module))
+    if isinstance(module, torch.nn.Sequential):
+        arch.update(mlp_architecture(module, controller.architecture.get("activation", "")))
+    return dataclasses.replace(controller, module=module, architecture=arch)
 
 
 def quantization_summary(result: PruneResult) -> dict:

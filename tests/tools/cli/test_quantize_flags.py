@@ -122,3 +122,17 @@ def test_bench_and_run_pass_the_precision_to_the_bench_config():
     run.configure(r)
     given = vars(r.parse_args(["--quantize", "auto", "--flash-budget", "64k"]))
     assert (given["quantize"], given["flash_budget"]) == ("auto", 65536)
+
+
+def test_export_quantize_int8_ships_int8_weights_without_a_search(tmp_path, capsys):
+    src, float_model = small_controller(tmp_path / "c.pt")
+    out = tmp_path / "bundle"
+    code = main(["export", "--controller", str(src), "--quantize", "int8", "--parity-samples", "50", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "DequantizeLinear" in manifest["onnx"]["op_types"]
+    arch = manifest["source"]["architecture"]
+    assert arch["int8"] == [0, 1, 2] and arch["int8_weights"] == 3 and arch["hidden"] == [24, 24]
+    assert arch["weight_bytes"] < bytes_footprint(float_model) / 2  # a tiny model: scales and biases weigh
+    assert manifest["artifacts"]["x86_64"]["verification"]["status"] == "verified"
