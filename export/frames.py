@@ -27,6 +27,7 @@ __all__ = [
     "ERROR",
     "HELLO",
     "STATS",
+    "PART",
     "E_CRC",
     "E_OVERSIZED",
     "E_BAD_LENGTH",
@@ -37,6 +38,7 @@ __all__ = [
     "E_DEADLINE",
     "E_INFERENCE",
     "E_BAD_TYPE",
+    "E_BAD_PART",
     "ERROR_NAMES",
     "STATS_FIELDS",
     "Frame",
@@ -44,9 +46,15 @@ __all__ = [
     "FrameParser",
     "encode",
     "encode_raw",
+    "encode_request",
+    "part_aux",
+    "MAX_PARTS",
+    "MAX_REQUEST_FLOATS",
+    "SUPPORTED_VERSIONS",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: multi-part requests (PART frames); version 1 devices take single frames only
+SUPPORTED_VERSIONS = (1, 2)  # device versions this host speaks to
 MAGIC = b"\xa5\x5a"
 HEADER = struct.Struct("<2sBBIIH")  # magic, type, code, seq, aux, len
 HEADER_BYTES = HEADER.size  # 14
@@ -54,13 +62,15 @@ CRC_BYTES = 4
 MAX_PAYLOAD = 256
 MAX_FLOATS = MAX_PAYLOAD // 4
 MAX_FRAME = HEADER_BYTES + MAX_PAYLOAD + CRC_BYTES
+MAX_PARTS = 0xFFFF  # the part count is a u16 in aux's high half
+MAX_REQUEST_FLOATS = 16384  # the largest observation the Linux stub takes (stub.cc kMaxObsFloats): 256 parts
 
 # Frame types
-OBS, ACTION, ERROR, HELLO, STATS = 0x01, 0x02, 0x03, 0x04, 0x05
+OBS, ACTION, ERROR, HELLO, STATS, PART = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06
 
 # Error codes (the code byte of an ERROR frame, and what the parser reports)
 E_CRC, E_OVERSIZED, E_BAD_LENGTH, E_WRONG_SIZE, E_TRUNCATED = 1, 2, 3, 4, 5
-E_OUT_OF_ORDER, E_NONFINITE, E_DEADLINE, E_INFERENCE, E_BAD_TYPE = 6, 7, 8, 9, 10
+E_OUT_OF_ORDER, E_NONFINITE, E_DEADLINE, E_INFERENCE, E_BAD_TYPE, E_BAD_PART = 6, 7, 8, 9, 10, 11
 ERROR_NAMES = {
     E_CRC: "crc",
     E_OVERSIZED: "oversized",
@@ -72,6 +82,7 @@ ERROR_NAMES = {
     E_DEADLINE: "deadline",
     E_INFERENCE: "inference",
     E_BAD_TYPE: "bad_type",
+    E_BAD_PART: "bad_part",
 }
 # Counters of a STATS reply, in payload order
 STATS_FIELDS = ("frames_ok", "crc_errors", "resyncs", "skipped_bytes", "actions", "errors", "deadline_misses")
@@ -114,6 +125,26 @@ def encode(type: int, seq: int, payload=(), code: int = 0, aux: int = 0) -> byte
         raise ValueError(f"frame payload of {len(data) // 4} floats exceeds the protocol's {MAX_FLOATS}")
     body = HEADER.pack(MAGIC, type, code, seq & 0xFFFFFFFF, aux & 0xFFFFFFFF, len(data))[2:] + data
     return MAGIC + body + struct.pack("<I", zlib.crc32(body))
+
+
+def part_aux(index: int, count: int) -> int:
+    """The aux field of a PART frame: part index in the low 16 bits, part count in the high 16."""
+    return (index & 0xFFFF) | ((count & 0xFFFF) << 16)
+
+
+def encode_request(seq: int, payload) -> bytes:
+    """One observation: an OBS frame if it fits in one, else PART frames (all with ``seq``), concatenated."""
+    data = np.asarray(payload, dtype=np.float32).reshape(-1)
+    if len(data) <= MAX_FLOATS:
+        return encode(OBS, seq, data)
+    count = -(-len(data) // MAX_FLOATS)
+    if count > MAX_PARTS:
+        raise ValueError(
+            f"an observation of {len(data)} floats needs {count} parts, more than the protocol's {MAX_PARTS}"
+        )
+    return b"".join(
+        encode(PART, seq, data[i * MAX_FLOATS : (i + 1) * MAX_FLOATS], aux=part_aux(i, count)) for i in range(count)
+    )
 
 
 def encode_raw(

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -106,6 +108,26 @@ def _compile_artifact(model: onnx.ModelProto, spec: ControllerSpec, t: Target, f
     }
 
 
+@dataclass(frozen=True)
+class LibraryJob:
+    """One Linux target's compile, self-contained (the ONNX bytes travel with it) so it can run in another process."""
+
+    onnx_bytes: bytes
+    spec: ControllerSpec
+    target: Target
+    fast_math: bool
+
+
+def compile_job(job: LibraryJob) -> tuple[dict, bytes]:
+    """Compile one library in a scratch folder of its own; its manifest record and the library's bytes."""
+    with tempfile.TemporaryDirectory(prefix="export-compile-") as work:
+        record = _compile_artifact(onnx.load_from_string(job.onnx_bytes), job.spec, job.target, Path(work), job.fast_math)
+        return record, (Path(work) / record["file"]).read_bytes()
+
+
+MapFn = Callable[..., Iterable[tuple[dict, bytes]]]  # map(compile_job, jobs): the builtin, or an executor's map
+
+
 def export_bundle(
     module: nn.Module,
     spec: ControllerSpec,
@@ -128,6 +150,7 @@ def export_bundle(
     parity_observations: np.ndarray | None = None,
     obs_bounds: tuple | None = None,
     parity_tolerance: float | None = None,
+    map_fn: MapFn = map,
 ) -> Manifest:
     """Export ``module`` to ONNX and one verified TVM library per target, into the bundle folder ``out_dir``.
 
@@ -143,6 +166,11 @@ def export_bundle(
     ``parity_tolerance`` (``--parity-tolerance``, default :data:`export.parity.PARITY_TOLERANCE`) allows
     ``|device - reference| <= parity_tolerance * (act_high - act_low)`` per action dimension;
     ``tolerance``, instead, an absolute error.
+
+    ``map_fn`` (``map(fn, jobs)``, default the builtin): how the Linux targets' compiles run, each a
+    self-contained :class:`LibraryJob` whose library comes back as bytes; a caller fans them out by
+    passing an executor's map. The bundle's bytes do not depend on it. Firmware builds stay in this
+    process (their work folder is shared with their verification).
     """
     say = progress or (lambda _msg: None)
     out_dir = Path(out_dir).resolve()  # absolute: the firmware build runs make in another folder
@@ -204,6 +232,11 @@ def export_bundle(
             },
         )
         mcu_built: dict[str, McuArtifact] = {}
+        linux = [t for t in targets if t.kind != "mcu"]
+        if linux:
+            say(f"{', '.join(t.name for t in linux)}: compile with TVM and link")
+        jobs = [LibraryJob(model.SerializeToString(), spec, t, fast_math) for t in linux]
+        libraries: Iterator[tuple[dict, bytes]] = iter(map_fn(compile_job, jobs))
         for t in targets:
             if integer_only(t):  # no FPU: the full-integer model, calibrated on the visited states
                 say(f"{t.name}: calibrate the full-integer model, generate its C, link the soft-float firmware")
@@ -215,8 +248,10 @@ def export_bundle(
                 mcu_built[t.name] = build_mcu_artifact(model, spec, t, tmp, mcu_work, fast_math)
                 manifest.artifacts[t.name] = mcu_built[t.name].record
                 continue
-            say(f"{t.name}: compile with TVM ({t.tvm}) and link with {t.cc}")
-            manifest.artifacts[t.name] = _compile_artifact(model, spec, t, tmp, fast_math)
+            record, library = next(libraries)  # in the order of the Linux targets
+            (tmp / record["file"]).write_bytes(library)
+            (tmp / record["file"]).chmod(0o755)  # as the linker made it
+            manifest.artifacts[t.name] = record
             _add_plan(tmp, manifest, t)
         _write_manifest(tmp, manifest)  # the stub checks hashes against it during verification
 

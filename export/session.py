@@ -59,6 +59,7 @@ class DeviceSession:
         self.bundle_dir = Path(self.bundle_dir)
         self.seq = 0
         self.obs_dim = self.act_dim = 0
+        self.version = 0  # the device's protocol version, from its HELLO reply
         self._pending: list = []
         self._stack = contextlib.ExitStack()  # what the subclass's start-up opened, closed on exit
         self.proc: Any = None  # the device's process, once started
@@ -81,10 +82,13 @@ class DeviceSession:
         return StubFailed(f"{self.where}: {what}{': ' + tail if tail else ''}")
 
     def _check_hello(self, hello: frames.Frame) -> None:
-        """Take the controller's sizes from the HELLO reply; a different protocol version is refused."""
+        """Take the controller's sizes from the HELLO reply; a protocol version this host does not speak is refused."""
         version, self.obs_dim, self.act_dim = (int(v) for v in hello.payload[:3])
-        if version != frames.PROTOCOL_VERSION:
-            raise StubFailed(f"{self.where}: protocol version {version}, this host speaks {frames.PROTOCOL_VERSION}")
+        if version not in frames.SUPPORTED_VERSIONS:
+            raise StubFailed(f"{self.where}: protocol version {version}, this host speaks {frames.SUPPORTED_VERSIONS}")
+        if version < 2 and self.obs_dim > frames.MAX_FLOATS:
+            raise StubFailed(f"{self.where}: obs_dim {self.obs_dim} needs multi-part requests (protocol version 2)")
+        self.version = version
 
     def stderr_tail(self) -> str:
         """The last line the device wrote to stderr (empty if none)."""
@@ -126,18 +130,20 @@ class DeviceSession:
     def infer_batch(self, observations: np.ndarray, window: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Actions for each observation row, and each reply's ``aux`` (the device's inference time).
 
-        Keeps up to ``window`` OBS frames in flight (the class's ``WINDOW`` unless given). Any ERROR reply
-        raises, naming the row and the error.
+        Keeps up to ``window`` requests in flight (the class's ``WINDOW`` frames' worth unless given; an
+        observation of more than one frame is a multi-part request). Any ERROR reply raises, naming the
+        row and the error.
         """
         obs = np.asarray(observations, dtype=np.float32)
-        window = window or self.WINDOW
+        parts = -(-obs.shape[-1] // frames.MAX_FLOATS) if obs.ndim == 2 and obs.shape[-1] else 1
+        window = window or max(1, self.WINDOW // parts)
         out = np.empty((len(obs), self.act_dim), dtype=np.float32)
         aux = np.empty(len(obs), dtype=np.int64)
         first = self.seq + 1
         sent = received = 0
         while received < len(obs):
             while sent < len(obs) and sent - received < window:
-                self.send(frames.encode(frames.OBS, self.next_seq(), obs[sent]))
+                self.send(frames.encode_request(self.next_seq(), obs[sent]))
                 sent += 1
             item = self.receive()
             if item is None:
@@ -159,9 +165,9 @@ class DeviceSession:
         return out, aux
 
     def request(self, type_: int, payload) -> frames.Frame:
-        """Send one frame and wait for the reply with the same seq (other replies are dropped)."""
+        """Send one frame (an OBS too large for one: its parts) and wait for the reply with the same seq (other replies are dropped)."""
         seq = self.next_seq()
-        self.send(frames.encode(type_, seq, payload))
+        self.send(frames.encode_request(seq, payload) if type_ == frames.OBS else frames.encode(type_, seq, payload))
         while True:
             item = self.receive()
             if item is None:

@@ -145,6 +145,9 @@ def compile_library(
         "fast_math": bool(fast_math and pipeline == "scheduled"),
         "cc": target.cc,
         "batch": 1,
+        # what the code needs of the CPU that runs it: the stub refuses the library on a CPU without these flags
+        "cpu": str(target.tvm.get("mcpu") or "generic"),
+        "cpu_flags": " ".join(target.host_flags),
     }
     return CompileReport(
         target.name,

@@ -135,6 +135,7 @@ const char* pae_error_name(int code) {
         case PAE_E_DEADLINE: return "deadline";
         case PAE_E_INFERENCE: return "inference";
         case PAE_E_BAD_TYPE: return "bad_type";
+        case PAE_E_BAD_PART: return "bad_part";
         default: return "unknown";
     }
 }

@@ -21,7 +21,9 @@
  *
  * Exchange: the host sends OBS frames with increasing seq; the device answers each with exactly
  * one ACTION frame (the controller's action) or one ERROR frame (code says why, payload is the
- * safe action the actuator should apply). See PROTOCOL.md.
+ * safe action the actuator should apply). An observation of more than PAE_MAX_FLOATS floats is sent
+ * as a multi-part request (protocol version 2): PART frames with one seq, each with its own CRC,
+ * reassembled by the device and answered as one OBS. See PROTOCOL.md.
  *
  * This header and frame.c are plain C99 with no allocation: fixed buffers, explicit bounds.
  */
@@ -35,7 +37,7 @@
 extern "C" {
 #endif
 
-#define PAE_PROTOCOL_VERSION 1
+#define PAE_PROTOCOL_VERSION 2 /* 2: multi-part requests (PAE_T_PART); version 1 frames are unchanged */
 #define PAE_MAGIC0 0xA5u
 #define PAE_MAGIC1 0x5Au
 #define PAE_HEADER_BYTES 14u
@@ -51,8 +53,15 @@ enum {
     PAE_T_ERROR = 0x03,  /* device -> host: code = PAE_E_*, payload = safe action, seq echoed */
     PAE_T_HELLO = 0x04,  /* host -> device: start of session (resets seq order);
                             reply HELLO with [version, obs_dim, act_dim] */
-    PAE_T_STATS = 0x05   /* host -> device: reply STATS with the PAE_S_* counters as floats */
+    PAE_T_STATS = 0x05,  /* host -> device: reply STATS with the PAE_S_* counters as floats */
+    PAE_T_PART = 0x06    /* host -> device: one part of an observation too large for one frame; all parts
+                            of a request carry its seq, aux = index | count << 16 (PAE_PART_AUX) */
 };
+
+/* aux of a PART frame: part index (0-based) in the low 16 bits, part count in the high 16 bits. */
+#define PAE_PART_AUX(index, count) ((uint32_t)(index) | ((uint32_t)(count) << 16))
+#define PAE_PART_INDEX(aux) ((uint32_t)(aux) & 0xFFFFu)
+#define PAE_PART_COUNT(aux) ((uint32_t)(aux) >> 16)
 
 /* Error codes carried in the code byte of an ERROR frame. */
 enum {
@@ -66,7 +75,8 @@ enum {
     PAE_E_NONFINITE = 7,    /* observation contains NaN or infinity */
     PAE_E_DEADLINE = 8,     /* inference took longer than the deadline: its action was discarded */
     PAE_E_INFERENCE = 9,    /* the model failed or produced a non-finite action */
-    PAE_E_BAD_TYPE = 10     /* a frame type the device does not accept */
+    PAE_E_BAD_TYPE = 10,    /* a frame type the device does not accept */
+    PAE_E_BAD_PART = 11     /* a multi-part request with a part missing, repeated, out of order or stray */
 };
 
 /* Counters reported by a STATS reply, in this order. */

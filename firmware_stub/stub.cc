@@ -40,6 +40,7 @@
 namespace {
 
 enum Exit { kOk = 0, kUsage = 2, kBundle = 3, kLoad = 4, kIo = 5, kSignature = 6 };
+constexpr int kMaxObsFloats = 16384;  // largest observation: a multi-part request of up to 256 frames
 
 struct Config {
     std::string mode, bundle, target, listen, serial, obs_file, plan, public_key;
@@ -198,6 +199,48 @@ std::string private_copy(const std::string& dir, const char* name, const std::ve
     return copy;
 }
 
+// The CPU flags this machine has (/proc/cpuinfo "flags", or "Features" on ARM), space-separated with a
+// space at each end so that " avx2 " can be searched for; empty when unreadable.
+std::string host_cpu_flags() {
+    std::vector<uint8_t> raw;
+    if (!read_file("/proc/cpuinfo", raw)) return "";
+    std::string text(raw.begin(), raw.end());
+    for (const char* key : {"\nflags", "\nFeatures"}) {
+        size_t at = ("\n" + text).find(key);
+        if (at == std::string::npos) continue;
+        size_t colon = text.find(':', at), end = text.find('\n', at);
+        if (colon == std::string::npos || colon > end) continue;
+        return " " + text.substr(colon + 1, end - colon - 1) + " ";
+    }
+    return "";
+}
+
+// A library built for a CPU (compile_flags.cpu, e.g. znver5 with AVX-512 and FMA) executes an illegal
+// instruction on a CPU without its flags: refuse it before loading, naming what is missing.
+void check_cpu_flags(const char* text, size_t n, const Config& c, const std::string& mpath) {
+    char need[1024], cpu[128] = "?";
+    const char* pflags[] = {"artifacts", c.target.c_str(), "compile_flags", "cpu_flags"};
+    const char* pcpu[] = {"artifacts", c.target.c_str(), "compile_flags", "cpu"};
+    if (pae_json_get_string(text, n, pflags, 4, need, sizeof need) || !need[0]) return;  // no requirement recorded
+    pae_json_get_string(text, n, pcpu, 4, cpu, sizeof cpu);
+    std::string have = host_cpu_flags(), missing;
+    if (have.empty()) return;  // no /proc/cpuinfo (a board without procfs): nothing to check against
+    std::string list = need;
+    size_t pos = 0;
+    while (pos < list.size()) {
+        size_t sp = list.find(' ', pos);
+        std::string flag = list.substr(pos, sp == std::string::npos ? std::string::npos : sp - pos);
+        if (!flag.empty() && have.find(" " + flag + " ") == std::string::npos) missing += (missing.empty() ? "" : " ") + flag;
+        if (sp == std::string::npos) break;
+        pos = sp + 1;
+    }
+    if (!missing.empty()) {
+        std::string what = mpath + ": the library for target " + c.target + " was built for CPU " + cpu;
+        die(kLoad, "%s; this CPU lacks its flags: %s (export for this machine: target x86_64 run here, or name its "
+            "CPU: x86_64-avx2, x86_64-sse2, a target entry with its mcpu)", what.c_str(), missing.c_str());
+    }
+}
+
 // Read the manifest (with --public-key: check its signature first), verify the target's library (and
 // plan) against their sha256, load them from private copies.
 Loaded load_bundle(const Config& c) {
@@ -224,13 +267,15 @@ Loaded load_bundle(const Config& c) {
     const char* pact[] = {"spec", "act_dim"};
     double d;
     if (pae_json_get_number(text, n, pobs, 2, &d) && pae_json_find_number(text, n, "obs_dim", &d)) d = 0;
-    if (d < 1 || d < 1 || d > PAE_MAX_FLOATS || d != std::floor(d))
-        die(kBundle, "%s: obs_dim missing or not an integer in 1..64", mpath.c_str());
+    if (d < 1 || d > kMaxObsFloats || d != std::floor(d))  // above 64 floats: multi-part requests
+        die(kBundle, "%s: obs_dim missing or not an integer in 1..%s", mpath.c_str(), std::to_string(kMaxObsFloats).c_str());
     L.obs_dim = static_cast<int>(d);
     if (pae_json_get_number(text, n, pact, 2, &d) && pae_json_find_number(text, n, "act_dim", &d)) d = 0;
     if (d < 1 || d > PAE_MAX_FLOATS || d != std::floor(d))
         die(kBundle, "%s: act_dim missing or not an integer in 1..64", mpath.c_str());
     L.act_dim = static_cast<int>(d);
+
+    check_cpu_flags(text, n, c, mpath);
 
     L.lib_path = c.bundle + "/" + file;
     std::vector<uint8_t> lib;
@@ -296,6 +341,7 @@ struct Server {
     int fd_in, fd_out;
     std::vector<float> safe;
     pae_handler h;        // the replies to every frame (frame_handler.h), shared with the firmware
+    std::vector<float> request;  // obs_dim floats: the parts of a multi-part request
     bool broken = false;  // the peer went away
 
     static void write_frame(void* ctx, const uint8_t* out, size_t len) {
@@ -342,6 +388,8 @@ struct Server {
     int run() {
         const pae_device dev = {this, infer, write_frame, nullptr};
         pae_handler_init(&h, &dev, L.obs_dim, L.act_dim, safe.data());
+        request.assign(static_cast<size_t>(L.obs_dim), 0.0f);  // where multi-part requests are reassembled
+        pae_handler_set_request_buffer(&h, request.data(), request.size());
         for (;;) {
             int timeout = pae_parser_pending(&h.parser) ? static_cast<int>(cfg.frame_timeout_ms) : -1;
             pollfd p{fd_in, POLLIN, 0};

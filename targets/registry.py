@@ -140,12 +140,23 @@ def _aarch64(name: str, mcpu: str | None, description: str) -> Target:
     )
 
 
+# LLVM marks the M4's fused multiply-add "slow" (3 cycles against 1 + 1 for vmul and vadd) and never
+# contracts there; -slowfpvfmx lifts that: one vfma.f32 per multiply-add, half the FPU instructions of a
+# dot product (a register-starved loop also spills less), and one rounding instead of two.
+CORTEX_M4_TVM = {
+    "kind": "llvm",
+    "mtriple": "thumbv7em-none-eabihf",
+    "mcpu": "cortex-m4",
+    "mfloat-abi": "hard",
+    "mattr": ["-slowfpvfmx"],
+}
+
 BUILTIN: tuple[Target, ...] = (
     make_target(
-        name="x86_64",
+        name="x86_64-sse2",
         arch="x86_64",
         tvm={"kind": "llvm", "mtriple": "x86_64-linux-gnu"},
-        description="any x86-64 CPU (SSE2 baseline)",
+        description="any x86-64 CPU (SSE2 baseline: 4 lanes, no FMA; for a machine you know nothing of)",
         vector_bits=128,
     ),
     make_target(
@@ -179,7 +190,7 @@ BUILTIN: tuple[Target, ...] = (
         name="cortex-m4",
         arch="cortex-m",
         kind="mcu",
-        tvm={"kind": "llvm", "mtriple": "thumbv7em-none-eabihf", "mcpu": "cortex-m4", "mfloat-abi": "hard"},
+        tvm=CORTEX_M4_TVM,
         description="Cortex-M4F microcontroller, 1 MB flash / 192 KB RAM (STM32F407-class; qemu: mps2-an386)",
         vector_bits=32,
         qemu_machine="mps2-an386",
@@ -190,7 +201,7 @@ BUILTIN: tuple[Target, ...] = (
         name="cortex-m4-256k",
         arch="cortex-m",
         kind="mcu",
-        tvm={"kind": "llvm", "mtriple": "thumbv7em-none-eabihf", "mcpu": "cortex-m4", "mfloat-abi": "hard"},
+        tvm=CORTEX_M4_TVM,
         description="small Cortex-M4F part, 256 KB flash / 64 KB RAM (STM32F401CC-class; qemu: mps2-an386)",
         vector_bits=32,
         qemu_machine="mps2-an386",
@@ -224,25 +235,70 @@ BUILTIN: tuple[Target, ...] = (
 )
 
 
-def native_target() -> Target:
-    """This machine, with the CPU detected through LLVM (``mcpu: native`` is silently ignored by TVM)."""
+# /proc/cpuinfo flags of the instruction set extensions LLVM may use for a CPU it is told about: a library built
+# for this machine's CPU needs every one of them that this machine has (a missing one is SIGILL, not an error).
+X86_ISA_FLAGS = (
+    "sse3", "pni", "ssse3", "sse4_1", "sse4_2", "sse4a", "popcnt", "abm", "aes", "pclmulqdq", "movbe",
+    "avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "adx", "sha_ni", "gfni", "vaes", "vpclmulqdq", "avx_vnni",
+    "avx512f", "avx512dq", "avx512cd", "avx512bw", "avx512vl", "avx512ifma", "avx512vbmi", "avx512_vbmi2",
+    "avx512_vnni", "avx512_bitalg", "avx512_vpopcntdq", "avx512_bf16", "avx512_fp16",
+)  # fmt: skip
+_TRIPLES = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu", "armv7": "armv7a-linux-gnueabihf"}
+
+
+def host_target(name: str, description: str) -> Target:
+    """This machine's CPU as a target: LLVM's name for it (``mcpu: native`` is silently ignored by TVM), its SIMD
+    width, and on x86-64 the instruction set flags a host needs to run the code (:data:`X86_ISA_FLAGS`)."""
     arch = host_arch()
-    if arch not in ARCH_DEFAULTS or arch == "cortex-m":
-        raise TargetError(f"target 'native': host architecture {arch!r} is not supported")
+    if arch not in _TRIPLES:
+        raise TargetError(f"target {name!r}: host architecture {arch!r} is not supported")
     flags = host_cpu_flags()
     bits = 512 if "avx512f" in flags else 256 if "avx2" in flags else 128
-    triple = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu", "armv7": "armv7a-linux-gnueabihf"}[arch]
+    needed = tuple(f for f in X86_ISA_FLAGS if f in flags) if arch == "x86_64" else ()
     return make_target(
-        name="native",
+        name=name,
         arch=arch,
-        tvm={"kind": "llvm", "mtriple": triple, "mcpu": host_cpu()},
-        description=f"this machine ({host_cpu()})",
+        tvm={"kind": "llvm", "mtriple": _TRIPLES[arch], "mcpu": host_cpu()},
+        description=description.format(cpu=host_cpu()),
         vector_bits=bits,
         runner="native",
         cc="gcc",
         cxx="g++",
         toolchain_package="gcc g++",
+        host_flags=needed,
         source="detected",
+    )
+
+
+def native_target() -> Target:
+    """This machine, with the CPU detected through LLVM (see :func:`host_target`)."""
+    return host_target("native", "this machine ({cpu})")
+
+
+def x86_64_target() -> Target:
+    """The default ``x86_64`` target: on an x86-64 host, its own CPU (AVX2/AVX-512 and FMA where it has them), never
+    silently the SSE2 baseline; elsewhere (cross-compiling with no x86 CPU to ask) the baseline, saying so.
+
+    Its bundle records the CPU and the flags it needs; the stub refuses it on a CPU without them. For another
+    machine, name its CPU: ``x86_64-avx2``, ``x86_64-sse2`` or a TOML entry with ``mcpu`` (targets/README.md).
+    """
+    if host_arch() == "x86_64":
+        return replace(
+            host_target(
+                "x86_64",
+                "x86-64, this machine's CPU ({cpu}); for another machine use x86_64-avx2, "
+                "x86_64-sse2 or a TOML entry with its mcpu",
+            ),
+            runner="auto",
+            source="builtin",
+        )
+    return make_target(
+        name="x86_64",
+        arch="x86_64",
+        tvm={"kind": "llvm", "mtriple": "x86_64-linux-gnu"},
+        description="x86-64 built on a non-x86 host: SSE2 baseline (no CPU to detect; name one with x86_64-avx2 "
+        "or a TOML entry)",
+        vector_bits=128,
     )
 
 
@@ -276,7 +332,8 @@ def user_target_dirs() -> list[Path]:
 
 def all_targets(include_native: bool = True) -> dict[str, Target]:
     """Every known target by name: built-ins, then user TOML files (a user file may override a built-in)."""
-    found = {t.name: t for t in BUILTIN}
+    found = {"x86_64": x86_64_target()}  # resolved when asked: the host CPU's name is cached, TVM is not loaded
+    found.update({t.name: t for t in BUILTIN})
     if include_native:
         try:
             found["native"] = native_target()

@@ -30,6 +30,7 @@ import numpy as np
 import onnx
 import tvm
 
+import export.frames as frames
 from export.errors import ExportError
 from export.fast_math import fast_math as fast_math_transform
 from export.kernel_chain import CONSTANT, kernel_chain
@@ -169,8 +170,11 @@ def defined_symbols(obj: Path, target: Target) -> set[str]:
     return {parts[-1] for parts in (ln.split() for ln in r.stdout.splitlines()) if len(parts) == 3}
 
 
-def build_firmware(target: Target, model_c: Path, kernels_o: Path, out_dir: Path) -> Path:
-    """Link the firmware image for ``target`` from the generated C and the kernels object; returns the ELF."""
+def build_firmware(target: Target, model_c: Path, kernels_o: Path, out_dir: Path, obs_dim: int = 0) -> Path:
+    """Link the firmware image for ``target`` from the generated C and the kernels object; returns the ELF.
+
+    ``obs_dim`` sizes the buffer a multi-part request is reassembled in (PROTOCOL.md), at least one frame's floats.
+    """
     cc = _tool(target.cc, target)
     _run(
         [
@@ -185,6 +189,7 @@ def build_firmware(target: Target, model_c: Path, kernels_o: Path, out_dir: Path
             f"MCPU={target.tvm['mcpu']}",
             f"FPU={_fpu(target)}",
             f"STACK_BYTES={STACK_BYTES}",
+            f"REQUEST_FLOATS={max(obs_dim, frames.MAX_FLOATS)}",
             f"FFI_INC={ffi_include_dir()}",
             f"ARM_CC={cc}",
         ],
@@ -337,7 +342,7 @@ def build_mcu_artifact(
     build_dir = work / f"{target.name}-firmware"
     shutil.rmtree(build_dir, ignore_errors=True)  # a rebuild (exact-math fallback) starts clean
     shutil.rmtree(work / f"{target.name}-host", ignore_errors=True)
-    elf = build_firmware(target, model_c, kernels_o, build_dir)
+    elf = build_firmware(target, model_c, kernels_o, build_dir, spec.obs_dim)
     mem = measure_memory(elf, target, weights, tensors, arena)
     check_fits(target, mem, where)
     image = folder / f"{target.name}.elf"

@@ -7,6 +7,12 @@ buffer goes to TVM's workspace allocator. Here each group of ``unroll`` outputs 
 the next: its accumulators live in a ``local`` buffer (registers), the reduction loop runs inside,
 and the elementwise epilogue (bias, activation) is computed straight from the registers. The N-float
 buffer disappears, and with it the workspace.
+
+The weights are laid out for that access order (:mod:`export.weight_layout`): a group of ``u`` outputs
+reads ``u`` weights of row k, then ``u`` of row k+1, ..., so the [K, N] matrix is stored as [N/u, K, u]
+and a group streams its weights from one pointer (short immediate offsets, no address arithmetic per
+load; a row of N floats is wider than a load's offset range on Thumb-2). The driver
+(:mod:`export.mcu.codegen`) and the host check see the packed arrays.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import tvm
 from tvm import s_tir
 
 from export.schedule import ScheduleReport, matvec_nest, reduction_blocks
+from export.weight_layout import constant_args, pack_constants, pack_read
 
 UNROLL = 8  # accumulators per group: 8 of the 32 single-precision registers, 8 more for a row piece of weights
 
@@ -44,6 +51,16 @@ def _groups_and_a_tail(sch: s_tir.Schedule, red, n_loop, k_loop, extent: int, un
 
 def schedule_dense_scalar(func: tvm.tirx.PrimFunc, unroll: int = UNROLL) -> tvm.tirx.PrimFunc:
     """Schedule one fused batch-1 dense kernel (matvec + elementwise tail); raises ValueError if it does not fit."""
+    return _schedule(func, unroll, frozenset())[0]
+
+
+def _schedule(
+    func: tvm.tirx.PrimFunc, unroll: int, constant: frozenset[int]
+) -> tuple[tvm.tirx.PrimFunc, tuple[int, int] | None]:
+    """The scheduled kernel and, when its weights were packed, (weight parameter index, group size).
+
+    Only a weight that every call passes as a folded constant (positions ``constant``) can be packed.
+    """
     sch = s_tir.Schedule(func)
     red, loops, extents, names = matvec_nest(sch, leading=True)
     for name in names[1:-1]:  # the elementwise chain, folded into the output block
@@ -52,7 +69,8 @@ def schedule_dense_scalar(func: tvm.tirx.PrimFunc, unroll: int = UNROLL) -> tvm.
     u = _group(extents[1], unroll)
     if u < unroll // 2 and extents[1] > unroll:
         _groups_and_a_tail(sch, red, n_loop, k_loop, extents[1], unroll)
-        return sch.mod["main"]
+        return sch.mod["main"], None
+    weight = pack_read(sch, red, func, extents[2], extents[1], u, constant)  # [N/u, K, u] (module doc)
     out = sch.get_sblock(names[-1])
     acc = sch.cache_write(red, 0, "local")
     sch.reverse_compute_inline(out)  # the epilogue reads the accumulators, not an N-float buffer
@@ -62,25 +80,30 @@ def schedule_dense_scalar(func: tvm.tirx.PrimFunc, unroll: int = UNROLL) -> tvm.
     sch.reverse_compute_at(acc, n_outer)
     sch.unroll(sch.get_loops(acc)[-1])
     sch.decompose_reduction(red, k_loop)
-    return sch.mod["main"]
+    return sch.mod["main"], (weight, u) if weight is not None else None
 
 
 def schedule_module_scalar(mod: tvm.IRModule, unroll: int = UNROLL) -> tuple[tvm.IRModule, ScheduleReport]:
     """Apply :func:`schedule_dense_scalar` to every PrimFunc it fits (the others keep TVM's default lowering); all exported."""
     report = ScheduleReport(lanes=1, unroll=unroll)
     funcs = dict(mod.functions)
+    packed: dict[str, tuple[int, int]] = {}
+    constant = constant_args(mod)
     for gv, func in list(mod.functions.items()):
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
         try:
-            scheduled = schedule_dense_scalar(func, unroll)
+            scheduled, weight = _schedule(func, unroll, constant.get(gv.name_hint, frozenset()))
         except (ValueError, s_tir.ScheduleError) as e:
             report.default.append(f"{gv.name_hint}: {str(e).splitlines()[0]}")
             scheduled = func
         else:
             report.scheduled.append(gv.name_hint)
+            if weight is not None:
+                packed[gv.name_hint] = weight
         # Every kernel is called by name from the generated C: an unscheduled one (the normaliser's sub/div, a
         # clip, LayerNorm) is still private after fusion, and without a global symbol TVM's MakePackedAPI skips it
         # and a later pass fails ("This pass must be called after MakePackedAPI").
         funcs[gv] = scheduled.with_attr("global_symbol", gv.name_hint)
-    return tvm.IRModule(funcs, attrs=mod.attrs, global_infos=mod.global_infos), report
+    out = tvm.IRModule(funcs, attrs=mod.attrs, global_infos=mod.global_infos)
+    return pack_constants(out, packed), report

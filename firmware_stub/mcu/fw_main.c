@@ -32,6 +32,10 @@ extern uint32_t __stack_bottom, __stack_top;
 
 static pae_handler handler; /* the replies to every frame (../frame_handler.h), shared with the Linux stub */
 static float safe_action[PAE_MAX_FLOATS]; /* zeros: what the actuator applies after an error */
+#ifndef PAE_MCU_REQUEST_FLOATS
+#define PAE_MCU_REQUEST_FLOATS PAE_MAX_FLOATS /* export/mcu/firmware.py sets it to the bundle's obs_dim */
+#endif
+static float request[PAE_MCU_REQUEST_FLOATS]; /* a multi-part request is reassembled here (PROTOCOL.md) */
 
 /* Fill the unused stack with a pattern; stack_peak_bytes() finds how far down it was overwritten. */
 static void paint_stack(void) {
@@ -86,6 +90,7 @@ int main(void) {
     pae_mcu_init();
     const pae_device dev = {0, timed_infer, uart_frame, memory_stats};
     pae_handler_init(&handler, &dev, pae_mcu_obs_dim, pae_mcu_act_dim, safe_action);
+    pae_handler_set_request_buffer(&handler, request, PAE_MCU_REQUEST_FLOATS);
     static pae_frame frame;
     const uint32_t ticks_per_ms = PAE_SYSTICK_HZ / 1000u;
     uint32_t mark = SYST_CVR, idle_ms = 0; /* time since the last byte, counted as SysTick passes (it wraps) */

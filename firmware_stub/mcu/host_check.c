@@ -6,9 +6,16 @@
 
 #include "pae_mcu_model.h"
 
+#define MAX_OBS 16384 /* the largest observation of the protocol's multi-part requests (the Linux stub's) */
+#define MAX_ACT 64    /* one reply frame */
+
 int main(void) {
-    float obs[64], act[64];
-    if (pae_mcu_obs_dim > 64 || pae_mcu_act_dim > 64) return 2;
+    static float obs[MAX_OBS];
+    float act[MAX_ACT];
+    if (pae_mcu_obs_dim > MAX_OBS || pae_mcu_act_dim > MAX_ACT) {
+        fprintf(stderr, "obs_dim %d or act_dim %d over %d / %d\n", pae_mcu_obs_dim, pae_mcu_act_dim, MAX_OBS, MAX_ACT);
+        return 2;
+    }
     pae_mcu_init();
     while (fread(obs, sizeof(float), (size_t)pae_mcu_obs_dim, stdin) == (size_t)pae_mcu_obs_dim) {
         int rc = pae_mcu_infer(obs, act);

@@ -97,6 +97,35 @@ def test_128_bit_simd_keeps_a_tile_of_accumulators_in_registers_and_stores_it_th
     )
 
 
+def test_a_single_output_sums_in_vector_partial_sums_at_wide_simd_too(onnx_model, tmp_path):
+    # AVX-512 (16 lanes): the row sweep would make the action layer one chain of 256 dependent multiply-adds
+    spec, model = onnx_model
+    fused = relax.get_pipeline("zero")(import_onnx(model, spec))
+    mod, report = schedule_module(fused, lanes=16, unroll=2)
+    body = mod[next(n for n in report.scheduled if n.startswith("fused_matmul2_"))].script()
+    assert 'T.sblock_alloc_buffer((T.int64(64), T.int64(1), T.int64(1)), scope="local")' in body, body
+    assert "T.vectorized(T.int64(16))" in body, body
+
+
+def test_a_single_output_over_a_pruned_width_keeps_its_partial_sums_with_a_guarded_last_chunk(
+    tmp_path, pendulum, make_mlp
+):
+    # 37 inputs (pruning leaves widths no vector divides): 2 x 16 partial sums, the last chunk guarded,
+    # not one chain of 37 dependent multiply-adds
+    spec = pendulum
+    model, _ = export_onnx(make_mlp([24, 37], "elu", seed=4), spec, n_parity=50)
+    fused = relax.get_pipeline("zero")(import_onnx(model, spec))
+    mod, report = schedule_module(fused, lanes=16, unroll=2)
+    body = mod[next(n for n in report.scheduled if n.startswith("fused_matmul2_"))].script()
+    assert 'T.sblock_alloc_buffer((T.int64(32), T.int64(1), T.int64(1)), scope="local")' in body, body
+    assert "T.where(" in body and "T.vectorized(T.int64(16))" in body, body
+    ex, _, _, _ = build(model, spec, get_target("x86_64"), "scheduled")
+    ex.export_library(str(tmp_path / "m.so"))
+    obs = spec.sample_observations(200, seed=5)
+    ref = ort_actions(ort_session(model), spec, obs, batch_one=True)
+    assert np.max(np.abs(run_library_in_process(tmp_path / "m.so", obs) - ref)) <= 1e-5
+
+
 def test_a_single_output_sums_the_reduction_in_vector_partial_sums(onnx_model, tmp_path):
     # The action layer (256 -> 1): not one chain of 256 dependent additions but 4 x 4 partial sums.
     spec, model = onnx_model

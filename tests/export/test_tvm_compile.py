@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+
 import numpy as np
 import onnx
 import pytest
@@ -11,7 +14,7 @@ from tvm import relax
 
 from export import ExportError, check_supported_ops, export_onnx, ort_actions, ort_session
 from export.tvm_compile import PIPELINES, build, compile_library, import_onnx, lower
-from targets import get_target
+from targets import get_target, host_cpu_flags
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +90,21 @@ def test_compile_library_links_the_file_and_reports_it(onnx_model, pendulum, tmp
     assert out.is_file() and report.library_bytes == out.stat().st_size > 0
     assert report.kernels == 3 and report.compile_flags["pipeline"] == "scheduled"
     assert report.compile_flags["fast_math"] is True and report.compile_seconds > 0
+
+
+def test_the_default_x86_64_library_uses_the_hosts_vector_width_and_fma(onnx_model, pendulum, tmp_path):
+    # On an AVX2 + FMA host the default target is never the SSE2 baseline: ymm (or zmm) registers and vfmadd.
+    out = tmp_path / "x86_64.so"
+    report = compile_library(onnx_model, pendulum, get_target("x86_64"), out)
+    text = subprocess.run(["objdump", "-d", str(out)], capture_output=True, text=True, check=True).stdout
+    sse2 = tmp_path / "sse2.so"
+    compile_library(onnx_model, pendulum, get_target("x86_64-sse2"), sse2)
+    baseline = subprocess.run(["objdump", "-d", str(sse2)], capture_output=True, text=True, check=True).stdout
+    assert "vfmadd" not in baseline and "%ymm" not in baseline
+    if {"avx2", "fma"} <= host_cpu_flags():
+        assert "vfmadd" in text and re.search(r"%[yz]mm", text)
+        assert {"avx2", "fma"} <= set(report.compile_flags["cpu_flags"].split())
+    assert report.compile_flags["cpu"] == get_target("x86_64").tvm.get("mcpu", "generic")
 
 
 def test_compile_library_refuses_a_microcontroller_target_by_name(onnx_model, pendulum, tmp_path):

@@ -14,6 +14,7 @@ import torch
 
 from export import StubFailed, StubSession, frames, run_stub_batch, run_stub_bench
 from export.stub import build_stub, uses_kernel_plan
+from targets import get_target, host_cpu_flags
 
 TARGET = "x86_64"
 OBS = [0.6, 0.8, -1.5]
@@ -180,6 +181,22 @@ def test_manifest_without_the_target_is_refused(bundle_copy):
     manifest["artifacts"]["x86_64"]["sha256"] = "0" * 64
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(StubFailed, match="refusing to load"):
+        run_stub_batch(bundle, TARGET, np.zeros((1, 3), np.float32))
+
+
+def test_the_manifest_records_the_cpu_the_library_was_built_for(small_bundle):
+    flags = json.loads((small_bundle / "manifest.json").read_text())["artifacts"][TARGET]["compile_flags"]
+    cpu_flags = set(flags["cpu_flags"].split())
+    assert flags["cpu"] == get_target(TARGET).tvm["mcpu"] and cpu_flags == set(get_target(TARGET).host_flags)
+    assert cpu_flags <= host_cpu_flags() and {"avx2", "fma"} & host_cpu_flags() <= cpu_flags
+
+
+def test_a_library_built_for_flags_this_cpu_lacks_is_refused_before_loading(bundle_copy):
+    bundle = bundle_copy
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["artifacts"][TARGET]["compile_flags"]["cpu_flags"] += " avx2 pae_no_such_flag"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StubFailed, match=r"exit 4 .*built for CPU \S+; this CPU lacks its flags: pae_no_such_flag \("):
         run_stub_batch(bundle, TARGET, np.zeros((1, 3), np.float32))
 
 

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from targets import TargetError, all_targets, get_target, native_target, parse_target_list
+from targets import (
+    TargetError,
+    all_targets,
+    get_target,
+    host_arch,
+    host_cpu_flags,
+    make_target,
+    native_target,
+    parse_target_list,
+)
 from targets.registry import load_target_file
 
-REQUIRED = ("x86_64", "x86_64-avx2", "aarch64", "cortex-a53", "cortex-a72", "cortex-a76", "cortex-a7")
+REQUIRED = ("x86_64", "x86_64-sse2", "x86_64-avx2", "aarch64", "cortex-a53", "cortex-a72", "cortex-a76", "cortex-a7")
 
 
 def test_builtin_targets_cover_x86_aarch64_and_armv7_with_valid_tvm_dicts(user_dir):
@@ -30,6 +39,30 @@ def test_native_target_names_the_real_host_cpu_not_the_word_native():
     cpu = t.tvm["mcpu"]
     assert cpu and cpu not in ("native", "generic")
     assert tvm.target.codegen.llvm_is_valid_cpu(cpu, t.tvm["mtriple"])
+
+
+def test_x86_64_is_this_machines_cpu_never_silently_the_sse2_baseline(user_dir):
+    # Built on an x86-64 host, the default target is its CPU (AVX2/AVX-512 and FMA where it has them), and
+    # names the flags a machine needs to run the code; the baseline is a target of its own, by name.
+    t, baseline = get_target("x86_64"), get_target("x86_64-sse2")
+    assert "mcpu" not in baseline.tvm and baseline.host_flags == () and baseline.vector_bits == 128
+    if host_arch() == "x86_64":
+        assert t.tvm["mcpu"] == native_target().tvm["mcpu"] and t.runs_on_host
+        assert set(t.host_flags) <= host_cpu_flags() and {"avx2", "fma"} & host_cpu_flags() <= set(t.host_flags)
+        assert t.vector_bits == (512 if "avx512f" in host_cpu_flags() else 256 if "avx2" in host_cpu_flags() else 128)
+    else:  # cross-compiling: no x86 CPU to ask, and the description says so
+        assert "mcpu" not in t.tvm and "SSE2 baseline" in t.description
+
+
+def test_a_target_needing_a_flag_this_host_lacks_does_not_run_here(user_dir):
+    t = make_target(name="future", arch=host_arch(), tvm=dict(get_target("x86_64").tvm), host_flags=["pae_no_such"])
+    assert not t.runs_on_host
+
+
+def test_cortex_m4_contracts_multiply_adds_into_vfma(user_dir):
+    # LLVM calls the M4's vfma.f32 slow (3 cycles against 1 + 1) and never fuses there unless told
+    for name in ("cortex-m4", "cortex-m4-256k"):
+        assert "-slowfpvfmx" in get_target(name).tvm["mattr"]
 
 
 def test_unknown_target_error_lists_the_known_names(user_dir):

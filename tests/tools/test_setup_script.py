@@ -25,7 +25,8 @@ SETUP = ROOT / "tools" / "setup.sh"
 PROJECT_PACKAGES = ("prune", "export", "targets", "tools", "tests")
 EXTRAS = ("test", "sb3", "ray")  # what setup.sh installs: pip install -e .[test,sb3,ray]
 # Programs called outside the target registry (the fuzzer, the ssh runner tests, the stub builds).
-PROGRAMS = ("clang", "make", "ssh", "scp", "ssh-keygen", "sshd", "ip")  # ip: the Ray cluster test's network namespace
+# ip: the Ray cluster test's network namespace; objdump: the instruction checks of the compiled kernels
+PROGRAMS = ("clang", "make", "ssh", "scp", "ssh-keygen", "sshd", "ip", "objdump")
 
 
 def _setup_apt_packages() -> list[str]:
@@ -76,7 +77,7 @@ def _programs() -> list[str]:
         if t.arch != host_arch() and t.qemu:
             progs.add(t.qemu)
         if t.kind == "mcu":
-            progs.update(t.cc.replace("gcc", tool) for tool in ("nm", "size"))
+            progs.update(t.cc.replace("gcc", tool) for tool in ("nm", "size", "objdump"))
     return sorted(progs)
 
 

@@ -8,8 +8,13 @@ single-threaded on the native target, on the calling thread. Rounds are interlea
 and models so machine load hits them all alike; the reported figure is the median over rounds of the
 mean per-call CPU time of that thread (wall time is reported too: on a shared machine it also counts
 time the thread spent waiting for a core).
-The compute floor is the model's multiply-adds over one core's FMA peak (2 FMA units x SIMD lanes x
-clock); the weights also have to stream from cache, so real kernels sit above it.
+Before any timing every backend's actions are checked against torch on ``--check-n`` observations
+whose actions are clear of the action bounds (a saturated action hides any error); above the export
+tolerance the run stops. Beside the backends: the plain-C loop with four outputs per pass (``gcc -O3
+-march=native -ffast-math``, checked the same way; its time is per-call wall time from its own
+process), the compute floor (multiply-adds at the FMA rate one core sustains, measured) and the
+weight-streaming floor (the weights' bytes at the read rate measured for a buffer that size),
+:mod:`tools.bench.floors`.
 Without ``--pruned``, the "pruned" model is a 3-64-64-1 MLP of the same kind (what a pruned
 256-256 controller becomes at about 75% of units removed), with seeded random weights.
 """
@@ -28,10 +33,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from export import build, export_onnx, ort_session
-from targets import host_cpu_flags, native_target
+from export import PARITY_TOLERANCE, build, export_onnx, ort_session
+from targets import native_target
+from tools.bench.floors import PLAIN_C, floor_us, macs, measure_floors, plain_c_bench
+from tools.bench.latency import non_saturating
 from tools.controllers.load import load_controller
 from tools.controllers.native import build_mlp, default_controller_path, pendulum_spec
+from tools.errors import ToolsError
 
 BACKENDS = ("torch", "onnxruntime", "tvm-default", "tvm-fused", "tvm-scheduled")
 # tvm-default: plain tvm.compile; tvm-fused: relax "zero" pipeline (fused, weights folded);
@@ -49,11 +57,8 @@ class BenchRow:
     us_min_round: float
     wall_us_per_call: float  # the same in wall-clock time (inflated when other processes share the cores)
     kernels: int | None
-    max_abs_err_vs_torch: float
-
-
-def _macs(module: nn.Module) -> int:
-    return sum(m.in_features * m.out_features for m in module.modules() if isinstance(m, nn.Linear))
+    max_abs_err_vs_torch: float  # over ``checked_inputs`` non-saturating observations, before timing
+    checked_inputs: int = 0
 
 
 def _cpu_mhz() -> float:
@@ -67,7 +72,7 @@ def _cpu_mhz() -> float:
 
 
 def _callables(module: nn.Module, spec, obs: np.ndarray, workdir: Path) -> dict[str, tuple]:
-    """backend -> (zero-argument call, kernel count, output of one call)."""
+    """backend -> (zero-argument call on ``obs``, kernel count, batch-1 call on any observation row)."""
     import tvm
     from tvm import relax
 
@@ -78,11 +83,19 @@ def _callables(module: nn.Module, spec, obs: np.ndarray, workdir: Path) -> dict[
         with torch.no_grad():
             return module(x_t)
 
-    out["torch"] = (torch_call, None, torch_call().numpy())
+    def torch_one(o: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(o[None, :])).numpy()
+
+    out["torch"] = (torch_call, None, torch_one)
     model, _ = export_onnx(module, spec, n_parity=1000)
     sess = ort_session(model)
     feed = {spec.input_name: obs}
-    out["onnxruntime"] = (lambda: sess.run(None, feed), None, sess.run(None, feed)[0])
+    out["onnxruntime"] = (
+        lambda: sess.run(None, feed),
+        None,
+        lambda o: sess.run(None, {spec.input_name: o[None, :]})[0],
+    )
     target = native_target()
     for backend, pipeline in (("tvm-default", "default"), ("tvm-fused", "fused"), ("tvm-scheduled", "scheduled")):
         ex, kernels, _, _ = build(model, spec, target, pipeline)
@@ -90,7 +103,34 @@ def _callables(module: nn.Module, spec, obs: np.ndarray, workdir: Path) -> dict[
         ex.export_library(str(lib))
         vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib)), tvm.cpu())
         f, x = vm["main"], tvm.runtime.tensor(obs)
-        out[backend] = ((lambda f=f, x=x: f(x)), len(kernels), f(x).numpy())
+        out[backend] = (
+            (lambda f=f, x=x: f(x)),
+            len(kernels),
+            lambda o, f=f: f(tvm.runtime.tensor(o[None, :])).numpy(),
+        )
+    return out
+
+
+def check_backends(table: dict[str, tuple], module: nn.Module, spec, n: int, seed: int) -> dict[str, tuple[float, int]]:
+    """backend -> (max |backend - torch|, inputs) on ``n`` non-saturating observations; ToolsError above tolerance."""
+
+    def reference(o: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(o)).numpy()
+
+    obs, expected = non_saturating(spec, reference, n, seed)
+    span = np.asarray(spec.act_high, np.float64) - np.asarray(spec.act_low, np.float64)
+    allowed = float(np.min(PARITY_TOLERANCE * np.where(np.isfinite(span) & (span > 0), span, 1.0)))
+    out = {}
+    for backend, (_, _, one) in table.items():
+        got = np.stack([np.asarray(one(o), np.float64).reshape(-1) for o in obs])
+        err = float(np.max(np.abs(got - expected.reshape(got.shape))))
+        if err > allowed:
+            raise ToolsError(
+                f"{backend}: max |{backend} - torch| {err:.3g} on {len(obs)} non-saturating inputs "
+                f"exceeds {allowed:.3g}; not timing it"
+            )
+        out[backend] = (err, len(obs))
     return out
 
 
@@ -102,11 +142,14 @@ def _time_block(call, n: int) -> tuple[float, float]:
     return (time.thread_time() - cpu) / n * 1e6, (time.perf_counter() - wall) / n * 1e6
 
 
-def bench(models: dict[str, nn.Module], spec, rounds: int, calls: int, seed: int) -> list[BenchRow]:
-    """Interleaved rounds over every (model, backend); one row per pair."""
+def bench(
+    models: dict[str, nn.Module], spec, rounds: int, calls: int, seed: int, check_n: int = 1000
+) -> list[BenchRow]:
+    """Every (model, backend) checked against torch (:func:`check_backends`), then interleaved rounds; one row per pair."""
     obs = spec.sample_observations(1, seed)
     with tempfile.TemporaryDirectory() as d:
         table = {name: _callables(m, spec, obs, Path(d)) for name, m in models.items()}
+        checked = {name: check_backends(table[name], m, spec, check_n, seed) for name, m in models.items()}
         for backends in table.values():  # warm-up: caches, lazy init, frequency ramp
             for call, _, _ in backends.values():
                 _time_block(call, max(100, calls // 10))
@@ -117,8 +160,7 @@ def bench(models: dict[str, nn.Module], spec, rounds: int, calls: int, seed: int
                     samples[(m, b)].append(_time_block(call, calls))
     rows = []
     for (m, b), times in samples.items():
-        ref = table[m]["torch"][2]
-        err = float(np.max(np.abs(np.asarray(table[m][b][2]) - ref)))
+        err, inputs = checked[m][b]
         hidden = [layer.out_features for layer in models[m].modules() if isinstance(layer, nn.Linear)][:-1]
         cpu = [c for c, _ in times]
         rows.append(
@@ -131,6 +173,7 @@ def bench(models: dict[str, nn.Module], spec, rounds: int, calls: int, seed: int
                 statistics.median(w for _, w in times),
                 table[m][b][1],
                 err,
+                inputs,
             )
         )
     return rows
@@ -170,6 +213,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--calls", type=int, default=2000, help="calls per round and backend")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--check-n", type=int, default=1000, help="non-saturating observations each backend is checked on first"
+    )
     p.add_argument("--out", type=Path, default=Path("bench_export.json"))
     args = p.parse_args(argv)
     console = Console(highlight=False, width=160)
@@ -194,11 +240,17 @@ def main(argv: list[str] | None = None) -> dict:
         f"{args.rounds} rounds x {args.calls} calls, interleaved"
     )
 
-    rows = bench(models, spec, args.rounds, args.calls, args.seed)
-    mhz = _cpu_mhz()
-    lanes = 16 if "avx512f" in host_cpu_flags() else 8 if "avx2" in host_cpu_flags() else 4
-    peak_macs_per_us = mhz * 2 * lanes  # 2 FMA pipes x lanes x cycles per µs
-    floors = {m: _macs(mod) / peak_macs_per_us for m, mod in models.items()}
+    rows = bench(models, spec, args.rounds, args.calls, args.seed, args.check_n)
+    obs = spec.sample_observations(args.calls, args.seed)
+    for m, mod in models.items():  # the plain-C loop: checked against torch, then timed in its own process
+        hidden = next(r.hidden for r in rows if r.model == m)
+        pc = plain_c_bench(mod, spec, obs, args.calls, max(100, args.calls // 10), args.check_n, args.seed)
+        rows.append(
+            BenchRow(m, hidden, PLAIN_C, pc.mean_us, pc.min_us, pc.mean_us, None, pc.check.max_error, pc.check.inputs)
+        )
+    measured = measure_floors(models)
+    floors = {m: floor_us(mod, measured, m)[0] for m, mod in models.items()}
+    stream_floors = {m: floor_us(mod, measured, m)[1] for m, mod in models.items()}
     by = {(r.model, r.backend): r for r in rows}
 
     table = Table(title="latency per call, batch 1, one thread (CPU µs, median of rounds); max|err| vs torch")
@@ -228,12 +280,19 @@ def main(argv: list[str] | None = None) -> dict:
         "unpruned_over_pruned_tvm_scheduled": by[("unpruned", "tvm-scheduled")].us_per_call
         / by[("pruned", "tvm-scheduled")].us_per_call,
         "tvm_scheduled_over_floor_unpruned": by[("unpruned", "tvm-scheduled")].us_per_call / floors["unpruned"],
+        "tvm_scheduled_over_stream_floor_unpruned": by[("unpruned", "tvm-scheduled")].us_per_call
+        / stream_floors["unpruned"],
+        "tvm_scheduled_over_plain_c_unpruned": by[("unpruned", "tvm-scheduled")].us_per_call
+        / by[("unpruned", PLAIN_C)].us_per_call,
+        "tvm_scheduled_over_plain_c_pruned": by[("pruned", "tvm-scheduled")].us_per_call
+        / by[("pruned", PLAIN_C)].us_per_call,
     }
     weight_bytes = {m: 4 * sum(p.numel() for p in mod.parameters()) for m, mod in models.items()}
     for m, mod in models.items():
         console.print(
-            f"compute floor {m}: {_macs(mod)} multiply-adds / ({mhz:.0f} MHz x 2 FMA x {lanes} lanes) "
-            f"= {floors[m]:.2f} µs; {weight_bytes[m] / 1024:.0f} KiB of weights read per call"
+            f"floors {m}: compute {macs(mod)} multiply-adds / {measured.macs_per_ns:.1f} per ns (measured, "
+            f"{measured.fma_lanes} lanes) = {floors[m]:.2f} µs; weights {weight_bytes[m] / 1024:.0f} KiB / "
+            f"{measured.stream_bytes_per_ns[m]:.0f} B/ns (measured) = {stream_floors[m]:.2f} µs"
         )
     for k, v in ratios.items():
         console.print(f"{k}: {v:.2f}")
@@ -243,10 +302,13 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": [asdict(r) for r in rows],
         "ratios": ratios,
         "compute_floor_us": floors,
-        "macs": {m: _macs(mod) for m, mod in models.items()},
+        "stream_floor_us": stream_floors,
+        "floors": measured.to_dict(),
+        "macs": {m: macs(mod) for m, mod in models.items()},
         "weight_bytes": weight_bytes,
-        "cpu_mhz": mhz,
-        "fma_lanes": lanes,
+        "cpu_mhz": _cpu_mhz(),
+        "fma_lanes": measured.fma_lanes,
+        "check_n": args.check_n,
         "rounds": args.rounds,
         "calls": args.calls,
     }

@@ -15,6 +15,7 @@ The bench sits above tools/pipeline/: it calls prune_controller_budgets, export 
 
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import shlex
@@ -47,19 +48,40 @@ from targets import QemuRunner, parse_target_list, runner_for
 from tools.bench.folder import temp_dir_for
 from tools.bench.latency import PYTHON_RUNTIMES, LatencyStats, StubBench, measure_python, measure_stub, python_runtimes
 from tools.bench.mcu import check_mcu_target, export_mcu, mcu_notes, mcu_versions
-from tools.bench.report import UNPRUNED, BenchReport, LatencyRow, ModelRecord, RewardRow, write_json, write_markdown
+from tools.bench.report import (
+    UNPRUNED,
+    BenchReport,
+    LatencyRow,
+    ModelRecord,
+    RewardRow,
+    RobustRow,
+    write_json,
+    write_markdown,
+)
 from tools.bench.report_plots import write_plots
 from tools.bench.reward import DeviceReward, Paired, RewardStats, device_reward, torch_reward
 from tools.controllers.load import bench_copy, load_controller
 from tools.controllers.native import Controller
 from tools.controllers.source import ControllerSource
 from tools.errors import ToolsError
+from tools.pipeline.choices import DEFAULT_METHOD
 from tools.pipeline.hil import FIDELITY
-from tools.pipeline.prune import print_prune_table, prune_controller_budgets
+from tools.pipeline.prune import (
+    PrunedController,
+    band_tolerance,
+    print_prune_table,
+    prune_controller_budgets,
+    save_pruned_controller,
+)
+from tools.plant.aggregate import Aggregate
 from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED, episode_seeds
 from tools.plant.policy import as_policy
+from tools.plant.robust import Robustness
+from tools.plant.scenarios import select_scenarios
+from tools.scale import Cell, Executor, make_executor, run_cells
 
 NOISY_SPREAD = 0.2  # a latency whose rounds disagree more than this is flagged in the report's notes
+BAND_TOLERANCE = 0.01  # the budget band [keep - this, keep], widened on a model whose one unit is coarser (band_tolerance)
 
 
 @dataclass
@@ -97,15 +119,25 @@ class BenchConfig:
 
     controller: Path | None = None  # None: the bundled reference controller
     keeps: list[float] = field(default_factory=lambda: [0.25])
-    methods: list[str] = field(default_factory=lambda: ["gd"])
+    methods: list[str] = field(default_factory=lambda: [DEFAULT_METHOD])
     targets: list[str] = field(default_factory=lambda: ["x86_64"])
     episodes: int = 100
     seed: int = 0
     quick: bool = False
     sign: Path | None = None  # private key: every bundle is signed with it
     public_key: Path | None = None  # its public half: every bundle's signature is checked, and every device checks it
+    scenarios: str | None = None  # --scenarios: a set name or scenario names; None: the nominal plant only
+    robust_objective: str | None = None  # --robust-objective (with scenarios; None: mean)
+    executor: str = "local"  # where the prune cells and the Linux compiles run: local or ray (tools.scale)
+    ray_address: str | None = None
     quantize: str = "off"  # precision of the pruned models' weights: off | int8 | auto (prune.precision)
     flash_budget: int | None = None  # weight bytes every pruned model must fit (None: no cap)
+
+    def robustness(self, env_id: str) -> Robustness | None:
+        """The scenarios and aggregate of ``scenarios`` / ``robust_objective`` on env_id's plant (None: nominal only)."""
+        if self.scenarios is None:
+            return None
+        return Robustness(select_scenarios(self.scenarios, env_id), Aggregate.parse(self.robust_objective or "mean"))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -120,37 +152,73 @@ def _footprint(module: torch.nn.Module, example: torch.Tensor):
         return footprint(find_groups(module, example))
 
 
-def _prune(
-    config: BenchConfig, method: str, keeps: list[float], folder: Path, sizes: Sizes, console: Console
-) -> list[tuple[Controller, bool]]:
-    """One pruned controller per budget, made as ``prune-and-export prune`` makes it (same objective, checks and re-fit).
+@dataclass(frozen=True)
+class PruneCell:
+    """One bench cell's work, run wherever the executor puts it: a method's budgets solved as one continuation.
 
-    The budgets are solved as one continuation (:func:`tools.pipeline.prune.prune_controller_budgets`,
-    largest first, each search starting from the previous budget's best points); each budget's model is
-    written to ``folder/<method>@<keep>.pt``. One budget is exactly one ``prune-and-export prune``.
+    A cell (:class:`tools.scale.Cell`) is one method at the config's seed, its budgets in ``options["keeps"]``
+    (largest first); it carries the controller itself, not a path, so a worker on another machine needs
+    nothing but the code. The search is ``prune-and-export prune``'s (same objective, checks and re-fit);
+    the models come back and are written here (:func:`_prune`).
     """
-    order = sorted(keeps, reverse=True)
-    outs = [folder / f"{method}@{keep:g}.pt" for keep in order]
-    pruned = prune_controller_budgets(
-        load_controller(config.controller),
-        order,
-        method,
-        seed=config.seed,
-        outs=outs,
-        judge_episodes=0,
-        search_episodes=sizes.search_episodes,
-        max_evaluations=sizes.max_evaluations,
-        console=console,
-        quantize=config.quantize,
-        flash_budget=config.flash_budget,
-    )
-    made = {}
-    for keep, p in zip(order, pruned):
-        print_prune_table(console, p.summary, sizes.search_episodes, 0)
-        if not p.feasible:
-            console.print(f"[red]no feasible candidate[/] at keep {keep:g} ({method}): {p.result.why_infeasible}")
-        made[keep] = (load_controller(p.summary["files"]["controller"]), p.feasible)  # a graph's: <stem>.pt2
-    return [made[k] for k in keeps]
+
+    controller: Controller
+    sizes: Sizes
+    robustness: Robustness | None = None
+    tolerance: float = BAND_TOLERANCE
+    quantize: str = "off"  # precision of the weights (prune.precision)
+    flash_budget: int | None = None
+
+    def __call__(self, cell: Cell) -> list[PrunedController]:
+        return prune_controller_budgets(
+            copy.deepcopy(self.controller),  # in-process (local) the cells must not share one module
+            list(cell.options["keeps"]),
+            cell.method,
+            seed=cell.seed,
+            judge_episodes=0,
+            search_episodes=self.sizes.search_episodes,
+            max_evaluations=self.sizes.max_evaluations,
+            robustness=self.robustness,
+            tolerance=self.tolerance,
+            quantize=self.quantize,
+            flash_budget=self.flash_budget,
+        )
+
+
+def prune_cells(config: BenchConfig) -> list[Cell]:
+    """The bench's prune cells: one per method (its budgets, largest first, solved as one continuation)."""
+    keeps = tuple(sorted(config.keeps, reverse=True))
+    return [Cell(method, keeps[0], config.seed, options={"keeps": keeps}) for method in config.methods]
+
+
+def _prune(
+    config: BenchConfig,
+    base: Controller,
+    folder: Path,
+    sizes: Sizes,
+    console: Console,
+    executor: Executor | None,
+    robustness: Robustness | None,
+    tolerance: float = BAND_TOLERANCE,
+) -> dict[str, list[tuple[Controller, bool, list[str]]]]:
+    """method -> one pruned controller per budget (in the order of ``config.keeps``), the cells run on ``executor``.
+
+    Each budget's model is written to ``folder/<method>@<keep>.pt``. One budget is exactly one
+    ``prune-and-export prune``.
+    """
+    cells = prune_cells(config)
+    made: dict[str, list[tuple[Controller, bool, list[str]]]] = {}
+    for cell, pruned in zip(cells, run_cells(PruneCell(base, sizes, robustness, tolerance, config.quantize, config.flash_budget), cells, executor)):
+        by_keep = {}
+        for keep, p in zip(cell.options["keeps"], pruned):
+            print_prune_table(console, p.summary, sizes.search_episodes, 0)
+            if not p.feasible:
+                console.print(f"[red]no feasible candidate[/] at keep {keep:g} ({cell.method}): {p.result.why_infeasible}")
+            files = save_pruned_controller(p, base, folder / f"{cell.method}@{keep:g}.pt")
+            failed = list(p.summary["failed_constraints"])
+            by_keep[keep] = (load_controller(files["controller"]), p.feasible, failed)  # a graph's: <stem>.pt2
+        made[cell.method] = [by_keep[k] for k in config.keeps]
+    return made
 
 
 def _machine() -> dict:
@@ -264,9 +332,23 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
         + n_models * len(targets)
     )
     stages = _Stages(console, total=total)
+    robustness = config.robustness(base.spec.env_id)
+    with torch.no_grad():
+        tolerance, widened = band_tolerance(
+            find_groups(base.module, torch.as_tensor(base.spec.sample_observations(8, config.seed))), BAND_TOLERANCE
+        )
+    executor = make_executor(config.executor, config.ray_address) if config.executor != "local" else None
+    if executor is not None:
+        console.print(f"bench cells and compiles run on {executor.name} ({executor.workers} workers)")
     with stages.bar:
-        models, meta = _make_models(config, base, workdir / "models", sizes, stages, console)
-        bundles = _export(models, linux, workdir / "bundles", config, stages) if linux else {}
+        try:  # the fan-outs: prune cells, the Linux targets' compiles
+            models, meta = _make_models(
+                config, base, workdir / "models", sizes, stages, console, executor, robustness, tolerance
+            )
+            bundles = _export(models, linux, workdir / "bundles", config, stages, executor) if linux else {}
+        finally:
+            if executor is not None:
+                executor.close()
         mcu = export_mcu(
             models,
             mcus,
@@ -334,6 +416,7 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
             for m, c in models.items()
             if not any(m == k[0] and k[1] not in twins for k in rewards)
         }
+        robust = _robust_rows(models, robustness, config, base.spec.env_id) if robustness is not None else []
 
     example = torch.as_tensor(base.spec.sample_observations(8, config.seed))
     any_bundle = {
@@ -353,14 +436,20 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
     for rec in records:
         rec.params_kept = rec.params / records[0].params
     rows = _latency_rows(latency, runners, emulated, list(models))
+    for row in rows:  # each stub row carries the check its actions passed before it was timed
+        bench = stubs.get(row.target, {}).get(row.model) if row.runtime == "stub" else None
+        if bench is not None and bench.check is not None:
+            row.check = bench.check.to_dict()
     notes = [
         f"{t} runs under {runners[t]}: its times are emulated, so only ratios to the unpruned model are shown; "
         "its peak RSS is the emulator's process"
         for t in sorted(emulated)
     ]
+    notes += [widened] if widened else []
     notes += [
-        f"{m}: the search did not meet its budget; the best candidate found is benchmarked"
-        for m, (_, _, ok) in meta.items()
+        f"{m}: no candidate met every constraint (failed: {', '.join(failed) or 'none named'}; budget band "
+        f"[keep - {tolerance:.4g}, keep]); the best candidate found is benchmarked"
+        for m, (_, _, ok, failed) in meta.items()
         if not ok
     ]
     if config.quantize != "off" or config.flash_budget is not None:  # the pruned models' weights, said once
@@ -402,7 +491,13 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
         created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
         seconds=time.perf_counter() - start,
         command=command or " ".join(shlex.quote(a) for a in ["prune-and-export", *sys.argv[1:]]),
-        config={**config.to_dict(), **asdict(sizes), "env_id": base.spec.env_id, "library_for_python": host},
+        config={
+            **config.to_dict(),
+            **asdict(sizes),
+            "env_id": base.spec.env_id,
+            "library_for_python": host,
+            "budget_tolerance": tolerance,
+        },
         machine=machine,
         versions=_versions(_bundle_versions(any_bundle), targets),
         seeds={
@@ -416,25 +511,53 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
         reward=reward_rows,
         notes=notes,
         mcu_memory=mcu.rows,
+        robust=robust,
     )
 
 
 def _make_models(
-    config: BenchConfig, base: Controller, folder: Path, sizes: Sizes, stages: _Stages, console: Console
+    config: BenchConfig,
+    base: Controller,
+    folder: Path,
+    sizes: Sizes,
+    stages: _Stages,
+    console: Console,
+    executor: Executor | None = None,
+    robustness: Robustness | None = None,
+    tolerance: float = BAND_TOLERANCE,
 ) -> tuple[dict[str, Controller], dict[str, tuple]]:
     """label -> controller (the unpruned one first, then one per method and budget), and (method, keep, feasible)."""
     models: dict[str, Controller] = {UNPRUNED: base}
-    meta: dict[str, tuple] = {UNPRUNED: (None, None, True)}
+    meta: dict[str, tuple] = {UNPRUNED: (None, None, True, [])}
     folder.mkdir(parents=True)
-    for method in config.methods:
-        stages.say(f"pruning {method} at {', '.join(f'{k:g}' for k in sorted(config.keeps, reverse=True))}")
-        for keep, (controller, feasible) in zip(
-            config.keeps, _prune(config, method, config.keeps, folder, sizes, console)
-        ):
+    stages.say(
+        f"pruning {', '.join(config.methods)} at {', '.join(f'{k:g}' for k in sorted(config.keeps, reverse=True))}"
+        + ("" if executor is None else f" on {executor.name} ({executor.workers} workers)")
+    )
+    for method, made in _prune(config, base, folder, sizes, console, executor, robustness, tolerance).items():
+        for keep, (controller, feasible, failed) in zip(config.keeps, made):
             label = f"{method}@{keep:g}"
-            models[label], meta[label] = controller, (method, keep, feasible)
+            models[label], meta[label] = controller, (method, keep, feasible, failed)
             stages.tick()
     return models, meta
+
+
+def _robust_rows(models: dict[str, Controller], robustness: Robustness, config: BenchConfig, env_id: str) -> list[RobustRow]:
+    """Every model under the scenarios (torch, fast plant, the reward's seeds), its aggregate beside the unpruned one's."""
+    judged = {m: robustness.judge(c.module, config.episodes, config.seed, env_id) for m, c in models.items()}
+    base = judged[UNPRUNED]["value"]
+    return [
+        RobustRow(
+            m,
+            j["set"],
+            j["aggregate"],
+            j["value"],
+            j["mean"],
+            j["balanced_share"],
+            None if m == UNPRUNED else j["value"] - base,
+        )
+        for m, j in judged.items()
+    ]
 
 
 def _n_parity(config: BenchConfig) -> int:
@@ -443,10 +566,16 @@ def _n_parity(config: BenchConfig) -> int:
 
 
 def _export(
-    models: dict[str, Controller], targets, folder: Path, config: BenchConfig, stages: _Stages
+    models: dict[str, Controller],
+    targets,
+    folder: Path,
+    config: BenchConfig,
+    stages: _Stages,
+    executor: Executor | None = None,
 ) -> dict[str, Path]:
     """One verified bundle per model (ONNX + a TVM library per Linux target), signed with ``config.sign`` if given
-    and then checked against ``config.public_key`` before anything of it is loaded or run."""
+    and then checked against ``config.public_key`` before anything of it is loaded or run; the targets'
+    compiles run on ``executor`` (None: here)."""
     bundles = {}
     for label, c in models.items():
         stages.say(f"exporting {label}")
@@ -462,6 +591,7 @@ def _export(
             n_parity=_n_parity(config),
             seed=config.seed,
             sign=config.sign,
+            map_fn=map if executor is None else executor.map,
         )
         if config.public_key is not None:
             verify_bundle_signature(bundles[label], config.public_key)
@@ -488,7 +618,7 @@ def _record(
 ) -> ModelRecord:
     """Memory footprint of one model: counted from the module, sizes from its bundle, RSS from its stub runs."""
     fp = _footprint(c.module, example)
-    method, keep, feasible = meta
+    method, keep, feasible, failed = meta
     return ModelRecord(
         label=label,
         method=method,
@@ -506,6 +636,7 @@ def _record(
         if isinstance(manifest, Manifest)
         else {},
         stub_peak_rss_kb=rss,
+        failed_constraints=failed,
     )
 
 

@@ -1,5 +1,7 @@
 """The bench's microcontroller targets: one firmware bundle per model and target, its flash and RAM against the part's budget.
 
+    python -m tools.bench.mcu [--controller REF.pt] [--pruned P.pt ...] [--targets cortex-m4] [--baseline N,N,...]
+
 A model whose firmware does not fit a target is a result here, not an error: the export stops with
 :class:`export.mcu.DoesNotFit`, which carries the linked image's sizes, and the report shows them
 against the budget. Each (model, target) pair is exported as its own bundle, so one that does not
@@ -10,13 +12,20 @@ for time, and are labelled as instructions.
 
 from __future__ import annotations
 
+import argparse
+import json
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from export import DoesNotFit, export_bundle, integer_only, qemu_available, verify_bundle_signature
+from rich.console import Console
+from rich.table import Table
+
+from export import DoesNotFit, export_bundle, integer_only, qemu_available, scratch_in, verify_bundle_signature
+from targets import parse_target_list
 from tools.bench.report import McuMemoryRow
+from tools.controllers.load import load_controller
 from tools.controllers.native import Controller
 from tools.errors import ToolsError
 from tools.pipeline.export import visited_states
@@ -169,3 +178,65 @@ def mcu_notes(mcu: McuExport) -> list[str]:
     if mcu.cycles_note:
         notes.append(f"microcontroller cycles: {mcu.cycles_note}")
     return notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tools.bench.mcu``: flash, RAM and instructions per inference of controllers on microcontrollers."""
+    p = argparse.ArgumentParser(prog="python -m tools.bench.mcu", description=main.__doc__)
+    p.add_argument("--controller", type=Path, default=None, help="unpruned controller (default: the bundled reference)")
+    p.add_argument("--pruned", type=Path, action="append", default=[], help="a pruned controller file; repeatable")
+    p.add_argument(
+        "--targets", default="cortex-m4", help="microcontroller targets, comma-separated (default cortex-m4)"
+    )
+    p.add_argument(
+        "--baseline",
+        default="",
+        help="instructions per inference to compare with, one per model in order (e.g. an earlier run's)",
+    )
+    p.add_argument("--n-parity", type=int, default=100, help="observations each firmware is checked on (default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("bench_mcu.json"))
+    args = p.parse_args(argv)
+    console = Console(stderr=True, width=160)
+    targets = parse_target_list(args.targets)
+    for t in targets:
+        if t.kind != "mcu":
+            raise ToolsError(f"--targets: {t.name!r} is not a microcontroller target")
+        check_mcu_target(t)
+    models = {"unpruned": load_controller(args.controller)}
+    models.update({f"pruned-{path.stem}": load_controller(path) for path in args.pruned})
+    baseline = [float(b) for b in args.baseline.split(",") if b.strip()]
+    if baseline and len(baseline) != len(models):
+        raise ToolsError(f"--baseline: {len(baseline)} numbers for {len(models)} models")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with scratch_in(args.out.parent, "bench_mcu.") as tmp:
+        out = export_mcu(models, targets, Path(tmp), args.n_parity, args.seed, console.print, lambda: None)
+    table = Table(title=f"firmware per model and target ({out.instructions_how})")
+    for col in ("model", "target", "widths", "flash B", "weights B", "flash - weights B", "RAM B", "instr/inference"):
+        table.add_column(col, justify="right")
+    if baseline:
+        table.add_column("x baseline", justify="right")
+    order = list(models)
+    result_rows = []
+    for r in out.rows:
+        ipi = (r.instructions_per_inference or {}).get("mean")
+        hidden = models[r.model].architecture.get("hidden", [])
+        cells = [r.model, r.target, "-".join(str(h) for h in hidden), str(r.flash_bytes), str(r.weights_bytes)]
+        cells += [str(r.flash_bytes - r.weights_bytes), str(r.ram_bytes), "-" if ipi is None else f"{ipi:,.0f}"]
+        row = asdict(r)
+        if baseline:
+            ratio = None if ipi is None else ipi / baseline[order.index(r.model)]
+            cells.append("-" if ratio is None else f"{ratio:.3f}")
+            row["baseline_instructions"] = baseline[order.index(r.model)]
+            row["instructions_over_baseline"] = ratio
+        table.add_row(*cells)
+        result_rows.append(row)
+    console.print(table)
+    result = {"seed": args.seed, "rows": result_rows, "versions": mcu_versions(targets), "notes": mcu_notes(out)}
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -21,7 +21,7 @@ from tools.bench.reward import Paired, RewardStats
 
 SCHEMA = "prune-and-export.bench/1"
 UNPRUNED = "unpruned"
-N_LEFT = {"memory": 2, "latency": 4, "reward": 2, "mcu_memory": 3}  # text columns of each table; the rest are numbers
+N_LEFT = {"memory": 2, "latency": 4, "reward": 2, "mcu_memory": 3, "robust": 1}  # text columns of each table; the rest are numbers
 
 
 @dataclass
@@ -42,6 +42,7 @@ class ModelRecord:
     onnx_bytes: int
     library_bytes: dict[str, int]  # TVM library per target
     stub_peak_rss_kb: dict[str, int]  # per target; under qemu-user the emulator process, guest included
+    failed_constraints: list[str] = field(default_factory=list)  # of an infeasible model: budget, floor, stability
 
 
 @dataclass
@@ -60,6 +61,7 @@ class LatencyRow:
     median_us: float | None = None
     p99_us: float | None = None
     max_us: float | None = None
+    check: dict | None = None  # stub rows: its actions checked against a reference before timing (StubCheck)
 
 
 @dataclass
@@ -71,6 +73,19 @@ class RewardRow:
     stats: RewardStats
     vs_unpruned: Paired | None  # this model minus the unpruned one, same runtime, per seed
     vs_torch_max_abs: float | None = None  # stub rows: largest |device - torch| return of this model
+
+
+@dataclass
+class RobustRow:
+    """One model under the scenario set of ``--scenarios`` (torch on the fast plant, the reward's seeds), beside nominal."""
+
+    model: str
+    set: str
+    aggregate: str  # mean | worst | cvar:ALPHA: how ``value`` sums up the scenarios' mean returns
+    value: float  # the aggregate over the set's scenarios (nominal not included)
+    mean: dict[str, float]  # mean return per scenario, "nominal" first
+    balanced_share: dict[str, float]  # share of episodes that end balanced, per scenario
+    value_vs_unpruned: float | None  # value minus the unpruned model's (None for the unpruned row)
 
 
 @dataclass
@@ -116,6 +131,7 @@ class BenchReport:
     files: dict[str, str] = field(default_factory=dict)
     schema: str = SCHEMA
     mcu_memory: list[McuMemoryRow] = field(default_factory=list)  # per model and microcontroller target
+    robust: list[RobustRow] = field(default_factory=list)  # per model, with --scenarios only
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -148,7 +164,7 @@ def memory_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
     for m in report.models:
         rows.append(
             [
-                m.label + ("" if m.feasible else " (budget missed)"),
+                m.label + ("" if m.feasible else f" (missed: {', '.join(m.failed_constraints) or 'a constraint'})"),
                 "-".join(map(str, m.hidden)),
                 f"{m.params:,}",
                 f"{m.params_kept:.1%}",
@@ -213,6 +229,22 @@ def reward_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def robust_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the robustness table: nominal and each scenario's mean return (balanced share), the aggregate."""
+    if not report.robust:
+        return [], []
+    names = list(report.robust[0].mean)
+    agg = report.robust[0].aggregate
+    head = ["model", *names, f"{agg} over {report.robust[0].set}", f"Δ {agg} vs unpruned"]
+    rows = [
+        [r.model]
+        + [f"{r.mean[n]:.2f} ({_share(r.balanced_share[n])})" for n in names]
+        + [f"{r.value:.2f}", "-" if r.value_vs_unpruned is None else f"{r.value_vs_unpruned:+.2f}"]
+        for r in report.robust
+    ]
+    return head, rows
+
+
 def _share(x: float | None) -> str:
     """A share as a percentage; None (not measured: an env other than Pendulum-v1) as '-'."""
     return "-" if x is None else f"{x:.0%}"
@@ -270,6 +302,9 @@ def _titles(report: BenchReport) -> dict[str, str]:
             if report.config["env_id"] == "Pendulum-v1"
             else "upright: measured on Pendulum-v1 only"
         ),
+        "robust": "closed-loop return under the scenarios of --scenarios (torch on the fast plant, the reward's seeds; "
+        "balanced share in brackets), nominal first; the last columns aggregate the scenarios as "
+        "--robust-objective says, which is what the search optimised",
         "mcu_memory": "microcontroller firmware: flash (code + constants + .data image) and RAM (.data + .bss + stack) "
         "of the linked image (arm-none-eabi-size) against each part's budget (KB = 1024 bytes); "
         "instructions executed per inference under qemu-system-arm -icount (mean; an instruction "
@@ -280,7 +315,12 @@ def _titles(report: BenchReport) -> dict[str, str]:
 def print_tables(report: BenchReport, console: Console) -> None:
     """The three tables in the terminal."""
     titles = _titles(report)
-    tables = [("memory", memory_rows(report)), ("latency", latency_rows(report)), ("reward", reward_rows(report))]
+    tables = [
+        ("memory", memory_rows(report)),
+        ("latency", latency_rows(report)),
+        ("reward", reward_rows(report)),
+        ("robust", robust_rows(report)),
+    ]
     if report.mcu_memory:
         tables.insert(1, ("mcu_memory", mcu_memory_rows(report)))
     for key, (head, rows) in tables:
@@ -323,6 +363,10 @@ def write_markdown(report: BenchReport, path: Path) -> None:
         f"## Reward\n\n{titles['reward']}\n",
         _md_table(*reward_rows(report), N_LEFT["reward"]),
         "",
+    ]
+    if report.robust:
+        parts += [f"## Robustness\n\n{titles['robust']}\n", _md_table(*robust_rows(report), N_LEFT["robust"]), ""]
+    parts += [
         f"## Latency\n\n{titles['latency']}\n",
         _md_table(*latency_rows(report), N_LEFT["latency"])
         if report.latency

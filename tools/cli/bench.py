@@ -31,9 +31,11 @@ from tools.cli.options import (
     source_from_args,
 )
 from tools.cli.outputs import check_output
+from tools.cli.robustness import add_robustness, check_robustness_flags, robustness_from_args
+from tools.cli.scale_flags import add_executor, check_executor_flags
 from tools.cli.signing import check_key_pair
 from tools.errors import ToolsError
-from tools.pipeline.choices import METHODS, SWEEP
+from tools.pipeline.choices import DEFAULT_METHOD, METHODS, SWEEP
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -44,9 +46,18 @@ if TYPE_CHECKING:
 
 HELP = "latency, memory and closed-loop reward of the controller before and after pruning, side by side"
 QUICK_EPISODES = 3
-DEFAULT_METHODS = "gd,uniform-l1"
+DEFAULT_METHODS = f"{DEFAULT_METHOD},uniform-l1"
 MODELS = ("mlp-controller", "autoencoder")  # what is benchmarked: a controller (any Box env), or the digits autoencoder
 TDMPC = "tdmpc"  # the value of --controller that selects the TD-MPC agent's bench
+# (flag, dest, value when not given) of the flags only the controller bench takes
+CONTROLLER_BENCH_ONLY = (
+    ("--scenarios", "scenarios", None),
+    ("--robust-objective", "robust_objective", None),
+    ("--executor", "executor", "local"),
+    ("--ray-address", "ray_address", None),
+    ("--quantize", "quantize", "off"),
+    ("--flash-budget", "flash_budget", None),
+)
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -117,6 +128,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="--model autoencoder: reconstruction bound on validation PSNR (default: unpruned validation PSNR - 1 dB)",
     )
     add_signing(p)
+    # robustness (issue 17) and scale (issue 18): the controller bench only
+    add_robustness(p)
+    add_executor(
+        p,
+        "the bench's cells (one search per method, its budgets as one continuation) and the Linux targets' compiles run",
+    )
     # precision of the pruned models' weights (prune.precision)
     add_quantize(p, bytes_only=False)
 
@@ -159,6 +176,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     targets = parse_target_list(",".join(args.targets))
     for t in targets:
         check_target(t)
+    check_robustness_flags(args)
+    check_executor_flags(args)
     check_quantize(getattr(args, "quantize", "off"), getattr(args, "flash_budget", None))
     return BenchConfig(
         controller=args.controller,
@@ -170,6 +189,10 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         quick=args.quick,
         sign=getattr(args, "sign", None),
         public_key=getattr(args, "public_key", None),
+        scenarios=getattr(args, "scenarios", None),
+        robust_objective=getattr(args, "robust_objective", None),
+        executor=getattr(args, "executor", "local"),
+        ray_address=getattr(args, "ray_address", None),
         quantize=getattr(args, "quantize", "off"),
         flash_budget=getattr(args, "flash_budget", None),
     )
@@ -262,16 +285,16 @@ def check_before_work(args: argparse.Namespace) -> None:
                 "--sign and --public-key apply to the controller bench (its stubs and firmware), "
                 "not to --model autoencoder or --controller tdmpc"
             )
-        if getattr(args, "quantize", "off") != "off" or getattr(args, "flash_budget", None) is not None:
-            raise ToolsError(
-                "--quantize and --flash-budget apply to the controller bench, not to --model autoencoder or --controller tdmpc"
-            )
+        given = [f for f, dest, off in CONTROLLER_BENCH_ONLY if getattr(args, dest, off) != off]
+        if given:
+            raise ToolsError(f"{', '.join(given)}: the controller bench only, not --model autoencoder or --controller tdmpc")
         return
     check_key_pair(sign, public_key)
     if getattr(args, "data", None) is not None or getattr(args, "min_psnr", None) is not None:
         raise ToolsError("--data and --min-psnr apply to --model autoencoder only")
     config_from_args(args)
-    controller_from_args(args)  # refused here, not after the bench has started: bad file, NaN, env mismatch
+    controller = controller_from_args(args)  # refused here, not after the bench has started: bad file, NaN, env mismatch
+    robustness_from_args(args, controller.spec.env_id)  # scenario names of the controller's env
 
 
 def run(args: argparse.Namespace, console: Console) -> dict:

@@ -6,6 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from tools.cli.options import add_controller, add_episodes, add_seed, controller_from_args
+from tools.cli.robustness import add_robustness, check_robustness_flags, robustness_from_args
 from tools.plant.episodes import JUDGES
 
 if TYPE_CHECKING:
@@ -24,6 +25,8 @@ def configure(p: argparse.ArgumentParser) -> None:
         default="gym",
         help="gym: gymnasium's own env (the judge); fast: the batched plant (default gym)",
     )
+    # robustness (issue 17): the judge under scenarios too
+    add_robustness(p, search=False)
 
 
 def run(args: argparse.Namespace, console: Console) -> dict:
@@ -32,7 +35,9 @@ def run(args: argparse.Namespace, console: Console) -> dict:
 
     from tools.pipeline.evaluate import evaluate_controller
 
+    check_robustness_flags(args)
     controller = controller_from_args(args)
+    robustness = robustness_from_args(args, controller.spec.env_id)
     console.print(
         f"controller {controller.path} (sha256 {controller.sha256[:12]}), seed {args.seed}, judge {args.judge}"
     )
@@ -45,6 +50,10 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         table.add_column(col, justify="right")
     table.add_row(stats.judge, f"{stats.mean:.1f}", f"{stats.std:.1f}", f"{stats.min:.1f}", f"{seconds:.2f}")
     console.print(table)
+    robust = None
+    if robustness is not None:
+        robust = robustness.judge(controller.module, args.episodes, args.seed, controller.spec.env_id)
+        console.print(robust_table(robust))
     return {
         "controller": str(controller.path),
         "sha256": controller.sha256,
@@ -53,4 +62,19 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         "seconds": seconds,
         **stats.to_dict(),
         **{k: controller.architecture[k] for k in ("obs_norm", "notes") if k in controller.architecture},
+        **({"robust": robust} if robust is not None else {}),
     }
+
+
+def robust_table(robust: dict):
+    """Nominal and every scenario side by side (mean return, balanced share), and the aggregate: a rich Table."""
+    from rich.table import Table
+
+    seeds = f"seeds {robust['seeds'][0]}..{robust['seeds'][1]}"
+    table = Table(title=f"closed-loop return under scenario set {robust['set']} (fast, {seeds})")
+    for col in ("scenario", "mean", "balanced"):
+        table.add_column(col, justify="left" if col == "scenario" else "right")
+    for name, mean in robust["mean"].items():
+        table.add_row(name, f"{mean:.1f}", f"{robust['balanced_share'][name]:.0%}")
+    table.add_row(f"{robust['aggregate']} over the set", f"{robust['value']:.1f}", "")
+    return table

@@ -17,6 +17,7 @@ from tools.cli.options import (
     runner_name,
 )
 from tools.cli.outputs import check_output
+from tools.cli.scale_flags import add_executor, check_executor_flags, executor_from_args
 from tools.cli.signing import check_signing_key
 from tools.errors import ToolsError
 
@@ -100,6 +101,8 @@ def configure(p: argparse.ArgumentParser) -> None:
         "record per microcontroller image; devices given the public key run nothing else",
     )
     add_seed(p)
+    # scale (issue 18): the Linux targets' compiles fanned out
+    add_executor(p, "the Linux targets' compiles run")
     # precision of the exported weights (prune.quantize)
     p.add_argument(
         "--quantize",
@@ -133,6 +136,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     from tools.pipeline.export import export_controller
 
     check_output(args.out, "--out", folder=True, force=args.force)
+    check_executor_flags(args)
     public_hex = check_signing_key(args.sign) if args.sign is not None else None  # a bad key: refused before any work
     targets = parse_target_list(args.targets)
     ctrl = controller_from_args(args)
@@ -151,23 +155,29 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         f"controller {ctrl.path} (sha256 {ctrl.sha256[:12]}, {ctrl.architecture}); seed {args.seed}; "
         f"targets {', '.join(t.name for t in targets)}"
     )
-    with console.status("exporting") as status:
-        exported = export_controller(
-            ctrl,
-            [t.name for t in targets],
-            args.out,
-            dynamic_batch=args.dynamic_batch,
-            parity_samples=args.parity_samples,
-            fast_math=not args.no_fast_math,
-            runner=args.runner,
-            force=args.force,
-            seed=args.seed,
-            progress=lambda m: status.update(m),
-            sign=args.sign,
-            parity_episodes=args.parity_episodes,
-            parity_tolerance=args.parity_tolerance,
-            obs_bounds=args.obs_bounds,
-        )
+    executor = executor_from_args(args)
+    try:
+        with console.status("exporting") as status:
+            exported = export_controller(
+                ctrl,
+                [t.name for t in targets],
+                args.out,
+                dynamic_batch=args.dynamic_batch,
+                parity_samples=args.parity_samples,
+                fast_math=not args.no_fast_math,
+                runner=args.runner,
+                force=args.force,
+                seed=args.seed,
+                progress=lambda m: status.update(m),
+                sign=args.sign,
+                parity_episodes=args.parity_episodes,
+                parity_tolerance=args.parity_tolerance,
+                obs_bounds=args.obs_bounds,
+                map_fn=map if executor is None else executor.map,
+            )
+    finally:
+        if executor is not None:
+            executor.close()
     manifest = exported.manifest
 
     table = Table(title=f"bundle {args.out}")

@@ -20,14 +20,23 @@ from tools.cli.options import (
     positive_int,
 )
 from tools.cli.outputs import check_output
+from tools.cli.robustness import add_robustness, check_robustness_flags, robustness_from_args
+from tools.cli.scale_flags import add_executor, check_executor_flags, executor_from_args
 from tools.errors import ToolsError
-from tools.pipeline.choices import DEFAULT_METRIC, EXECUTORS, METHODS, METRICS, STABILITY_MODES, STABILITY_TOLERANCE
+from tools.pipeline.choices import (
+    DEFAULT_METHOD,
+    DEFAULT_METRIC,
+    METHODS,
+    METRICS,
+    STABILITY_MODES,
+    STABILITY_TOLERANCE,
+)
 from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-HELP = "prune a controller structurally to a parameter budget (gradient descent or grid over soft coefficients)"
+HELP = "prune a controller structurally to a parameter budget (a search over soft coefficients: TPE, gradient descent, ...)"
 
 
 def tolerance(text: str) -> float:
@@ -53,8 +62,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--method",
         choices=METHODS,
-        default="gd",
-        help="coefficient search or baseline (default gd; cmaes and tpe: CMA-ES (cma) and TPE (optuna) on the same problem)",
+        default=DEFAULT_METHOD,
+        help=f"coefficient search or baseline (default {DEFAULT_METHOD}, the search bench's winner, see docs/search_bench.md; "
+        "gd: the paper's gradient descent; cmaes and tpe: CMA-ES (cma) and TPE (optuna) on the same problem)",
     )
     p.add_argument(
         "--metric",
@@ -139,20 +149,10 @@ def configure(p: argparse.ArgumentParser) -> None:
         default=100,
         help="gymnasium episodes of the controller's env (seeds 0..N-1) judging before and after; 0 skips (default 100)",
     )
-    p.add_argument(
-        "--executor",
-        choices=EXECUTORS,
-        default="local",
-        help="where the search's candidates are evaluated: local (this process, the default) or ray (a Ray "
-        "cluster: --ray-address, else RAY_ADDRESS, else a Ray instance started here); same result either way",
-    )
-    p.add_argument(
-        "--ray-address",
-        default=None,
-        metavar="ADDRESS",
-        help="--executor ray: the cluster to use (auto, HOST:PORT or ray://HOST:PORT)",
-    )
+    add_executor(p, "the search's candidates are evaluated")
     add_early_stop(p)
+    # robustness (issue 17): scenarios in the objective and the judge
+    add_robustness(p)
     # precision: weight-only int8 chosen with the coefficients (prune.precision)
     add_quantize(p)
 
@@ -201,8 +201,8 @@ def _check_before_work(args: argparse.Namespace) -> None:
     metric_for(args.method, args.metric)  # a contradictory --metric is refused before the controller loads
     check_quantize(args.quantize, args.flash_budget)
     args.keep = keeps_of(args)
-    if args.ray_address and args.executor != "ray":
-        raise ToolsError(f"--ray-address {args.ray_address}: only with --executor ray")
+    check_robustness_flags(args)
+    check_executor_flags(args)
     for keep in args.keep:
         if keep is not None and args.tolerance >= keep:
             raise ToolsError(
@@ -236,12 +236,12 @@ def _report(console: Console, summary: dict, keep: float | None, out_asked: bool
 def run(args: argparse.Namespace, console: Console) -> dict:
     # Deferred: pruning imports torch and gymnasium, which --help must not pay for.
     from tools.pipeline.prune import parse_components, print_prune_table, prune_controller_budgets
-    from tools.scale import make_executor
 
     _check_before_work(args)
     components = parse_components(args.component)
     controller = controller_from_args(args)
-    executor = make_executor(args.executor, args.ray_address) if args.executor != "local" else None
+    robustness = robustness_from_args(args, controller.spec.env_id)  # scenario names of the controller's env
+    executor = executor_from_args(args)
     if executor is not None:
         console.print(f"search candidates evaluated on {executor.name} ({executor.workers} workers)")
     try:
@@ -270,6 +270,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
             ceiling=args.ceiling,
             stop_within=args.stop_within,
             auto_stop=not args.no_early_stop,
+            robustness=robustness,
             quantize=args.quantize,
             flash_budget=args.flash_budget,
         )

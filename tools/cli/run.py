@@ -13,12 +13,17 @@ from typing import TYPE_CHECKING
 
 from tools.cli import bench as cmd_bench
 from tools.cli.options import add_controller, add_episodes, add_quantize, add_seed, controller_from_args
+from tools.cli.robustness import add_robustness
 from tools.cli.run_config import Resolved, bench_namespace, defer_defaults, read_config, resolve, to_toml
+from tools.pipeline.choices import DEFAULT_METHOD
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-HELP = "run the whole pipeline (load, evaluate, prune with gd, export x86_64, bench report) on a controller; the default subcommand"
+HELP = (
+    f"run the whole pipeline (load, evaluate, prune with {DEFAULT_METHOD}, export x86_64, bench report) on a controller; "
+    "the default subcommand"
+)
 CONFIG_NAME = "run-config.toml"
 _DEFAULTS: dict = {}  # the flags' defaults, hidden from argparse so that flags given can override a config file
 
@@ -44,6 +49,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--quick", action="store_true", help="bench with few calls and a short search (for tests)")
     cmd_bench.add_signing(p)
+    # robustness (issue 17): the bench step searches and judges under scenarios too
+    add_robustness(p)
     # precision of the pruned model's weights, passed to bench (prune.precision)
     add_quantize(p, bytes_only=False)
     _DEFAULTS.update(defer_defaults(p))
@@ -111,13 +118,14 @@ def run(args: argparse.Namespace, console: Console) -> dict:
 
 
 def _bench_args(opts: argparse.Namespace, bench: dict, bench_parser: argparse.ArgumentParser) -> argparse.Namespace:
-    """The flags of the last step, ``prune-and-export bench`` (gd at the default budget on x86_64 unless [bench] says otherwise)."""
+    """The flags of the last step, ``prune-and-export bench`` (the default method at the default budget on x86_64 unless
+    [bench] says otherwise)."""
     values = {
         "out": opts.out,
         "episodes": opts.episodes,
         "seed": opts.seed,
         "targets": ["x86_64"],
-        "methods": "gd",
+        "methods": DEFAULT_METHOD,
         "controller": opts.controller,
         "format": opts.format,
         "env": opts.env,
@@ -126,6 +134,8 @@ def _bench_args(opts: argparse.Namespace, bench: dict, bench_parser: argparse.Ar
         "quick": opts.quick,
         "sign": opts.sign,
         "public_key": opts.public_key,
+        "scenarios": opts.scenarios,
+        "robust_objective": opts.robust_objective,
         "quantize": opts.quantize,
         "flash_budget": opts.flash_budget,
     }

@@ -31,6 +31,8 @@ BENCH_OWNED = {
     "quick",
     "sign",
     "public_key",
+    "scenarios",
+    "robust_objective",
 }
 
 

@@ -1,4 +1,4 @@
-"""Fuzz the C frame reader with libFuzzer (``firmware_stub/fuzz_frames.c``), under ASan and UBSan.
+"""Fuzz the C frame reader and the device's frame handler with libFuzzer (``firmware_stub/fuzz_frames.c``), under ASan and UBSan.
 
 ``python -m tools.dev.fuzz_frames --seconds 300 --seed 1`` builds the target with clang into the cache,
 seeds a corpus with frames made by the Python codec (good, corrupted, truncated, glued together),
@@ -26,7 +26,7 @@ import numpy as np
 from export import STUB_SOURCES, cache_root, frames
 from tools.errors import ToolsError
 
-SOURCES = ("fuzz_frames.c", "frame.c", "frame.h")
+SOURCES = ("fuzz_frames.c", "frame.c", "frame.h", "frame_handler.c", "frame_handler.h")
 
 
 @dataclass
@@ -61,6 +61,7 @@ def build_fuzzer() -> Path:
         "-fno-sanitize-recover=undefined",
         str(STUB_SOURCES / "fuzz_frames.c"),
         str(STUB_SOURCES / "frame.c"),
+        str(STUB_SOURCES / "frame_handler.c"),
         "-o",
         str(tmp),
     ]
@@ -140,6 +141,10 @@ def seed_corpus(folder: Path, seed: int) -> int:
     samples.append(frames.encode_raw(frames.OBS, 1, b"", length=1000))  # oversized
     samples.append(frames.encode_raw(frames.OBS, 1, b"\0" * 3))  # length not a multiple of 4
     samples.append(bytes(rng.integers(0, 256, 300, dtype=np.uint8)) + good[2])  # garbage, then a frame
+    # multi-part requests for the fuzzer's 70-float controller: whole, a part missing, parts swapped, too long
+    parts = [frames.encode(frames.PART, 9, np.ones(n), aux=frames.part_aux(i, 2)) for i, n in enumerate((64, 6))]
+    samples += [parts[0] + parts[1], parts[1] + parts[0], parts[0] + good[2] + parts[1]]
+    samples.append(frames.encode_request(10, rng.normal(size=140)))
     for i, s in enumerate(samples):
         (folder / f"seed-{i:03d}").write_bytes(s)
     return len(samples)
@@ -154,7 +159,7 @@ def run_fuzzer(seconds: float, seed: int = 0, runs: int | None = None, workdir: 
         corpus = work / "corpus"
         seed_corpus(corpus, seed)
         dictionary = work / "frames.dict"
-        dictionary.write_text('magic="\\xa5\\x5a"\nobs="\\xa5\\x5a\\x01"\nlen12="\\x0c\\x00"\n')
+        dictionary.write_text('magic="\\xa5\\x5a"\nobs="\\xa5\\x5a\\x01"\npart="\\xa5\\x5a\\x06"\nlen12="\\x0c\\x00"\n')
         cmd = [
             str(exe),
             f"-seed={seed}",
@@ -197,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=300.0, help="fuzzing time (default 300)")
     p.add_argument("--seed", type=int, default=0, help="libFuzzer seed and corpus seed (default 0)")
     args = p.parse_args(argv)
-    print(f"fuzzing the frame reader for {args.seconds:g} s, seed {args.seed}", file=sys.stderr)
+    print(f"fuzzing the frame reader and handler for {args.seconds:g} s, seed {args.seed}", file=sys.stderr)
     result = run_fuzzer(args.seconds, args.seed)
     print(json.dumps(asdict(result)))
     if not result.ok:

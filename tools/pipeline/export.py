@@ -51,6 +51,7 @@ def export_controller(
     parity_episodes: int = 0,
     parity_tolerance: float | None = None,
     obs_bounds: tuple[float, float] | None = None,
+    map_fn: Callable = map,
 ) -> ExportedBundle:
     """Export ``controller`` for the named targets (comma-separated or a list) into the bundle folder ``out``.
 
@@ -59,6 +60,7 @@ def export_controller(
     closed-loop episodes of its env (:func:`visited_states`; 0: none), plus ``parity_samples`` from the
     observation box where it is bounded (``obs_bounds`` (low, high): the box of the unbounded dimensions);
     a library may differ from onnxruntime by ``parity_tolerance`` x the action range (default export's).
+    ``map_fn``: how the Linux targets' compiles run (an executor's ``map`` fans them out; same bundle bytes).
     """
     target_list = parse_target_list(targets if isinstance(targets, str) else ",".join(targets))
     visited = None
@@ -85,6 +87,7 @@ def export_controller(
         parity_observations=visited,
         obs_bounds=obs_bounds,
         parity_tolerance=parity_tolerance,
+        map_fn=map_fn,
     )
     memory = {
         n: {

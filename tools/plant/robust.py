@@ -1,6 +1,6 @@
 """Robustness in the objective and in the judge: returns over a scenario set, aggregated as mean, worst or CVaR.
 
-- :class:`Aggregate` (``mean`` | ``worst`` | ``cvar:ALPHA``): one number from the per-scenario mean
+- :class:`Aggregate` (``mean`` | ``worst`` | ``cvar:ALPHA``, :mod:`tools.plant.aggregate`): one number from the per-scenario mean
   returns. ``cvar:ALPHA`` is the average of the worst ALPHA fraction of the scenarios, the fraction
   counted exactly (with S scenarios, k = ALPHA * S of them: the floor(k) worst in full, the next one
   in part), so ``cvar:1`` is the mean and ``cvar:ALPHA`` with ALPHA <= 1/S is the worst case.
@@ -24,69 +24,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import nn
 
-from tools.errors import ToolsError
+from tools.plant.aggregate import Aggregate, as_aggregate
 from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED, episode_seeds
 from tools.plant.evaluate import ReturnStats
 from tools.plant.pendulum import ENV_ID
 from tools.plant.policy import Policy, as_policy
 from tools.plant.scenarios import Scenario, ScenarioSet, rollout_scenario
 
-AGGREGATES = ("mean", "worst", "cvar:ALPHA")
 NOMINAL = Scenario("nominal")
-
-
-@dataclass(frozen=True)
-class Aggregate:
-    """How per-scenario mean returns become one number: mean, worst, or cvar (tail mean of the worst alpha)."""
-
-    kind: str = "mean"
-    alpha: float = 1.0  # cvar only: the fraction of scenarios in the tail, in (0, 1]
-
-    @classmethod
-    def parse(cls, text: str) -> Aggregate:
-        """'mean', 'worst' or 'cvar:ALPHA' with 0 < ALPHA <= 1."""
-        if text in ("mean", "worst"):
-            return cls(text)
-        if text.startswith("cvar:"):
-            try:
-                alpha = float(text[5:])
-            except ValueError:
-                alpha = float("nan")
-            if not 0.0 < alpha <= 1.0:
-                raise ToolsError(f"aggregate {text!r}: ALPHA must be a number in (0, 1]")
-            return cls("cvar", alpha)
-        raise ToolsError(f"aggregate must be one of {AGGREGATES}, got {text!r}")
-
-    def weights(self, means: Sequence[float] | np.ndarray) -> np.ndarray:
-        """Weight of each scenario (summing to 1) in the aggregate of these scenario means."""
-        m = np.asarray(means, dtype=np.float64)
-        if m.ndim != 1 or m.size == 0:
-            raise ToolsError(f"aggregate: expected a 1-D array of scenario means, got shape {m.shape}")
-        if self.kind == "mean":
-            return np.full(m.size, 1.0 / m.size)
-        alpha = 1.0 / m.size if self.kind == "worst" else self.alpha
-        k = alpha * m.size  # scenarios in the tail, fractional
-        w = np.zeros(m.size)
-        left = 1.0
-        for i in np.argsort(m, kind="stable"):  # worst first; ties broken by scenario order
-            share = min(1.0 / k, left)
-            w[i] = share
-            left -= share
-            if left <= 1e-15:
-                break
-        return w / w.sum()
-
-    def __call__(self, means: Sequence[float] | np.ndarray) -> float:
-        """The aggregate of these scenario means."""
-        return float(self.weights(means) @ np.asarray(means, dtype=np.float64))
-
-    def __str__(self) -> str:
-        return f"cvar:{self.alpha:g}" if self.kind == "cvar" else self.kind
-
-
-def as_aggregate(how: str | Aggregate) -> Aggregate:
-    """An Aggregate from its text form, or itself."""
-    return how if isinstance(how, Aggregate) else Aggregate.parse(how)
 
 
 def scenario_returns(policy: Policy, scenarios: ScenarioSet, seeds: Sequence[int], env_id: str = ENV_ID) -> np.ndarray:
@@ -168,6 +113,18 @@ class RobustReturns:
             "scenarios": {k: v.to_dict() for k, v in self.scenarios.items()},
         }
 
+    def summary(self, how: str | Aggregate) -> dict:
+        """The figures a report shows, JSON-ready: nominal and each scenario's mean return and balanced share,
+        and the aggregate ``how`` over the set, on the same seeds."""
+        return {
+            "set": self.set_name,
+            "aggregate": str(as_aggregate(how)),
+            "value": self.aggregate(how),
+            "seeds": [self.nominal.returns.seeds[0], self.nominal.returns.seeds[-1]],
+            "mean": {k: v.mean for k, v in self.returns().items()},
+            "balanced_share": self.balanced_share(),
+        }
+
 
 def _stats(policy: Policy, scenario: Scenario, seeds: list[int], env_id: str) -> ScenarioStats:
     played = rollout_scenario(policy, scenario, seeds, env_id)
@@ -190,3 +147,24 @@ def robust_returns(
         _stats(policy, NOMINAL, seeds, env_id),
         {s.name: _stats(policy, s, seeds, env_id) for s in scenarios},
     )
+
+
+@dataclass(frozen=True)
+class Robustness:
+    """What a search optimises beyond the nominal plant, and what the judge adds: a scenario set and its aggregate."""
+
+    scenarios: ScenarioSet
+    aggregate: Aggregate = field(default_factory=Aggregate)
+
+    def objective(self, episodes: int, seed: int, env_id: str = ENV_ID) -> Callable[[nn.Module], np.ndarray]:
+        """The search objective: :func:`robust_objective` over the set, aggregated by ``aggregate``."""
+        return robust_objective(self.scenarios, self.aggregate, episodes, seed, env_id)
+
+    def judge(self, policy: Policy | nn.Module, episodes: int, seed: int, env_id: str = ENV_ID) -> dict:
+        """Nominal and every scenario on seeds seed..seed+episodes-1, with the aggregate: :meth:`RobustReturns.summary`."""
+        return robust_returns(policy, self.scenarios, episodes, seed, env_id).summary(self.aggregate)
+
+    def to_dict(self) -> dict:
+        """The set's scenario names and the aggregate, JSON-ready."""
+        return {"scenarios": self.scenarios.names(), "set": self.scenarios.name, "aggregate": str(self.aggregate)}
+

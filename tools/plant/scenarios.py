@@ -168,6 +168,27 @@ def scenario_set(name: str, env_id: str = ENV_ID) -> ScenarioSet:
     return ROBUST_PENDULUM if env_id == ENV_ID else ROBUST_MUJOCO
 
 
+def select_scenarios(text: str, env_id: str = ENV_ID) -> ScenarioSet:
+    """A set name (``robust``) or a comma list of scenario names of ``env_id``'s standard set, as a ScenarioSet.
+
+    A list keeps the standard set's order and seeds (so ``push,heavy`` plays exactly those two rows
+    of ``robust``); an unknown or repeated name is an error that lists the names there are.
+    """
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if len(names) == 1 and names[0] in SCENARIO_SETS:
+        return scenario_set(names[0], env_id)
+    full = scenario_set(SCENARIO_SETS[0], env_id)
+    unknown = [n for n in names if n not in full.names()]
+    if not names or unknown:
+        raise ToolsError(
+            f"unknown scenario(s) {', '.join(unknown) or '(none given)'} for {env_id}; expected a set "
+            f"({', '.join(SCENARIO_SETS)}) or a comma list of {', '.join(full.names())}"
+        )
+    if len(set(names)) != len(names):
+        raise ToolsError(f"scenario names repeat: {text}")
+    return ScenarioSet(",".join(n for n in full.names() if n in names), tuple(s for s in full if s.name in names))
+
+
 @dataclass
 class ScenarioRollout:
     """One scenario played once per seed: returns, whether each episode ended balanced, what the plant applied."""

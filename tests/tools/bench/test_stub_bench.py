@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,10 @@ import pytest
 import torch
 
 import tools.bench.latency as latency
+import tools.bench.stub as stub_bench
+from tools.bench.floors import COMPUTE_FLOOR, PLAIN_C, STREAM_FLOOR
 from tools.bench.latency import StubMismatch, check_stub, measure_stub
-from tools.controllers.native import build_mlp, pendulum_spec
+from tools.controllers.native import build_mlp, mlp_architecture, pendulum_spec, save_controller
 
 
 def test_stub_matches_torch_on_non_saturating_inputs(small_bundle: Path, small_controller: torch.nn.Module) -> None:
@@ -42,3 +45,29 @@ def test_measure_stub_records_the_check(small_bundle: Path) -> None:
     bench = measure_stub({"m": small_bundle}, "x86_64", obs, rounds=1, warmup=5, check_n=100)["m"]
     assert bench.check is not None and bench.check.reference == "onnxruntime" and bench.check.inputs == 100
     assert bench.check.max_error <= bench.check.tolerance
+
+
+def test_bench_stub_times_the_stub_beside_plain_c_and_the_floors_in_one_run(tmp_path: Path) -> None:
+    # Two small controllers: every row of the run (stub, the SSE2 baseline's stub, plain C, floors) and the
+    # ratios the issue asks for are in the JSON; each timed program was checked against torch first.
+    spec = pendulum_spec()
+    files = []
+    for i, hidden in enumerate(([24, 16], [12, 6])):
+        torch.manual_seed(i)
+        module = build_mlp(spec, hidden, "elu").eval()
+        files.append(tmp_path / f"c{i}.pt")
+        save_controller(files[-1], module, spec, mlp_architecture(module, "elu"))
+    argv = ["--controller", str(files[0]), "--pruned", str(files[1]), "--arm-targets", "", "--n", "200"]
+    argv += ["--rounds", "2", "--check-n", "100", "--out", str(tmp_path / "out")]
+    assert stub_bench.main(argv) == 0
+    result = json.loads((tmp_path / "out" / "bench_stub.json").read_text())
+    engines = {(r["model"], r["engine"]) for r in result["rows"]}
+    for model in ("unpruned", "pruned"):
+        for engine in ("stub", "stub x86_64-sse2", PLAIN_C, COMPUTE_FLOOR, STREAM_FLOOR, "onnxruntime"):
+            assert (model, engine) in engines
+        y = result["yardsticks"][model]
+        assert y["stub_over_plain_c"] == pytest.approx(y["stub_us"] / y["plain_c_us"])
+        assert y["compute_floor_us"] > 0 and y["stream_floor_us"] > 0 and y["stub_x86_64-sse2_over_stub"] > 0
+        assert result["plain_c_check"][model]["inputs"] == 100
+        assert set(result["stub_check"][model]) == {"x86_64", "x86_64-sse2"}
+    assert result["machine"]["cpu"] and len(result["machine"]["loadavg"]) == 3

@@ -17,7 +17,7 @@ from tools.controllers.load import load_controller
 from tools.controllers.native import build_mlp, mlp_architecture, pendulum_spec, save_controller
 
 torch.set_num_threads(1)
-SEARCH = ["--max-evaluations", "8", "--search-episodes", "4", "--judge-episodes", "2", "--json"]
+SEARCH = ["--method", "gd", "--max-evaluations", "8", "--search-episodes", "4", "--judge-episodes", "2", "--json"]
 
 
 def small_controller(path, hidden=(24, 24)):

@@ -131,17 +131,40 @@ def test_packed_planner_step_equals_the_unpacked_one():
     assert out.shape == (6, packed.out_dim) and not torch.equal(out[0], out[1])
 
 
-def test_device_planner_fits_the_frame_and_keeps_the_elite_share():
-    from export import ExportError
-    from tools.usecases.tdmpc.export import device_planner, fits_frame
+def test_device_planner_keeps_the_agents_samples():
+    from export import ExportError, frames
+    from tools.usecases.tdmpc.export import device_planner, packed_floats
 
-    shipped = PlannerConfig()  # latent 32, horizon 3: 32 samples need 134 floats, a frame holds 64
-    assert not fits_frame(32, 1, shipped)
-    dev = device_planner(TDMPCAgent(AgentConfig()), shipped)
-    assert (dev.samples, dev.elites, dev.horizon, dev.iterations) == (8, 2, 3, 2) and fits_frame(32, 1, dev)
-    assert device_planner(tiny_agent(), FAST_PLAN) == FAST_PLAN  # already fits: unchanged
-    with pytest.raises(ExportError, match="no room for noise"):
-        device_planner(TDMPCAgent(AgentConfig(latent=60, hidden=8)), shipped)
+    shipped = PlannerConfig()  # latent 32, horizon 3: 32 samples need 134 floats, more than a frame's 64
+    assert packed_floats(32, 1, shipped) == 134 > frames.MAX_FLOATS
+    assert device_planner(TDMPCAgent(AgentConfig()), shipped) == shipped  # a multi-part request, not 8 samples
+    with pytest.raises(ExportError, match="largest request"):
+        device_planner(TDMPCAgent(AgentConfig(latent=8, hidden=8)), PlannerConfig(samples=6000, elites=8))
+
+
+HIL_PLAN = PlannerConfig(horizon=2, samples=32, iterations=2, elites=8)  # the agent's 32 samples: 74 floats in
+
+
+@pytest.fixture(scope="module")
+def planner_step_bundle(tmp_path_factory):
+    from tools.usecases.tdmpc.export import export_packed_step
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("hil") / "step"
+    export_packed_step(tiny_agent(3), HIL_PLAN, out, ("x86_64", "cortex-a72"), n_parity=40)
+    return out
+
+
+@pytest.mark.parametrize("target", ["x86_64", "cortex-a72"])
+def test_lockstep_planning_on_the_device_returns_the_hosts(planner_step_bundle, target):
+    from tools.usecases.tdmpc.hil import FIDELITY, planning_hil
+
+    r = planning_hil(tiny_agent(3), HIL_PLAN, planner_step_bundle, target, episodes=2)
+    assert r.samples == 32 and r.device_steps == 2 * 200 * HIL_PLAN.iterations  # every MPPI iteration on the device
+    assert r.max_return_diff <= FIDELITY and r.ok, r.to_dict()
+    assert len(set(r.host_returns)) == 2  # two different episodes, compared one by one
+    with pytest.raises(ValueError, match="packs"):  # a bundle made for another sample count is refused
+        planning_hil(tiny_agent(3), FAST_PLAN, planner_step_bundle, target, episodes=1)
 
 
 def test_packed_planner_step_verifies_in_the_armv7_stub_under_qemu(tmp_path):
@@ -224,7 +247,10 @@ def test_bench_cli_tdmpc_quick_writes_the_report(tmp_path, capsys):
     assert report["export"]["unpruned"]["policy_bundle"]["verifications"]["x86_64"]["status"] == "verified"
     native = report["device"]["targets"]["x86_64"]  # the packed planner step, timed by the firmware stub natively
     assert not native["emulated"] and native["agents"]["unpruned"]["verification"] == "verified"
-    assert native["agents"]["unpruned"]["median_us"] > 0 and report["device"]["inputs"] <= 64
+    assert native["agents"]["unpruned"]["median_us"] > 0
+    # the agent's own planner on the device: 32 samples, 134 floats in, sent as a multi-part request
+    assert report["device"]["planner"]["samples"] == report["device"]["agent_planner_samples"] == 32
+    assert report["device"]["inputs"] == 134
     assert "## Planner step on the device" in (out / "report.md").read_text()
     assert {p.name for p in out.iterdir()} >= {"report.json", "report.md", "pruning.png", "bundles"}
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no temp folder left beside it
@@ -237,3 +263,34 @@ def test_bench_cli_tdmpc_refuses_unknown_methods(tmp_path, capsys):
     assert rc == 2
     assert "global" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_step_bench_checks_every_runtime_then_writes_the_table_and_json(tmp_path, capsys):
+    import json
+
+    from tools.usecases.tdmpc.step_bench import main
+
+    agent_file = tmp_path / "agent.pt"
+    save_agent(agent_file, tiny_agent(5), HIL_PLAN)
+    out = tmp_path / "step.json"
+    argv = ["--agent", str(agent_file), "--targets", "x86_64", "--check", "6", "--rounds", "1", "--calls", "2"]
+    assert main([*argv, "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    rows = {r["runtime"]: r for r in report["rows"]}
+    assert set(rows) == {"torch", "onnxruntime", "tvm x86_64 scheduled", "tvm x86_64 fused"}
+    assert rows["tvm x86_64 scheduled"]["scheduled_kernels"] > 0 and rows["tvm x86_64 fused"]["scheduled_kernels"] == 0
+    for r in rows.values():
+        assert r["median_us"] > 0 and (r["max_abs_err_vs_torch"] or 0) <= report["tolerance"]
+    assert rows["onnxruntime"]["ratio_to_onnxruntime"] == 1.0 and report["inputs_checked"] == 6
+    assert "/ onnxruntime" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*argv[:2], "--targets", "cortex-a7"])  # not runnable here: refused before any work
+
+
+@pytest.mark.parametrize("argv", [["--targets", "no-such-board"], ["--episodes", "0"], ["--agent", "/nonexistent.pt"]])
+def test_hil_cli_refuses_bad_flags_before_any_work(argv, capsys):
+    from tools.usecases.tdmpc.hil import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and argv[0] in capsys.readouterr().err

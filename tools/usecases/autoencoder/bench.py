@@ -39,10 +39,11 @@ import torch
 from rich.console import Console
 
 from export import ControllerSpec, export_onnx, move_into_place
-from prune import PruneError, PruneResult, prune
+from prune import PruneError, PruneResult, prune, prune_budgets
 from tools.bench.folder import temp_dir_for
 from tools.bench.latency import Call, measure_python
 from tools.errors import ToolsError
+from tools.pipeline.prune import band_tolerance
 from tools.usecases.autoencoder.digits import DigitSplits, load
 from tools.usecases.autoencoder.model import (
     Autoencoder,
@@ -86,10 +87,33 @@ def prune_ae(
         metric=metric or cfg.metric,
         states=data.train,
         seed=cfg.seed,
-        tolerance=cfg.tolerance,
+        tolerance=band_tolerance(groups, cfg.tolerance)[0],
         max_evaluations=cfg.max_evaluations,
         reconstruct=refit,
     )
+
+
+def prune_ae_budgets(
+    model: Autoencoder, groups, data: DigitSplits, label: str, refit: bool, cfg: AEBenchConfig
+) -> dict[float, PruneResult]:
+    """One method at every budget of ``cfg`` as one continuation (largest first, each search starting from the
+    previous budget's best points) through prune.prune_budgets, judged on validation PSNR (per image)."""
+    method, metric = METHODS[label]
+    keeps = sorted(cfg.keeps, reverse=True)
+    results = prune_budgets(
+        model,
+        groups,
+        keeps,
+        psnr_objective(data.val),
+        method=method,
+        metric=metric or cfg.metric,
+        states=data.train,
+        seed=cfg.seed,
+        tolerance=band_tolerance(groups, cfg.tolerance)[0],
+        max_evaluations=cfg.max_evaluations,
+        reconstruct=refit,
+    )
+    return dict(zip(keeps, results))
 
 
 def budget_row(result: PruneResult, label: str, refit: bool, data: DigitSplits, base: dict) -> BudgetRow:
@@ -290,10 +314,15 @@ def run_bench(cfg: AEBenchConfig, console: Console, command: str = "") -> tuple[
     ]  # spread over the split
     images = {"original": shown, "unpruned": reconstruct_images(model, shown)}
     gd_models: dict[str, torch.nn.Module] = {}
+    widened = band_tolerance(groups, cfg.tolerance)[1]
+    if widened:
+        report.notes.append(widened)
+        console.print(f"note: {widened}")
     for refit in (False, True):
+        solved = {label: prune_ae_budgets(model, groups, data, label, refit, cfg) for label in cfg.methods}
         for keep in cfg.keeps:
             for label in cfg.methods:
-                result = prune_ae(model, groups, data, label, keep, refit, cfg)
+                result = solved[label][keep]
                 row = budget_row(result, label, refit, data, base)
                 report.rows.append(row)
                 console.print(

@@ -37,12 +37,13 @@ from rich.console import Console
 from rich.table import Table
 
 from export import export_bundle, move_into_place
-from prune import find_groups, prune
+from prune import find_groups, prune_budgets
 from targets import get_target
 from tools.bench.folder import temp_dir_for
 from tools.bench.latency import measure_stub
 from tools.bench.report import budget_table, checks_table
 from tools.controllers.native import pendulum_spec
+from tools.pipeline.prune import band_tolerance
 from tools.plant.evaluate import closed_loop_return
 from tools.usecases.tdmpc.agent import (
     COMPONENTS,
@@ -150,6 +151,7 @@ class TdmpcReport:
     device: dict = field(default_factory=dict)  # the packed planner step in the firmware stub, per target
     checks: dict = field(default_factory=dict)
     seconds: float = 0.0
+    band: dict = field(default_factory=dict)  # the budget band used: asked, used (widened to one unit's share?), why
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -161,26 +163,36 @@ def component_params(agent: torch.nn.Module) -> dict[str, int]:
 
 
 def run_method(
-    agent, groups, label: str, keep: float, cfg: TdmpcBenchConfig, planner, base: float, base_params: dict, states
-) -> tuple[TdmpcRow, torch.nn.Module]:
-    """Prune with one method at one budget, judge the pruned agent's planning on gymnasium."""
+    agent, groups, label: str, cfg: TdmpcBenchConfig, planner, base: float, base_params: dict, states
+) -> list[tuple[TdmpcRow, torch.nn.Module]]:
+    """Prune with one method at every budget of ``cfg`` as one continuation (largest first, each search starting
+    from the previous budget's best points), judge each pruned agent's planning on gymnasium; rows in budget order."""
     method, metric = METHODS[label]
     objective = planning_objective(planner, cfg.search_episodes, SEARCH_SEED, cfg.seed)
-    result = prune(
+    budgets = sorted(cfg.budgets, reverse=True)
+    results = prune_budgets(
         agent,
         groups,
-        keep,
+        budgets,
         objective,
         method=method,
         metric=metric or "auto",
         seed=cfg.seed,
         states=states,
         reconstruct=cfg.reconstruct,
-        tolerance=cfg.tolerance,
+        tolerance=band_tolerance(groups, cfg.tolerance)[0],
         max_evaluations=cfg.max_evaluations,
         resolution=cfg.grid_resolution,
         progress=True,
     )
+    made = {keep: judged_row(result, label, keep, cfg, planner, base, base_params) for keep, result in zip(budgets, results)}
+    return [made[keep] for keep in cfg.budgets]
+
+
+def judged_row(
+    result, label: str, keep: float, cfg: TdmpcBenchConfig, planner, base: float, base_params: dict
+) -> tuple[TdmpcRow, torch.nn.Module]:
+    """One budget's pruned agent judged: planning and policy path on gymnasium, its components' sizes."""
     small = cast(TDMPCAgent, result.model.eval())  # prune returns a smaller model of the same class
     judge = planning_return(small, planner, cfg.judge_episodes, 0, "gym", cfg.seed).mean
     policy = closed_loop_return(PolicyPath(small), cfg.judge_episodes, 0, "gym").mean
@@ -263,10 +275,15 @@ def run_tdmpc_bench(cfg: TdmpcBenchConfig, out_dir: Path, console: Console) -> T
     )
     # states from their own seeds: re-fitting on the search episodes themselves flatters the search objective
     states = visited_inputs(agent, planner, cfg.state_episodes, STATE_SEED, cfg.seed)
+    tolerance, widened = band_tolerance(groups, cfg.tolerance)
+    report.band = {"tolerance": cfg.tolerance, "used": tolerance, "why": widened}
+    if widened:
+        console.print(f"note: {widened}")
+    made = {label: run_method(agent, groups, label, cfg, planner, base.mean, base_params, states) for label in cfg.methods}
     pruned = {}
-    for keep in cfg.budgets:
+    for i, keep in enumerate(cfg.budgets):  # rows budget-major, as the tables read them
         for label in cfg.methods:
-            row, small = run_method(agent, groups, label, keep, cfg, planner, base.mean, base_params, states)
+            row, small = made[label][i]
             pruned[(label, keep)] = small
             report.rows.append(row)
             coeffs = " ".join(f"{c}={row.component_coefficients.get(c, 0):.2f}" for c in COMPONENTS)
@@ -330,8 +347,8 @@ def device_planner_step(
 ) -> dict:
     """The packed planner step timed by the firmware stub's bench mode on every target, unpruned and gd interleaved.
 
-    The stub's frames carry at most 64 floats, so the device step plans with fewer samples than the
-    agent's planner (``device_planner``); native times are microseconds, qemu-user times only ratios.
+    The device step plans with the agent's samples (``device_planner``; an input of more than one
+    frame is a multi-part request); native times are microseconds, qemu-user times only ratios.
     """
     dev = device_planner(agent, planner)
     obs = np.concatenate([pack_inputs(s) for s in step_inputs(agent, dev, cfg.device_calls, cfg.seed)])
@@ -378,7 +395,7 @@ def device_table(device: dict) -> tuple[str, list[str], list[list[str]]]:
     d = device["planner"]
     title = (
         f"planner step on the device: packed step (in {device['inputs']} floats, out {device['outputs']}) in the firmware stub, "
-        f"{d['samples']} samples (the agent plans with {device['agent_planner_samples']}; a stub frame holds 64 floats), "
+        f"{d['samples']} samples (the agent plans with {device['agent_planner_samples']}; inputs over 64 floats go as multi-part requests), "
         f"elites {d['elites']}, horizon {d['horizon']}; x{d['iterations']} iterations per control step"
     )
     header = [

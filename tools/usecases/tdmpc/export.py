@@ -5,12 +5,16 @@
 - The planner step (:class:`PlannerStep`: one :func:`tools.tdmpc.mppi_iteration`) takes the latent
   z, the current mean and std and the sampled noise as inputs and returns the new mean and std, so
   the graph is deterministic and the device's loop owns the random numbers. It is exported to one
-  ONNX graph, checked against torch with onnxruntime, compiled by TVM for x86_64 (fused Relax
-  pipeline, weights folded), checked against onnxruntime again, and timed at batch 1.
+  ONNX graph, checked against torch with onnxruntime, compiled by TVM for x86_64 (the scheduled Relax
+  pipeline, weights folded: its 33-row matrix products register-blocked by
+  ``export/batched_schedule.py``), checked against onnxruntime again, and timed at batch 1.
 - The packed planner step (:class:`PackedPlannerStep`) is the same iteration with one input vector
   [z, mean, std, noise] and one output vector [new_mean, new_std], the shape of a controller, so it
   goes through :func:`export.bundle.export_bundle` (parity on every target, ARM ones inside the
-  firmware stub under qemu-user) and the stub's ``bench`` mode times it on the device.
+  firmware stub under qemu-user) and the stub's ``bench`` mode times it on the device. With the
+  agent's 32 samples its input (134 floats for the shipped agent) is more than one frame: the host
+  sends it as a multi-part request (PROTOCOL.md); ``tools/usecases/tdmpc/hil.py`` plans with it in
+  lockstep against the host.
 """
 
 from __future__ import annotations
@@ -181,23 +185,28 @@ def _max_err(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 
 
 def compile_step(model: onnx.ModelProto, inputs: dict[str, np.ndarray], target, out: Path):
-    """TVM: ONNX -> Relax (fused pipeline, weights folded) -> shared library for ``target``; returns (vm main, seconds)."""
+    """TVM: ONNX -> Relax (scheduled pipeline, weights folded) -> shared library for ``target``; returns (vm main, seconds)."""
+    start = time.perf_counter()
+    main, _ = compile_step_pipeline(model, inputs, target, out, "scheduled")
+    return main, time.perf_counter() - start
+
+
+def compile_step_pipeline(model: onnx.ModelProto, inputs: dict[str, np.ndarray], target, out: Path, pipeline: str):
+    """:func:`compile_step` with a given lowering pipeline; returns (vm main or None off x86_64, the scheduled kernels)."""
     import tvm
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
     check_supported_ops(model, out.name)
-    start = time.perf_counter()
     mod = from_onnx(model, shape_dict={k: list(v.shape) for k, v in inputs.items()}, keep_params_in_input=False)
-    mod, _ = lower(mod, target, pipeline="fused")
+    mod, scheduled = lower(mod, target, pipeline=pipeline)  # "scheduled": batch-1 and batched products scheduled
     with contextlib.redirect_stdout(io.StringIO()):
         ex = tvm.compile(mod, target=target.tvm_target())
     ex.export_library(str(out), cc=target.require_compiler())
-    seconds = time.perf_counter() - start
     if target.arch != "x86_64":
-        return None, seconds
+        return None, scheduled
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(out)), tvm.cpu())
-    return vm["main"], seconds
+    return vm["main"], scheduled
 
 
 def _median_us(fn, calls: int) -> float:
@@ -294,26 +303,26 @@ NOISE_BOUND = 3.0  # standard normal noise beyond 3 sigma is rare; parity inputs
 LATENT_PAD = 0.1  # z bounds: the encoder's range over the Pendulum-v1 observation box, widened by 10% each side
 
 
-def fits_frame(latent: int, act_dim: int, cfg: PlannerConfig) -> bool:
-    """Whether the packed step's input fits one frame of the stub protocol (PROTOCOL.md: at most 64 floats)."""
-    return latent + (2 + cfg.samples) * cfg.horizon * act_dim <= frames.MAX_FLOATS
+def packed_floats(latent: int, act_dim: int, cfg: PlannerConfig) -> int:
+    """Floats of the packed step's input [z, mean, std, noise]."""
+    return latent + (2 + cfg.samples) * cfg.horizon * act_dim
 
 
 def device_planner(agent: TDMPCAgent, cfg: PlannerConfig) -> PlannerConfig:
-    """``cfg`` with as many samples as the packed input leaves room for in one 64-float frame, elites scaled to keep their share."""
-    from dataclasses import replace
+    """The planner the device runs: the agent's own (all its samples), once its packed input fits one device request.
 
-    HA = cfg.horizon * agent.cfg.act_dim
-    samples = (frames.MAX_FLOATS - agent.cfg.latent) // HA - 2
-    if samples < 1:
+    An input of more than one frame's 64 floats goes as a multi-part request (PROTOCOL.md, protocol
+    version 2), so the samples are no longer cut to fit a frame; only an input beyond the stub's largest
+    request is refused.
+    """
+    n = packed_floats(agent.cfg.latent, agent.cfg.act_dim, cfg)
+    if n > frames.MAX_REQUEST_FLOATS:
         raise ExportError(
-            f"the planner step's latent ({agent.cfg.latent}) and horizon x actions ({HA}) leave no room for "
-            f"noise in a {frames.MAX_FLOATS}-float frame of the device protocol"
+            f"the planner step's input ({n} floats: latent {agent.cfg.latent}, {cfg.samples} samples x horizon "
+            f"{cfg.horizon} x {agent.cfg.act_dim} actions) exceeds the device protocol's largest request "
+            f"({frames.MAX_REQUEST_FLOATS} floats)"
         )
-    if samples >= cfg.samples:
-        return cfg
-    elites = max(1, round(cfg.elites * (samples + 1) / (cfg.samples + 1)))
-    return replace(cfg, samples=samples, elites=elites).check()
+    return cfg
 
 
 def latent_bounds(agent: TDMPCAgent, pad: float = LATENT_PAD, n: int = 64) -> tuple[np.ndarray, np.ndarray]:

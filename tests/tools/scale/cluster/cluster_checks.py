@@ -280,3 +280,26 @@ def test_hil_with_a_farm_file_spreads_the_episodes_and_reports_the_boards(
     assert code == 0 and out["ok"] and out["seeds"] == [2, 3, 4]
     assert out["farm"]["file"] == str(farm) and out["farm"]["dead_boards"] == [] and len(out["farm"]["boards"]) == 3
     assert out["runner"].startswith("farm x86-a")
+
+
+def test_bench_on_the_cluster_writes_the_report_it_writes_locally(cli, ray_cluster, small_controller, tmp_path):
+    path = tmp_path / "c.pt"
+    save_controller(path, small_controller, pendulum_spec(), mlp_architecture(small_controller, "elu"))
+    args = (
+        "bench", "--quick", "--controller", str(path), "--episodes", "2", "--methods", "gd,tpe",
+        "--keep", "0.5", "0.25", "--scenarios", "push", "--json",
+    )  # fmt: skip
+    local = cli(*args, "--out", str(tmp_path / "local"))
+    on_ray = cli(*args, "--out", str(tmp_path / "ray"), "--executor", "ray", "--ray-address", ray_cluster.address)
+    assert local.returncode == 0 and on_ray.returncode == 0, local.stderr[-2000:] + on_ray.stderr[-2000:]
+    assert "bench cells and compiles run on ray (2 workers)" in on_ray.stderr
+    a, b = (json.loads((tmp_path / side / "report.json").read_text()) for side in ("local", "ray"))
+    assert [m["label"] for m in a["models"]] == ["unpruned", "gd@0.5", "gd@0.25", "tpe@0.5", "tpe@0.25"]
+    measured = lambda m: {k: v for k, v in m.items() if k != "stub_peak_rss_kb"}  # noqa: E731  # RSS is measured
+    assert [measured(m) for m in a["models"]] == [measured(m) for m in b["models"]]  # same controllers (sha256, sizes)
+    assert a["reward"] == b["reward"] and a["robust"] == b["robust"]  # the same returns on every runtime
+    for m in a["models"][1:]:
+        assert (tmp_path / "local" / m["file"]).read_bytes() == (tmp_path / "ray" / m["file"]).read_bytes()
+    for bundle in ("unpruned", "tpe@0.25"):  # the libraries compiled on the cluster are the ones compiled here
+        so = f"bundles/{bundle}/x86_64.so"
+        assert (tmp_path / "local" / so).read_bytes() == (tmp_path / "ray" / so).read_bytes()
