@@ -7,6 +7,8 @@ from export.device import open_session, run_stub_batch
 from export.errors import ExportError
 from export.keys import read_public_key
 from export.mcu.firmware import DoesNotFit
+from export.mcu.int_firmware import integer_only, load_int_model
+from export.mcu.int_model import IntModel, build_int_model
 from export.mcu.session import FirmwareSession, qemu_available
 from export.onnx_export import OPSET, export_onnx, ort_actions, ort_session
 from export.parity import PARITY_TOLERANCE
@@ -35,12 +37,14 @@ __all__ = [
     "DoesNotFit",
     "ExportError",
     "FirmwareSession",
+    "IntModel",
     "Manifest",
     "Reply",
     "SignatureRefused",
     "StubFailed",
     "StubSession",
     "build",
+    "build_int_model",
     "cache_root",
     "check_supported_ops",
     "export_bundle",
@@ -48,7 +52,9 @@ __all__ = [
     "frames",
     "generate_keypair",
     "import_onnx",
+    "integer_only",
     "load_bundle",
+    "load_int_model",
     "lower",
     "move_into_place",
     "open_session",

@@ -22,6 +22,7 @@ from torch import nn
 from export.bundle import FORMAT_VERSION, MANIFEST, ONNX_FILE, Manifest, move_into_place, sha256_file, versions
 from export.errors import ExportError, ParityFailed
 from export.mcu.firmware import McuArtifact, build_mcu_artifact, verify_mcu
+from export.mcu.int_firmware import build_int_artifact, integer_only, verify_int
 from export.onnx_export import OPSET, export_onnx, ort_actions, ort_session
 from export.parity import parity_gate
 from export.scratch import remove_stale, scratch_dir
@@ -237,6 +238,11 @@ def export_bundle(
         jobs = [LibraryJob(model.SerializeToString(), spec, t, fast_math) for t in linux]
         libraries: Iterator[tuple[dict, bytes]] = iter(map_fn(compile_job, jobs))
         for t in targets:
+            if integer_only(t):  # no FPU: the full-integer model, calibrated on the visited states
+                say(f"{t.name}: calibrate the full-integer model, generate its C, link the soft-float firmware")
+                mcu_built[t.name] = build_int_artifact(module, spec, t, tmp, mcu_work, parity_observations)
+                manifest.artifacts[t.name] = mcu_built[t.name].record
+                continue
             if t.kind == "mcu":  # firmware image + generated C (export/mcu/firmware.py); fails here if it does not fit
                 say(f"{t.name}: compile the kernels with TVM ({t.tvm}), generate the C driver, link the firmware")
                 mcu_built[t.name] = build_mcu_artifact(model, spec, t, tmp, mcu_work, fast_math)
@@ -252,6 +258,12 @@ def export_bundle(
         reference = ort_actions(ort_session(onnx_path.read_bytes()), spec, obs, batch_one=not dynamic_batch)
         for t in targets:
             say(f"{t.name}: verify against onnxruntime on {gate.n} observations")
+            if integer_only(t):  # exact: the host twin, bit for bit (the float gap is recorded, not gated)
+                v = verify_int(tmp, t, mcu_built[t.name], obs, reference)
+                if v.status == FAILED:
+                    raise ExportError(gate.failure(f"target {t.name!r}: {v.reason} on {v.n} observations", v.worst_row))
+                manifest.artifacts[t.name]["verification"] = v.to_dict()
+                continue
             if t.kind == "mcu":
                 v = verify_mcu(tmp, t, mcu_built[t.name], obs, reference, thresholds)
                 if v.status == FAILED and fast_math:  # as for libraries below: exact exp/tanh if fast math crossed it

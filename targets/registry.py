@@ -219,6 +219,19 @@ BUILTIN: tuple[Target, ...] = (
         flash_kb=2048,
         ram_kb=512,
     ),
+    # No FPU: the firmware runs the full-integer model (export/mcu/int_firmware.py), soft-float ABI.
+    make_target(
+        name="cortex-m3",
+        arch="cortex-m",
+        kind="mcu",
+        tvm={"kind": "llvm", "mtriple": "thumbv7m-none-eabi", "mcpu": "cortex-m3", "mfloat-abi": "soft"},
+        description="Cortex-M3 without FPU, 64 KB flash / 20 KB RAM (STM32F103C8-class), full-integer int8 "
+        "inference (qemu: mps2-an385)",
+        vector_bits=32,
+        qemu_machine="mps2-an385",
+        flash_kb=64,
+        ram_kb=20,
+    ),
 )
 
 

@@ -32,7 +32,16 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from export import Manifest, export_bundle, export_onnx, move_into_place, read_manifest, verify_bundle_signature
+from export import (
+    Manifest,
+    export_bundle,
+    export_onnx,
+    integer_only,
+    load_int_model,
+    move_into_place,
+    read_manifest,
+    verify_bundle_signature,
+)
 from export import versions as export_versions
 from prune import find_groups, footprint
 from targets import QemuRunner, parse_target_list, runner_for
@@ -121,6 +130,8 @@ class BenchConfig:
     robust_objective: str | None = None  # --robust-objective (with scenarios; None: mean)
     executor: str = "local"  # where the prune cells and the Linux compiles run: local or ray (tools.scale)
     ray_address: str | None = None
+    quantize: str = "off"  # precision of the pruned models' weights: off | int8 | auto (prune.precision)
+    flash_budget: int | None = None  # weight bytes every pruned model must fit (None: no cap)
 
     def robustness(self, env_id: str) -> Robustness | None:
         """The scenarios and aggregate of ``scenarios`` / ``robust_objective`` on env_id's plant (None: nominal only)."""
@@ -155,6 +166,8 @@ class PruneCell:
     sizes: Sizes
     robustness: Robustness | None = None
     tolerance: float = BAND_TOLERANCE
+    quantize: str = "off"  # precision of the weights (prune.precision)
+    flash_budget: int | None = None
 
     def __call__(self, cell: Cell) -> list[PrunedController]:
         return prune_controller_budgets(
@@ -167,6 +180,8 @@ class PruneCell:
             max_evaluations=self.sizes.max_evaluations,
             robustness=self.robustness,
             tolerance=self.tolerance,
+            quantize=self.quantize,
+            flash_budget=self.flash_budget,
         )
 
 
@@ -193,7 +208,7 @@ def _prune(
     """
     cells = prune_cells(config)
     made: dict[str, list[tuple[Controller, bool, list[str]]]] = {}
-    for cell, pruned in zip(cells, run_cells(PruneCell(base, sizes, robustness, tolerance), cells, executor)):
+    for cell, pruned in zip(cells, run_cells(PruneCell(base, sizes, robustness, tolerance, config.quantize, config.flash_budget), cells, executor)):
         by_keep = {}
         for keep, p in zip(cell.options["keeps"], pruned):
             print_prune_table(console, p.summary, sizes.search_episodes, 0)
@@ -374,6 +389,7 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
                     env_id=base.spec.env_id,
                 )
                 stages.tick()
+        twins = {t.name for t in mcus if integer_only(t)}
         for t in mcus:
             for m, c in models.items():
                 if mcu.fits(m, t.name):
@@ -381,10 +397,13 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
                         f"reward: {m} through the firmware on {t.name} under qemu-system-arm "
                         f"({config.episodes} episodes)"
                     )
+                    bundle = mcu.bundles[(m, t.name)]
+                    # an integer-only part runs the integer model: the host plays its exact twin from the bundle
+                    player = load_int_model(bundle, t.name).act if t.name in twins else as_policy(c.module)
                     rewards[(m, t.name)] = device_reward(
-                        mcu.bundles[(m, t.name)],
+                        bundle,
                         t.name,
-                        as_policy(c.module),
+                        player,
                         config.episodes,
                         config.seed,
                         public_key=config.public_key,
@@ -395,7 +414,7 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
         torch_only = {
             m: torch_reward(as_policy(c.module), config.episodes, config.seed, base.spec.env_id)
             for m, c in models.items()
-            if not any(m == k[0] for k in rewards)
+            if not any(m == k[0] and k[1] not in twins for k in rewards)
         }
         robust = _robust_rows(models, robustness, config, base.spec.env_id) if robustness is not None else []
 
@@ -433,6 +452,13 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
         for m, (_, _, ok, failed) in meta.items()
         if not ok
     ]
+    if config.quantize != "off" or config.flash_budget is not None:  # the pruned models' weights, said once
+        notes.append(
+            f"pruned models: --quantize {config.quantize}"
+            + (f", --flash-budget {config.flash_budget:,} B" if config.flash_budget is not None else "")
+            + " (each model's precision and why: the prune summary beside it, models/<label>.widths.json); "
+            "the unpruned model keeps float weights"
+        )
     noisy = [f"{r.model} {r.runtime} on {r.target} ({r.spread:.0%})" for r in rows if r.spread > NOISY_SPREAD]
     if noisy:
         notes.append(
@@ -440,7 +466,7 @@ def run_bench(config: BenchConfig, workdir: Path, console: Console, command: str
             "sharing the CPU (load average at start and end in 'machine'); rerun on an idle machine for tighter figures"
         )
     device_names = {**{t: f"stub:{t}" for t in runners}, **{t.name: f"firmware:{t.name}" for t in mcus}}
-    reward_rows = _reward_rows(rewards, torch_only, list(models), device_names)
+    reward_rows = _reward_rows(rewards, torch_only, list(models), device_names, twins)
     notes += mcu_notes(mcu)
     notes += [
         f"{r.model} on {r.runtime}: no paired difference: the unpruned controller does not fit {r.runtime.split(':', 1)[1]}"
@@ -644,6 +670,7 @@ def _reward_rows(
     torch_only: dict[str, RewardStats],
     models: list[str],
     devices: dict[str, str],
+    twins: set[str] | None = None,
 ) -> list[RewardRow]:
     """torch (HIL's host reference), then each target's device (``devices``: target -> runtime label); paired against unpruned.
 
@@ -652,7 +679,8 @@ def _reward_rows(
     """
 
     def torch_of(m: str) -> RewardStats:  # gymnasium is deterministic: every target's HIL has the same reference
-        return next((rewards[(m, t)].torch for t in devices if (m, t) in rewards), None) or torch_only[m]
+        float_devices = [t for t in devices if t not in (twins or set())]  # an integer part's reference is its twin
+        return next((rewards[(m, t)].torch for t in float_devices if (m, t) in rewards), None) or torch_only[m]
 
     rows = [
         RewardRow(m, "torch", torch_of(m), None if m == UNPRUNED else Paired.of(torch_of(m), torch_of(UNPRUNED)))

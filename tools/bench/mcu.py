@@ -22,12 +22,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from export import DoesNotFit, export_bundle, qemu_available, scratch_in, verify_bundle_signature
+from export import DoesNotFit, export_bundle, integer_only, qemu_available, scratch_in, verify_bundle_signature
 from targets import parse_target_list
 from tools.bench.report import McuMemoryRow
 from tools.controllers.load import load_controller
 from tools.controllers.native import Controller
 from tools.errors import ToolsError
+from tools.pipeline.export import visited_states
 
 QEMU_SYSTEM = "qemu-system-arm"
 
@@ -126,6 +127,8 @@ def export_mcu(
                     n_parity=n_parity,
                     seed=seed,
                     sign=sign,
+                    # an integer-only part calibrates its activations on states the controller visits
+                    parity_observations=visited_states(c) if integer_only(t) else None,
                 )
                 if public_key is not None:
                     verify_bundle_signature(path, public_key)

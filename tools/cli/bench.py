@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING
 from tools.cli.options import (
     add_controller,
     add_episodes,
+    add_quantize,
     add_seed,
+    check_quantize,
     controller_from_args,
     finite_float,
     fraction,
@@ -53,6 +55,8 @@ CONTROLLER_BENCH_ONLY = (
     ("--robust-objective", "robust_objective", None),
     ("--executor", "executor", "local"),
     ("--ray-address", "ray_address", None),
+    ("--quantize", "quantize", "off"),
+    ("--flash-budget", "flash_budget", None),
 )
 
 
@@ -130,6 +134,8 @@ def configure(p: argparse.ArgumentParser) -> None:
         p,
         "the bench's cells (one search per method, its budgets as one continuation) and the Linux targets' compiles run",
     )
+    # precision of the pruned models' weights (prune.precision)
+    add_quantize(p, bytes_only=False)
 
 
 def add_signing(p: argparse.ArgumentParser) -> None:
@@ -172,6 +178,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         check_target(t)
     check_robustness_flags(args)
     check_executor_flags(args)
+    check_quantize(getattr(args, "quantize", "off"), getattr(args, "flash_budget", None))
     return BenchConfig(
         controller=args.controller,
         keeps=sorted(keeps, reverse=True),
@@ -186,6 +193,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         robust_objective=getattr(args, "robust_objective", None),
         executor=getattr(args, "executor", "local"),
         ray_address=getattr(args, "ray_address", None),
+        quantize=getattr(args, "quantize", "off"),
+        flash_budget=getattr(args, "flash_budget", None),
     )
 
 

@@ -103,6 +103,14 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_seed(p)
     # scale (issue 18): the Linux targets' compiles fanned out
     add_executor(p, "the Linux targets' compiles run")
+    # precision of the exported weights (prune.quantize)
+    p.add_argument(
+        "--quantize",
+        choices=("off", "int8"),
+        default="off",
+        help="int8: every Linear's weights as int8 codes with one float scale per output (weight-only, "
+        "no search: what 'prune --quantize int8' deploys) before export; default off (float32)",
+    )
 
 
 def obs_bounds(text: str) -> tuple[float, float]:
@@ -139,6 +147,10 @@ def run(args: argparse.Namespace, console: Console) -> dict:
             f"--obs-bounds: the observation space of {ctrl.spec.env_id} is bounded in every dimension; "
             "there is no unbounded dimension to give bounds for"
         )
+    if getattr(args, "quantize", "off") == "int8":
+        from tools.pipeline.prune import int8_controller  # deferred: torch
+
+        ctrl = int8_controller(ctrl)
     console.print(
         f"controller {ctrl.path} (sha256 {ctrl.sha256[:12]}, {ctrl.architecture}); seed {args.seed}; "
         f"targets {', '.join(t.name for t in targets)}"

@@ -139,7 +139,8 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     from rich.progress import Progress
     from rich.table import Table
 
-    from export import verify_bundle, verify_bundle_signature
+    from export import integer_only, load_int_model, verify_bundle, verify_bundle_signature
+    from targets import get_target
     from tools.pipeline.hil import ACTION_FIDELITY, FIDELITY, host_controller, run_hil
     from tools.pipeline.hil_farm import run_hil_farm
     from tools.plant.policy import as_policy
@@ -179,6 +180,12 @@ def run(args: argparse.Namespace, console: Console) -> dict:
             f"--safe-action {args.safe_action}: {len(args.safe_action.split(','))} values, the controller has "
             f"{device.act_dim} actions"
         )
+    policy = as_policy(controller.module)
+    if integer_only(get_target(args.target)):  # the device runs the integer model: the host plays its exact twin
+        policy = load_int_model(args.bundle, args.target).act
+        console.print(
+            f"host twin: the bundle's full-integer model for {args.target} (the device's integers, on the host)"
+        )
     device_args: list[str] = []
     if args.device_deadline_us:
         device_args += ["--deadline-us", str(args.device_deadline_us)]
@@ -196,7 +203,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
             report = run_hil(
                 args.bundle,
                 args.target,
-                as_policy(controller.module),
+                policy,
                 args.episodes,
                 args.seed,
                 args.mode,
@@ -213,7 +220,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
                 farm,
                 args.bundle,
                 args.target,
-                as_policy(controller.module),
+                policy,
                 args.episodes,
                 args.seed,
                 args.mode,

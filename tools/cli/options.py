@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from targets import TargetError, parse_ssh_url
 from tools.controllers.source import FORMATS, ControllerSource
+from tools.errors import ToolsError
 
 if TYPE_CHECKING:
     from tools.controllers.native import Controller
@@ -164,3 +165,58 @@ def add_seed(p: argparse.ArgumentParser, default: int = 0) -> None:
 def add_episodes(p: argparse.ArgumentParser, default: int = 100) -> None:
     """--episodes."""
     p.add_argument("--episodes", type=positive_int, default=default, help=f"closed-loop episodes (default {default})")
+
+
+# --- precision flags (--quantize, --flash-budget): prune, run and bench ---------------------------------------
+
+QUANTIZE_CHOICES = ("off", "int8", "auto")  # prune.PRECISIONS, spelled here so --help needs no torch
+BYTE_UNITS = {"": 1, "k": 1024, "m": 1024 * 1024}
+
+
+def byte_size(text: str) -> int:
+    """argparse type: a positive number of bytes, optionally with a k/K (1024) or M (1024^2) suffix and a trailing B."""
+    raw = text.strip()
+    body = raw.removesuffix("B").removesuffix("b") if raw[-1:] in ("B", "b") else raw
+    unit = body[-1:].lower() if body[-1:].isalpha() else ""
+    number = body[:-1] if unit else body
+    if unit not in BYTE_UNITS or not (number.isascii() and number.isdigit()) or int(number) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of bytes such as 65536, 64k or 1M, got {text!r}")
+    return int(number) * BYTE_UNITS[unit]
+
+
+def add_quantize(p: argparse.ArgumentParser, bytes_only: bool = True) -> None:
+    """--quantize and --flash-budget: the weights' precision as part of the search, under a memory budget in bytes.
+
+    ``bytes_only``: the command prunes to the flash budget alone when no --keep is given (prune); else the
+    budget is one more constraint on each --keep budget (bench, run).
+    """
+    p.add_argument(
+        "--quantize",
+        choices=QUANTIZE_CHOICES,
+        default="off",
+        help="weight precision: off (float32, the default), int8 (weight-only int8, per-output-channel scales, "
+        "for every component after the search; the objective and constraints are judged again on the int8 "
+        "model), auto (each component float or int8, chosen by the same objective under --flash-budget: "
+        "components ranked by objective lost per byte saved, each prefix of that ranking searched)",
+    )
+    p.add_argument(
+        "--flash-budget",
+        type=byte_size,
+        default=None,
+        metavar="BYTES",
+        help="cap on the controller's weight bytes (e.g. 65536, 64k, 1M; k = 1024): 'the best controller that "
+        "fits' (needed by --quantize auto); "
+        + (
+            "without --keep the budget is in bytes only"
+            if bytes_only
+            else "one more constraint every pruned model of each --keep budget must meet"
+        ),
+    )
+
+
+def check_quantize(quantize: str, flash_budget: int | None) -> None:
+    """Refuse --quantize auto without --flash-budget (before any work)."""
+    if quantize == "auto" and flash_budget is None:
+        raise ToolsError(
+            "--quantize auto chooses float or int8 per component under a memory budget: give --flash-budget (e.g. 64k)"
+        )

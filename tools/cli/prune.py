@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 
 from tools.cli.options import (
     add_controller,
+    add_quantize,
     add_seed,
+    check_quantize,
     controller_from_args,
     finite_float,
     fraction,
@@ -50,9 +52,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--keep",
         type=fractions,
-        default=[0.25],
+        default=None,
         metavar="F[,F...]",
-        help="fraction of the prunable parameters kept (default 0.25); a comma list (0.5,0.25,0.1) solves the "
+        help="fraction of the prunable parameters kept (default 0.25; with --flash-budget and no --keep the "
+        "budget is in bytes only); a comma list (0.5,0.25,0.1) solves the "
         "budgets as one continuation, largest first, each search starting from the previous budget's best "
         "points, and writes one model per budget: --out DIR/c.pt becomes DIR/c.keep0.25.pt (and its sidecars)",
     )
@@ -150,6 +153,18 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_early_stop(p)
     # robustness (issue 17): scenarios in the objective and the judge
     add_robustness(p)
+    # precision: weight-only int8 chosen with the coefficients (prune.precision)
+    add_quantize(p)
+
+
+DEFAULT_KEEP = 0.25
+
+
+def keeps_of(args: argparse.Namespace) -> list[float | None]:
+    """The budgets asked: --keep, else 0.25, else (with --flash-budget alone) [None], a budget in bytes only."""
+    if args.keep is not None:
+        return list(args.keep)
+    return [None] if args.flash_budget is not None else [DEFAULT_KEEP]
 
 
 def add_early_stop(p: argparse.ArgumentParser) -> None:
@@ -184,10 +199,12 @@ def _check_before_work(args: argparse.Namespace) -> None:
     from tools.pipeline.prune import budget_path, metric_for
 
     metric_for(args.method, args.metric)  # a contradictory --metric is refused before the controller loads
+    check_quantize(args.quantize, args.flash_budget)
+    args.keep = keeps_of(args)
     check_robustness_flags(args)
     check_executor_flags(args)
     for keep in args.keep:
-        if args.tolerance >= keep:
+        if keep is not None and args.tolerance >= keep:
             raise ToolsError(
                 f"--tolerance {args.tolerance:g}: the band [keep - tolerance, keep] must stay above 0 for --keep {keep:g}"
             )
@@ -196,7 +213,7 @@ def _check_before_work(args: argparse.Namespace) -> None:
             check_output(args.out if len(args.keep) == 1 else budget_path(args.out, keep), "--out")
 
 
-def _report(console: Console, summary: dict, keep: float, out_asked: bool) -> None:
+def _report(console: Console, summary: dict, keep: float | None, out_asked: bool) -> None:
     """One budget's verdict: the failed constraints with their numbers, and whether the file was written."""
     if not summary["feasible"]:
         why = (
@@ -205,7 +222,9 @@ def _report(console: Console, summary: dict, keep: float, out_asked: bool) -> No
             or "no candidate met the constraints"
         )
         console.print(
-            f"[red]no feasible candidate[/] at keep {keep:g}: {why}"
+            "[red]no feasible candidate[/] "
+            + (f"at keep {keep:g}" if keep is not None else f"under the flash budget {summary.get('flash_budget')} B")
+            + f": {why}"
             + ("; nothing written" if out_asked and "files" not in summary else "")
         )
     if summary.get("finetune_kept") is False:
@@ -252,6 +271,8 @@ def run(args: argparse.Namespace, console: Console) -> dict:
             stop_within=args.stop_within,
             auto_stop=not args.no_early_stop,
             robustness=robustness,
+            quantize=args.quantize,
+            flash_budget=args.flash_budget,
         )
     finally:
         if executor is not None:
@@ -261,6 +282,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         summary["ok"] = one.feasible
         print_prune_table(console, summary, args.search_episodes, args.judge_episodes)
         _report(console, summary, keep, args.out is not None)
+
     if len(pruned) == 1:
         return pruned[0].summary
     first = pruned[0].summary

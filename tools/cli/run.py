@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tools.cli import bench as cmd_bench
-from tools.cli.options import add_controller, add_episodes, add_seed, controller_from_args
+from tools.cli.options import add_controller, add_episodes, add_quantize, add_seed, controller_from_args
 from tools.cli.robustness import add_robustness
 from tools.cli.run_config import Resolved, bench_namespace, defer_defaults, read_config, resolve, to_toml
 from tools.pipeline.choices import DEFAULT_METHOD
@@ -51,6 +51,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     cmd_bench.add_signing(p)
     # robustness (issue 17): the bench step searches and judges under scenarios too
     add_robustness(p)
+    # precision of the pruned model's weights, passed to bench (prune.precision)
+    add_quantize(p, bytes_only=False)
     _DEFAULTS.update(defer_defaults(p))
 
 
@@ -134,6 +136,8 @@ def _bench_args(opts: argparse.Namespace, bench: dict, bench_parser: argparse.Ar
         "public_key": opts.public_key,
         "scenarios": opts.scenarios,
         "robust_objective": opts.robust_objective,
+        "quantize": opts.quantize,
+        "flash_budget": opts.flash_budget,
     }
     values.update(bench)  # the file's [bench] table over the defaults
     return bench_namespace(values, bench_parser)

@@ -9,7 +9,9 @@ A controller file is ``torch.save`` of a plain dict (tensors, numbers, strings, 
 
 The model is an ``nn.Sequential`` of Linear and activation layers ending in :class:`BoundedOutput`,
 so the action bounds travel inside the network (and into ONNX and the device).
-A pruned MLP is the same format with narrower ``hidden`` widths.
+A pruned MLP is the same format with narrower ``hidden`` widths. A controller with weight-only int8
+layers (:class:`prune.Int8Linear`) lists their indices among the Linears in ``architecture["int8"]``
+(e.g. ``[0, 1, 2]``); its state dict holds their codes, scales and biases, no float weights.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 
 from export import ControllerSpec
+from prune import Int8Linear
 from tools.errors import ControllerError
 
 FORMAT = "prune-and-export.controller"
@@ -118,8 +121,11 @@ class Controller:
 def mlp_architecture(module: nn.Module, activation: str) -> dict:
     """The architecture record of an MLP built by :func:`build_mlp` (widths read from the layers)."""
     layers = list(module.children())  # an nn.Sequential: its layers in order
-    linears = [m for m in layers if isinstance(m, nn.Linear)]
+    linears = [m for m in layers if isinstance(m, nn.Linear | Int8Linear)]
     arch: dict = {"kind": "mlp", "hidden": [m.out_features for m in linears[:-1]], "activation": activation}
+    int8 = [i for i, m in enumerate(linears) if isinstance(m, Int8Linear)]
+    if int8:
+        arch["int8"] = int8
     if isinstance(layers[-1], ClipOutput):
         arch["output"] = "clip"
     head_activation = [name for name, cls in ACTIVATIONS.items() if type(layers[-2]) is cls]
@@ -201,12 +207,24 @@ def load_native(path: Path) -> Controller:
         str(arch.get("output", "bounded")),
         arch.get("output_activation"),
     )
+    _int8_layers(module, arch.get("int8", []), path)
     try:
         module.load_state_dict(state)
     except RuntimeError as e:
         raise ControllerError(f"{path}: weights do not match the architecture {arch}: {str(e).splitlines()[0]}") from e
     module.eval()
     return Controller(module, spec, arch, path, hashlib.sha256(raw).hexdigest())
+
+
+def _int8_layers(module: nn.Sequential, indices: object, path: Path) -> None:
+    """Swap the Linears ``architecture["int8"]`` lists (indices among the Linears) for empty Int8Linears, in place."""
+    slots = [i for i, m in enumerate(module) if isinstance(m, nn.Linear)]
+    if not isinstance(indices, list) or not all(isinstance(i, int) and 0 <= i < len(slots) for i in indices):
+        raise ControllerError(f"{path}: architecture int8 {indices!r}: expected indices of its {len(slots)} Linears")
+    for i in indices:
+        lin = module[slots[i]]
+        assert isinstance(lin, nn.Linear)
+        module[slots[i]] = Int8Linear(lin.in_features, lin.out_features, bias=lin.bias is not None)
 
 
 def pendulum_spec() -> ControllerSpec:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -16,8 +18,10 @@ from rich.table import Table
 from prune import (
     STABILITY_TOLERANCE,
     Groups,
+    Int8Linear,
     PruneError,
     PruneResult,
+    bytes_footprint,
     find_groups,
     keep_fraction,
     prune,
@@ -25,6 +29,7 @@ from prune import (
     save_pruned,
     sidecar_paths,
 )
+from prune import quantize as int8_weights  # aliased: 'quantize' is the precision option's name here
 from tools.controllers.native import Controller, mlp_architecture, save_controller
 from tools.pipeline.choices import DEFAULT_METHOD, DEFAULT_METRIC, METHOD_PLAN, METHODS
 from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED
@@ -210,6 +215,8 @@ def prune_controller(
     stop_within: float | None = None,
     auto_stop: bool = True,
     robustness: Robustness | None = None,
+    quantize: str = "off",
+    flash_budget: int | None = None,
 ) -> PrunedController:
     """Prune ``controller`` to keep a fraction of its prunable parameters; write it (and sidecars) to ``out`` if given.
 
@@ -220,6 +227,9 @@ def prune_controller(
     ``executor`` (:mod:`tools.scale`): where the search's batches of candidates are evaluated (None: here).
     ``ceiling`` / ``stop_within`` end the search early (:func:`prune.prune`); when neither is given and
     ``auto_stop``, :func:`tools.plant.stopping.choose` picks them for the env (none for Pendulum-v1).
+    ``quantize`` (off | int8 | auto) and ``flash_budget`` (weight bytes) make the weights' precision part
+    of the search (:mod:`prune.precision`); ``keep`` None with a flash budget: a budget in bytes only.
+    The summary's ``quantization`` says which components went to int8 and why (:func:`quantization_summary`).
     ``robustness`` (None: the nominal plant): the search maximises its aggregate over its scenarios, and
     the summary's ``robust`` holds nominal and robust figures before and after on the judge's seeds.
     """
@@ -249,12 +259,14 @@ def prune_controller(
         stop_within=stop_within,
         auto_stop=auto_stop,
         robustness=robustness,
+        quantize=quantize,
+        flash_budget=flash_budget,
     )[0]
 
 
 def prune_controller_budgets(
     controller: Controller,
-    keeps: Sequence[float],
+    keeps: Sequence[float | None],
     method: str = DEFAULT_METHOD,
     metric: str | None = None,
     *,
@@ -280,6 +292,8 @@ def prune_controller_budgets(
     stop_within: float | None = None,
     auto_stop: bool = True,
     robustness: Robustness | None = None,
+    quantize: str = "off",
+    flash_budget: int | None = None,
 ) -> list[PrunedController]:
     """:func:`prune_controller` at several budgets solved as one continuation (:func:`prune.prune_budgets`).
 
@@ -295,10 +309,12 @@ def prune_controller_budgets(
     metric = metric_for(method, metric)
     search_method = METHOD_PLAN[method][0]
     model = controller.module.eval()
-    keep_text = keeps[0] if len(keeps) == 1 else ",".join(f"{k:g}" for k in keeps)
+    keep_text = keeps[0] if len(keeps) == 1 else ",".join(f"{k:g}" for k in keeps if k is not None)
     console.print(
         f"controller {controller.path} (sha256 {controller.sha256[:12]}), seed {seed}, "
         f"method {method}, metric {metric}, keep {keep_text}"
+        + (f", quantize {quantize}" if quantize != "off" else "")
+        + (f", flash budget {flash_budget:,} B" if flash_budget is not None else "")
     )
     example = torch.as_tensor(controller.spec.sample_observations(8, seed))
     with torch.no_grad():
@@ -345,11 +361,13 @@ def prune_controller_budgets(
         stability_tolerance=stability_tolerance,
         ceiling=stop.ceiling,
         stop_within=stop.stop_within,
+        precision=quantize,
+        flash_budget=flash_budget,
     )
     if len(keeps) == 1:
         results = [prune(model, groups, keeps[0], objective, **options)]
     else:
-        results = prune_budgets(model, groups, list(keeps), objective, **options)
+        results = prune_budgets(model, groups, [float(k) for k in keeps if k is not None], objective, **options)
     return_before = closed_loop_return(model, judge_episodes, 0, "gym", env_id).mean if judge_episodes else None
     robust_before = robustness.judge(model, judge_episodes, 0, env_id) if robustness and judge_episodes else None
     pruned: list[PrunedController] = []
@@ -365,6 +383,9 @@ def prune_controller_budgets(
             "failed_constraints": [name for name, c in result.constraints.items() if not c.ok],
             "early_stop": stop.to_dict(),
         }
+        if result.precision_report is not None:
+            summary["quantization"] = quantization_summary(result)
+            summary["budget_in_bytes"] = keep is None  # keep then is the share of the prunable bytes
         if robustness is not None:
             summary["robust"] = {"objective": robustness.to_dict()}
             if robust_before is not None:
@@ -383,7 +404,11 @@ def prune_controller_budgets(
             summary["return_before"] = return_before
             summary["return_after"] = closed_loop_return(result.model, judge_episodes, 0, "gym", env_id).mean
         target = (
-            outs[len(pruned)] if outs is not None else out if out is None or len(keeps) == 1 else budget_path(out, keep)
+            outs[len(pruned)]
+            if outs is not None
+            else out
+            if out is None or len(keeps) == 1 or keep is None
+            else budget_path(out, keep)
         )
         if target is not None and (write_infeasible or result.feasible):
             summary["files"] = _write(target, result.model, controller, example, result.widths, summary)
@@ -391,10 +416,107 @@ def prune_controller_budgets(
     return pruned
 
 
+def int8_controller(controller: Controller) -> Controller:
+    """``controller`` with every Linear's weights int8 (weight-only, :func:`prune.quantize`), no search: what
+    ``prune --quantize int8`` deploys, for a controller that is not pruned. Its architecture records ``int8``."""
+    example = torch.as_tensor(controller.spec.sample_observations(8, 0))
+    with torch.no_grad():
+        groups = find_groups(controller.module.eval(), example)
+    module = int8_weights(controller.module, groups=groups).eval()
+    quantized = sum(isinstance(m, Int8Linear) for m in module.modules())
+    if not quantized:
+        raise PruneError(f"{controller.path}: no Linear layer to quantize")
+    arch = dict(controller.architecture, int8_weights=quantized, weight_bytes=bytes_footprint(module))
+    if isinstance(module, torch.nn.Sequential):
+        arch.update(mlp_architecture(module, controller.architecture.get("activation", "")))
+    return dataclasses.replace(controller, module=module, architecture=arch)
+
+
+def quantization_summary(result: PruneResult) -> dict:
+    """Which components went to int8 and why, for ``--json`` and the table (from prune's :class:`PrecisionReport`).
+
+    ``components`` lists every component with its precision, the objective it alone lost in int8 on the
+    unpruned model, the bytes its int8 form saves and the loss per byte saved (``--quantize auto`` ranks by
+    it), and ``why`` in words; ``assignments`` every assignment searched (auto tries the prefixes of the
+    ranking) with its objective, feasibility and bytes; ``fits`` whether the weights fit ``flash_budget``.
+    """
+    report = result.precision_report
+    assert report is not None  # only called when a precision or a flash budget was asked
+    ranked = {r.component: (i, r) for i, r in enumerate(report.ranking)}
+    chosen = report.chosen
+    searched = [t for t in report.trials if not t.skipped]
+    best = next((t for t in searched if t.precision == chosen), None)
+    components = []
+    for comp, prec in chosen.items():
+        row: dict = {"component": comp, "precision": prec}
+        if comp in ranked:
+            i, r = ranked[comp]
+            finite = math.isfinite(r.loss)  # a component whose int8 form breaks the loop lost "everything": null
+            row.update(
+                rank=i + 1,
+                loss=r.loss if finite else None,
+                bytes_saved=r.bytes_saved,
+                loss_per_byte=r.cost if finite else None,
+            )
+        if report.mode == "int8":
+            why = "--quantize int8: every component's weights are int8"
+        elif report.mode == "off":
+            why = "--quantize off: float weights (the flash budget is met by pruning alone)"
+        elif comp not in ranked:
+            why = "kept float: its int8 form saves no bytes (one float scale per output costs what the codes save)"
+        else:
+            i, r = ranked[comp]
+            cost = f"rank {i + 1} of {len(ranked)} by objective lost per byte saved ({r.loss:.4g} over {r.bytes_saved:,} B = {r.cost:.3g}/B)"
+            score = (
+                f"; the chosen assignment scored {best.objective:.6g}" if best and best.objective is not None else ""
+            )
+            why = (
+                f"int8: {cost}{score}, the best feasible of the {len(searched)} assignments searched"
+                if prec == "int8"
+                else f"kept float: {cost}; {_best_with(comp, searched, best)}"
+            )
+        row["why"] = why
+        components.append(row)
+    return {
+        "mode": report.mode,
+        "flash_budget": report.flash_budget,
+        "weight_bytes": report.weight_bytes,
+        "fits": report.flash_budget is None or report.weight_bytes <= report.flash_budget,
+        "int8": [c for c, p in chosen.items() if p == "int8"],
+        "float": [c for c, p in chosen.items() if p != "int8"],
+        "components": components,
+        "assignments": [
+            {
+                "int8": [c for c, p in t.precision.items() if p == "int8"],
+                "keep": t.keep,
+                "objective": t.objective,
+                "feasible": t.feasible,
+                "weight_bytes": t.weight_bytes,
+                "evaluations": t.evaluations,
+                "chosen": t.precision == chosen and not t.skipped,
+                **({"skipped": t.skipped} if t.skipped else {}),
+            }
+            for t in report.trials
+        ],
+    }
+
+
+def _best_with(comp: str, searched: list, chosen) -> str:
+    """Why a component stayed float under auto: the best assignment that quantized it, against the chosen one."""
+    tried = [t for t in searched if t.precision.get(comp) == "int8" and t.objective is not None]
+    if not tried:
+        return "no assignment quantizing it was searched (an earlier one already fit the budget unpruned)"
+    alt = max(tried, key=lambda t: (t.feasible, t.objective))
+    ref = f" against the chosen {chosen.objective:.6g}" if chosen is not None and chosen.objective is not None else ""
+    return f"the best assignment quantizing it scored {alt.objective:.6g}{'' if alt.feasible else ' (infeasible)'}{ref}"
+
+
 def print_prune_table(console: Console, s: dict, search_episodes: int, judge_episodes: int) -> None:
     """The before/after table of a prune summary (:attr:`PrunedController.summary`)."""
     table = Table(
-        title=f"prune {s['method']} ({s['metric']}), keep {s['keep']} of prunable parameters, seed {s['seed']}"
+        title=f"prune {s['method']} ({s['metric']}), keep {s['keep']} of prunable "
+        + ("bytes" if s.get("budget_in_bytes") else "parameters")
+        + f", seed {s['seed']}"
     )
     for col in ("", "before", "after"):
         table.add_column(col, justify="right")
@@ -405,6 +527,16 @@ def print_prune_table(console: Console, s: dict, search_episodes: int, judge_epi
         f"{s['prunable_params_after']:,} ({s['keep_fraction']:.1%})",
     )
     table.add_row("bytes (float32)", f"{s['bytes_before']:,}", f"{s['bytes_after']:,}")
+    q = s.get("quantization")
+    if q:
+        budget = (
+            f" (flash budget {q['flash_budget']:,}: {'fits' if q['fits'] else 'does not fit'})"
+            if q["flash_budget"]
+            else ""
+        )
+        table.add_row(f"weight bytes at precision, --quantize {q['mode']}", "", f"{q['weight_bytes']:,}{budget}")
+        for c in q["components"]:
+            table.add_row(f"  {c['component']}", "", f"{c['precision']}: {c['why']}")
     table.add_row("multiply-adds / step", f"{s['macs_before']:,}", f"{s['macs_after']:,}")
     robust = s.get("robust")
     searched = "" if robust is None else f"{robust['objective']['aggregate']} over {robust['objective']['set']}, "
