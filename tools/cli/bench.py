@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,7 +34,7 @@ from tools.cli.options import (
 )
 from tools.cli.outputs import check_output
 from tools.cli.robustness import add_robustness, check_robustness_flags, robustness_from_args
-from tools.cli.scale_flags import add_executor, check_executor_flags
+from tools.cli.scale_flags import add_executor, check_executor_flags, executor_from_args
 from tools.cli.signing import check_key_pair
 from tools.errors import ToolsError
 from tools.pipeline.choices import DEFAULT_METHOD, METHODS, SWEEP
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from tools.bench.harness import BenchConfig
+    from tools.scale import Executor
     from tools.usecases.autoencoder.results import AEBenchConfig
     from tools.usecases.tdmpc.bench import TdmpcBenchConfig
 
@@ -53,8 +56,6 @@ TDMPC = "tdmpc"  # the value of --controller that selects the TD-MPC agent's ben
 CONTROLLER_BENCH_ONLY = (
     ("--scenarios", "scenarios", None),
     ("--robust-objective", "robust_objective", None),
-    ("--executor", "executor", "local"),
-    ("--ray-address", "ray_address", None),
     ("--quantize", "quantize", "off"),
     ("--flash-budget", "flash_budget", None),
 )
@@ -128,11 +129,11 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="--model autoencoder: reconstruction bound on validation PSNR (default: unpruned validation PSNR - 1 dB)",
     )
     add_signing(p)
-    # robustness (issue 17) and scale (issue 18): the controller bench only
-    add_robustness(p)
-    add_executor(
+    add_robustness(p)  # robustness (issue 17): the controller bench only
+    add_executor(  # scale (issue 18): every bench
         p,
-        "the bench's cells (one search per method, its budgets as one continuation) and the Linux targets' compiles run",
+        "the bench's cells run (one search per method, its budgets as one continuation; --model autoencoder: "
+        "per mode too, and each bisection for the bound) and, for the controller bench, the Linux targets' compiles",
     )
     # precision of the pruned models' weights (prune.precision)
     add_quantize(p, bytes_only=False)
@@ -288,6 +289,7 @@ def check_before_work(args: argparse.Namespace) -> None:
         given = [f for f, dest, off in CONTROLLER_BENCH_ONLY if getattr(args, dest, off) != off]
         if given:
             raise ToolsError(f"{', '.join(given)}: the controller bench only, not --model autoencoder or --controller tdmpc")
+        check_executor_flags(args)
         return
     check_key_pair(sign, public_key)
     if getattr(args, "data", None) is not None or getattr(args, "min_psnr", None) is not None:
@@ -297,13 +299,26 @@ def check_before_work(args: argparse.Namespace) -> None:
     robustness_from_args(args, controller.spec.env_id)  # scenario names of the controller's env
 
 
+@contextmanager
+def cells_executor(args: argparse.Namespace) -> Iterator[Executor | None]:
+    """The executor of --executor for the TD-MPC and autoencoder benches' cells (None: local), closed afterwards."""
+    executor = executor_from_args(args)
+    try:
+        yield executor
+    finally:
+        if executor is not None:
+            executor.close()
+
+
 def run(args: argparse.Namespace, console: Console) -> dict:
     command = " ".join(shlex.quote(a) for a in ["prune-and-export", *sys.argv[1:]])
     check_before_work(args)
     if getattr(args, "model", MODELS[0]) == "autoencoder":
         from tools.usecases.autoencoder.bench import run_into as autoencoder_into  # deferred: torch
 
-        ae_report = autoencoder_into(autoencoder_config(args), Path(args.out), args.force, console, command)
+        ae_config = autoencoder_config(args)
+        with cells_executor(args) as executor:
+            ae_report = autoencoder_into(ae_config, Path(args.out), args.force, console, command, executor)
         return {"ok": True, "out": str(args.out), **ae_report.to_dict()}
     if (
         args.controller is not None and str(args.controller) == TDMPC
@@ -312,7 +327,9 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         from tools.usecases.tdmpc.bench import run_into as tdmpc_into
 
         out = Path(args.out)
-        tdmpc_report, files = tdmpc_into(tdmpc_config(args), out, args.force, console)
+        td_config = tdmpc_config(args)
+        with cells_executor(args) as executor:
+            tdmpc_report, files = tdmpc_into(td_config, out, args.force, console, executor)
         print_tables(console, tdmpc_report)
         console.print(f"report: {out / files['markdown']}, {out / files['json']}; plot: {out / files['plot']}")
         return {"ok": True, "out": str(out), "controller": TDMPC, **json_safe(tdmpc_report.to_dict())}

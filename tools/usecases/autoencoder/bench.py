@@ -30,7 +30,7 @@ import shlex
 import shutil
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -44,6 +44,7 @@ from tools.bench.folder import temp_dir_for
 from tools.bench.latency import Call, measure_python
 from tools.errors import ToolsError
 from tools.pipeline.prune import band_tolerance
+from tools.scale import Cell, Executor, run_cells, sweep
 from tools.usecases.autoencoder.digits import DigitSplits, load
 from tools.usecases.autoencoder.model import (
     Autoencoder,
@@ -217,6 +218,45 @@ def checks(rows: list[BudgetRow], keeps) -> dict[str, bool]:
     return out
 
 
+BUDGETS_PART, BOUND_PART = "budgets", "bound"  # what a cell solves: the budgets as one continuation, or the bisection
+
+
+@dataclass(frozen=True)
+class AECell:
+    """One bench cell's work, run wherever the executor puts it (:class:`tools.scale.Cell`: a method at a seed;
+    ``options``: ``refit``, and ``part``, the budgets as one continuation or the bisection for the bound).
+
+    It carries the model, its groups, the images and the unpruned measurements themselves, so a worker needs
+    nothing but the code. Budgets give {keep: PruneResult} (the models come back), the bisection its BoundRow.
+    """
+
+    model: Autoencoder
+    groups: Any  # prune.PruneGroups of ``model``
+    data: DigitSplits
+    cfg: AEBenchConfig
+    bound: float
+    base: dict
+
+    def __call__(self, cell: Cell) -> dict[float, PruneResult] | BoundRow:
+        torch.manual_seed(cell.seed)  # process-wide settings do not travel with the cell: set as run_bench sets them
+        torch.set_num_threads(1)
+        cfg = replace(self.cfg, seed=cell.seed)
+        refit = bool(cell.options["refit"])
+        if cell.options["part"] == BUDGETS_PART:
+            return prune_ae_budgets(self.model, self.groups, self.data, cell.method, refit, cfg)
+        return largest_reduction(self.model, self.groups, self.data, cell.method, refit, self.bound, cfg, self.base)[0]
+
+
+def ae_cells(cfg: AEBenchConfig) -> list[Cell]:
+    """Every cell of the bench: per mode (shrink, re-fit) one budgets cell per method, then the same for the bound."""
+    return [
+        cell
+        for part in (BUDGETS_PART, BOUND_PART)
+        for refit in (False, True)
+        for cell in sweep(cfg.methods, [max(cfg.keeps)], [cfg.seed], refit=refit, part=part)
+    ]
+
+
 def measure_latency(models: dict[str, torch.nn.Module], dim: int, cfg: AEBenchConfig) -> list[LatencyRow]:
     """Batch-1 latency in torch eager and onnxruntime (exported with export.onnx_export, parity-checked), one thread."""
     import onnxruntime as ort
@@ -255,8 +295,13 @@ def measure_latency(models: dict[str, torch.nn.Module], dim: int, cfg: AEBenchCo
     ]
 
 
-def run_bench(cfg: AEBenchConfig, console: Console, command: str = "") -> tuple[AEReport, dict]:
-    """Run every measurement; return the report and the images to draw (not written anywhere yet)."""
+def run_bench(
+    cfg: AEBenchConfig, console: Console, command: str = "", executor: Executor | None = None
+) -> tuple[AEReport, dict]:
+    """Run every measurement; return the report and the images to draw (not written anywhere yet).
+
+    ``executor`` (:mod:`tools.scale`): where the cells (method x mode, budgets and bisection, see :class:`AECell`)
+    run (None: here); the report is the same either way, timings aside."""
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(1)  # small dense layers: one thread is fastest, and the machine is shared
@@ -318,11 +363,17 @@ def run_bench(cfg: AEBenchConfig, console: Console, command: str = "") -> tuple[
     if widened:
         report.notes.append(widened)
         console.print(f"note: {widened}")
+    cells = ae_cells(cfg)
+    if executor is not None:
+        console.print(
+            f"bench cells ({len(cells)}: method x mode, budgets and bound) run on {executor.name} ({executor.workers} workers)"
+        )
+    results = run_cells(AECell(model, groups, data, cfg, bound, base), cells, executor)
+    ran = {(c.options["part"], c.options["refit"], c.method): r for c, r in zip(cells, results)}
     for refit in (False, True):
-        solved = {label: prune_ae_budgets(model, groups, data, label, refit, cfg) for label in cfg.methods}
         for keep in cfg.keeps:
             for label in cfg.methods:
-                result = solved[label][keep]
+                result = cast(dict, ran[(BUDGETS_PART, refit, label)])[keep]
                 row = budget_row(result, label, refit, data, base)
                 report.rows.append(row)
                 console.print(
@@ -336,7 +387,7 @@ def run_bench(cfg: AEBenchConfig, console: Console, command: str = "") -> tuple[
                     gd_models[f"gd@{keep}"] = result.model
     for refit in (False, True):
         for label in cfg.methods:
-            bound_row, _ = largest_reduction(model, groups, data, label, refit, bound, cfg, base)
+            bound_row = cast(BoundRow, ran[(BOUND_PART, refit, label)])
             report.bounds.append(bound_row)
             console.print(
                 f"bound {bound:.2f} dB {bound_row.mode:6s} {label:10s}: keep {bound_row.keep:.4f}, reduction {bound_row.reduction:.1%}, "
@@ -364,12 +415,15 @@ def write_report(report: AEReport, images: dict, folder: Path) -> None:
     write_markdown(report, folder / "report.md")
 
 
-def run_into(cfg: AEBenchConfig, out: Path, force: bool, console: Console, command: str) -> AEReport:
-    """Run the bench and write its folder atomically (temp folder beside ``out``, renamed into place)."""
+def run_into(
+    cfg: AEBenchConfig, out: Path, force: bool, console: Console, command: str, executor: Executor | None = None
+) -> AEReport:
+    """Run the bench (its cells on ``executor``, None: here) and write its folder atomically (temp folder beside
+    ``out``, renamed into place)."""
     tmp = temp_dir_for(out, force)
     try:
         tmp.chmod(0o755)
-        report, images = run_bench(cfg, console, command)
+        report, images = run_bench(cfg, console, command, executor)
         write_report(report, images, tmp)
         move_into_place(tmp, out)
     finally:

@@ -27,9 +27,9 @@ import argparse
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ from tools.bench.report import budget_table, checks_table
 from tools.controllers.native import pendulum_spec
 from tools.pipeline.prune import band_tolerance
 from tools.plant.evaluate import closed_loop_return
+from tools.scale import Cell, Executor, run_cells
 from tools.usecases.tdmpc.agent import (
     COMPONENTS,
     PolicyPath,
@@ -219,6 +220,37 @@ def judged_row(
     return row, small
 
 
+@dataclass(frozen=True)
+class MethodCell:
+    """One bench cell's work, run wherever the executor puts it: a method's budgets as one continuation, judged.
+
+    A cell (:class:`tools.scale.Cell`) is one method at one seed, its budgets in ``options["keeps"]``; this
+    carries the agent, its groups, the planner and the visited states themselves (no paths), so a worker
+    needs nothing but the code. The pruned agents come back with their rows.
+    """
+
+    agent: TDMPCAgent
+    groups: Any  # prune.PruneGroups of ``agent``
+    planner: Any  # PlannerConfig
+    cfg: TdmpcBenchConfig
+    base: float  # unpruned judge return
+    base_params: dict[str, int]
+    states: Any  # (obs, a) the unpruned planner visits
+
+    def __call__(self, cell: Cell) -> list[tuple[TdmpcRow, torch.nn.Module]]:
+        # process-wide settings do not travel with the cell: set here as run_tdmpc_bench sets them
+        torch.manual_seed(cell.seed)
+        torch.set_num_threads(1)
+        torch.set_flush_denormal(True)
+        cfg = replace(self.cfg, seed=cell.seed, budgets=tuple(cell.options["keeps"]))
+        return run_method(self.agent, self.groups, cell.method, cfg, self.planner, self.base, self.base_params, self.states)
+
+
+def method_cells(cfg: TdmpcBenchConfig) -> list[Cell]:
+    """The bench's cells: one per method at the config's seed, the budgets (in the config's order) as one continuation."""
+    return [Cell(label, max(cfg.budgets), cfg.seed, options={"keeps": tuple(cfg.budgets)}) for label in cfg.methods]
+
+
 def checks(report: TdmpcReport) -> dict:
     """The issue's acceptance criterion (gd beats every uniform baseline at 25% kept) and friends, on measured rows."""
     by = {(r.method, r.keep): r for r in report.rows}
@@ -237,8 +269,13 @@ def checks(report: TdmpcReport) -> dict:
     return out
 
 
-def run_tdmpc_bench(cfg: TdmpcBenchConfig, out_dir: Path, console: Console) -> TdmpcReport:
-    """The whole benchmark; writes exports under ``out_dir`` (the caller writes the report files)."""
+def run_tdmpc_bench(
+    cfg: TdmpcBenchConfig, out_dir: Path, console: Console, executor: Executor | None = None
+) -> TdmpcReport:
+    """The whole benchmark; writes exports under ``out_dir`` (the caller writes the report files).
+
+    ``executor`` (:mod:`tools.scale`): where the cells (one per method, see :class:`MethodCell`) run (None: here);
+    the report is the same either way, timings aside."""
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(1)
@@ -279,7 +316,11 @@ def run_tdmpc_bench(cfg: TdmpcBenchConfig, out_dir: Path, console: Console) -> T
     report.band = {"tolerance": cfg.tolerance, "used": tolerance, "why": widened}
     if widened:
         console.print(f"note: {widened}")
-    made = {label: run_method(agent, groups, label, cfg, planner, base.mean, base_params, states) for label in cfg.methods}
+    cells = method_cells(cfg)
+    if executor is not None:
+        console.print(f"bench cells ({len(cells)}, one per method) run on {executor.name} ({executor.workers} workers)")
+    ran = run_cells(MethodCell(agent, groups, planner, cfg, base.mean, base_params, states), cells, executor)
+    made = {cell.method: rows for cell, rows in zip(cells, ran)}
     pruned = {}
     for i, keep in enumerate(cfg.budgets):  # rows budget-major, as the tables read them
         for label in cfg.methods:
@@ -640,12 +681,15 @@ QUICK = {
 """the sizes of a short run (tests): fields of TdmpcBenchConfig"""
 
 
-def run_into(cfg: TdmpcBenchConfig, out: Path, force: bool, console: Console) -> tuple[TdmpcReport, dict[str, str]]:
-    """Run the bench into a temp folder beside ``out`` and rename it into place (nothing half-written on failure)."""
+def run_into(
+    cfg: TdmpcBenchConfig, out: Path, force: bool, console: Console, executor: Executor | None = None
+) -> tuple[TdmpcReport, dict[str, str]]:
+    """Run the bench (its cells on ``executor``, None: here) into a temp folder beside ``out`` and rename it into
+    place (nothing half-written on failure)."""
     tmp = temp_dir_for(out, force)
     try:
         tmp.chmod(0o755)
-        report = run_tdmpc_bench(cfg, tmp, console)
+        report = run_tdmpc_bench(cfg, tmp, console, executor)
         files = write_outputs(report, tmp)
         move_into_place(tmp, out)
     finally:

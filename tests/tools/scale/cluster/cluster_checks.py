@@ -29,6 +29,8 @@ from tools.plant.episodes import SEARCH_SEED
 from tools.plant.objectives import radius_check, return_objective
 from tools.plant.policy import as_policy
 from tools.scale import Board, Episode, Farm, LocalExecutor, RayExecutor, ScaleError, batched, run_on_farm
+from tools.usecases.tdmpc.bench import QUICK, TdmpcBenchConfig
+from tools.usecases.tdmpc.bench import run_into as tdmpc_into
 
 # The helpers below run inside Ray workers: ship them by value (this test module is not importable there).
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -303,3 +305,27 @@ def test_bench_on_the_cluster_writes_the_report_it_writes_locally(cli, ray_clust
     for bundle in ("unpruned", "tpe@0.25"):  # the libraries compiled on the cluster are the ones compiled here
         so = f"bundles/{bundle}/x86_64.so"
         assert (tmp_path / "local" / so).read_bytes() == (tmp_path / "ray" / so).read_bytes()
+
+
+def untimed(value: Any) -> Any:
+    """A report's JSON without its wall times (every "seconds" field)."""
+    if isinstance(value, dict):
+        return {k: untimed(v) for k, v in value.items() if k != "seconds"}
+    if isinstance(value, list):
+        return [untimed(v) for v in value]
+    return value
+
+
+def test_the_tdmpc_bench_on_the_cluster_writes_the_report_it_writes_locally(ray_cluster, tmp_path):
+    from rich.console import Console
+
+    # two methods, one budget, a few short episodes: one cell per method, one for each node's CPU
+    cfg = TdmpcBenchConfig(budgets=(0.5,), methods=("uniform-l1", "gd"), export=False, **QUICK)
+    tdmpc_into(cfg, tmp_path / "local", False, Console(quiet=True))
+    executor = RayExecutor(address=ray_cluster.address)
+    tdmpc_into(cfg, tmp_path / "ray", False, Console(quiet=True), executor)
+    assert executor.tasks == 2  # each method's cell went to the cluster
+    a, b = (json.loads((tmp_path / side / "report.json").read_text()) for side in ("local", "ray"))
+    assert [(r["method"], r["keep"]) for r in a["rows"]] == [("uniform-l1", 0.5), ("gd", 0.5)]
+    assert a["rows"][1]["evaluations"] > 1  # gd searched: its candidates, objective and judge return match below
+    assert untimed(b) == untimed(a)
