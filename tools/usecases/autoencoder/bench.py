@@ -15,7 +15,9 @@ both the training images and the validation images the searches saw. Two questio
 
 Writes report.json, report.md, psnr_vs_params.png and reconstructions.png (held-out digits:
 original | unpruned | each method's pruned reconstruction), and times the unpruned and the
-gradient-descent models at batch 1 in torch and onnxruntime (ratios to unpruned).
+gradient-descent models at batch 1 in torch and onnxruntime (ratios to unpruned). The searches are
+cells (:class:`AECell`: method x mode, the budgets or the bisection), run here or on a Ray cluster
+through ``tools.scale.run_cells`` (``prune-and-export bench --model autoencoder --executor ray``).
 
     python -m tools.usecases.autoencoder.bench --out bench_ae
     prune-and-export bench --model autoencoder --out bench_ae

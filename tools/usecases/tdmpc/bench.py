@@ -16,7 +16,9 @@ from what the metric choice adds. Then the policy path (h then pi) of the unprun
 budget is exported as a controller bundle, one MPPI iteration as ONNX + TVM, timed at batch 1, and the
 packed iteration (one vector in, one out) as a bundle verified and timed in the firmware stub on every
 target (x86_64 native in µs; ARM under qemu-user as ratios gd / unpruned).
-Prints tables, writes JSON, Markdown and PNGs.
+Prints tables, writes JSON, Markdown and PNGs. Each method (its budgets and their judging) is one cell
+(:class:`MethodCell`), run here or on a Ray cluster through ``tools.scale.run_cells``
+(``prune-and-export bench --controller tdmpc --executor ray``), with the same report.
 
     python -m tools.usecases.tdmpc.bench --out /tmp/tdmpc_bench
 """
