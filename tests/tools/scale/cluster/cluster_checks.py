@@ -321,9 +321,12 @@ def test_the_tdmpc_bench_on_the_cluster_writes_the_report_it_writes_locally(ray_
 
     # two methods, one budget, a few short episodes: one cell per method, one for each node's CPU
     cfg = TdmpcBenchConfig(budgets=(0.5,), methods=("uniform-l1", "gd"), export=False, **QUICK)
-    tdmpc_into(cfg, tmp_path / "local", False, Console(quiet=True))
     executor = RayExecutor(address=ray_cluster.address)
-    tdmpc_into(cfg, tmp_path / "ray", False, Console(quiet=True), executor)
+    try:
+        tdmpc_into(cfg, tmp_path / "local", False, Console(quiet=True))
+        tdmpc_into(cfg, tmp_path / "ray", False, Console(quiet=True), executor)
+    finally:
+        torch.set_flush_denormal(False)  # the bench sets it in this process; the other checks run with the default
     assert executor.tasks == 2  # each method's cell went to the cluster
     a, b = (json.loads((tmp_path / side / "report.json").read_text()) for side in ("local", "ray"))
     assert [(r["method"], r["keep"]) for r in a["rows"]] == [("uniform-l1", 0.5), ("gd", 0.5)]
