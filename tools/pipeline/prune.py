@@ -231,6 +231,9 @@ def prune_controller(
     ``quantize`` (off | int8 | auto) and ``flash_budget`` (weight bytes) make the weights' precision part
     of the search (:mod:`prune.precision`); ``keep`` None with a flash budget: a budget in bytes only.
     The summary's ``quantization`` says which components went to int8 and why (:func:`quantization_summary`).
+    ``quantize`` integer: the float coefficients are searched on each candidate's full-integer twin, as
+    ``export --targets cortex-m3`` builds it (:mod:`tools.pipeline.integer_objective`); the summary's
+    ``integer_twin`` holds its returns (not with ``flash_budget`` or ``robustness``).
     ``robustness`` (None: the nominal plant): the search maximises its aggregate over its scenarios, and
     the summary's ``robust`` holds nominal and robust figures before and after on the judge's seeds.
     """
