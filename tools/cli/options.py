@@ -170,6 +170,7 @@ def add_episodes(p: argparse.ArgumentParser, default: int = 100) -> None:
 # --- precision flags (--quantize, --flash-budget): prune, run and bench ---------------------------------------
 
 QUANTIZE_CHOICES = ("off", "int8", "auto")  # prune.PRECISIONS, spelled here so --help needs no torch
+INTEGER = "integer"  # tools.pipeline.integer_objective.INTEGER: the search judges the full-integer twin
 BYTE_UNITS = {"": 1, "k": 1024, "m": 1024 * 1024}
 
 
@@ -184,20 +185,27 @@ def byte_size(text: str) -> int:
     return int(number) * BYTE_UNITS[unit]
 
 
-def add_quantize(p: argparse.ArgumentParser, bytes_only: bool = True) -> None:
+def add_quantize(p: argparse.ArgumentParser, bytes_only: bool = True, integer: bool = False) -> None:
     """--quantize and --flash-budget: the weights' precision as part of the search, under a memory budget in bytes.
 
     ``bytes_only``: the command prunes to the flash budget alone when no --keep is given (prune); else the
-    budget is one more constraint on each --keep budget (bench, run).
+    budget is one more constraint on each --keep budget (bench, run). ``integer``: offer ``--quantize integer``.
     """
     p.add_argument(
         "--quantize",
-        choices=QUANTIZE_CHOICES,
+        choices=QUANTIZE_CHOICES + ((INTEGER,) if integer else ()),
         default="off",
         help="weight precision: off (float32, the default), int8 (weight-only int8, per-output-channel scales, "
         "for every component after the search; the objective and constraints are judged again on the int8 "
         "model), auto (each component float or int8, chosen by the same objective under --flash-budget: "
-        "components ranked by objective lost per byte saved, each prefix of that ranking searched)",
+        "components ranked by objective lost per byte saved, each prefix of that ranking searched)"
+        + (
+            ", integer (the search maximises the return of each candidate's full-integer twin, calibrated as "
+            "'export --targets cortex-m3' calibrates it: the return the FPU-less Cortex-M3 gets; not with "
+            "--flash-budget)"
+            if integer
+            else ""
+        ),
     )
     p.add_argument(
         "--flash-budget",

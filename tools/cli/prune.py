@@ -154,7 +154,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     # robustness (issue 17): scenarios in the objective and the judge
     add_robustness(p)
     # precision: weight-only int8 chosen with the coefficients (prune.precision)
-    add_quantize(p)
+    add_quantize(p, integer=True)
 
 
 DEFAULT_KEEP = 0.25
@@ -196,10 +196,12 @@ def add_early_stop(p: argparse.ArgumentParser) -> None:
 
 def _check_before_work(args: argparse.Namespace) -> None:
     """Refuse contradictory numbers and unusable output paths before the controller loads."""
+    from tools.pipeline.integer_objective import check_integer
     from tools.pipeline.prune import budget_path, metric_for
 
     metric_for(args.method, args.metric)  # a contradictory --metric is refused before the controller loads
     check_quantize(args.quantize, args.flash_budget)
+    check_integer(args.quantize, args.flash_budget, bool(getattr(args, "scenarios", None)))
     args.keep = keeps_of(args)
     check_robustness_flags(args)
     check_executor_flags(args)

@@ -52,7 +52,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     # robustness (issue 17): the bench step searches and judges under scenarios too
     add_robustness(p)
     # precision of the pruned model's weights, passed to bench (prune.precision)
-    add_quantize(p, bytes_only=False)
+    add_quantize(p, bytes_only=False, integer=True)
     _DEFAULTS.update(defer_defaults(p))
 
 
@@ -76,6 +76,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     resolved.run["out"] = resolved.run["out"] or Path("runs") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     opts = argparse.Namespace(**resolved.run)
     bench_args = _bench_args(opts, resolved.bench, bench_parser)
+    _check_integer_targets(bench_args)
     cmd_bench.check_before_work(bench_args)  # report folder, bench flags, controller and its env: before the evaluation
     controller = controller_from_args(opts)
     module = controller.module
@@ -141,6 +142,25 @@ def _bench_args(opts: argparse.Namespace, bench: dict, bench_parser: argparse.Ar
     }
     values.update(bench)  # the file's [bench] table over the defaults
     return bench_namespace(values, bench_parser)
+
+
+def _check_integer_targets(bench_args: argparse.Namespace) -> None:
+    """--quantize integer searches the full-integer twin: every target the bench step exports for must run it."""
+    if bench_args.quantize != "integer":
+        return
+    from export import integer_only  # deferred: export imports torch
+    from targets import parse_target_list
+    from tools.errors import ToolsError
+    from tools.pipeline.integer_objective import check_integer
+
+    check_integer(bench_args.quantize, bench_args.flash_budget, bool(bench_args.scenarios))
+    names = bench_args.targets if isinstance(bench_args.targets, list) else [bench_args.targets]
+    floating = [t.name for t in parse_target_list(",".join(names)) if not integer_only(t)]
+    if floating:
+        raise ToolsError(
+            f"--quantize integer searches the model an integer-only target runs (cortex-m3), but the bench step "
+            f"exports for {', '.join(floating)}, which run float: set [bench] targets = [\"cortex-m3\"] or use --quantize off|int8|auto"
+        )
 
 
 def _write_config(resolved: Resolved, out: Path) -> Path:

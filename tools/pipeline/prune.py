@@ -32,6 +32,7 @@ from prune import (
 from prune import quantize as int8_weights  # aliased: 'quantize' is the precision option's name here
 from tools.controllers.native import Controller, mlp_architecture, save_controller
 from tools.pipeline.choices import DEFAULT_METHOD, DEFAULT_METRIC, METHOD_PLAN, METHODS
+from tools.pipeline.integer_objective import INTEGER, IntegerObjective, check_integer, integer_report
 from tools.plant.episodes import SEARCH_EPISODES, SEARCH_SEED
 from tools.plant.evaluate import closed_loop_return
 from tools.plant.objectives import pendulum_stability, radius_check, search_callables
@@ -230,6 +231,9 @@ def prune_controller(
     ``quantize`` (off | int8 | auto) and ``flash_budget`` (weight bytes) make the weights' precision part
     of the search (:mod:`prune.precision`); ``keep`` None with a flash budget: a budget in bytes only.
     The summary's ``quantization`` says which components went to int8 and why (:func:`quantization_summary`).
+    ``quantize`` integer: the float coefficients are searched on each candidate's full-integer twin, as
+    ``export --targets cortex-m3`` builds it (:mod:`tools.pipeline.integer_objective`); the summary's
+    ``integer_twin`` holds its returns (not with ``flash_budget`` or ``robustness``).
     ``robustness`` (None: the nominal plant): the search maximises its aggregate over its scenarios, and
     the summary's ``robust`` holds nominal and robust figures before and after on the judge's seeds.
     """
@@ -302,6 +306,7 @@ def prune_controller_budgets(
     order of ``keeps``) if given; the results follow the order of ``keeps``.
     """
     console = console or Console(quiet=True)
+    check_integer(quantize, flash_budget, robustness is not None)
     torch.manual_seed(seed)
     # The objective runs a small MLP on 64 observations per step: a second thread only adds
     # synchronisation (4x slower on this loaded 2-core machine), so the search runs on one.
@@ -327,6 +332,16 @@ def prune_controller_budgets(
         objective = robustness.objective(search_episodes, SEARCH_SEED, env_id)
         console.print(
             f"objective: {robustness.aggregate} over scenarios {', '.join(robustness.scenarios.names())}"
+        )
+    integer = None
+    if quantize == INTEGER:  # the full-integer twin's return replaces the float model's (same search seeds)
+        integer = IntegerObjective(env_id, search_episodes, SEARCH_SEED)
+        objective = integer
+        first = integer.twin(model)  # fails here, before the search, on a model with no integer form
+        console.print(
+            f"objective: the full-integer twin's return ({integer.to_dict()['target']}: calibrated on "
+            f"{integer.calibration_episodes} episodes of each candidate, seeds {integer.calibration_seed}..; "
+            f"search seeds {SEARCH_SEED}..): unpruned {first.returns.mean():.2f}, {first.seconds:.2f} s per evaluation"
         )
     objective = objective if executor is None else batched(objective, executor)  # same scores, batches fanned out
     pendulum = env_id == ENV_ID  # the closed-loop linearisation exists for the pendulum plant only
@@ -361,7 +376,7 @@ def prune_controller_budgets(
         stability_tolerance=stability_tolerance,
         ceiling=stop.ceiling,
         stop_within=stop.stop_within,
-        precision=quantize,
+        precision="off" if integer is not None else quantize,  # integer: float coefficients, the twin judged
         flash_budget=flash_budget,
     )
     if len(keeps) == 1:
@@ -383,6 +398,13 @@ def prune_controller_budgets(
             "failed_constraints": [name for name, c in result.constraints.items() if not c.ok],
             "early_stop": stop.to_dict(),
         }
+        if integer is not None:  # what the search maximised: the integer twin's return, per episode
+            summary["quantize"] = INTEGER
+            summary["integer_twin"] = integer_report(integer, model, result.model, judge_episodes)
+            console.print(
+                f"integer twin: search objective {summary['integer_twin']['objective_after']:.2f} "
+                f"({integer.builds} builds, {integer.seconds_per_build or 0:.2f} s each, {integer.hits} cache hits)"
+            )
         if result.precision_report is not None:
             summary["quantization"] = quantization_summary(result)
             summary["budget_in_bytes"] = keep is None  # keep then is the share of the prunable bytes
@@ -540,6 +562,12 @@ def print_prune_table(console: Console, s: dict, search_episodes: int, judge_epi
     table.add_row("multiply-adds / step", f"{s['macs_before']:,}", f"{s['macs_after']:,}")
     robust = s.get("robust")
     searched = "" if robust is None else f"{robust['objective']['aggregate']} over {robust['objective']['set']}, "
+    twin = s.get("integer_twin")
+    if twin is not None:  # --quantize integer: the objective rows are the integer twin's
+        searched = f"{twin['target']} integer twin, "
+        table.add_row(
+            "integer tables (bytes)", f"{twin['int_weight_bytes_before']:,}", f"{twin['int_weight_bytes_after']:,}"
+        )
     table.add_row(
         f"objective ({searched}fast, {search_episodes} ep.)", f"{s['objective_before']:.1f}", f"{s['objective_after']:.1f}"
     )
@@ -548,6 +576,12 @@ def print_prune_table(console: Console, s: dict, search_episodes: int, judge_epi
             f"return (gymnasium {s['env_id']}, seeds 0..{judge_episodes - 1})",
             f"{s['return_before']:.1f}",
             f"{s['return_after']:.1f}",
+        )
+    if twin is not None and "return_before" in twin:
+        table.add_row(
+            f"integer twin return (gymnasium {s['env_id']}, seeds 0..{judge_episodes - 1})",
+            f"{twin['return_before']:.1f}",
+            f"{twin['return_after']:.1f}",
         )
     if robust is not None and "before" in robust:
         b, a = robust["before"], robust["after"]
