@@ -84,6 +84,9 @@ _RESHAPES = {
     aten.expand.default,
     aten.slice.Tensor,
     aten._to_copy.default,
+    aten.to.dtype,  # obs.float() on a float32 observation (SB3's preprocess_obs), as torch.export leaves it
+    aten.to.dtype_layout,
+    aten.to.device,
     aten.broadcast_to.default,
 }
 _INPLACE = {

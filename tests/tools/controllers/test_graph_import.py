@@ -439,3 +439,30 @@ def test_stochastic_output_is_refused(tmp_path, monkeypatch) -> None:
     path, factory = _save_factory_model(tmp_path, _Sampling(), "sampling", monkeypatch)
     with pytest.raises(ControllerError, match="stochastic policy"):  # two calls differ: refused before tracing
         to_graph(path, "state-dict", factory=factory)
+
+
+class _FloatCast(nn.Module):
+    """SB3's export recipe: the policy's preprocess_obs casts the observation with ``obs.float()``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(3, 8)
+        self.out = nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(self.hidden(x.float().to("cpu"))))
+
+
+@pytest.mark.parametrize("fmt", ["torch-export", "torchscript"])
+def test_a_cast_to_float32_is_a_copy(tmp_path, zoo_obs, fmt: str) -> None:
+    model = _FloatCast().eval()
+    x = torch.zeros(1, 3)
+    path = tmp_path / ("m.pt2" if fmt == "torch-export" else "m.ts")
+    if fmt == "torch-export":
+        torch.export.save(torch.export.export(model, (x,)), path)
+    else:
+        torch.jit.trace(model, x).save(str(path))
+    gm = to_graph(path, fmt, obs_dim=3)
+    obs = torch.as_tensor(zoo_obs[:64], dtype=torch.float32)
+    assert torch.allclose(gm(obs), model(obs), atol=1e-6)
+    assert find_groups(gm, obs[:8]).names
