@@ -7,11 +7,30 @@ Ray is an optional extra (``pip install 'prune-and-export[ray]'``), so it is imp
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 
 from tools.scale.errors import ScaleError
 
 OBJECT_STORE_BYTES = 100_000_000  # a local instance's shared-memory store: candidates and results are small
+PROBE_SECONDS = 5.0  # how long a cluster address may take to accept a TCP connection
+
+
+def check_reachable(address: str) -> None:
+    """Refuse a ``host:port`` (or ``ray://host:port``) nothing answers at, in seconds (``ray.init`` retries for minutes)."""
+    hostport = address.removeprefix("ray://")
+    if hostport in ("auto", "local"):
+        return
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ScaleError(f"Ray address {address!r} (--ray-address or RAY_ADDRESS): expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS).close()
+    except OSError as e:
+        raise ScaleError(
+            f"Ray at {address} (--ray-address or RAY_ADDRESS): nothing answers there "
+            f"({e.strerror or e}); start the cluster first (docs/scale.md) or fix the address"
+        ) from e
 
 
 def ray_module():
@@ -39,6 +58,7 @@ def connect(
     address = address or os.environ.get("RAY_ADDRESS") or None
     try:
         if address:
+            check_reachable(address)
             ray.init(address=address, log_to_driver=False, configure_logging=False)
         else:
             ray.init(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
 import pytest
 
 from tools.cli import main
+from tools.scale import ScaleError
+from tools.scale.cluster import check_reachable
 
 PROBE = """
 import sys
@@ -46,3 +49,28 @@ def test_hil_refuses_a_ray_address_without_a_farm_a_runner_with_one_and_a_missin
     assert main(["hil", "--bundle", str(tmp_path), "--target", "x86_64", *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and fragment in err[0]
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_address_nothing_answers_at_is_refused_at_once_naming_it():
+    address = f"127.0.0.1:{_closed_port()}"
+    with pytest.raises(ScaleError, match=f"Ray at {address} \\(--ray-address or RAY_ADDRESS\\): nothing answers there"):
+        check_reachable(address)
+    with pytest.raises(ScaleError, match="expected auto, HOST:PORT or ray://HOST:PORT"):
+        check_reachable("127.0.0.1")
+
+
+def test_prune_on_an_unreachable_cluster_is_one_line_and_writes_nothing(tmp_path, capsys):
+    address = f"127.0.0.1:{_closed_port()}"
+    out = tmp_path / "p.pt"
+    argv = ["prune", "--executor", "ray", "--ray-address", address, "--judge-episodes", "0", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"Ray at {address}" in err[0] and "nothing answers there" in err[0], err
+    assert not list(tmp_path.iterdir())
