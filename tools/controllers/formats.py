@@ -99,6 +99,25 @@ def detect_format(path: Path) -> str:
         return "controller"
 
 
+def check_whole_zip(path: Path) -> None:
+    """Refuse a zip archive cut short (an SB3 zip, .pt2, TorchScript and torch.save files are all zips)."""
+    with path.open("rb") as f:
+        head = f.read(30 + 1024)
+    if head[:4] != b"PK\x03\x04":
+        return
+    first = head[30 : 30 + int.from_bytes(head[26:28], "little")].decode("utf-8", "replace")
+    try:  # the central directory sits at the end; a cut file has none, or only that of a zip stored inside it
+        with zipfile.ZipFile(path) as z:
+            whole = first in z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        whole = False
+    if not whole:
+        raise ControllerError(
+            f"{path}: a zip archive without its end (truncated or corrupt: copied or downloaded only in part?), "
+            f"{path.stat().st_size} bytes"
+        )
+
+
 # ---------------------------------------------------------------- the env's contract
 
 

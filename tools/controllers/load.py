@@ -9,7 +9,7 @@ import torch.fx as fx
 from torch import nn
 
 from prune import save_pruned
-from tools.controllers.formats import detect_format, load_foreign, spec_from_env
+from tools.controllers.formats import check_whole_zip, detect_format, load_foreign, spec_from_env
 from tools.controllers.graph_ops import ACTIVATION_FUNCTIONS
 from tools.controllers.native import (
     ACTIVATIONS,
@@ -45,6 +45,7 @@ def load_controller(
         raise ControllerError(f"{path}: not a regular file")
     if path.stat().st_size == 0:
         raise ControllerError(f"{path}: empty file, not a controller")
+    check_whole_zip(path)
     if format is not None and format not in FORMATS:
         raise ControllerError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
     if factory is not None:  # --factory says what the file is: a state dict for the module the factory builds

@@ -364,3 +364,12 @@ def test_obs_norm_statistics_become_the_first_ops_of_any_foreign_graph(files, tm
     }
     err = one_line_error(capsys, "eval", "--obs-norm", str(stats), "--episodes", "1")  # the bundled native controller
     assert "--obs-norm applies to a controller trained elsewhere" in err
+
+
+@pytest.mark.parametrize("kind", ["sac", "torch-export", "torchscript", "state-dict"])
+def test_a_truncated_file_is_named_as_cut_short(files, kind, tmp_path, capsys):
+    path, extra = files[kind]
+    cut = tmp_path / path.name
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    err = one_line_error(capsys, "eval", "--controller", str(cut), *extra, "--episodes", "1")
+    assert str(cut) in err and "truncated or corrupt" in err, err
