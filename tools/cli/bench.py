@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from tools.bench.harness import BenchConfig
+    from tools.controllers.native import Controller
     from tools.scale import Executor
     from tools.usecases.autoencoder.results import AEBenchConfig
     from tools.usecases.tdmpc.bench import TdmpcBenchConfig
@@ -274,8 +275,11 @@ def autoencoder_config(args: argparse.Namespace) -> AEBenchConfig:
     return quick(cfg) if args.quick else cfg
 
 
-def check_before_work(args: argparse.Namespace) -> None:
-    """The report folder and, for the controller bench, the flags and the controller itself, checked before any work."""
+def check_before_work(args: argparse.Namespace) -> Controller | None:
+    """The report folder and, for the controller bench, the flags and the controller itself, checked before any work.
+
+    Returns the controller it loaded (None for the autoencoder and TD-MPC benches), so a caller need not load it again.
+    """
     check_output(Path(args.out), "--out", folder=True, force=args.force)
     sign, public_key = getattr(args, "sign", None), getattr(args, "public_key", None)
     if getattr(args, "model", MODELS[0]) == "autoencoder" or (
@@ -290,13 +294,14 @@ def check_before_work(args: argparse.Namespace) -> None:
         if given:
             raise ToolsError(f"{', '.join(given)}: the controller bench only, not --model autoencoder or --controller tdmpc")
         check_executor_flags(args)
-        return
+        return None
     check_key_pair(sign, public_key)
     if getattr(args, "data", None) is not None or getattr(args, "min_psnr", None) is not None:
         raise ToolsError("--data and --min-psnr apply to --model autoencoder only")
     config_from_args(args)
     controller = controller_from_args(args)  # refused here, not after the bench has started: bad file, NaN, env mismatch
     robustness_from_args(args, controller.spec.env_id)  # scenario names of the controller's env
+    return controller
 
 
 @contextmanager
@@ -310,9 +315,11 @@ def cells_executor(args: argparse.Namespace) -> Iterator[Executor | None]:
             executor.close()
 
 
-def run(args: argparse.Namespace, console: Console) -> dict:
+def run(args: argparse.Namespace, console: Console, checked: bool = False) -> dict:
+    """The bench the flags ask for; ``checked``: the caller ran :func:`check_before_work` (run's last step)."""
     command = " ".join(shlex.quote(a) for a in ["prune-and-export", *sys.argv[1:]])
-    check_before_work(args)
+    if not checked:
+        check_before_work(args)
     if getattr(args, "model", MODELS[0]) == "autoencoder":
         from tools.usecases.autoencoder.bench import run_into as autoencoder_into  # deferred: torch
 

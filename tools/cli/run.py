@@ -77,8 +77,9 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     opts = argparse.Namespace(**resolved.run)
     bench_args = _bench_args(opts, resolved.bench, bench_parser)
     _check_integer_targets(bench_args)
-    cmd_bench.check_before_work(bench_args)  # report folder, bench flags, controller and its env: before the evaluation
-    controller = controller_from_args(opts)
+    # report folder, bench flags, controller and its env: before the evaluation; the controller is loaded (and its
+    # notes said) once, here
+    controller = cmd_bench.check_before_work(bench_args) or controller_from_args(opts)
     module = controller.module
     params = sum(p.numel() for p in module.parameters())
     console.print(
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         results[judge] = evaluation.to_dict()
         table.add_row(judge, f"{stats.mean:.1f}", f"{stats.std:.1f}", f"{stats.min:.1f}", f"{seconds:.2f}")
     console.print(table)
-    bench = cmd_bench.run(bench_args, console)
+    bench = cmd_bench.run(bench_args, console, checked=True)
     config_path = _write_config(resolved, Path(opts.out))
     console.print(f"resolved config: {config_path}")
     return {
@@ -132,6 +133,7 @@ def _bench_args(opts: argparse.Namespace, bench: dict, bench_parser: argparse.Ar
         "env": opts.env,
         "factory": opts.factory,
         "clip_actions": opts.clip_actions,
+        "obs_norm": opts.obs_norm,
         "quick": opts.quick,
         "sign": opts.sign,
         "public_key": opts.public_key,

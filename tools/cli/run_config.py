@@ -26,6 +26,7 @@ BENCH_OWNED = {
     "env",
     "factory",
     "clip_actions",
+    "obs_norm",
     "seed",
     "episodes",
     "quick",

@@ -241,12 +241,16 @@ def test_a_zip_that_is_not_a_controller_is_not_taken_for_one(tmp_path, capsys):
 def test_run_takes_a_config_file_flags_override_it_and_the_resolved_config_is_written(files, tmp_path, capsys):
     path, _ = files["ppo"]
     config = tmp_path / "run.toml"
+    (tmp_path / "stats.json").write_text(json.dumps({"mean": [0.0, 0.0, 0.0], "var": [1.0, 1.0, 4.0]}))
     config.write_text(
         f'controller = "{path}"\nenv = "Pendulum-v1"\nepisodes = 2\nseed = 4\nquick = true\n'
-        '[bench]\nkeep = [0.5]\nmethods = "uniform-l1"\n'
+        'obs-norm = "stats.json"\n[bench]\nkeep = [0.5]\nmethods = "uniform-l1"\n'
     )
     code, result, err = run_cli(capsys, "run", str(config), "--seed", "1", "--out", str(tmp_path / "out"))
     assert code == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("note: ")]
+    assert notes and len(notes) == len(set(notes)), notes  # the controller is loaded once: each note said once
+    assert result["bench"]["config"]["controller"].endswith("controller.pt2")  # the bench step has the statistics too
     assert result["seed"] == 1 and result["episodes"] == 2  # the flag beat the file; the file beat the default
     assert result["bench"]["config"]["keeps"] == [0.5] and result["bench"]["config"]["methods"] == ["uniform-l1"]
     assert result["bench"]["config"]["source_controller"] == str(path)
