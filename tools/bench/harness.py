@@ -543,7 +543,7 @@ def _make_models(
 
 
 def _robust_rows(models: dict[str, Controller], robustness: Robustness, config: BenchConfig, env_id: str) -> list[RobustRow]:
-    """Every model under the scenarios (torch, fast plant, the reward's seeds), its aggregate beside the unpruned one's."""
+    """Every model under the scenarios (torch, the env's scenario plant, the reward's seeds), its aggregate beside the unpruned one's."""
     judged = {m: robustness.judge(c.module, config.episodes, config.seed, env_id) for m, c in models.items()}
     base = judged[UNPRUNED]["value"]
     return [

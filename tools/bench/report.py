@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tools.bench.reward import Paired, RewardStats
+from tools.plant.scenarios import plant_label
 
 SCHEMA = "prune-and-export.bench/1"
 UNPRUNED = "unpruned"
@@ -77,7 +78,7 @@ class RewardRow:
 
 @dataclass
 class RobustRow:
-    """One model under the scenario set of ``--scenarios`` (torch on the fast plant, the reward's seeds), beside nominal."""
+    """One model under the scenario set of ``--scenarios`` (torch, the reward's seeds), beside nominal."""
 
     model: str
     set: str
@@ -302,7 +303,8 @@ def _titles(report: BenchReport) -> dict[str, str]:
             if report.config["env_id"] == "Pendulum-v1"
             else "upright: measured on Pendulum-v1 only"
         ),
-        "robust": "closed-loop return under the scenarios of --scenarios (torch on the fast plant, the reward's seeds; "
+        "robust": f"closed-loop return under the scenarios of --scenarios (torch on the "
+        f"{plant_label(report.config['env_id'])} plant, the reward's seeds; "
         "balanced share in brackets), nominal first; the last columns aggregate the scenarios as "
         "--robust-objective says, which is what the search optimised",
         "mcu_memory": "microcontroller firmware: flash (code + constants + .data image) and RAM (.data + .bss + stack) "

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     robust = None
     if robustness is not None:
         robust = robustness.judge(controller.module, args.episodes, args.seed, controller.spec.env_id)
-        console.print(robust_table(robust))
+        console.print(robust_table(robust, controller.spec.env_id))
     return {
         "controller": str(controller.path),
         "sha256": controller.sha256,
@@ -66,12 +66,14 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     }
 
 
-def robust_table(robust: dict):
+def robust_table(robust: dict, env_id: str):
     """Nominal and every scenario side by side (mean return, balanced share), and the aggregate: a rich Table."""
     from rich.table import Table
 
+    from tools.plant.scenarios import plant_label  # deferred with the table: --help must not pay for the plant
+
     seeds = f"seeds {robust['seeds'][0]}..{robust['seeds'][1]}"
-    table = Table(title=f"closed-loop return under scenario set {robust['set']} (fast, {seeds})")
+    table = Table(title=f"closed-loop return under scenario set {robust['set']} ({plant_label(env_id)}, {seeds})")
     for col in ("scenario", "mean", "balanced"):
         table.add_column(col, justify="left" if col == "scenario" else "right")
     for name, mean in robust["mean"].items():

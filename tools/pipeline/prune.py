@@ -38,6 +38,7 @@ from tools.plant.evaluate import closed_loop_return
 from tools.plant.objectives import pendulum_stability, radius_check, search_callables
 from tools.plant.pendulum import ENV_ID
 from tools.plant.robust import Robustness
+from tools.plant.scenarios import plant_label
 from tools.plant.stopping import EarlyStop, choose, needs_scores
 from tools.scale import Executor, batched
 
@@ -569,7 +570,7 @@ def print_prune_table(console: Console, s: dict, search_episodes: int, judge_epi
             "integer tables (bytes)", f"{twin['int_weight_bytes_before']:,}", f"{twin['int_weight_bytes_after']:,}"
         )
     table.add_row(
-        f"objective ({searched}fast, {search_episodes} ep.)", f"{s['objective_before']:.1f}", f"{s['objective_after']:.1f}"
+        f"objective ({searched}{plant_label(s['env_id'])}, {search_episodes} ep.)", f"{s['objective_before']:.1f}", f"{s['objective_after']:.1f}"
     )
     if "return_before" in s:
         table.add_row(
@@ -588,7 +589,7 @@ def print_prune_table(console: Console, s: dict, search_episodes: int, judge_epi
         seeds = f"seeds {b['seeds'][0]}..{b['seeds'][1]}"
         for name in b["mean"]:
             table.add_row(
-                f"return under {name} (fast, {seeds})",
+                f"return under {name} ({plant_label(s['env_id'])}, {seeds})",
                 f"{b['mean'][name]:.1f} ({b['balanced_share'][name]:.0%})",
                 f"{a['mean'][name]:.1f} ({a['balanced_share'][name]:.0%})",
             )

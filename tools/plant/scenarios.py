@@ -161,6 +161,11 @@ ROBUST_MUJOCO = ScenarioSet(
 SCENARIO_SETS = ("robust",)
 
 
+def plant_label(env_id: str = ENV_ID) -> str:
+    """Which plant scenarios (and the search) run on, for labels: fast (the batched Pendulum) or gymnasium (a vector env)."""
+    return "fast" if env_id == ENV_ID else "gymnasium"
+
+
 def scenario_set(name: str, env_id: str = ENV_ID) -> ScenarioSet:
     """The standard scenario set ``name`` (see :data:`SCENARIO_SETS`) for ``env_id``'s plant."""
     if name not in SCENARIO_SETS:

@@ -143,3 +143,27 @@ def test_bench_with_scenarios_adds_a_robustness_table_beside_the_nominal_reward(
     assert rows["unpruned"]["mean"]["nominal"] == pytest.approx(torch_rows["unpruned"]["stats"]["mean"], abs=1e-3)
     assert report["config"]["scenarios"] == "push,heavy" and report["config"]["robust_objective"] == "worst"
     assert "## Robustness" in (out / "report.md").read_text() and "## Reward" in (out / "report.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def mujoco_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny untrained 4-8-1 policy for InvertedPendulum-v5, as a torch.export program."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).eval()
+    path = tmp_path_factory.mktemp("mujoco") / "policy.pt2"
+    torch.export.save(torch.export.export(model, (torch.zeros(1, 4),)), path)
+    return path
+
+
+def test_scenarios_off_pendulum_are_labelled_with_the_plant_they_ran_on(capsys, mujoco_program):
+    env = ("--controller", str(mujoco_program), "--env", "InvertedPendulum-v5", "--scenarios", "push")
+    code, _, err = _run(capsys, "eval", *env, "--episodes", "2", "--json")
+    assert code == 0, err
+    assert "under scenario set push (gymnasium, seeds 0..1)" in err and "(fast" not in err
+    code, _, err = _run(
+        capsys, "prune", *env, "--max-evaluations", "2", "--search-episodes", "2", "--judge-episodes", "2",
+        "--keep", "0.5", "--tolerance", "0.2", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "objective (mean over push, gymnasium, 2 ep.)" in err and "return under push (gymnasium" in err, err
+    assert "fast" not in err
