@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import TYPE_CHECKING
 
 from tools.errors import ToolsError
@@ -30,9 +31,14 @@ def add_executor(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def check_executor_flags(args: argparse.Namespace) -> None:
-    """Refuse --ray-address without --executor ray (before any work)."""
+    """Refuse --ray-address without --executor ray, and a cluster address nothing answers at (before any work)."""
     if getattr(args, "ray_address", None) and getattr(args, "executor", "local") != "ray":
         raise ToolsError(f"--ray-address {args.ray_address}: only with --executor ray")
+    address = getattr(args, "ray_address", None) or os.environ.get("RAY_ADDRESS")
+    if getattr(args, "executor", "local") == "ray" and address:
+        from tools.scale.cluster import check_reachable  # deferred: tools.scale imports torch
+
+        check_reachable(address)
 
 
 def executor_from_args(args: argparse.Namespace) -> Executor | None:

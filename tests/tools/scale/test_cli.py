@@ -74,3 +74,14 @@ def test_prune_on_an_unreachable_cluster_is_one_line_and_writes_nothing(tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"Ray at {address}" in err[0] and "nothing answers there" in err[0], err
     assert not list(tmp_path.iterdir())
+
+
+def test_run_on_an_unreachable_cluster_is_refused_before_the_evaluation(tmp_path, capsys):
+    address = f"127.0.0.1:{_closed_port()}"
+    config = tmp_path / "run.toml"
+    config.write_text(f'episodes = 1\n[bench]\nexecutor = "ray"\nray-address = "{address}"\n')
+    assert main(["run", str(config), "--out", str(tmp_path / "out"), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert "closed-loop return" not in captured.err, captured.err  # no evaluation ran first (tables go to stderr)
+    assert captured.err.strip().splitlines()[-1].endswith("start the cluster first (docs/scale.md) or fix the address")
+    assert not (tmp_path / "out").exists()
