@@ -116,7 +116,9 @@ def _run(cmd: list[str], what: str) -> subprocess.CompletedProcess:
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         lines = [ln for ln in (r.stderr or r.stdout).splitlines() if ln.strip()]
-        errors = [ln for ln in lines if "error" in ln.lower()] or lines[-5:]
+        # ld says why a link failed in lines without "error" (region `FLASH' overflowed by N bytes): those first
+        why = [ln for ln in lines if "overflowed by" in ln or "will not fit in region" in ln]
+        errors = why + [ln for ln in lines if "error" in ln.lower() and ln not in why] or lines[-5:]
         raise ExportError(f"{what} failed: {' | '.join(errors[:6])}")
     return r
 

@@ -261,3 +261,12 @@ def test_export_fails_naming_the_sizes_when_the_firmware_does_not_fit(controller
 def test_the_small_part_target_has_the_256k_flash_64k_ram_budget():
     t = get_target("cortex-m4-256k")
     assert (t.kind, t.flash_kb, t.ram_kb, t.qemu_machine) == ("mcu", 256, 64, "mps2-an386")
+
+
+def test_a_model_beyond_the_linker_flash_region_is_refused_saying_by_how_much(make_mlp, pendulum, tmp_path):
+    big = make_mlp([1100, 1000])  # 1.1M parameters, 4.4 MB of float32 weights: more than the board's 4 MB region
+    out = tmp_path / "bundle"
+    with pytest.raises(ExportError) as e:
+        export_bundle(big, pendulum, [get_target("cortex-m4")], out, n_parity=4)
+    assert re.search(r"region `FLASH' overflowed by \d+ bytes", str(e.value)), str(e.value)  # ld's reason, not its exit
+    assert not out.exists()
