@@ -31,17 +31,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.fx as fx
 from rich.console import Console
 from rich.table import Table
+from torch import nn
 
 from export import export_bundle, run_stub_bench, scratch_in
 from prune import find_groups, prune
 from targets import get_target, parse_target_list
 from tools.bench.floors import COMPUTE_FLOOR, PLAIN_C, STREAM_FLOOR, floor_us, measure_floors, plain_c_bench
 from tools.bench.latency import StubMismatch, check_stub, python_runtimes, time_per_call
-from tools.controllers.load import load_controller
-from tools.controllers.native import mlp_architecture
-from tools.errors import ToolsError
+from tools.controllers.load import load_controller, plain_mlp
+from tools.controllers.native import Controller, mlp_architecture
+from tools.errors import ControllerError, ToolsError
 from tools.plant.evaluate import closed_loop_return
 
 UNPRUNED = "unpruned"
@@ -103,10 +105,24 @@ def _floor_row(model: str, engine: str, params: int, us: float) -> Row:
     return Row(model, engine, params, us, us, us, us, us)
 
 
-def _pruned(controller, keep: float, seed: int):
-    """Prune the controller to ``keep`` of its parameters (uniform coefficients, L1), objective: fast return."""
-    model = controller.module
-    groups = find_groups(model, torch.zeros(1, controller.spec.obs_dim))
+def _plain(controller: Controller) -> tuple[nn.Module, str]:
+    """The controller as Linear/activation pairs (what every row here, plain C included, runs) and its activation.
+
+    A foreign file's graph goes through :func:`plain_mlp`; a graph that is no plain MLP (a normaliser, LayerNorm)
+    is refused before any work, naming the file.
+    """
+    if isinstance(controller.module, fx.GraphModule):
+        try:
+            module, arch = plain_mlp(controller)
+        except ControllerError as e:
+            raise ToolsError(f"--controller/--pruned: {e}; the plain-C row measures plain MLPs only") from e
+        return module.eval(), str(arch["activation"])
+    return controller.module.eval(), str(controller.architecture.get("activation", "elu"))
+
+
+def _pruned(model: nn.Module, obs_dim: int, keep: float, seed: int):
+    """Prune the model to ``keep`` of its parameters (uniform coefficients, L1), objective: fast return."""
+    groups = find_groups(model, torch.zeros(1, obs_dim))
     result = prune(
         model, groups, keep, lambda m: closed_loop_return(m, 20, seed, "fast").mean, method="uniform", seed=seed
     )
@@ -130,6 +146,15 @@ def _machine() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The bench; bad input (a flag, a controller it cannot measure) is one line and exit 2."""
+    try:
+        return _main(argv)
+    except ToolsError as e:
+        print(f"bench_stub: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.bench.stub", description=__doc__.splitlines()[0])
     p.add_argument("--controller", type=Path, default=None, help="unpruned controller (default: the bundled reference)")
     p.add_argument(
@@ -187,14 +212,16 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     unpruned = load_controller(args.controller)
-    models = {UNPRUNED: unpruned.module}
+    unpruned_module, activation = _plain(unpruned)
+    models = {UNPRUNED: unpruned_module}
     if args.pruned:
         for path in args.pruned:
-            models["pruned" if len(args.pruned) == 1 else f"pruned-{path.stem}"] = load_controller(path).module.eval()
+            models["pruned" if len(args.pruned) == 1 else f"pruned-{path.stem}"] = _plain(load_controller(path))[0]
     else:
         keeps = _keeps(args.keep)
         for keep in keeps:
-            models["pruned" if len(keeps) == 1 else f"pruned@{keep:g}"] = _pruned(unpruned, keep, args.seed).eval()
+            pruned_model = _pruned(unpruned_module, unpruned.spec.obs_dim, keep, args.seed).eval()
+            models["pruned" if len(keeps) == 1 else f"pruned@{keep:g}"] = pruned_model
     spec = unpruned.spec
     obs = spec.sample_observations(args.n, args.seed)
     x86 = ["x86_64", *baseline]
@@ -208,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     bundles: dict[str, Path] = {}
     with scratch_in(args.out, "bench_stub.") as tmp:  # a killed run's folder goes with the next run
         for label, module in models.items():
-            arch[label] = mlp_architecture(module, unpruned.architecture.get("activation", "elu"))
+            arch[label] = mlp_architecture(module, activation)
             console.print(f"{label}: {arch[label]['hidden']} hidden, {params[label]} parameters: exporting")
             bundles[label] = Path(tmp) / label
             export_bundle(module, spec, targets, bundles[label], n_parity=200, seed=args.seed)

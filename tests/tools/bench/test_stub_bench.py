@@ -71,3 +71,27 @@ def test_bench_stub_times_the_stub_beside_plain_c_and_the_floors_in_one_run(tmp_
         assert result["plain_c_check"][model]["inputs"] == 100
         assert set(result["stub_check"][model]) == {"x86_64", "x86_64-sse2"}
     assert result["machine"]["cpu"] and len(result["machine"]["loadavg"]) == 3
+
+
+def test_bench_stub_takes_a_foreign_plain_mlp_and_refuses_any_other_graph_before_work(tmp_path: Path, capsys) -> None:
+    import stable_baselines3 as sb3
+
+    sb3.SAC(
+        "MlpPolicy", "Pendulum-v1", policy_kwargs={"net_arch": [16, 16]}, buffer_size=10, seed=0, device="cpu"
+    ).save(tmp_path / "sac.zip")
+    argv = ["--keep", "0.5", "--arm-targets", "", "--baseline-target", "", "--n", "100", "--rounds", "1"]
+    argv += ["--check-n", "50", "--controller", str(tmp_path / "sac.zip"), "--out", str(tmp_path / "out")]
+    assert stub_bench.main(argv) == 0
+    result = json.loads((tmp_path / "out" / "bench_stub.json").read_text())
+    assert result["architectures"]["unpruned"]["hidden"] == [16, 16]
+    assert result["plain_c_check"]["unpruned"]["inputs"] == 50  # the SAC actor's plain-C row, checked against torch
+    capsys.readouterr()
+
+    normed = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 1)).eval()
+    torch.export.save(torch.export.export(normed, (torch.zeros(1, 3),)), tmp_path / "normed.pt2")
+    argv[argv.index("--controller") + 1] = str(tmp_path / "normed.pt2")
+    argv[argv.index("--out") + 1] = str(tmp_path / "out2")
+    assert stub_bench.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("bench_stub: error: --controller/--pruned:") and "normed.pt2" in err[-1], err
+    assert "plain MLPs only" in err[-1] and not (tmp_path / "out2").exists()
