@@ -336,7 +336,8 @@ def _main(argv: list[str] | None) -> int:
         for k, v in by_model[m].items():
             speed.add_row(k, f"{v:.2f}")
         console.print(speed)
-    console.print(f"{', '.join(arm_targets)} under qemu-user: emulated times, reported only as the ratios above")
+    if arm_targets:
+        console.print(f"{', '.join(arm_targets)} under qemu-user: emulated times, reported only as the ratios above")
     console.print(
         f"load average {machine['loadavg'][0]:.2f} before, {machine['loadavg_after'][0]:.2f} after, "
         f"on {machine['cores']} cores (timings from a shared machine: read the ratios, measured in this one run)"
