@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -182,8 +183,22 @@ def mcu_notes(mcu: McuExport) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tools.bench.mcu``: flash, RAM and instructions per inference of controllers on microcontrollers."""
+    try:
+        return _main(argv)
+    except ToolsError as e:  # bad input: one line and exit 2, as the command line does
+        print(f"bench_mcu: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.bench.mcu", description=main.__doc__)
     p.add_argument("--controller", type=Path, default=None, help="unpruned controller (default: the bundled reference)")
+    p.add_argument(
+        "--env",
+        default=None,
+        metavar="ENV_ID",
+        help="gymnasium env a foreign --controller is for (its sizes and bounds; default Pendulum-v1)",
+    )
     p.add_argument("--pruned", type=Path, action="append", default=[], help="a pruned controller file; repeatable")
     p.add_argument(
         "--targets", default="cortex-m4", help="microcontroller targets, comma-separated (default cortex-m4)"
@@ -203,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         if t.kind != "mcu":
             raise ToolsError(f"--targets: {t.name!r} is not a microcontroller target")
         check_mcu_target(t)
-    models = {"unpruned": load_controller(args.controller)}
+    models = {"unpruned": load_controller(args.controller, env=args.env)}
     models.update({f"pruned-{path.stem}": load_controller(path) for path in args.pruned})
     baseline = [float(b) for b in args.baseline.split(",") if b.strip()]
     if baseline and len(baseline) != len(models):
