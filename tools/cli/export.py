@@ -228,6 +228,14 @@ def run(args: argparse.Namespace, console: Console) -> dict:
             f"{name}: flash {m['flash_bytes']} of {m['flash_budget_bytes']} bytes, "
             f"RAM {m['ram_bytes']} of {m['ram_budget_bytes']} bytes"
         )
+    for name, a in manifest.artifacts.items():  # a library built for this CPU dies of SIGILL on a CPU without its flags
+        flags = (a.get("compile_flags") or {}).get("cpu_flags", "").split()
+        if flags:
+            console.print(
+                f"note: {name} is built for CPU {a['compile_flags'].get('cpu', '?')} and runs only where the CPU has its "
+                f"{len(flags)} flags (manifest compile_flags.cpu_flags; the stub refuses a CPU without them); "
+                "x86_64-sse2 runs on any x86-64"
+            )
     for line in reasons:
         console.print(f"[yellow]{line}[/]")
     unverified = exported.unverified

@@ -236,3 +236,11 @@ def test_export_json_names_flash_and_ram_per_microcontroller_target(tmp_path, ca
     assert mem["flash_bytes"] == art["flash_bytes"] > 0 and mem["ram_bytes"] == art["ram_bytes"] > 0
     assert (mem["flash_budget_bytes"], mem["ram_budget_bytes"]) == (256 * 1024, 64 * 1024)
     assert (tmp_path / "b" / "cortex-m4-256k.elf").is_file() and not list(tmp_path.glob(".b.*"))
+
+
+def test_a_library_built_for_this_cpu_is_said_to_need_its_flags(controller, tmp_path, capsys):
+    code = main(["export", "--controller", str(controller), "--targets", "x86_64,x86_64-sse2", "--out", str(tmp_path / "b")])
+    out = capsys.readouterr().out
+    flags = verify_bundle(tmp_path / "b").artifacts["x86_64"]["compile_flags"]["cpu_flags"].split()
+    assert code == 0 and bool(flags) == ("note: x86_64 is built for CPU" in out), out  # this machine's CPU has flags
+    assert "note: x86_64-sse2 is built" not in out  # the portable baseline needs none
