@@ -92,7 +92,7 @@ def to_graph(
     elif fmt == "torchscript":
         read = _from_torchscript(path, obs_dim)
     elif fmt == "onnx":
-        read = _from_onnx(path)
+        read = _from_onnx(path, output)
     elif fmt == "sb3":
         policy = read_sb3_zip(path, env_spaces)
         if obs_dim is not None and policy.obs_dim != obs_dim:
@@ -112,7 +112,7 @@ def to_graph(
     module = read.module
     gm = module if read.traced and isinstance(module, fx.GraphModule) else _export(path, module, obs_dim)
     prefix = "model." if isinstance(module, ActionMethod) else ""
-    index = _output_index(path, gm, output, read.output_names)
+    index = _output_index(path, gm, output if read.kept_output is None else read.kept_output, read.output_names)
     gm = canonicalize(gm, output=index, prefix=prefix)
     check_ops(gm, str(path))
     _check_parity(path, gm, read.reference, obs, output, index)
@@ -146,6 +146,7 @@ class _Read:
     obs_dim: int | None = None
     traced: bool = False  # module is already an aten-level GraphModule (a program's module)
     output_names: list[str] | None = None  # ONNX output names, in order
+    kept_output: str | None = None  # ONNX: the one output the module computes (the others were dropped before tracing)
     sb3: dict | None = None  # an SB3 zip: what was read (Sb3Policy.summary)
 
 
@@ -377,7 +378,43 @@ def import_onnx2torch() -> Any:
     return onnx2torch
 
 
-def _from_onnx(path: Path) -> _Read:
+def _onnx_output(path: Path, names: list[str], output: int | str | None) -> str | None:
+    """The name of the ONNX output that is the action (None: output None, the model must have one)."""
+    if isinstance(output, str):
+        if output not in names:
+            raise ControllerError(f"{path}: output {output!r}: the model's outputs are {', '.join(map(repr, names))}")
+        return output
+    if output is None:
+        return None
+    if not 0 <= output < len(names):
+        raise ControllerError(f"{path}: output {output}: the model has {len(names)} outputs ({', '.join(names)})")
+    return names[output]
+
+
+def _only_output(model: Any, name: str) -> Any:
+    """A copy of the ONNX model computing output ``name`` alone: what only other outputs need (a value head,
+    SB3's log-prob with its Squeeze by a computed axis) is dropped, so it neither converts nor traces."""
+    import onnx
+
+    needed, nodes = {name}, []
+    for node in reversed(model.graph.node):
+        if needed.intersection(node.output):
+            nodes.append(node)
+            needed.update(i for i in node.input if i)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    out.graph.node.extend(reversed(nodes))
+    kept = [o for o in model.graph.output if o.name == name]
+    del out.graph.output[:]
+    out.graph.output.extend(kept)
+    initializers = [t for t in model.graph.initializer if t.name in needed]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(initializers)
+    return out
+
+
+def _from_onnx(path: Path, output: int | str | None = 0) -> _Read:
     import onnx
     import onnxruntime as ort
 
@@ -392,6 +429,10 @@ def _from_onnx(path: Path) -> _Read:
     if not dims or not dims[-1].dim_value:
         raise ControllerError(f"{path}: input {inputs[0].name!r} has no fixed feature size")
     obs_dim = int(dims[-1].dim_value)
+    names = [o.name for o in model.graph.output]
+    kept = _onnx_output(path, names, output) if len(names) > 1 else None
+    if kept is not None:
+        model = _only_output(model, kept)
     model = _simplified(model)
     try:
         gm = import_onnx2torch().convert(model)
@@ -404,12 +445,12 @@ def _from_onnx(path: Path) -> _Read:
     name = session.get_inputs()[0].name
 
     def reference(x: torch.Tensor) -> Any:
-        rows = [session.run(None, {name: row[None].numpy()}) for row in x]
+        rows = [session.run(None if kept is None else [kept], {name: row[None].numpy()}) for row in x]
         outs = [torch.cat([torch.from_numpy(np.asarray(r[k])) for r in rows]) for k in range(len(rows[0]))]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     names = [o.name for o in model.graph.output]
-    return _Read(gm, reference, "onnxsim, onnx2torch, then torch.export", obs_dim, output_names=names)
+    return _Read(gm, reference, "onnxsim, onnx2torch, then torch.export", obs_dim, output_names=names, kept_output=kept)
 
 
 def _simplified(model: Any) -> Any:

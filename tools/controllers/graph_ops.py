@@ -134,6 +134,8 @@ def canonicalize(
         if node.op == "call_function" and (node.target in _IDENTITY or (node.target in _RESHAPES and _same_meta(node))):
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
+    _unbroadcast(graph)
+    _dce(graph)
     _lower_patterns(graph, values)
     _narrow_sliced_linears(graph, values)
     modules: dict[str, nn.Module] = {}
@@ -165,6 +167,28 @@ def _dce(graph: fx.Graph) -> None:
     for node in reversed(list(graph.nodes)):
         if node.op not in ("placeholder", "output") and not node.users:
             graph.erase_node(node)
+
+
+def _unbroadcast(graph: fx.Graph) -> None:
+    """``broadcast_tensors(xs)[i]`` that leaves ``xs[i]`` as it was is ``xs[i]``.
+
+    torch.distributions.Normal(mean, std) broadcasts its mean against ``ones_like(mean) * exp(log_std)``;
+    SB3's deterministic action (the distribution's mode) is that mean, so the broadcast is all that ties
+    the action to the std branch.
+    """
+    for node in list(graph.nodes):
+        source = node.args[0] if node.target is operator.getitem and node.args else None
+        if not (isinstance(source, fx.Node) and source.target is aten.broadcast_tensors.default):
+            continue
+        inputs, index = source.args[0], node.args[1]
+        if not (isinstance(index, int) and isinstance(inputs, (list, tuple))):
+            continue
+        kept = inputs[index]
+        if isinstance(kept, fx.Node):
+            a, b = kept.meta.get("val"), node.meta.get("val")
+            if a is not None and b is not None and tuple(a.shape) == tuple(b.shape) and a.dtype == b.dtype:
+                node.replace_all_uses_with(kept)
+                graph.erase_node(node)
 
 
 def _select_output(graph: fx.Graph, output: int | None) -> None:

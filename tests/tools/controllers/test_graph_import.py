@@ -466,3 +466,33 @@ def test_a_cast_to_float32_is_a_copy(tmp_path, zoo_obs, fmt: str) -> None:
     obs = torch.as_tensor(zoo_obs[:64], dtype=torch.float32)
     assert torch.allclose(gm(obs), model(obs), atol=1e-6)
     assert find_groups(gm, obs[:8]).names
+
+
+class _OnnxableSB3Policy(nn.Module):
+    """stable-baselines3's documented export wrapper: the policy's forward, (actions, values, log_prob)."""
+
+    def __init__(self, policy: nn.Module) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, observation: torch.Tensor):
+        return self.policy(observation, deterministic=True)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_sb3s_documented_export_of_a_ppo_policy_reads_as_its_action(tmp_path, pendulum_obs: np.ndarray, fmt: str) -> None:
+    import stable_baselines3 as sb3
+
+    policy = sb3.PPO("MlpPolicy", "Pendulum-v1", policy_kwargs={"net_arch": [8, 8]}, seed=0, device="cpu").policy
+    wrapper, x = _OnnxableSB3Policy(policy).eval(), torch.zeros(1, 3)
+    path = tmp_path / f"ppo.{fmt}"
+    if fmt == "onnx":  # SB3's docs: torch.onnx.export(OnnxableSB3Policy(model.policy), ...); three outputs
+        torch.onnx.export(wrapper, (x,), str(path), opset_version=17, input_names=["input"], dynamo=False)
+    else:
+        torch.jit.trace(wrapper, x).save(str(path))
+    gm = to_graph(path, fmt, obs_dim=3)  # the first output, the action: the value and log-prob heads drop out
+    obs = torch.as_tensor(pendulum_obs[:64], dtype=torch.float32)
+    with torch.no_grad():
+        expected = wrapper(obs)[0]
+    assert torch.allclose(gm(obs), expected, atol=1e-5)
+    assert find_groups(gm, obs[:8]).names
