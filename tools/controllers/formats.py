@@ -113,8 +113,8 @@ def check_whole_zip(path: Path) -> None:
         whole = False
     if not whole:
         raise ControllerError(
-            f"{path}: a zip archive without its end (truncated or corrupt: copied or downloaded only in part?), "
-            f"{path.stat().st_size} bytes"
+            f"{path}: not a controller file that can be read: a zip archive without its end (truncated or corrupt: "
+            f"copied or downloaded only in part?), {path.stat().st_size} bytes"
         )
 
 
