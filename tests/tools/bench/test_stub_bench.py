@@ -48,8 +48,8 @@ def test_measure_stub_records_the_check(small_bundle: Path) -> None:
 
 
 def test_bench_stub_times_the_stub_beside_plain_c_and_the_floors_in_one_run(tmp_path: Path) -> None:
-    # Two small controllers: every row of the run (stub, the SSE2 baseline's stub, plain C, floors) and the
-    # ratios the issue asks for are in the JSON; each timed program was checked against torch first.
+    # Two small controllers: every row of the run (stub, the SSE2 baseline's stub, its Relax VM stub, plain C,
+    # floors) and the ratios the issue asks for are in the JSON; each timed program was checked against torch first.
     spec = pendulum_spec()
     files = []
     for i, hidden in enumerate(([24, 16], [12, 6])):
@@ -62,14 +62,16 @@ def test_bench_stub_times_the_stub_beside_plain_c_and_the_floors_in_one_run(tmp_
     assert stub_bench.main(argv) == 0
     result = json.loads((tmp_path / "out" / "bench_stub.json").read_text())
     engines = {(r["model"], r["engine"]) for r in result["rows"]}
+    vm = "stub x86_64-sse2 (Relax VM)"
     for model in ("unpruned", "pruned"):
-        for engine in ("stub", "stub x86_64-sse2", PLAIN_C, COMPUTE_FLOOR, STREAM_FLOOR, "onnxruntime"):
+        for engine in ("stub", "stub x86_64-sse2", vm, PLAIN_C, COMPUTE_FLOOR, STREAM_FLOOR, "onnxruntime"):
             assert (model, engine) in engines
         y = result["yardsticks"][model]
         assert y["stub_over_plain_c"] == pytest.approx(y["stub_us"] / y["plain_c_us"])
         assert y["compute_floor_us"] > 0 and y["stream_floor_us"] > 0 and y["stub_x86_64-sse2_over_stub"] > 0
         assert result["plain_c_check"][model]["inputs"] == 100
-        assert set(result["stub_check"][model]) == {"x86_64", "x86_64-sse2"}
+        assert set(result["stub_check"][model]) == {"x86_64", "x86_64-sse2", vm}
+        assert y["vm_stub_over_stub"] == pytest.approx(y["vm_stub_us"] / y["stub_us"])
     assert result["machine"]["cpu"] and len(result["machine"]["loadavg"]) == 3
 
 
