@@ -105,6 +105,9 @@ def test_a_single_output_sums_in_vector_partial_sums_at_wide_simd_too(onnx_model
     body = mod[next(n for n in report.scheduled if n.startswith("fused_matmul2_"))].script()
     assert 'T.sblock_alloc_buffer((T.int64(64), T.int64(1), T.int64(1)), scope="local")' in body, body
     assert "T.vectorized(T.int64(16))" in body, body
+    # the 4 x 16 partial sums are folded into one vector before its 16 lanes are added up, not added one by one
+    assert 'T.sblock_alloc_buffer((T.int64(16), T.int64(1), T.int64(1)), scope="local")' in body, body
+    assert re.search(r"for \w+, \w+, \w+ in T\.grid\(T\.int64\(1\), T\.int64\(1\), T\.int64\(16\)\):", body), body
 
 
 def test_a_single_output_over_a_pruned_width_keeps_its_partial_sums_with_a_guarded_last_chunk(
