@@ -121,7 +121,9 @@ class LibraryJob:
 def compile_job(job: LibraryJob) -> tuple[dict, bytes]:
     """Compile one library in a scratch folder of its own; its manifest record and the library's bytes."""
     with tempfile.TemporaryDirectory(prefix="export-compile-") as work:
-        record = _compile_artifact(onnx.load_from_string(job.onnx_bytes), job.spec, job.target, Path(work), job.fast_math)
+        record = _compile_artifact(
+            onnx.load_from_string(job.onnx_bytes), job.spec, job.target, Path(work), job.fast_math
+        )
         return record, (Path(work) / record["file"]).read_bytes()
 
 

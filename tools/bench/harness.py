@@ -81,7 +81,8 @@ from tools.plant.scenarios import select_scenarios
 from tools.scale import Cell, Executor, make_executor, run_cells
 
 NOISY_SPREAD = 0.2  # a latency whose rounds disagree more than this is flagged in the report's notes
-BAND_TOLERANCE = 0.01  # the budget band [keep - this, keep], widened on a model whose one unit is coarser (band_tolerance)
+# the budget band [keep - this, keep], widened on a model whose one unit is coarser (band_tolerance)
+BAND_TOLERANCE = 0.01
 
 
 @dataclass
@@ -208,12 +209,17 @@ def _prune(
     """
     cells = prune_cells(config)
     made: dict[str, list[tuple[Controller, bool, list[str]]]] = {}
-    for cell, pruned in zip(cells, run_cells(PruneCell(base, sizes, robustness, tolerance, config.quantize, config.flash_budget), cells, executor)):
+    for cell, pruned in zip(
+        cells,
+        run_cells(PruneCell(base, sizes, robustness, tolerance, config.quantize, config.flash_budget), cells, executor),
+    ):
         by_keep = {}
         for keep, p in zip(cell.options["keeps"], pruned):
             print_prune_table(console, p.summary, sizes.search_episodes, 0)
             if not p.feasible:
-                console.print(f"[red]no feasible candidate[/] at keep {keep:g} ({cell.method}): {p.result.why_infeasible}")
+                console.print(
+                    f"[red]no feasible candidate[/] at keep {keep:g} ({cell.method}): {p.result.why_infeasible}"
+                )
             files = save_pruned_controller(p, base, folder / f"{cell.method}@{keep:g}.pt")
             failed = list(p.summary["failed_constraints"])
             by_keep[keep] = (load_controller(files["controller"]), p.feasible, failed)  # a graph's: <stem>.pt2
@@ -542,7 +548,9 @@ def _make_models(
     return models, meta
 
 
-def _robust_rows(models: dict[str, Controller], robustness: Robustness, config: BenchConfig, env_id: str) -> list[RobustRow]:
+def _robust_rows(
+    models: dict[str, Controller], robustness: Robustness, config: BenchConfig, env_id: str
+) -> list[RobustRow]:
     """Every model under the scenarios (torch, the env's scenario plant, the reward's seeds), its aggregate beside the unpruned one's."""
     judged = {m: robustness.judge(c.module, config.episodes, config.seed, env_id) for m, c in models.items()}
     base = judged[UNPRUNED]["value"]

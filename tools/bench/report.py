@@ -22,7 +22,14 @@ from tools.plant.scenarios import plant_label
 
 SCHEMA = "prune-and-export.bench/1"
 UNPRUNED = "unpruned"
-N_LEFT = {"memory": 2, "latency": 4, "reward": 2, "mcu_memory": 3, "robust": 1}  # text columns of each table; the rest are numbers
+# text columns of each table; the rest are numbers
+N_LEFT = {
+    "memory": 2,
+    "latency": 4,
+    "reward": 2,
+    "mcu_memory": 3,
+    "robust": 1,
+}
 
 
 @dataclass

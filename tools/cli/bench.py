@@ -292,14 +292,17 @@ def check_before_work(args: argparse.Namespace) -> Controller | None:
             )
         given = [f for f, dest, off in CONTROLLER_BENCH_ONLY if getattr(args, dest, off) != off]
         if given:
-            raise ToolsError(f"{', '.join(given)}: the controller bench only, not --model autoencoder or --controller tdmpc")
+            raise ToolsError(
+                f"{', '.join(given)}: the controller bench only, not --model autoencoder or --controller tdmpc"
+            )
         check_executor_flags(args)
         return None
     check_key_pair(sign, public_key)
     if getattr(args, "data", None) is not None or getattr(args, "min_psnr", None) is not None:
         raise ToolsError("--data and --min-psnr apply to --model autoencoder only")
     config_from_args(args)
-    controller = controller_from_args(args)  # refused here, not after the bench has started: bad file, NaN, env mismatch
+    # refused here, not after the bench has started: bad file, NaN, env mismatch
+    controller = controller_from_args(args)
     robustness_from_args(args, controller.spec.env_id)  # scenario names of the controller's env
     return controller
 

@@ -161,7 +161,7 @@ def _check_integer_targets(bench_args: argparse.Namespace) -> None:
     if floating:
         raise ToolsError(
             f"--quantize integer searches the model an integer-only target runs (cortex-m3), but the bench step "
-            f"exports for {', '.join(floating)}, which run float: set [bench] targets = [\"cortex-m3\"] or use --quantize off|int8|auto"
+            f'exports for {", ".join(floating)}, which run float: set [bench] targets = ["cortex-m3"] or use --quantize off|int8|auto'
         )
 
 

@@ -331,9 +331,7 @@ def prune_controller_budgets(
     objective, visit_for = search_callables(env_id, search_episodes, SEARCH_SEED)
     if robustness is not None:  # the aggregate over the scenarios replaces the nominal return (same seeds)
         objective = robustness.objective(search_episodes, SEARCH_SEED, env_id)
-        console.print(
-            f"objective: {robustness.aggregate} over scenarios {', '.join(robustness.scenarios.names())}"
-        )
+        console.print(f"objective: {robustness.aggregate} over scenarios {', '.join(robustness.scenarios.names())}")
     integer = None
     if quantize == INTEGER:  # the full-integer twin's return replaces the float model's (same search seeds)
         integer = IntegerObjective(env_id, search_episodes, SEARCH_SEED)
@@ -570,7 +568,9 @@ def print_prune_table(console: Console, s: dict, search_episodes: int, judge_epi
             "integer tables (bytes)", f"{twin['int_weight_bytes_before']:,}", f"{twin['int_weight_bytes_after']:,}"
         )
     table.add_row(
-        f"objective ({searched}{plant_label(s['env_id'])}, {search_episodes} ep.)", f"{s['objective_before']:.1f}", f"{s['objective_after']:.1f}"
+        f"objective ({searched}{plant_label(s['env_id'])}, {search_episodes} ep.)",
+        f"{s['objective_before']:.1f}",
+        f"{s['objective_after']:.1f}",
     )
     if "return_before" in s:
         table.add_row(
@@ -594,7 +594,9 @@ def print_prune_table(console: Console, s: dict, search_episodes: int, judge_epi
                 f"{a['mean'][name]:.1f} ({a['balanced_share'][name]:.0%})",
             )
         table.add_row(
-            f"robust: {b['aggregate']} over {b['set']} (balanced share in brackets)", f"{b['value']:.1f}", f"{a['value']:.1f}"
+            f"robust: {b['aggregate']} over {b['set']} (balanced share in brackets)",
+            f"{b['value']:.1f}",
+            f"{a['value']:.1f}",
         )
     if "stability_before" in s:
         table.add_row(

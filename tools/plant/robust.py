@@ -167,4 +167,3 @@ class Robustness:
     def to_dict(self) -> dict:
         """The set's scenario names and the aggregate, JSON-ready."""
         return {"scenarios": self.scenarios.names(), "set": self.scenarios.name, "aggregate": str(self.aggregate)}
-

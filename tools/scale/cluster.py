@@ -23,7 +23,9 @@ def check_reachable(address: str) -> None:
         return
     host, sep, port = hostport.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise ScaleError(f"Ray address {address!r} (--ray-address or RAY_ADDRESS): expected auto, HOST:PORT or ray://HOST:PORT")
+        raise ScaleError(
+            f"Ray address {address!r} (--ray-address or RAY_ADDRESS): expected auto, HOST:PORT or ray://HOST:PORT"
+        )
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS).close()
     except OSError as e:

@@ -239,7 +239,9 @@ def test_export_json_names_flash_and_ram_per_microcontroller_target(tmp_path, ca
 
 
 def test_a_library_built_for_this_cpu_is_said_to_need_its_flags(controller, tmp_path, capsys):
-    code = main(["export", "--controller", str(controller), "--targets", "x86_64,x86_64-sse2", "--out", str(tmp_path / "b")])
+    code = main(
+        ["export", "--controller", str(controller), "--targets", "x86_64,x86_64-sse2", "--out", str(tmp_path / "b")]
+    )
     out = capsys.readouterr().out
     flags = verify_bundle(tmp_path / "b").artifacts["x86_64"]["compile_flags"]["cpu_flags"].split()
     assert code == 0 and bool(flags) == ("note: x86_64 is built for CPU" in out), out  # this machine's CPU has flags

@@ -480,7 +480,9 @@ class _OnnxableSB3Policy(nn.Module):
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_sb3s_documented_export_of_a_ppo_policy_reads_as_its_action(tmp_path, pendulum_obs: np.ndarray, fmt: str) -> None:
+def test_sb3s_documented_export_of_a_ppo_policy_reads_as_its_action(
+    tmp_path, pendulum_obs: np.ndarray, fmt: str
+) -> None:
     import stable_baselines3 as sb3
 
     policy = sb3.PPO("MlpPolicy", "Pendulum-v1", policy_kwargs={"net_arch": [8, 8]}, seed=0, device="cpu").policy

@@ -188,7 +188,9 @@ def run_method(
         resolution=cfg.grid_resolution,
         progress=True,
     )
-    made = {keep: judged_row(result, label, keep, cfg, planner, base, base_params) for keep, result in zip(budgets, results)}
+    made = {
+        keep: judged_row(result, label, keep, cfg, planner, base, base_params) for keep, result in zip(budgets, results)
+    }
     return [made[keep] for keep in cfg.budgets]
 
 
@@ -245,7 +247,9 @@ class MethodCell:
         torch.set_num_threads(1)
         torch.set_flush_denormal(True)
         cfg = replace(self.cfg, seed=cell.seed, budgets=tuple(cell.options["keeps"]))
-        return run_method(self.agent, self.groups, cell.method, cfg, self.planner, self.base, self.base_params, self.states)
+        return run_method(
+            self.agent, self.groups, cell.method, cfg, self.planner, self.base, self.base_params, self.states
+        )
 
 
 def method_cells(cfg: TdmpcBenchConfig) -> list[Cell]:
