@@ -219,7 +219,13 @@ def _main(argv: list[str] | None) -> int:
             raise ToolsError(f"--targets: {t.name!r} is not a microcontroller target")
         check_mcu_target(t)
     models = {"unpruned": load_controller(args.controller, env=args.env)}
-    models.update({f"pruned-{path.stem}": load_controller(path) for path in args.pruned})
+    # a file named pruned.pt is labelled 'pruned', not 'pruned-pruned'
+    models.update(
+        {
+            path.stem if path.stem.startswith("pruned") else f"pruned-{path.stem}": load_controller(path)
+            for path in args.pruned
+        }
+    )
     baseline = [float(b) for b in args.baseline.split(",") if b.strip()]
     if baseline and len(baseline) != len(models):
         raise ToolsError(f"--baseline: {len(baseline)} numbers for {len(models)} models")

@@ -179,7 +179,10 @@ def select_scenarios(text: str, env_id: str = ENV_ID) -> ScenarioSet:
     A list keeps the standard set's order and seeds (so ``push,heavy`` plays exactly those two rows
     of ``robust``); an unknown or repeated name is an error that lists the names there are.
     """
-    names = [part.strip() for part in text.split(",") if part.strip()]
+    names = [part.strip() for part in text.split(",")]
+    if "" in names and len(names) > 1:  # 'push,,heavy' or a trailing comma: a name was left out, say so
+        raise ToolsError(f"empty scenario name in {text!r}: expected a comma list of names")
+    names = [n for n in names if n]
     if len(names) == 1 and names[0] in SCENARIO_SETS:
         return scenario_set(names[0], env_id)
     full = scenario_set(SCENARIO_SETS[0], env_id)

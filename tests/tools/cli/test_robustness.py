@@ -54,6 +54,8 @@ def test_select_scenarios_takes_the_set_or_names_in_the_sets_order_and_names_wha
     assert picked.names() == ["push", "delay"] and [s.seed for s in picked] == [2, 8]  # the set's own rows
     with pytest.raises(Exception, match="unknown scenario\\(s\\) windy for Pendulum-v1.*reset_wide, push"):
         select_scenarios("push,windy")
+    with pytest.raises(Exception, match="empty scenario name in 'push,,heavy'"):
+        select_scenarios("push,,heavy")
 
 
 def test_eval_shows_nominal_and_every_scenario_and_the_aggregate(capsys, controller_file):
