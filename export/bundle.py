@@ -46,6 +46,11 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_record(path: Path) -> dict:
+    """A manifest's record of one bundle file: its name, sha256 and size."""
+    return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
 def versions() -> dict[str, str | None]:
     """Installed versions of the packages an export depends on (None: not installed)."""
     out: dict[str, str | None] = {}

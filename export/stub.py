@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 
 import export.frames as frames
-from export.bundle import read_manifest, sha256_file
+from export.bundle import file_record, read_manifest, sha256_file
 from export.errors import ExportError
 from export.kernel_chain import CONSTANT, INPUT, INTERMEDIATE, kernel_chain
 from export.runtime import (
@@ -237,7 +237,7 @@ def write_plan(bundle_dir: Path, target_name: str) -> dict:
     """Write ``<target>.plan`` into the bundle folder (from its manifest as written); its manifest record."""
     path = Path(bundle_dir) / f"{target_name}{PLAN_SUFFIX}"
     path.write_bytes(kernel_plan(bundle_dir, target_name))
-    return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+    return file_record(path)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

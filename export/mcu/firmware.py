@@ -31,6 +31,7 @@ import onnx
 import tvm
 
 import export.frames as frames
+from export.bundle import file_record
 from export.errors import ExportError
 from export.fast_math import fast_math as fast_math_transform
 from export.kernel_chain import CONSTANT, kernel_chain
@@ -94,15 +95,8 @@ class MemoryReport:
         return {**asdict(self), "fits": self.fits}
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _file_record(path: Path) -> dict:
-    return {"file": path.name, "sha256": _sha256(path), "bytes": path.stat().st_size}
-
-
-def _tool(name: str, target: Target) -> str:
+def find_tool(name: str, target: Target) -> str:
+    """The path of a toolchain program for ``target``; an error naming the Debian package when it is missing."""
     path = shutil.which(name)
     if path is None:
         raise ExportError(
@@ -112,8 +106,9 @@ def _tool(name: str, target: Target) -> str:
     return path
 
 
-def _run(cmd: list[str], what: str) -> subprocess.CompletedProcess:
-    r = subprocess.run(cmd, capture_output=True, text=True)
+def run_tool(cmd: list[str], what: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run a build tool; on failure an ExportError saying ``what`` failed and why (ld's reason first)."""
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         lines = [ln for ln in (r.stderr or r.stdout).splitlines() if ln.strip()]
         # ld says why a link failed in lines without "error" (region `FLASH' overflowed by N bytes): those first
@@ -167,8 +162,8 @@ def _fpu(target: Target) -> str:
 
 def defined_symbols(obj: Path, target: Target) -> set[str]:
     """Global symbols an object file defines (``arm-none-eabi-nm``)."""
-    nm = _tool(target.cc.replace("gcc", "nm"), target)
-    r = _run([nm, "--defined-only", "-g", str(obj)], f"listing the symbols of {obj.name}")
+    nm = find_tool(target.cc.replace("gcc", "nm"), target)
+    r = run_tool([nm, "--defined-only", "-g", str(obj)], f"listing the symbols of {obj.name}")
     return {parts[-1] for parts in (ln.split() for ln in r.stdout.splitlines()) if len(parts) == 3}
 
 
@@ -177,8 +172,8 @@ def build_firmware(target: Target, model_c: Path, kernels_o: Path, out_dir: Path
 
     ``obs_dim`` sizes the buffer a multi-part request is reassembled in (PROTOCOL.md), at least one frame's floats.
     """
-    cc = _tool(target.cc, target)
-    _run(
+    cc = find_tool(target.cc, target)
+    run_tool(
         [
             "make",
             "--no-print-directory",
@@ -202,8 +197,8 @@ def build_firmware(target: Target, model_c: Path, kernels_o: Path, out_dir: Path
 
 def section_sizes(elf: Path, target: Target) -> dict[str, int]:
     """Allocated section sizes of a linked image (``arm-none-eabi-size -A``)."""
-    size = _tool(target.cc.replace("gcc", "size"), target)
-    r = _run([size, "-A", str(elf)], f"reading the sections of {elf.name}")
+    size = find_tool(target.cc.replace("gcc", "size"), target)
+    r = run_tool([size, "-A", str(elf)], f"reading the sections of {elf.name}")
     out: dict[str, int] = {}
     for line in r.stdout.splitlines():
         parts = line.split()
@@ -260,12 +255,12 @@ def check_fits(target: Target, mem: MemoryReport, where: str) -> None:
         )
 
 
-def build_host_check(model_c: Path, host_kernels_o: Path, out_dir: Path) -> Path:
-    """The generated C + the kernels compiled for this host + ``host_check.c``: observations in, actions out."""
+def build_host_check(model_c: Path, host_kernels_o: Path | None, out_dir: Path, what: str = "the generated C") -> Path:
+    """The generated C + the kernels compiled for this host (None: C without kernels) + ``host_check.c``."""
     cc = shutil.which("gcc")
     if cc is None:
         raise ExportError("gcc not found on PATH: the generated C is checked on the host first (apt-get install gcc)")
-    _run(
+    run_tool(
         [
             "make",
             "--no-print-directory",
@@ -274,11 +269,11 @@ def build_host_check(model_c: Path, host_kernels_o: Path, out_dir: Path) -> Path
             "host",
             f"OUT={out_dir}",
             f"MODEL_C={model_c}",
-            f"KERNELS_O={host_kernels_o}",
+            f"KERNELS_O={host_kernels_o or ''}",
             f"FFI_INC={ffi_include_dir()}",
             f"HOST_CC={cc}",
         ],
-        "building the host check of the generated C",
+        f"building the host check of {what}",
     )
     return out_dir / "host_check"
 
@@ -314,7 +309,7 @@ def build_mcu_artifact(
     """
     start = time.perf_counter()
     where = f"target {target.name!r}"
-    _tool(target.cc, target)
+    find_tool(target.cc, target)
     mod, schedule = lower_for_mcu(model, spec, target, fast_math)
     chain = kernel_chain(mod, where, int8=True)
     scratch = arena_bytes(mod)
@@ -354,7 +349,7 @@ def build_mcu_artifact(
     host_exe = build_host_check(model_c, host_o, work / f"{target.name}-host")
     kernels = sorted({name for name, _ in chain.calls})
     record = {
-        **_file_record(image),
+        **file_record(image),
         "arch": target.arch,
         "kind": "mcu",
         "tvm_target": tvm_target,
@@ -379,9 +374,9 @@ def build_mcu_artifact(
             "stack_bytes": STACK_BYTES,
         },
         "sources": {
-            "model_c": _file_record(model_c),
-            "kernels_o": _file_record(kernels_o),
-            "header": _file_record(folder / MODEL_HEADER),
+            "model_c": file_record(model_c),
+            "kernels_o": file_record(kernels_o),
+            "header": file_record(folder / MODEL_HEADER),
         },
         "qemu_machine": target.qemu_machine,
         "flash_bytes": mem.flash_bytes,

@@ -14,7 +14,6 @@ The inference object is checked to call no soft-float routine (``arm-none-eabi-n
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from export.bundle import file_record
 from export.errors import ExportError
 from export.mcu.firmware import (
     FIRMWARE_SOURCES,
@@ -31,9 +31,12 @@ from export.mcu.firmware import (
     MODEL_HEADER,
     STACK_BYTES,
     McuArtifact,
+    build_host_check,
     check_fits,
+    find_tool,
     measure_memory,
     run_host_check,
+    run_tool,
 )
 from export.mcu.int_codegen import generate_int_c
 from export.mcu.int_model import IntModel, build_int_model
@@ -65,20 +68,8 @@ def load_int_model(bundle_dir: Path, target_name: str) -> IntModel:
     return IntModel.load(path)
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _file(path: Path) -> dict:
-    return {"file": path.name, "sha256": _sha(path), "bytes": path.stat().st_size}
-
-
 def _run(cmd: list[str], what: str) -> subprocess.CompletedProcess:
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if r.returncode != 0:
-        tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
-        raise ExportError(f"{what} failed: {' | '.join(tail)}")
-    return r
+    return run_tool(cmd, what, timeout=600)  # a hung cross tool ends the export, not the user's patience
 
 
 def is_soft_float(symbol: str) -> bool:
@@ -89,36 +80,9 @@ def is_soft_float(symbol: str) -> bool:
 
 
 def _symbols(target: Target, path: Path, undefined: bool) -> list[str]:
-    nm = shutil.which(target.cc.replace("gcc", "nm"))
-    if nm is None:
-        raise ExportError(
-            f"target {target.name!r}: {target.cc.replace('gcc', 'nm')} not found (binutils-arm-none-eabi)"
-        )
+    nm = find_tool(target.cc.replace("gcc", "nm"), target)
     r = _run([nm, "-u" if undefined else "--defined-only", str(path)], f"listing the symbols of {path.name}")
     return sorted({ln.split()[-1] for ln in r.stdout.splitlines() if ln.strip()})
-
-
-def _build_host_check(model_c: Path, out_dir: Path) -> Path:
-    """The generated C with ``host_check.c`` for this host (observations in, actions out); no kernels object."""
-    cc = shutil.which("gcc")
-    if cc is None:
-        raise ExportError("gcc not found on PATH: the generated C is checked on the host first (apt-get install gcc)")
-    _run(
-        [
-            "make",
-            "--no-print-directory",
-            "-C",
-            str(FIRMWARE_SOURCES),
-            "host",
-            f"OUT={out_dir}",
-            f"MODEL_C={model_c}",
-            "KERNELS_O=",
-            f"FFI_INC={ffi_include_dir()}",
-            f"HOST_CC={cc}",
-        ],
-        "building the host check of the generated integer C",
-    )
-    return out_dir / "host_check"
 
 
 def _arm_flags(target: Target) -> str:
@@ -136,9 +100,7 @@ def build_int_artifact(
             f"{where} runs a full-integer model whose activation scales are calibrated on states the controller "
             "visits: export with closed-loop parity episodes (prune-and-export export --parity-episodes N)"
         )
-    cc = shutil.which(target.cc)
-    if cc is None:
-        raise ExportError(f"{where}: {target.cc} not found (apt-get install {target.toolchain_package})")
+    cc = find_tool(target.cc, target)
     model = build_int_model(module, calibration)
     if (model.obs_dim, model.act_dim) != (spec.obs_dim, spec.act_dim):
         raise ExportError(
@@ -204,9 +166,9 @@ def build_int_artifact(
     image = folder / f"{target.name}.elf"
     shutil.copy2(elf, image)
     firmware_soft = [s for s in _symbols(target, elf, undefined=False) if is_soft_float(s)]
-    host_exe = _build_host_check(model_c, work / f"{target.name}-host")
+    host_exe = build_host_check(model_c, None, work / f"{target.name}-host", "the generated integer C")
     record = {
-        **_file(image),
+        **file_record(image),
         "arch": target.arch,
         "kind": "mcu",
         "tvm_target": dict(target.tvm),
@@ -225,9 +187,9 @@ def build_int_artifact(
             "stack_bytes": STACK_BYTES,
         },
         "sources": {
-            "model_c": _file(model_c),
-            "header": _file(folder / MODEL_HEADER),
-            "int_model": _file(model_json),
+            "model_c": file_record(model_c),
+            "header": file_record(folder / MODEL_HEADER),
+            "int_model": file_record(model_json),
         },
         "integer": {
             "weights": "int8, per output channel (the previous activation's scale folded in)",
