@@ -80,20 +80,7 @@ def prune_ae(
     model: Autoencoder, groups, data: DigitSplits, label: str, keep: float, refit: bool, cfg: AEBenchConfig
 ) -> PruneResult:
     """One method at one budget through prune.api.prune, judged on validation PSNR (per image)."""
-    method, metric = METHODS[label]
-    return prune(
-        model,
-        groups,
-        keep,
-        psnr_objective(data.val),
-        method=method,
-        metric=metric or cfg.metric,
-        states=data.train,
-        seed=cfg.seed,
-        tolerance=band_tolerance(groups, cfg.tolerance)[0],
-        max_evaluations=cfg.max_evaluations,
-        reconstruct=refit,
-    )
+    return prune(model, groups, keep, psnr_objective(data.val), **_search_options(groups, data, label, refit, cfg))
 
 
 def prune_ae_budgets(
@@ -101,22 +88,24 @@ def prune_ae_budgets(
 ) -> dict[float, PruneResult]:
     """One method at every budget of ``cfg`` as one continuation (largest first, each search starting from the
     previous budget's best points) through prune.prune_budgets, judged on validation PSNR (per image)."""
-    method, metric = METHODS[label]
     keeps = sorted(cfg.keeps, reverse=True)
-    results = prune_budgets(
-        model,
-        groups,
-        keeps,
-        psnr_objective(data.val),
-        method=method,
-        metric=metric or cfg.metric,
-        states=data.train,
-        seed=cfg.seed,
-        tolerance=band_tolerance(groups, cfg.tolerance)[0],
-        max_evaluations=cfg.max_evaluations,
-        reconstruct=refit,
-    )
+    options = _search_options(groups, data, label, refit, cfg)
+    results = prune_budgets(model, groups, keeps, psnr_objective(data.val), **options)
     return dict(zip(keeps, results))
+
+
+def _search_options(groups, data: DigitSplits, label: str, refit: bool, cfg: AEBenchConfig) -> dict:
+    """The keyword arguments prune and prune_budgets share for one method of the bench."""
+    method, metric = METHODS[label]
+    return {
+        "method": method,
+        "metric": metric or cfg.metric,
+        "states": data.train,
+        "seed": cfg.seed,
+        "tolerance": band_tolerance(groups, cfg.tolerance)[0],
+        "max_evaluations": cfg.max_evaluations,
+        "reconstruct": refit,
+    }
 
 
 def budget_row(result: PruneResult, label: str, refit: bool, data: DigitSplits, base: dict) -> BudgetRow:
