@@ -199,38 +199,19 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"{args.target} {args.mode}", total=args.episodes)
         farm_run = None
+        run = (args.bundle, args.target, policy, args.episodes, args.seed, args.mode)
+        options = {
+            "rate_hz": args.rate_hz,
+            "deadline_ms": args.deadline_ms,
+            "device_args": tuple(device_args),
+            "env_id": controller.spec.env_id,
+            "public_key": args.public_key,
+        }
         if farm is None:
-            report = run_hil(
-                args.bundle,
-                args.target,
-                policy,
-                args.episodes,
-                args.seed,
-                args.mode,
-                rate_hz=args.rate_hz,
-                deadline_ms=args.deadline_ms,
-                device_args=tuple(device_args),
-                runner=args.runner,
-                progress=lambda i, ep: bar.advance(task),
-                env_id=controller.spec.env_id,
-                public_key=args.public_key,
-            )
+            report = run_hil(*run, runner=args.runner, progress=lambda i, ep: bar.advance(task), **options)
         else:
             report, farm_run = run_hil_farm(
-                farm,
-                args.bundle,
-                args.target,
-                policy,
-                args.episodes,
-                args.seed,
-                args.mode,
-                rate_hz=args.rate_hz,
-                deadline_ms=args.deadline_ms,
-                device_args=tuple(device_args),
-                env_id=controller.spec.env_id,
-                public_key=args.public_key,
-                address=args.ray_address,
-                progress=lambda i, board: bar.advance(task),
+                farm, *run, address=args.ray_address, progress=lambda i, board: bar.advance(task), **options
             )
     seconds = time.perf_counter() - start
     result = report.to_dict()
