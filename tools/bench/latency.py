@@ -80,6 +80,18 @@ def time_per_call(fn: Call, obs: np.ndarray, warmup: int = 100) -> np.ndarray:
     return t * 1e6
 
 
+def median_call_us(fn: Callable[[], object], calls: int, warmup: int = 0) -> float:
+    """Median wall time of ``fn()`` over ``calls`` timed calls, in µs, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    t = np.empty(calls)
+    for i in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        t[i] = time.perf_counter() - t0
+    return float(np.median(t) * 1e6)
+
+
 def python_runtimes(bundle: Path, module: torch.nn.Module, library: str = "x86_64.so") -> dict[str, Call]:
     """Batch-1 callables over the same controller: torch eager, onnxruntime and the bundle's TVM library (one thread)."""
     import onnxruntime as ort

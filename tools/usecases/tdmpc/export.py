@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import time
 import warnings
@@ -34,6 +35,7 @@ from torch import nn
 
 from export import OPSET, ControllerSpec, ExportError, check_supported_ops, export_bundle, frames, lower, ort_session
 from targets import get_target
+from tools.bench.latency import median_call_us
 from tools.usecases.tdmpc.agent import PlannerConfig, TDMPCAgent, mppi_iteration
 
 STEP_INPUTS = ("z", "mean", "std", "noise")
@@ -209,17 +211,6 @@ def compile_step_pipeline(model: onnx.ModelProto, inputs: dict[str, np.ndarray],
     return vm["main"], scheduled
 
 
-def _median_us(fn, calls: int) -> float:
-    for _ in range(min(20, calls)):
-        fn()
-    t = np.empty(calls)
-    for i in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        t[i] = time.perf_counter() - t0
-    return float(np.median(t) * 1e6)
-
-
 def export_planner_step(
     agent: TDMPCAgent,
     cfg: PlannerConfig,
@@ -252,8 +243,10 @@ def export_planner_step(
     latency = {}
     one = sets[0]
     with torch.no_grad():
-        latency["torch"] = _median_us(lambda: step(*(torch.from_numpy(v) for v in one.values())), calls)
-    latency["onnxruntime"] = _median_us(lambda: sess.run(None, one), calls)
+        latency["torch"] = median_call_us(
+            lambda: step(*(torch.from_numpy(v) for v in one.values())), calls, warmup=min(20, calls)
+        )
+    latency["onnxruntime"] = median_call_us(lambda: sess.run(None, one), calls, warmup=min(20, calls))
     tvm_records = {}
     for name in targets:
         target = get_target(name)
@@ -277,7 +270,9 @@ def export_planner_step(
                 )
             record["max_abs_err_vs_onnxruntime"] = tvm_err
             argv = [args[k] for k in STEP_INPUTS]
-            latency[f"tvm-{name}"] = record["latency_us"] = _median_us(lambda main=main, argv=argv: main(*argv), calls)
+            latency[f"tvm-{name}"] = record["latency_us"] = median_call_us(
+                functools.partial(main, *argv), calls, warmup=min(20, calls)
+            )
         else:
             record["max_abs_err_vs_onnxruntime"] = None
             record["note"] = "cross-compiled only; not executed here"

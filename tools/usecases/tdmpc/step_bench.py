@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 
 from export import ExportError
 from targets import get_target, native_target
+from tools.bench.latency import median_call_us
 from tools.usecases.tdmpc.agent import load_agent
 from tools.usecases.tdmpc.export import (
     PARITY_TOLERANCE,
@@ -71,15 +71,6 @@ def _max_err(a: list[list[np.ndarray]], b: list[list[np.ndarray]]) -> float:
 
 def _resolve_target(name: str):
     return native_target() if name == "native" else get_target(name)
-
-
-def _median_of_call(fn: Callable[[], object], calls: int) -> float:
-    t = np.empty(calls)
-    for i in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        t[i] = time.perf_counter() - t0
-    return float(np.median(t) * 1e6)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -137,7 +128,7 @@ def run(args: argparse.Namespace) -> dict:
         rounds: dict[str, list[float]] = {k: [] for k in calls}
         for _ in range(args.rounds):
             for label, fn in calls.items():
-                rounds[label].append(_median_of_call(fn, args.calls))
+                rounds[label].append(median_call_us(fn, args.calls))
     medians = {k: float(np.median(v)) for k, v in rounds.items()}
     rows = [
         Row(label, m[0], m[1], medians[label], rounds[label], medians[label] / medians["onnxruntime"], m[2], m[3], m[4])
