@@ -319,6 +319,7 @@ def _build(pairs: list[tuple[nn.Module, list[nn.Module]]], x: np.ndarray, pct: f
             flat = max(float(np.percentile(np.abs(post), pct)), 1e-6) / QMAX / 2  # half an activation code
         step = saturation(tail, w.shape[0], reach, flat) / LUT_HALF
         mm = [fixed_multiplier(float(s) / step) for s in s_w]
+        multipliers, shifts = np.array([m for m, _ in mm], np.int32), np.array([n for _, n in mm], np.int32)
         grid = np.arange(-LUT_HALF, LUT_HALF + 1, dtype=np.float64) * step
         values = _elementwise(tail, np.repeat(grid[:, None], w.shape[0], axis=1))  # [2L+1, out]
         if not last:
@@ -328,34 +329,13 @@ def _build(pairs: list[tuple[nn.Module, list[nn.Module]]], x: np.ndarray, pct: f
                 )
             s_a = max(float(np.percentile(np.abs(post), pct)), 1e-6) / QMAX
             table = np.clip(_round_even(values[:, 0] / s_a), -QMAX, QMAX).astype(np.int8)
-            layers.append(
-                IntLayer(
-                    wq,
-                    bq,
-                    np.array([m for m, _ in mm], np.int32),
-                    np.array([n for _, n in mm], np.int32),
-                    table,
-                    step,
-                    s_a,
-                )
-            )
-            act = (
-                np.clip(_round_even(post / s_a), -QMAX, QMAX) * s_a
-            )  # calibrate the next layer on what the codes carry
+            layers.append(IntLayer(wq, bq, multipliers, shifts, table, step, s_a))
+            # calibrate the next layer on what the codes carry
+            act = np.clip(_round_even(post / s_a), -QMAX, QMAX) * s_a
             prev_scale = np.full(w.shape[0], s_a)
         else:
             table = _round_even(values.T * 2.0**out_q).astype(np.int32)  # [out, 2L+1]
-            layers.append(
-                IntLayer(
-                    wq,
-                    bq,
-                    np.array([m for m, _ in mm], np.int32),
-                    np.array([n for _, n in mm], np.int32),
-                    table,
-                    step,
-                    2.0**-out_q,
-                )
-            )
+            layers.append(IntLayer(wq, bq, multipliers, shifts, table, step, 2.0**-out_q))
     return IntModel(
         np.array([m for m, _ in in_mm], np.int32),
         np.array([n for _, n in in_mm], np.int32),
