@@ -24,13 +24,14 @@ from export.signing import (
     verify_bundle_signature,
 )
 from export.spec import ControllerSpec
-from export.stub import STUB_SOURCES, StubSession, run_stub_bench
+from export.stub import STUB_MODEL_ENV, STUB_SOURCES, StubSession, run_stub_bench
 from export.tvm_compile import build, check_supported_ops, import_onnx, lower
 from export.verify import run_library_in_process
 
 __all__ = [
     "OPSET",
     "PARITY_TOLERANCE",
+    "STUB_MODEL_ENV",
     "STUB_SOURCES",
     "ControllerSpec",
     "DeviceSession",

@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from export import export_bundle, run_stub_bench, scratch_in
+from export import STUB_MODEL_ENV, export_bundle, run_stub_bench, scratch_in
 from prune import find_groups, prune
 from targets import get_target, parse_target_list
 from tools.bench.floors import COMPUTE_FLOOR, PLAIN_C, STREAM_FLOOR, floor_us, measure_floors, plain_c_bench
@@ -49,7 +49,6 @@ from tools.plant.evaluate import closed_loop_return
 UNPRUNED = "unpruned"
 # the stub as it was before issue 19: TVM's Relax VM in the hot path, SSE2 baseline target
 VM_STUB = "stub {target} (Relax VM)"
-STUB_MODEL_ENV = "PAE_STUB_MODEL"  # export's documented switch: tvm = the stub with the TVM runtime
 
 
 @contextlib.contextmanager
